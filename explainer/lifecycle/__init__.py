@@ -1,0 +1,1 @@
+"""The request lifecycle engine: pure Python over explainer.llm, no Django."""

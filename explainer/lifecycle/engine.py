@@ -1,0 +1,133 @@
+"""Runs one Messages API request end to end and yields its events.
+
+The events are the Messages API stream events, exactly as the API sends them
+(``message_start``, ``content_block_start``, ``ping``, ``content_block_delta``,
+``content_block_stop``, ``message_delta``, ``message_stop``), interleaved with
+explainer frames whose types start with ``explainer.`` (the prompt's tokens, each
+sampled token with its candidates, timings). The WebSocket forwards them as they
+are; the HTTP endpoint keeps the API events and drops the rest.
+
+Example:
+    >>> req = parse_request({"model": "claude-sonnet-4-5", "max_tokens": 8,
+    ...                      "messages": [{"role": "user", "content": "Hi"}]})
+    >>> [e["type"] for e in Engine().stream(req)][:2]
+    ['explainer.prompt', 'message_start']
+"""
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from explainer.lifecycle.errors import invalid
+from explainer.lifecycle.payload import MessagesRequest
+from explainer.llm.generate import Finish, GenerationConfig, Step, generate
+from explainer.llm.model import TinyTransformer, load_model
+from explainer.llm.sampling import SamplingParams
+from explainer.llm.tokenizer import Tokenizer, TokenizerError, load_tokenizer
+
+BUNDLED_MODEL_NAME = "tiny-explainer-4l"
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_id(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+class Cancelled(Exception):
+    """The caller went away; generation stopped early."""
+
+
+@dataclass
+class Engine:
+    model: TinyTransformer | None = None
+    tokenizer: Tokenizer | None = None
+
+    def __post_init__(self) -> None:
+        self.model = self.model or load_model()
+        self.tokenizer = self.tokenizer or load_tokenizer()
+
+    @property
+    def context_window(self) -> int:
+        return self.model.config.n_ctx
+
+    def token_label(self, token: int) -> str:
+        tok = self.tokenizer
+        return tok.specials[token - 256] if tok.is_special(token) else tok.token_str(token)
+
+    def prompt_ids(self, req: MessagesRequest) -> list[int]:
+        try:
+            return self.tokenizer.encode_chat(req.system, [(m.role, m.text) for m in req.messages])
+        except TokenizerError as exc:
+            raise invalid(f"messages: {exc}") from None
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """The window holds prompt and reply: a prompt may use all of it but one token."""
+        return self.context_window - 1
+
+    def check_fits(self, ids: list[int]) -> None:
+        if len(ids) > self.max_prompt_tokens:
+            raise invalid(f"prompt is too long: {len(ids)} tokens > {self.max_prompt_tokens} maximum")
+
+    def stream(self, req: MessagesRequest, seed: int = 0, n_candidates: int = 10,
+               cancelled: Callable[[], bool] = lambda: False) -> Iterator[dict]:
+        """Yield every event of one request; raises APIError before the first event if the request cannot run."""
+        started = time.perf_counter()
+        ids = self.prompt_ids(req)
+        self.check_fits(ids)
+        yield {
+            "type": "explainer.prompt",
+            "input_tokens": len(ids),
+            "context_window": self.context_window,
+            "tokens": [{"id": t, "text": self.token_label(t)} for t in ids],
+            "model": {"requested": req.model, "served_by": BUNDLED_MODEL_NAME, "parameters": self.model.n_params},
+        }
+        usage = {"input_tokens": len(ids), "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        yield {"type": "message_start", "message": {
+            "id": new_id("msg_"), "type": "message", "role": "assistant", "content": [], "model": req.model,
+            "stop_reason": None, "stop_sequence": None, "usage": dict(usage),
+        }}
+        yield {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+        yield {"type": "ping"}
+        cfg = GenerationConfig(
+            max_tokens=req.max_tokens, seed=seed, n_candidates=n_candidates, stop_sequences=req.stop_sequences,
+            sampling=SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p),
+        )
+        first_token_at = None
+        finish: Finish | None = None
+        for item in generate(self.model, self.tokenizer, ids, cfg):
+            if cancelled():
+                raise Cancelled()
+            if isinstance(item, Finish):
+                finish = item
+                break
+            step: Step = item
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+            yield {
+                "type": "explainer.token", "index": step.index, "token": step.token,
+                "text": self.token_label(step.token), "ms": round(step.seconds * 1000, 3),
+                "candidates": [c.to_dict() | {"text": self.token_label(c.token)} for c in step.candidates],
+            }
+            if step.text:
+                yield {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": step.text}}
+        assert finish is not None
+        yield {"type": "content_block_stop", "index": 0}
+        usage["output_tokens"] = finish.output_tokens
+        yield {"type": "message_delta", "delta": {"stop_reason": finish.stop_reason, "stop_sequence": finish.stop_sequence},
+               "usage": {"output_tokens": finish.output_tokens}}
+        yield {"type": "message_stop"}
+        total = time.perf_counter() - started
+        yield {
+            "type": "explainer.done", "usage": usage, "stop_reason": finish.stop_reason,
+            "timings": {
+                "prefill_ms": round(finish.prefill_seconds * 1000, 2),
+                "time_to_first_token_ms": round(((first_token_at or time.perf_counter()) - started) * 1000, 2),
+                "decode_ms": round(finish.decode_seconds * 1000, 2),
+                "tokens_per_second": round(finish.output_tokens / finish.decode_seconds, 1) if finish.decode_seconds > 0 else None,
+                "total_ms": round(total * 1000, 2),
+            },
+        }

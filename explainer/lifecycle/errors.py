@@ -1,0 +1,30 @@
+"""Errors in the Messages API's envelope: ``{"type": "error", "error": {"type": T, "message": M}}``."""
+from __future__ import annotations
+
+STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+class APIError(Exception):
+    """An error a client sees, with the API's type and HTTP status."""
+
+    def __init__(self, type: str, message: str):
+        super().__init__(message)
+        self.type = type
+        self.message = message
+        self.status = STATUS[type]
+
+    def body(self) -> dict:
+        return {"type": "error", "error": {"type": self.type, "message": self.message}}
+
+
+def invalid(message: str) -> APIError:
+    return APIError("invalid_request_error", message)

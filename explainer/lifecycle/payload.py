@@ -1,0 +1,201 @@
+"""Assembly and validation of a Messages API request body.
+
+Validation follows the public API: required fields, types, ranges, the order of
+roles; each error message names the field it is about (``messages.1.content``).
+Consecutive turns of one role are merged, and a final assistant turn is a prefill
+that the reply continues.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from explainer.lifecycle.errors import invalid
+
+MAX_MESSAGES = 100_000
+MAX_STOP_SEQUENCES = 8
+
+KNOWN_FIELDS = {
+    "model", "max_tokens", "messages", "system", "stop_sequences", "stream", "metadata",
+    "temperature", "top_p", "top_k", "tools", "tool_choice", "cache_control",
+}
+# Fields of the current API that the bundled model cannot honour: a clear 400, not silence.
+UNSUPPORTED_FIELDS = {
+    "thinking": "extended thinking is not available on the bundled model",
+    "output_config": "output_config is not supported by the bundled model",
+    "output_format": "structured output formats are not supported by the bundled model",
+    "service_tier": "the bundled model has a single service tier; remove service_tier",
+    "speed": "speed modes are not supported by the bundled model",
+    "container": "code-execution containers are not supported by this server",
+    "context_management": "context management is not supported by this server",
+    "mcp_servers": "MCP servers are not supported by this server",
+    "inference_geo": "inference_geo is not supported by this server",
+}
+
+
+@dataclass
+class Message:
+    role: str  # "user" | "assistant"
+    text: str
+
+
+@dataclass
+class MessagesRequest:
+    model: str
+    max_tokens: int
+    messages: list[Message]
+    system: str | None = None
+    stop_sequences: tuple[str, ...] = ()
+    stream: bool = False
+    temperature: float = 1.0
+    top_p: float | None = None
+    top_k: int | None = None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def prefill(self) -> str | None:
+        return self.messages[-1].text if self.messages[-1].role == "assistant" else None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _type_name(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _text_blocks(value: Any, where: str, allow_string: bool = True) -> str:
+    """A string, or a list of text blocks, joined in order."""
+    if isinstance(value, str) and allow_string:
+        return value
+    if not isinstance(value, list):
+        raise invalid(f"{where}: Input should be a valid string or a list of content blocks, got {_type_name(value)}")
+    parts = []
+    for i, block in enumerate(value):
+        at = f"{where}.{i}"
+        if not isinstance(block, dict):
+            raise invalid(f"{at}: Input should be an object, got {_type_name(block)}")
+        kind = block.get("type")
+        if kind is None:
+            raise invalid(f"{at}.type: Field required")
+        if kind in ("image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "search_result"):
+            raise invalid(f"{at}: content blocks of type '{kind}' are not supported by the bundled model (text only)")
+        if kind != "text":
+            raise invalid(f"{at}.type: Input tag '{kind}' found using 'type' does not match any of the expected tags")
+        if "text" not in block:
+            raise invalid(f"{at}.text: Field required")
+        if not isinstance(block["text"], str):
+            raise invalid(f"{at}.text: Input should be a valid string")
+        extra = set(block) - {"type", "text", "cache_control", "citations"}
+        if extra:
+            raise invalid(f"{at}.{sorted(extra)[0]}: Extra inputs are not permitted")
+        parts.append(block["text"])
+    return "".join(parts)
+
+
+def parse_request(body: Any) -> MessagesRequest:
+    """Validate a decoded JSON body; raise :class:`APIError` (400) naming the first bad field."""
+    if not isinstance(body, dict):
+        raise invalid(f"The request body must be a JSON object, got {_type_name(body)}")
+    for name, why in UNSUPPORTED_FIELDS.items():
+        if name in body:
+            raise invalid(f"{name}: {why}")
+    extra = sorted(set(body) - KNOWN_FIELDS)
+    if extra:
+        raise invalid(f"{extra[0]}: Extra inputs are not permitted")
+    for name in ("model", "max_tokens", "messages"):
+        if name not in body:
+            raise invalid(f"{name}: Field required")
+
+    model = body["model"]
+    if not isinstance(model, str) or not model.strip():
+        raise invalid("model: Input should be a non-empty string")
+    max_tokens = body["max_tokens"]
+    if not _is_int(max_tokens):
+        raise invalid("max_tokens: Input should be a valid integer")
+    if max_tokens < 1:
+        raise invalid("max_tokens: Input should be greater than or equal to 1")
+
+    raw = body["messages"]
+    if not isinstance(raw, list):
+        raise invalid(f"messages: Input should be a valid list, got {_type_name(raw)}")
+    if not raw:
+        raise invalid("messages: at least one message is required")
+    if len(raw) > MAX_MESSAGES:
+        raise invalid(f"messages: at most {MAX_MESSAGES} messages are allowed, got {len(raw)}")
+    merged: list[Message] = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict):
+            raise invalid(f"messages.{i}: Input should be an object, got {_type_name(m)}")
+        for key in ("role", "content"):
+            if key not in m:
+                raise invalid(f"messages.{i}.{key}: Field required")
+        extra = set(m) - {"role", "content"}
+        if extra:
+            raise invalid(f"messages.{i}.{sorted(extra)[0]}: Extra inputs are not permitted")
+        if m["role"] not in ("user", "assistant"):
+            raise invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        text = _text_blocks(m["content"], f"messages.{i}.content")
+        if merged and merged[-1].role == m["role"]:
+            merged[-1].text += "\n\n" + text  # consecutive turns of one role are merged
+        else:
+            merged.append(Message(m["role"], text))
+    if merged[0].role != "user":
+        raise invalid("messages.0.role: the first message must use the 'user' role")
+
+    system = None
+    if "system" in body and body["system"] is not None:
+        system = _text_blocks(body["system"], "system")
+
+    stops: tuple[str, ...] = ()
+    if body.get("stop_sequences") is not None:
+        s = body["stop_sequences"]
+        if not isinstance(s, list) or not all(isinstance(x, str) for x in s):
+            raise invalid("stop_sequences: Input should be a list of strings")
+        if len(s) > MAX_STOP_SEQUENCES:
+            raise invalid(f"stop_sequences: at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+        if any(not x for x in s):
+            raise invalid("stop_sequences: each stop sequence must be a non-empty string")
+        stops = tuple(s)
+
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise invalid("stream: Input should be a valid boolean")
+
+    temperature = body.get("temperature", 1.0)
+    if temperature is None:
+        temperature = 1.0
+    if not _is_number(temperature) or not (0.0 <= temperature <= 1.0):
+        raise invalid("temperature: Input should be a number between 0 and 1")
+    top_p = body.get("top_p")
+    if top_p is not None and (not _is_number(top_p) or not (0.0 < top_p <= 1.0)):
+        raise invalid("top_p: Input should be a number greater than 0 and at most 1")
+    top_k = body.get("top_k")
+    if top_k is not None and (not _is_int(top_k) or top_k < 0):
+        raise invalid("top_k: Input should be an integer greater than or equal to 0")
+
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise invalid("metadata: Input should be an object")
+    if set(metadata) - {"user_id"}:
+        raise invalid(f"metadata.{sorted(set(metadata) - {'user_id'})[0]}: Extra inputs are not permitted")
+    if metadata.get("user_id") is not None and not isinstance(metadata["user_id"], str):
+        raise invalid("metadata.user_id: Input should be a valid string")
+
+    if body.get("tools"):
+        raise invalid("tools: tool use is not available on this server yet")
+    if body.get("tool_choice") is not None:
+        raise invalid("tool_choice: tool use is not available on this server yet")
+
+    return MessagesRequest(
+        model=model, max_tokens=max_tokens, messages=merged, system=system or None,
+        stop_sequences=stops, stream=stream, temperature=float(temperature),
+        top_p=float(top_p) if top_p is not None else None, top_k=top_k, metadata=metadata,
+    )

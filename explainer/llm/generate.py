@@ -1,0 +1,106 @@
+"""The autoregressive loop: prefill the prompt, then sample one token at a time with the KV cache.
+
+Yields one :class:`Step` per generated token, with its text (only whole characters, and
+never text that might still turn out to be the start of a stop sequence), its candidate
+rows and timings, and finally the stop reason.
+"""
+from __future__ import annotations
+
+import codecs
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from explainer.llm.model import KVCache, TinyTransformer
+from explainer.llm.sampling import Candidate, SamplingParams, distribution, draw
+from explainer.llm.tokenizer import Tokenizer
+
+
+@dataclass
+class GenerationConfig:
+    max_tokens: int = 128
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop_sequences: tuple[str, ...] = ()
+    seed: int = 0
+    n_candidates: int = 10
+
+
+@dataclass
+class Step:
+    index: int
+    token: int
+    text: str  # text released by this step (may be "" while held back)
+    candidates: list[Candidate]
+    seconds: float
+
+
+@dataclass
+class Finish:
+    stop_reason: str  # end_turn | max_tokens | stop_sequence | model_context_window_exceeded
+    stop_sequence: str | None
+    output_tokens: int
+    text: str
+    prefill_seconds: float
+    decode_seconds: float
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters of ``text`` could be the start of a stop sequence."""
+    hold = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                hold = max(hold, n)
+                break
+    return hold
+
+
+def generate(model: TinyTransformer, tok: Tokenizer, prompt: list[int], cfg: GenerationConfig,
+             cache: KVCache | None = None) -> Iterator[Step | Finish]:
+    """Run the model on ``prompt`` (after whatever ``cache`` already holds) and sample a reply."""
+    rng = np.random.default_rng(cfg.seed)
+    end_id = tok.special_id("<|end|>")
+    # The other role markers would start a new turn in the middle of a reply: the engine never samples them.
+    banned = tuple(tok.special_id(s) for s in tok.specials if s != "<|end|>")
+    n_ctx = model.config.n_ctx
+
+    t0 = time.perf_counter()
+    new = prompt[cache.length:] if cache is not None else prompt
+    out = model.forward(new, cache=cache)
+    cache, logits = out.cache, out.logits[-1]
+    prefill = time.perf_counter() - t0
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text, released = "", 0
+    stop_reason, stop_seq, n_out = None, None, 0
+    decode_start = time.perf_counter()
+    while stop_reason is None:
+        t = time.perf_counter()
+        dist = distribution(logits, cfg.sampling, banned=banned)
+        token = draw(dist, rng)
+        n_out += 1
+        hit = None
+        if token == end_id:
+            stop_reason = "end_turn"
+        else:
+            text += decoder.decode(tok.token_bytes(token))
+            hit = min(((text.find(s), s) for s in cfg.stop_sequences if s and s in text), default=None)
+            if hit:
+                text, stop_reason, stop_seq = text[: hit[0]], "stop_sequence", hit[1]
+            elif n_out >= cfg.max_tokens:
+                stop_reason = "max_tokens"
+            elif cache.length + 1 >= n_ctx:  # prompt + output now fill the window
+                stop_reason = "model_context_window_exceeded"
+        if stop_reason is None:
+            safe = len(text) - _held_back(text, cfg.stop_sequences)
+        else:
+            if stop_reason != "stop_sequence":
+                text += decoder.decode(b"", final=True)  # release a cut-off character as U+FFFD
+            safe = len(text)
+        piece, released = text[released:safe], max(released, safe)
+        yield Step(n_out - 1, token, piece, dist.rows(cfg.n_candidates), time.perf_counter() - t)
+        if stop_reason is None:
+            logits = model.forward([token], cache=cache).logits[-1]
+    yield Finish(stop_reason, stop_seq, n_out, text, prefill, time.perf_counter() - decode_start)

@@ -1,0 +1,211 @@
+"""Byte-level BPE tokenizer: encode with a merge trace, decode, and a rank cut-off.
+
+Token ids:
+    0..255              single bytes
+    256..256+S-1        special tokens of the chat template (never produced from text)
+    256+S+r             the token made by merge number r (rank r, 0-based)
+
+One merge list is trained by the project (``training/train_tokenizer.py``); the model
+uses only its first ``model_merges`` ranks, and ``encode(text, max_merges=N)``
+re-tokenises with the first N merges for the vocabulary-size slider.
+
+Example:
+    >>> tok = load_tokenizer()
+    >>> tok.decode(tok.encode("hello world")) == "hello world"
+    True
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+TOKENIZER_PATH = WEIGHTS_DIR / "tokenizer.json"
+
+# GPT-2's pre-tokenisation pattern, written for the standard library's ``re``:
+# [^\W\d_] is "a letter", (?:[^\s\w]|_) is "punctuation or symbol".
+PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+SPECIAL_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+
+
+class TokenizerError(ValueError):
+    """Raised for text that cannot be encoded (for example a lone surrogate)."""
+
+
+@dataclass(frozen=True)
+class MergeStep:
+    """One step of BPE on one chunk: ``left`` + ``right`` became ``token`` (merge ``rank``)."""
+
+    rank: int
+    left: int
+    right: int
+    token: int
+    pieces: tuple[int, ...]  # the chunk's token ids after this step
+
+
+@dataclass
+class Tokenizer:
+    merges: list[tuple[int, int]]
+    model_merges: int
+    pattern: str = PATTERN
+    specials: tuple[str, ...] = SPECIAL_TOKENS
+    _ranks: dict[tuple[int, int], int] = field(init=False, repr=False)
+    _bytes: list[bytes] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._regex = re.compile(self.pattern)
+        self.n_special = len(self.specials)
+        self.first_merge_id = 256 + self.n_special
+        self._ranks = {pair: r for r, pair in enumerate(self.merges)}
+        self._bytes = [bytes([i]) for i in range(256)] + [s.encode() for s in self.specials]
+        for a, b in self.merges:
+            self._bytes.append(self._bytes[a] + self._bytes[b])
+        self._cache: dict[tuple[str, int], tuple[int, ...]] = {}
+
+    # ---- vocabulary -------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Size of the model's vocabulary (bytes + specials + the merges it uses)."""
+        return self.first_merge_id + self.model_merges
+
+    def special_id(self, name: str) -> int:
+        """Example: ``tok.special_id("<|user|>") == 257``."""
+        return 256 + self.specials.index(name)
+
+    def is_special(self, token: int) -> bool:
+        return 256 <= token < self.first_merge_id
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._bytes[token]
+
+    def rank_of(self, token: int) -> int | None:
+        """Merge rank that made ``token``; None for a byte or a special token."""
+        return token - self.first_merge_id if token >= self.first_merge_id else None
+
+    def token_str(self, token: int) -> str:
+        """Readable form of one token (invalid UTF-8 pieces shown with replacement marks)."""
+        return self._bytes[token].decode("utf-8", errors="replace")
+
+    # ---- encoding ---------------------------------------------------------------
+    def _limit(self, max_merges: int | None) -> int:
+        if max_merges is None:
+            return self.model_merges
+        return max(0, min(int(max_merges), len(self.merges)))
+
+    def chunks(self, text: str) -> list[str]:
+        """Pre-tokenisation: split text into the pieces BPE works on independently."""
+        return self._regex.findall(text)
+
+    @staticmethod
+    def _utf8(text: str) -> bytes:
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TokenizerError(
+                f"text contains a lone surrogate (U+{ord(text[exc.start]):04X} at index {exc.start}); "
+                "it is not valid Unicode and cannot be encoded as UTF-8"
+            ) from None
+
+    def _bpe(self, chunk: bytes, limit: int, trace: list[MergeStep] | None = None) -> tuple[int, ...]:
+        ids = list(chunk)
+        ranks = self._ranks
+        first = self.first_merge_id
+        while len(ids) > 1:
+            best, best_rank = None, limit
+            for pair in zip(ids, ids[1:]):
+                r = ranks.get(pair)
+                if r is not None and r < best_rank:
+                    best, best_rank = pair, r
+            if best is None:
+                break
+            new_id = first + best_rank
+            merged, i = [], 0
+            while i < len(ids):
+                if i + 1 < len(ids) and ids[i] == best[0] and ids[i + 1] == best[1]:
+                    merged.append(new_id)
+                    i += 2
+                else:
+                    merged.append(ids[i])
+                    i += 1
+            ids = merged
+            if trace is not None:
+                trace.append(MergeStep(best_rank, best[0], best[1], new_id, tuple(ids)))
+        return tuple(ids)
+
+    def encode(self, text: str, max_merges: int | None = None) -> list[int]:
+        """Text -> token ids using the first ``max_merges`` merges (default: the model's)."""
+        self._utf8(text)
+        limit = self._limit(max_merges)
+        out: list[int] = []
+        cache = self._cache
+        for chunk in self._regex.findall(text):
+            key = (chunk, limit)
+            ids = cache.get(key)
+            if ids is None:
+                ids = self._bpe(chunk.encode("utf-8"), limit)
+                if len(cache) < 200_000:
+                    cache[key] = ids
+            out.extend(ids)
+        return out
+
+    def encode_with_trace(self, text: str, max_merges: int | None = None) -> list[dict]:
+        """Per pre-tokenised chunk: its bytes, the merge steps applied, and the final ids.
+
+        Example: ``tok.encode_with_trace("hello")[0]["steps"][0].rank``
+        """
+        self._utf8(text)
+        limit = self._limit(max_merges)
+        result = []
+        for chunk in self._regex.findall(text):
+            steps: list[MergeStep] = []
+            ids = self._bpe(chunk.encode("utf-8"), limit, steps)
+            result.append({"text": chunk, "bytes": list(chunk.encode("utf-8")), "steps": steps, "ids": list(ids)})
+        return result
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return b"".join(self._bytes[i] for i in ids)
+
+    def decode(self, ids: list[int]) -> str:
+        """Token ids -> text. Bytes that do not form UTF-8 (a cut mid-character) become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    # ---- chat template ----------------------------------------------------------
+    def encode_chat(self, system: str | None, messages: list[tuple[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """The model's chat template as ids::
+
+            <|system|>SYSTEM<|end|><|user|>TEXT<|end|><|assistant|>TEXT<|end|>...<|assistant|>
+
+        A final assistant turn is a prefill: it is left open so the reply continues it.
+        """
+        end = self.special_id("<|end|>")
+        ids: list[int] = []
+        if system:
+            ids += [self.special_id("<|system|>"), *self.encode(system), end]
+        for i, (role, text) in enumerate(messages):
+            ids.append(self.special_id(f"<|{role}|>"))
+            ids += self.encode(text)
+            prefill = role == "assistant" and i == len(messages) - 1
+            if not prefill:
+                ids.append(end)
+        if add_generation_prompt and (not messages or messages[-1][0] != "assistant"):
+            ids.append(self.special_id("<|assistant|>"))
+        return ids
+
+    # ---- persistence ------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"pattern": self.pattern, "specials": list(self.specials), "model_merges": self.model_merges, "merges": [list(m) for m in self.merges]}
+
+    def save(self, path: Path = TOKENIZER_PATH) -> None:
+        path.write_text(json.dumps(self.to_dict(), separators=(",", ":")))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Tokenizer":
+        return cls(merges=[tuple(m) for m in data["merges"]], model_merges=int(data["model_merges"]), pattern=data["pattern"], specials=tuple(data["specials"]))
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(path: Path = TOKENIZER_PATH) -> Tokenizer:
+    return Tokenizer.from_dict(json.loads(Path(path).read_text()))

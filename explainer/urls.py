@@ -1,0 +1,9 @@
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("explainer.stages.urls")),
+]
+
+handler400 = "explainer.stages.views.bad_request"
+handler404 = "explainer.stages.views.not_found"
+handler500 = "explainer.stages.views.server_error"

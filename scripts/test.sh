@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up (first time) and run the whole test suite, browser tests included.
+set -euo pipefail
+source "$(dirname "$0")/_venv.sh" "test"
+
+# Browser tests drive Debian's Chromium; Playwright never downloads a browser here.
+if [ -z "${CHROMIUM_PATH:-}" ]; then
+  CHROMIUM_PATH="$(command -v chromium || true)"
+fi
+if [ -z "$CHROMIUM_PATH" ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "Installing Debian's chromium package for the browser tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    CHROMIUM_PATH="$(command -v chromium)"
+  else
+    echo "The browser tests need Chromium: install Debian's 'chromium' package (sudo apt-get install chromium) or set CHROMIUM_PATH." >&2
+    exit 1
+  fi
+fi
+export CHROMIUM_PATH
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,83 @@
+"""Browser tests: a real Daphne process serving the app, driven by Debian's Chromium through Playwright."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The app under Daphne, as the README's run command starts it, on a free port."""
+    data = tmp_path_factory.mktemp("appdata")
+    env = {**os.environ, "EXPLAINER_DATA_DIR": str(data), "DJANGO_SETTINGS_MODULE": "explainer.settings"}
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
+    port = _free_port()
+    log = (data / "daphne.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "explainer.asgi:application"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError((data / "daphne.log").read_text())
+            time.sleep(0.2)
+    yield {"url": f"http://127.0.0.1:{port}", "log": data / "daphne.log"}
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    path = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
+    if not path:
+        pytest.fail("Browser tests need Chromium: install Debian's 'chromium' package or set CHROMIUM_PATH.")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.js_errors = errors
+    yield pg
+    context.close()
+
+
+@pytest.fixture
+def shoot(request):
+    """Save a screenshot under shots/ when EXPLAINER_SHOTS=1 (for people reviewing the pages)."""
+    def _shoot(pg, name: str) -> None:
+        if os.environ.get("EXPLAINER_SHOTS"):
+            out = ROOT / "shots"
+            out.mkdir(exist_ok=True)
+            pg.screenshot(path=str(out / f"{name}.png"), full_page=True)
+    return _shoot

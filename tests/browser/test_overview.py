@@ -1,0 +1,72 @@
+import json
+import re
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def test_it_streams_a_reply_with_usage_after_send(server, page, shoot):
+    page.goto(server["url"] + "/")
+    page.get_by_label("Message").fill("What is a PostgreSQL index?")
+    page.locator("#max_tokens").fill("24")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_selector("#usage dd[data-field=output_tokens]", timeout=30_000)
+    text = page.locator("#output").inner_text()
+    out_tokens = int(page.locator("#usage dd[data-field=output_tokens]").inner_text())
+    assert 1 <= out_tokens <= 24
+    assert text.strip() or page.locator("#usage dd[data-field=stop_reason]").inner_text() == "end_turn"
+    names = page.locator("#events .ev-name").all_inner_texts()
+    api = [n for n in names if not n.startswith("explainer.")]
+    assert api[:3] == ["message_start", "content_block_start", "ping"]
+    assert api[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert int(page.locator("#usage dd[data-field=input_tokens]").inner_text()) > 5
+    assert page.locator("#prompt-tokens .tok").count() > 5
+    assert page.locator("#pipeline li.active").count() == 1
+    assert not page.js_errors
+    shoot(page, "overview-1280")
+
+
+def test_the_same_seed_gives_the_same_text(server, page):
+    page.goto(server["url"] + "/")
+    texts = []
+    for _ in range(2):
+        page.locator("#max_tokens").fill("12")
+        page.locator("#seed").fill("42")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector("#usage dd[data-field=output_tokens]", timeout=30_000)
+        texts.append(page.locator("#output").inner_text())
+    assert texts[0] == texts[1]
+
+
+def test_hostile_prompt_text_is_shown_as_text(server, page, shoot):
+    page.goto(server["url"] + "/")
+    hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>\u202e' + "😀" * 300
+    page.get_by_label("Message").fill(hostile)
+    page.locator("#max_tokens").fill("4")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_selector("#usage dd[data-field=output_tokens], #events li.error", timeout=30_000)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#output img").count() == 0
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1280
+    shoot(page, "overview-hostile")
+
+
+def test_it_works_on_a_phone(server, browser, shoot):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    pg = context.new_page()
+    pg.goto(server["url"] + "/")
+    pg.locator("#max_tokens").fill("8")
+    pg.get_by_role("button", name="Send").tap()
+    pg.wait_for_selector("#usage dd[data-field=output_tokens]", timeout=30_000)
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+    shoot(pg, "overview-phone")
+    context.close()
+
+
+def test_an_unknown_page_is_a_friendly_404(server, page):
+    resp = page.goto(server["url"] + "/no/such/page/")
+    assert resp.status == 404
+    assert page.get_by_role("link", name=re.compile("overview", re.I)).count() == 1
+    assert "Traceback" not in page.content()

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from explainer.llm.generate import Finish, GenerationConfig, Step, generate
+from explainer.llm.model import load_model
+from explainer.llm.sampling import SamplingParams, distribution, draw
+from explainer.llm.tokenizer import load_tokenizer
+
+LOGITS = np.array([2.0, 1.0, 0.5, 3.0, -1.0, 3.0])  # token 3 and 5 tie at the top
+
+
+def test_temperature_zero_is_greedy():
+    d = distribution(LOGITS, SamplingParams(temperature=0))
+    assert d.final[3] == 1.0 and d.final.sum() == 1.0  # the tie goes to the lower id
+    rng = np.random.default_rng(1)
+    assert {draw(d, rng) for _ in range(50)} == {3}
+
+
+def test_top_k_keeps_exactly_the_k_best():
+    d = distribution(LOGITS, SamplingParams(temperature=1.0, top_k=3))
+    assert set(np.flatnonzero(d.final)) == {3, 5, 0}
+    np.testing.assert_allclose(d.final.sum(), 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-10, 10), min_size=2, max_size=40), st.floats(0.05, 0.99), st.floats(0.05, 1.0))
+def test_top_p_keeps_the_smallest_prefix_reaching_p(logits, p, temperature):
+    logits = np.array(logits)
+    d = distribution(logits, SamplingParams(temperature=temperature, top_p=p))
+    kept = np.flatnonzero(d.final)
+    probs_sorted = d.probs[d.order]
+    n = len(kept)
+    assert set(kept) == set(d.order[:n].tolist())  # the kept set is a prefix of the ranking
+    assert probs_sorted[:n].sum() >= p - 1e-9  # it reaches p
+    assert n == 1 or probs_sorted[: n - 1].sum() < p - 1e-12  # and is the smallest that does
+
+
+def test_rows_carry_logit_scaled_logit_probability_and_cumulative():
+    d = distribution(LOGITS, SamplingParams(temperature=0.5, top_k=4))
+    rows = d.rows(6)
+    assert [r.token for r in rows] == [3, 5, 0, 1, 2, 4]
+    assert rows[0].scaled_logit == pytest.approx(6.0)
+    assert rows[-1].cumulative == pytest.approx(1.0)
+    assert [r.kept for r in rows] == [True, True, True, True, False, False]
+    np.testing.assert_allclose(sum(r.probability for r in rows), 1.0)
+
+
+def test_seeded_draws_repeat():
+    d = distribution(LOGITS, SamplingParams(temperature=1.0))
+    a = [draw(d, np.random.default_rng(7)) for _ in range(5)]
+    b = [draw(d, np.random.default_rng(7)) for _ in range(5)]
+    assert a == b
+    many = [draw(d, r) for r in [np.random.default_rng(3)] for _ in range(4000)]
+    freq = np.bincount(many, minlength=len(LOGITS)) / len(many)
+    np.testing.assert_allclose(freq, d.final, atol=0.03)  # and follow the distribution
+
+
+model, tok = load_model(), load_tokenizer()
+PROMPT = tok.encode_chat(None, [("user", "What is a database index?")])
+
+
+def _run(**kw):
+    items = list(generate(model, tok, PROMPT, GenerationConfig(**kw)))
+    return [i for i in items if isinstance(i, Step)], items[-1]
+
+
+def test_generation_is_reproducible_by_seed():
+    steps_a, fin_a = _run(max_tokens=20, seed=5, sampling=SamplingParams(temperature=1.0))
+    steps_b, fin_b = _run(max_tokens=20, seed=5, sampling=SamplingParams(temperature=1.0))
+    assert [s.token for s in steps_a] == [s.token for s in steps_b] and fin_a.text == fin_b.text
+
+
+def test_generation_honours_max_tokens_and_streams_the_whole_text():
+    steps, fin = _run(max_tokens=7, seed=1, sampling=SamplingParams(temperature=1.0))
+    assert isinstance(fin, Finish)
+    assert fin.output_tokens == len(steps) <= 7
+    assert "".join(s.text for s in steps) == fin.text
+    if fin.stop_reason == "max_tokens":
+        assert len(steps) == 7
+
+
+def test_generation_stops_at_a_stop_sequence_and_never_streams_it():
+    _, free = _run(max_tokens=30, seed=2, sampling=SamplingParams(temperature=0))
+    words = free.text.split()
+    assert len(words) > 2, free.text
+    stop = " " + words[2]
+    steps, fin = _run(max_tokens=30, seed=2, sampling=SamplingParams(temperature=0), stop_sequences=(stop,))
+    assert fin.stop_reason == "stop_sequence" and fin.stop_sequence == stop
+    streamed = "".join(s.text for s in steps)
+    assert streamed == fin.text == free.text[: free.text.index(stop)]
+
+
+def test_generation_stops_at_the_context_window():
+    long_prompt = tok.encode_chat(None, [("user", "word " * 2000)])[-(model.config.n_ctx - 3):]
+    items = list(generate(model, tok, long_prompt, GenerationConfig(max_tokens=50)))
+    assert items[-1].stop_reason in ("model_context_window_exceeded", "end_turn")
+    assert items[-1].output_tokens <= 3
