@@ -45,6 +45,7 @@ def _options(raw) -> tuple[int, int]:
 class StreamConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.task: asyncio.Task | None = None
+        self.running = False
         self.cancel = threading.Event()
         self.recent: deque[float] = deque()
         await self.accept()
@@ -92,8 +93,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
             raise invalid(f"The frame is not valid JSON: {exc}") from None
         if isinstance(frame, dict) and frame.get("type") == "cancel":
             self.cancel.set()
+            if self.task:
+                self.task.cancel()
+            self.running = False
             return
-        if self.task and not self.task.done():
+        if self.running:
             raise invalid("A request is already running on this socket: wait for message_stop or send {\"type\": \"cancel\"}.")
         if isinstance(frame, dict):
             seed, pace = _options(frame.pop("explainer", None))
@@ -101,10 +105,16 @@ class StreamConsumer(AsyncWebsocketConsumer):
             seed, pace = 0, 0
         req = parse_request(frame)
         self.cancel = threading.Event()
+        self.running = True
         self.task = asyncio.create_task(self._run(req, seed, pace, self.cancel))
 
     async def _run(self, req, seed, pace_ms, cancel):
-        async for event in run_events(req, seed, cancel):
-            await self.send_json(event)
-            if pace_ms and event["type"] == "explainer.token":
-                await asyncio.sleep(pace_ms / 1000)
+        try:
+            async for event in run_events(req, seed, cancel):
+                if event["type"] in ("explainer.done", "error"):
+                    self.running = False  # the client may send the next request as soon as it sees this frame
+                await self.send_json(event)
+                if pace_ms and event["type"] == "explainer.token":
+                    await asyncio.sleep(pace_ms / 1000)
+        finally:
+            self.running = False

@@ -52,19 +52,24 @@ async def run_events(req: MessagesRequest, seed: int, cancel: threading.Event) -
     queue: asyncio.Queue = asyncio.Queue()
     done = object()
 
+    def put(item) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the event loop is gone (server shutting down): stop quietly
+            cancel.set()
+
     def work() -> None:
         try:
             for event in get_engine().stream(req, seed=seed, cancelled=cancel.is_set):
-                loop.call_soon_threadsafe(queue.put_nowait, event)
+                put(event)
         except APIError as exc:
-            loop.call_soon_threadsafe(queue.put_nowait, exc.body())
+            put(exc.body())
         except Cancelled:
             pass
         except Exception:  # a bug, not bad input: log it, tell the client without details
             log.exception("engine run failed")
-            loop.call_soon_threadsafe(queue.put_nowait, APIError("api_error", "Internal error while generating.").body())
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, done)
+            put(APIError("api_error", "Internal error while generating.").body())
+        put(done)
 
     try:
         future = loop.run_in_executor(_executor(), work)
