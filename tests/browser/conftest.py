@@ -24,7 +24,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(tmp_path_factory):
     """The app under Daphne, as the README's run command starts it, on a free port."""
     data = tmp_path_factory.mktemp("appdata")
@@ -48,7 +48,9 @@ def server(tmp_path_factory):
     proc.wait(10)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running while it is
+# open, which would break the async (pytest-asyncio) tests that run after this package.
+@pytest.fixture(scope="package")
 def browser():
     from playwright.sync_api import sync_playwright
 

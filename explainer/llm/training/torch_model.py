@@ -30,6 +30,16 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
+    def forward_cached(self, x, past: tuple | None):
+        """Attention for new positions x [1, T, C] after cached keys/values ([1, h, S, hd] each)."""
+        B, T, C = x.shape
+        h = self.cfg.n_head
+        q, k, v = (t.view(B, T, h, C // h).transpose(1, 2) for t in self.qkv(x).split(C, dim=2))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and T > 1)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C)), (k, v)
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -78,6 +88,22 @@ class TinyGPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x) @ self.wte.weight.T  # [B, T, vocab]
+
+    @torch.no_grad()
+    def forward_cached(self, idx, past: list | None = None):
+        """Logits for new tokens ``idx`` [1, T] given the per-layer KV cache ``past``; returns (logits, cache).
+
+        A decode step (T = 1) with a cache; a prefill (T > 1) without one.
+        """
+        start = past[0][0].shape[2] if past else 0
+        x = self.wte(idx) + self.wpe(torch.arange(start, start + idx.shape[1]))
+        new = []
+        for i, block in enumerate(self.blocks):
+            a, kv = block.attn.forward_cached(block.ln_1(x), past[i] if past else None)
+            x = x + a
+            x = x + block.mlp(block.ln_2(x))
+            new.append(kv)
+        return self.ln_f(x) @ self.wte.weight.T, new
 
     # ---- conversion to and from the numpy weight names -------------------------------
     def numpy_weights(self) -> dict[str, np.ndarray]:
