@@ -73,7 +73,7 @@ class Engine:
             raise invalid(f"prompt is too long: {len(ids)} tokens > {self.max_prompt_tokens} maximum")
 
     def stream(self, req: MessagesRequest, seed: int = 0, n_candidates: int = 10,
-               cancelled: Callable[[], bool] = lambda: False) -> Iterator[dict]:
+               cancelled: Callable[[], bool] = lambda: False, keep_logits: bool = False) -> Iterator[dict]:
         """Yield every event of one request; raises APIError before the first event if the request cannot run."""
         started = time.perf_counter()
         ids = self.prompt_ids(req)
@@ -107,11 +107,14 @@ class Engine:
             step: Step = item
             if first_token_at is None:
                 first_token_at = time.perf_counter()
-            yield {
+            frame = {
                 "type": "explainer.token", "index": step.index, "token": step.token,
-                "text": self.token_label(step.token), "ms": round(step.seconds * 1000, 3),
+                "text": self.token_label(step.token), "piece": step.text, "ms": round(step.seconds * 1000, 3),
                 "candidates": [c.to_dict() | {"text": self.token_label(c.token)} for c in step.candidates],
             }
+            if keep_logits:
+                frame["logits"] = step.logits  # numpy, for in-process callers only (not JSON)
+            yield frame
             if step.text:
                 yield {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": step.text}}
         assert finish is not None
@@ -131,3 +134,48 @@ class Engine:
                 "total_ms": round(total * 1000, 2),
             },
         }
+
+
+@dataclass
+class Run:
+    """Everything one scenario produced: what the stage pages render."""
+
+    body: dict
+    request: MessagesRequest | None
+    error: dict | None  # the API's error body when the request is refused
+    prompt_ids: list[int]
+    prompt_tokens: list[dict]
+    events: list[dict]  # the Messages API stream events, in order
+    steps: list[dict]  # explainer.token frames, with "logits"
+    done: dict | None  # the explainer.done frame (usage, stop reason, timings)
+
+    @property
+    def text(self) -> str:
+        return "".join(s["piece"] for s in self.steps)
+
+
+def run_request(engine: Engine, body: dict, seed: int = 0, n_candidates: int = 10) -> Run:
+    """Validate ``body`` and run it to the end, collecting every event."""
+    from explainer.lifecycle.errors import APIError
+    from explainer.lifecycle.payload import parse_request
+
+    try:
+        req = parse_request(body)
+        events = list(engine.stream(req, seed=seed, n_candidates=n_candidates, keep_logits=True))
+    except APIError as exc:
+        req = req if "req" in locals() else None
+        ids: list[int] = []
+        if req is not None:
+            try:
+                ids = engine.prompt_ids(req)
+            except APIError:
+                ids = []
+        return Run(body, req, exc.body(), ids, [{"id": t, "text": engine.token_label(t)} for t in ids], [], [], None)
+    prompt = events[0]
+    return Run(
+        body=body, request=req, error=None,
+        prompt_ids=[t["id"] for t in prompt["tokens"]], prompt_tokens=prompt["tokens"],
+        events=[e for e in events if not e["type"].startswith("explainer.")],
+        steps=[e for e in events if e["type"] == "explainer.token"],
+        done=events[-1],
+    )

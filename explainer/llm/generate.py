@@ -34,6 +34,7 @@ class Step:
     text: str  # text released by this step (may be "" while held back)
     candidates: list[Candidate]
     seconds: float
+    logits: np.ndarray | None = None  # the raw scores this token was drawn from [V]
 
 
 @dataclass
@@ -100,7 +101,7 @@ def generate(model: TinyTransformer, tok: Tokenizer, prompt: list[int], cfg: Gen
                 text += decoder.decode(b"", final=True)  # release a cut-off character as U+FFFD
             safe = len(text)
         piece, released = text[released:safe], max(released, safe)
-        yield Step(n_out - 1, token, piece, dist.rows(cfg.n_candidates), time.perf_counter() - t)
+        yield Step(n_out - 1, token, piece, dist.rows(cfg.n_candidates), time.perf_counter() - t, logits)
         if stop_reason is None:
             logits = model.forward([token], cache=cache).logits[-1]
     yield Finish(stop_reason, stop_seq, n_out, text, prefill, time.perf_counter() - decode_start)

@@ -3,5 +3,7 @@ from django.urls import path
 from explainer.stages import views
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
+    path("", views.home, name="home"),
+    path("learn/<str:slug>/", views.stage, name="stage"),
+    path("scenario/encode", views.encode_scenario, name="encode-scenario"),
 ]

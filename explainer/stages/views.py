@@ -1,31 +1,115 @@
 from __future__ import annotations
 
+import json
+import logging
+from functools import cached_property
+from urllib.parse import urlencode
+
+from django.http import JsonResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
 
-from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
-from explainer.llm.model import load_model
-from explainer.stages.registry import BY_SLUG, REQUEST_STEPS, STAGES
+from explainer.lifecycle.engine import BUNDLED_MODEL_NAME, Run
+from explainer.lifecycle.scenario import Scenario, ScenarioError
+from explainer.stages.options import OptionError, parse_options
+from explainer.stages.registry import BESIDE_RAIL, BY_SLUG, REQUEST_STEPS, STAGES, Stage, neighbours
+from explainer.stages.runs import codec, engine, run_of
 
-MODEL_NAMES = ("claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-5-5")
-DEFAULT_PROMPT = "How does Apache Airflow schedule DAGs in production?"
+log = logging.getLogger(__name__)
+MAX_QUERY_CHARS = 8000
+MODEL_NAMES = ("claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5")
+
+
+class StagePage:
+    """What a stage's page module gets: the scenario, the view options, the computed run."""
+
+    def __init__(self, stage: Stage, scenario: Scenario, blob: str, opts: dict):
+        self.stage, self.scenario, self.blob, self.opts = stage, scenario, blob, opts
+        self.engine = engine()
+
+    @cached_property
+    def run(self) -> Run:
+        return run_of(self.scenario)
+
+    def url(self, slug: str | None = None, scenario: Scenario | None = None, **opts) -> str:
+        """Link to a stage (this one by default) keeping the scenario; ``opts`` are view options."""
+        blob = self.blob if scenario is None else codec().encode(scenario)
+        query = {"s": blob} if blob else {}
+        query.update({k: v for k, v in opts.items() if v is not None})
+        path = reverse("stage", args=[slug or self.stage.slug])
+        return path + ("?" + urlencode(query) if query else "")
+
+
+def bundled_info() -> dict | None:
+    try:
+        m = engine().model
+    except Exception:  # error pages must render even if the model cannot load
+        log.exception("model unavailable")
+        return None
+    return {"name": BUNDLED_MODEL_NAME, "parameters": m.n_params, "context_window": m.config.n_ctx,
+            "layers": m.config.n_layer, "heads": m.config.n_head, "d_model": m.config.d_model}
+
+
+def _error(request, status: int, title: str, message: str, back: str = "/"):
+    return render(request, "error.html", {"title": title, "message": message, "back": back, "bundled": bundled_info()}, status=status)
 
 
 @require_GET
-def overview(request):
-    model = load_model()
-    return render(request, "stages/overview.html", {
-        "stages": STAGES,
-        "pipeline": [BY_SLUG[s] for s in REQUEST_STEPS if s != "recap"],
+def home(request):
+    return stage(request, "overview")
+
+
+@require_GET
+def stage(request, slug: str):
+    st = BY_SLUG.get(slug)
+    if st is None or not st.built:
+        msg = (f"“{slug[:60]}” is not a stage of the walk-through." if st is None
+               else f"The {st.title} stage is not part of this version yet.")
+        return _error(request, 404, "No such stage", msg, back=reverse("stage", args=["overview"]))
+    if len(request.META.get("QUERY_STRING", "")) > MAX_QUERY_CHARS:
+        return _error(request, 400, "Link too long", f"This link is longer than {MAX_QUERY_CHARS:,} characters, so it is not read.", back=request.path)
+    blob = request.GET.get("s", "")
+    try:
+        scenario = codec().decode(blob)
+        opts = parse_options(st.page.OPTIONS, request.GET)
+        page = StagePage(st, scenario, blob, opts)
+        ctx = st.page.context(page)
+    except (ScenarioError, OptionError) as exc:
+        return _error(request, 400, "This link cannot be shown", str(exc), back=request.path)
+    prev, nxt = neighbours(slug)
+    rail = [{"stage": BY_SLUG[s], "url": page.url(s) if BY_SLUG[s].built else None, "current": s == slug, "number": i + 1}
+            for i, s in enumerate(REQUEST_STEPS)]
+    beside = [{"stage": BY_SLUG[s], "url": page.url(s) if BY_SLUG[s].built else None, "current": s == slug} for s in BESIDE_RAIL]
+    common = {
+        "stage": st, "page": page, "scenario": scenario, "s": blob, "opts": opts,
+        "prev": {"stage": prev, "url": page.url(prev.slug)} if prev else None,
+        "next": {"stage": nxt, "url": page.url(nxt.slug)} if nxt else None,
+        "rail": rail, "beside": beside, "stages": STAGES, "bundled": bundled_info(),
+        "step_number": REQUEST_STEPS.index(slug) + 1 if slug in REQUEST_STEPS else None,
         "model_names": MODEL_NAMES,
-        "default_prompt": DEFAULT_PROMPT,
-        "bundled": {"name": BUNDLED_MODEL_NAME, "parameters": model.n_params, "context_window": model.config.n_ctx,
-                    "layers": model.config.n_layer, "heads": model.config.n_head, "d_model": model.config.d_model},
-    })
+        "run_error_json": json.dumps(page.run.error, indent=2, ensure_ascii=False) if page.run.error else "",
+        "permalink": request.build_absolute_uri(page.url(**{k: v for k, v in opts.items() if v != st.page.OPTIONS[k].default})),
+    }
+    return render(request, st.template, common | ctx)
 
 
-def _error(request, status: int, title: str, message: str):
-    return render(request, "error.html", {"title": title, "message": message}, status=status)
+@csrf_exempt  # a pure function of its input: it changes nothing on the server
+@require_POST
+def encode_scenario(request):
+    """JSON in (scenario fields), ``{"s": blob}`` out: lets pages update their permalink after local edits."""
+    if len(request.body) > 64 * 1024:
+        return JsonResponse({"error": "The scenario is too large."}, status=413)
+    try:
+        data = json.loads(request.body or b"{}")
+        scenario = Scenario.from_changes(data)
+        return JsonResponse({"s": codec().encode(scenario)})
+    except (ValueError, ScenarioError) as exc:
+        msg = str(exc) if isinstance(exc, ScenarioError) else "The body must be a JSON object of scenario fields."
+        return JsonResponse({"error": msg}, status=400)
+    except TypeError:
+        return JsonResponse({"error": "The body must be a JSON object of scenario fields."}, status=400)
 
 
 def bad_request(request, exception=None):

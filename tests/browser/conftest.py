@@ -83,3 +83,18 @@ def shoot(request):
             out.mkdir(exist_ok=True)
             pg.screenshot(path=str(out / f"{name}.png"), full_page=True)
     return _shoot
+
+
+AXE = ROOT / "tests" / "vendor" / "axe-core-4.14.1.min.js"  # from the npm registry, MPL-2.0 (licence beside it)
+
+
+@pytest.fixture
+def axe():
+    """Run axe-core in the page; fail on any serious or critical accessibility violation."""
+    def _check(pg) -> list[dict]:
+        pg.add_script_tag(path=str(AXE))
+        result = pg.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+        bad = [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        assert not bad, "\n".join(f"{v['id']} ({v['impact']}): {v['help']} -> {[n['target'] for n in v['nodes'][:3]]}" for v in bad)
+        return result["violations"]
+    return _check

@@ -6,7 +6,7 @@ import pytest
 pytestmark = pytest.mark.browser
 
 
-def test_it_streams_a_reply_with_usage_after_send(server, page, shoot):
+def test_it_streams_a_reply_with_usage_after_send(server, page, shoot, axe):
     page.goto(server["url"] + "/")
     page.get_by_label("Message").fill("What is a PostgreSQL index?")
     page.locator("#max_tokens").fill("24")
@@ -24,6 +24,7 @@ def test_it_streams_a_reply_with_usage_after_send(server, page, shoot):
     assert page.locator("#prompt-tokens .tok").count() > 5
     assert page.locator("#pipeline li.active").count() == 1
     assert not page.js_errors
+    axe(page)
     shoot(page, "overview-1280")
 
 
@@ -68,5 +69,5 @@ def test_it_works_on_a_phone(server, browser, shoot):
 def test_an_unknown_page_is_a_friendly_404(server, page):
     resp = page.goto(server["url"] + "/no/such/page/")
     assert resp.status == 404
-    assert page.get_by_role("link", name=re.compile("overview", re.I)).count() == 1
+    assert page.get_by_role("link", name=re.compile("overview", re.I)).count() >= 1
     assert "Traceback" not in page.content()

@@ -1,0 +1,188 @@
+"""The request being explained, and its permalink codec.
+
+A scenario is everything a stage page needs to show the same thing every time: the
+request (system, messages, parameters), the seed of the draw, and cache breakpoints.
+It travels in the URL as ``?s=<blob>``: compact JSON of the fields that differ from the
+defaults, deflated, base64url-encoded, followed by an HMAC so that an altered or
+truncated link is recognised and refused with a clear message instead of showing
+something nobody sent.
+
+Example:
+    >>> codec = ScenarioCodec(b"key")
+    >>> s = Scenario(messages=[{"role": "user", "content": "Hi"}], temperature=0.2)
+    >>> codec.decode(codec.encode(s)) == s
+    True
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import zlib
+from dataclasses import asdict, dataclass, field, fields
+
+DEFAULT_PROMPT = "How does Apache Airflow schedule DAGs in production?"
+DEFAULT_MODEL = "claude-sonnet-4-5"
+MAX_BLOB_CHARS = 6000  # a link this long still works in every browser and server
+MAX_JSON_BYTES = 64 * 1024  # what a blob may inflate to: no decompression bombs
+SIG_BYTES = 9
+
+
+class ScenarioError(ValueError):
+    """A permalink that cannot be used; the message is safe to show to the user."""
+
+
+def _default_messages() -> list[dict]:
+    return [{"role": "user", "content": DEFAULT_PROMPT}]
+
+
+@dataclass
+class Scenario:
+    system: str = ""
+    messages: list[dict] = field(default_factory=_default_messages)
+    tools: list[dict] = field(default_factory=list)
+    model: str = DEFAULT_MODEL
+    max_tokens: int = 48
+    temperature: float = 0.7
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_sequences: list[str] = field(default_factory=list)
+    stream: bool = True
+    seed: int = 0
+
+    def request_body(self) -> dict:
+        """The Messages API body this scenario sends (fields at their API defaults are left out)."""
+        body: dict = {"model": self.model, "max_tokens": self.max_tokens}
+        if self.system:
+            body["system"] = self.system
+        body["messages"] = [dict(m) for m in self.messages]
+        if self.tools:
+            body["tools"] = self.tools
+        if self.stop_sequences:
+            body["stop_sequences"] = list(self.stop_sequences)
+        body["temperature"] = self.temperature
+        if self.top_p is not None:
+            body["top_p"] = self.top_p
+        if self.top_k is not None:
+            body["top_k"] = self.top_k
+        if self.stream:
+            body["stream"] = True
+        return body
+
+    def changes(self) -> dict:
+        """Only the fields that differ from a fresh Scenario: what the permalink stores."""
+        default = Scenario()
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
+
+    def replace(self, **changes) -> "Scenario":
+        data = asdict(self)
+        data.update(changes)
+        return Scenario(**data)
+
+    @classmethod
+    def from_changes(cls, data: dict) -> "Scenario":
+        if not isinstance(data, dict):
+            raise ScenarioError("This link does not describe a scenario.")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ScenarioError(f"This link has a field this version does not know: {unknown[0]!r}.")
+        s = cls(**data)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        """Shape checks (the API's own rules are applied later by the payload validator)."""
+        def bad(msg: str):
+            raise ScenarioError(f"This link's scenario is not valid: {msg}.")
+
+        if not isinstance(self.system, str):
+            bad("system must be text")
+        if not isinstance(self.messages, list) or not all(
+            isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), (str, list))
+            for m in self.messages
+        ):
+            bad("messages must be a list of user and assistant turns")
+        if not isinstance(self.tools, list):
+            bad("tools must be a list")
+        if not isinstance(self.model, str) or not self.model or len(self.model) > 100:
+            bad("model must be a model name")
+        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or not (1 <= self.max_tokens <= 4096):
+            bad("max_tokens must be a whole number from 1 to 4096")
+        if not isinstance(self.temperature, (int, float)) or isinstance(self.temperature, bool) or not (0 <= self.temperature <= 1):
+            bad("temperature must be between 0 and 1")
+        if self.top_p is not None and (not isinstance(self.top_p, (int, float)) or not (0 < self.top_p <= 1)):
+            bad("top_p must be above 0 and at most 1")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0):
+            bad("top_k must be a whole number, 0 or more")
+        if not isinstance(self.stop_sequences, list) or not all(isinstance(x, str) for x in self.stop_sequences):
+            bad("stop_sequences must be a list of text")
+        if not isinstance(self.stream, bool):
+            bad("stream must be true or false")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not (0 <= self.seed < 2**32):
+            bad("seed must be a whole number from 0 to 4294967295")
+
+    def key(self) -> str:
+        """A stable digest of the scenario (for caches of computed runs)."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class ScenarioCodec:
+    """Scenario <-> URL-safe, signed, compressed text."""
+
+    def __init__(self, key: bytes):
+        self.key = key
+
+    def _sig(self, payload: bytes) -> bytes:
+        return hmac.new(self.key, payload, hashlib.sha256).digest()[:SIG_BYTES]
+
+    def encode(self, scenario: Scenario) -> str:
+        """"" for the default scenario; otherwise ``<payload>.<signature>``."""
+        changes = scenario.changes()
+        if not changes:
+            return ""
+        raw = json.dumps(changes, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        payload = zlib.compress(raw, 9)
+        text = _b64(payload) + "." + _b64(self._sig(payload))
+        if len(text) > MAX_BLOB_CHARS:
+            raise ScenarioError(f"This scenario is too large for a link ({len(text):,} characters; the limit is {MAX_BLOB_CHARS:,}). Shorten the prompt or the history.")
+        return text
+
+    def decode(self, text: str | None) -> Scenario:
+        if not text:
+            return Scenario()
+        if len(text) > MAX_BLOB_CHARS:
+            raise ScenarioError(f"This link is too long ({len(text):,} characters; the limit is {MAX_BLOB_CHARS:,}).")
+        try:
+            body, sig = text.split(".")
+            payload, sig = _unb64(body), _unb64(sig)
+        except (ValueError, binascii.Error):
+            raise ScenarioError("This link is damaged: it may have been cut off when it was copied.") from None
+        if not hmac.compare_digest(sig, self._sig(payload)):
+            raise ScenarioError("This link has been altered or was made by another server, so it is not shown.")
+        try:
+            d = zlib.decompressobj()
+            raw = d.decompress(payload, MAX_JSON_BYTES)
+            if d.unconsumed_tail:
+                raise ScenarioError("This link's scenario is too large.")
+            data = json.loads(raw.decode("utf-8"))
+        except (zlib.error, UnicodeDecodeError, ValueError) as exc:
+            if isinstance(exc, ScenarioError):
+                raise
+            raise ScenarioError("This link is damaged and cannot be read.") from None
+        try:
+            return Scenario.from_changes(data)
+        except TypeError:
+            raise ScenarioError("This link does not describe a scenario.") from None
+
+
+def _b64(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode("ascii")
+
+
+def _unb64(s: str) -> bytes:
+    if not s or any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" for c in s):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))

@@ -1,0 +1,55 @@
+// Shared by every stage page: arrow-key navigation and the "Copy link" button.
+
+function typingIn(el) {
+  return el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
+}
+
+document.addEventListener("keydown", (e) => {
+  if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey || typingIn(document.activeElement)) return;
+  const which = e.key === "ArrowLeft" ? "prev" : e.key === "ArrowRight" ? "next" : null;
+  if (!which) return;
+  const link = document.querySelector(`a[data-nav="${which}"]`);
+  if (link) { e.preventDefault(); location.href = link.href; }
+});
+
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return true;
+  }
+  // Plain-HTTP classroom servers have no async clipboard: fall back to a selection.
+  const ta = document.createElement("textarea");
+  ta.value = text;
+  ta.setAttribute("readonly", "");
+  ta.style.position = "fixed";
+  ta.style.opacity = "0";
+  document.body.append(ta);
+  ta.select();
+  const ok = document.execCommand("copy");
+  ta.remove();
+  return ok;
+}
+
+for (const btn of document.querySelectorAll("[data-copy-link]")) {
+  btn.addEventListener("click", async () => {
+    const status = btn.parentElement.querySelector(".copy-status");
+    const url = btn.dataset.copyLink;
+    let ok = false;
+    try { ok = await copyText(url); } catch { ok = false; }
+    if (status) status.textContent = ok ? "Link copied." : `Copy this link: ${url}`;
+  });
+}
+
+// Pages that change view options in place call this so "Copy link" and the address bar follow.
+export function setViewOption(name, value) {
+  const url = new URL(location.href);
+  if (value === null || value === undefined || value === "") url.searchParams.delete(name);
+  else url.searchParams.set(name, String(value));
+  history.replaceState(null, "", url);
+  for (const btn of document.querySelectorAll("[data-copy-link]")) btn.dataset.copyLink = url.href;
+}
+
+export function readJSON(id) {
+  const el = document.getElementById(id);
+  return el ? JSON.parse(el.textContent) : null;
+}
