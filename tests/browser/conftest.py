@@ -28,7 +28,11 @@ def _free_port() -> int:
 def server(tmp_path_factory):
     """The app under Daphne, as the README's run command starts it, on a free port."""
     data = tmp_path_factory.mktemp("appdata")
-    env = {**os.environ, "EXPLAINER_DATA_DIR": str(data), "DJANGO_SETTINGS_MODULE": "explainer.settings"}
+    from django.conf import settings
+
+    # Same secret as the test process, so tests can build signed permalinks (see ``link``).
+    env = {**os.environ, "EXPLAINER_DATA_DIR": str(data), "DJANGO_SETTINGS_MODULE": "explainer.settings",
+           "EXPLAINER_SECRET_KEY": settings.SECRET_KEY}
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
     port = _free_port()
     log = (data / "daphne.log").open("w")
@@ -98,3 +102,21 @@ def axe():
         assert not bad, "\n".join(f"{v['id']} ({v['impact']}): {v['help']} -> {[n['target'] for n in v['nodes'][:3]]}" for v in bad)
         return result["violations"]
     return _check
+
+
+@pytest.fixture
+def link(server):
+    """link("tokenize", Scenario(...), layer=2) -> absolute URL of that stage for that scenario."""
+    from urllib.parse import urlencode
+
+    from explainer.stages.runs import codec
+
+    def _link(slug: str, scenario=None, **opts) -> str:
+        query = {}
+        if scenario is not None:
+            blob = codec().encode(scenario)
+            if blob:
+                query["s"] = blob
+        query.update(opts)
+        return f"{server['url']}/learn/{slug}/" + ("?" + urlencode(query) if query else "")
+    return _link
