@@ -58,13 +58,17 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return hold
 
 
+def banned_ids(tok: Tokenizer) -> tuple[int, ...]:
+    """Role markers other than <|end|> would start a new turn inside a reply: the engine never samples them."""
+    return tuple(tok.special_id(s) for s in tok.specials if s != "<|end|>")
+
+
 def generate(model: TinyTransformer, tok: Tokenizer, prompt: list[int], cfg: GenerationConfig,
              cache: KVCache | None = None) -> Iterator[Step | Finish]:
     """Run the model on ``prompt`` (after whatever ``cache`` already holds) and sample a reply."""
     rng = np.random.default_rng(cfg.seed)
     end_id = tok.special_id("<|end|>")
-    # The other role markers would start a new turn in the middle of a reply: the engine never samples them.
-    banned = tuple(tok.special_id(s) for s in tok.specials if s != "<|end|>")
+    banned = banned_ids(tok)
     n_ctx = model.config.n_ctx
 
     t0 = time.perf_counter()
