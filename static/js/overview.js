@@ -1,6 +1,8 @@
 // The overview page: send one request over ws/stream/ and show its events as they arrive.
 // All text from the server is inserted with textContent, never as HTML.
 
+import { encodeScenario, readJSON, setScenarioBlob } from "./stage.js";
+
 const $ = (id) => document.getElementById(id);
 const form = $("send-form");
 const out = $("output");
@@ -135,6 +137,14 @@ function connect() {
   });
 }
 
+// The scenario's history with its last user turn replaced by what is in the prompt box.
+function withPrompt(text) {
+  const history = (readJSON("request-body") || {}).messages || [];
+  const i = history.map((m) => m.role).lastIndexOf("user");
+  if (i < 0) return [{ role: "user", content: text }];
+  return history.map((m, k) => (k === i ? { role: "user", content: text } : m));
+}
+
 function body() {
   const system = $("system").value.trim();
   const b = {
@@ -142,7 +152,7 @@ function body() {
     max_tokens: Number($("max_tokens").value) || 1,
     temperature: Number($("temperature").value),
     stream: true,
-    messages: [{ role: "user", content: $("prompt").value }],
+    messages: withPrompt($("prompt").value),
     explainer: { seed: Number($("seed").value) || 0 },
   };
   if (system) b.system = system;
@@ -164,11 +174,31 @@ form.addEventListener("submit", async (e) => {
     sendBtn.disabled = true;
     cancelBtn.hidden = false;
     light("gateway");
-    ws.send(JSON.stringify(body()));
+    const b = body();
+    ws.send(JSON.stringify(b));
+    rememberScenario(b);
   } catch (err) {
     finish("Could not reach the server's WebSocket.");
   }
 });
+
+// The request just sent becomes the page's scenario, so the permalink and the walk-through follow it.
+async function rememberScenario(b) {
+  const base = readJSON("request-body") || {};
+  const fields = {
+    system: b.system || "",
+    messages: b.messages,
+    model: b.model, max_tokens: b.max_tokens, temperature: b.temperature, seed: b.explainer.seed,
+  };
+  if (base.top_p !== undefined) fields.top_p = base.top_p;
+  if (base.top_k !== undefined) fields.top_k = base.top_k;
+  if (base.stop_sequences) fields.stop_sequences = base.stop_sequences;
+  try {
+    setScenarioBlob(await encodeScenario(fields));
+  } catch (err) {
+    setStatus(`Sent, but this request cannot become a link: ${err.message}`);
+  }
+}
 
 cancelBtn.addEventListener("click", () => {
   if (socket) socket.send(JSON.stringify({ type: "cancel" }));

@@ -53,3 +53,30 @@ export function readJSON(id) {
   const el = document.getElementById(id);
   return el ? JSON.parse(el.textContent) : null;
 }
+
+// After the scenario changed in place (e.g. the overview's Send), point the address bar, the
+// "Copy link" button and every link that carries the scenario (rail, pager, edit) at the new one.
+export function setScenarioBlob(blob) {
+  const retarget = (href) => {
+    const u = new URL(href, location.href);
+    if (blob) u.searchParams.set("s", blob); else u.searchParams.delete("s");
+    return u;
+  };
+  const here = retarget(location.href);
+  history.replaceState(null, "", here);
+  for (const btn of document.querySelectorAll("[data-copy-link]")) btn.dataset.copyLink = here.href;
+  for (const a of document.querySelectorAll(".rail a, .pager a, .scenario-bar a.edit, a[data-keeps-scenario]")) {
+    const u = retarget(a.href);
+    a.href = u.pathname + u.search;
+  }
+}
+
+// POST scenario fields to the server's encoder; resolves to the new blob or throws with its message.
+export async function encodeScenario(fields) {
+  const r = await fetch("/scenario/encode", {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(fields),
+  });
+  const data = await r.json().catch(() => ({ error: "The server did not answer." }));
+  if (!r.ok) throw new Error(data.error || `HTTP ${r.status}`);
+  return data.s;
+}

@@ -71,3 +71,22 @@ def test_an_unknown_page_is_a_friendly_404(server, page):
     assert resp.status == 404
     assert page.get_by_role("link", name=re.compile("overview", re.I)).count() >= 1
     assert "Traceback" not in page.content()
+
+
+def test_sending_makes_the_request_the_page_s_permalink(server, page, browser):
+    page.goto(server["url"] + "/learn/overview/")
+    page.get_by_label("Message").fill("Why do B-tree indexes speed up lookups?")
+    page.locator("#max_tokens").fill("10")
+    page.locator("#seed").fill("5")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_selector("#usage dd[data-field=output_tokens]", timeout=30_000)
+    page.wait_for_function("() => new URL(location.href).searchParams.has('s')")
+    text = page.locator("#output").inner_text()
+    assert "s=" in page.locator("a[rel=next]").get_attribute("href") if page.locator("a[rel=next]").count() else True
+    other = browser.new_context().new_page()
+    other.goto(page.url)
+    assert other.get_by_label("Message").input_value() == "Why do B-tree indexes speed up lookups?"
+    other.get_by_role("button", name="Send").click()
+    other.wait_for_selector("#usage dd[data-field=output_tokens]", timeout=30_000)
+    assert other.locator("#output").inner_text() == text
+    other.context.close()
