@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "channels",
     "explainer.stages",
     "explainer.live",
+    "explainer.api",
 ]
 
 MIDDLEWARE = [
@@ -89,6 +90,10 @@ X_FRAME_OPTIONS = "SAMEORIGIN"
 EXPLAINER_WS_MAX_FRAME_BYTES = int(os.environ.get("EXPLAINER_WS_MAX_FRAME_BYTES", 64 * 1024))
 EXPLAINER_WS_FRAMES_PER_10S = int(os.environ.get("EXPLAINER_WS_FRAMES_PER_10S", 20))
 EXPLAINER_ENGINE_WORKERS = int(os.environ.get("EXPLAINER_ENGINE_WORKERS", 2))
+
+# /v1/ API limits
+EXPLAINER_API_MAX_BODY_BYTES = int(os.environ.get("EXPLAINER_API_MAX_BODY_BYTES", 1024 * 1024))
+DATA_UPLOAD_MAX_MEMORY_SIZE = EXPLAINER_API_MAX_BODY_BYTES + 1024
 
 LOGGING = {
     "version": 1,

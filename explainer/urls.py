@@ -1,6 +1,7 @@
 from django.urls import include, path
 
 urlpatterns = [
+    path("", include("explainer.api.urls")),
     path("", include("explainer.stages.urls")),
 ]
 

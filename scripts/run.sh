@@ -3,7 +3,9 @@
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh" ""
 .venv/bin/python manage.py migrate --noinput >/dev/null
+KEY="$(.venv/bin/python manage.py apikeys dev)"
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
 echo "Lifecycle Explainer on http://$HOST:$PORT/  (Ctrl-C stops it)"
+echo "API: base_url http://$HOST:$PORT  development key: $KEY"
 exec .venv/bin/daphne -b "$HOST" -p "$PORT" explainer.asgi:application

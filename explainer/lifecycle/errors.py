@@ -16,11 +16,12 @@ STATUS = {
 class APIError(Exception):
     """An error a client sees, with the API's type and HTTP status."""
 
-    def __init__(self, type: str, message: str):
+    def __init__(self, type: str, message: str, status: int | None = None, headers: dict | None = None):
         super().__init__(message)
         self.type = type
         self.message = message
-        self.status = STATUS[type]
+        self.status = status or STATUS[type]
+        self.headers = headers or {}
 
     def body(self) -> dict:
         return {"type": "error", "error": {"type": self.type, "message": self.message}}

@@ -19,17 +19,18 @@ KNOWN_FIELDS = {
     "model", "max_tokens", "messages", "system", "stop_sequences", "stream", "metadata",
     "temperature", "top_p", "top_k", "tools", "tool_choice", "cache_control",
 }
+# Fields of the current API that change nothing about what the bundled model computes:
+# accepted and ignored (documented in README).
+IGNORED_FIELDS = {"service_tier", "diagnostics", "user_profile_id", "workspace_id", "inference_geo"}
 # Fields of the current API that the bundled model cannot honour: a clear 400, not silence.
 UNSUPPORTED_FIELDS = {
     "thinking": "extended thinking is not available on the bundled model",
     "output_config": "output_config is not supported by the bundled model",
     "output_format": "structured output formats are not supported by the bundled model",
-    "service_tier": "the bundled model has a single service tier; remove service_tier",
     "speed": "speed modes are not supported by the bundled model",
     "container": "code-execution containers are not supported by this server",
     "context_management": "context management is not supported by this server",
     "mcp_servers": "MCP servers are not supported by this server",
-    "inference_geo": "inference_geo is not supported by this server",
 }
 
 
@@ -98,16 +99,22 @@ def _text_blocks(value: Any, where: str, allow_string: bool = True) -> str:
     return "".join(parts)
 
 
-def parse_request(body: Any) -> MessagesRequest:
-    """Validate a decoded JSON body; raise :class:`APIError` (400) naming the first bad field."""
+def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
+    """Validate a decoded JSON body; raise :class:`APIError` (400) naming the first bad field.
+
+    ``counting=True`` validates a ``count_tokens`` body: the same fields less ``max_tokens`` and ``stream``.
+    """
     if not isinstance(body, dict):
         raise invalid(f"The request body must be a JSON object, got {_type_name(body)}")
     for name, why in UNSUPPORTED_FIELDS.items():
-        if name in body:
+        if name in body and body[name] is not None:
             raise invalid(f"{name}: {why}")
-    extra = sorted(set(body) - KNOWN_FIELDS)
+    known = KNOWN_FIELDS - ({"max_tokens", "stream", "stop_sequences", "temperature", "top_p", "top_k", "metadata"} if counting else set())
+    extra = sorted(set(body) - known - IGNORED_FIELDS - set(UNSUPPORTED_FIELDS))
     if extra:
         raise invalid(f"{extra[0]}: Extra inputs are not permitted")
+    if counting:
+        body = {**body, "max_tokens": 1}
     for name in ("model", "max_tokens", "messages"):
         if name not in body:
             raise invalid(f"{name}: Field required")
@@ -188,6 +195,11 @@ def parse_request(body: Any) -> MessagesRequest:
         raise invalid(f"metadata.{sorted(set(metadata) - {'user_id'})[0]}: Extra inputs are not permitted")
     if metadata.get("user_id") is not None and not isinstance(metadata["user_id"], str):
         raise invalid("metadata.user_id: Input should be a valid string")
+
+    cc = body.get("cache_control")
+    if cc is not None and (not isinstance(cc, dict) or cc.get("type") != "ephemeral" or cc.get("ttl", "5m") not in ("5m", "1h")
+                           or set(cc) - {"type", "ttl"}):
+        raise invalid("cache_control: Input should be {\"type\": \"ephemeral\"} with an optional \"ttl\" of \"5m\" or \"1h\"")
 
     if body.get("tools"):
         raise invalid("tools: tool use is not available on this server yet")

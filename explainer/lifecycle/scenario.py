@@ -24,7 +24,7 @@ import zlib
 from dataclasses import asdict, dataclass, field, fields
 
 DEFAULT_PROMPT = "How does Apache Airflow schedule DAGs in production?"
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-4-6"
 MAX_BLOB_CHARS = 6000  # a link this long still works in every browser and server
 MAX_JSON_BYTES = 64 * 1024  # what a blob may inflate to: no decompression bombs
 SIG_BYTES = 9

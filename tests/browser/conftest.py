@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.live_server import daphne
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = [
@@ -18,38 +16,11 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="package")
 def server(tmp_path_factory):
     """The app under Daphne, as the README's run command starts it, on a free port."""
-    data = tmp_path_factory.mktemp("appdata")
-    from django.conf import settings
-
-    # Same secret as the test process, so tests can build signed permalinks (see ``link``).
-    env = {**os.environ, "EXPLAINER_DATA_DIR": str(data), "DJANGO_SETTINGS_MODULE": "explainer.settings",
-           "EXPLAINER_SECRET_KEY": settings.SECRET_KEY}
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
-    port = _free_port()
-    log = (data / "daphne.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "explainer.asgi:application"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError((data / "daphne.log").read_text())
-            time.sleep(0.2)
-    yield {"url": f"http://127.0.0.1:{port}", "log": data / "daphne.log"}
-    proc.terminate()
-    proc.wait(10)
+    with daphne(tmp_path_factory.mktemp("appdata")) as srv:
+        yield srv
 
 
 # Package scope, not session: Playwright's sync API keeps an event loop running while it is

@@ -1,0 +1,195 @@
+"""The Messages API on the explainer's engine: POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models.
+
+Wire format as the public API: the error envelope, ``request-id`` on every response,
+Server-Sent Events for ``stream: true``. Every failure is an envelope, never an HTML page.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+from datetime import datetime, timezone
+from functools import wraps
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from explainer.api import keys
+from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
+from explainer.lifecycle.errors import APIError, invalid
+from explainer.lifecycle.payload import parse_request
+from explainer.live.runner import get_engine, run_events
+
+log = logging.getLogger(__name__)
+
+# The names the SDK knows (anthropic/types/model_param.py); any other "claude-*" name is accepted too.
+KNOWN_MODELS = (
+    "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5", "claude-opus-4-8", "claude-opus-4-7",
+    "claude-opus-4-6", "claude-sonnet-4-6", "claude-opus-4-5", "claude-sonnet-4-5", "claude-haiku-4-5",
+)
+MODELS_CREATED_AT = "2026-11-24T00:00:00Z"
+
+
+def request_id() -> str:
+    return "req_" + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
+
+
+def error_response(exc: APIError, rid: str) -> JsonResponse:
+    resp = JsonResponse(exc.body(), status=exc.status)
+    for k, v in exc.headers.items():
+        resp[k] = v
+    return resp
+
+
+def api_view(methods: tuple[str, ...]):
+    """Envelope every failure, check the method, and stamp ``request-id`` on the response."""
+    def deco(fn):
+        @csrf_exempt
+        @wraps(fn)
+        async def wrapper(request, *args, **kwargs):
+            rid = request_id()
+            request.request_id = rid
+            try:
+                if request.method not in methods:
+                    raise APIError("invalid_request_error", f"Method {request.method} is not allowed on {request.path}; use {' or '.join(methods)}.", status=405)
+                resp = await fn(request, *args, **kwargs)
+            except APIError as exc:
+                resp = error_response(exc, rid)
+            except Exception:
+                log.exception("API request %s failed", rid)
+                resp = error_response(APIError("api_error", "Internal server error."), rid)
+            resp["request-id"] = rid
+            return resp
+        return wrapper
+    return deco
+
+
+def _model_name_ok(name: str) -> bool:
+    return name.startswith("claude-") or name == BUNDLED_MODEL_NAME
+
+
+async def _authenticate(request) -> None:
+    key = keys.key_from_headers(request.headers)
+    if key is None:
+        raise APIError("authentication_error", "x-api-key header is required (or Authorization: Bearer).")
+    if await sync_to_async(keys.check)(key) is None:
+        raise APIError("authentication_error", "invalid x-api-key")
+
+
+def _json_body(request) -> object:
+    limit = settings.EXPLAINER_API_MAX_BODY_BYTES
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise APIError("request_too_large", f"Request exceeds the maximum allowed number of bytes ({limit:,}).")
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        body = b"x" * (limit + 1)
+    if len(body) > limit:
+        raise APIError("request_too_large", f"Request exceeds the maximum allowed number of bytes ({limit:,}).")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid("The request body is not valid UTF-8.") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise invalid("The request body is nested too deeply.") from None
+    except ValueError as exc:
+        raise invalid(f"The request body is not valid JSON: {exc}") from None
+
+
+def _check_model(name: str) -> None:
+    if not _model_name_ok(name):
+        raise APIError("not_found_error", f"model: {name}")
+
+
+def _sse(event: dict) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+@api_view(("POST",))
+async def messages(request):
+    await _authenticate(request)
+    body = _json_body(request)
+    req = parse_request(body)
+    _check_model(req.model)
+    cancel = threading.Event()
+    events = run_events(req, seed=0, cancel=cancel)
+    first = await anext(events)  # explainer.prompt, or an error envelope (prompt too long, overloaded)
+    if first["type"] == "error":
+        await events.aclose()
+        err = first["error"]
+        raise APIError(err["type"], err["message"])
+
+    if req.stream:
+        async def stream():
+            try:
+                async for event in events:
+                    if event["type"].startswith("explainer."):
+                        continue
+                    yield _sse(event)
+            finally:
+                cancel.set()
+                await events.aclose()
+
+        resp = StreamingHttpResponse(stream(), content_type="text/event-stream; charset=utf-8")
+        resp["cache-control"] = "no-cache"
+        resp["x-accel-buffering"] = "no"
+        return resp
+
+    message, text = None, []
+    async for event in events:
+        t = event["type"]
+        if t == "message_start":
+            message = event["message"]
+        elif t == "content_block_delta":
+            text.append(event["delta"]["text"])
+        elif t == "message_delta":
+            message["stop_reason"] = event["delta"]["stop_reason"]
+            message["stop_sequence"] = event["delta"]["stop_sequence"]
+            message["usage"]["output_tokens"] = event["usage"]["output_tokens"]
+        elif t == "error":
+            err = event["error"]
+            raise APIError(err["type"], err["message"])
+    message["content"] = [{"type": "text", "text": "".join(text)}]
+    return JsonResponse(message)
+
+
+@api_view(("POST",))
+async def count_tokens(request):
+    await _authenticate(request)
+    req = parse_request(_json_body(request), counting=True)
+    _check_model(req.model)
+    engine = get_engine()
+    return JsonResponse({"input_tokens": len(engine.prompt_ids(req))})
+
+
+def _model_info(name: str) -> dict:
+    return {"type": "model", "id": name, "display_name": f"{name} (served by {BUNDLED_MODEL_NAME})",
+            "created_at": MODELS_CREATED_AT}
+
+
+@api_view(("GET",))
+async def models(request):
+    await _authenticate(request)
+    names = (BUNDLED_MODEL_NAME, *KNOWN_MODELS)
+    data = [_model_info(n) for n in names]
+    return JsonResponse({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
+
+
+@api_view(("GET",))
+async def model_detail(request, model_id: str):
+    await _authenticate(request)
+    if not _model_name_ok(model_id):
+        raise APIError("not_found_error", f"model: {model_id}")
+    return JsonResponse(_model_info(model_id))
+
+
+@api_view(("GET", "POST", "PUT", "PATCH", "DELETE"))
+async def not_found(request, rest: str = ""):
+    raise APIError("not_found_error", f"Not found: {request.method} {request.path}")
