@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "explainer.stages",
     "explainer.live",
     "explainer.api",
+    "explainer.shares",
 ]
 
 MIDDLEWARE = [
@@ -94,6 +95,7 @@ EXPLAINER_ENGINE_WORKERS = int(os.environ.get("EXPLAINER_ENGINE_WORKERS", 2))
 # /v1/ API limits
 EXPLAINER_API_MAX_BODY_BYTES = int(os.environ.get("EXPLAINER_API_MAX_BODY_BYTES", 1024 * 1024))
 DATA_UPLOAD_MAX_MEMORY_SIZE = EXPLAINER_API_MAX_BODY_BYTES + 1024
+EXPLAINER_TRACE_TTL_HOURS = float(os.environ.get("EXPLAINER_TRACE_TTL_HOURS", 24))
 
 LOGGING = {
     "version": 1,

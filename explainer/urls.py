@@ -3,6 +3,7 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("explainer.api.urls")),
     path("", include("explainer.stages.urls")),
+    path("", include("explainer.shares.urls")),
 ]
 
 handler400 = "explainer.stages.views.bad_request"

@@ -23,6 +23,7 @@ from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.errors import APIError, invalid
 from explainer.lifecycle.payload import parse_request
 from explainer.live.runner import get_engine, run_events
+from explainer.shares.traces import TraceRecorder
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,15 @@ def error_response(exc: APIError, rid: str) -> JsonResponse:
     return resp
 
 
-def api_view(methods: tuple[str, ...]):
-    """Envelope every failure, check the method, and stamp ``request-id`` on the response."""
+def api_view(methods: tuple[str, ...], trace: str | None = None):
+    """Envelope every failure, check the method, stamp ``request-id``, and record a trace when asked."""
     def deco(fn):
         @csrf_exempt
         @wraps(fn)
         async def wrapper(request, *args, **kwargs):
             rid = request_id()
             request.request_id = rid
+            request.trace = TraceRecorder(request, trace) if trace else None
             try:
                 if request.method not in methods:
                     raise APIError("invalid_request_error", f"Method {request.method} is not allowed on {request.path}; use {' or '.join(methods)}.", status=405)
@@ -63,9 +65,20 @@ def api_view(methods: tuple[str, ...]):
                 log.exception("API request %s failed", rid)
                 resp = error_response(APIError("api_error", "Internal server error."), rid)
             resp["request-id"] = rid
+            if request.trace is not None:
+                resp["x-explainer-trace"] = request.build_absolute_uri(f"/traces/{request.trace.id}/")
+                if not resp.streaming:  # a stream saves its trace when it ends
+                    await _save_trace(request.trace, resp.status_code, json.loads(resp.content or b"null"))
             return resp
         return wrapper
     return deco
+
+
+async def _save_trace(rec: "TraceRecorder", status: int, response) -> None:
+    try:
+        await sync_to_async(rec.save)(status, response)
+    except Exception:  # the caller's answer matters more than its trace
+        log.exception("saving trace %s failed", rec.id)
 
 
 def _model_name_ok(name: str) -> bool:
@@ -74,10 +87,17 @@ def _model_name_ok(name: str) -> bool:
 
 async def _authenticate(request) -> None:
     key = keys.key_from_headers(request.headers)
+    gw = request.trace.gateway if getattr(request, "trace", None) else {}
     if key is None:
+        gw["key"] = "missing"
         raise APIError("authentication_error", "x-api-key header is required (or Authorization: Bearer).")
-    if await sync_to_async(keys.check)(key) is None:
+    found = await sync_to_async(keys.check)(key)
+    if found is None:
+        gw["key"] = "wrong"
         raise APIError("authentication_error", "invalid x-api-key")
+    gw["key"] = "valid"
+    gw["key_name"] = found.name
+    request.api_key = found
 
 
 def _json_body(request) -> object:
@@ -112,12 +132,15 @@ def _sse(event: dict) -> bytes:
     return f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
 
 
-@api_view(("POST",))
+@api_view(("POST",), trace="messages")
 async def messages(request):
+    rec: TraceRecorder = request.trace
     await _authenticate(request)
     body = _json_body(request)
+    rec.set_body(body)
     req = parse_request(body)
     _check_model(req.model)
+    rec.mark("gateway_ms")
     cancel = threading.Event()
     events = run_events(req, seed=0, cancel=cancel)
     first = await anext(events)  # explainer.prompt, or an error envelope (prompt too long, overloaded)
@@ -125,17 +148,23 @@ async def messages(request):
         await events.aclose()
         err = first["error"]
         raise APIError(err["type"], err["message"])
+    rec.feed(first)
 
     if req.stream:
         async def stream():
+            failed = None
             try:
                 async for event in events:
+                    rec.feed(event)
+                    if event["type"] == "error":
+                        failed = event
                     if event["type"].startswith("explainer."):
                         continue
                     yield _sse(event)
             finally:
                 cancel.set()
                 await events.aclose()
+                await _save_trace(rec, 200, failed)
 
         resp = StreamingHttpResponse(stream(), content_type="text/event-stream; charset=utf-8")
         resp["cache-control"] = "no-cache"
@@ -144,6 +173,7 @@ async def messages(request):
 
     message, text = None, []
     async for event in events:
+        rec.feed(event)
         t = event["type"]
         if t == "message_start":
             message = event["message"]
@@ -160,10 +190,12 @@ async def messages(request):
     return JsonResponse(message)
 
 
-@api_view(("POST",))
+@api_view(("POST",), trace="count_tokens")
 async def count_tokens(request):
     await _authenticate(request)
-    req = parse_request(_json_body(request), counting=True)
+    body = _json_body(request)
+    request.trace.set_body(body)
+    req = parse_request(body, counting=True)
     _check_model(req.model)
     engine = get_engine()
     return JsonResponse({"input_tokens": len(engine.prompt_ids(req))})

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from django.http import HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from explainer.lifecycle.scenario import Scenario, ScenarioError
+from explainer.shares.models import Trace
+from explainer.stages.registry import REQUEST_STEPS, BY_SLUG
+from explainer.stages.runs import codec
+from explainer.stages.views import _error, bundled_info
+
+SCENARIO_FIELDS = ("system", "messages", "model", "max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "stream")
+
+
+def _from_this_machine(request) -> bool:
+    try:
+        return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
+    except ValueError:
+        return False
+
+
+def scenario_of(trace: Trace) -> Scenario | None:
+    """The stage pages' scenario for this call (the API samples with seed 0, so it replays exactly)."""
+    body = trace.request.get("body")
+    if trace.endpoint != "messages" or not isinstance(body, dict) or trace.status != 200:
+        return None
+    data = {k: body[k] for k in SCENARIO_FIELDS if k in body and body[k] is not None}
+    if isinstance(data.get("system"), list):
+        data["system"] = "".join(b.get("text", "") for b in data["system"] if isinstance(b, dict))
+    data.setdefault("temperature", 1.0)
+    data["stream"] = bool(data.get("stream", False))
+    data["seed"] = 0
+    try:
+        return Scenario.from_changes(data)
+    except (ScenarioError, TypeError):
+        return None
+
+
+def _live(trace_id: str) -> Trace | None:
+    return Trace.objects.filter(id=trace_id[:32], expires_at__gt=timezone.now()).first()
+
+
+@require_GET
+def trace_list(request):
+    if not _from_this_machine(request):
+        return _error(request, 403, "Traces are private", "The list of traces is shown only on the machine that runs the app. A trace's own link works anywhere.")
+    traces = Trace.objects.filter(expires_at__gt=timezone.now())[:100]
+    return render(request, "shares/traces.html", {"traces": traces, "bundled": bundled_info()})
+
+
+@require_GET
+def trace_detail(request, trace_id: str):
+    trace = _live(trace_id)
+    if trace is None:
+        return _error(request, 404, "No such trace", "This trace does not exist, has expired, or was deleted.")
+    scenario = scenario_of(trace)
+    links, link_error = [], None
+    if scenario is not None:
+        try:
+            blob = codec().encode(scenario)
+            q = f"?s={blob}" if blob else ""
+            links = [{"stage": BY_SLUG[s], "url": reverse("stage", args=[s]) + q} for s in ("overview", *REQUEST_STEPS) if BY_SLUG[s].built]
+        except ScenarioError as exc:
+            link_error = str(exc)
+    attention = []
+    for name, row in sorted(trace.attention.items()):
+        parts = name.split("_")  # block_{l}_attn_head_{h}_weights
+        attention.append({"name": name, "layer": int(parts[1]), "head": int(parts[4]), **row})
+    text = ""
+    if trace.response and isinstance(trace.response, dict) and trace.response.get("type") == "message":
+        text = "".join(b.get("text", "") for b in trace.response.get("content", []) if b.get("type") == "text")
+    elif trace.events:
+        text = "".join(e["delta"].get("text", "") for e in trace.events if e["type"] == "content_block_delta")
+    return render(request, "shares/trace.html", {
+        "trace": trace, "links": links, "link_error": link_error, "attention": attention, "text": text,
+        "request_json": json.dumps(trace.request, indent=2, ensure_ascii=False),
+        "response_json": json.dumps(trace.response, indent=2, ensure_ascii=False) if trace.response is not None else "",
+        "events_json": "\n".join(json.dumps(e, ensure_ascii=False) for e in trace.events),
+        "bundled": bundled_info(),
+    })
+
+
+@require_POST
+def trace_delete(request, trace_id: str):
+    Trace.objects.filter(id=trace_id[:32]).delete()
+    return HttpResponseRedirect(reverse("trace-list") if _from_this_machine(request) else "/")
