@@ -18,4 +18,15 @@ if [ -z "$CHROMIUM_PATH" ]; then
   fi
 fi
 export CHROMIUM_PATH
+
+# One API test runs the official TypeScript SDK with Node.js.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "Installing Node.js for the TypeScript SDK test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "The TypeScript SDK test needs Node.js and npm: install Debian's 'nodejs' and 'npm' packages." >&2
+    exit 1
+  fi
+fi
 exec .venv/bin/python -m pytest "$@"
