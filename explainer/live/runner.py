@@ -37,7 +37,7 @@ _admitted_lock = threading.Lock()
 
 
 def max_admitted() -> int:
-    return settings.EXPLAINER_ENGINE_WORKERS * 4
+    return settings.EXPLAINER_ENGINE_WORKERS + settings.EXPLAINER_ENGINE_QUEUE
 
 
 async def run_events(req: MessagesRequest, seed: int, cancel: threading.Event) -> AsyncIterator[dict]:

@@ -39,6 +39,18 @@ def attention_summary(prompt_ids: list[int]) -> dict:
     return out
 
 
+def ensure_attention(trace: Trace) -> dict:
+    """The attention summary is computed from the stored token ids when the trace is first opened,
+    keeping a forward pass out of the API call's own time."""
+    if not trace.attention and trace.steps and trace.prompt_ids:
+        try:
+            trace.attention = attention_summary(trace.prompt_ids)
+            Trace.objects.filter(pk=trace.pk).update(attention=trace.attention)
+        except Exception:  # a summary is a nicety; never fail the page for it
+            log.exception("attention summary failed")
+    return trace.attention
+
+
 class TraceRecorder:
     def __init__(self, request, endpoint: str):
         self.id = new_trace_id()
@@ -85,16 +97,11 @@ class TraceRecorder:
         usage = (self.done or {}).get("usage") or {}
         timings = {**self.timings, **((self.done or {}).get("timings") or {})}
         timings["http_total_ms"] = round((time.perf_counter() - self.started) * 1000, 2)
-        try:
-            attention = attention_summary(self.prompt_ids) if self.steps else {}
-        except Exception:  # a summary is a nicety; never lose the trace for it
-            log.exception("attention summary failed")
-            attention = {}
         now = timezone.now()
         Trace.objects.filter(expires_at__lt=now).delete()
         return Trace.objects.create(
             id=self.id, expires_at=now + timedelta(hours=settings.EXPLAINER_TRACE_TTL_HOURS), endpoint=self.endpoint,
             status=status, model=self.model, request=self.request, gateway=self.gateway, prompt_ids=self.prompt_ids,
-            steps=self.steps, attention=attention, events=self.events, response=response, usage=usage,
+            steps=self.steps, attention={}, events=self.events, response=response, usage=usage,
             cost=cost(self.model, usage) if usage else None, timings=timings,
         )

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from explainer.lifecycle.scenario import Scenario, ScenarioError
 from explainer.shares.models import Trace
+from explainer.shares.traces import ensure_attention
 from explainer.stages.registry import REQUEST_STEPS, BY_SLUG
 from explainer.stages.runs import codec
 from explainer.stages.views import _error, bundled_info
@@ -69,7 +70,7 @@ def trace_detail(request, trace_id: str):
         except ScenarioError as exc:
             link_error = str(exc)
     attention = []
-    for name, row in sorted(trace.attention.items()):
+    for name, row in sorted(ensure_attention(trace).items()):
         parts = name.split("_")  # block_{l}_attn_head_{h}_weights
         attention.append({"name": name, "layer": int(parts[1]), "head": int(parts[4]), **row})
     text = ""
