@@ -61,6 +61,7 @@ def test_it_works_on_a_phone(server, browser, shoot):
     pg.locator("#max_tokens").fill("8")
     pg.get_by_role("button", name="Send").tap()
     pg.wait_for_selector("#usage dd[data-field=output_tokens]", timeout=30_000)
+    assert pg.evaluate("window.innerWidth") == 390  # a mobile viewport widens itself to fit overflowing content
     assert pg.evaluate("document.documentElement.scrollWidth") <= 390
     shoot(pg, "overview-phone")
     context.close()

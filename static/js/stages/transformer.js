@@ -1,0 +1,552 @@
+// The transformer stage: embeddings, every attention head, MLP activity, residual norms and the
+// logit lens, all from the forward pass the server ran (json_script "tf-data").
+// Every string from the scenario is inserted with textContent or setAttribute, never as markup.
+
+import { readJSON, setViewOption } from "../stage.js";
+import { el, svg, text } from "../lib/svg.js";
+import { legend, viridis } from "../lib/colors.js";
+
+const data = readJSON("tf-data");
+const tokens = readJSON("tf-tokens"); // [[id, text], ...] for the whole prompt
+const view = readJSON("tf-view");
+const state = { layer: view.layer, head: view.head, token: view.token, scale: view.scale };
+
+const START = data.start;
+const END = data.end;
+const W = END - START;
+const L = data.attention.n_layer;
+const H = data.attention.n_head;
+const D = data.embedding.cols;
+const TRI = (W * (W + 1)) / 2;
+const MASKED = [232, 231, 224]; // the page's line colour: "not allowed", distinct from a weight of 0
+
+// ---- data ---------------------------------------------------------------------------------
+
+// base64 uint16 (little-endian) -> Float32Array of lo + q/65535*(hi-lo); see pages/transformer.py pack()
+function unpack(p) {
+  const bin = atob(p.b64);
+  const out = new Float32Array(bin.length / 2);
+  const span = p.hi - p.lo;
+  for (let i = 0; i < out.length; i++) out[i] = p.lo + ((bin.charCodeAt(2 * i) | (bin.charCodeAt(2 * i + 1) << 8)) / 65535) * span;
+  return out;
+}
+const att = unpack(data.attention);
+const emb = unpack(data.embedding);
+const EMB_MAX = data.embedding.hi;
+
+// weight that query position i (window-relative) gives key j <= i in map m = layer * H + head
+const weight = (m, i, j) => att[m * TRI + (i * (i + 1)) / 2 + j];
+const mapName = (l, h) => data.attention.names[l * H + h];
+const tokText = (pos) => tokens[pos][1];
+const isSpecial = (id) => view.specials.includes(id);
+
+// Make invisible characters visible (newlines, tabs, bidi and zero-width marks) so a token is never blank or reordered.
+function shown(s) {
+  if (/^ +$/.test(s)) return "␣".repeat(s.length);
+  return s
+    .replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/\r/g, "␍")
+    .replace(/[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g,
+      (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`);
+}
+function short(s, n = 12) {
+  const chars = [...shown(s)];
+  return chars.length > n ? chars.slice(0, n - 1).join("") + "…" : chars.join("");
+}
+function chip(str, id = null) {
+  const span = document.createElement("span");
+  span.className = "tok" + (id !== null && isSpecial(id) ? " special" : "");
+  span.textContent = shown(str);
+  return span;
+}
+const fmt = (x, d = 3) => Number(x).toFixed(d);
+
+// ---- drawing helpers --------------------------------------------------------------------------
+
+const LUT = Array.from({ length: 256 }, (_, i) => viridis(i / 255).match(/\d+/g).map(Number));
+const rgb = (t) => LUT[Math.max(0, Math.min(255, Math.round((Number.isFinite(t) ? t : 0) * 255)))];
+
+// A heatmap as a PNG data URL, each cell k x k pixels; value(i, j) -> t in [0, 1], or null for a masked cell.
+function heatURL(rows, cols, value, minPixels = 512) {
+  const k = Math.max(1, Math.ceil(minPixels / Math.max(rows, cols)));
+  const canvas = document.createElement("canvas");
+  canvas.width = cols * k;
+  canvas.height = rows * k;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(cols * k, rows * k);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) {
+      const t = value(i, j);
+      const c = t === null ? MASKED : rgb(t);
+      for (let y = i * k; y < (i + 1) * k; y++) {
+        let o = (y * cols * k + j * k) * 4;
+        for (let x = 0; x < k; x++, o += 4) { img.data[o] = c[0]; img.data[o + 1] = c[1]; img.data[o + 2] = c[2]; img.data[o + 3] = 255; }
+      }
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+  return canvas.toDataURL("image/png");
+}
+
+function image(parent, href, x, y, width, height) {
+  return el("image", { href, x, y, width, height, preserveAspectRatio: "none", class: "pix" }, parent);
+}
+
+// svg() at most `grow` times its natural size, so a small chart is not blown up to the full column width.
+function chart(width, height, opts, grow = 1.3) {
+  const s = svg(width, height, opts);
+  s.style.maxWidth = `${Math.round(width * grow)}px`;
+  return s;
+}
+
+function svgPoint(s, ev) {
+  const p = s.createSVGPoint();
+  p.x = ev.clientX;
+  p.y = ev.clientY;
+  return p.matrixTransform(s.getScreenCTM().inverse());
+}
+
+// Cell under the pointer of a grid drawn at (x0, y0) with cells cw x ch; null outside.
+function cellAt(s, ev, x0, y0, cw, ch, rows, cols) {
+  const p = svgPoint(s, ev);
+  const i = Math.floor((p.y - y0) / ch);
+  const j = Math.floor((p.x - x0) / cw);
+  return i >= 0 && i < rows && j >= 0 && j < cols ? [i, j] : null;
+}
+
+function labelStep(cell, font) { return Math.max(1, Math.ceil((font + 1) / cell)); }
+
+// Row labels (tokens) down the left side, right-aligned, thinned out when rows are small.
+function rowLabels(g, x, y0, ch, count, labelOf, font) {
+  const step = labelStep(ch, font);
+  for (let i = 0; i < count; i += step) {
+    text(g, x, y0 + i * ch + ch / 2, labelOf(i), { "text-anchor": "end", "dominant-baseline": "central", "font-size": font, class: "lbl" });
+  }
+}
+// Column labels under a grid, written upwards.
+function colLabels(g, x0, y, cw, count, labelOf, font) {
+  const step = labelStep(cw, font);
+  for (let j = 0; j < count; j += step) {
+    const cx = x0 + j * cw + cw / 2;
+    text(g, cx, y, labelOf(j), { "text-anchor": "end", "dominant-baseline": "central", "font-size": font, class: "lbl", transform: `rotate(-90 ${cx} ${y})` });
+  }
+}
+
+function readout(id, str) { document.getElementById(id).textContent = str || "\u00a0"; }
+
+const where = (pos) => `“${shown(tokText(pos))}” (position ${pos})`;
+
+// ---- 1. token strip ------------------------------------------------------------------------
+
+const strip = document.getElementById("token-strip");
+function buildStrip() {
+  strip.replaceChildren();
+  tokens.forEach(([id, str], pos) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "tok" + (isSpecial(id) ? " special" : "") + (pos < START || pos >= END ? " outside" : "");
+    b.textContent = shown(str);
+    b.dataset.pos = pos;
+    b.setAttribute("aria-label", `${shown(str)}, position ${pos}`);
+    b.title = `position ${pos}`;
+    b.addEventListener("click", () => selectToken(pos));
+    strip.append(b);
+  });
+}
+function markStrip() {
+  for (const b of strip.children) {
+    const on = Number(b.dataset.pos) === state.token;
+    b.setAttribute("aria-pressed", String(on));
+    if (on && strip.scrollHeight > strip.clientHeight) {
+      const top = b.offsetTop - strip.offsetTop;
+      if (top < strip.scrollTop || top > strip.scrollTop + strip.clientHeight - b.offsetHeight) strip.scrollTop = top - strip.clientHeight / 2;
+    }
+  }
+  for (const n of document.querySelectorAll(".sel-text")) {
+    n.textContent = shown(tokText(state.token));
+    n.classList.toggle("special", isSpecial(tokens[state.token][0]));
+  }
+  for (const n of document.querySelectorAll(".sel-pos")) n.textContent = String(state.token);
+}
+
+// ---- 2. embedding matrix -------------------------------------------------------------------
+
+const embBox = document.getElementById("embedding");
+const EMB = { x0: 96, y0: 4, cw: 2, ch: Math.max(4, Math.min(16, Math.floor(420 / W))) };
+let embSel = null;
+function buildEmbedding() {
+  const { x0, y0, cw, ch } = EMB;
+  const s = chart(x0 + D * cw + 14, y0 + W * ch + 30, { label: `Embedding matrix: ${W} tokens by ${D} numbers, colour is the value`, className: "heat" });
+  const url = heatURL(W, D, (i, j) => (emb[i * D + j] / EMB_MAX + 1) / 2, 768);
+  image(s, url, x0, y0, D * cw, W * ch);
+  rowLabels(s, x0 - 4, y0, ch, W, (i) => short(tokText(START + i)), 10);
+  for (const j of [0, 64, 128, 192, D - 1]) text(s, x0 + j * cw + cw / 2, y0 + W * ch + 12, String(j), { "text-anchor": "middle", "font-size": 10, class: "lbl" });
+  text(s, x0 + (D * cw) / 2, y0 + W * ch + 25, "dimension", { "text-anchor": "middle", "font-size": 10, class: "lbl axis" });
+  embSel = el("rect", { x: x0 - 1, y: 0, width: D * cw + 2, height: ch, class: "sel-outline" }, s);
+  s.addEventListener("mousemove", (ev) => {
+    const c = cellAt(s, ev, x0, y0, cw, ch, W, D);
+    readout("embedding-readout", c ? `${where(START + c[0])}, dimension ${c[1]}: ${fmt(emb[c[0] * D + c[1]], 4)}` : "");
+  });
+  s.addEventListener("mouseleave", () => readout("embedding-readout", ""));
+  s.addEventListener("click", (ev) => { const c = cellAt(s, ev, x0, y0, cw, ch, W, D); if (c) selectToken(START + c[0]); });
+  embBox.replaceChildren(s);
+  legend(document.getElementById("embedding-legend"), viridis, { min: fmt(-EMB_MAX), max: `+${fmt(EMB_MAX)}`, label: "value (0 is the middle colour)" });
+}
+function markEmbedding() { embSel.setAttribute("y", EMB.y0 + (state.token - START) * EMB.ch); }
+
+// ---- 3. attention --------------------------------------------------------------------------
+
+// Colour of a weight. Long prompts spread attention thin (a row of 400 keys averages 0.0025), so a
+// logarithmic scale from LOG_MIN to 1 is offered beside the plain linear one.
+const LOG_MIN = 1e-3;
+const shade = (w) => (state.scale === "log" ? Math.max(0, 1 - Math.log10(Math.max(w, LOG_MIN)) / Math.log10(LOG_MIN)) : w);
+const mapURLs = { linear: [], log: [] };
+function mapURL(m) {
+  const cache = mapURLs[state.scale];
+  if (!cache[m]) cache[m] = heatURL(W, W, (i, j) => (j > i ? null : shade(weight(m, i, j))));
+  return cache[m];
+}
+
+const grid = document.getElementById("attn-grid");
+function buildGrid() {
+  grid.style.setProperty("--heads", H);
+  grid.replaceChildren(document.createElement("span"));
+  for (let h = 0; h < H; h++) {
+    const c = document.createElement("span");
+    c.className = "col-head";
+    c.textContent = `head ${h}`;
+    grid.append(c);
+  }
+  for (let l = 0; l < L; l++) {
+    const r = document.createElement("span");
+    r.className = "row-head";
+    r.textContent = `layer ${l}`;
+    grid.append(r);
+    for (let h = 0; h < H; h++) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "attn-cell";
+      b.dataset.layer = l;
+      b.dataset.head = h;
+      b.title = mapName(l, h);
+      b.setAttribute("aria-label", `L${l} · H${h}: layer ${l} · head ${h} (${mapName(l, h)})`);
+      const img = document.createElement("img");
+      img.src = mapURL(l * H + h);
+      img.alt = "";
+      const cap = document.createElement("span");
+      cap.className = "cell-cap";
+      cap.textContent = `L${l} · H${h}`;
+      b.append(img, cap);
+      b.addEventListener("click", () => selectHead(l, h));
+      grid.append(b);
+    }
+  }
+}
+function markGrid() {
+  for (const b of grid.querySelectorAll(".attn-cell")) {
+    b.setAttribute("aria-pressed", String(Number(b.dataset.layer) === state.layer && Number(b.dataset.head) === state.head));
+  }
+}
+
+const bigBox = document.getElementById("attn-big");
+const BIG = (() => {
+  const cell = Math.min(36, 460 / W);
+  const font = Math.max(8, Math.min(12, cell - 1));
+  return { x0: 100, y0: 4, cell, font, size: cell * W };
+})();
+let big = null;
+function buildBig() {
+  const { x0, y0, cell, font, size } = BIG;
+  const l = state.layer, h = state.head;
+  const s = chart(x0 + size + 6, y0 + size + 96, { label: `Attention map, layer ${l} head ${h}: rows are the tokens looking, columns the tokens looked at`, className: "heat" });
+  image(s, mapURL(l * H + h), x0, y0, size, size);
+  // A faint diagonal edge marks where the causal mask begins.
+  rowLabels(s, x0 - 4, y0, cell, W, (i) => short(tokText(START + i)), font);
+  colLabels(s, x0, y0 + size + 4, cell, W, (j) => short(tokText(START + j)), font);
+  text(s, x0 - 4, y0 + size + 88, "query ↓  key →", { "text-anchor": "end", "font-size": 10, class: "lbl axis" });
+  const rowSel = el("rect", { x: x0 - 1, y: 0, width: size + 2, height: cell, class: "sel-outline" }, s);
+  const hover = el("rect", { x: 0, y: 0, width: cell, height: cell, class: "hover-outline", visibility: "hidden" }, s);
+  s.addEventListener("mousemove", (ev) => {
+    const c = cellAt(s, ev, x0, y0, cell, cell, W, W);
+    if (!c) { hover.setAttribute("visibility", "hidden"); readout("attn-readout", ""); return; }
+    const [i, j] = c;
+    hover.setAttribute("x", x0 + j * cell);
+    hover.setAttribute("y", y0 + i * cell);
+    hover.setAttribute("visibility", "visible");
+    readout("attn-readout", j > i
+      ? `${where(START + i)} cannot see ${where(START + j)}: it comes later (masked).`
+      : `${where(START + i)} → ${where(START + j)}: weight ${fmt(weight(l * H + h, i, j))}`);
+  });
+  s.addEventListener("mouseleave", () => { hover.setAttribute("visibility", "hidden"); readout("attn-readout", ""); });
+  s.addEventListener("click", (ev) => { const c = cellAt(s, ev, x0, y0, cell, cell, W, W); if (c) selectToken(START + c[0]); });
+  bigBox.replaceChildren(s);
+  big = { rowSel };
+  document.getElementById("attn-title").textContent = `layer ${l} · head ${h}`;
+  document.getElementById("attn-name").textContent = mapName(l, h);
+  markBig();
+}
+function markBig() { big.rowSel.setAttribute("y", BIG.y0 + (state.token - START) * BIG.cell); }
+
+function buildAttends() {
+  const i = state.token - START;
+  const m = state.layer * H + state.head;
+  document.getElementById("attends-head-label").textContent = `in layer ${state.layer} · head ${state.head} (${mapName(state.layer, state.head)}), strongest first:`;
+  const rows = [];
+  let inside = 0;
+  for (let j = 0; j <= i; j++) { rows.push([j, weight(m, i, j)]); inside += weight(m, i, j); }
+  rows.sort((a, b) => b[1] - a[1]);
+  const list = document.getElementById("attends-list");
+  list.replaceChildren();
+  for (const [j, w] of rows.slice(0, 8)) {
+    const li = document.createElement("li");
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    const fill = document.createElement("span");
+    fill.style.width = `${Math.max(0.5, w * 100)}%`;
+    fill.style.background = viridis(w);
+    bar.append(fill);
+    const v = document.createElement("span");
+    v.className = "w";
+    v.textContent = fmt(w);
+    const pos = document.createElement("span");
+    pos.className = "pos";
+    pos.textContent = `#${START + j}`;
+    li.append(chip(tokText(START + j), tokens[START + j][0]), pos, bar, v);
+    list.append(li);
+  }
+  const rest = [];
+  if (rows.length > 8) rest.push(`${rows.length - 8} more tokens share ${fmt(rows.slice(8).reduce((a, r) => a + r[1], 0))}.`);
+  if (START > 0) rest.push(`The ${START} tokens before the window (not drawn) get ${fmt(Math.max(0, 1 - inside))}.`);
+  rest.push(`All weights of a row add up to 1.`);
+  document.getElementById("attends-outside").textContent = rest.join(" ");
+  buildAllHeads(i);
+}
+
+function buildAllHeads(i) {
+  const box = document.getElementById("attends-all");
+  const cols = i + 1;
+  const x0 = 52, y0 = 4, ch = 14;
+  const cw = Math.min(20, 300 / cols);
+  const showCols = cw >= 9;
+  const s = chart(x0 + cols * cw + 4, y0 + L * H * ch + (showCols ? 84 : 8), { label: `Attention of position ${state.token} in every head`, className: "heat" });
+  image(s, heatURL(L * H, cols, (r, j) => shade(weight(r, i, j)), 256), x0, y0, cols * cw, L * H * ch);
+  for (let r = 0; r < L * H; r++) {
+    text(s, x0 - 4, y0 + r * ch + ch / 2, `L${Math.floor(r / H)} H${r % H}`, { "text-anchor": "end", "dominant-baseline": "central", "font-size": 10, class: "lbl" });
+  }
+  for (let l = 1; l < L; l++) el("line", { x1: 0, x2: x0 + cols * cw, y1: y0 + l * H * ch, y2: y0 + l * H * ch, class: "sep" }, s);
+  if (showCols) colLabels(s, x0, y0 + L * H * ch + 4, cw, cols, (j) => short(tokText(START + j), 11), 10);
+  el("rect", { x: x0 - 50, y: y0 + (state.layer * H + state.head) * ch, width: cols * cw + 50, height: ch, class: "sel-outline" }, s);
+  const pick = (ev) => {
+    const p = svgPoint(s, ev);
+    const r = Math.floor((p.y - y0) / ch);
+    return r >= 0 && r < L * H ? r : null;
+  };
+  s.addEventListener("mousemove", (ev) => {
+    const c = cellAt(s, ev, x0, y0, cw, ch, L * H, cols);
+    readout("attn-readout", c ? `layer ${Math.floor(c[0] / H)} · head ${c[0] % H}: ${where(state.token)} → ${where(START + c[1])}: ${fmt(weight(c[0], i, c[1]))}` : "");
+  });
+  s.addEventListener("click", (ev) => { const r = pick(ev); if (r !== null) selectHead(Math.floor(r / H), r % H); });
+  box.replaceChildren(s);
+}
+
+// ---- 4. MLP activity -----------------------------------------------------------------------
+
+const MLP = (() => {
+  const cw = Math.min(30, 640 / W);
+  return { x0: 58, y0: 4, cw, ch: 26, font: Math.max(8, Math.min(11, cw - 1)) };
+})();
+let mlpSel = null;
+function buildMlp() {
+  const { x0, y0, cw, ch, font } = MLP;
+  const vals = data.mlp.mean_abs;
+  const max = data.mlp.max;
+  const s = chart(x0 + W * cw + 4, y0 + L * ch + 84, { label: "MLP activity: mean absolute activation per layer and token", className: "heat" });
+  image(s, heatURL(L, W, (l, j) => vals[l][j] / max, 512), x0, y0, W * cw, L * ch);
+  for (let l = 0; l < L; l++) text(s, x0 - 4, y0 + l * ch + ch / 2, `layer ${l}`, { "text-anchor": "end", "dominant-baseline": "central", "font-size": 11, class: "lbl" });
+  colLabels(s, x0, y0 + L * ch + 4, cw, W, (j) => short(tokText(START + j), 11), font);
+  mlpSel = el("rect", { x: 0, y: y0 - 2, width: cw, height: L * ch + 4, class: "sel-outline" }, s);
+  s.addEventListener("mousemove", (ev) => {
+    const c = cellAt(s, ev, x0, y0, cw, ch, L, W);
+    readout("mlp-readout", c ? `${data.mlp.names[c[0]]}, ${where(START + c[1])}: mean |activation| ${fmt(vals[c[0]][c[1]])}` : "");
+  });
+  s.addEventListener("mouseleave", () => readout("mlp-readout", ""));
+  s.addEventListener("click", (ev) => { const c = cellAt(s, ev, x0, y0, cw, ch, L, W); if (c) selectToken(START + c[1]); });
+  document.getElementById("mlp").replaceChildren(s);
+  legend(document.getElementById("mlp-legend"), viridis, { min: 0, max: fmt(max), label: "mean |activation|" });
+}
+function markMlp() { mlpSel.setAttribute("x", MLP.x0 + (state.token - START) * MLP.cw); }
+
+// ---- 5. residual-stream norms --------------------------------------------------------------
+
+function buildResid() {
+  const norms = data.resid.norm; // [L+1][W]
+  const depth = data.resid.names.length;
+  const x0 = 48, y0 = 12, w = 440, h = 200;
+  const top = Math.max(...norms.flat()) * 1.08;
+  const X = (d) => x0 + 24 + (d * (w - 24)) / (depth - 1);
+  const Y = (v) => y0 + h - (v / top) * h;
+  const s = chart(x0 + w + 40, y0 + h + 44, { label: `Residual-stream norm after each block; selected token ${state.token}`, className: "chart" });
+  const tick = Math.pow(10, Math.floor(Math.log10(top / 2)));
+  const stepV = top / tick > 8 ? tick * 2 : tick;
+  for (let v = 0; v <= top; v += stepV) {
+    el("line", { x1: x0, x2: x0 + w, y1: Y(v), y2: Y(v), class: "gridline" }, s);
+    text(s, x0 - 6, Y(v), String(Math.round(v * 10) / 10), { "text-anchor": "end", "dominant-baseline": "central", "font-size": 11, class: "lbl" });
+  }
+  data.resid.names.forEach((n, d) => text(s, X(d), y0 + h + 16, d === 0 ? "embedding" : `layer ${d - 1}`, { "text-anchor": "middle", "font-size": 11, class: "lbl" }));
+  text(s, x0, y0 + h + 36, "L2 norm of the residual stream, after …", { "font-size": 11, class: "lbl axis" });
+  const line = (j) => norms.map((row, d) => `${X(d)},${Y(row[j])}`).join(" ");
+  for (let j = 0; j < W; j++) if (START + j !== state.token) el("polyline", { points: line(j), class: "others" }, s);
+  const sel = state.token - START;
+  el("polyline", { points: line(sel), class: "selected" }, s);
+  norms.forEach((row, d) => {
+    el("circle", { cx: X(d), cy: Y(row[sel]), r: 4, class: "selected-dot" }, s);
+    text(s, X(d), Y(row[sel]) - 9, fmt(row[sel], 1), { "text-anchor": "middle", "font-size": 11, class: "val" });
+  });
+  document.getElementById("resid").replaceChildren(s);
+  readout("resid-readout", `${where(state.token)}: ` + norms.map((row, d) => `${d === 0 ? "embedding" : "layer " + (d - 1)} ${fmt(row[sel], 2)}`).join(" · "));
+}
+
+// ---- 6. logit lens ---------------------------------------------------------------------------
+
+function buildLens() {
+  const i = state.token - START;
+  const row = data.lens.rows[i];
+  const table = document.getElementById("lens-table");
+  const cap = document.getElementById("lens-caption");
+  cap.replaceChildren(`Top ${row.depths[0].top.length} next tokens at position ${state.token}`);
+  if (row.next !== null) {
+    const sampled = state.token === view.default_token;
+    cap.append(sampled ? "; the last column follows the token the model actually sampled next, " : "; the last column follows the next token in the prompt, ",
+      chip(data.labels[row.next], row.next), ".");
+  } else cap.append(".");
+  const body = document.createElement("tbody");
+  row.depths.forEach((d, k) => {
+    const tr = document.createElement("tr");
+    const final = k === row.depths.length - 1;
+    if (final) tr.className = "final";
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.append(k === 0 ? "after the embedding" : `after layer ${k - 1}`);
+    if (final) {
+      const b = document.createElement("span");
+      b.className = "badge";
+      b.textContent = "= real output";
+      th.append(" ", b);
+    }
+    const code = document.createElement("code");
+    code.textContent = data.lens.depth_names[k];
+    th.append(code);
+    tr.append(th);
+    for (const [id, p] of d.top) {
+      const td = document.createElement("td");
+      td.dataset.id = id;
+      td.dataset.p = p;
+      td.append(chip(data.labels[id], id), probBar(p));
+      if (row.next !== null && id === row.next) td.classList.add("is-next");
+      tr.append(td);
+    }
+    const nx = document.createElement("td");
+    nx.className = "next-col";
+    if (d.next === null) nx.textContent = "–";
+    else {
+      const pv = document.createElement("span");
+      pv.className = "p";
+      pv.textContent = fmt(d.next);
+      const rk = document.createElement("span");
+      rk.className = "rank";
+      rk.textContent = `rank ${d.next_rank}`;
+      nx.append(pv, rk);
+    }
+    tr.append(nx);
+    body.append(tr);
+  });
+  table.tBodies[0].replaceWith(body);
+}
+// A probability as text over a bar whose length and viridis colour both follow it.
+function probBar(p) {
+  const wrap = document.createElement("span");
+  wrap.className = "pbar";
+  const fill = document.createElement("span");
+  fill.style.width = `${Math.max(1, p * 100)}%`;
+  fill.style.background = viridis(p);
+  const v = document.createElement("span");
+  v.className = "p";
+  v.textContent = fmt(p);
+  wrap.append(fill);
+  const frag = document.createDocumentFragment();
+  frag.append(v, wrap);
+  return frag;
+}
+
+// ---- selection -----------------------------------------------------------------------------
+
+function selectToken(pos) {
+  if (pos === state.token) return;
+  if (pos < START || pos >= END) {
+    // Outside the drawn window: reload with a window around it.
+    const url = new URL(location.href);
+    url.searchParams.set("token", pos);
+    location.assign(url);
+    return;
+  }
+  state.token = pos;
+  setViewOption("token", pos === view.default_token ? null : pos);
+  markStrip();
+  markEmbedding();
+  markBig();
+  buildAttends();
+  markMlp();
+  buildResid();
+  buildLens();
+}
+
+function attnLegend() {
+  const box = document.getElementById("attn-legend");
+  box.replaceChildren();
+  legend(box, viridis, state.scale === "log"
+    ? { min: `≤${LOG_MIN}`, max: 1, label: "attention weight (log scale)" }
+    : { min: 0, max: 1, label: "attention weight" });
+  const m = document.createElement("span");
+  m.className = "masked-key";
+  m.textContent = "masked (a later token)";
+  box.append(m);
+}
+
+function selectScale(scale) {
+  if (scale === state.scale) return;
+  state.scale = scale;
+  setViewOption("scale", scale === view.default_scale ? null : scale);
+  for (const b of grid.querySelectorAll(".attn-cell")) b.querySelector("img").src = mapURL(Number(b.dataset.layer) * H + Number(b.dataset.head));
+  buildBig();
+  buildAttends();
+  attnLegend();
+}
+for (const input of document.querySelectorAll('input[name="attn-scale"]')) {
+  input.checked = input.value === state.scale;
+  input.addEventListener("change", () => { if (input.checked) selectScale(input.value); });
+}
+
+function selectHead(l, h) {
+  if (l === state.layer && h === state.head) return;
+  state.layer = l;
+  state.head = h;
+  setViewOption("layer", l || null);
+  setViewOption("head", h || null);
+  markGrid();
+  buildBig();
+  buildAttends();
+}
+
+buildStrip();
+buildEmbedding();
+buildGrid();
+buildBig();
+attnLegend();
+buildMlp();
+legend(document.getElementById("lens-legend"), viridis, { min: 0, max: 1, label: "probability" });
+markStrip();
+markEmbedding();
+markGrid();
+buildAttends();
+markMlp();
+buildResid();
+buildLens();
