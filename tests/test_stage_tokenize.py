@@ -1,0 +1,199 @@
+"""The tokenize page through Django's test client: the numbers it shows are the tokenizer's and
+the engine's, bad view options are 400 pages, hostile text stays text."""
+import json
+import re
+import time
+from urllib.parse import urlencode
+
+import pytest
+
+from explainer.lifecycle.scenario import Scenario
+from explainer.llm.tokenizer import load_tokenizer
+from explainer.stages.pages import tokenize as page_mod
+from explainer.stages.runs import codec, run_of
+
+tok = load_tokenizer()
+SCENARIO = Scenario(
+    system="You answer in one short paragraph.",
+    messages=[
+        {"role": "user", "content": "What is a database index?"},
+        {"role": "assistant", "content": "A structure that makes lookups faster."},
+        {"role": "user", "content": "How does PostgreSQL choose between\nan index scan and a sequential scan?"},
+    ],
+    max_tokens=8,
+)
+
+
+def url(scenario=None, **opts):
+    q = {}
+    if scenario is not None:
+        q["s"] = codec().encode(scenario)
+    q.update(opts)
+    return "/learn/tokenize/" + ("?" + urlencode(q) if q else "")
+
+
+def get(client, scenario=None, **opts):
+    return client.get(url(scenario, **opts), HTTP_HOST="127.0.0.1")
+
+
+def payload(html: str) -> dict:
+    m = re.search(r'<script id="tokenize-data" type="application/json">(.*?)</script>', html, re.S)
+    return json.loads(m.group(1))
+
+
+def replay(data: dict, n: int) -> list[int]:
+    """The page's data re-tokenised at n merges, the way tokenize.js does it."""
+    out = []
+    for role, open_id, first, end, close in data["parts"]:
+        out.append(open_id)
+        for text, ranks in data["chunks"][first:end]:
+            ids = list(text.encode("utf-8"))
+            for r in ranks:
+                if r >= n:
+                    break
+                a, b = data["pairs"][str(r)]
+                merged, i = [], 0
+                while i < len(ids):
+                    if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
+                        merged.append(data["first"] + r)
+                        i += 2
+                    else:
+                        merged.append(ids[i])
+                        i += 1
+                ids = merged
+            out.extend(ids)
+        if close is not None:
+            out.append(close)
+    return out
+
+
+def test_it_renders_the_default_scenario(client):
+    r = get(client)
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert "The context, as the model reads it" in html and "Byte-pair merges" in html
+    assert len(r.content) < 150_000
+
+
+def test_the_token_count_is_usage_input_tokens(client):
+    run = run_of(SCENARIO)
+    html = get(client, SCENARIO).content.decode()
+    shown = int(re.search(r"data-model-tokens>([\d,]+)<", html).group(1).replace(",", ""))
+    usage = int(re.search(r"data-usage-tokens>(\d+)<", html).group(1))
+    assert shown == usage == run.done["usage"]["input_tokens"] == len(run.prompt_ids)
+
+
+def test_the_page_data_replays_to_the_models_ids_and_to_every_vocabulary_size(client):
+    run = run_of(SCENARIO)
+    req = run.request
+    data = payload(get(client, SCENARIO).content.decode())
+    assert replay(data, tok.model_merges) == run.prompt_ids
+    turns = [(m.role, m.text) for m in req.messages]
+    for n in (0, 1, 17, 256, 1000, tok.model_merges + 1, len(tok.merges)):
+        expected = [256, *tok.encode(req.system, n), 259]
+        for role, text in turns:
+            expected += [tok.special_id(f"<|{role}|>"), *tok.encode(text, n), 259]
+        expected.append(tok.special_id("<|assistant|>"))
+        assert replay(data, n) == expected, n
+    # the curve is the same count, computed on the server
+    for n, count in data["curve"]:
+        assert count == len(replay(data, n))
+    assert [n for n, _ in data["curve"]][0] == 0 and data["curve"][-1][0] == len(tok.merges)
+    assert tok.model_merges in [n for n, _ in data["curve"]]
+    assert 12 <= len(data["curve"]) <= 16
+
+
+@pytest.mark.parametrize("messages,system", [
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello, I"}], ""),  # prefill
+    ([{"role": "user", "content": ""}], "sys"),
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], ""),  # merged turns
+    ([{"role": "user", "content": [{"type": "text", "text": "blocks "}, {"type": "text", "text": "joined"}]}], ""),
+    ([{"role": "user", "content": "  spaces\t\ttabs\r\n\r\nand 日本語 👍🏽 'll 123456 _x_"}], "   "),
+])
+def test_the_template_matches_encode_chat(client, messages, system):
+    s = Scenario(system=system, messages=messages, max_tokens=2)
+    run = run_of(s)
+    data = payload(get(client, s).content.decode())
+    assert run.error is None
+    assert replay(data, tok.model_merges) == run.prompt_ids
+
+
+def test_stats_are_computed_from_the_text(client):
+    html = get(client, SCENARIO, merges=512).content.decode()
+    data = payload(html)
+    text = "".join(c[0] for c in data["chunks"])
+    n_tokens = sum(1 for t in replay(data, 512) if not tok.is_special(t))
+    st = page_mod.text_stats(text, n_tokens)
+    block = html.split('data-sample="context"')[1].split("</dl>")[0]
+    assert f'data-stat="tokens">{st["tokens"]}<' in block
+    assert f'data-stat="chars_per_token">{st["chars_per_token"]}<' in block
+    assert st["words"] == len(text.split())
+    code = html.split('data-sample="code"')[1].split("</dl>")[0]
+    assert f'data-stat="tokens">{len(tok.encode(page_mod.CODE_SAMPLE, 512))}<' in code
+
+
+def test_view_options_select_word_step_and_token(client):
+    data = payload(get(client, SCENARIO, word=3, merge=1, token=5, merges=100).content.decode())
+    assert data["sel"] == {"merges": 100, "token": 5, "word": 3, "merge": 1, "img_w": 1920, "img_h": 1080}
+
+
+def test_the_default_word_is_the_longest_of_the_last_user_message(client):
+    data = payload(get(client, SCENARIO).content.decode())
+    word = data["chunks"][data["sel"]["word"]][0]
+    last = tok.chunks(SCENARIO.messages[-1]["content"])
+    assert word in last and len(word.strip()) == max(len(c.strip()) for c in last)
+    # the selected token is that word's first token
+    ids = replay(data, tok.model_merges)
+    assert ids[data["sel"]["token"]] == tok.encode(word)[0]
+
+
+@pytest.mark.parametrize("opts", [
+    {"merges": "99999"}, {"merges": "-1"}, {"merges": "abc"}, {"token": "9999"}, {"word": "9999"},
+    {"merge": "500"}, {"word": "0", "merge": "99"}, {"img_w": "0"}, {"img_h": "9001"}, {"token": "1e3"},
+])
+def test_bad_view_options_are_400_pages(client, opts):
+    r = get(client, SCENARIO, **opts)
+    assert r.status_code == 400
+    assert "Traceback" not in r.content.decode()
+
+
+def test_hostile_text_is_escaped_and_long_text_is_cut_with_a_note(client):
+    hostile = Scenario(
+        system='</textarea><script>alert("sys")</script>',
+        messages=[{"role": "user", "content": '<img src=x onerror=alert(1)>\u202eevil\u202c ' + "😀" * 3000}],
+        max_tokens=4,
+    )
+    t = time.perf_counter()
+    r = get(client, hostile)
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert "first 4,000 bytes" in html
+    assert len(r.content) < 150_000
+    data = payload(html)
+    assert data["truncated"] and sum(len(c[0].encode()) for c in data["chunks"]) <= page_mod.MAX_TEXT_BYTES
+    assert time.perf_counter() - t < 5
+
+
+def test_a_long_context_stays_small_and_fast(client):
+    text = "The planner estimates the cost of each plan and picks the cheapest one. " * 120
+    s = Scenario(messages=[{"role": "user", "content": text}], max_tokens=2)
+    get(client, s)  # the run itself is cached per scenario
+    t = time.perf_counter()
+    r = get(client, s, merges=64)
+    assert r.status_code == 200 and len(r.content) < 150_000
+    assert time.perf_counter() - t < 0.5
+
+
+def test_a_refused_request_still_renders(client):
+    s = Scenario(messages=[{"role": "assistant", "content": "I start"}], max_tokens=2)
+    r = get(client, s)
+    assert r.status_code == 200
+    assert "refused before it reached the tokenizer" in r.content.decode()
+    assert get(client, s, word=0).status_code == 400
+
+
+def test_sample_points_are_log_spaced_and_include_the_model():
+    pts = page_mod.sample_points(20000, 3836)
+    assert pts[0] == 0 and pts[-1] == 20000 and 3836 in pts
+    assert pts == sorted(set(pts))
