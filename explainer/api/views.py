@@ -18,9 +18,10 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from explainer.api import keys
+from explainer.api import keys, ratelimits
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.errors import APIError, invalid
+from explainer.lifecycle.gateway import rate_limit_error, ratelimit_headers
 from explainer.lifecycle.payload import parse_request
 from explainer.live.runner import get_engine, run_events
 from explainer.shares.traces import TraceRecorder
@@ -140,7 +141,43 @@ async def messages(request):
     rec.set_body(body)
     req = parse_request(body)
     _check_model(req.model)
+    engine = get_engine()
+    ids = engine.prompt_ids(req)
+    engine.check_fits(ids)
+    # Output can never outgrow the context window, so that is all a large max_tokens reserves.
+    reserve = min(req.max_tokens, engine.context_window - len(ids))
+    headers = _admit(request, len(ids), reserve)
     rec.mark("gateway_ms")
+    try:
+        resp = await _run_messages(request, req, rec, reserve)
+    except BaseException:
+        _settle(request, reserve, 0)
+        raise
+    for k, v in headers.items():
+        resp[k] = v
+    return resp
+
+
+def _admit(request, input_tokens: int, max_tokens: int) -> dict:
+    """Take this request's share of the key's buckets, or refuse it with a 429 and ``retry-after``."""
+    key = str(request.api_key.pk)
+    now = ratelimits.now()
+    decision, snap = ratelimits.store().admit(key, input_tokens, max_tokens, now)
+    lim = ratelimits.limits()
+    gw = request.trace.gateway
+    gw["rate_limit"] = {"decision": "allowed" if decision.allowed else f"refused ({decision.limited_by})",
+                        "needs": decision.needs, "remaining": {d: v[0] for d, v in snap.items()}}
+    headers = ratelimit_headers(lim, snap, now, retry_after=None if decision.allowed else (decision.retry_after or 60.0))
+    if not decision.allowed:
+        raise rate_limit_error(decision.limited_by, lim, need=decision.needs[decision.limited_by], headers=headers)
+    return headers
+
+
+def _settle(request, reserved: int, used: int) -> None:
+    ratelimits.store().settle(str(request.api_key.pk), reserved, used, ratelimits.now())
+
+
+async def _run_messages(request, req, rec, reserve: int):
     cancel = threading.Event()
     events = run_events(req, seed=0, cancel=cancel)
     first = await anext(events)  # explainer.prompt, or an error envelope (prompt too long, overloaded)
@@ -164,6 +201,7 @@ async def messages(request):
             finally:
                 cancel.set()
                 await events.aclose()
+                _settle(request, reserve, (rec.done or {}).get("usage", {}).get("output_tokens", 0))
                 await _save_trace(rec, 200, failed)
 
         resp = StreamingHttpResponse(stream(), content_type="text/event-stream; charset=utf-8")
@@ -187,6 +225,7 @@ async def messages(request):
             err = event["error"]
             raise APIError(err["type"], err["message"])
     message["content"] = [{"type": "text", "text": "".join(text)}]
+    _settle(request, reserve, message["usage"]["output_tokens"])
     return JsonResponse(message)
 
 
