@@ -1,0 +1,315 @@
+"""What an API gateway does before any model runs: body size, key check, rate limits, headers.
+
+Pure Python and clock-injectable: everything that depends on time takes ``now`` in seconds
+(``time.time()`` in a server, any number in a test or a simulation), so the same code serves
+the gateway stage's simulation and a real endpoint.
+
+Rate limits follow the public API's model: per minute, separately for requests, input
+tokens and output tokens, each a token bucket that refills continuously (not a window that
+resets on the minute). A request passes only if every bucket has room; a refused request
+takes nothing. Output tokens are not known up front, so the gateway reserves ``max_tokens``
+and gives back what the reply did not use.
+
+Example:
+    >>> b = TokenBucket.per_minute(5, now=0.0)        # 5 requests a minute: 1 back every 12 s
+    >>> [b.take(1, now=0.0).allowed for _ in range(6)]
+    [True, True, True, True, True, False]
+    >>> b.take(1, now=0.0).retry_after                 # seconds until one request's worth is back
+    12.0
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Mapping
+
+from explainer.lifecycle.errors import APIError
+
+EPS = 1e-9  # float slack, so 12 s of refill at 1/12 per second counts as a whole token
+DIMENSIONS = ("requests", "input_tokens", "output_tokens")
+UNITS = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+HEADER_NAMES = {"requests": "requests", "input_tokens": "input-tokens", "output_tokens": "output-tokens"}
+
+MISSING_KEY_MESSAGE = "x-api-key header is required"
+INVALID_KEY_MESSAGE = "invalid x-api-key"
+OVERLOADED_MESSAGE = "Overloaded"
+CACHE_TTL_SECONDS = 300  # the default "5m" time-to-live of a prompt-cache entry
+
+
+# ---- keys -------------------------------------------------------------------------------------
+
+def key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The key from ``x-api-key: KEY`` (curl, older SDKs) or ``Authorization: Bearer KEY`` (the current Python SDK).
+
+    Header names are matched without regard to case.
+
+    Example:
+        >>> key_from_headers({"Authorization": "Bearer sk-1"})
+        'sk-1'
+    """
+    lower = {str(k).lower(): v for k, v in headers.items()}
+    if (lower.get("x-api-key") or "").strip():
+        return lower["x-api-key"].strip()
+    auth = lower.get("authorization") or ""
+    if auth[:7].lower() == "bearer " and auth[7:].strip():
+        return auth[7:].strip()
+    return None
+
+
+def check_key(headers: Mapping[str, str], is_valid: Callable[[str], bool]) -> str:
+    """Return the request's key, or raise the 401 the API answers (missing key, or one ``is_valid`` refuses)."""
+    key = key_from_headers(headers)
+    if key is None:
+        raise APIError("authentication_error", MISSING_KEY_MESSAGE)
+    if not is_valid(key):
+        raise APIError("authentication_error", INVALID_KEY_MESSAGE)
+    return key
+
+
+# ---- body size and capacity -------------------------------------------------------------------
+
+def body_too_large(limit: int) -> APIError:
+    return APIError("request_too_large", f"Request exceeds the maximum allowed number of bytes ({limit:,}).")
+
+
+def check_body_size(n_bytes: int, limit: int) -> None:
+    """Raise the 413 for a body over ``limit`` bytes (checked before the body is even parsed)."""
+    if n_bytes > limit:
+        raise body_too_large(limit)
+
+
+def overloaded() -> APIError:
+    """The 529: no model server has room right now. Not the caller's limit; the SDKs retry it."""
+    return APIError("overloaded_error", OVERLOADED_MESSAGE)
+
+
+# ---- token buckets ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Take:
+    """The outcome of asking a bucket for ``n`` tokens."""
+
+    allowed: bool
+    remaining: int  # whole tokens left in the bucket afterwards
+    reset: float  # seconds until the bucket is full again
+    retry_after: float | None  # seconds until ``n`` tokens are there: 0 if allowed, None if never (n > capacity)
+
+
+class TokenBucket:
+    """Holds up to ``capacity`` tokens and refills at ``refill_per_second``, continuously."""
+
+    def __init__(self, capacity: int, refill_per_second: float, now: float, tokens: float | None = None):
+        if capacity <= 0 or refill_per_second <= 0:
+            raise ValueError("a bucket needs a positive capacity and refill rate")
+        self.capacity = capacity
+        self.refill_per_second = refill_per_second
+        self.tokens = float(capacity if tokens is None else tokens)
+        self.updated = now
+
+    @classmethod
+    def per_minute(cls, limit: int, now: float) -> "TokenBucket":
+        """A full bucket for a per-minute limit: the whole limit at once, refilled evenly over a minute."""
+        return cls(limit, limit / 60.0, now)
+
+    def level(self, now: float) -> float:
+        """Tokens in the bucket at ``now`` (a time before the last update counts as the last update)."""
+        elapsed = max(0.0, now - self.updated)
+        return min(float(self.capacity), self.tokens + elapsed * self.refill_per_second)
+
+    def _settle(self, now: float) -> float:
+        level = self.level(now)
+        self.tokens, self.updated = level, max(now, self.updated)
+        return level
+
+    def _outcome(self, level: float, n: float, allowed: bool) -> Take:
+        left = level - n if allowed else level
+        if allowed:
+            retry = 0.0
+        elif n > self.capacity + EPS:
+            retry = None
+        else:
+            retry = max(0.0, (n - level) / self.refill_per_second)
+        return Take(allowed, max(0, math.floor(left + EPS)), max(0.0, (self.capacity - left) / self.refill_per_second), retry)
+
+    def check(self, n: float, now: float) -> Take:
+        """What :meth:`take` would answer, without taking anything."""
+        level = self.level(now)
+        return self._outcome(level, n, n <= level + EPS)
+
+    def take(self, n: float, now: float) -> Take:
+        """Take ``n`` tokens if they are all there; otherwise take nothing and say how long to wait."""
+        level = self._settle(now)
+        allowed = n <= level + EPS
+        out = self._outcome(level, n, allowed)
+        if allowed:
+            self.tokens = max(0.0, level - n)
+        return out
+
+    def give_back(self, n: float, now: float) -> None:
+        """Return tokens that were reserved but not used (never above capacity)."""
+        level = self._settle(now)
+        self.tokens = min(float(self.capacity), level + n)
+
+
+# ---- the three limits together ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-minute limits, as the API sets them per organisation and model."""
+
+    requests_per_minute: int
+    input_tokens_per_minute: int
+    output_tokens_per_minute: int
+
+    def per_minute(self, dimension: str) -> int:
+        return {"requests": self.requests_per_minute, "input_tokens": self.input_tokens_per_minute,
+                "output_tokens": self.output_tokens_per_minute}[dimension]
+
+    def to_dict(self) -> dict:
+        return {d: self.per_minute(d) for d in DIMENSIONS}
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limited_by: str | None  # the dimension that refused the request
+    retry_after: float | None  # seconds until every bucket has room; None if one never will
+    needs: dict  # tokens asked of each bucket
+
+
+class RateLimiter:
+    """Three buckets (requests, input tokens, output tokens) for one organisation and model."""
+
+    def __init__(self, limits: Limits, now: float):
+        self.limits = limits
+        self.buckets = {d: TokenBucket.per_minute(limits.per_minute(d), now) for d in DIMENSIONS}
+
+    def admit(self, input_tokens: int, max_tokens: int, now: float) -> Decision:
+        """Admit one request that sends ``input_tokens`` and may produce up to ``max_tokens``.
+
+        All or nothing: if any bucket is short, nothing is taken. The refusing dimension is
+        the one with the longest wait (a request that can never fit wins).
+        """
+        needs = {"requests": 1, "input_tokens": input_tokens, "output_tokens": max_tokens}
+        checks = {d: self.buckets[d].check(needs[d], now) for d in DIMENSIONS}
+        short = [d for d in DIMENSIONS if not checks[d].allowed]
+        if short:
+            never = [d for d in short if checks[d].retry_after is None]
+            worst = never[0] if never else max(short, key=lambda d: checks[d].retry_after)
+            return Decision(False, worst, None if never else checks[worst].retry_after, needs)
+        for d in DIMENSIONS:
+            self.buckets[d].take(needs[d], now)
+        return Decision(True, None, 0.0, needs)
+
+    def settle(self, reserved_output: int, used_output: int, now: float) -> None:
+        """After the reply: give back the output tokens that were reserved but not produced."""
+        if used_output < reserved_output:
+            self.buckets["output_tokens"].give_back(reserved_output - used_output, now)
+
+    def snapshot(self, now: float) -> dict:
+        """``{dimension: (remaining whole tokens, seconds until full)}`` at ``now``."""
+        out = {}
+        for d, b in self.buckets.items():
+            level = b.level(now)
+            out[d] = (max(0, math.floor(level + EPS)), max(0.0, (b.capacity - level) / b.refill_per_second))
+        return out
+
+
+def rfc3339(t: float) -> str:
+    """Unix seconds -> ``2026-01-01T12:00:13Z`` (rounded up to the whole second, so "reset" is never early)."""
+    return datetime.fromtimestamp(math.ceil(t - EPS), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ratelimit_headers(limits: Limits, snapshot: Mapping[str, tuple[int, float]], now: float,
+                      retry_after: float | None = None, round_tokens: bool = False) -> dict[str, str]:
+    """The ``anthropic-ratelimit-*`` response headers (and ``retry-after`` on a 429).
+
+    ``snapshot`` is :meth:`RateLimiter.snapshot`; ``now`` is Unix time, for the RFC 3339 reset
+    times. The public API rounds token counts to the nearest thousand (``round_tokens=True``);
+    exact counts are easier to watch move. ``anthropic-ratelimit-tokens-*`` repeats whichever of
+    input and output tokens is the more restrictive right now.
+    """
+    headers: dict[str, str] = {}
+    for d in DIMENSIONS:
+        remaining, reset = snapshot[d]
+        if round_tokens and d != "requests":
+            remaining = int(round(remaining, -3))
+        name = HEADER_NAMES[d]
+        headers[f"anthropic-ratelimit-{name}-limit"] = str(limits.per_minute(d))
+        headers[f"anthropic-ratelimit-{name}-remaining"] = str(remaining)
+        headers[f"anthropic-ratelimit-{name}-reset"] = rfc3339(now + reset)
+    tighter = min(("input_tokens", "output_tokens"), key=lambda d: snapshot[d][0] / limits.per_minute(d))
+    for part in ("limit", "remaining", "reset"):
+        headers[f"anthropic-ratelimit-tokens-{part}"] = headers[f"anthropic-ratelimit-{HEADER_NAMES[tighter]}-{part}"]
+    if retry_after is not None:
+        headers["retry-after"] = str(max(1, math.ceil(retry_after - EPS)))
+    return headers
+
+
+def rate_limit_error(dimension: str, limits: Limits, need: int | None = None, headers: dict | None = None) -> APIError:
+    """The 429 for ``dimension``; ``need`` above the whole limit gives the "can never pass" wording."""
+    limit, unit = limits.per_minute(dimension), UNITS[dimension]
+    if need is not None and need > limit:
+        asks = "max_tokens reserves" if dimension == "output_tokens" else "This request needs"
+        msg = (f"{asks} {need:,} {unit}, more than your whole rate limit of {limit:,} {unit} per minute, "
+               f"so it can never pass: reduce the prompt length or max_tokens.")
+    else:
+        msg = (f"This request would exceed your rate limit of {limit:,} {unit} per minute. "
+               f"The response headers show your current usage; retry after the time in the retry-after header, "
+               f"or reduce the prompt length or max_tokens.")
+    return APIError("rate_limit_error", msg, headers=headers or {})
+
+
+# ---- the prompt-cache prefix ------------------------------------------------------------------
+
+def _digest(value) -> str:
+    raw = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def prefix_chain(body: Mapping) -> list[dict]:
+    """The cacheable prefix, block by block in the API's order (tools, then system, then messages).
+
+    Each entry's ``hash`` covers everything up to and including that block, so changing one
+    block changes its hash and every hash after it, and none before it.
+
+    Example:
+        >>> [p["label"] for p in prefix_chain({"system": "Be brief.", "messages": [{"role": "user", "content": "Hi"}]})]
+        ['system', 'messages[0] (user)']
+    """
+    parts: list[tuple[str, object]] = []
+    for i, tool in enumerate(body.get("tools") or []):
+        name = tool.get("name") if isinstance(tool, dict) else None
+        parts.append((f"tools[{i}]" + (f" ({name})" if isinstance(name, str) else ""), tool))
+    if body.get("system"):
+        parts.append(("system", body["system"]))
+    for i, m in enumerate(body.get("messages") or []):
+        role = m.get("role") if isinstance(m, dict) else None
+        parts.append((f"messages[{i}]" + (f" ({role})" if isinstance(role, str) else ""), m))
+    chain, so_far = [], []
+    for label, value in parts:
+        so_far.append([label.split(" ")[0], value])
+        chain.append({"label": label, "hash": _digest(so_far)})
+    return chain
+
+
+def prefix_key(body: Mapping) -> str:
+    """One hash of the whole prefix (tools, system, messages): the key a cache lookup uses."""
+    chain = prefix_chain(body)
+    return chain[-1]["hash"] if chain else _digest([])
+
+
+class PrefixCache:
+    """Prefix hash -> expiry time. A hit refreshes the time-to-live; a miss writes the entry."""
+
+    def __init__(self, ttl: float = CACHE_TTL_SECONDS):
+        self.ttl = ttl
+        self.expires: dict[str, float] = {}
+
+    def lookup(self, key: str, now: float) -> bool:
+        hit = self.expires.get(key, -math.inf) > now
+        self.expires[key] = now + self.ttl
+        return hit
