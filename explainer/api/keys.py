@@ -10,6 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from explainer.api.models import ApiKey
+from explainer.lifecycle.gateway import key_from_headers  # noqa: F401  (x-api-key or Authorization: Bearer)
 
 PREFIX = "sk-exp-"
 
@@ -48,13 +49,3 @@ def development_key() -> str:
         key = path.read_text().strip()
     create("development", key)
     return key
-
-
-def key_from_headers(headers) -> str | None:
-    """``x-api-key: KEY`` (curl, older SDKs) or ``Authorization: Bearer KEY`` (the current Python SDK)."""
-    if headers.get("x-api-key"):
-        return headers["x-api-key"].strip()
-    auth = headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return None
