@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 
 from explainer.lifecycle.errors import invalid
 from explainer.lifecycle.payload import MessagesRequest
+from explainer.lifecycle.prompt_cache import PromptCache
 from explainer.llm.generate import Finish, GenerationConfig, Step, generate
 from explainer.llm.model import TinyTransformer, load_model
 from explainer.llm.sampling import SamplingParams
@@ -45,9 +46,13 @@ class Engine:
     model: TinyTransformer | None = None
     tokenizer: Tokenizer | None = None
 
+    prompt_cache: PromptCache | None = None
+
     def __post_init__(self) -> None:
         self.model = self.model or load_model()
         self.tokenizer = self.tokenizer or load_tokenizer()
+        # The cache the API and the live socket share; pages that explain caching bring their own.
+        self.prompt_cache = self.prompt_cache or PromptCache(model_id=f"{BUNDLED_MODEL_NAME}:{self.model.n_params}")
 
     @property
     def context_window(self) -> int:
@@ -58,8 +63,12 @@ class Engine:
         return tok.specials[token - 256] if tok.is_special(token) else tok.token_str(token)
 
     def prompt_ids(self, req: MessagesRequest) -> list[int]:
+        return self.prompt_segments(req)[0]
+
+    def prompt_segments(self, req: MessagesRequest) -> tuple[list[int], dict[str, int]]:
+        """The prompt's ids and where each turn ends (for cache breakpoints)."""
         try:
-            return self.tokenizer.encode_chat(req.system, [(m.role, m.text) for m in req.messages])
+            return self.tokenizer.encode_chat_segments(req.system, [(m.role, m.text) for m in req.messages])
         except TokenizerError as exc:
             raise invalid(f"messages: {exc}") from None
 
@@ -73,19 +82,32 @@ class Engine:
             raise invalid(f"prompt is too long: {len(ids)} tokens > {self.max_prompt_tokens} maximum")
 
     def stream(self, req: MessagesRequest, seed: int = 0, n_candidates: int = 10,
-               cancelled: Callable[[], bool] = lambda: False, keep_logits: bool = False) -> Iterator[dict]:
-        """Yield every event of one request; raises APIError before the first event if the request cannot run."""
+               cancelled: Callable[[], bool] = lambda: False, keep_logits: bool = False,
+               prompt_cache: PromptCache | None = None) -> Iterator[dict]:
+        """Yield every event of one request; raises APIError before the first event if the request cannot run.
+
+        With ``prompt_cache``, the request's cache breakpoints are looked up and written there.
+        """
         started = time.perf_counter()
-        ids = self.prompt_ids(req)
+        ids, ends = self.prompt_segments(req)
         self.check_fits(ids)
+        kv = self.model.new_cache()
+        plan = None
+        if prompt_cache is not None and req.breakpoints:
+            plan = prompt_cache.plan(ids, [(ends[bp.segment], bp.ttl) for bp in req.breakpoints if bp.segment in ends])
+            if plan.hit is not None:
+                kv = plan.hit.kv.copy(length=min(plan.read, len(ids) - 1))  # at least one token is computed
+        usage = {"input_tokens": len(ids), "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        if plan is not None:
+            usage = {**plan.usage(), "output_tokens": 0}
         yield {
             "type": "explainer.prompt",
             "input_tokens": len(ids),
             "context_window": self.context_window,
             "tokens": [{"id": t, "text": self.token_label(t)} for t in ids],
             "model": {"requested": req.model, "served_by": BUNDLED_MODEL_NAME, "parameters": self.model.n_params},
+            "cache": {"read": plan.read, "written": plan.write, "breakpoints": plan.breakpoints} if plan else None,
         }
-        usage = {"input_tokens": len(ids), "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
         yield {"type": "message_start", "message": {
             "id": new_id("msg_"), "type": "message", "role": "assistant", "content": [], "model": req.model,
             "stop_reason": None, "stop_sequence": None, "usage": dict(usage),
@@ -97,8 +119,9 @@ class Engine:
             sampling=SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p),
         )
         first_token_at = None
+        kv_start = kv.length
         finish: Finish | None = None
-        for item in generate(self.model, self.tokenizer, ids, cfg):
+        for item in generate(self.model, self.tokenizer, ids, cfg, cache=kv):
             if cancelled():
                 raise Cancelled()
             if isinstance(item, Finish):
@@ -118,6 +141,8 @@ class Engine:
             if step.text:
                 yield {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": step.text}}
         assert finish is not None
+        if plan is not None and plan.writes:
+            prompt_cache.store(plan, kv)
         yield {"type": "content_block_stop", "index": 0}
         usage["output_tokens"] = finish.output_tokens
         yield {"type": "message_delta", "delta": {"stop_reason": finish.stop_reason, "stop_sequence": finish.stop_sequence},
@@ -128,6 +153,7 @@ class Engine:
             "type": "explainer.done", "usage": usage, "stop_reason": finish.stop_reason,
             "timings": {
                 "prefill_ms": round(finish.prefill_seconds * 1000, 2),
+                "prefill_tokens": len(ids) - kv_start,
                 "time_to_first_token_ms": round(((first_token_at or time.perf_counter()) - started) * 1000, 2),
                 "decode_ms": round(finish.decode_seconds * 1000, 2),
                 "tokens_per_second": round(finish.output_tokens / finish.decode_seconds, 1) if finish.decode_seconds > 0 else None,

@@ -40,6 +40,15 @@ class Message:
     text: str
 
 
+@dataclass(frozen=True)
+class CacheBreakpoint:
+    """A ``cache_control`` marker: the prefix up to the end of turn ``segment`` ("system" or "messages.N")."""
+
+    segment: str
+    ttl: str  # "5m" | "1h"
+    where: str  # the field path it was found at, for messages
+
+
 @dataclass
 class MessagesRequest:
     model: str
@@ -52,6 +61,7 @@ class MessagesRequest:
     top_p: float | None = None
     top_k: int | None = None
     metadata: dict = field(default_factory=dict)
+    breakpoints: tuple[CacheBreakpoint, ...] = ()
 
     @property
     def prefill(self) -> str | None:
@@ -68,6 +78,27 @@ def _is_number(v: Any) -> bool:
 
 def _type_name(v: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+MAX_BREAKPOINTS = 4
+
+
+def _cache_control(cc: Any, where: str) -> str:
+    """Validate a block's ``cache_control``; returns its TTL."""
+    if not isinstance(cc, dict) or cc.get("type") != "ephemeral" or set(cc) - {"type", "ttl"}:
+        raise invalid(f"{where}: Input should be {{\"type\": \"ephemeral\"}} with an optional \"ttl\"")
+    ttl = cc.get("ttl", "5m")
+    if ttl not in ("5m", "1h"):
+        raise invalid(f"{where}.ttl: Input should be '5m' or '1h'")
+    return ttl
+
+
+def _breakpoints_of(value: Any, where: str) -> list[tuple[str, str]]:
+    """(path, ttl) of each block in ``value`` that carries cache_control."""
+    if not isinstance(value, list):
+        return []
+    return [(f"{where}.{i}", _cache_control(b["cache_control"], f"{where}.{i}.cache_control"))
+            for i, b in enumerate(value) if isinstance(b, dict) and b.get("cache_control") is not None]
 
 
 def _text_blocks(value: Any, where: str, allow_string: bool = True) -> str:
@@ -136,6 +167,7 @@ def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
     if len(raw) > MAX_MESSAGES:
         raise invalid(f"messages: at most {MAX_MESSAGES} messages are allowed, got {len(raw)}")
     merged: list[Message] = []
+    marks: list[tuple[int, str, str]] = []  # (merged turn index, ttl, path)
     for i, m in enumerate(raw):
         if not isinstance(m, dict):
             raise invalid(f"messages.{i}: Input should be an object, got {_type_name(m)}")
@@ -152,12 +184,15 @@ def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
             merged[-1].text += "\n\n" + text  # consecutive turns of one role are merged
         else:
             merged.append(Message(m["role"], text))
+        marks += [(len(merged) - 1, ttl, path) for path, ttl in _breakpoints_of(m["content"], f"messages.{i}.content")]
     if merged[0].role != "user":
         raise invalid("messages.0.role: the first message must use the 'user' role")
 
     system = None
+    system_marks: list[tuple[str, str]] = []
     if "system" in body and body["system"] is not None:
         system = _text_blocks(body["system"], "system")
+        system_marks = _breakpoints_of(body["system"], "system")
 
     stops: tuple[str, ...] = ()
     if body.get("stop_sequences") is not None:
@@ -196,10 +231,20 @@ def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
     if metadata.get("user_id") is not None and not isinstance(metadata["user_id"], str):
         raise invalid("metadata.user_id: Input should be a valid string")
 
-    cc = body.get("cache_control")
-    if cc is not None and (not isinstance(cc, dict) or cc.get("type") != "ephemeral" or cc.get("ttl", "5m") not in ("5m", "1h")
-                           or set(cc) - {"type", "ttl"}):
-        raise invalid("cache_control: Input should be {\"type\": \"ephemeral\"} with an optional \"ttl\" of \"5m\" or \"1h\"")
+    # Cache breakpoints, in prefix order (tools, system, messages). A breakpoint counts from the end
+    # of its turn: the bundled model's cache works at turn boundaries (see prompt_cache.py).
+    bps = [CacheBreakpoint("system", ttl, path) for path, ttl in system_marks if system]
+    bps += [CacheBreakpoint(f"messages.{turn}", ttl, path) for turn, ttl, path in marks]
+    if body.get("cache_control") is not None:  # automatic: on the last cacheable block
+        bps.append(CacheBreakpoint(f"messages.{len(merged) - 1}", _cache_control(body["cache_control"], "cache_control"), "cache_control"))
+    if len(bps) > MAX_BREAKPOINTS:
+        raise invalid(f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {len(bps)}.")
+    seen_5m = None
+    for bp in bps:
+        if bp.ttl == "5m":
+            seen_5m = seen_5m or bp
+        elif seen_5m is not None:
+            raise invalid(f"{bp.where}: a cache_control with ttl '1h' must not come after one with ttl '5m' ({seen_5m.where})")
 
     if body.get("tools"):
         raise invalid("tools: tool use is not available on this server yet")
@@ -210,4 +255,5 @@ def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
         model=model, max_tokens=max_tokens, messages=merged, system=system or None,
         stop_sequences=stops, stream=stream, temperature=float(temperature),
         top_p=float(top_p) if top_p is not None else None, top_k=top_k, metadata=metadata,
+        breakpoints=tuple(bps),
     )

@@ -60,7 +60,8 @@ async def run_events(req: MessagesRequest, seed: int, cancel: threading.Event) -
 
     def work() -> None:
         try:
-            for event in get_engine().stream(req, seed=seed, cancelled=cancel.is_set):
+            engine = get_engine()
+            for event in engine.stream(req, seed=seed, cancelled=cancel.is_set, prompt_cache=engine.prompt_cache):
                 put(event)
         except APIError as exc:
             put(exc.body())

@@ -180,19 +180,32 @@ class Tokenizer:
 
         A final assistant turn is a prefill: it is left open so the reply continues it.
         """
+        return self.encode_chat_segments(system, messages, add_generation_prompt)[0]
+
+    def encode_chat_segments(self, system: str | None, messages: list[tuple[str, str]],
+                             add_generation_prompt: bool = True) -> tuple[list[int], dict[str, int]]:
+        """Like :meth:`encode_chat`, and where each turn ends: ``{"system": n, "messages.0": n, ...}``
+        maps a turn to the number of ids up to and including its closing ``<|end|>``.
+
+        The special tokens are hard boundaries for BPE, so the ids before a turn's end never
+        depend on what follows: a prefix that ends there is stable, which prompt caching needs.
+        """
         end = self.special_id("<|end|>")
         ids: list[int] = []
+        ends: dict[str, int] = {}
         if system:
             ids += [self.special_id("<|system|>"), *self.encode(system), end]
+            ends["system"] = len(ids)
         for i, (role, text) in enumerate(messages):
             ids.append(self.special_id(f"<|{role}|>"))
             ids += self.encode(text)
             prefill = role == "assistant" and i == len(messages) - 1
             if not prefill:
                 ids.append(end)
+            ends[f"messages.{i}"] = len(ids)
         if add_generation_prompt and (not messages or messages[-1][0] != "assistant"):
             ids.append(self.special_id("<|assistant|>"))
-        return ids
+        return ids, ends
 
     # ---- persistence ------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -85,6 +85,8 @@ class TraceRecorder:
         t = event["type"]
         if t == "explainer.prompt":
             self.prompt_ids = [x["id"] for x in event["tokens"]]
+            if event.get("cache"):
+                self.gateway["prompt_cache"] = event["cache"]
         elif t == "explainer.token":
             self.steps.append({"index": event["index"], "token": event["token"], "text": event["text"],
                                "candidates": event["candidates"][:5]})

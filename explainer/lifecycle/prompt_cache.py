@@ -1,0 +1,139 @@
+"""Prompt caching: keep the KV cache of a marked prefix for a while, and reuse it.
+
+A request marks up to four breakpoints with ``cache_control``. Each breakpoint names a
+prefix of the prompt (everything before it, in the order tools → system → messages); the
+prefix's token ids are hashed, and after the request runs, the keys and values the model
+computed for those positions are stored under that hash with the breakpoint's time-to-live
+(5 minutes or 1 hour). A later request whose prompt starts with the same ids finds the
+longest stored prefix, copies its KV cache, and computes only the rest: that is the real
+saving, measured in prefill time.
+
+Usage is reported as the Messages API reports it:
+    cache_read_input_tokens      the prefix read from the cache
+    cache_creation_input_tokens  tokens written to the cache by this request (beyond what was read)
+    input_tokens                 the rest: neither read nor written
+and ``cache_creation`` splits the written tokens by TTL.
+
+The bundled model's cache works at turn boundaries: a breakpoint on any block of a turn
+covers the prefix through the end of that turn (the special ``<|end|>`` token is a hard
+boundary for BPE, so such a prefix is the same whatever follows). Prefixes shorter than
+``MIN_CACHEABLE_TOKENS`` are not cached, as with the real minimums (1,024+ tokens on Claude).
+
+Example:
+    >>> pc = PromptCache(clock=lambda: 0.0)
+    >>> plan = pc.plan(list(range(100)), [(80, "5m")])
+    >>> plan.read, plan.write
+    (0, 80)
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+MIN_CACHEABLE_TOKENS = 64
+TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
+
+
+@dataclass
+class Entry:
+    kv: object  # explainer.llm.model.KVCache holding exactly ``length`` positions
+    length: int
+    ttl: str
+    expires_at: float
+
+
+@dataclass
+class Plan:
+    """What a request will do with the cache, decided before it runs."""
+
+    total: int  # prompt tokens
+    read: int  # tokens read from the cache (0 on a miss)
+    hit: Entry | None
+    hit_key: str | None
+    writes: list[tuple[int, str, str]] = field(default_factory=list)  # (prefix length, ttl, key) to store after the run
+    breakpoints: list[dict] = field(default_factory=list)  # per breakpoint: length, ttl, outcome (for pages and traces)
+
+    @property
+    def write(self) -> int:
+        return max((n for n, _, _ in self.writes), default=self.read) - self.read if self.writes else 0
+
+    def usage(self) -> dict:
+        by_ttl = {"5m": 0, "1h": 0}
+        start = self.read
+        for n, ttl, _ in sorted(self.writes):
+            by_ttl[ttl] += max(0, n - start)
+            start = max(start, n)
+        return {
+            "input_tokens": self.total - self.read - self.write,
+            "cache_creation_input_tokens": self.write,
+            "cache_read_input_tokens": self.read,
+            "cache_creation": {"ephemeral_5m_input_tokens": by_ttl["5m"], "ephemeral_1h_input_tokens": by_ttl["1h"]},
+        }
+
+
+def prefix_key(ids: list[int], model_id: str = "") -> str:
+    return hashlib.sha256(model_id.encode() + np.asarray(ids, dtype=np.int32).tobytes()).hexdigest()
+
+
+class PromptCache:
+    """Prefix hash -> KV cache, with TTLs refreshed on every hit. Thread-safe; bounded (least recently used goes)."""
+
+    def __init__(self, model_id: str = "", max_entries: int = 32, min_tokens: int = MIN_CACHEABLE_TOKENS,
+                 clock: Callable[[], float] = time.time):
+        self.model_id, self.max_entries, self.min_tokens, self.clock = model_id, max_entries, min_tokens, clock
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def plan(self, ids: list[int], breakpoints: list[tuple[int, str]], now: float | None = None) -> Plan:
+        """Look up every breakpoint's prefix (longest first); refresh the TTL of the one that hits."""
+        now = self.clock() if now is None else now
+        marks = sorted({(min(n, len(ids)), ttl) for n, ttl in breakpoints})
+        keyed = [(n, ttl, prefix_key(ids[:n], self.model_id)) for n, ttl in marks]
+        hit, hit_key, read = None, None, 0
+        report = []
+        with self._lock:
+            for n, ttl, key in sorted(keyed, reverse=True):
+                e = self._entries.get(key)
+                if e is not None and e.expires_at <= now:
+                    del self._entries[key]
+                    e = None
+                if e is not None and hit is None:
+                    hit, hit_key, read = e, key, n
+                    e.expires_at = now + TTL_SECONDS[e.ttl]  # a hit refreshes the TTL
+                    self._entries.move_to_end(key)
+        writes = []
+        for n, ttl, key in keyed:
+            if n < self.min_tokens:
+                outcome = f"not cached: shorter than the minimum of {self.min_tokens} tokens"
+            elif n < read:
+                outcome = "inside the prefix that was read"
+            elif n == read:
+                outcome = "hit: read from the cache"
+            else:
+                outcome = "miss: written after this request"
+                writes.append((n, ttl, key))
+            report.append({"length": n, "ttl": ttl, "outcome": outcome})
+        return Plan(total=len(ids), read=read, hit=hit, hit_key=hit_key, writes=writes, breakpoints=report)
+
+    def store(self, plan: Plan, kv, now: float | None = None) -> None:
+        """After a run: keep the first n positions of ``kv`` for every prefix the plan writes."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            for n, ttl, key in plan.writes:
+                self._entries[key] = Entry(kv.copy(length=n), n, ttl, now + TTL_SECONDS[ttl])
+                self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
