@@ -1,0 +1,179 @@
+"""Sampling: one step of the autoregressive loop, its real next-token distribution, and the
+knobs (temperature, top-k, top-p) that reshape it.
+
+The page sends the step's raw logits over the whole vocabulary to the browser, where
+``static/js/lib/sampling.js`` (a port of ``explainer/llm/sampling.py``) recomputes the
+distribution as the sliders move. The sliders are *view options* (``t``, ``k``, ``p``):
+they explore, they never change the request; absent, they follow the request's settings.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from explainer.llm.generate import banned_ids
+from explainer.llm.sampling import SamplingParams, distribution
+from explainer.stages.options import IntOption, OptionError
+
+PROMPT_TAIL = 24  # prompt tokens shown before the reply in the step-through
+API_TEMPERATURE_MAX = 1.0
+EXPLORE_TEMPERATURE_MAX = 2.0  # 1–2 is outside the API's range: offered to explore, labelled as such
+TOP_K_SLIDER_MAX = 100
+
+_NUMBER = re.compile(r"\d{1,2}(\.\d{1,4})?")
+
+
+@dataclass(frozen=True)
+class DecimalOption:
+    """A number like ``0.7`` in the query string; absent means "the request's own value" (None)."""
+
+    low: float
+    high: float
+    low_open: bool = False  # top_p: 0 itself is not allowed
+    default: None = None
+
+    def parse(self, name: str, raw: str | None) -> float | None:
+        if raw is None or raw == "":
+            return None
+        if not _NUMBER.fullmatch(raw):
+            raise OptionError(f"“{name}” must be a number like 0.7.")
+        v = float(raw)
+        if v < self.low or v > self.high or (self.low_open and v == self.low):
+            lo = f"above {self.low:g}" if self.low_open else f"from {self.low:g}"
+            raise OptionError(f"“{name}” must be {lo} to {self.high:g}; got {raw}.")
+        return v
+
+
+@dataclass(frozen=True)
+class OptionalIntOption:
+    """A whole number in the query string; absent means "the request's own value" (None)."""
+
+    low: int
+    high: int
+    default: None = None
+
+    def parse(self, name: str, raw: str | None) -> int | None:
+        if raw is None or raw == "":
+            return None
+        return IntOption(0, self.low, self.high).parse(name, raw)
+
+
+OPTIONS = {
+    "step": IntOption(0, 0, None, "step of the autoregressive loop"),
+    "t": DecimalOption(0.0, EXPLORE_TEMPERATURE_MAX),
+    "k": OptionalIntOption(0, 100_000),
+    "p": DecimalOption(0.0, 1.0, low_open=True),
+}
+
+
+def request_params(page) -> dict:
+    """The sampling settings the request itself sent (what the engine used)."""
+    src = page.run.request or page.scenario
+    return {"temperature": float(src.temperature), "top_k": src.top_k, "top_p": src.top_p}
+
+
+def engine_uniform(seed: int, index: int) -> float:
+    """The uniform number the engine's draw used at step ``index``.
+
+    ``generate`` makes one ``default_rng(seed)`` per request and calls ``random()`` exactly once
+    per token (``sampling.draw``), so step i used the i-th number of that stream.
+    """
+    return float(np.random.default_rng(seed).random(index + 1)[index])
+
+
+def step_payload(page, index: int) -> dict:
+    """What the browser needs to redraw one step: the full logits row and the engine's own draw."""
+    run, eng = page.run, page.engine
+    st = run.steps[index]
+    req = request_params(page)
+    banned = banned_ids(eng.tokenizer)
+    logits = np.asarray(st["logits"], dtype=np.float64)
+    dist = distribution(logits, SamplingParams(req["temperature"], req["top_k"], req["top_p"]), banned=banned)
+    token = int(st["token"])
+    rank = int(np.flatnonzero(dist.order == token)[0])
+    return {
+        "step": index,
+        "logits": np.round(logits, 4).tolist(),  # ~30 KB: the browser recomputes softmax over all of them
+        "banned": list(banned),
+        "engine": {
+            "token": token, "label": eng.token_label(token), "rank": rank,
+            "u": engine_uniform(page.scenario.seed, index),
+            "probability": float(dist.probs[token]), "final_probability": float(dist.final[token]),
+            "kept": int(np.count_nonzero(dist.final)),
+        },
+    }
+
+
+def visible(label: str) -> str:
+    """A token's text with its whitespace made visible (the same marks as the page's script)."""
+    return label.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍") or "∅"
+
+
+def vocabulary_labels(eng) -> list[str]:
+    """Every token's text, by id (~37 KB of JSON, sent once per page, not per step): at temperature 1
+    about a sixth of the draws fall outside the 200 most likely tokens, so the page needs them all."""
+    return [eng.token_label(t) for t in range(eng.model.config.vocab_size)]
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def context(page) -> dict:
+    run, opts = page.run, page.opts
+    n = len(run.steps)
+    i = opts["step"]
+    if i and i >= max(n, 1):
+        raise OptionError(f"“step” must be from 0 to {max(n - 1, 0)}: this reply has {n} token{'s' if n != 1 else ''}.")
+    vocab = page.engine.model.config.vocab_size
+    if opts["k"] is not None and opts["k"] > vocab:
+        raise OptionError(f"“k” must be from 0 to {vocab}, the size of the vocabulary; got {opts['k']}.")
+
+    req = request_params(page)
+    explore = {
+        "temperature": req["temperature"] if opts["t"] is None else opts["t"],
+        "top_k": (req["top_k"] or 0) if opts["k"] is None else opts["k"],
+        "top_p": (req["top_p"] if req["top_p"] is not None else 1.0) if opts["p"] is None else opts["p"],
+    }
+    keep = {k: v for k, v in (("t", opts["t"]), ("k", opts["k"]), ("p", opts["p"])) if v is not None}
+    steps = [{"token": s["token"], "label": s["text"],
+              "p": next((c["final_probability"] for c in s["candidates"] if c["token"] == s["token"]), None)}
+             for s in run.steps]
+    tail = run.prompt_tokens[-PROMPT_TAIL:]
+    config = {
+        "seed": page.scenario.seed,
+        "request": req,
+        "explore": explore,
+        "n_steps": n,
+        "vocab": vocab,
+        "drawable": vocab - len(set(banned_ids(page.engine.tokenizer))),
+        "steps": steps,
+        "labels": vocabulary_labels(page.engine),
+        "prompt_tail": [{"text": t["text"], "special": page.engine.tokenizer.is_special(t["id"])} for t in tail],
+        "prompt_more": max(0, len(run.prompt_tokens) - PROMPT_TAIL),
+        "ranges": {"t_api_max": API_TEMPERATURE_MAX, "t_max": EXPLORE_TEMPERATURE_MAX,
+                   "k_max": max(TOP_K_SLIDER_MAX, req["top_k"] or 0, explore["top_k"])},
+    }
+    ctx = {
+        "wide": False,
+        "config": config,
+        "req_text": {"temperature": _fmt(req["temperature"]),
+                     "top_k": "off" if not req["top_k"] else str(req["top_k"]),
+                     "top_p": "off" if req["top_p"] is None or req["top_p"] >= 1 else _fmt(req["top_p"])},
+        "explore": explore,
+        "n_steps": n,
+        "step_index": i,
+        "prompt_tail": [{"text": visible(t["text"]), "special": page.engine.tokenizer.is_special(t["id"])} for t in tail],
+        "prompt_more": config["prompt_more"],
+    }
+    if n:
+        ctx["step"] = step_payload(page, i)
+        ctx["engine_label"] = visible(ctx["step"]["engine"]["label"])
+        ctx["candidates"] = [c | {"label": visible(page.engine.token_label(c["token"]))} for c in run.steps[i]["candidates"]]
+        ctx["prev_url"] = page.url(step=i - 1 or None, **keep) if i > 0 else None
+        ctx["next_url"] = page.url(step=i + 1, **keep) if i + 1 < n else None
+        ctx["so_far"] = [{"index": j, "label": visible(s["text"]), "url": page.url(step=j or None, **keep), "current": j == i}
+                         for j, s in enumerate(run.steps[: i + 1])]
+    return ctx

@@ -1,0 +1,101 @@
+"""Streaming: the reply travels back as a series of small events, one text delta at a time.
+
+The page shows the recorded run's events as the API would put them on the wire (Server-Sent
+Events), rendered on the server so they are there before anything runs, and a Play button
+that runs the same request live over ``ws/stream/`` with the same seed, so the live text
+matches the recorded one. The pace (a view option) slows the socket down for humans; the
+engine never waits, and its own timings are reported beside the ones the browser measures.
+"""
+from __future__ import annotations
+
+import json
+
+from explainer.live.consumers import MAX_PACE_MS
+from explainer.stages.options import ChoiceOption, IntOption
+
+PACE_MAX = min(500, MAX_PACE_MS)
+OPTIONS = {
+    "pace": IntOption(150, 0, PACE_MAX, "milliseconds the socket pauses after each token"),
+    "frames": ChoiceOption("all", ("all", "api")),
+}
+
+
+def sse(event: dict) -> dict:
+    """One event as the API writes it on the wire: an ``event:`` line and a ``data:`` line of compact JSON."""
+    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    return {"name": event["type"], "data": data, "bytes": len(f"event: {event['type']}\ndata: {data}\n\n".encode())}
+
+
+def token_gist(step: dict) -> dict:
+    """An explainer.token frame without its bulk (the page's script shows live frames the same way)."""
+    top = step["candidates"][0]
+    return {"index": step["index"], "token": step["token"], "text": step["text"], "piece": step["piece"], "ms": step["ms"],
+            "candidates": f"[{len(step['candidates'])}; top {json.dumps(top['text'], ensure_ascii=False)} p={top['final_probability']}]"}
+
+
+def explainer_line(name: str, data: dict) -> dict:
+    return {"name": name, "data": json.dumps(data, ensure_ascii=False, separators=(",", ":")), "explainer": True}
+
+
+def transcript(run) -> list[dict]:
+    """The recorded run's frames in the order the socket sent them: API events as SSE, with the
+    explainer's token frames put back before the text delta each one produced."""
+    out, steps, si = [], run.steps, 0
+    for raw in run.events:
+        if raw["type"] == "content_block_delta":
+            while si < len(steps) and not steps[si]["piece"]:
+                out.append(explainer_line("explainer.token", token_gist(steps[si])))
+                si += 1
+            if si < len(steps):
+                out.append(explainer_line("explainer.token", token_gist(steps[si])))
+                si += 1
+        elif raw["type"] == "content_block_stop":
+            out += [explainer_line("explainer.token", token_gist(st)) for st in steps[si:]]
+            si = len(steps)
+        line = sse(raw)
+        if raw["type"] == "message_start":
+            line["note"] = f"input_tokens: {raw['message']['usage']['input_tokens']}, known before any output"
+        elif raw["type"] == "message_delta":
+            line["note"] = f"output_tokens: {raw['usage']['output_tokens']}, known only now, at the end"
+        out.append(line)
+    if run.done:
+        out.append(explainer_line("explainer.done", run.done))
+    return out
+
+
+def sdk_args(page) -> dict:
+    """The pieces of the SDK example that come from the scenario (the template writes the code)."""
+    s = page.scenario
+    extra = {"temperature": s.temperature}
+    if s.top_k is not None:
+        extra["top_k"] = s.top_k
+    if s.top_p is not None:
+        extra["top_p"] = s.top_p
+    return {"model": json.dumps(s.model, ensure_ascii=False), "max_tokens": s.max_tokens,
+            "n_messages": len(s.messages), "extra_body": json.dumps(extra)}
+
+
+def context(page) -> dict:
+    run, s = page.run, page.scenario
+    events = transcript(run)
+    api = [e for e in events if not e.get("explainer")]
+    done = run.done or {}
+    n_deltas = sum(1 for e in run.events if e["type"] == "content_block_delta")
+    return {
+        "wide": False,
+        "events": events,
+        "n_api_events": len(api),
+        "wire_bytes": sum(e["bytes"] for e in api),
+        "n_deltas": n_deltas,
+        "recorded_text": run.text,
+        "done": done,
+        "usage": done.get("usage"),
+        "timings": done.get("timings"),
+        "pace_max": PACE_MAX,
+        "request_body": s.request_body(),
+        "stream_config": {
+            "seed": s.seed, "pace": page.opts["pace"], "pace_default": OPTIONS["pace"].default, "frames": page.opts["frames"], "pace_max": PACE_MAX,
+            "recorded_text": run.text,
+        },
+        "sdk": sdk_args(page),
+    }

@@ -1,0 +1,116 @@
+"""The sampling stage through Django's test client: the step's real logits and the engine's draw."""
+import json
+import re
+from urllib.parse import urlencode
+
+import numpy as np
+import pytest
+from django.template.defaultfilters import floatformat
+
+from explainer.lifecycle.scenario import Scenario
+from explainer.llm.generate import banned_ids
+from explainer.llm.sampling import SamplingParams, distribution, draw
+from explainer.stages.pages.sampling import engine_uniform
+from explainer.stages.runs import codec, engine, run_of
+
+SCENARIO = Scenario(messages=[{"role": "user", "content": "What does VACUUM do?"}], max_tokens=10, seed=3, temperature=0.9, top_k=50)
+
+
+def get(client, scenario=None, **opts):
+    q = {"s": codec().encode(scenario)} if scenario is not None else {}
+    q.update(opts)
+    return client.get("/learn/sampling/" + ("?" + urlencode(q) if q else ""))
+
+
+def script_json(html: str, id_: str):
+    m = re.search(rf'<script id="{id_}" type="application/json">(.*?)</script>', html, re.S)
+    assert m, id_
+    return json.loads(m.group(1))
+
+
+def test_it_renders_the_default_scenario(client):
+    r = get(client)
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert "The next-token distribution" in html and "extra_body" in html
+    assert len(r.content) < 150_000  # the full logits row is ~30 KB
+
+
+def test_the_page_sends_the_step_s_real_logits_and_the_engine_s_draw(client):
+    run = run_of(SCENARIO)
+    step = 4
+    html = get(client, SCENARIO, step=step).content.decode()
+    data = script_json(html, "sampling-step")
+    st = run.steps[step]
+    assert len(data["logits"]) == engine().model.config.vocab_size
+    assert np.allclose(data["logits"], st["logits"], atol=5e-5)
+    assert data["banned"] == list(banned_ids(engine().tokenizer))
+    e = data["engine"]
+    assert e["token"] == st["token"] and e["label"] == engine().token_label(st["token"])
+    # the engine's u reproduces its draw
+    dist = distribution(st["logits"], SamplingParams(0.9, 50, None), banned=banned_ids(engine().tokenizer))
+    class Fixed:
+        def random(self):
+            return e["u"]
+    assert draw(dist, Fixed()) == st["token"]
+    assert abs(e["final_probability"] - dist.final[st["token"]]) < 1e-12
+    assert e["kept"] == 50
+    # every token's text, once per page
+    labels = script_json(html, "sampling-config")["labels"]
+    assert len(labels) == engine().model.config.vocab_size and labels[st["token"]] == e["label"]
+    # the server-rendered fallback shows the engine's own candidate rows
+    assert f"(id {st['token']}, rank {e['rank'] + 1})" in html
+    assert f"<strong>{floatformat(dist.final[st['token']], 4)}</strong>" in html
+
+
+def test_every_step_s_u_is_the_engine_s_random_stream(client):
+    run = run_of(SCENARIO)
+    rng = np.random.default_rng(SCENARIO.seed)
+    us = [rng.random() for _ in run.steps]
+    assert [engine_uniform(SCENARIO.seed, i) for i in range(len(run.steps))] == us
+
+
+def test_the_config_marks_the_request_s_settings_and_the_explored_ones(client):
+    html = get(client, SCENARIO, t="1.4", k="0", p="0.5").content.decode()
+    cfg = script_json(html, "sampling-config")
+    assert cfg["request"] == {"temperature": 0.9, "top_k": 50, "top_p": None}
+    assert cfg["explore"] == {"temperature": 1.4, "top_k": 0, "top_p": 0.5}
+    assert cfg["n_steps"] == len(run_of(SCENARIO).steps)
+    assert "temperature 0.9 · top_k 50 · top_p off, as sent." in html
+    # the step links keep the explored knobs
+    assert re.search(r'id="step-next"[^>]*href="[^"]*t=1.4[^"]*"', html.replace("&amp;", "&"))
+
+
+@pytest.mark.parametrize("opts", [
+    {"step": "-1"}, {"step": "x"}, {"step": "999"}, {"t": "abc"}, {"t": "2.5"}, {"t": "nan"}, {"t": "1e3"},
+    {"k": "-3"}, {"k": "99999"}, {"p": "0"}, {"p": "1.5"}, {"p": "0.1.2"},
+])
+def test_bad_view_options_are_a_400(client, opts):
+    r = get(client, SCENARIO, **opts)
+    assert r.status_code == 400
+    assert "Traceback" not in r.content.decode()
+
+
+def test_a_refused_request_has_no_steps_but_a_page(client):
+    long = Scenario(messages=[{"role": "user", "content": "word " * 2000}])
+    r = get(client, long)
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert "No tokens to sample" in html and "sampling-step" not in html
+    assert get(client, long, step=1).status_code == 400
+
+
+def test_hostile_text_is_escaped(client):
+    hostile = Scenario(system="</script><script>alert(1)</script>",
+                       messages=[{"role": "user", "content": "😀" * 50 + '\u202e<img src=x onerror=alert(1)>'}], max_tokens=4)
+    html = get(client, hostile).content.decode()
+    assert "<img src=x" not in html and "<script>alert" not in html
+    assert "<span class=\"tok prompt\">&lt;</span>" in html  # the prompt's tail is shown, as text
+
+
+def test_it_is_fast_once_the_run_is_cached(client):
+    import time
+    get(client, SCENARIO)
+    t = time.perf_counter()
+    assert get(client, SCENARIO, step=5, t="0.3").status_code == 200
+    assert time.perf_counter() - t < 0.5
