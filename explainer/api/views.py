@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from explainer.api import keys, ratelimits
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.errors import APIError, invalid
-from explainer.lifecycle.gateway import rate_limit_error, ratelimit_headers
+from explainer.lifecycle.gateway import INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE, rate_limit_error, ratelimit_headers
 from explainer.lifecycle.payload import parse_request
 from explainer.live.runner import get_engine, run_events
 from explainer.shares.traces import TraceRecorder
@@ -91,11 +91,11 @@ async def _authenticate(request) -> None:
     gw = request.trace.gateway if getattr(request, "trace", None) else {}
     if key is None:
         gw["key"] = "missing"
-        raise APIError("authentication_error", "x-api-key header is required (or Authorization: Bearer).")
+        raise APIError("authentication_error", MISSING_KEY_MESSAGE)
     found = await sync_to_async(keys.check)(key)
     if found is None:
         gw["key"] = "wrong"
-        raise APIError("authentication_error", "invalid x-api-key")
+        raise APIError("authentication_error", INVALID_KEY_MESSAGE)
     gw["key"] = "valid"
     gw["key_name"] = found.name
     request.api_key = found

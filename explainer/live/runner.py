@@ -17,6 +17,7 @@ from django.conf import settings
 
 from explainer.lifecycle.engine import Cancelled, Engine
 from explainer.lifecycle.errors import APIError
+from explainer.lifecycle.gateway import overloaded
 from explainer.lifecycle.payload import MessagesRequest
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ async def run_events(req: MessagesRequest, seed: int, cancel: threading.Event) -
     global _admitted
     with _admitted_lock:
         if _admitted >= max_admitted():
-            yield APIError("overloaded_error", "The engine is busy; try again in a moment.").body()
+            yield overloaded().body()
             return
         _admitted += 1
     loop = asyncio.get_running_loop()
