@@ -12,7 +12,7 @@ document.addEventListener("keydown", (e) => {
   if (link) { e.preventDefault(); location.href = link.href; }
 });
 
-async function copyText(text) {
+export async function copyText(text) {
   if (navigator.clipboard && window.isSecureContext) {
     await navigator.clipboard.writeText(text);
     return true;

@@ -2,7 +2,7 @@
 // scenario fields to /scenario/encode and reload the page for that scenario, so the server (the real
 // validator, the snippets) has the last word. Text from the form is only ever set with textContent.
 
-import { encodeScenario, readJSON, setViewOption } from "../stage.js";
+import { copyText, encodeScenario, readJSON, setViewOption } from "../stage.js";
 
 const data = readJSON("compose-data");
 const form = document.getElementById("compose-form");
@@ -276,23 +276,6 @@ for (const pre of document.querySelectorAll("pre[data-base-url]")) {
   if (location.origin.startsWith("http") && location.origin !== pre.dataset.baseUrl) {
     pre.textContent = pre.textContent.replace(pre.dataset.baseUrl, location.origin);
   }
-}
-
-async function copyText(text) {
-  if (navigator.clipboard && window.isSecureContext) {
-    await navigator.clipboard.writeText(text);
-    return true;
-  }
-  const ta = document.createElement("textarea");
-  ta.value = text;
-  ta.setAttribute("readonly", "");
-  ta.style.position = "fixed";
-  ta.style.opacity = "0";
-  document.body.append(ta);
-  ta.select();
-  const ok = document.execCommand("copy");
-  ta.remove();
-  return ok;
 }
 
 for (const btn of document.querySelectorAll("[data-copy-code]")) {
