@@ -1,0 +1,400 @@
+"""Conversation: the API keeps no history, so every turn resends all of it.
+
+The scenario's messages are the conversation. Each user turn was sent as one request carrying
+everything before it; the page re-runs each of those requests (the shared run cache makes this
+free when the learner got here by pressing Send, since each one was the page's own run before)
+to get its real usage, counts its input tokens exactly as ``/v1/messages/count_tokens`` does,
+and prices it at the requested model's list price. It shows the context window filling up, the
+real 400 that the engine answers when the prompt no longer fits, and three client-side
+strategies (from ``explainer.lifecycle.conversation``) side by side, the summary one written by
+the bundled model itself.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import asdict
+
+from explainer.lifecycle import conversation as cv
+from explainer.lifecycle.engine import BUNDLED_MODEL_NAME, run_request
+from explainer.lifecycle.errors import APIError
+from explainer.lifecycle.payload import parse_request
+from explainer.lifecycle.pricing import cost, price_of, table
+from explainer.lifecycle.scenario import ScenarioError
+from explainer.stages.options import ChoiceOption, IntOption, OptionError
+from explainer.stages.registry import BY_SLUG
+from explainer.stages.runs import run_of
+
+CLAUDE_WINDOWS = {"200k": 200_000, "1m": 1_000_000}
+SUMMARY_MAX_TOKENS = 40
+SUMMARY_SYSTEM = "You write short, factual summaries of conversations."
+SUMMARY_ASK = "Summarise this conversation in two sentences:\n\n"
+MAX_N = 20
+_BLANK_RUN = re.compile(r"(\n{3,})")
+
+OPTIONS = {
+    "n": IntOption(2, 1, MAX_N, "exchanges the sliding window keeps"),
+    "strategy": ChoiceOption("drop_oldest", cv.STRATEGIES),
+    "turn": IntOption(0, 0, None, "the request shown in full (0: the last one)"),
+    "scale": ChoiceOption("200k", tuple(CLAUDE_WINDOWS)),
+}
+
+STRATEGY_TEXT = {
+    "drop_oldest": ("Drop the oldest turns",
+                    "Remove the oldest exchange (your message and its reply) until the rest fits. Simple; the model forgets the start."),
+    "keep_last_n": ("Keep the last N exchanges",
+                    "A sliding window: always send only the newest N exchanges, whether or not more would fit."),
+    "summarise": ("Summarise older turns",
+                  "Ask a model to summarise the older turns, and send that summary as one user turn instead of them."),
+}
+
+# Follow-up turns for "fast-forward": long, as real ones often are (people paste logs and code),
+# and general enough to follow any first question.
+CANNED_TURNS = (
+    "Thanks. Here is the log from last night's run, can you tell me what went wrong?\n\n"
+    "02:00:01 INFO  starting nightly job (batch size 500)\n"
+    "02:00:03 INFO  connected to db-primary:5432\n"
+    "02:14:47 WARN  query took 812 s: SELECT * FROM events WHERE created_at > $1\n"
+    "02:14:48 ERROR worker 3 killed: out of memory (rss 7.8 GB)\n"
+    "02:14:48 INFO  retrying batch 7 (attempt 2 of 3)",
+    "I tried the fix from the documentation and now I get this traceback instead:\n\n"
+    "Traceback (most recent call last):\n"
+    "  File \"jobs/nightly.py\", line 42, in run\n"
+    "    rows = client.fetch(batch_id, timeout=30)\n"
+    "  File \"jobs/client.py\", line 118, in fetch\n"
+    "    raise TimeoutError(f\"batch {batch_id} timed out\")\n"
+    "TimeoutError: batch 7 timed out\n\n"
+    "Should I raise the timeout, or retry?",
+    "Here is the function that calls it. Can you rewrite it so that it retries three times, "
+    "waiting longer each time, and logs every attempt?\n\n"
+    "def run(batch_id):\n"
+    "    client = Client(os.environ[\"API_URL\"])\n"
+    "    rows = client.fetch(batch_id, timeout=30)\n"
+    "    save(rows)\n"
+    "    return len(rows)",
+    "How should I test this? We use pytest, and the client talks to a real server in staging. "
+    "I would like tests that run offline in under a second and that check the retries really happen, "
+    "including the waits between them, without the tests actually sleeping.",
+    "Last thing: please turn everything we discussed into a short checklist that I can paste into "
+    "our team's wiki, with the log lines, the fix, the retry code and the tests.",
+)
+
+
+# ---- formatting ------------------------------------------------------------------------------
+
+def usd(x: float | None) -> str:
+    """Dollars with about three significant digits for small amounts: $0.000315, $0.0123, $412.50."""
+    if x is None:
+        return "price unknown"
+    if x == 0:
+        return "$0"
+    digits = max(2, -math.floor(math.log10(abs(x))) + 2)
+    return f"${x:,.{digits}f}"
+
+
+def body_json(body: dict) -> str:
+    """A request body as readable JSON: one line per field and one per message (as the page's script shows it)."""
+    items = list(body.items())
+    lines = ["{"]
+    for j, (key, value) in enumerate(items):
+        comma = "," if j < len(items) - 1 else ""
+        if key == "messages":
+            lines.append('  "messages": [')
+            lines += [f"    {json.dumps(m, ensure_ascii=False)}{',' if i < len(value) - 1 else ''}" for i, m in enumerate(value)]
+            lines.append("  ]" + comma)
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}{comma}")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def pieces(text: str | None) -> list[dict]:
+    """Text for the chat bubbles, with long runs of line breaks shown as one mark ("↵ ×7")
+    instead of a screenful of blank lines (the tiny model writes many)."""
+    if text is None:
+        return []
+    out = []
+    for i, part in enumerate(_BLANK_RUN.split(text)):
+        if i % 2:
+            out.append({"newlines": len(part)})
+        elif part:
+            out.append({"text": part})
+    return out
+
+
+def compact_bytes(body: dict) -> int:
+    return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+
+
+# ---- the bundled model as counter and summariser ----------------------------------------------
+
+def counter(engine, model: str):
+    """``count(system, messages)``: the prompt tokens of that request, exactly as count_tokens counts them."""
+    def count(system, messages):
+        body = {"model": model, "messages": messages}
+        if system:
+            body["system"] = system
+        return len(engine.prompt_ids(parse_request(body, counting=True)))
+    return count
+
+
+_SUMMARIES: OrderedDict[tuple, dict] = OrderedDict()
+_SUMMARIES_LOCK = threading.Lock()
+
+
+def summary_request(engine, model: str, older: list[dict]) -> tuple[dict, int]:
+    """The request that asks the bundled model for a summary, cut to fit its window.
+
+    The transcript loses its oldest lines first, then (if one line alone is too long) its
+    oldest characters; returns the body and how many of the older messages it still covers.
+    """
+    lines = [f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in older]
+    limit = engine.max_prompt_tokens - SUMMARY_MAX_TOKENS
+
+    def body_of(text):
+        return {"model": model, "max_tokens": SUMMARY_MAX_TOKENS, "temperature": 0, "system": SUMMARY_SYSTEM,
+                "messages": [{"role": "user", "content": SUMMARY_ASK + text}]}
+
+    def size(text):
+        return len(engine.prompt_ids(parse_request(body_of(text))))
+
+    while len(lines) > 1 and size("\n".join(lines)) > limit:
+        lines = lines[1:]
+    text = "\n".join(lines)
+    if size(text) > limit:  # one very long turn: keep its end
+        lo, hi = 0, len(text)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if size(text[mid:]) <= limit else (mid + 1, hi)
+        text = text[lo:]
+    return body_of(text), len(lines)
+
+
+def summarise_with_model(engine, model: str, older: list[dict]) -> dict:
+    """Run the summary request on the bundled model (temperature 0: the same summary every time)."""
+    key = (model, tuple((m["role"], m["content"]) for m in older))
+    with _SUMMARIES_LOCK:
+        if key in _SUMMARIES:
+            _SUMMARIES.move_to_end(key)
+            return _SUMMARIES[key]
+    body, covered = summary_request(engine, model, older)
+    run = run_request(engine, body, seed=0)
+    usage = (run.done or {}).get("usage") or {}
+    info = {
+        "text": run.text.strip(), "body": body, "covered": covered, "of": len(older), "error": run.error,
+        "input_tokens": len(run.prompt_ids), "output_tokens": usage.get("output_tokens", 0),
+        "stop_reason": (run.done or {}).get("stop_reason"),
+    }
+    with _SUMMARIES_LOCK:
+        _SUMMARIES[key] = info
+        while len(_SUMMARIES) > 32:
+            _SUMMARIES.popitem(last=False)
+    return info
+
+
+# ---- the page --------------------------------------------------------------------------------
+
+def _segments(engine, system: str | None, history: list[dict]) -> tuple[int, list[int], bool]:
+    """Tokens of the system prompt and of each message inside the prompt (role marker and <|end|> included)."""
+    ids, ends = engine.tokenizer.encode_chat_segments(system, [(m["role"], m["content"]) for m in history])
+    sys_n = ends.get("system", 0)
+    sizes, prev = [], sys_n
+    for i in range(len(history)):
+        sizes.append(ends[f"messages.{i}"] - prev)
+        prev = ends[f"messages.{i}"]
+    return sys_n, sizes, len(ids) > prev  # the last flag: a final "<|assistant|>" opens the reply
+
+
+def _turn_runs(page, history: list[dict], ends: list[int]) -> list:
+    """The run of every request of the conversation: earlier ones from the shared run cache."""
+    s = page.scenario
+    runs = []
+    for k, end in enumerate(ends):
+        if k == len(ends) - 1:
+            runs.append(page.run)
+        else:
+            runs.append(run_of(s.replace(messages=[dict(m) for m in history[:end]])))
+    return runs
+
+
+def _link(page, messages: list[dict]) -> str | None:
+    try:
+        return page.url(scenario=page.scenario.replace(messages=messages))
+    except ScenarioError:
+        return None
+
+
+def _strategy_view(page, t: cv.Trimmed, history: list[dict], summary_info: dict | None) -> dict:
+    s = page.scenario
+    title, what = STRATEGY_TEXT[t.strategy]
+    body = s.replace(messages=t.messages).request_body()
+    unchanged = t.messages == history
+    view = {
+        "key": t.strategy, "title": title, "what": what, "tokens": t.tokens, "budget": t.budget, "fits": t.fits,
+        "kept": t.kept, "dropped": t.dropped, "summarised": t.summarised, "notes": t.notes, "unchanged": unchanged,
+        "messages": [{"role": m["role"], "content": m["content"],
+                      "summary": t.summary is not None and i == 0} for i, m in enumerate(t.messages)],
+        "body_json": body_json(body),
+        "bytes": compact_bytes(body),
+        "fill": round(min(1.0, t.tokens / max(1, page.engine.context_window)) * 100, 2),
+        "continue_url": None if unchanged or not t.fits else _link(page, t.messages),
+    }
+    if t.strategy == "summarise" and summary_info is not None:
+        view["summary_run"] = summary_info
+    return view
+
+
+def context(page) -> dict:
+    s, run, eng = page.scenario, page.run, page.engine
+    window, max_prompt = eng.context_window, eng.max_prompt_tokens
+    base = {
+        "wide": False, "window": window, "max_prompt": max_prompt, "served_by": BUNDLED_MODEL_NAME,
+        "claude_windows": CLAUDE_WINDOWS,
+        "caching_url": page.url("caching") if BY_SLUG["caching"].built else None, "compose_url": page.url("compose"),
+        "n_choices": range(1, MAX_N + 1),
+    }
+    if run.request is None:  # refused for another reason than its length: the error card above says why
+        return base | {"ok": False}
+    history = cv.normalise([(m.role, m.text) for m in run.request.messages])
+    system = run.request.system
+    count = counter(eng, s.model)
+    try:
+        n_prompt = count(system, history)
+    except APIError:  # text the tokenizer cannot encode (a lone surrogate): refused, and not for its length
+        return base | {"ok": False}
+    if run.error is not None and n_prompt <= max_prompt:
+        return base | {"ok": False}
+    ends = cv.request_ends(history)
+    n_turns = len(ends)
+    turn = page.opts["turn"]
+    if turn > n_turns:
+        raise OptionError(f"“turn” must be from 0 to {n_turns}: this conversation has {n_turns} request{'s' if n_turns != 1 else ''}.")
+    selected = turn or n_turns
+
+    runs = _turn_runs(page, history, ends)
+    outputs = [None if r.error else r.done["usage"]["output_tokens"] for r in runs]
+    stats = cv.per_turn(system, history, count, outputs, model=s.model)
+    sys_n, sizes, opens_reply = _segments(eng, system, history)
+    budget = cv.reply_budget(window, max_prompt, s.max_tokens)
+
+    turns = []
+    prev_in = 0
+    for k, (st, r, end) in enumerate(zip(stats, runs, ends)):
+        start = end - 1 if history[end - 1]["role"] == "user" else end - 2  # this turn's user message
+        stored = history[end]["content"] if end < len(history) and history[end]["role"] == "assistant" else None
+        body = s.replace(messages=[dict(m) for m in history[:end]]).request_body()
+        is_last = k == n_turns - 1
+        segs = [{"kind": "system", "tokens": sys_n}] if sys_n else []
+        sent_before = ends[k - 1] if k else 0  # what the previous request carried; its reply is new here
+        for i in range(end):
+            segs.append({"kind": history[i]["role"], "tokens": sizes[i], "index": i, "new": i >= sent_before})
+        if opens_reply or not is_last:  # "<|assistant|>": the model's reply starts here
+            segs.append({"kind": "reply-marker", "tokens": 1})
+        turns.append({
+            "turn": st.turn, "user": history[start]["content"], "start": start, "end": end,
+            "user_pieces": pieces(history[start]["content"]),
+            "reply_pieces": pieces(stored if stored is not None else (r.text if r.error is None else None)),
+            "reply": r.text if r.error is None else None,
+            "stored_reply": stored, "edited": stored is not None and r.error is None and stored != r.text,
+            "error": r.error, "stop_reason": (r.done or {}).get("stop_reason"),
+            "input_tokens": st.input_tokens, "new_tokens": st.input_tokens - prev_in,
+            "output_tokens": st.output_tokens, "cumulative_input": st.cumulative_input,
+            "cost": usd(st.cost) if st.output_tokens is not None else "not billed",
+            "cumulative_cost": usd(st.cumulative_cost), "cost_value": st.cost, "cumulative_cost_value": st.cumulative_cost,
+            "bytes": compact_bytes(body), "messages": end, "segments": segs,
+            "over": st.input_tokens > max_prompt, "over_budget": st.input_tokens > budget,
+        })
+        prev_in = st.input_tokens
+    scale_max = max(window, max(t["input_tokens"] for t in turns))
+    for t in turns:
+        for seg in t["segments"]:
+            seg["width"] = round(seg["tokens"] / scale_max * 100, 3)
+        t["width"] = round(t["input_tokens"] / scale_max * 100, 3)
+
+    last = turns[-1]
+    refused = run.error is not None
+    # strategies: what a client could send instead of the whole history
+    summary_info = None
+
+    def summarise_fn(older):
+        nonlocal summary_info
+        summary_info = summarise_with_model(eng, s.model, older)
+        return summary_info["text"]
+
+    results = {
+        "drop_oldest": cv.drop_oldest(system, history, count, budget),
+        "keep_last_n": cv.keep_last_n(system, history, count, budget, page.opts["n"]),
+        "summarise": cv.summarise(system, history, count, budget, summarise_fn, reserve=SUMMARY_MAX_TOKENS + 16),
+    }
+    if summary_info is not None:
+        summary_info = summary_info | {"cost": usd(_cost(s.model, summary_info))}
+    strategies = [_strategy_view(page, results[k], history, summary_info if k == "summarise" else None) for k in cv.STRATEGIES]
+
+    growth = (turns[-1]["input_tokens"] - turns[0]["input_tokens"]) / (n_turns - 1) if n_turns > 1 else None
+    projections = []
+    if growth and growth > 0:
+        for key, w in CLAUDE_WINDOWS.items():
+            p = cv.project(turns[0]["input_tokens"], growth, w, model=s.model)
+            if p:
+                projections.append({"key": key, "window": w, "turns": p.turns, "last_input": p.last_input,
+                                    "total_input": p.total_input, "cost": usd(p.input_cost), "cost_value": p.input_cost})
+
+    # what "Send" builds on: the history plus this run's reply
+    next_history = None
+    if not refused:
+        if history[-1]["role"] == "assistant":  # a prefill: the reply continues it
+            next_history = history[:-1] + [cv.assistant(history[-1]["content"] + run.text)]
+        else:
+            next_history = history + [cv.assistant(run.text)]
+    body = s.request_body()
+    keys = list(body)
+    at = keys.index("messages")
+    fields = asdict(s)
+    fields.pop("messages")
+    price = price_of(s.model)
+    selected_body = s.replace(messages=[dict(m) for m in history[:ends[selected - 1]]]).request_body()
+    return base | {
+        "ok": True,
+        "system": system, "turns": turns, "n_turns": n_turns, "selected": selected,
+        "last": last, "refused": refused, "budget": budget, "reserve": window - budget, "reserve_capped": s.max_tokens >= window,
+        "stop_reason": (run.done or {}).get("stop_reason"),
+        "strategies": strategies, "strategy": page.opts["strategy"], "n": page.opts["n"],
+        "over_budget": last["input_tokens"] > budget,
+        "growth": round(growth, 1) if growth else None, "projections": projections, "scale": page.opts["scale"],
+        "price": price, "price_checked": table().get("checked"), "model": s.model,
+        "total_cost": last["cumulative_cost"], "total_input": last["cumulative_input"],
+        "stair": {"budget_at": round(budget / scale_max * 100, 3), "max_at": round(max_prompt / scale_max * 100, 3)},
+        "selected_json": body_json(selected_body),
+        "start_over_url": _link(page, [history[0]]) if n_turns > 1 else None,
+        "gauge": {
+            "fill": round(min(last["input_tokens"], window) / window * 100, 2),
+            "budget_at": round(budget / window * 100, 2), "max_at": round(max_prompt / window * 100, 2),
+            "left": max(0, max_prompt - last["input_tokens"]),
+        },
+        "conversation_data": {
+            "window": window, "max_prompt": max_prompt, "budget": budget, "refused": refused,
+            "selected": selected, "strategy": page.opts["strategy"], "scale": page.opts["scale"],
+            "head": {k: body[k] for k in keys[:at]}, "tail": {k: body[k] for k in keys[at + 1:]},
+            "history": history, "next_history": next_history, "fields": fields,
+            "ends": ends, "price_known": price is not None,
+            "turns": [{"turn": t["turn"], "input": t["input_tokens"], "new": t["new_tokens"], "output": t["output_tokens"],
+                       "cum_input": t["cumulative_input"], "cost": _round(t["cost_value"]), "cum_cost": _round(t["cumulative_cost_value"]),
+                       "refused": t["error"] is not None, "bytes": t["bytes"]} for t in turns],
+            "projections": [{k: p[k] for k in ("key", "window", "turns", "last_input", "total_input")} | {"cost": _round(p["cost_value"])}
+                            for p in projections],
+            "first": turns[0]["input_tokens"], "growth": growth,
+            "canned": list(CANNED_TURNS),
+        },
+    }
+
+
+def _cost(model: str, info: dict) -> float | None:
+    c = cost(model, {"input_tokens": info["input_tokens"], "output_tokens": info["output_tokens"]})
+    return c["total"] if c else None
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else float(f"{x:.6g}")
