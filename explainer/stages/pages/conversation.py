@@ -251,7 +251,7 @@ def context(page) -> dict:
     s, run, eng = page.scenario, page.run, page.engine
     window, max_prompt = eng.context_window, eng.max_prompt_tokens
     base = {
-        "wide": False, "window": window, "max_prompt": max_prompt, "served_by": BUNDLED_MODEL_NAME,
+        "wide": False, "own_error_card": True, "window": window, "max_prompt": max_prompt, "served_by": BUNDLED_MODEL_NAME,
         "claude_windows": CLAUDE_WINDOWS,
         "caching_url": page.url("caching") if BY_SLUG["caching"].built else None, "compose_url": page.url("compose"),
         "n_choices": range(1, MAX_N + 1),
