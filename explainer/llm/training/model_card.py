@@ -56,13 +56,14 @@ def bigram_val_loss(train: np.ndarray, val: np.ndarray, vocab: int, alpha: float
     return float(-np.log(p).mean())
 
 
-def loss_curve(log: Path, out: Path) -> dict:
+def loss_curve(log: Path, out: Path, max_step: int | None = None) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [json.loads(l) for l in log.read_text().splitlines()]
+    rows = [r for r in rows if max_step is None or r["step"] <= max_step]  # only what the shipped weights saw
     tr = [(r["tokens"] / 1e6, r["train_loss"]) for r in rows]
     va = [(r["tokens"] / 1e6, r["val_loss"]) for r in rows if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
@@ -104,6 +105,10 @@ def render(r: dict) -> str:
         f"reply (stop_reason `{x['stop_reason']}`):\n\n{_quote(x['reply'])}"
         for i, x in enumerate(r["samples"]))
     hours = r["curve"]["seconds"] / 3600
+    planned = r.get("schedule_steps")
+    schedule_note = (f"The schedule was planned for {planned:,} steps; these weights are the checkpoint at step {meta.get('step'):,}, "
+                     "taken when the session's time ran out, so the learning rate had not finished decaying and more training "
+                     "would lower the loss further." if planned and meta.get("step") and meta["step"] < planned else "")
     return f"""# Model card: tiny-explainer-4l
 
 The model every page of the Lifecycle Explainer runs. It exists to be looked inside (its
@@ -145,7 +150,9 @@ Training split: {r['train_tokens']:,} tokens. Validation split: {r['val_tokens']
 ## Training
 PyTorch (`explainer/llm/training/train.py`), AdamW (betas 0.9/0.95, weight decay 0.1), peak
 learning rate 1.5e-3 with warm-up and cosine decay, batches of 16 windows of 512 tokens, on
-2 CPU cores. Steps: {meta.get('step')}; tokens seen: {meta.get('tokens_seen', 0):,}; training time: {meta.get('train_seconds', 0) / 60:.0f} minutes.
+2 CPU cores, sharing them with other work. Steps: {meta.get('step')}; tokens seen: {meta.get('tokens_seen', 0):,}
+(about {meta.get('tokens_seen', 0) / max(1, r['train_tokens']):.1f} passes over the training split); training time: {meta.get('train_seconds', 0) / 60:.0f} minutes.
+{schedule_note}
 
 ![loss curve](loss_curve.png)
 
@@ -173,12 +180,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     ap.add_argument("--train-dir", type=Path, default=Path("data/train"))
+    ap.add_argument("--schedule-steps", type=int, default=3000, help="the --max-steps the run was started with")
     args = ap.parse_args()
     train = np.load(args.train_dir / "tokens_train.npy")
     val = np.load(args.train_dir / "tokens_val.npy")
     config, _, meta = read_weights()
     tok = load_tokenizer()
-    curve = loss_curve(args.train_dir / "log.jsonl", WEIGHTS_DIR / "loss_curve.png")
+    curve = loss_curve(args.train_dir / "log.jsonl", WEIGHTS_DIR / "loss_curve.png", meta.get("step"))
     m_loss = model_val_loss(val)
     b_loss = bigram_val_loss(train, val, config.vocab_size)
     sources = json.loads((args.corpus / "sources.json").read_text())["sources"]
@@ -186,7 +194,7 @@ def main() -> None:
               "train_tokens": int(len(train)), "val_tokens": int(len(val)), "meta": meta, "curve": curve,
               "sources": sources, "samples": samples(), "config": config.__dict__,
               "n_params": load_model().n_params, "merges": len(tok.merges), "model_merges": tok.model_merges,
-              "size_mb": WEIGHTS_PATH.stat().st_size / 1e6}
+              "size_mb": WEIGHTS_PATH.stat().st_size / 1e6, "schedule_steps": args.schedule_steps}
     (WEIGHTS_DIR / "metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (WEIGHTS_DIR / "MODEL_CARD.md").write_text(render(report))
     print(json.dumps({k: report[k] for k in ("val_loss", "val_ppl", "bigram_loss", "bigram_ppl")}, indent=2))
