@@ -1,0 +1,514 @@
+"""Caching: mark cache breakpoints, send the same request twice, and see what the second one reuses.
+
+The breakpoints are view options of this page: ``bp`` lists the turns that carry a
+``cache_control`` marker (``system``, ``m0``, ``m1``… for the scenario's messages, each with an
+optional ``:5m`` or ``:1h``), ``ttl`` is the time-to-live of those without one, and ``clock`` is
+how many simulated minutes pass between the two requests. The page adds the markers to the
+scenario's request body, validates it exactly as ``/v1/messages`` does (a combination the API
+refuses shows the API's own 400 body), and runs it through the engine twice with a private
+:class:`PromptCache` whose clock the page controls: the first request at t = 0 writes the
+prefix's keys and values, the second at t = ``clock`` minutes reads them back (or finds them
+expired) and computes only the rest. Usage, prefill timings and breakpoint outcomes are the
+engine's own; costs are the requested model's list prices.
+
+The first request does not depend on the clock, so its result and the keys and values it
+stored are kept per (scenario, breakpoints); moving the clock runs only the second request,
+on a fresh cache that holds exactly what the first request left in it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
+from explainer.lifecycle.errors import APIError
+from explainer.lifecycle.payload import MAX_BREAKPOINTS, parse_request
+from explainer.lifecycle.pricing import cost, price_of, table
+from explainer.lifecycle.prompt_cache import MIN_CACHEABLE_TOKENS, TTL_SECONDS, PromptCache
+from explainer.lifecycle.scenario import ScenarioError
+from explainer.stages.options import ChoiceOption, IntOption, OptionError
+
+CLOCK_MAX = 120  # minutes: past the 1-hour TTL, so both expiries can be seen
+N_MAX = 50  # requests on the break-even chart
+TTL_MINUTES = {ttl: int(s // 60) for ttl, s in TTL_SECONDS.items()}
+CACHE_ID = f"{BUNDLED_MODEL_NAME}:caching-page"
+
+# The real minimums, for comparison (they differ by model and change: the page says "about").
+# Source: Anthropic's prompt-caching documentation (platform.claude.com/docs/en/build-with-claude/prompt-caching).
+CLAUDE_MINIMUMS = (
+    ("Claude Sonnet models", "about 1,024 tokens"),
+    ("Claude Opus models", "about 1,024 tokens; 4,096 on Opus 4.5 and 4.6"),
+    ("Claude Haiku models", "2,048 tokens or more; 4,096 on Haiku 4.5"),
+)
+MINIMUMS_SOURCE = "Anthropic's prompt-caching documentation (minimum cacheable prompt length), checked 2026-11"
+
+# A system prompt long enough to cache on the bundled model (about 200 tokens), as a real app's would be.
+LONG_SYSTEM = (
+    "You are the support assistant of Northwind Data, a small company that runs Apache Airflow and PostgreSQL "
+    "for its customers. Engineers ask you about scheduling DAGs, retries, sensors, connections, backups and slow queries. "
+    "Answer in three parts: first the answer in one or two sentences, then the command or the configuration that does it, "
+    "then one thing to check afterwards. Use the names that the official documentation uses. "
+    "When a question depends on a version that you do not know, say so and name the setting to look up. "
+    "Never invent a command-line option. When the user pastes a log or a traceback, quote the line that matters "
+    "before you explain it. Questions about billing or accounts go to the support portal: do not answer them here."
+)
+
+PREVIEW_CHARS = 280
+_ITEM = re.compile(r"(system|m(0|[1-9]\d{0,4}))(?::(5m|1h))?")
+
+
+# ---- view options --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BreakpointsOption:
+    """``bp``: the turns that carry ``cache_control``, e.g. ``system`` or ``m0,m2:1h``; ``none`` for none.
+
+    Absent, the page picks one (the system prompt, else the last message). The parsed value is the
+    list written back in prompt order, so permalinks stay readable.
+    """
+
+    default: str = ""
+    max_items: int = 12  # more than the API's 4, so that the API's own refusal can be shown
+
+    def parse(self, name: str, raw: str | None) -> str:
+        if raw is None or raw == "":
+            return self.default
+        if raw == "none":
+            return raw
+        if len(raw) > 160:
+            raise OptionError(f"“{name}” is too long.")
+        items = raw.split(",")
+        if len(items) > self.max_items:
+            raise OptionError(f"“{name}” lists {len(items)} turns; a request has at most {MAX_BREAKPOINTS} breakpoints.")
+        seen: dict[str, str | None] = {}
+        for item in items:
+            m = _ITEM.fullmatch(item)
+            if not m:
+                raise OptionError(f"“{name}” lists turns as system, m0, m1, … each with an optional :5m or :1h; “{item[:24]}” is not one.")
+            if m.group(1) in seen:
+                raise OptionError(f"“{name}” names {m.group(1)} twice: a turn carries at most one breakpoint here.")
+            seen[m.group(1)] = m.group(3)
+        return format_marks([(turn, ttl) for turn, ttl in sorted(seen.items(), key=lambda kv: _order(kv[0]))])
+
+
+def _order(turn: str) -> int:
+    return -1 if turn == "system" else int(turn[1:])
+
+
+def parse_marks(value: str) -> list[tuple[str, str | None]]:
+    """The canonical ``bp`` value as (turn, ttl or None) pairs."""
+    if not value or value == "none":
+        return []
+    out = []
+    for item in value.split(","):
+        turn, _, ttl = item.partition(":")
+        out.append((turn, ttl or None))
+    return out
+
+
+def format_marks(marks: list[tuple[str, str | None]]) -> str:
+    return ",".join(turn + (f":{ttl}" if ttl else "") for turn, ttl in marks) or "none"
+
+
+OPTIONS = {
+    "bp": BreakpointsOption(),
+    "ttl": ChoiceOption("5m", tuple(TTL_SECONDS)),
+    "clock": IntOption(1, 0, CLOCK_MAX, "simulated minutes between the two requests"),
+}
+DEFAULTS = {"clock": OPTIONS["clock"].default, "ttl": OPTIONS["ttl"].default}  # for the page's script
+
+
+# ---- the request with its breakpoints ------------------------------------------------------------
+
+def message_text(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in content if isinstance(b, dict) and isinstance(b.get("text"), str))
+
+
+def cache_control(ttl: str) -> dict:
+    return {"type": "ephemeral", "ttl": ttl}
+
+
+def cached_body(scenario, marks: list[tuple[str, str]]) -> dict:
+    """The scenario's request body with ``cache_control`` on the marked blocks (the whole turn is one text block)."""
+    body = scenario.request_body()
+    for turn, ttl in marks:
+        cc = cache_control(ttl)
+        if turn == "system":
+            body["system"] = [{"type": "text", "text": scenario.system, "cache_control": cc}]
+            continue
+        msg = body["messages"][int(turn[1:])]
+        content = msg["content"]
+        if isinstance(content, str):
+            msg["content"] = [{"type": "text", "text": content, "cache_control": cc}]
+        elif content and isinstance(content[-1], dict):
+            msg["content"] = [*content[:-1], {**content[-1], "cache_control": cc}]
+    # keep the body's field order readable: model, max_tokens, system, messages, …
+    return body
+
+
+def default_marks(scenario) -> str:
+    if scenario.system:
+        return "system"
+    return f"m{len(scenario.messages) - 1}"
+
+
+def merged_turns(messages: list[dict]) -> list[int]:
+    """For each scenario message, the index of the turn it becomes (consecutive turns of one role merge)."""
+    out, turn, prev = [], -1, None
+    for m in messages:
+        if m.get("role") != prev:
+            turn += 1
+            prev = m.get("role")
+        out.append(turn)
+    return out
+
+
+# ---- two runs through a private cache ------------------------------------------------------------
+
+class FakeClock:
+    """The page's simulated time, in seconds: the cache reads it, the page moves it."""
+
+    def __init__(self, t: float = 0.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def summarise(events: list[dict]) -> dict:
+    """What the page shows of one request: usage as the API reports it, the cache report, timings."""
+    prompt, done = events[0], events[-1]
+    start = next(e for e in events if e["type"] == "message_start")["message"]["usage"]
+    return {
+        "start_usage": start,  # as message_start carries it (output_tokens 0)
+        "usage": done["usage"],  # with the final output_tokens, as a non-streamed response has it
+        "cache": prompt["cache"],
+        "prompt_tokens": prompt["input_tokens"],
+        "timings": done["timings"],
+        "text": "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta"),
+        "stop_reason": done["stop_reason"],
+    }
+
+
+@dataclass
+class First:
+    result: dict
+    ids: list[int]
+    marks: list[tuple[int, str]]  # (prefix length, ttl) as the engine plans them
+    kv: tuple[list[np.ndarray], list[np.ndarray], int] | None  # the longest stored prefix's keys and values
+
+
+_FIRSTS: OrderedDict[tuple, First] = OrderedDict()
+_PAIRS: OrderedDict[tuple, dict] = OrderedDict()
+_LOCK = threading.Lock()
+MAX_FIRSTS, MAX_PAIRS = 8, 64  # a first request keeps up to ~4 MB of keys and values
+
+
+def _remember(store: OrderedDict, key, value, limit: int):
+    with _LOCK:
+        store[key] = value
+        store.move_to_end(key)
+        while len(store) > limit:
+            store.popitem(last=False)
+
+
+def _recall(store: OrderedDict, key):
+    with _LOCK:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+    return None
+
+
+def run_first(engine, req, seed: int) -> First:
+    """Request 1 at t = 0 on an empty cache; keeps the keys and values it stored (trimmed to their length)."""
+    clock = FakeClock(0.0)
+    cache = PromptCache(model_id=CACHE_ID, clock=clock)
+    events = list(engine.stream(req, seed=seed, prompt_cache=cache))
+    ids, ends = engine.prompt_segments(req)
+    marks = [(ends[bp.segment], bp.ttl) for bp in req.breakpoints if bp.segment in ends]
+    kv = None
+    if len(cache):
+        hit = cache.plan(ids, marks).hit  # the longest prefix it wrote (looked up at t = 0: nothing changes)
+        n = hit.length
+        kv = ([k[:, :n].copy() for k in hit.kv.k], [v[:, :n].copy() for v in hit.kv.v], n)
+    return First(summarise(events), ids, marks, kv)
+
+
+def cache_after_first(engine, first: First, clock: FakeClock) -> PromptCache:
+    """A fresh cache holding exactly what request 1 left in its own: the same entries, stored at t = 0."""
+    cache = PromptCache(model_id=CACHE_ID, clock=clock)
+    if first.kv is not None:
+        ks, vs, n = first.kv
+        kv = engine.model.new_cache()
+        for layer, (k, v) in enumerate(zip(ks, vs)):
+            kv.k[layer][:, :n] = k
+            kv.v[layer][:, :n] = v
+        kv.length = n
+        cache.store(cache.plan(first.ids, first.marks, now=0.0), kv, now=0.0)
+    return cache
+
+
+def run_twice(engine, scenario, body: dict, req, marks_key: str, clock_minutes: int) -> dict:
+    """Request 1 at t = 0 and request 2 at t = ``clock_minutes``, through one simulated cache."""
+    key = (scenario.key(), marks_key)
+    first = _recall(_FIRSTS, key)
+    if first is None:
+        first = run_first(engine, req, scenario.seed)
+        _remember(_FIRSTS, key, first, MAX_FIRSTS)
+    pair_key = (*key, clock_minutes)
+    pair = _recall(_PAIRS, pair_key)
+    if pair is None:
+        clock = FakeClock(0.0)
+        cache = cache_after_first(engine, first, clock)
+        clock.t = clock_minutes * 60.0
+        second = summarise(list(engine.stream(req, seed=scenario.seed, prompt_cache=cache)))
+        pair = {"first": first.result, "second": second}
+        _remember(_PAIRS, pair_key, pair, MAX_PAIRS)
+    return pair
+
+
+# ---- money ---------------------------------------------------------------------------------------
+
+def usd(x: float | None) -> str:
+    """Dollars with about three significant digits for small amounts: $0.000315, $0.0123, $412.50."""
+    if x is None:
+        return "price unknown"
+    if x == 0:
+        return "$0"
+    digits = max(2, -math.floor(math.log10(abs(x))) + 2)
+    return f"${x:,.{digits}f}"
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else float(f"{x:.6g}")
+
+
+def break_even(plain: float, first: float, hit: float, n_max: int = N_MAX) -> dict:
+    """Cumulative cost of N requests without caching (N × plain) and with it (first + (N − 1) × hit)."""
+    cheaper_from = next((n for n in range(1, n_max + 1) if first + (n - 1) * hit < plain * n - 1e-15), None)
+    # where the two lines meet, counting requests as a continuous x (the cached line starts higher and falls behind)
+    crossing = max(1.0, (first - hit) / (plain - hit)) if plain - hit > 1e-15 else None
+    return {
+        "cheaper_from": cheaper_from,
+        "crossing": None if crossing is None else round(crossing, 3),
+        "plain_total": plain * n_max, "cached_total": first + (n_max - 1) * hit, "miss_total": first * n_max,
+    }
+
+
+# ---- the page ------------------------------------------------------------------------------------
+
+def _preview(text: str) -> str:
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS].rstrip() + " …"
+
+
+def _turn_rows(page, marks: dict[str, str], default_ttl: str) -> tuple[list[dict], int]:
+    """One row per markable block: the system prompt and every message, with its prefix length."""
+    s, eng, req = page.scenario, page.engine, page.run.request
+    ids, ends = eng.prompt_segments(req)
+    merged = merged_turns(s.messages)
+    rows, prev = [], 0
+    if s.system:
+        n = ends["system"]
+        rows.append({"key": "system", "label": "system prompt", "role": "system", "text": _preview(s.system),
+                     "tokens": n, "prefix": n})
+        prev = n
+    for i, m in enumerate(s.messages):
+        end = ends[f"messages.{merged[i]}"]
+        shares = i + 1 < len(merged) and merged[i + 1] == merged[i]
+        rows.append({"key": f"m{i}", "label": f"message {i}", "role": m["role"], "text": _preview(message_text(m["content"])),
+                     "tokens": end - prev, "prefix": end, "merged_with_next": shares})
+        prev = end
+    for r in rows:
+        r["marked"] = r["key"] in marks
+        r["ttl"] = marks.get(r["key"]) or default_ttl
+        r["cacheable"] = r["prefix"] >= MIN_CACHEABLE_TOKENS
+    return rows, len(ids)
+
+
+def _status(r: dict, index: int) -> tuple[str, str]:
+    """(kind, words) for a request's cache outcome."""
+    c = r["cache"]
+    if c is None:
+        return "none", "no breakpoints"
+    if c["read"] and c["written"]:
+        return "partial", f"read {c['read']} tokens, wrote {c['written']} more"
+    if c["read"]:
+        return "hit", f"cache hit: read {c['read']} tokens"
+    if c["written"]:
+        return ("write", f"cache write: {c['written']} tokens") if index == 0 else ("miss", f"miss: wrote {c['written']} tokens again")
+    return "short", "not cached: shorter than the minimum"
+
+
+def _request_view(r: dict, index: int, model: str, minutes: int) -> dict:
+    u, c = r["usage"], r["cache"]
+    total = r["prompt_tokens"]
+    read = u.get("cache_read_input_tokens") or 0
+    written = u.get("cache_creation_input_tokens") or 0
+    rest = u["input_tokens"]
+    kind, words = _status(r, index)
+    money = cost(model, u)
+    parts = [("read", read, "read from the cache"), ("write", written, "computed and written to the cache"),
+             ("input", rest, "computed, not cached")]
+    return {
+        "index": index + 1, "minutes": minutes, "kind": kind, "status": words,
+        "usage": u, "usage_json": _json(u), "total": total, "read": read, "written": written, "input": rest,
+        "bar": [{"kind": k, "tokens": n, "what": what} for k, n, what in parts if n],
+        "breakpoints": (c or {}).get("breakpoints", []),
+        "prefill_tokens": r["timings"]["prefill_tokens"], "prefill_ms": r["timings"]["prefill_ms"],
+        "output_tokens": u["output_tokens"], "text": r["text"],
+        "cost": money, "cost_text": {k: usd(v) for k, v in money.items()} if money else None,
+    }
+
+
+def _json(d) -> str:
+    return json.dumps(d, indent=2, ensure_ascii=False)
+
+
+def _long_system_url(page) -> str | None:
+    s = page.scenario
+    if s.system == LONG_SYSTEM:
+        return None
+    try:
+        return page.url(scenario=s.replace(system=LONG_SYSTEM), bp="system", ttl=_nondefault("ttl", page.opts["ttl"]),
+                        clock=_nondefault("clock", page.opts["clock"]))
+    except ScenarioError:
+        return None
+
+
+def _nondefault(name: str, value):
+    return None if value == OPTIONS[name].default else value
+
+
+def _ttl_words(m: int) -> str:
+    return "1-hour" if m == 60 else f"{m}-minute"
+
+
+def _expiry(first: dict, second: dict, minutes: int) -> dict:
+    """The cache entries request 1 wrote, and what became of each by request 2."""
+    outcome2 = {(b["length"], b["ttl"]): b["outcome"] for b in (second["cache"] or {}).get("breakpoints", [])}
+    entries = []
+    for b in (first["cache"] or {}).get("breakpoints", []):
+        if not b["outcome"].startswith("miss"):  # request 1 wrote only these
+            continue
+        o2 = outcome2.get((b["length"], b["ttl"]), "")
+        ttl_min = TTL_MINUTES[b["ttl"]]
+        if minutes >= ttl_min:
+            fate, words = "expired", f"expired at {ttl_min} min, before request 2; request 2 writes it again"
+        elif o2.startswith("hit"):
+            fate, words = "refreshed", f"read by request 2, which restarts its {_ttl_words(ttl_min)} timer"
+        else:
+            fate, words = "kept", f"still there, inside the longer prefix that request 2 read; not refreshed, it expires at {ttl_min} min"
+        entries.append({"length": b["length"], "ttl": b["ttl"], "ttl_min": ttl_min, "fate": fate, "words": words})
+    when = "right after request 1" if minutes == 0 else f"{minutes} minute{'s' if minutes != 1 else ''} later"
+    gone = sorted({e["ttl_min"] for e in entries if e["fate"] == "expired"})
+    if not entries:
+        caption = "Request 1 stored nothing, so there is nothing to expire: both requests compute the whole prompt."
+    elif len(gone) and all(e["fate"] == "expired" for e in entries):
+        caption = f"Request 2 comes {when}, after the cache expired: it misses, computes everything and pays for the write again."
+    elif gone:
+        caption = (f"Request 2 comes {when}: the {' and '.join(_ttl_words(m) for m in gone)} entry has expired, "
+                   "the longer-lived one is still there and is read.")
+    else:
+        caption = f"Request 2 comes {when}, within the TTL: it reads the prefix and its timer starts again."
+    return {"entries": entries, "caption": caption}
+
+
+def context(page) -> dict:
+    s, run, eng, opts = page.scenario, page.run, page.engine, page.opts
+    price = price_of(s.model)
+    prices = table()
+    base = {
+        "min_tokens": MIN_CACHEABLE_TOKENS, "claude_minimums": CLAUDE_MINIMUMS, "minimums_source": MINIMUMS_SOURCE,
+        "max_breakpoints": MAX_BREAKPOINTS, "clock": opts["clock"], "clock_max": CLOCK_MAX, "ttl": opts["ttl"],
+        "served_by": BUNDLED_MODEL_NAME, "model": s.model, "has_tools": bool(s.tools),
+        "price": price, "price_source": prices.get("source"), "price_checked": prices.get("checked"),
+        "multipliers": prices["cache_multipliers"], "n_max": N_MAX,
+    }
+    if price is not None:
+        m = prices["cache_multipliers"]
+        base["price_row"] = {k: f"${v:,.2f}" for k, v in (
+            ("input", price["input"]), ("output", price["output"]), ("write_5m", price["input"] * m["write_5m"]),
+            ("write_1h", price["input"] * m["write_1h"]), ("read", price["input"] * m["read"]))}
+
+    # which turns carry a breakpoint
+    bp = opts["bp"] or default_marks(s)
+    chosen = parse_marks(bp)
+    for turn, _ in chosen:
+        if turn == "system" and not s.system:
+            raise OptionError("“bp” names system, but this request has no system prompt.")
+        if turn != "system" and int(turn[1:]) >= len(s.messages):
+            last = len(s.messages) - 1
+            raise OptionError(f"“bp” names {turn}, but this request's messages are m0{f' to m{last}' if last else ''}.")
+    marks = [(turn, ttl or opts["ttl"]) for turn, ttl in chosen]
+    base |= {"bp": bp, "bp_explicit": bool(opts["bp"]), "n_marks": len(marks)}
+
+    if run.error is not None or run.request is None:  # the request cannot run at all (the card above shows the API's error)
+        return base | {"ok": False, "runnable": False, "data": {"ok": False, "clock": opts["clock"], "defaults": DEFAULTS}}
+
+    rows, total = _turn_rows(page, dict(chosen), opts["ttl"])
+    body = cached_body(s, marks)
+    base |= {"rows": rows, "prompt_tokens": total, "body_json": _json(body), "long_system_url": _long_system_url(page),
+             "short_system": not s.system or rows[0]["tokens"] < MIN_CACHEABLE_TOKENS}
+    try:
+        req = parse_request(body)
+        pair = run_twice(eng, s, body, req, bp + "|" + opts["ttl"], opts["clock"])
+    except APIError as exc:  # a combination the API refuses: show its answer, as it would send it
+        return base | {"ok": False, "runnable": True, "api_error": _json(exc.body()), "api_status": exc.status,
+                       "data": {"ok": False, "clock": opts["clock"], "defaults": DEFAULTS}}
+
+    first, second = pair["first"], pair["second"]
+    minutes = opts["clock"]
+    r1, r2 = _request_view(first, 0, s.model, 0), _request_view(second, 1, s.model, minutes)
+
+    # per-request costs for the break-even chart: no caching, a write (request 1), a hit
+    u1 = first["usage"]
+    written = u1.get("cache_creation_input_tokens") or 0
+    plain_usage = {"input_tokens": total, "output_tokens": u1["output_tokens"]}
+    hit_usage = {"input_tokens": u1["input_tokens"], "cache_read_input_tokens": written, "cache_creation_input_tokens": 0,
+                 "output_tokens": u1["output_tokens"]}
+    if price is not None:
+        unit = "usd"
+        c_plain, c_first, c_hit = cost(s.model, plain_usage)["total"], cost(s.model, u1)["total"], cost(s.model, hit_usage)["total"]
+    else:  # price unknown: count in base input tokens (output is the same on every line, so it is left out)
+        m = prices["cache_multipliers"]
+        w1h = (u1.get("cache_creation") or {}).get("ephemeral_1h_input_tokens", 0)
+        unit = "tokens"
+        c_plain = float(total)
+        c_first = u1["input_tokens"] + (written - w1h) * m["write_5m"] + w1h * m["write_1h"]
+        c_hit = u1["input_tokens"] + written * m["read"]
+    be = break_even(c_plain, c_first, c_hit)
+    expiry = _expiry(first, second, minutes)
+    fmt = usd if unit == "usd" else (lambda x: f"the price of {x:,.0f} input tokens")
+    t1, t2 = r1["prefill_tokens"], r2["prefill_tokens"]
+    ms1, ms2 = r1["prefill_ms"], r2["prefill_ms"]
+    return base | {
+        "ok": True, "runnable": True, "requests": [r1, r2], "first": r1, "second": r2,
+        "plain_cost": usd(cost(s.model, plain_usage)["total"]) if price else None,
+        "plain_input_text": usd(cost(s.model, plain_usage)["input"]) if price else None,
+        "nothing_cached": written == 0,
+        "longest_mark": max((b["length"] for b in (first["cache"] or {}).get("breakpoints", [])), default=0),
+        "speed": {"tokens_ratio": round(t1 / t2, 1) if t2 else None, "ms_ratio": round(ms1 / ms2, 1) if ms2 else None,
+                  "saved_tokens": t1 - t2},
+        "same_text": first["text"] == second["text"],
+        "break_even": be | {"plain_text": fmt(be["plain_total"]), "cached_text": fmt(be["cached_total"]),
+                            "miss_text": fmt(be["miss_total"]),
+                            "saving_pct": round((1 - be["cached_total"] / be["plain_total"]) * 100) if be["plain_total"] else 0},
+        "unit": unit, "expiry": expiry,
+        "data": {
+            "ok": True, "clock": minutes, "clock_max": CLOCK_MAX, "n_max": N_MAX, "unit": unit,
+            "defaults": DEFAULTS,
+            "costs": {"plain": _r(c_plain), "first": _r(c_first), "hit": _r(c_hit)},
+            "break_even": {"cheaper_from": be["cheaper_from"], "crossing": be["crossing"]},
+            "entries": [{k: e[k] for k in ("length", "ttl", "ttl_min", "fate", "words")} for e in expiry["entries"]],
+            "caption": expiry["caption"],
+        },
+    }
