@@ -10,13 +10,14 @@ import subprocess
 
 import pytest
 
+from tests.urls import stage_url
+
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import Scenario
 from explainer.lifecycle.snippets import curl, json_text, python_sdk, typescript_sdk
 from explainer.live.runner import get_engine
-from explainer.stages.runs import codec
 
 HOSTILE = Scenario(
     system='</textarea><script>alert("sys")</script>',
@@ -28,12 +29,7 @@ HOSTILE = Scenario(
 
 
 def url(scenario=None, **opts):
-    from urllib.parse import urlencode
-    q = {}
-    if scenario is not None:
-        q["s"] = codec().encode(scenario)
-    q.update(opts)
-    return "/learn/compose/" + ("?" + urlencode(q) if q else "")
+    return stage_url("compose", scenario, **opts)
 
 
 def pre(page: str, id_: str) -> str:

@@ -5,12 +5,13 @@ import re
 
 import pytest
 
+from tests.urls import stage_url
+
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.gateway import Limits, RateLimiter, prefix_chain, prefix_key
 from explainer.lifecycle.scenario import Scenario
 from explainer.live.runner import get_engine
 from explainer.stages.pages.gateway import EXAMPLE_TIME, SIM_LIMITS
-from explainer.stages.runs import codec
 
 HOSTILE = Scenario(
     system='</pre><script>alert("sys")</script>',
@@ -20,12 +21,7 @@ HOSTILE = Scenario(
 
 
 def url(scenario=None, **opts):
-    from urllib.parse import urlencode
-    q = {}
-    if scenario is not None:
-        q["s"] = codec().encode(scenario)
-    q.update(opts)
-    return "/learn/gateway/" + ("?" + urlencode(q) if q else "")
+    return stage_url("gateway", scenario, **opts)
 
 
 def sim_of(page: str) -> dict:

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,3 +46,13 @@ def cost(model: str, usage: dict) -> dict | None:
     }
     parts["total"] = sum(parts.values())
     return parts
+
+
+def usd(x: float | None) -> str:
+    """Dollars with about three significant digits for small amounts: $0.000315, $0.0123, $412.50."""
+    if x is None:
+        return "price unknown"
+    if x == 0:
+        return "$0"
+    digits = max(2, -math.floor(math.log10(abs(x))) + 2)
+    return f"${x:,.{digits}f}"

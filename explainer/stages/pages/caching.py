@@ -18,7 +18,6 @@ on a fresh cache that holds exactly what the first request left in it.
 from __future__ import annotations
 
 import json
-import math
 import re
 import threading
 from collections import OrderedDict
@@ -29,7 +28,7 @@ import numpy as np
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.payload import MAX_BREAKPOINTS, parse_request
-from explainer.lifecycle.pricing import cost, price_of, table
+from explainer.lifecycle.pricing import cost, price_of, table, usd
 from explainer.lifecycle.prompt_cache import MIN_CACHEABLE_TOKENS, TTL_SECONDS, PromptCache
 from explainer.lifecycle.scenario import ScenarioError
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
@@ -278,14 +277,6 @@ def run_twice(engine, scenario, body: dict, req, marks_key: str, clock_minutes: 
 
 # ---- money ---------------------------------------------------------------------------------------
 
-def usd(x: float | None) -> str:
-    """Dollars with about three significant digits for small amounts: $0.000315, $0.0123, $412.50."""
-    if x is None:
-        return "price unknown"
-    if x == 0:
-        return "$0"
-    digits = max(2, -math.floor(math.log10(abs(x))) + 2)
-    return f"${x:,.{digits}f}"
 
 
 def _r(x: float | None) -> float | None:

@@ -12,7 +12,6 @@ the bundled model itself.
 from __future__ import annotations
 
 import json
-import math
 import re
 import threading
 from collections import OrderedDict
@@ -22,7 +21,7 @@ from explainer.lifecycle import conversation as cv
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME, run_request
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.payload import parse_request
-from explainer.lifecycle.pricing import cost, price_of, table
+from explainer.lifecycle.pricing import cost, price_of, table, usd
 from explainer.lifecycle.scenario import ScenarioError
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
 from explainer.stages.registry import BY_SLUG
@@ -85,14 +84,6 @@ CANNED_TURNS = (
 
 # ---- formatting ------------------------------------------------------------------------------
 
-def usd(x: float | None) -> str:
-    """Dollars with about three significant digits for small amounts: $0.000315, $0.0123, $412.50."""
-    if x is None:
-        return "price unknown"
-    if x == 0:
-        return "$0"
-    digits = max(2, -math.floor(math.log10(abs(x))) + 2)
-    return f"${x:,.{digits}f}"
 
 
 def body_json(body: dict) -> str:
