@@ -51,12 +51,11 @@ def page(browser):
 
 @pytest.fixture
 def shoot(request):
-    """Save a screenshot under shots/ when EXPLAINER_SHOTS=1 (for people reviewing the pages)."""
+    """Save a screenshot under shots/ (a test artifact, ignored by git) for people reviewing the pages."""
     def _shoot(pg, name: str) -> None:
-        if os.environ.get("EXPLAINER_SHOTS"):
-            out = ROOT / "shots"
-            out.mkdir(exist_ok=True)
-            pg.screenshot(path=str(out / f"{name}.png"), full_page=True)
+        out = ROOT / "shots"
+        out.mkdir(exist_ok=True)
+        pg.screenshot(path=str(out / f"{name}.png"), full_page=True)
     return _shoot
 
 
