@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -117,7 +118,9 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> tuple[
     Returns (output [h, T, hd], weights [h, T, S]).
     """
     T, S = q.shape[1], k.shape[1]
-    scores = q @ k.transpose(0, 2, 1) / np.sqrt(q.shape[-1])  # [h, T, S]
+    # A Python float, not np.sqrt(...): a float64 numpy scalar would promote the whole pass to float64
+    # (NumPy 2 promotion rules), and every later product would convert its weights on the fly.
+    scores = q @ k.transpose(0, 2, 1) * (1.0 / math.sqrt(q.shape[-1]))  # [h, T, S]
     if T > 1:
         future = np.arange(S)[None, :] > (start + np.arange(T))[:, None]  # [T, S]
         scores = np.where(future, -np.inf, scores)
