@@ -34,7 +34,9 @@ def check(key: str | None) -> ApiKey | None:
     obj = ApiKey.objects.filter(digest=d, revoked_at__isnull=True).first()
     if obj is None or not hmac.compare_digest(obj.digest, d):
         return None
-    ApiKey.objects.filter(pk=obj.pk).update(last_used_at=timezone.now())
+    now = timezone.now()
+    if obj.last_used_at is None or (now - obj.last_used_at).total_seconds() > 60:  # a write per minute, not per call
+        ApiKey.objects.filter(pk=obj.pk).update(last_used_at=now)
     return obj
 
 
