@@ -80,6 +80,18 @@ def loss_curve(log: Path, out: Path, max_step: int | None = None) -> dict:
     return {"steps": rows[-1]["step"], "tokens": rows[-1]["tokens"], "seconds": rows[-1]["seconds"]}
 
 
+def golden_difference() -> dict:
+    """Largest |numpy - PyTorch| over the golden logits (tests/golden, written by export.py)."""
+    path = Path(__file__).resolve().parents[3] / "tests" / "golden" / "forward_logits.npz"
+    g = np.load(path)
+    model, worst, n = load_model(), 0.0, 0
+    for key in (k for k in g.files if k.startswith("ids_")):
+        ref = g["logits_" + key[4:]]
+        worst = max(worst, float(np.abs(model.forward(g[key]).logits - ref).max()))
+        n += ref.size
+    return {"max_abs_diff": worst, "logits": n, "torch": str(g["torch_version"])}
+
+
 def samples() -> list[dict]:
     model, tok = load_model(), load_tokenizer()
     out = []
@@ -132,7 +144,8 @@ a final LayerNorm and an output layer tied to the token embedding. No biases in 
 | context window | {c['n_ctx']} tokens |
 | vocabulary | {c['vocab_size']:,} (256 bytes, 4 chat-template specials, the first {r['model_merges']:,} of {r['merges']:,} BPE merges) |
 | weights | `model.npz`, float16, {r['size_mb']:.1f} MB |
-| runtime | pure numpy (`explainer/llm/model.py`), checked against PyTorch by a golden test |
+| runtime | pure numpy (`explainer/llm/model.py`), float32 |
+| golden test | numpy against PyTorch {r['golden']['torch']} on the same weights: largest difference {r['golden']['max_abs_diff']:.1e} over {r['golden']['logits']:,} logits (the test allows 2e-3) |
 
 ## Training data
 Chat-shaped text built by `explainer/llm/training/corpus.py` from HTML documentation shipped in
@@ -194,7 +207,8 @@ def main() -> None:
               "train_tokens": int(len(train)), "val_tokens": int(len(val)), "meta": meta, "curve": curve,
               "sources": sources, "samples": samples(), "config": config.__dict__,
               "n_params": load_model().n_params, "merges": len(tok.merges), "model_merges": tok.model_merges,
-              "size_mb": WEIGHTS_PATH.stat().st_size / 1e6, "schedule_steps": args.schedule_steps}
+              "size_mb": WEIGHTS_PATH.stat().st_size / 1e6, "schedule_steps": args.schedule_steps,
+              "golden": golden_difference()}
     (WEIGHTS_DIR / "metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (WEIGHTS_DIR / "MODEL_CARD.md").write_text(render(report))
     print(json.dumps({k: report[k] for k in ("val_loss", "val_ppl", "bigram_loss", "bigram_ppl")}, indent=2))
