@@ -77,16 +77,6 @@ def axe():
 @pytest.fixture
 def link(server):
     """link("tokenize", Scenario(...), layer=2) -> absolute URL of that stage for that scenario."""
-    from urllib.parse import urlencode
+    from tests.urls import stage_url
 
-    from explainer.stages.runs import codec
-
-    def _link(slug: str, scenario=None, **opts) -> str:
-        query = {}
-        if scenario is not None:
-            blob = codec().encode(scenario)
-            if blob:
-                query["s"] = blob
-        query.update(opts)
-        return f"{server['url']}/learn/{slug}/" + ("?" + urlencode(query) if query else "")
-    return _link
+    return lambda slug, scenario=None, **opts: server["url"] + stage_url(slug, scenario, **opts)
