@@ -96,9 +96,9 @@ class ForwardResult:
 
 
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    var = x.var(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * w + b
+    d = x - x.mean(axis=-1, keepdims=True)
+    var = (d * d).mean(axis=-1, keepdims=True)  # the same as x.var(), without centring twice
+    return d / np.sqrt(var + eps) * w + b
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
@@ -135,6 +135,8 @@ class TinyTransformer:
         self.config = config
         self.w = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
         self.lm_head = np.ascontiguousarray(self.w["wte.weight"].T)  # [d, V], tied to the input embedding
+        # Per-layer weights looked up once, not by building names on every token.
+        self.blocks = [{k.split(".", 2)[2]: v for k, v in self.w.items() if k.startswith(f"blocks.{l}.")} for l in range(config.n_layer)]
         self.n_params = sum(v.size for v in weights.values())
 
     def new_cache(self) -> KVCache:
@@ -154,44 +156,47 @@ class TinyTransformer:
             raise ValueError(f"token ids must be in 0..{c.vocab_size - 1}")
 
         trace: dict[str, np.ndarray] = {}
+        collect = bool(want)  # decoding asks for nothing: skip even building the names
 
         def keep(name: str, value) -> None:
-            if want and any(fnmatch.fnmatchcase(name, p) for p in want):
-                trace[name] = value() if callable(value) else value
+            if any(fnmatch.fnmatchcase(name, p) for p in want):
+                trace[name] = value
 
-        h, hd, end = c.n_head, c.head_dim, start + T
+        h, hd, d, end = c.n_head, c.head_dim, c.d_model, start + T
         tok, pos = w["wte.weight"][ids], w["wpe.weight"][start:end]  # [T, d] each
         x = tok + pos
-        keep("embedding_token", tok)
-        keep("embedding_position", pos)
-        keep("embedding", x)
-        for l in range(c.n_layer):
-            p = f"blocks.{l}."
-            a = layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], c.ln_eps)
-            keep(f"block_{l}_ln_1", a)
-            qkv = a @ w[p + "attn.qkv.weight"]  # [T, d] -> [T, 3d]
-            q, k, v = (t.reshape(T, h, hd).transpose(1, 0, 2) for t in np.split(qkv, 3, axis=1))  # [h, T, hd]
+        if collect:
+            keep("embedding_token", tok)
+            keep("embedding_position", pos)
+            keep("embedding", x)
+        for l, b in enumerate(self.blocks):
+            a = layer_norm(x, b["ln_1.weight"], b["ln_1.bias"], c.ln_eps)
+            qkv = a @ b["attn.qkv.weight"]  # [T, d] -> [T, 3d]
+            q, k, v = (qkv[:, i * d:(i + 1) * d].reshape(T, h, hd).transpose(1, 0, 2) for i in range(3))  # [h, T, hd]
             cache.k[l][:, start:end] = k
             cache.v[l][:, start:end] = v
             y, att = attention(q, cache.k[l][:, :end], cache.v[l][:, :end], start)  # [h, T, hd], [h, T, S]
-            for hi in range(h):
-                keep(f"block_{l}_attn_head_{hi}_weights", att[hi])
-            y = y.transpose(1, 0, 2).reshape(T, c.d_model) @ w[p + "attn.proj.weight"]  # [T, d]
-            keep(f"block_{l}_attn_out", y)
-            x = x + y
-            keep(f"block_{l}_resid_mid", x)
-            m = layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], c.ln_eps)
-            hidden = gelu(m @ w[p + "mlp.fc.weight"])  # [T, d_ff]
-            keep(f"block_{l}_mlp_hidden", hidden)
-            m = hidden @ w[p + "mlp.proj.weight"]  # [T, d]
-            keep(f"block_{l}_mlp_out", m)
-            x = x + m
-            keep(f"block_{l}_resid_out", x)
+            y = y.transpose(1, 0, 2).reshape(T, d) @ b["attn.proj.weight"]  # [T, d]
+            x_mid = x + y
+            hidden = gelu(layer_norm(x_mid, b["ln_2.weight"], b["ln_2.bias"], c.ln_eps) @ b["mlp.fc.weight"])  # [T, d_ff]
+            m = hidden @ b["mlp.proj.weight"]  # [T, d]
+            if collect:
+                keep(f"block_{l}_ln_1", a)
+                for hi in range(h):
+                    keep(f"block_{l}_attn_head_{hi}_weights", att[hi])
+                keep(f"block_{l}_attn_out", y)
+                keep(f"block_{l}_resid_mid", x_mid)
+                keep(f"block_{l}_mlp_hidden", hidden)
+                keep(f"block_{l}_mlp_out", m)
+            x = x_mid + m
+            if collect:
+                keep(f"block_{l}_resid_out", x)
         cache.length = end
         x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], c.ln_eps)
-        keep("final_ln", x)
         logits = x @ self.lm_head  # [T, V]
-        keep("logits", logits)
+        if collect:
+            keep("final_ln", x)
+            keep("logits", logits)
         return ForwardResult(logits, cache, trace)
 
     def logit_lens(self, resid: np.ndarray) -> np.ndarray:
