@@ -246,11 +246,11 @@ def test_the_long_system_prompt_link_is_a_permalink_that_caches(client):
     assert attrs(r.content.decode(), 2)["read"] > 0
 
 
-def test_a_request_with_tools_says_tools_come_later(client):
+def test_a_request_with_tools_explains_where_they_sit_in_the_prefix(client):
     r = get(client, SCENARIO.replace(tools=[{"name": "get_weather", "input_schema": {"type": "object"}}]))
     assert r.status_code == 200
     html = r.content.decode()
-    assert "Tools come with the Tools stage" in html and "Nothing to cache yet" in html
+    assert "Tools are part of the prefix" in html and "Nothing to cache yet" not in html
 
 
 def test_hostile_text_is_escaped(client):

@@ -201,7 +201,7 @@ def test_view_options_select_what_is_shown(client):
 
 
 def test_a_request_refused_for_another_reason_says_so(client):
-    r = get(client, Scenario(tools=[{"name": "x", "input_schema": {"type": "object"}}]))
+    r = get(client, Scenario(messages=[{"role": "assistant", "content": "I speak first."}]))
     assert r.status_code == 200
     assert "No conversation to show" in r.content.decode()
 

@@ -209,14 +209,26 @@ async def _run_messages(request, req, rec, reserve: int):
         resp["x-accel-buffering"] = "no"
         return resp
 
-    message, text = None, []
+    message, blocks, partial = None, [], {}
     async for event in events:
         rec.feed(event)
         t = event["type"]
         if t == "message_start":
             message = event["message"]
+        elif t == "content_block_start":
+            blocks.append(dict(event["content_block"]))
         elif t == "content_block_delta":
-            text.append(event["delta"]["text"])
+            d = event["delta"]
+            if d["type"] == "text_delta":
+                blocks[event["index"]]["text"] += d["text"]
+            elif d["type"] == "input_json_delta":
+                partial[event["index"]] = partial.get(event["index"], "") + d["partial_json"]
+        elif t == "content_block_stop" and blocks[event["index"]]["type"] == "tool_use":
+            text = partial.get(event["index"], "")
+            try:
+                blocks[event["index"]]["input"] = json.loads(text) if text else {}
+            except ValueError:  # cut off by max_tokens: the API returns what was produced
+                blocks[event["index"]]["input"] = {}
         elif t == "message_delta":
             message["stop_reason"] = event["delta"]["stop_reason"]
             message["stop_sequence"] = event["delta"]["stop_sequence"]
@@ -224,7 +236,7 @@ async def _run_messages(request, req, rec, reserve: int):
         elif t == "error":
             err = event["error"]
             raise APIError(err["type"], err["message"])
-    message["content"] = [{"type": "text", "text": "".join(text)}]
+    message["content"] = blocks
     _settle(request, reserve, message["usage"]["output_tokens"])
     return JsonResponse(message)
 

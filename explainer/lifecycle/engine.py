@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import numpy as np
+
 from explainer.lifecycle.errors import invalid
 from explainer.lifecycle.payload import MessagesRequest
 from explainer.lifecycle.prompt_cache import PromptCache
@@ -68,7 +70,12 @@ class Engine:
     def prompt_segments(self, req: MessagesRequest) -> tuple[list[int], dict[str, int]]:
         """The prompt's ids and where each turn ends (for cache breakpoints)."""
         try:
-            return self.tokenizer.encode_chat_segments(req.system, [(m.role, m.text) for m in req.messages])
+            system = req.system
+            if req.tools:  # the bundled model reads tool definitions as part of its system prompt
+                from explainer.lifecycle.tools import tools_system_prompt
+
+                system = tools_system_prompt(req.system, req.tools)
+            return self.tokenizer.encode_chat_segments(system, [(m.role, m.text) for m in req.messages])
         except TokenizerError as exc:
             raise invalid(f"messages: {exc}") from None
 
@@ -112,6 +119,35 @@ class Engine:
             "id": new_id("msg_"), "type": "message", "role": "assistant", "content": [], "model": req.model,
             "stop_reason": None, "stop_sequence": None, "usage": dict(usage),
         }}
+        first_token_at = None
+        kv_start = kv.length
+        if req.tools and req.tool_choice["type"] in ("any", "tool"):
+            finish = yield from self._tool_call(req, ids, kv, seed, n_candidates, cancelled)
+            first_token_at = started + finish.prefill_seconds
+        else:
+            finish = yield from self._text_reply(req, ids, kv, seed, n_candidates, cancelled, keep_logits)
+            first_token_at = finish.first_token_at
+        if plan is not None and plan.writes:
+            prompt_cache.store(plan, kv)
+        usage["output_tokens"] = finish.output_tokens
+        yield {"type": "message_delta", "delta": {"stop_reason": finish.stop_reason, "stop_sequence": finish.stop_sequence},
+               "usage": {"output_tokens": finish.output_tokens}}
+        yield {"type": "message_stop"}
+        total = time.perf_counter() - started
+        yield {
+            "type": "explainer.done", "usage": usage, "stop_reason": finish.stop_reason,
+            "timings": {
+                "prefill_ms": round(finish.prefill_seconds * 1000, 2),
+                "prefill_tokens": len(ids) - kv_start,
+                "time_to_first_token_ms": round(((first_token_at or time.perf_counter()) - started) * 1000, 2),
+                "decode_ms": round(finish.decode_seconds * 1000, 2),
+                "tokens_per_second": round(finish.output_tokens / finish.decode_seconds, 1) if finish.decode_seconds > 0 else None,
+                "total_ms": round(total * 1000, 2),
+            },
+        }
+
+    def _text_reply(self, req, ids, kv, seed, n_candidates, cancelled, keep_logits):
+        """The text content block, token by token; returns the Finish."""
         yield {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
         yield {"type": "ping"}
         cfg = GenerationConfig(
@@ -119,7 +155,6 @@ class Engine:
             sampling=SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p),
         )
         first_token_at = None
-        kv_start = kv.length
         finish: Finish | None = None
         for item in generate(self.model, self.tokenizer, ids, cfg, cache=kv):
             if cancelled():
@@ -141,26 +176,87 @@ class Engine:
             if step.text:
                 yield {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": step.text}}
         assert finish is not None
-        if plan is not None and plan.writes:
-            prompt_cache.store(plan, kv)
         yield {"type": "content_block_stop", "index": 0}
-        usage["output_tokens"] = finish.output_tokens
-        yield {"type": "message_delta", "delta": {"stop_reason": finish.stop_reason, "stop_sequence": finish.stop_sequence},
-               "usage": {"output_tokens": finish.output_tokens}}
-        yield {"type": "message_stop"}
-        total = time.perf_counter() - started
-        yield {
-            "type": "explainer.done", "usage": usage, "stop_reason": finish.stop_reason,
-            "timings": {
-                "prefill_ms": round(finish.prefill_seconds * 1000, 2),
-                "prefill_tokens": len(ids) - kv_start,
-                "time_to_first_token_ms": round(((first_token_at or time.perf_counter()) - started) * 1000, 2),
-                "decode_ms": round(finish.decode_seconds * 1000, 2),
-                "tokens_per_second": round(finish.output_tokens / finish.decode_seconds, 1) if finish.decode_seconds > 0 else None,
-                "total_ms": round(total * 1000, 2),
-            },
-        }
+        finish.first_token_at = first_token_at
+        return finish
 
+    def _tool_call(self, req, ids, kv, seed, n_candidates, cancelled):
+        """A tool_use content block whose input is decoded under its tool's JSON Schema.
+
+        With tool_choice "tool" the call line ``tool_use NAME`` is forced; with "any" the model
+        picks the name among the tools (a constrained choice), then writes the input JSON, every
+        token masked to what keeps the JSON valid for the schema. This is how a model this small
+        emits well-formed calls: it was never trained on tools.
+        """
+        from explainer.lifecycle.tools import (TOOL_USE_PREFIX, ChoiceConstraint, ConstrainedFinish,
+                                               JsonConstraint, constrained_generate, model_logits_fn)
+
+        tok, model = self.tokenizer, self.model
+        rng = np.random.default_rng(seed)
+        params = SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
+        t0 = time.perf_counter()
+        by_name = {t["name"]: t for t in req.tools}
+        forced = TOOL_USE_PREFIX + (req.tool_choice["name"] + "\n" if req.tool_choice["type"] == "tool" else "")
+        seq = ids + tok.encode(forced)
+        budget = lambda: max(1, min(req.max_tokens - (len(seq) - len(ids)), model.config.n_ctx - len(seq) - 1))  # noqa: E731
+        frames = []
+
+        def run(constraint):
+            fn = model_logits_fn(model, seq, cache=kv)
+            out, finish = [], None
+            for item in constrained_generate(fn, constraint, params, rng, budget(), n_candidates=n_candidates):
+                if cancelled():
+                    raise Cancelled()
+                if isinstance(item, ConstrainedFinish):
+                    finish = item
+                    break
+                out.append(item)
+                frames.append({
+                    "type": "explainer.token", "index": len(frames), "token": item.token, "text": self.token_label(item.token),
+                    "piece": item.piece, "ms": round(item.mask_ms, 3), "constrained": True,
+                    "n_allowed": item.n_allowed, "mass_removed": round(item.mass_removed, 6),
+                    "candidates": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.after],
+                    "unconstrained": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.before],
+                })
+            return out, finish
+
+        if req.tool_choice["type"] == "tool":
+            name = req.tool_choice["name"]
+        else:
+            steps, fin = run(ChoiceConstraint([n + "\n" for n in by_name], tok))
+            name = fin.text.rstrip("\n")
+            seq = seq + [s.token for s in steps]
+        yield {"type": "content_block_start", "index": 0,
+               "content_block": {"type": "tool_use", "id": new_id("toolu_"), "name": name, "input": {}}}
+        yield {"type": "ping"}
+        first = time.perf_counter()
+        sent = len(frames)
+        yield from frames
+        steps, fin = [], None
+        fn = model_logits_fn(model, seq, cache=kv)
+        for item in constrained_generate(fn, JsonConstraint(by_name[name]["input_schema"], tok), params, rng, budget(),
+                                         n_candidates=n_candidates):
+            if cancelled():
+                raise Cancelled()
+            if isinstance(item, ConstrainedFinish):
+                fin = item
+                break
+            steps.append(item)
+            yield {
+                "type": "explainer.token", "index": sent + len(steps) - 1, "token": item.token, "text": self.token_label(item.token),
+                "piece": item.piece, "ms": round(item.mask_ms, 3), "constrained": True,
+                "n_allowed": item.n_allowed, "mass_removed": round(item.mass_removed, 6),
+                "candidates": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.after],
+                "unconstrained": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.before],
+            }
+            if item.piece:
+                yield {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": item.piece}}
+        yield {"type": "content_block_stop", "index": 0}
+        # forced call line + chosen name + the JSON, and the <|end|> that closes the turn when complete
+        n_out = (len(seq) - len(ids)) + len(steps) + (1 if fin.complete else 0)
+        stop = {"complete": "tool_use"}.get(fin.stop_reason, fin.stop_reason)
+        now = time.perf_counter()
+        return Finish(stop, None, n_out, fin.text, first - t0, now - first)
 
 @dataclass
 class Run:

@@ -7,6 +7,8 @@ that the reply continues.
 """
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +64,8 @@ class MessagesRequest:
     top_k: int | None = None
     metadata: dict = field(default_factory=dict)
     breakpoints: tuple[CacheBreakpoint, ...] = ()
+    tools: list[dict] = field(default_factory=list)
+    tool_choice: dict = field(default_factory=lambda: {"type": "auto"})
 
     @property
     def prefill(self) -> str | None:
@@ -107,27 +111,124 @@ def _text_blocks(value: Any, where: str, allow_string: bool = True) -> str:
         return value
     if not isinstance(value, list):
         raise invalid(f"{where}: Input should be a valid string or a list of content blocks, got {_type_name(value)}")
-    parts = []
+    return "".join(_text_block(block, f"{where}.{i}") for i, block in enumerate(value))
+
+
+def _text_block(block: Any, at: str) -> str:
+    if not isinstance(block, dict):
+        raise invalid(f"{at}: Input should be an object, got {_type_name(block)}")
+    kind = block.get("type")
+    if kind is None:
+        raise invalid(f"{at}.type: Field required")
+    if kind in ("image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "search_result"):
+        raise invalid(f"{at}: content blocks of type '{kind}' are not supported here by the bundled model")
+    if kind != "text":
+        raise invalid(f"{at}.type: Input tag '{kind}' found using 'type' does not match any of the expected tags")
+    if "text" not in block:
+        raise invalid(f"{at}.text: Field required")
+    if not isinstance(block["text"], str):
+        raise invalid(f"{at}.text: Input should be a valid string")
+    extra = set(block) - {"type", "text", "cache_control", "citations"}
+    if extra:
+        raise invalid(f"{at}.{sorted(extra)[0]}: Extra inputs are not permitted")
+    return block["text"]
+
+
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _message_content(value: Any, where: str, role: str) -> tuple[str, list[tuple[str, str]], list[str]]:
+    """A turn's content as the model reads it, plus the tool_use (id, name) and tool_result ids it holds.
+
+    tool_use blocks (assistant turns) and tool_result blocks (user turns) are written into the
+    text with the bundled model's tool format (``explainer.lifecycle.tools``).
+    """
+    from explainer.lifecycle.tools import tool_call_text, tool_result_text
+
+    if isinstance(value, str) or not isinstance(value, list):
+        return _text_blocks(value, where), [], []
+    parts, uses, results = [], [], []
     for i, block in enumerate(value):
         at = f"{where}.{i}"
-        if not isinstance(block, dict):
-            raise invalid(f"{at}: Input should be an object, got {_type_name(block)}")
-        kind = block.get("type")
-        if kind is None:
-            raise invalid(f"{at}.type: Field required")
-        if kind in ("image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "search_result"):
-            raise invalid(f"{at}: content blocks of type '{kind}' are not supported by the bundled model (text only)")
-        if kind != "text":
-            raise invalid(f"{at}.type: Input tag '{kind}' found using 'type' does not match any of the expected tags")
-        if "text" not in block:
-            raise invalid(f"{at}.text: Field required")
-        if not isinstance(block["text"], str):
-            raise invalid(f"{at}.text: Input should be a valid string")
-        extra = set(block) - {"type", "text", "cache_control", "citations"}
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "tool_use":
+            if role != "assistant":
+                raise invalid(f"{at}: tool_use blocks may only appear in assistant turns")
+            for key, typ in (("id", str), ("name", str), ("input", dict)):
+                if not isinstance(block.get(key), typ):
+                    raise invalid(f"{at}.{key}: Field required" if key not in block else f"{at}.{key}: Input has the wrong type")
+            uses.append((block["id"], block["name"]))
+            parts.append(tool_call_text(block["name"], json.dumps(block["input"], ensure_ascii=False, separators=(",", ":"))))
+        elif kind == "tool_result":
+            if role != "user":
+                raise invalid(f"{at}: tool_result blocks may only appear in user turns")
+            if not isinstance(block.get("tool_use_id"), str):
+                raise invalid(f"{at}.tool_use_id: Field required")
+            content = block.get("content", "")
+            text = content if isinstance(content, str) else _text_blocks(content, f"{at}.content")
+            is_error = block.get("is_error", False)
+            if not isinstance(is_error, bool):
+                raise invalid(f"{at}.is_error: Input should be a valid boolean")
+            results.append(block["tool_use_id"])
+            parts.append(tool_result_text(text, is_error))
+        else:
+            parts.append(_text_block(block, at))
+    return "\n".join(p for p in parts if p) if (uses or results) else "".join(parts), uses, results
+
+
+def _tools(raw: Any) -> list[dict]:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    if not isinstance(raw, list):
+        raise invalid("tools: Input should be a valid list")
+    names = set()
+    out = []
+    for i, t in enumerate(raw):
+        at = f"tools.{i}"
+        if not isinstance(t, dict):
+            raise invalid(f"{at}: Input should be an object")
+        extra = set(t) - {"name", "description", "input_schema", "cache_control", "type"}
         if extra:
             raise invalid(f"{at}.{sorted(extra)[0]}: Extra inputs are not permitted")
-        parts.append(block["text"])
-    return "".join(parts)
+        if t.get("type") not in (None, "custom"):
+            raise invalid(f"{at}.type: server tools ({t.get('type')!r}) are not available on this server")
+        if not isinstance(t.get("name"), str) or not TOOL_NAME.match(t["name"]):
+            raise invalid(f"{at}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
+        if t["name"] in names:
+            raise invalid(f"{at}.name: tool names must be unique ({t['name']!r} appears twice)")
+        names.add(t["name"])
+        if "description" in t and not isinstance(t["description"], str):
+            raise invalid(f"{at}.description: Input should be a valid string")
+        schema = t.get("input_schema")
+        if not isinstance(schema, dict):
+            raise invalid(f"{at}.input_schema: Field required")
+        if schema.get("type") != "object":
+            raise invalid(f"{at}.input_schema.type: Input should be 'object'")
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise invalid(f"{at}.input_schema: not a valid JSON Schema: {exc.message}") from None
+        out.append({"name": t["name"], "description": t.get("description", ""), "input_schema": schema})
+    return out
+
+
+def _tool_choice(raw: Any, tools: list[dict]) -> dict:
+    if raw is None:
+        return {"type": "auto"}
+    if not tools:
+        raise invalid("tool_choice: may only be specified while providing tools")
+    if not isinstance(raw, dict) or raw.get("type") not in ("auto", "any", "tool", "none"):
+        raise invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+    extra = set(raw) - {"type", "name", "disable_parallel_tool_use"}
+    if extra:
+        raise invalid(f"tool_choice.{sorted(extra)[0]}: Extra inputs are not permitted")
+    if raw["type"] == "tool":
+        if raw.get("name") not in {t["name"] for t in tools}:
+            raise invalid(f"tool_choice.name: no tool named {raw.get('name')!r} in tools")
+    if not isinstance(raw.get("disable_parallel_tool_use", False), bool):
+        raise invalid("tool_choice.disable_parallel_tool_use: Input should be a valid boolean")
+    return dict(raw)
 
 
 def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
@@ -168,6 +269,7 @@ def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
         raise invalid(f"messages: at most {MAX_MESSAGES} messages are allowed, got {len(raw)}")
     merged: list[Message] = []
     marks: list[tuple[int, str, str]] = []  # (merged turn index, ttl, path)
+    pending_uses: list[tuple[str, str]] = []  # tool_use blocks of the previous turn, awaiting results
     for i, m in enumerate(raw):
         if not isinstance(m, dict):
             raise invalid(f"messages.{i}: Input should be an object, got {_type_name(m)}")
@@ -179,7 +281,18 @@ def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
             raise invalid(f"messages.{i}.{sorted(extra)[0]}: Extra inputs are not permitted")
         if m["role"] not in ("user", "assistant"):
             raise invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
-        text = _text_blocks(m["content"], f"messages.{i}.content")
+        text, uses, results = _message_content(m["content"], f"messages.{i}.content", m["role"])
+        if pending_uses and m["role"] == "user":
+            missing = [u for u, _ in pending_uses if u not in results]
+            if missing:
+                raise invalid(f"messages.{i}: tool_use ids were found without tool_result blocks immediately after: {', '.join(missing)}. "
+                              "Each tool_use block must have a corresponding tool_result block in the next message.")
+        known = {u for u, _ in pending_uses}
+        for rid in results:
+            if rid not in known:
+                raise invalid(f"messages.{i}.content: unexpected tool_use_id found in tool_result blocks: {rid}. "
+                              "Each tool_result block must have a corresponding tool_use block in the previous message.")
+        pending_uses = uses
         if merged and merged[-1].role == m["role"]:
             merged[-1].text += "\n\n" + text  # consecutive turns of one role are merged
         else:
@@ -246,14 +359,12 @@ def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
         elif seen_5m is not None:
             raise invalid(f"{bp.where}: a cache_control with ttl '1h' must not come after one with ttl '5m' ({seen_5m.where})")
 
-    if body.get("tools"):
-        raise invalid("tools: tool use is not available on this server yet")
-    if body.get("tool_choice") is not None:
-        raise invalid("tool_choice: tool use is not available on this server yet")
+    tools = _tools(body["tools"]) if body.get("tools") is not None else []
+    tool_choice = _tool_choice(body.get("tool_choice"), tools)
 
     return MessagesRequest(
         model=model, max_tokens=max_tokens, messages=merged, system=system or None,
         stop_sequences=stops, stream=stream, temperature=float(temperature),
         top_p=float(top_p) if top_p is not None else None, top_k=top_k, metadata=metadata,
-        breakpoints=tuple(bps),
+        breakpoints=tuple(bps), tools=tools, tool_choice=tool_choice,
     )

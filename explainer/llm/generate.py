@@ -45,6 +45,7 @@ class Finish:
     text: str
     prefill_seconds: float
     decode_seconds: float
+    first_token_at: float | None = None  # perf_counter() when the first token was sampled, if the caller records it
 
 
 def _held_back(text: str, stops: tuple[str, ...]) -> int:
