@@ -70,3 +70,17 @@ def test_an_error_result_goes_back_to_the_model(client):
     n = client.messages.count_tokens(model=MODEL, tools=[tool], messages=msgs).input_tokens
     reply = client.messages.create(model=MODEL, max_tokens=8, tools=[tool], messages=msgs)
     assert reply.usage.input_tokens == n and reply.content[0].type == "text"
+
+
+@pytest.mark.parametrize("name", sorted(DEMO_TOOLS))
+def test_each_demo_tool_streams_its_input_as_json_deltas(client, name):
+    tool = DEMO_TOOLS[name].definition()
+    with client.messages.stream(model=MODEL, max_tokens=80, tools=[tool], tool_choice={"type": "tool", "name": name},
+                                messages=[{"role": "user", "content": "Use the tool."}]) as s:
+        deltas = [e.partial_json for e in s if e.type == "input_json"]
+        final = s.get_final_message()
+    call = final.content[-1]
+    assert call.type == "tool_use" and final.stop_reason == "tool_use"
+    import json
+    assert json.loads("".join(deltas)) == call.input  # the SDK assembled exactly what was streamed
+    validate(call.input, tool["input_schema"])
