@@ -214,7 +214,7 @@ class Engine:
                 frames.append({
                     "type": "explainer.token", "index": len(frames), "token": item.token, "text": self.token_label(item.token),
                     "piece": item.piece, "ms": round(item.mask_ms, 3), "constrained": True,
-                    "n_allowed": item.n_allowed, "mass_removed": round(item.mass_removed, 6),
+                    "n_allowed": int(item.n_allowed), "mass_removed": round(float(item.mass_removed), 6),
                     "candidates": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.after],
                     "unconstrained": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.before],
                 })
@@ -245,7 +245,7 @@ class Engine:
             yield {
                 "type": "explainer.token", "index": sent + len(steps) - 1, "token": item.token, "text": self.token_label(item.token),
                 "piece": item.piece, "ms": round(item.mask_ms, 3), "constrained": True,
-                "n_allowed": item.n_allowed, "mass_removed": round(item.mass_removed, 6),
+                "n_allowed": int(item.n_allowed), "mass_removed": round(float(item.mass_removed), 6),
                 "candidates": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.after],
                 "unconstrained": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.before],
             }

@@ -35,6 +35,10 @@ class SamplingParams:
             raise ValueError("top_p must be in (0, 1]")
 
 
+def _finite(x: float, digits: int) -> float | None:
+    return round(x, digits) if np.isfinite(x) else None
+
+
 @dataclass(frozen=True)
 class Candidate:
     token: int
@@ -46,8 +50,9 @@ class Candidate:
     cumulative: float  # running sum of final_probability in this (descending) order
 
     def to_dict(self) -> dict:
+        """JSON-ready: a masked token's -inf score becomes null (JSON has no infinities)."""
         return {
-            "token": self.token, "logit": round(self.logit, 4), "scaled_logit": round(self.scaled_logit, 4),
+            "token": self.token, "logit": _finite(self.logit, 4), "scaled_logit": _finite(self.scaled_logit, 4),
             "probability": round(self.probability, 6), "kept": self.kept,
             "final_probability": round(self.final_probability, 6), "cumulative": round(self.cumulative, 6),
         }

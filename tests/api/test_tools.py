@@ -84,3 +84,13 @@ def test_each_demo_tool_streams_its_input_as_json_deltas(client, name):
     import json
     assert json.loads("".join(deltas)) == call.input  # the SDK assembled exactly what was streamed
     validate(call.input, tool["input_schema"])
+
+
+def test_a_tool_call_s_trace_opens(client):
+    from tests.api import raw
+
+    tool = DEMO_TOOLS["calculator"].definition()
+    resp = client.messages.with_raw_response.create(model=MODEL, max_tokens=60, tools=[tool], tool_choice={"type": "any"},
+                                                   messages=[{"role": "user", "content": "3*3?"}])
+    page = raw.request("GET", resp.headers["x-explainer-trace"])
+    assert page.status_code == 200 and "tool_use" in page.text and "input_json_delta" in page.text
