@@ -1,0 +1,205 @@
+"""Tools: one demo tool, a tool_choice, and the five-step tool-use loop run for real.
+
+The page builds the first request from the scenario (its system prompt, messages, model,
+temperature and seed) plus ONE of the engine's demo tools and the chosen ``tool_choice``, and runs
+it through ``run_request``. With ``any`` or ``tool`` the engine decodes the call under the tool's
+JSON Schema (every step masked to the tokens that keep the JSON valid); the page then runs the
+tool for real with ``run_tool`` and sends the second request: the history, the assistant's
+``tool_use`` block and a user turn with the ``tool_result``. With ``auto`` or ``none`` the bundled
+model answers in text (it was never trained to call tools), so the loop stops after step 2.
+
+Only one tool goes in a request: each definition costs 170–380 input tokens of a 512-token window.
+The second request leaves ``tools`` out for the same reason (the history alone must fit).
+Results are kept per (scenario, tool, choice) in a small LRU.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+
+from explainer.lifecycle.engine import run_request
+from explainer.lifecycle.tools import DEMO_TOOLS, run_tool
+from explainer.stages.options import ChoiceOption, IntOption, OptionError
+
+TOOL_NAMES = tuple(DEMO_TOOLS)
+CHOICES = ("tool", "any", "auto", "none")
+MAX_TOKENS = 80
+TOP = 6  # candidate rows drawn per step, before and after the mask
+
+OPTIONS = {
+    "tool": ChoiceOption("get_dag_status", TOOL_NAMES),
+    "choice": ChoiceOption("tool", CHOICES),
+    "step": IntOption(0, 0, None),
+}
+
+_LOCK = threading.Lock()
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def _json(value) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def tool_choice(choice: str, tool: str) -> dict:
+    return {"type": "tool", "name": tool} if choice == "tool" else {"type": choice}
+
+
+def first_body(scenario, tool: str, choice: str) -> dict:
+    body: dict = {"model": scenario.model, "max_tokens": MAX_TOKENS}
+    if scenario.system:
+        body["system"] = scenario.system
+    body["messages"] = [dict(m) for m in scenario.messages]
+    body["tools"] = [DEMO_TOOLS[tool].definition()]
+    body["tool_choice"] = tool_choice(choice, tool)
+    body["temperature"] = scenario.temperature
+    if scenario.top_p is not None:
+        body["top_p"] = scenario.top_p
+    if scenario.top_k is not None:
+        body["top_k"] = scenario.top_k
+    return body
+
+
+def tool_use_block(run) -> dict | None:
+    """The tool_use content block as the SDK assembles it: content_block_start + every input_json_delta."""
+    block, parts = None, []
+    for ev in run.events:
+        if ev["type"] == "content_block_start" and ev["content_block"]["type"] == "tool_use":
+            block = dict(ev["content_block"])
+        elif ev["type"] == "content_block_delta" and ev["delta"]["type"] == "input_json_delta":
+            parts.append(ev["delta"]["partial_json"])
+    if block is None:
+        return None
+    raw = "".join(parts)
+    try:
+        block["input"] = json.loads(raw) if raw else {}
+    except ValueError:
+        block["input"] = None
+    block["raw"] = raw
+    return block
+
+
+def text_of(run) -> str:
+    return "".join(ev["delta"]["text"] for ev in run.events
+                   if ev["type"] == "content_block_delta" and ev["delta"]["type"] == "text_delta")
+
+
+def _usage(run) -> dict | None:
+    return dict(run.done["usage"]) if run.done else None
+
+
+def compute(engine, scenario, tool: str, choice: str) -> dict:
+    """Both requests of the loop, run through the engine (cached per scenario and options)."""
+    key = (scenario.key(), tool, choice)
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    body1 = first_body(scenario, tool, choice)
+    run1 = run_request(engine, body1, seed=scenario.seed)
+    out: dict = {"body1": body1, "run1": run1, "block": None, "result": None, "body2": None, "run2": None}
+    if run1.error is None:
+        block = tool_use_block(run1)
+        out["block"] = block
+        if block is not None and run1.done["stop_reason"] == "tool_use" and block["input"] is not None:
+            content, is_error = run_tool(block["name"], block["input"])
+            out["result"] = {"content": content, "is_error": is_error}
+            call = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": block["input"]}
+            result = {"type": "tool_result", "tool_use_id": block["id"], "content": content}
+            if is_error:
+                result["is_error"] = True
+            body2 = {k: v for k, v in body1.items() if k not in ("tools", "tool_choice")}
+            body2["messages"] = body1["messages"] + [{"role": "assistant", "content": [call]},
+                                                     {"role": "user", "content": [result]}]
+            out["body2"] = body2
+            out["run2"] = run_request(engine, body2, seed=scenario.seed)
+    with _LOCK:
+        _CACHE[key] = out
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return out
+
+
+def step_rows(run, block_name: str | None, choice: str) -> list[dict]:
+    """What the mask panel draws for every generated token (rounded, top rows only)."""
+    rows, name_text = [], ""
+    naming = choice == "any"
+    for i, s in enumerate(run.steps):
+        phase = "text"
+        if s.get("constrained"):
+            phase = "input"
+            if naming:
+                phase = "name"
+                name_text += s["piece"]
+                if block_name is not None and name_text == block_name + "\n":
+                    naming = False
+        before = s.get("unconstrained", s["candidates"])
+        # masking keeps the order of the allowed tokens, so an allowed token of before's top rows is among after's
+        allowed = {c["token"] for c in s["candidates"] if c["logit"] is not None and c["final_probability"] > 0}
+        rows.append({
+            "i": i, "text": s["text"], "phase": phase, "constrained": bool(s.get("constrained")),
+            "n_allowed": s.get("n_allowed"), "mass_removed": s.get("mass_removed", 0.0),
+            "before": [{"t": c["text"], "p": round(c["probability"], 4), "ok": c["token"] in allowed or not s.get("constrained")}
+                       for c in before[:TOP]],
+            "after": [{"t": c["text"], "p": round(c["final_probability"], 4)} for c in s["candidates"][:TOP]
+                      if c["final_probability"] > 0],
+        })
+    return rows
+
+
+def context(page) -> dict:
+    o = page.opts
+    tool, choice = o["tool"], o["choice"]
+    engine = page.engine
+    data = compute(engine, page.scenario, tool, choice)
+    run1, run2 = data["run1"], data["run2"]
+    block = data["block"]
+    steps = step_rows(run1, block["name"] if block else None, choice) if run1.error is None else []
+    if steps and o["step"] >= len(steps):
+        raise OptionError(f"“step” must be from 0 to {len(steps) - 1} for this request; got {o['step']}.")
+    if not steps and o["step"] != 0:
+        raise OptionError("“step” must be 0: this request generated no tokens.")
+    vocab = engine.model.config.vocab_size
+    definition = DEMO_TOOLS[tool].definition()
+    def_tokens = len(engine.tokenizer.encode(
+        "\n".join([f"- {definition['name']}: {definition['description']}",
+                   "  input schema: " + json.dumps(definition["input_schema"], ensure_ascii=False, separators=(",", ":"))])))
+    stop1 = run1.done["stop_reason"] if run1.done else None
+    shown_block = None
+    if block is not None:
+        shown_block = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": block["input"]}
+    constrained = [s for s in steps if s["constrained"]]
+    filled = [run1.error is None, run1.done is not None, data["result"] is not None,
+              run2 is not None and run2.error is None, run2 is not None and run2.done is not None]
+    return {
+        "wide": True,
+        "own_error_card": True,
+        "tool": tool, "choice": choice, "step": o["step"],
+        "tools_links": [{"name": n, "url": page.url(tool=n, choice=choice), "current": n == tool} for n in TOOL_NAMES],
+        "choice_links": [{"name": c, "url": page.url(tool=tool, choice=c), "current": c == choice} for c in CHOICES],
+        "definition_json": _json(definition),
+        "def_tokens": def_tokens,
+        "window": engine.context_window,
+        "vocab": vocab,
+        "max_tokens": MAX_TOKENS,
+        "body1_json": _json(data["body1"]),
+        "run1": run1, "run1_error_json": _json(run1.error) if run1.error else "",
+        "usage1": _usage(run1), "usage1_json": _json(_usage(run1)) if run1.done else "",
+        "stop1": stop1,
+        "text1": text_of(run1) if run1.error is None else "",
+        "call": shown_block, "block_json": _json(shown_block) if shown_block else "",
+        "block_raw": block["raw"] if block else "",
+        "result": data["result"],
+        "body2_json": _json(data["body2"]) if data["body2"] else "",
+        "run2": run2, "run2_error_json": _json(run2.error) if run2 is not None and run2.error else "",
+        "usage2": _usage(run2) if run2 is not None else None,
+        "usage2_json": _json(_usage(run2)) if run2 is not None and run2.done else "",
+        "stop2": run2.done["stop_reason"] if run2 is not None and run2.done else None,
+        "text2": text_of(run2) if run2 is not None and run2.error is None else "",
+        "filled": filled,
+        "n_filled": sum(filled),
+        "n_constrained": len(constrained),
+        "mean_allowed": round(sum(s["n_allowed"] for s in constrained) / len(constrained)) if constrained else None,
+        "tools_data": {"steps": steps, "step": o["step"], "vocab": vocab, "choice": choice},
+    }

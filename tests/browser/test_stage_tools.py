@@ -1,0 +1,95 @@
+"""The tools stage in Chromium: the five-step loop filled from real runs, the mask panel, the
+step and tool controls, accessibility, and a phone-sized viewport."""
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from explainer.lifecycle.engine import run_request
+from explainer.lifecycle.scenario import Scenario
+from explainer.stages.pages import tools
+from explainer.stages.runs import engine
+
+pytestmark = pytest.mark.browser
+SHOTS = Path(__file__).resolve().parents[2] / "shots"  # close-ups beside the full-page shots (shoot() makes the folder)
+SCENARIO = Scenario(messages=[{"role": "user", "content": "Is the comet export DAG healthy?"}], seed=4)
+
+
+def ready(page):
+    page.wait_for_selector("body[data-tools-ready]")
+    assert not page.js_errors
+
+
+def engine_steps(tool, choice):
+    return run_request(engine(), tools.first_body(SCENARIO, tool, choice), seed=SCENARIO.seed).steps
+
+
+def test_tool_choice_tool_fills_the_loop_and_the_mask(server, page, link, shoot, axe):
+    page.goto(link("tools", SCENARIO, choice="tool", tool="get_dag_status"))
+    ready(page)
+    steps = page.locator("#sequence > li.tl-step")
+    assert steps.count() == 5
+    assert page.locator("#sequence > li[data-filled='true']").count() == 5
+    assert page.locator("#n-filled").inner_text() == "5"
+    real = engine_steps("get_dag_status", "tool")
+    assert page.locator("#step-tokens button").count() == len(real)
+    allowed = page.locator("#n-allowed")
+    assert int(allowed.get_attribute("data-allowed")) == real[0]["n_allowed"]
+    assert "of 4,096" in allowed.inner_text()
+    assert page.locator("#mass-removed").count() == 1
+    assert page.locator(".tl-cands").count() == 2
+    # change the step: the panel follows the engine's numbers for that step, and the URL keeps it
+    k = min(3, len(real) - 1)
+    page.locator(f"#step-tokens button[data-step='{k}']").click()
+    assert int(page.locator("#n-allowed").get_attribute("data-allowed")) == real[k]["n_allowed"]
+    assert page.locator("#step-value").inner_text() == str(k)
+    assert parse_qs(urlparse(page.url).query)["step"] == [str(k)]
+    page.keyboard.press("Tab")
+    axe(page)
+    shoot(page, "tools-1280")
+    page.locator(".tl-mask").screenshot(path=str(SHOTS / "tools-mask-1280.png"))
+    # change the tool
+    page.locator("a[data-tool='get_time']").click()
+    ready(page)
+    q = parse_qs(urlparse(page.url).query)
+    assert q["tool"] == ["get_time"] and q["choice"] == ["tool"]
+    assert "get_time" in page.locator("#tool-use").inner_text()
+    assert page.locator("#step-tokens button").count() == len(engine_steps("get_time", "tool"))
+
+
+def test_auto_answers_in_text(server, page, link, shoot):
+    page.goto(link("tools", SCENARIO, choice="auto", tool="calculator"))
+    ready(page)
+    assert page.locator("#sequence > li[data-filled='true']").count() == 2
+    assert page.locator("#text-1").inner_text().strip() != ""
+    assert "no mask" in page.locator("#mask-panel").inner_text()
+    shoot(page, "tools-auto")
+
+
+def test_it_fits_a_phone(server, browser, link, shoot, axe):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    pg = ctx.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(link("tools", SCENARIO, choice="any", tool="get_time"))
+    pg.wait_for_selector("body[data-tools-ready]")
+    assert pg.evaluate("window.innerWidth") == 390
+    shoot(pg, "tools-phone")
+    pg.locator(".tl-mask").screenshot(path=str(SHOTS / "tools-mask-phone.png"))
+    pg.locator(".tl-seq-card").screenshot(path=str(SHOTS / "tools-seq-phone.png"))
+    wide = pg.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 392)
+        .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id)""")
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 390, wide
+    axe(pg)
+    assert not errors
+    ctx.close()
+
+
+def test_hostile_text_stays_text(server, page, link):
+    hostile = Scenario(system='<img src=x onerror="window.__pwned=1">',
+                       messages=[{"role": "user", "content": "\u202eevil\u202c <b>x</b> " + "😀" * 40}], max_tokens=4)
+    page.goto(link("tools", hostile, choice="tool", tool="get_time"))
+    ready(page)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator(".visual img, .visual b").count() == 0
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280

@@ -1,0 +1,140 @@
+"""The tools stage through Django's test client: both requests of the loop are the engine's own,
+the tool_use input validates against the tool's schema, bad options are 400 pages, hostile text is escaped."""
+import html as htmllib
+import json
+import re
+from urllib.parse import urlencode
+
+import jsonschema
+import pytest
+
+from explainer.lifecycle.engine import run_request
+from explainer.lifecycle.scenario import Scenario
+from explainer.lifecycle.tools import DEMO_TOOLS, run_tool
+from explainer.stages.pages import tools
+from explainer.stages.runs import codec, engine
+
+SCENARIO = Scenario(messages=[{"role": "user", "content": "Is the comet export DAG healthy?"}], seed=4)
+
+
+@pytest.fixture(autouse=True)
+def hosts(settings):
+    settings.ALLOWED_HOSTS = ["testserver", "127.0.0.1"]
+
+
+def get(client, scenario=None, **opts):
+    q = {"s": codec().encode(scenario)} if scenario is not None else {}
+    q.update(opts)
+    return client.get("/learn/tools/" + ("?" + urlencode(q) if q else ""))
+
+
+def pre(html: str, el_id: str):
+    m = re.search(rf'<pre[^>]*id="{el_id}"[^>]*>(.*?)</pre>', html, re.S)
+    return htmllib.unescape(m.group(1)) if m else None
+
+
+def usage_attrs(html: str, el_id: str) -> dict:
+    tag = re.search(rf'<pre[^>]*id="{el_id}"([^>]*)>', html).group(1)
+    return {k: int(v) for k, v in re.findall(r'data-(input|output)="(\d+)"', tag)}
+
+
+def data(html: str) -> dict:
+    m = re.search(r'<script id="tools-data" type="application/json">(.*?)</script>', html, re.S)
+    return json.loads(m.group(1))
+
+
+def test_default_renders_the_full_loop(client):
+    r = get(client)
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert html.count('data-filled="true"') == 5
+    assert "one tool per request" in html
+    assert "get_dag_status" in html and "input_json_delta" in html
+
+
+@pytest.mark.parametrize("tool", tools.TOOL_NAMES)
+@pytest.mark.parametrize("choice", tools.CHOICES)
+def test_each_tool_and_choice_renders(client, tool, choice):
+    r = get(client, SCENARIO, tool=tool, choice=choice)
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert f'data-tool="{tool}" aria-current="true"' in html
+    assert f'data-choice="{choice}" aria-current="true"' in html
+    steps = data(html)["steps"]
+    if choice in ("tool", "any"):
+        block = json.loads(pre(html, "tool-use"))
+        assert block["type"] == "tool_use" and block["name"] == tool and block["id"].startswith("toolu_")
+        if pre(html, "tool-output") is not None:  # the call was complete: the app ran it
+            jsonschema.validate(block["input"], DEMO_TOOLS[tool].input_schema)
+        assert all(s["constrained"] and 1 <= s["n_allowed"] <= 4096 for s in steps)
+    else:
+        assert pre(html, "tool-use") is None
+        assert 'id="text-1"' in html and 'data-filled="true"' in html
+        assert html.count('data-filled="true"') == 2
+        assert not any(s["constrained"] for s in steps)
+
+
+def test_numbers_equal_run_request(client):
+    for choice in ("tool", "any", "auto"):
+        html = get(client, SCENARIO, tool="get_dag_status", choice=choice).content.decode()
+        body1 = json.loads(pre(html, "body-1"))
+        assert body1 == tools.first_body(SCENARIO, "get_dag_status", choice)
+        run1 = run_request(engine(), body1, seed=SCENARIO.seed)
+        assert usage_attrs(html, "usage-1") == {"input": run1.done["usage"]["input_tokens"],
+                                                "output": run1.done["usage"]["output_tokens"]}
+        assert json.loads("{" + pre(html, "usage-1") + "}")["usage"] == run1.done["usage"]
+        steps = data(html)["steps"]
+        assert len(steps) == len(run1.steps)
+        for a, b in zip(steps, run1.steps):
+            assert a["text"] == b["text"] and a["n_allowed"] == b.get("n_allowed")
+            assert a["mass_removed"] == b.get("mass_removed", 0.0)
+        if choice == "auto":
+            assert htmllib.unescape(re.search(r'id="text-1">(.*?)</blockquote>', html, re.S).group(1)) == run1.text
+            continue
+        block = json.loads(pre(html, "tool-use"))
+        assert tools.tool_use_block(run1)["input"] == block["input"]
+        content, is_error = run_tool(block["name"], block["input"])
+        assert pre(html, "tool-output") == content
+        assert ("true" if is_error else "false") in re.search(r'id="is-error">(\w+)<', html).group(1)
+        body2 = json.loads(pre(html, "body-2"))
+        assert "tools" not in body2
+        assert body2["messages"][-2]["content"][0]["input"] == block["input"]
+        assert body2["messages"][-1]["content"][0]["tool_use_id"] == block["id"]
+        run2 = run_request(engine(), body2, seed=SCENARIO.seed)
+        assert usage_attrs(html, "usage-2") == {"input": run2.done["usage"]["input_tokens"],
+                                                "output": run2.done["usage"]["output_tokens"]}
+        assert htmllib.unescape(re.search(r'id="text-2">(.*?)</blockquote>', html, re.S).group(1)) == run2.text
+
+
+@pytest.mark.parametrize("opts", [{"tool": "rm_rf"}, {"choice": "maybe"}, {"step": "-1"}, {"step": "x"},
+                                  {"step": "9999"}, {"choice": "auto", "step": "500"}])
+def test_bad_options_are_400_pages(client, opts):
+    r = get(client, SCENARIO, **opts)
+    assert r.status_code == 400
+    assert "cannot be shown" in r.content.decode()
+
+
+def test_step_in_range_renders(client):
+    n = len(data(get(client, SCENARIO).content.decode())["steps"])
+    r = get(client, SCENARIO, step=str(n - 1))
+    assert r.status_code == 200 and data(r.content.decode())["step"] == n - 1
+
+
+def test_hostile_text_is_escaped(client):
+    hostile = Scenario(system='<script>alert(1)</script>',
+                       messages=[{"role": "user", "content": '<img src=x onerror="alert(1)"> \u202eevil\u202c ' + "😀" * 30}],
+                       max_tokens=4)
+    html = get(client, hostile, choice="none").content.decode()
+    assert "<img src=x" not in html and "<script>alert(1)" not in html
+    assert "&lt;img src=x" in html
+
+
+def test_a_prompt_too_long_shows_the_api_400(client):
+    long = Scenario(messages=[{"role": "user", "content": "😀" * 2000}])
+    r = get(client, long)
+    assert r.status_code == 200
+    html = r.content.decode()
+    err = json.loads(pre(html, "error-1"))
+    assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
+    assert "too long" in err["error"]["message"]
+    assert 'data-filled="true"' not in html
