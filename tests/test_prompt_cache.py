@@ -138,3 +138,25 @@ def test_top_level_cache_control_marks_the_last_turn(setup):
     u, _, _ = run(engine, cache, b)
     total = len(engine.prompt_ids(parse_request(b)))
     assert u["cache_creation_input_tokens"] == total - 1  # everything but the generation prompt <|assistant|>
+
+
+def test_a_breakpoint_on_a_tool_definition_caches_through_the_system_turn(setup):
+    from explainer.lifecycle.tools import DEMO_TOOLS
+
+    engine, cache, _ = setup
+    tool = {**DEMO_TOOLS["calculator"].definition(), "cache_control": {"type": "ephemeral"}}
+    b = {"model": "m", "max_tokens": 4, "temperature": 0, "tools": [tool], "messages": [{"role": "user", "content": "2+2?"}]}
+    n_sys = engine.prompt_segments(parse_request(b))[1]["system"]
+    u1, _, _ = run(engine, cache, b)
+    assert u1["cache_creation_input_tokens"] == n_sys
+    u2, _, _ = run(engine, cache, b)
+    assert u2["cache_read_input_tokens"] == n_sys
+
+
+def test_an_undecodable_tool_schema_is_a_clear_400():
+    engine = Engine()
+    b = {"model": "m", "max_tokens": 4, "tool_choice": {"type": "any"},
+         "tools": [{"name": "t", "input_schema": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}}}}],
+         "messages": [{"role": "user", "content": "x"}]}
+    with pytest.raises(APIError, match="cannot decode this schema"):
+        list(engine.stream(parse_request(b)))

@@ -98,6 +98,8 @@ class Engine:
         started = time.perf_counter()
         ids, ends = self.prompt_segments(req)
         self.check_fits(ids)
+        if req.tools and req.tool_choice["type"] in ("any", "tool"):
+            self._check_decodable(req)
         kv = self.model.new_cache()
         plan = None
         if prompt_cache is not None and req.breakpoints:
@@ -145,6 +147,18 @@ class Engine:
                 "total_ms": round(total * 1000, 2),
             },
         }
+
+    def _check_decodable(self, req: MessagesRequest) -> None:
+        """A 400 before anything runs when a tool's schema is outside what constrained decoding supports."""
+        from explainer.lifecycle.tools import JsonConstraint, UnsupportedSchema
+
+        names = [req.tool_choice["name"]] if req.tool_choice["type"] == "tool" else [t["name"] for t in req.tools]
+        for i, t in enumerate(req.tools):
+            if t["name"] in names:
+                try:
+                    JsonConstraint(t["input_schema"], self.tokenizer)
+                except UnsupportedSchema as exc:
+                    raise invalid(f"tools.{i}.input_schema: the bundled model cannot decode this schema: {exc}") from None
 
     def _text_reply(self, req, ids, kv, seed, n_candidates, cancelled, keep_logits):
         """The text content block, token by token; returns the Finish."""

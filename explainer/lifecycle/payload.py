@@ -346,7 +346,11 @@ def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
 
     # Cache breakpoints, in prefix order (tools, system, messages). A breakpoint counts from the end
     # of its turn: the bundled model's cache works at turn boundaries (see prompt_cache.py).
-    bps = [CacheBreakpoint("system", ttl, path) for path, ttl in system_marks if system]
+    tools = _tools(body["tools"]) if body.get("tools") is not None else []
+    # The bundled model reads tool definitions inside its system turn, so a tool's breakpoint
+    # covers the prefix through the end of that turn.
+    bps = [CacheBreakpoint("system", ttl, path) for path, ttl in _breakpoints_of(body.get("tools"), "tools") if tools]
+    bps += [CacheBreakpoint("system", ttl, path) for path, ttl in system_marks if system]
     bps += [CacheBreakpoint(f"messages.{turn}", ttl, path) for turn, ttl, path in marks]
     if body.get("cache_control") is not None:  # automatic: on the last cacheable block
         bps.append(CacheBreakpoint(f"messages.{len(merged) - 1}", _cache_control(body["cache_control"], "cache_control"), "cache_control"))
@@ -359,7 +363,6 @@ def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
         elif seen_5m is not None:
             raise invalid(f"{bp.where}: a cache_control with ttl '1h' must not come after one with ttl '5m' ({seen_5m.where})")
 
-    tools = _tools(body["tools"]) if body.get("tools") is not None else []
     tool_choice = _tool_choice(body.get("tool_choice"), tools)
 
     return MessagesRequest(
