@@ -138,3 +138,101 @@ def test_a_prompt_too_long_shows_the_api_400(client):
     assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
     assert "too long" in err["error"]["message"]
     assert 'data-filled="true"' not in html
+
+
+# ---- the learner's own tool (tool=own: the scenario's tools[0], a stand-in result in step 3) ----
+
+OWN_TOOL = {"name": "pick_colour", "description": "Pick a colour for the chart.",
+            "input_schema": {"type": "object",
+                             "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]},
+                                            "bold": {"type": "boolean"}},
+                             "required": ["colour", "bold"]}}
+
+
+def test_own_tool_runs_the_loop_with_a_stand_in_result(client):
+    own = SCENARIO.replace(tools=[OWN_TOOL])
+    r = get(client, own, tool="own")
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert 'data-tool="own" aria-current="true"' in html
+    assert html.count('data-filled="true"') == 5
+    body1 = json.loads(pre(html, "body-1"))
+    assert body1["tools"] == [OWN_TOOL] and body1["tool_choice"] == {"type": "tool", "name": "pick_colour"}
+    assert body1 == tools.first_body(own, "own", "tool")
+    block = json.loads(pre(html, "tool-use"))
+    assert block["name"] == "pick_colour"
+    jsonschema.validate(block["input"], OWN_TOOL["input_schema"])
+    run1 = run_request(engine(), body1, seed=own.seed)
+    assert tools.tool_use_block(run1)["input"] == block["input"]
+    # step 3: a labelled stand-in, not a real run; steps 4-5 carry it back as the tool_result
+    assert "Stand-in result" in html
+    assert json.loads(pre(html, "tool-output")) == {"note": "your code would run pick_colour here"}
+    body2 = json.loads(pre(html, "body-2"))
+    assert body2["messages"][-1]["content"][0]["content"] == tools.stand_in("pick_colour")
+    run2 = run_request(engine(), body2, seed=own.seed)
+    assert usage_attrs(html, "usage-2") == {"input": run2.done["usage"]["input_tokens"],
+                                            "output": run2.done["usage"]["output_tokens"]}
+    # the form starts from the learner's tool
+    assert 'id="own-name"' in html and 'value="pick_colour"' in html
+
+
+def test_own_tool_with_choice_any(client):
+    r = get(client, SCENARIO.replace(tools=[OWN_TOOL]), tool="own", choice="any")
+    assert r.status_code == 200
+    block = json.loads(pre(r.content.decode(), "tool-use"))
+    assert block["name"] == "pick_colour"
+    jsonschema.validate(block["input"], OWN_TOOL["input_schema"])
+
+
+def test_own_without_tools_is_400(client):
+    r = get(client, SCENARIO, tool="own")
+    assert r.status_code == 400
+    html = r.content.decode()
+    assert "cannot be shown" in html and "tool of your own" in html
+
+
+def test_own_pill_only_when_the_scenario_has_a_tool(client):
+    assert 'data-tool="own"' not in get(client, SCENARIO).content.decode()
+    assert 'data-tool="own"' in get(client, SCENARIO.replace(tools=[OWN_TOOL])).content.decode()
+
+
+def test_unsupported_schema_is_a_clear_message(client):
+    bad = dict(OWN_TOOL, input_schema={"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]+$"}},
+                                       "required": ["code"]})
+    r = get(client, SCENARIO.replace(tools=[bad]), tool="own")
+    assert r.status_code in (200, 400)
+    html = r.content.decode()
+    err = json.loads(pre(html, "error-1"))
+    assert "cannot decode this schema" in err["error"]["message"] and "pattern" in err["error"]["message"]
+
+
+def test_unsupported_schema_raised_by_the_engine_is_caught(client, monkeypatch):
+    from explainer.lifecycle.tools import UnsupportedSchema
+
+    def boom(*a, **k):
+        raise UnsupportedSchema("properties.x: keywords ['pattern'] are not supported")
+    monkeypatch.setattr(tools, "run_request", boom)
+    tools._CACHE.clear()
+    r = get(client, SCENARIO.replace(tools=[OWN_TOOL], seed=77), tool="own")
+    tools._CACHE.clear()
+    assert r.status_code == 200
+    assert "cannot decode this schema" in json.loads(pre(r.content.decode(), "error-1"))["error"]["message"]
+
+
+@pytest.mark.parametrize("tool", [dict(OWN_TOOL, name="bad name!"), dict(OWN_TOOL, input_schema={"type": "string"}),
+                                  "not an object", dict(OWN_TOOL, input_schema={"type": "object", "properties": 3})])
+def test_invalid_own_tool_shows_the_api_400(client, tool):
+    r = get(client, SCENARIO.replace(tools=[tool]), tool="own")
+    assert r.status_code == 200
+    err = json.loads(pre(r.content.decode(), "error-1"))
+    assert err["type"] == "error" and err["error"]["message"].startswith("tools.0")
+    assert 'data-filled="true"' not in r.content.decode()
+
+
+def test_hostile_own_tool_description_is_escaped(client):
+    hostile = dict(OWN_TOOL, description='<script>alert(1)</script><img src=x onerror="alert(2)"> \u202eevil')
+    r = get(client, SCENARIO.replace(tools=[hostile]), tool="own")
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert "<script>alert(1)" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)" in html

@@ -93,3 +93,32 @@ def test_hostile_text_stays_text(server, page, link):
     assert page.evaluate("window.__pwned") is None
     assert page.locator(".visual img, .visual b").count() == 0
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+
+def test_own_tool_form_runs_the_loop(server, page, link, shoot, axe):
+    page.goto(link("tools", SCENARIO, choice="tool", tool="get_time"))
+    ready(page)
+    # a broken schema is caught in the browser before anything is sent
+    page.fill("#own-name", "pick_colour")
+    page.fill("#own-description", "Pick a colour <b>now</b>")
+    page.fill("#own-schema", "{not json")
+    page.click("#own-submit")
+    assert "not valid JSON" in page.locator("#own-status").inner_text()
+    assert "tool=own" not in page.url
+    schema = '{"type": "object", "properties": {"colour": {"type": "string", "enum": ["red", "green"]}}, "required": ["colour"]}'
+    page.fill("#own-schema", schema)
+    with page.expect_navigation():
+        page.click("#own-submit")
+    ready(page)
+    q = parse_qs(urlparse(page.url).query)
+    assert q["tool"] == ["own"] and q["s"]
+    assert page.locator("#sequence > li[data-filled='true']").count() == 5
+    assert page.locator("#n-filled").inner_text() == "5"
+    assert '"name": "pick_colour"' in page.locator("#tool-use").inner_text()
+    assert "your code would run pick_colour here" in page.locator("#tool-output").inner_text()
+    assert "Stand-in result" in page.locator(".tl-step.in-app").inner_text()
+    assert page.locator(".tl-def b").count() == 0 and "<b>now</b>" in page.locator(".tl-def pre").inner_text()
+    assert page.locator("a[data-tool='own'][aria-current='true']").count() == 1
+    axe(page)
+    shoot(page, "tools-own-1280")
+    page.locator(".tl-own").screenshot(path=str(SHOTS / "tools-own-form-1280.png"))

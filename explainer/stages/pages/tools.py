@@ -11,6 +11,10 @@ model answers in text (it was never trained to call tools), so the loop stops af
 Only one tool goes in a request: each definition costs 170–380 input tokens of a 512-token window.
 The second request leaves ``tools`` out for the same reason (the history alone must fit).
 Results are kept per (scenario, tool, choice) in a small LRU.
+
+With ``tool=own`` the tool is the learner's: the first of the scenario's own ``tools`` (defined with the
+form on the page). The server cannot run it, so step 3 is a stand-in result the page writes itself,
+clearly labelled; steps 4–5 send that stand-in back as the ``tool_result``.
 """
 from __future__ import annotations
 
@@ -18,17 +22,27 @@ import json
 import threading
 from collections import OrderedDict
 
-from explainer.lifecycle.engine import run_request
-from explainer.lifecycle.tools import DEMO_TOOLS, run_tool
+from dataclasses import asdict
+
+from explainer.lifecycle.engine import Run, run_request
+from explainer.lifecycle.tools import DEMO_TOOLS, UnsupportedSchema, run_tool
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
 
 TOOL_NAMES = tuple(DEMO_TOOLS)
+OWN = "own"  # the learner's own tool: the scenario's tools[0]
+OWN_EXAMPLE = {
+    "name": "get_weather",
+    "description": "Current weather for a city.",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo", "Lima"]},
+                                                      "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                     "required": ["city"]},
+}
 CHOICES = ("tool", "any", "auto", "none")
 MAX_TOKENS = 80
 TOP = 6  # candidate rows drawn per step, before and after the mask
 
 OPTIONS = {
-    "tool": ChoiceOption("get_dag_status", TOOL_NAMES),
+    "tool": ChoiceOption("get_dag_status", TOOL_NAMES + (OWN,)),
     "choice": ChoiceOption("tool", CHOICES),
     "step": IntOption(0, 0, None),
 }
@@ -42,8 +56,36 @@ def _json(value) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def tool_choice(choice: str, tool: str) -> dict:
+def tool_choice(choice: str, tool) -> dict:
     return {"type": "tool", "name": tool} if choice == "tool" else {"type": choice}
+
+
+def definition_of(scenario, tool: str):
+    """The tool definition sent: a demo tool's, or the learner's own exactly as written (the API validates it)."""
+    return scenario.tools[0] if tool == OWN else DEMO_TOOLS[tool].definition()
+
+
+def name_of(definition) -> str | None:
+    return definition.get("name") if isinstance(definition, dict) else None
+
+
+def stand_in(name) -> str:
+    """Step 3 for the learner's own tool: the server cannot run it, so the page writes this result itself."""
+    return json.dumps({"note": f"your code would run {name} here"}, ensure_ascii=False)
+
+
+def _refused(body: dict, message: str) -> Run:
+    """A 400 Run for a schema the constrained decoder cannot handle, should the engine ever raise instead of refusing."""
+    error = {"type": "error", "error": {"type": "invalid_request_error",
+                                        "message": f"tools.0.input_schema: the bundled model cannot decode this schema: {message}"}}
+    return Run(body, None, error, [], [], [], [], None)
+
+
+def _run(engine, body: dict, seed: int) -> Run:
+    try:
+        return run_request(engine, body, seed=seed)
+    except UnsupportedSchema as exc:
+        return _refused(body, str(exc))
 
 
 def first_body(scenario, tool: str, choice: str) -> dict:
@@ -51,8 +93,9 @@ def first_body(scenario, tool: str, choice: str) -> dict:
     if scenario.system:
         body["system"] = scenario.system
     body["messages"] = [dict(m) for m in scenario.messages]
-    body["tools"] = [DEMO_TOOLS[tool].definition()]
-    body["tool_choice"] = tool_choice(choice, tool)
+    definition = definition_of(scenario, tool)
+    body["tools"] = [definition]
+    body["tool_choice"] = tool_choice(choice, name_of(definition) if tool == OWN else tool)
     body["temperature"] = scenario.temperature
     if scenario.top_p is not None:
         body["top_p"] = scenario.top_p
@@ -97,14 +140,17 @@ def compute(engine, scenario, tool: str, choice: str) -> dict:
             _CACHE.move_to_end(key)
             return _CACHE[key]
     body1 = first_body(scenario, tool, choice)
-    run1 = run_request(engine, body1, seed=scenario.seed)
+    run1 = _run(engine, body1, scenario.seed)
     out: dict = {"body1": body1, "run1": run1, "block": None, "result": None, "body2": None, "run2": None}
     if run1.error is None:
         block = tool_use_block(run1)
         out["block"] = block
         if block is not None and run1.done["stop_reason"] == "tool_use" and block["input"] is not None:
-            content, is_error = run_tool(block["name"], block["input"])
-            out["result"] = {"content": content, "is_error": is_error}
+            if tool == OWN:
+                content, is_error = stand_in(block["name"]), False
+            else:
+                content, is_error = run_tool(block["name"], block["input"])
+            out["result"] = {"content": content, "is_error": is_error, "stand_in": tool == OWN}
             call = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": block["input"]}
             result = {"type": "tool_result", "tool_use_id": block["id"], "content": content}
             if is_error:
@@ -113,7 +159,7 @@ def compute(engine, scenario, tool: str, choice: str) -> dict:
             body2["messages"] = body1["messages"] + [{"role": "assistant", "content": [call]},
                                                      {"role": "user", "content": [result]}]
             out["body2"] = body2
-            out["run2"] = run_request(engine, body2, seed=scenario.seed)
+            out["run2"] = _run(engine, body2, scenario.seed)
     with _LOCK:
         _CACHE[key] = out
         while len(_CACHE) > _CACHE_SIZE:
@@ -151,6 +197,10 @@ def step_rows(run, block_name: str | None, choice: str) -> list[dict]:
 def context(page) -> dict:
     o = page.opts
     tool, choice = o["tool"], o["choice"]
+    own_tools = page.scenario.tools
+    if tool == OWN and not own_tools:
+        raise OptionError("“tool=own” needs a scenario that carries a tool of your own, and this one has no tools. "
+                          "Define one with the “Your own tool” form on the Tools page.")
     engine = page.engine
     data = compute(engine, page.scenario, tool, choice)
     run1, run2 = data["run1"], data["run2"]
@@ -161,10 +211,15 @@ def context(page) -> dict:
     if not steps and o["step"] != 0:
         raise OptionError("“step” must be 0: this request generated no tokens.")
     vocab = engine.model.config.vocab_size
-    definition = DEMO_TOOLS[tool].definition()
+    definition = definition_of(page.scenario, tool)
+    d = definition if isinstance(definition, dict) else {}
     def_tokens = len(engine.tokenizer.encode(
-        "\n".join([f"- {definition['name']}: {definition['description']}",
-                   "  input schema: " + json.dumps(definition["input_schema"], ensure_ascii=False, separators=(",", ":"))])))
+        "\n".join([f"- {d.get('name', '')}: {d.get('description', '')}",
+                   "  input schema: " + json.dumps(d.get("input_schema"), ensure_ascii=False, separators=(",", ":"))])))
+    own_name = name_of(definition) if tool == OWN else None
+    # the form starts from the learner's tool when there is one, else from a small example
+    start = own_tools[0] if own_tools and isinstance(own_tools[0], dict) else OWN_EXAMPLE
+    form_schema = start.get("input_schema", OWN_EXAMPLE["input_schema"])
     stop1 = run1.done["stop_reason"] if run1.done else None
     shown_block = None
     if block is not None:
@@ -176,7 +231,12 @@ def context(page) -> dict:
         "wide": True,
         "own_error_card": True,
         "tool": tool, "choice": choice, "step": o["step"],
-        "tools_links": [{"name": n, "url": page.url(tool=n, choice=choice), "current": n == tool} for n in TOOL_NAMES],
+        "own": tool == OWN, "tool_name": (own_name if isinstance(own_name, str) else "") if tool == OWN else tool,
+        "tools_links": [{"name": n, "url": page.url(tool=n, choice=choice), "current": n == tool}
+                        for n in TOOL_NAMES + ((OWN,) if own_tools else ())],
+        "own_form": {"name": start.get("name") if isinstance(start.get("name"), str) else "",
+                     "description": start.get("description") if isinstance(start.get("description"), str) else "",
+                     "schema": _json(form_schema)},
         "choice_links": [{"name": c, "url": page.url(tool=tool, choice=c), "current": c == choice} for c in CHOICES],
         "definition_json": _json(definition),
         "def_tokens": def_tokens,
@@ -202,4 +262,5 @@ def context(page) -> dict:
         "n_constrained": len(constrained),
         "mean_allowed": round(sum(s["n_allowed"] for s in constrained) / len(constrained)) if constrained else None,
         "tools_data": {"steps": steps, "step": o["step"], "vocab": vocab, "choice": choice},
+        "own_data": {"fields": asdict(page.scenario), "choice": choice},
     }

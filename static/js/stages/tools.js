@@ -1,5 +1,5 @@
 // Tools stage: the mask panel for one step of the tool call (top candidates before and after the mask).
-import { readJSON, setViewOption } from "../stage.js";
+import { encodeScenario, readJSON, setViewOption } from "../stage.js";
 import { viridis } from "../lib/colors.js";
 
 const data = readJSON("tools-data");
@@ -86,5 +86,42 @@ if (data && data.steps.length && range) {
   });
   range.addEventListener("input", () => select(Number(range.value)));
   select(Math.min(data.step, data.steps.length - 1), false);
+}
+// "Your own tool": the scenario's fields with tools = [the learner's definition], encoded by the server,
+// then the page for that scenario with tool=own. Only JSON syntax is checked here; the API's 400 says the rest.
+const own = readJSON("own-data");
+const form = document.getElementById("own-form");
+if (own && form) {
+  const status = document.getElementById("own-status");
+  const say = (msg, bad) => { status.textContent = msg; status.classList.toggle("bad", !!bad); };
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const schemaBox = document.getElementById("own-schema");
+    let schema;
+    try {
+      schema = JSON.parse(schemaBox.value);
+    } catch (err) {
+      say("input_schema is not valid JSON: " + err.message, true);
+      schemaBox.setAttribute("aria-invalid", "true");
+      schemaBox.focus();
+      return;
+    }
+    schemaBox.removeAttribute("aria-invalid");
+    const tool = { name: document.getElementById("own-name").value.trim(), input_schema: schema };
+    const description = document.getElementById("own-description").value;
+    if (description) tool.description = description;
+    const button = document.getElementById("own-submit");
+    button.disabled = true;
+    say("Sending…");
+    try {
+      const blob = await encodeScenario({ ...own.fields, tools: [tool] });
+      const q = new URLSearchParams({ s: blob, tool: "own" });
+      if (own.choice && own.choice !== "tool") q.set("choice", own.choice);
+      location.href = "/learn/tools/?" + q.toString();
+    } catch (err) {
+      say(err.message, true);
+      button.disabled = false;
+    }
+  });
 }
 document.body.dataset.toolsReady = "1";
