@@ -80,3 +80,23 @@ def link(server):
     from tests.urls import stage_url
 
     return lambda slug, scenario=None, **opts: server["url"] + stage_url(slug, scenario, **opts)
+
+
+@pytest.fixture
+def phone(browser):
+    """A page in a 390 x 844 touch viewport (a phone), with page errors collected in ``.js_errors``."""
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    pg = ctx.new_page()
+    pg.js_errors = []
+    pg.on("pageerror", lambda e: pg.js_errors.append(str(e)))
+    yield pg
+    ctx.close()
+
+
+def assert_fits_phone(pg) -> None:
+    """No sideways scrolling at 390 px. A mobile viewport widens itself to fit overflowing content,
+    so the viewport's own width is checked too, and the culprits are named when it fails."""
+    assert pg.evaluate("window.innerWidth") == 390
+    wide = pg.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 392)
+        .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id)""")
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 390, wide

@@ -4,6 +4,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from tests.browser.conftest import assert_fits_phone
+
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import Scenario
 from explainer.stages.pages.caching import LONG_SYSTEM
@@ -110,21 +112,15 @@ def test_a_short_prompt_offers_a_long_system_prompt(server, page, link):
     assert page.locator("input[data-bp][value='system']").is_checked()
 
 
-def test_it_fits_a_phone(server, browser, link, shoot, axe):
-    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    pg = ctx.new_page()
-    errors = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
+def test_it_fits_a_phone(server, phone, link, shoot, axe):
+    pg = phone
     pg.goto(link("caching", SCENARIO, bp="system", clock="3"))
     pg.wait_for_selector("body[data-caching-ready]")
-    assert pg.evaluate("window.innerWidth") == 390
     shoot(pg, "caching-phone")
-    wide = pg.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 392)
-        .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id)""")
-    assert pg.evaluate("document.documentElement.scrollWidth") <= 390, wide
+    assert_fits_phone(pg)
     axe(pg)
-    assert not errors
-    ctx.close()
+    assert not pg.js_errors
+
 
 
 def test_hostile_text_stays_text(server, page, link):

@@ -10,20 +10,11 @@ from explainer.lifecycle.scenario import Scenario
 from explainer.stages.pages.conversation import CANNED_TURNS
 from explainer.stages.runs import engine, run_of
 from tests.api.raw import request
+from tests.test_stage_conversation import grow  # what pressing Send builds
 
 pytestmark = pytest.mark.browser
 SYSTEM = "You are a helpful assistant for software engineers."
 START = Scenario(system=SYSTEM, messages=[{"role": "user", "content": "What is a primary key?"}], max_tokens=32, seed=5)
-
-
-def grow(scenario: Scenario, turns) -> Scenario:
-    """The conversation after sending ``turns`` one by one, each reply the model's own (as Send builds it)."""
-    msgs = list(scenario.messages)
-    for t in turns:
-        run = run_of(scenario.replace(messages=msgs))
-        assert run.error is None
-        msgs = msgs + [{"role": "assistant", "content": run.text}, {"role": "user", "content": t}]
-    return scenario.replace(messages=msgs)
 
 
 def count(scenario: Scenario, n_messages: int) -> int:

@@ -6,6 +6,8 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pytest
 
+from tests.browser.conftest import assert_fits_phone
+
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.generate import banned_ids
 from explainer.llm.sampling import SamplingParams, distribution
@@ -169,16 +171,13 @@ def test_the_seeded_draw_repeats_for_the_same_link(server, page, link, shoot):
     assert sum(int(c) for c in counts if c) <= 101
 
 
-def test_it_fits_a_phone(server, browser, link, shoot):
-    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    pg = ctx.new_page()
+def test_it_fits_a_phone(server, phone, link, shoot):
+    pg = phone
     pg.goto(link("sampling", SCENARIO, step=1))
     pg.wait_for_selector("body[data-sampling-ready]")
     shoot(pg, "sampling-phone")
-    wide = pg.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 392)
-        .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id)""")
-    assert pg.evaluate("document.documentElement.scrollWidth") <= 390, wide
-    ctx.close()
+    assert_fits_phone(pg)
+
 
 
 def test_hostile_text_stays_text(server, page, link, shoot):

@@ -7,19 +7,11 @@ import pytest
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.tokenizer import load_tokenizer
 from explainer.stages.runs import run_of
+from tests.test_stage_tokenize import SCENARIO  # the same fixed scenario as the view tests
 
 pytestmark = pytest.mark.browser
 
 tok = load_tokenizer()
-SCENARIO = Scenario(
-    system="You answer in one short paragraph.",
-    messages=[
-        {"role": "user", "content": "What is a database index?"},
-        {"role": "assistant", "content": "A structure that makes lookups faster."},
-        {"role": "user", "content": "How does PostgreSQL choose between\nan index scan and a sequential scan?"},
-    ],
-    max_tokens=8,
-)
 
 
 def count_at(req, n: int) -> int:

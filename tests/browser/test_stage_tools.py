@@ -5,6 +5,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from tests.browser.conftest import assert_fits_phone
+
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.scenario import Scenario
 from explainer.stages.pages import tools
@@ -66,23 +68,17 @@ def test_auto_answers_in_text(server, page, link, shoot):
     shoot(page, "tools-auto")
 
 
-def test_it_fits_a_phone(server, browser, link, shoot, axe):
-    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    pg = ctx.new_page()
-    errors = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
+def test_it_fits_a_phone(server, phone, link, shoot, axe):
+    pg = phone
     pg.goto(link("tools", SCENARIO, choice="any", tool="get_time"))
     pg.wait_for_selector("body[data-tools-ready]")
-    assert pg.evaluate("window.innerWidth") == 390
     shoot(pg, "tools-phone")
     pg.locator(".tl-mask").screenshot(path=str(SHOTS / "tools-mask-phone.png"))
     pg.locator(".tl-seq-card").screenshot(path=str(SHOTS / "tools-seq-phone.png"))
-    wide = pg.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 392)
-        .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id)""")
-    assert pg.evaluate("document.documentElement.scrollWidth") <= 390, wide
+    assert_fits_phone(pg)
     axe(pg)
-    assert not errors
-    ctx.close()
+    assert not pg.js_errors
+
 
 
 def test_hostile_text_stays_text(server, page, link):
