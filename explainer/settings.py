@@ -4,12 +4,20 @@ EXPLAINER_DEBUG=1            debug pages (never in front of an audience)
 EXPLAINER_SECRET_KEY         secret; by default one is generated once into var/secret.key
 EXPLAINER_ALLOWED_HOSTS      comma-separated, added to localhost, 127.0.0.1 and ::1
 EXPLAINER_DATA_DIR           where the SQLite database and the generated secret live (default var/)
+DATABASE_URL                 e.g. postgres://user@host:5432/name: PostgreSQL instead of the SQLite file
+REDIS_URL                    e.g. redis://127.0.0.1:6379/0: channel layer and rate limits shared by
+                             several Daphne processes (default: in-process, one process only)
+EXPLAINER_PUBLIC_URL         the address students type or scan to join a room (default: worked out
+                             from the request, with this machine's network address for localhost)
 """
 from __future__ import annotations
 
 import os
 import secrets
+import socket
 from pathlib import Path
+
+import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("EXPLAINER_DATA_DIR", BASE_DIR / "var"))
@@ -32,9 +40,27 @@ def _secret_key() -> str:
 
 DEBUG = _flag("EXPLAINER_DEBUG")
 SECRET_KEY = _secret_key()
+
+
+def lan_address() -> str | None:
+    """This machine's address on its network (what a phone in the same room would reach), if any.
+    Connecting a UDP socket sends nothing; it only asks the kernel which interface it would use."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))
+            addr = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"] + [
     h.strip() for h in os.environ.get("EXPLAINER_ALLOWED_HOSTS", "").split(",") if h.strip()
 ]
+# A classroom: students' phones reach the presenter's laptop by its network address or name.
+if not _flag("EXPLAINER_LOCAL_ONLY"):
+    ALLOWED_HOSTS += [h for h in (lan_address(), socket.gethostname(), socket.gethostname() + ".local") if h]
+EXPLAINER_PUBLIC_URL = os.environ.get("EXPLAINER_PUBLIC_URL", "").rstrip("/")
 
 INSTALLED_APPS = [
     "daphne",  # runserver serves HTTP and WebSockets through Daphne
@@ -45,6 +71,8 @@ INSTALLED_APPS = [
     "explainer.live",
     "explainer.api",
     "explainer.shares",
+    "explainer.rooms",
+    "explainer.tutorial",
 ]
 
 MIDDLEWARE = [
@@ -67,6 +95,8 @@ TEMPLATES = [
 ]
 
 DATABASES = {
+    "default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=0, conn_health_checks=True)
+} if os.environ.get("DATABASE_URL") else {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": DATA_DIR / "db.sqlite3",
@@ -76,7 +106,16 @@ DATABASES = {
     }
 }
 
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Shared state for several processes: the channel layer (classroom rooms, whose presenter and
+# students may sit on different processes) and the rate limits.
+REDIS_URL = os.environ.get("REDIS_URL", "")
+# Pub/sub: a room's broadcast is one PUBLISH whatever the class size, each process fans it
+# out to its own sockets, and nothing is dropped for capacity (the list-based layer drops
+# group messages past a per-channel capacity).
+CHANNEL_LAYERS = {"default": {
+    "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("EXPLAINER_CHANNEL_PREFIX", "explainer")},
+} if REDIS_URL else {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -102,8 +141,6 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = EXPLAINER_API_MAX_BODY_BYTES + 1024
 EXPLAINER_RATE_REQUESTS_PER_MINUTE = int(os.environ.get("EXPLAINER_RATE_REQUESTS_PER_MINUTE", 120))
 EXPLAINER_RATE_INPUT_TOKENS_PER_MINUTE = int(os.environ.get("EXPLAINER_RATE_INPUT_TOKENS_PER_MINUTE", 200_000))
 EXPLAINER_RATE_OUTPUT_TOKENS_PER_MINUTE = int(os.environ.get("EXPLAINER_RATE_OUTPUT_TOKENS_PER_MINUTE", 40_000))
-# Shared state for several processes (rate limits now; the channel layer in a later version).
-REDIS_URL = os.environ.get("REDIS_URL", "")
 EXPLAINER_TRACE_TTL_HOURS = float(os.environ.get("EXPLAINER_TRACE_TTL_HOURS", 24))
 
 LOGGING = {
@@ -113,3 +150,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("EXPLAINER_LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# Classroom rooms (explainer/rooms)
+EXPLAINER_LOCAL_ONLY = _flag("EXPLAINER_LOCAL_ONLY")
+EXPLAINER_ROOM_TTL_HOURS = float(os.environ.get("EXPLAINER_ROOM_TTL_HOURS", 6))
+EXPLAINER_ROOM_MAX_FRAME_BYTES = int(os.environ.get("EXPLAINER_ROOM_MAX_FRAME_BYTES", 16 * 1024))
+EXPLAINER_ROOM_STUDENT_FRAMES_PER_10S = int(os.environ.get("EXPLAINER_ROOM_STUDENT_FRAMES_PER_10S", 20))
+EXPLAINER_ROOM_PRESENTER_FRAMES_PER_10S = int(os.environ.get("EXPLAINER_ROOM_PRESENTER_FRAMES_PER_10S", 200))

@@ -4,6 +4,8 @@ urlpatterns = [
     path("", include("explainer.api.urls")),
     path("", include("explainer.stages.urls")),
     path("", include("explainer.shares.urls")),
+    path("", include("explainer.rooms.urls")),
+    path("", include("explainer.tutorial.urls")),
 ]
 
 handler400 = "explainer.stages.views.bad_request"

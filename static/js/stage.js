@@ -47,6 +47,15 @@ export function setViewOption(name, value) {
   else url.searchParams.set(name, String(value));
   history.replaceState(null, "", url);
   for (const btn of document.querySelectorAll("[data-copy-link]")) btn.dataset.copyLink = url.href;
+  notifyParent();
+}
+
+// A page shown in a frame of this site (a classroom room) tells the room where it is now,
+// since changes made in place (history.replaceState) fire no event the room could see.
+function notifyParent() {
+  if (window.parent !== window) {
+    try { window.parent.postMessage({ type: "explainer.location", href: location.pathname + location.search }, location.origin); } catch { /* other origin */ }
+  }
 }
 
 export function readJSON(id) {
@@ -69,6 +78,7 @@ export function setScenarioBlob(blob) {
     const u = retarget(a.href);
     a.href = u.pathname + u.search;
   }
+  notifyParent();
 }
 
 // POST scenario fields to the server's encoder; resolves to the new blob or throws with its message.

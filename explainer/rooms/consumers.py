@@ -1,0 +1,421 @@
+"""``ws/rooms/<code>/``: one socket per person in a classroom room.
+
+Everyone connects as a student. A socket that sends the room's secret
+(``{"type": "auth", "secret": ...}``) becomes a presenter, and only a presenter's
+commands do anything; a student's socket can only send a guess.
+
+Frames to the browser (JSON text):
+    room.hello     on connect: role, code, the stage the presenter is on, limits
+    room.state     the presenter moved: {"state": {"slug", "href", "title"}}
+    room.run       a run started ("phase": "start") or ended ("phase": "end")
+    room.token     one generated token with its top candidates
+    room.guess     "guess the next token" is open: the choices to pick from
+    room.reveal    the class's guesses beside the model's distribution, and the model's draw
+    room.students  (presenter only) how many students are connected
+    room.tally     (presenter only) the guesses so far
+    room.ended     the presenter ended the room
+    error          the API's error envelope; the socket stays open unless it says otherwise
+Every broadcast frame carries ``seq`` (consecutive per presenter connection ``src``), so a
+client can tell that nothing was lost or reordered.
+
+Frames from a presenter: auth, state {href}, run {pace_ms?}, pause, play, step, pace {pace_ms},
+guess, reveal, stop, end. From a student: guess {text}.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+import time
+from collections import Counter, deque
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from explainer.lifecycle.errors import APIError
+from explainer.lifecycle.payload import parse_request
+from explainer.lifecycle.scenario import ScenarioError
+from explainer.live.runner import run_events
+from explainer.rooms import rooms
+from explainer.rooms.models import Room
+
+log = logging.getLogger(__name__)
+PRESENTER_COMMANDS = ("state", "run", "pause", "play", "step", "pace", "guess", "reveal", "stop", "end")
+DEFAULT_PACE_MS = 300
+MAX_PACE_MS = 2000
+CHOICES = 8          # tokens a student can pick from when guessing
+MAX_GUESS_CHARS = 40
+SHOWN_GUESSES = 12   # bars in the class histogram; the rest are summed as "other"
+CLOSE_NOT_FOUND, CLOSE_FLOOD, CLOSE_ENDED = 4404, 4429, 4410
+
+
+def _err(kind: str, message: str) -> dict:
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _pace(raw) -> int:
+    if raw is None:
+        return DEFAULT_PACE_MS
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= MAX_PACE_MS:
+        raise APIError("invalid_request_error", f"pace_ms: an integer from 0 to {MAX_PACE_MS}")
+    return raw
+
+
+def _norm(text: str) -> str:
+    return text.strip().casefold()
+
+
+def tally(guesses: dict[str, str], candidates: list[dict]) -> tuple[list[dict], int]:
+    """The class's guesses as histogram bars. A typed guess counts for the model's candidate
+    it matches when spaces and case are ignored (students type "the", the token is " the")."""
+    by_norm: dict[str, str] = {}
+    for c in candidates:
+        by_norm.setdefault(_norm(c["text"]), c["text"])
+    counts = Counter(by_norm.get(_norm(g), g.strip()) for g in guesses.values())
+    bars = [{"text": t, "count": n} for t, n in counts.most_common(SHOWN_GUESSES)]
+    other = sum(counts.values()) - sum(b["count"] for b in bars)
+    if other:
+        bars.append({"text": None, "count": other})
+    return bars, sum(counts.values())
+
+
+class RoomConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        self.role = "student"
+        self.room: Room | None = None
+        self.recent: deque[float] = deque()
+        self.client_addr = (self.scope.get("client") or ["?"])[0] or "?"
+        self.guess_index: int | None = None  # student: the step a guess is open for
+        # presenter-only state
+        self.src = secrets.token_hex(4)
+        self.seq = 0
+        self.students: set[str] = set()
+        self.count_task: asyncio.Task | None = None
+        self.run_task: asyncio.Task | None = None
+        self.cancel = threading.Event()
+        self.mode, self.pace_ms, self.release = "play", DEFAULT_PACE_MS, False
+        self.wake = asyncio.Event()
+        self.held: dict | None = None
+        self.guess: dict | None = None  # {"index", "candidates", "guesses": {channel: text}}
+        self.tally_task: asyncio.Task | None = None
+        await self.accept()
+
+        code = rooms.normalize_code(self.scope["url_route"]["kwargs"].get("code", ""))
+        if rooms.attempts.blocked(self.client_addr):
+            await self.send_json(_err("rate_limit_error", "Too many wrong room codes from this address; wait a minute."))
+            await self.close(CLOSE_FLOOD)
+            return
+        room = await database_sync_to_async(rooms.live_room)(code)
+        if room is None:
+            rooms.attempts.failed(self.client_addr)
+            await self.send_json(_err("not_found_error", "There is no live room with this code: it has ended or never existed."))
+            await self.close(CLOSE_NOT_FOUND)
+            return
+        self.room = room
+        self.group = f"room.{room.code}"
+        self.presenters = f"room.{room.code}.presenters"
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send_json({"type": "room.hello", "role": "student", "code": room.code, "state": self._state_dict(room.state),
+                              "limits": {"max_frame_bytes": settings.EXPLAINER_ROOM_MAX_FRAME_BYTES,
+                                         "frames_per_10s": settings.EXPLAINER_ROOM_STUDENT_FRAMES_PER_10S}})
+        await self.channel_layer.group_send(self.presenters, {"type": "presence", "op": "join", "ch": self.channel_name})
+
+    @staticmethod
+    def _state_dict(state: dict) -> dict:
+        try:
+            return rooms.stage_state(state.get("href", "/learn/overview/")).to_dict()
+        except rooms.StateError:
+            return rooms.stage_state("/learn/overview/").to_dict()
+
+    async def disconnect(self, code):
+        if self.room is None:
+            return
+        self.cancel.set()
+        if self.run_task:
+            self.run_task.cancel()
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.role == "presenter":
+            await self.channel_layer.group_discard(self.presenters, self.channel_name)
+        else:
+            await self.channel_layer.group_send(self.presenters, {"type": "presence", "op": "leave", "ch": self.channel_name})
+
+    async def send_json(self, frame: dict) -> None:
+        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+
+    # ---- frames from this socket ---------------------------------------------------------------
+
+    def _flooding(self, limit: int) -> int:
+        now = time.monotonic()
+        while self.recent and now - self.recent[0] > 10:
+            self.recent.popleft()
+        self.recent.append(now)
+        return len(self.recent) - limit
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.room is None:
+            return
+        limit = (settings.EXPLAINER_ROOM_PRESENTER_FRAMES_PER_10S if self.role == "presenter"
+                 else settings.EXPLAINER_ROOM_STUDENT_FRAMES_PER_10S)
+        over = self._flooding(limit)
+        if over > limit:  # twice the limit: this is not a person clicking
+            await self.send_json(_err("rate_limit_error", "Too many frames; the socket is closed."))
+            await self.close(CLOSE_FLOOD)
+            return
+        try:
+            if over > 0:
+                raise APIError("rate_limit_error", f"Too many frames: at most {limit} per 10 seconds on one socket.")
+            await self._receive(text_data)
+        except APIError as exc:
+            await self.send_json(exc.body())
+
+    async def _receive(self, text_data):
+        if text_data is None:
+            raise APIError("invalid_request_error", "Send JSON as text frames, not binary frames.")
+        limit = settings.EXPLAINER_ROOM_MAX_FRAME_BYTES
+        if len(text_data) > limit or len(text_data.encode("utf-8", "surrogatepass")) > limit:
+            raise APIError("request_too_large", f"Frame is larger than the limit of {limit} bytes.")
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            raise APIError("invalid_request_error", "The frame is not valid JSON.") from None
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            raise APIError("invalid_request_error", "type: each frame is an object with a string \"type\".")
+        kind = frame["type"]
+        if kind == "auth":
+            return await self._auth(frame.get("secret"))
+        if kind == "guess" and self.role == "student":
+            return await self._student_guess(frame.get("text"))
+        if kind in PRESENTER_COMMANDS:
+            if self.role != "presenter":
+                raise APIError("permission_error", f"Only the presenter can send “{kind}”.")
+            return await self._command(kind, frame)
+        raise APIError("invalid_request_error", f"type: unknown frame type “{kind[:40]}”.")
+
+    async def _auth(self, secret) -> None:
+        if self.role == "presenter":
+            return
+        if rooms.attempts.blocked(self.client_addr):
+            raise APIError("rate_limit_error", "Too many wrong secrets from this address; wait a minute.")
+        if not rooms.secret_ok(self.room, secret):
+            rooms.attempts.failed(self.client_addr)
+            raise APIError("authentication_error", "This is not the presenter's link for this room.")
+        self.role = "presenter"
+        await self.channel_layer.group_send(self.presenters, {"type": "presence", "op": "leave", "ch": self.channel_name})
+        await self.channel_layer.group_add(self.presenters, self.channel_name)
+        await self.send_json({"type": "room.hello", "role": "presenter", "code": self.room.code,
+                              "state": self._state_dict(self.room.state),
+                              "limits": {"max_frame_bytes": settings.EXPLAINER_ROOM_MAX_FRAME_BYTES,
+                                         "frames_per_10s": settings.EXPLAINER_ROOM_PRESENTER_FRAMES_PER_10S,
+                                         "max_pace_ms": MAX_PACE_MS}, "pace_ms": self.pace_ms})
+        await self._send_count()
+        await self.channel_layer.group_send(self.group, {"type": "presence.query"})
+
+    async def _student_guess(self, text) -> None:
+        if self.guess_index is None:
+            raise APIError("invalid_request_error", "No guess is open right now.")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_GUESS_CHARS:
+            raise APIError("invalid_request_error", f"text: a guess of 1 to {MAX_GUESS_CHARS} characters")
+        await self.channel_layer.group_send(self.presenters, {"type": "guess.in", "index": self.guess_index,
+                                                              "ch": self.channel_name, "text": text})
+        await self.send_json({"type": "room.guessed", "index": self.guess_index, "text": text})
+
+    # ---- presenter commands --------------------------------------------------------------------
+
+    async def broadcast(self, frame: dict, kind: str = "") -> None:
+        self.seq += 1
+        text = json.dumps({**frame, "seq": self.seq, "src": self.src}, ensure_ascii=False)
+        await self.channel_layer.group_send(self.group, {"type": "room.frame", "text": text, "kind": kind,
+                                                         "index": frame.get("index")})
+
+    async def _command(self, kind: str, frame: dict) -> None:
+        await database_sync_to_async(rooms.touch)(self.room)
+        if kind == "state":
+            try:
+                st = rooms.stage_state(frame.get("href"))
+            except rooms.StateError as exc:
+                raise APIError("invalid_request_error", str(exc)) from None
+            self.room.state = {"slug": st.slug, "href": st.href}
+            await database_sync_to_async(Room.objects.filter(pk=self.room.pk).update)(state=self.room.state)
+            await self.broadcast({"type": "room.state", "state": st.to_dict()})
+        elif kind == "run":
+            await self._start_run(frame)
+        elif kind in ("pause", "play"):
+            self.mode = kind
+            self.wake.set()
+            await self.send_json({"type": "room.mode", "mode": self.mode, "pace_ms": self.pace_ms})
+        elif kind == "pace":
+            self.pace_ms = _pace(frame.get("pace_ms"))
+            self.wake.set()
+            await self.send_json({"type": "room.mode", "mode": self.mode, "pace_ms": self.pace_ms})
+        elif kind == "step":
+            self._need_run()
+            self.release = True
+            self.wake.set()
+        elif kind == "guess":
+            await self._open_guess()
+        elif kind == "reveal":
+            await self._reveal()
+        elif kind == "stop":
+            self._need_run()
+            self.cancel.set()
+            self.run_task.cancel()
+        elif kind == "end":
+            await database_sync_to_async(rooms.end)(self.room)
+            await self.broadcast({"type": "room.ended"}, kind="ended")
+
+    def _need_run(self) -> None:
+        if not (self.run_task and not self.run_task.done()):
+            raise APIError("invalid_request_error", "No run is going: start one with “run”.")
+
+    async def _start_run(self, frame: dict) -> None:
+        if self.run_task and not self.run_task.done():
+            raise APIError("invalid_request_error", "A run is already going: stop it first.")
+        pace = _pace(frame.get("pace_ms"))
+        room = await database_sync_to_async(rooms.live_room)(self.room.code)
+        state = (room or self.room).state
+        try:
+            scenario = rooms.scenario_of(state)
+        except ScenarioError as exc:
+            raise APIError("invalid_request_error", f"The stage's scenario cannot be read: {exc}") from None
+        req = parse_request(scenario.request_body())
+        self.pace_ms, self.mode, self.release, self.guess = pace, frame.get("mode", "play") if frame.get("mode") in ("play", "pause") else "play", False, None
+        self.cancel = threading.Event()
+        self.run_task = asyncio.create_task(self._run(req, scenario.seed, self.cancel))
+
+    async def _run(self, req, seed: int, cancel: threading.Event) -> None:
+        run_id = secrets.token_hex(4)
+        ended = False
+        try:
+            async for ev in run_events(req, seed, cancel):
+                t = ev["type"]
+                if t == "explainer.prompt":
+                    await self.broadcast({"type": "room.run", "phase": "start", "run_id": run_id, "input_tokens": ev["input_tokens"],
+                                          "max_tokens": req.max_tokens, "prompt": next((m.text for m in reversed(req.messages) if m.role == "user"), "")[-400:],
+                                          "mode": self.mode, "pace_ms": self.pace_ms})
+                elif t == "explainer.token":
+                    await self._gate(ev)
+                    await self.broadcast({
+                        "type": "room.token", "run_id": run_id, "index": ev["index"], "token": ev["token"], "text": ev["text"],
+                        "piece": ev.get("piece", ""), "t": time.time(),
+                        "candidates": [{"token": c["token"], "text": c["text"], "p": c["final_probability"]} for c in ev["candidates"][:CHOICES]],
+                    })
+                elif t == "explainer.done":
+                    ended = True
+                    await self.broadcast({"type": "room.run", "phase": "end", "run_id": run_id, "stop_reason": ev["stop_reason"],
+                                          "usage": ev["usage"]}, kind="run_end")
+                elif t == "error":
+                    ended = True
+                    await self.broadcast({"type": "room.run", "phase": "end", "run_id": run_id, "error": ev["error"]}, kind="run_end")
+        except asyncio.CancelledError:
+            cancel.set()
+            if not ended:  # stopped by the presenter: tell the class, then let the cancellation finish
+                await asyncio.shield(self.broadcast({"type": "room.run", "phase": "end", "run_id": run_id, "stop_reason": "stopped"}, kind="run_end"))
+            raise
+        except Exception:
+            log.exception("room run failed")
+            await self.broadcast({"type": "room.run", "phase": "end", "run_id": run_id,
+                                  "error": {"type": "api_error", "message": "The run failed on the server."}}, kind="run_end")
+        finally:
+            self.held, self.guess = None, None
+
+    async def _gate(self, ev: dict) -> None:
+        """Hold a generated token until the presenter's pace, a step or a reveal lets it go."""
+        self.held = ev
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.pace_ms / 1000
+        while True:
+            if self.release:
+                self.release = False
+                break
+            timeout = None
+            if self.mode == "play" and self.guess is None:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout)
+            except TimeoutError:
+                pass
+        self.held = None
+
+    async def _open_guess(self) -> None:
+        self._need_run()
+        if self.held is None:
+            raise APIError("invalid_request_error", "Wait for the next token to be ready, then open the guess.")
+        if self.guess is not None:
+            return
+        self.mode = "pause"
+        cands = self.held["candidates"][:CHOICES]
+        self.guess = {"index": self.held["index"], "candidates": cands, "guesses": {}}
+        choices = sorted({c["text"] for c in cands}, key=str.casefold)
+        await self.send_json({"type": "room.mode", "mode": self.mode, "pace_ms": self.pace_ms})
+        await self.broadcast({"type": "room.guess", "index": self.held["index"], "choices": choices}, kind="guess")
+
+    async def _reveal(self) -> None:
+        if self.guess is None or self.held is None:
+            raise APIError("invalid_request_error", "No guess is open: open one with “guess”.")
+        g, ev = self.guess, self.held
+        bars, total = tally(g["guesses"], g["candidates"])
+        drawn = ev["text"]
+        right = sum(b["count"] for b in bars if b["text"] == drawn)
+        await self.broadcast({
+            "type": "room.reveal", "index": g["index"], "guesses": bars, "total": total, "right": right,
+            "model": [{"text": c["text"], "p": c["final_probability"]} for c in g["candidates"]],
+            "drawn": {"text": drawn, "token": ev["token"], "p": next((c["final_probability"] for c in ev["candidates"] if c["token"] == ev["token"]), None)},
+        }, kind="reveal")
+        self.guess = None
+        self.release = True
+        self.wake.set()
+
+    # ---- messages from the channel layer -------------------------------------------------------
+
+    async def room_frame(self, event: dict) -> None:
+        kind = event.get("kind")
+        if kind == "guess":
+            self.guess_index = event.get("index")
+        elif kind in ("reveal", "run_end"):
+            self.guess_index = None
+        await self.send(text_data=event["text"])
+        if kind == "ended":
+            await self.close(CLOSE_ENDED)
+
+    async def presence(self, event: dict) -> None:
+        if self.role != "presenter":
+            return
+        if event["op"] == "join":
+            self.students.add(event["ch"])
+        else:
+            self.students.discard(event["ch"])
+        if self.count_task is None or self.count_task.done():
+            self.count_task = asyncio.create_task(self._send_count(delay=0.2))
+
+    async def _send_count(self, delay: float = 0.0) -> None:
+        if delay:
+            await asyncio.sleep(delay)  # many students join at once: one count, not hundreds
+        await self.send_json({"type": "room.students", "count": len(self.students)})
+
+    async def presence_query(self, event: dict) -> None:
+        if self.role == "student":
+            await self.channel_layer.group_send(self.presenters, {"type": "presence", "op": "join", "ch": self.channel_name})
+
+    async def guess_in(self, event: dict) -> None:
+        g = self.guess
+        if self.role != "presenter" or g is None or g["index"] != event.get("index"):
+            return
+        g["guesses"][event["ch"]] = event["text"]
+        g["version"] = g.get("version", 0) + 1
+        if self.tally_task is None or self.tally_task.done():  # a class answering at once: a few updates, not one per guess
+            self.tally_task = asyncio.create_task(self._send_tally(delay=0.0 if len(g["guesses"]) < 20 else 0.15))
+
+    async def _send_tally(self, delay: float) -> None:
+        sent = None
+        while (g := self.guess) is not None and g.get("version") != sent:
+            if delay:
+                await asyncio.sleep(delay)
+            sent = g.get("version")
+            bars, total = tally(g["guesses"], g["candidates"])
+            await self.send_json({"type": "room.tally", "index": g["index"], "guesses": bars, "total": total})

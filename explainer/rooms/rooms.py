@@ -1,0 +1,169 @@
+"""Rooms: creating them, finding them by code, checking the presenter's secret, and what a
+presenter may put on every student's screen.
+
+Codes are six characters from an alphabet without look-alikes (0/O, 1/I/L): about 887
+million codes, and failed lookups are limited per address, so live rooms cannot be found
+by trying codes in bulk. The presenter's secret is 256 random bits, stored as a SHA-256 hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from django.conf import settings
+from django.utils import timezone
+
+from explainer.lifecycle.gateway import TokenBucket
+from explainer.lifecycle.scenario import ScenarioError
+from explainer.rooms.models import Room
+from explainer.stages.registry import BY_SLUG
+
+ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_LENGTH = 6
+MAX_HREF_CHARS = 8000
+_HREF = re.compile(r"^/learn/([a-z]{1,40})/$")
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def normalize_code(raw: str) -> str | None:
+    """What a student typed ("abc-234", " ABC 234 ") as a code, or None if it cannot be one."""
+    if not isinstance(raw, str) or len(raw) > 32:
+        return None
+    code = re.sub(r"[\s\-]", "", raw).upper()
+    if len(code) != CODE_LENGTH or any(c not in ALPHABET for c in code):
+        return None
+    return code
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def ttl() -> timedelta:
+    return timedelta(hours=settings.EXPLAINER_ROOM_TTL_HOURS)
+
+
+def create_room() -> tuple[Room, str]:
+    """A new room and its presenter secret (shown once, in the presenter's link)."""
+    now = timezone.now()
+    Room.objects.filter(expires_at__lt=now).delete()
+    secret = secrets.token_urlsafe(32)
+    for _ in range(20):
+        code = new_code()
+        if not Room.objects.filter(code=code).exists():
+            break
+    else:  # 20 collisions in a row: the table is absurdly full
+        raise RuntimeError("no free room code")
+    room = Room.objects.create(code=code, secret_hash=hash_secret(secret), expires_at=now + ttl(),
+                               state={"slug": "overview", "href": "/learn/overview/"})
+    return room, secret
+
+
+def live_room(code: str | None) -> Room | None:
+    if not code:
+        return None
+    return Room.objects.filter(code=code, expires_at__gt=timezone.now()).first()
+
+
+def secret_ok(room: Room, secret) -> bool:
+    return isinstance(secret, str) and len(secret) < 200 and hmac.compare_digest(room.secret_hash, hash_secret(secret))
+
+
+def touch(room: Room) -> None:
+    """A presenter who is still teaching keeps the room alive (written at most once a minute)."""
+    new_expiry = timezone.now() + ttl()
+    if new_expiry - room.expires_at > timedelta(minutes=1):
+        room.expires_at = new_expiry
+        Room.objects.filter(pk=room.pk).update(expires_at=new_expiry)
+
+
+def end(room: Room) -> None:
+    Room.objects.filter(pk=room.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+
+# ---- what the presenter shows ---------------------------------------------------------------
+
+class StateError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class StageState:
+    slug: str
+    href: str  # path and query of the stage page, without embed
+
+    def to_dict(self) -> dict:
+        return {"slug": self.slug, "href": self.href, "title": BY_SLUG[self.slug].title}
+
+
+def stage_state(href) -> StageState:
+    """Check a stage address the presenter sends: a built stage, a scenario that decodes,
+    and a sane length. Students' pages load exactly this, so nothing else gets through."""
+    from explainer.stages.runs import codec
+
+    if not isinstance(href, str) or len(href) > MAX_HREF_CHARS:
+        raise StateError(f"href: a stage address of at most {MAX_HREF_CHARS} characters")
+    parts = urlsplit(href)
+    m = _HREF.match(parts.path)
+    if parts.scheme or parts.netloc or not m or m.group(1) not in BY_SLUG or not BY_SLUG[m.group(1)].built:
+        raise StateError("href: must be the address of a stage page, /learn/<stage>/")
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=False) if k != "embed"]
+    for k, v in query:
+        if k == "s":
+            try:
+                codec().decode(v)
+            except ScenarioError as exc:
+                raise StateError(f"href: the scenario in this link cannot be read ({exc})") from None
+    return StageState(m.group(1), parts.path + ("?" + urlencode(query) if query else ""))
+
+
+def scenario_of(state: dict):
+    from explainer.stages.runs import codec
+
+    q = dict(parse_qsl(urlsplit(state.get("href", "")).query))
+    return codec().decode(q.get("s", ""))
+
+
+# ---- failed lookups, per address --------------------------------------------------------------
+
+class Attempts:
+    """A token bucket per client address for wrong codes and wrong secrets (in this process)."""
+
+    def __init__(self, capacity: int = 20, per_minute: float = 10.0, max_clients: int = 10_000):
+        self.capacity, self.rate, self.max_clients = capacity, per_minute / 60.0, max_clients
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    def _bucket(self, who: str, now: float) -> TokenBucket:
+        b = self._buckets.get(who)
+        if b is None:
+            if len(self._buckets) >= self.max_clients:
+                self._buckets.clear()  # a flood of addresses: start over rather than grow
+            b = self._buckets[who] = TokenBucket(self.capacity, self.rate, now)
+        return b
+
+    def blocked(self, who: str) -> bool:
+        with self._lock:
+            return self._bucket(who, time.monotonic()).level(time.monotonic()) < 1
+
+    def failed(self, who: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._bucket(who, now).take(1, now)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._buckets.clear()
+
+
+attempts = Attempts()

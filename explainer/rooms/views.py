@@ -1,0 +1,115 @@
+"""Classroom pages: start a room, the presenter's screen, joining by code, the student's screen."""
+from __future__ import annotations
+
+import segno
+from django.conf import settings
+from django.http import HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_GET, require_POST
+
+from explainer.rooms import rooms
+from explainer.stages.registry import built
+from explainer.stages.views import bundled_info
+
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def _client(request) -> str:
+    return request.META.get("REMOTE_ADDR") or "?"
+
+
+def public_base(request) -> str:
+    """The address students use. A presenter browsing at localhost would otherwise hand the
+    class a link that points at each student's own phone."""
+    if settings.EXPLAINER_PUBLIC_URL:
+        return settings.EXPLAINER_PUBLIC_URL
+    host = request.get_host()
+    name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not name:
+        name, port = host, ""
+    if name in LOOPBACK and not settings.EXPLAINER_LOCAL_ONLY:
+        from explainer.settings import lan_address
+
+        lan = lan_address()
+        if lan:
+            return f"{request.scheme}://{lan}{':' + port if port else ''}"
+    return f"{request.scheme}://{host}"
+
+
+def _page(request, template: str, ctx: dict, status: int = 200):
+    return render(request, template, {"bundled": bundled_info(), **ctx}, status=status)
+
+
+def _stages() -> list[dict]:
+    return [{"slug": s.slug, "title": s.title} for s in built()]
+
+
+@require_GET
+def landing(request):
+    return _page(request, "rooms/landing.html", {})
+
+
+@require_POST
+def create(request):
+    room, secret = rooms.create_room()
+    return HttpResponseRedirect(reverse("room-present", args=[room.code]) + "#k=" + secret, status=303)
+
+
+def _missing(request, code: str, status: int = 404):
+    return _page(request, "rooms/join.html", {
+        "error": "There is no live room with this code. It may have ended; check the code with your presenter.",
+        "code": code[:12]}, status=status)
+
+
+def _limited(request):
+    return _page(request, "rooms/join.html", {"error": "Too many wrong codes from this device. Wait a minute and try again."}, status=429)
+
+
+@require_GET
+def present(request, code: str):
+    norm = rooms.normalize_code(code)
+    if rooms.attempts.blocked(_client(request)):
+        return _limited(request)
+    room = rooms.live_room(norm)
+    if room is None:
+        rooms.attempts.failed(_client(request))
+        return _missing(request, code)
+    base = public_base(request)
+    join_url = f"{base}{reverse('room-student', args=[room.code])}"
+    qr = segno.make(join_url, error="m")
+    return _page(request, "rooms/present.html", {
+        "room": room, "join_url": join_url, "join_short": f"{base}{reverse('room-join')}",
+        "qr_svg": mark_safe(qr.svg_inline(scale=5, border=2, dark="#000", light="#fff", title=f"QR code for {join_url}")),
+        "stages": _stages(), "local_only": settings.EXPLAINER_LOCAL_ONLY and base.split("//")[1].split(":")[0] in LOOPBACK,
+    })
+
+
+@require_GET
+def join(request):
+    raw = request.GET.get("code")
+    if raw is None:
+        return _page(request, "rooms/join.html", {})
+    if rooms.attempts.blocked(_client(request)):
+        return _limited(request)
+    norm = rooms.normalize_code(raw)
+    if norm is None:
+        return _page(request, "rooms/join.html", {
+            "error": f"A room code is {rooms.CODE_LENGTH} letters and digits, like “K7QM3P”.", "code": raw[:12]}, status=400)
+    if rooms.live_room(norm) is None:
+        rooms.attempts.failed(_client(request))
+        return _missing(request, raw)
+    return HttpResponseRedirect(reverse("room-student", args=[norm]))
+
+
+@require_GET
+def student(request, code: str):
+    if rooms.attempts.blocked(_client(request)):
+        return _limited(request)
+    norm = rooms.normalize_code(code)
+    room = rooms.live_room(norm)
+    if room is None:
+        rooms.attempts.failed(_client(request))
+        return _missing(request, code)
+    return _page(request, "rooms/student.html", {"room": room, "stages": _stages()})

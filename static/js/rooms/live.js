@@ -1,0 +1,150 @@
+// The live run panel on both screens: the reply as it streams, the last token's candidates,
+// the guess, and the reveal. Everything from the server is inserted as text, never as HTML.
+
+const $ = (id) => document.getElementById(id);
+
+export function label(text) {
+  if (text === null || text === undefined) return "other";
+  if (text === "") return "∅";
+  return text.replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ /g, "·");
+}
+
+function bars(list, rows, { valueText, highlight }) {
+  list.replaceChildren();
+  const max = Math.max(1e-9, ...rows.map((r) => r.value));
+  for (const r of rows) {
+    const li = document.createElement("li");
+    if (highlight && highlight(r)) li.classList.add("hit");
+    const name = document.createElement("span");
+    name.className = "bar-label";
+    name.textContent = label(r.text);
+    const track = document.createElement("span");
+    track.className = "bar-track";
+    const fill = document.createElement("span");
+    fill.className = "bar-fill";
+    fill.style.width = `${Math.max(1, (100 * r.value) / max)}%`;
+    track.append(fill);
+    const val = document.createElement("span");
+    val.className = "bar-value";
+    val.textContent = valueText(r);
+    li.append(name, track, val);
+    list.append(li);
+  }
+}
+
+const pct = (p) => (p >= 0.095 ? `${Math.round(p * 100)}%` : `${(p * 100).toFixed(1)}%`);
+
+export function createLive({ role, sendGuess }) {
+  const status = $("live-status"), text = $("live-text"), prompt = $("live-prompt");
+  const cands = $("live-candidates"), guess = $("guess"), reveal = $("reveal");
+  let runId = null, guessIndex = null;
+  const state = { running: false, held: false, guessOpen: false };
+
+  function setStatus(s) { status.textContent = s; }
+
+  function showGuess(frame) {
+    guessIndex = frame.index;
+    state.guessOpen = true;
+    reveal.hidden = true;
+    guess.hidden = false;
+    $("guess-mine").textContent = "";
+    const box = $("guess-choices");
+    box.replaceChildren();
+    for (const c of frame.choices) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "button choice";
+      b.textContent = label(c);
+      b.setAttribute("aria-label", `Guess ${JSON.stringify(c)}`);
+      b.dataset.text = c;
+      b.disabled = role !== "student";
+      b.addEventListener("click", () => sendGuess && sendGuess(c));
+      box.append(b);
+    }
+    $("guess-form").hidden = role !== "student";
+    setStatus(role === "student" ? "your guess?" : "the class is guessing");
+  }
+
+  if (role === "student") {
+    $("guess-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const v = $("guess-input").value;
+      if (v.trim() && sendGuess) sendGuess(v);
+    });
+  }
+
+  function tallyBars(frame, target) {
+    const total = Math.max(1, frame.total);
+    bars(target, frame.guesses.map((g) => ({ text: g.text, value: g.count / total, count: g.count })), {
+      valueText: (r) => `${r.count}`,
+      highlight: frame.drawn ? (r) => r.text === frame.drawn.text : null,
+    });
+  }
+
+  function handle(frame) {
+    switch (frame.type) {
+      case "room.run":
+        if (frame.phase === "start") {
+          runId = frame.run_id;
+          state.running = true;
+          text.replaceChildren();
+          prompt.hidden = false;
+          prompt.textContent = `Prompt (${frame.input_tokens} tokens): …${frame.prompt.slice(-160)}`;
+          cands.hidden = true; guess.hidden = true; reveal.hidden = true;
+          setStatus("generating");
+        } else if (frame.run_id === runId) {
+          state.running = false; state.guessOpen = false; guess.hidden = true;
+          setStatus(frame.error ? `stopped: ${frame.error.message}` : `finished (${frame.stop_reason})`);
+        }
+        break;
+      case "room.token": {
+        if (frame.run_id !== runId) break;
+        for (const old of text.querySelectorAll(".tok.last")) old.classList.remove("last");
+        const span = document.createElement("span");
+        span.className = "tok last";
+        span.textContent = frame.piece;
+        span.title = `token ${frame.token} ${JSON.stringify(frame.text)}`;
+        text.append(span);
+        cands.hidden = false;
+        bars($("live-bars"), frame.candidates.map((c) => ({ text: c.text, value: c.p, token: c.token })), {
+          valueText: (r) => pct(r.value), highlight: (r) => r.token === frame.token,
+        });
+        if (!state.guessOpen) setStatus("generating");
+        break;
+      }
+      case "room.guess":
+        showGuess(frame);
+        break;
+      case "room.guessed":
+        $("guess-mine").textContent = `Your guess: ${label(frame.text)} (you can change it until the reveal)`;
+        for (const b of $("guess-choices").querySelectorAll("button")) b.classList.toggle("mine", b.dataset.text === frame.text);
+        break;
+      case "room.tally":
+        if (frame.index !== guessIndex) break;
+        reveal.hidden = false;
+        $("reveal-title").textContent = `Guesses so far: ${frame.total}`;
+        tallyBars(frame, $("reveal-class"));
+        $("reveal-model").replaceChildren();
+        $("reveal-drawn").textContent = "The model's probabilities stay hidden until you reveal.";
+        break;
+      case "room.reveal": {
+        state.guessOpen = false;
+        guess.hidden = true;
+        reveal.hidden = false;
+        $("reveal-title").textContent = `The class guessed, then the model drew`;
+        $("reveal-class-caption").textContent = `The class (${frame.total} guess${frame.total === 1 ? "" : "es"})`;
+        tallyBars(frame, $("reveal-class"));
+        bars($("reveal-model"), frame.model.map((c) => ({ text: c.text, value: c.p })), {
+          valueText: (r) => pct(r.value), highlight: (r) => r.text === frame.drawn.text,
+        });
+        const p = frame.drawn.p === null || frame.drawn.p === undefined ? "" : ` (probability ${pct(frame.drawn.p)})`;
+        $("reveal-drawn").textContent = `The model drew ${label(frame.drawn.text)}${p}. ${frame.right} of ${frame.total} guessed it.`;
+        setStatus("revealed");
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return { handle, state, setStatus };
+}

@@ -1,0 +1,204 @@
+// The presenter's screen: drives the room. The secret is in the link's #k= fragment, which
+// never reaches the server's logs; it is sent once, in the socket's auth frame.
+import { roomSocket, stageHref, embedded, frameHref } from "./socket.js";
+import { createLive } from "./live.js";
+
+const $ = (id) => document.getElementById(id);
+const root = $("room");
+const code = root.dataset.code;
+const stages = JSON.parse($("room-stages").textContent);
+const frame = $("stage-frame");
+const projectorCss = root.dataset.projectorCss;
+const secret = new URLSearchParams(location.hash.slice(1)).get("k") || sessionStorage.getItem(`room-secret-${code}`) || "";
+if (secret) sessionStorage.setItem(`room-secret-${code}`, secret);
+
+let lastSent = null, mode = "play", running = false, held = false, guessOpen = false, isPresenter = false;
+const live = createLive({ role: "presenter" });
+
+function showError(msg) {
+  const el = $("room-error");
+  el.textContent = msg;
+  el.hidden = !msg;
+}
+
+const sock = roomSocket(code, {
+  onStatus: (s) => { $("conn").textContent = s; },
+  onOpen: () => { isPresenter = false; sock.send({ type: "auth", secret }); },
+  onFrame,
+});
+
+function onFrame(f) {
+  switch (f.type) {
+    case "room.hello":
+      if (f.role === "presenter") {
+        isPresenter = true;
+        showError("");
+        lastSent = null;
+        report();
+      }
+      break;
+    case "room.students":
+      $("student-count").textContent = f.count;
+      $("student-word").textContent = f.count === 1 ? "student" : "students";
+      break;
+    case "room.mode":
+      mode = f.mode;
+      break;
+    case "room.run":
+      running = f.phase === "start";
+      if (running) mode = f.mode;
+      held = false; guessOpen = false;
+      break;
+    case "room.guess": guessOpen = true; break;
+    case "room.reveal": guessOpen = false; break;
+    case "room.ended":
+      showError("You ended this room. Students see that it is over.");
+      break;
+    case "error":
+      showError(f.error.type === "authentication_error"
+        ? "This link does not hold the presenter's secret for this room, so it cannot drive it. Use the link you got when you started the room."
+        : f.error.message);
+      break;
+    default: break;
+  }
+  live.handle(f);
+  syncButtons();
+}
+
+function syncButtons() {
+  $("run").disabled = !isPresenter || running;
+  $("pause").disabled = !running;
+  $("pause").textContent = mode === "pause" ? "Play" : "Pause";
+  $("step").disabled = !running || mode !== "pause" || guessOpen;
+  $("guess-open").disabled = !running || guessOpen;
+  $("reveal-btn").disabled = !guessOpen;
+  $("stop").disabled = !running;
+}
+
+function send(f) {
+  if (!sock.send(f)) showError("Not connected; trying again…");
+}
+
+// ---- the stage on screen ------------------------------------------------------------------------
+
+function report() {
+  const href = frameHref(frame);
+  if (!href || !isPresenter || href === lastSent) return;
+  lastSent = href;
+  send({ type: "state", href });
+  const slug = href.split("/")[2];
+  $("stage-select").value = slug;
+}
+
+function goStage(slug) {
+  const cur = frameHref(frame) || "/learn/overview/";
+  const s = new URL(cur, location.origin).searchParams.get("s");
+  frame.src = embedded(`/learn/${slug}/` + (s ? `?s=${encodeURIComponent(s)}` : ""));
+}
+
+function move(delta) {
+  const i = stages.findIndex((s) => s.slug === $("stage-select").value);
+  const next = stages[Math.min(stages.length - 1, Math.max(0, i + delta))];
+  if (next && next.slug !== $("stage-select").value) goStage(next.slug);
+}
+
+frame.addEventListener("load", () => {
+  hookFrame();
+  report();
+});
+window.addEventListener("message", (e) => {
+  if (e.origin === location.origin && e.data && e.data.type === "explainer.location") report();
+});
+$("stage-select").addEventListener("change", (e) => goStage(e.target.value));
+$("stage-prev").addEventListener("click", () => move(-1));
+$("stage-next").addEventListener("click", () => move(1));
+
+// ---- the run ------------------------------------------------------------------------------------
+
+$("pace").addEventListener("input", (e) => {
+  $("pace-out").textContent = `${e.target.value} ms`;
+});
+$("pace").addEventListener("change", (e) => { if (running) send({ type: "pace", pace_ms: Number(e.target.value) }); });
+$("run").addEventListener("click", () => send({ type: "run", pace_ms: Number($("pace").value) }));
+$("pause").addEventListener("click", () => send({ type: mode === "pause" ? "play" : "pause" }));
+$("step").addEventListener("click", () => send({ type: "step" }));
+$("guess-open").addEventListener("click", () => send({ type: "guess" }));
+$("reveal-btn").addEventListener("click", () => send({ type: "reveal" }));
+$("stop").addEventListener("click", () => send({ type: "stop" }));
+$("end-room").addEventListener("click", () => {
+  if (confirm("End this room for everyone? Students will see that it is over.")) send({ type: "end" });
+});
+
+// ---- QR code and projector mode -----------------------------------------------------------------
+
+$("qr-toggle").addEventListener("click", () => {
+  const big = $("qr-big");
+  big.hidden = !big.hidden;
+  $("qr-toggle").setAttribute("aria-expanded", String(!big.hidden));
+});
+$("qr-big").addEventListener("click", () => { $("qr-big").hidden = true; $("qr-toggle").setAttribute("aria-expanded", "false"); });
+
+function styleFrame() {
+  let doc;
+  try { doc = frame.contentDocument; } catch { return; }
+  if (!doc || !doc.head) return;
+  const on = document.body.classList.contains("projector");
+  doc.documentElement.classList.toggle("projector", on);
+  if (on && !doc.getElementById("projector-css")) {
+    const link = doc.createElement("link");
+    link.id = "projector-css";
+    link.rel = "stylesheet";
+    link.href = projectorCss;
+    doc.head.append(link);
+  }
+}
+
+async function toggleProjector() {
+  const on = !document.body.classList.contains("projector");
+  document.body.classList.toggle("projector", on);
+  document.documentElement.classList.toggle("projector", on);
+  $("projector").setAttribute("aria-pressed", String(on));
+  styleFrame();
+  try {
+    if (on && !document.fullscreenElement) await document.documentElement.requestFullscreen();
+    if (!on && document.fullscreenElement) await document.exitFullscreen();
+  } catch { /* full screen refused (no user gesture, or not allowed): the large layout still applies */ }
+}
+$("projector").addEventListener("click", toggleProjector);
+
+// ---- keys, also while the focus is inside the stage frame ---------------------------------------
+
+function typingIn(el) {
+  return el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
+}
+
+function onKey(e, doc) {
+  if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey || typingIn(doc.activeElement)) return;
+  const actions = {
+    ArrowLeft: () => move(-1),
+    ArrowRight: () => move(1),
+    " ": () => { if (!running) send({ type: "run", pace_ms: Number($("pace").value), mode: "pause" }); else if (mode !== "pause") send({ type: "pause" }); else if (!guessOpen) send({ type: "step" }); },
+    p: () => running && send({ type: mode === "pause" ? "play" : "pause" }),
+    g: () => running && !guessOpen && send({ type: "guess" }),
+    r: () => guessOpen && send({ type: "reveal" }),
+    f: () => toggleProjector(),
+  };
+  const act = actions[e.key.length === 1 ? e.key.toLowerCase() : e.key];
+  if (!act) return;
+  e.preventDefault();
+  act();
+}
+document.addEventListener("keydown", (e) => onKey(e, document));
+
+function hookFrame() {
+  styleFrame();
+  try {
+    const w = frame.contentWindow;
+    if (w && !w.__roomKeys) {
+      w.__roomKeys = true;
+      w.addEventListener("keydown", (e) => onKey(e, w.document), true);
+    }
+  } catch { /* not same-origin (never here) */ }
+}
+hookFrame();
+syncButtons();

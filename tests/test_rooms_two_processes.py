@@ -1,0 +1,91 @@
+"""The classroom across two Daphne processes: channel layer on Redis, database on PostgreSQL,
+the presenter on one process and students on both; every frame reaches every student, in order.
+
+Needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (scripts/test.sh sees to both);
+EXPLAINER_TEST_REDIS_URL and EXPLAINER_TEST_POSTGRES_URL point elsewhere."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+from contextlib import ExitStack
+from urllib.parse import urlsplit
+
+import pytest
+
+from explainer.lifecycle.scenario import Scenario
+from explainer.stages.runs import codec
+from tests.live_server import daphne
+from tests.room_client import check_in_order, connect_presenter, connect_student, start_room, wait_for_students
+
+REDIS_URL = os.environ.get("EXPLAINER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("EXPLAINER_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="module")
+def postgres_db():
+    """A fresh PostgreSQL database for this module, dropped afterwards."""
+    import psycopg
+
+    name = f"explainer_test_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(POSTGRES_URL)
+    yield parts._replace(path="/" + name).geturl()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def two_servers(tmp_path_factory, postgres_db):
+    env = {"DATABASE_URL": postgres_db, "REDIS_URL": REDIS_URL,
+           # pub/sub channels are global to a Redis server: keep this run's rooms to itself
+           "EXPLAINER_CHANNEL_PREFIX": f"explainer-test-{secrets.token_hex(4)}"}
+    with ExitStack() as stack:
+        a = stack.enter_context(daphne(tmp_path_factory.mktemp("daphne-a"), **env))
+        b = stack.enter_context(daphne(tmp_path_factory.mktemp("daphne-b"), **env))
+        yield a, b
+
+
+def test_the_app_runs_on_postgresql(postgres_db, two_servers):
+    """DATABASE_URL really selects PostgreSQL: the servers' migrations created the tables there."""
+    import psycopg
+
+    env = {**os.environ, "DATABASE_URL": postgres_db, "DJANGO_SETTINGS_MODULE": "explainer.settings"}
+    out = subprocess.run([sys.executable, "manage.py", "showmigrations", "rooms", "--plan"], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert "[X]  rooms.0001_initial" in out
+    with psycopg.connect(postgres_db) as conn:
+        assert conn.execute("select count(*) from information_schema.tables where table_name = 'rooms_room'").fetchone()[0] == 1
+
+
+def test_a_room_spans_two_processes(two_servers):
+    a, b = two_servers
+    code, secret = start_room(a["url"])  # created through process A, stored in PostgreSQL
+    href = f"/learn/sampling/?s={codec().encode(Scenario().replace(max_tokens=40, temperature=0.9, seed=7))}"
+
+    async def scenario():
+        presenter = await connect_presenter(a["url"], code, secret)
+        students = [await connect_student(b["url"] if i % 3 else a["url"], code) for i in range(9)]
+        await wait_for_students(presenter, len(students))  # presence crosses processes too
+        await presenter.send(json.dumps({"type": "state", "href": href}))
+        for s in students:
+            f = await s.read_until(lambda f: f["type"] == "room.state")
+            assert f["state"]["href"] == href
+        await presenter.send(json.dumps({"type": "run", "pace_ms": 0}))
+        runs = []
+        for s in students:
+            await s.read_until(lambda f: f["type"] == "room.run" and f["phase"] == "end", timeout=120)
+            tokens = check_in_order(s.frames)
+            assert s.frames[-1].get("stop_reason") in ("end_turn", "max_tokens")
+            runs.append([t["token"] for t in tokens])
+        assert len(runs[0]) > 0 and all(r == runs[0] for r in runs)
+        for ws in [presenter, *(s.ws for s in students)]:
+            await ws.close()
+        return runs[0]
+
+    tokens = asyncio.run(scenario())
+    assert 0 < len(tokens) <= 40
