@@ -99,12 +99,13 @@ export function createLive({ role, sendGuess }) {
         break;
       case "room.token": {
         if (frame.run_id !== runId) break;
-        for (const old of text.querySelectorAll(".tok.last")) old.classList.remove("last");
+        for (const old of text.querySelectorAll(".live-tok.last")) old.classList.remove("last");
         const span = document.createElement("span");
-        span.className = "tok last";
+        span.className = "live-tok last";
         span.textContent = frame.piece;
         span.title = `token ${frame.token} ${JSON.stringify(frame.text)}`;
         text.append(span);
+        text.scrollTop = text.scrollHeight;  // keep the newest token in view
         cands.hidden = false;
         bars($("live-bars"), frame.candidates.map((c) => ({ text: c.text, value: c.p, token: c.token })), {
           valueText: (r) => pct(r.value), highlight: (r) => r.token === frame.token,

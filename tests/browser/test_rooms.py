@@ -1,0 +1,111 @@
+"""A class in the browser: the presenter starts a room on a laptop, students join on phones,
+follow the presenter's stage, watch a run and guess the next token."""
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import assert_fits_phone
+
+pytestmark = pytest.mark.browser
+
+
+def frame_at(pg, path: str) -> None:
+    pg.wait_for_function("p => { const f = document.getElementById('stage-frame'); try { return f.contentWindow.location.pathname === p "
+                         "&& f.contentDocument.readyState === 'complete'; } catch (e) { return false; } }", arg=path)
+
+
+def start_room(page, server) -> tuple[str, str]:
+    page.goto(server["url"] + "/rooms/")
+    page.get_by_role("button", name="Start a room").click()
+    page.wait_for_url(re.compile(r"/rooms/\w{6}/present#k="))
+    code = page.locator(".join-code").inner_text().strip()
+    expect(page.locator("#conn")).to_have_text("connected")
+    return code, page.url
+
+
+def test_a_lesson_with_a_presenter_and_two_students(page, phone, browser, server, shoot, axe):
+    code, presenter_url = start_room(page, server)
+    assert page.locator(".qr svg").count() == 1
+    axe(page)
+
+    # one student types the code, one opens the link
+    phone.goto(server["url"] + "/join")
+    phone.get_by_label("Room code").fill(code.lower())
+    phone.get_by_role("button", name="Join").click()
+    phone.wait_for_url(f"**/r/{code}/")
+    expect(phone.locator("#conn")).to_have_text("connected")
+    laptop = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+    laptop.goto(f"{server['url']}/r/{code}/")
+    expect(page.locator("#student-count")).to_have_text("2")
+
+    # the presenter moves to the sampling stage; both students follow
+    page.locator("#stage-select").select_option("sampling")
+    for pg in (phone, laptop):
+        expect(pg.locator("#stage-title")).to_have_text("Sampling")
+        frame_at(pg, "/learn/sampling/")
+    assert "embed=1" in phone.locator("#stage-frame").get_attribute("src")
+
+    # the presenter starts a run paused (Space), steps once, then opens a guess (G)
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press(" ")
+    expect(phone.locator("#live-status")).to_have_text("generating")
+    page.keyboard.press(" ")
+    expect(phone.locator("#live-text .live-tok")).to_have_count(1)
+    page.keyboard.press("g")
+    expect(phone.locator("#guess")).to_be_visible()
+    choices = phone.locator("#guess-choices button")
+    assert choices.count() >= 1
+    choices.first.click()
+    expect(phone.locator("#guess-mine")).to_contain_text("Your guess")
+    laptop.get_by_label("or type your own").fill("the")
+    laptop.get_by_role("button", name="Guess", exact=True).click()
+    expect(page.locator("#reveal-title")).to_have_text("Guesses so far: 2")
+    assert_fits_phone(phone)
+    shoot(phone, "room-student-guess-phone")
+    axe(phone)
+
+    page.keyboard.press("r")
+    expect(phone.locator("#reveal-drawn")).to_contain_text("The model drew")
+    expect(phone.locator("#live-text .live-tok")).to_have_count(2)
+    assert phone.locator("#reveal-model li").count() >= 1
+    assert phone.locator("#reveal-class li").count() >= 1
+    shoot(phone, "room-student-reveal-phone")
+
+    # projector mode: large type at 1280x720, then play the rest of the run
+    page.keyboard.press("f")
+    expect(page.locator("body")).to_have_class(re.compile("projector"))
+    page.keyboard.press("p")
+    expect(page.locator("#live-status")).to_contain_text("finished", timeout=30_000)
+    assert page.evaluate("parseFloat(getComputedStyle(document.querySelector('.join-code')).fontSize)") >= 48
+    assert page.evaluate("parseFloat(getComputedStyle(document.querySelector('.live-text')).fontSize)") >= 28
+    shoot(page, "room-presenter-projector")
+    axe(page)
+    assert laptop.locator("#live-text").inner_text() == page.locator("#live-text").inner_text()
+    assert not page.js_errors and not phone.js_errors
+
+    # a student who explores on their own can rejoin the presenter
+    laptop.frame_locator("#stage-frame").locator("a", has_text="edit the request").first.click()
+    expect(laptop.locator("#follow")).to_be_visible()
+    laptop.locator("#follow").click()
+    frame_at(laptop, "/learn/sampling/")
+    expect(laptop.locator("#follow")).to_be_hidden()
+    laptop.context.close()
+
+
+def test_without_the_secret_a_presenter_link_cannot_drive(page, server):
+    code, url = start_room(page, server)
+    page.goto(url.split("#")[0])  # the link without its #k= secret
+    page.evaluate("sessionStorage.clear()")
+    page.reload()
+    expect(page.locator("#room-error")).to_contain_text("does not hold the presenter's secret")
+    expect(page.locator("#run")).to_be_disabled()
+
+
+def test_joining_with_a_wrong_code(phone, server, axe):
+    phone.goto(server["url"] + "/join")
+    phone.get_by_label("Room code").fill("ZZZZZZ")
+    phone.get_by_role("button", name="Join").click()
+    expect(phone.locator("#join-error")).to_contain_text("no live room")
+    assert_fits_phone(phone)
+    axe(phone)
