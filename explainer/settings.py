@@ -61,6 +61,11 @@ ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"] + [
 if not _flag("EXPLAINER_LOCAL_ONLY"):
     ALLOWED_HOSTS += [h for h in (lan_address(), socket.gethostname(), socket.gethostname() + ".local") if h]
 EXPLAINER_PUBLIC_URL = os.environ.get("EXPLAINER_PUBLIC_URL", "").rstrip("/")
+# Behind a reverse proxy that terminates TLS (see README, "Several processes").
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("EXPLAINER_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+if _flag("EXPLAINER_BEHIND_PROXY"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
 
 INSTALLED_APPS = [
     "daphne",  # runserver serves HTTP and WebSockets through Daphne
