@@ -1,0 +1,32 @@
+"""The environment picks the channel layer and the database; with nothing set, the app needs neither Redis nor PostgreSQL."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = ("import json, django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'explainer.settings'; django.setup(); "
+         "from django.conf import settings as s; "
+         "print(json.dumps([s.CHANNEL_LAYERS['default'], s.DATABASES['default']['ENGINE'], s.DATABASES['default']['NAME']], default=str))")
+
+
+def settings_with(tmp_path, **env):
+    base = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**base, "EXPLAINER_DATA_DIR": str(tmp_path), **env}).stdout
+    return json.loads(out)
+
+
+def test_defaults_are_in_process_and_sqlite(tmp_path):
+    layer, engine, name = settings_with(tmp_path)
+    assert layer == {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    assert engine == "django.db.backends.sqlite3" and name == str(tmp_path / "db.sqlite3")
+
+
+def test_redis_and_postgres_from_the_environment(tmp_path):
+    layer, engine, name = settings_with(tmp_path, REDIS_URL="redis://127.0.0.1:6379/3",
+                                        DATABASE_URL="postgres://someone@db.example:5433/classroom")
+    assert layer["BACKEND"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    assert layer["CONFIG"]["hosts"] == ["redis://127.0.0.1:6379/3"]
+    assert engine == "django.db.backends.postgresql" and name == "classroom"
