@@ -120,7 +120,11 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_LAYERS = {"default": {
     "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
     "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("EXPLAINER_CHANNEL_PREFIX", "explainer")},
-} if REDIS_URL else {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+} if REDIS_URL else {
+    "BACKEND": "channels.layers.InMemoryChannelLayer",
+    # a student whose socket is slow falls behind; a full queue would drop room frames silently
+    "CONFIG": {"capacity": 5000},
+}}
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

@@ -20,7 +20,7 @@ def settings_with(tmp_path, **env):
 
 def test_defaults_are_in_process_and_sqlite(tmp_path):
     layer, engine, name = settings_with(tmp_path)
-    assert layer == {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    assert layer["BACKEND"] == "channels.layers.InMemoryChannelLayer" and layer["CONFIG"]["capacity"] >= 1000
     assert engine == "django.db.backends.sqlite3" and name == str(tmp_path / "db.sqlite3")
 
 
