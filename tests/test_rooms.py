@@ -382,3 +382,27 @@ async def test_ending_a_room_closes_it_for_everyone():
     assert (await until(s, "room.ended"))[-1]["type"] == "room.ended"
     assert (await s.receive_output(timeout=2))["code"] == 4410
     assert await database_sync_to_async(rooms.live_room)(room.code) is None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_student_who_joins_during_a_run_catches_up():
+    room, secret = await make_room()
+    p = await presenter(room, secret)
+    early, _ = await student(room)
+    await p.send_json_to({"type": "state", "href": scenario_href(max_tokens=8)})
+    await p.send_json_to({"type": "run", "pace_ms": 0, "mode": "pause"})
+    for _ in range(2):
+        await asyncio.sleep(0.3)
+        await p.send_json_to({"type": "step"})
+        await until(early, "room.token")
+    await asyncio.sleep(0.3)
+    await p.send_json_to({"type": "guess"})
+    await until(early, "room.guess")
+    late, _ = await student(room)
+    catchup = (await until(late, "room.catchup"))[-1]
+    assert [t["index"] for t in catchup["tokens"]] == [0, 1] and catchup["last"]["index"] == 1
+    assert catchup["run"]["phase"] == "start" and catchup["guess"]["index"] == 2 and catchup["end"] is None
+    await late.send_json_to({"type": "guess", "text": "x"})  # the late student can guess too
+    assert (await late.receive_json_from())["type"] == "room.guessed"
+    await p.send_json_to({"type": "stop"})
+    await close(p, early, late)

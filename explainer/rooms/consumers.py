@@ -101,6 +101,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.held: dict | None = None
         self.guess: dict | None = None  # {"index", "candidates", "guesses": {channel: text}}
         self.tally_task: asyncio.Task | None = None
+        self.snapshot: dict | None = None  # the current run so far, for students who join late
         await self.accept()
 
         code = rooms.normalize_code(self.scope["url_route"]["kwargs"].get("code", ""))
@@ -224,7 +225,25 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     # ---- presenter commands --------------------------------------------------------------------
 
+    def _remember(self, frame: dict) -> None:
+        """What a student who joins in the middle of a run needs to catch up."""
+        t = frame["type"]
+        if t == "room.run" and frame["phase"] == "start":
+            self.snapshot = {"run": frame, "tokens": [], "last": None, "guess": None, "reveal": None, "end": None}
+        elif self.snapshot is None:
+            return
+        elif t == "room.token":
+            self.snapshot["tokens"].append({"index": frame["index"], "piece": frame["piece"]})
+            self.snapshot["last"] = frame
+        elif t == "room.guess":
+            self.snapshot["guess"], self.snapshot["reveal"] = frame, None
+        elif t == "room.reveal":
+            self.snapshot["guess"], self.snapshot["reveal"] = None, frame
+        elif t == "room.run":
+            self.snapshot["end"], self.snapshot["guess"] = frame, None
+
     async def broadcast(self, frame: dict, kind: str = "") -> None:
+        self._remember(frame)
         self.seq += 1
         text = json.dumps({**frame, "seq": self.seq, "src": self.src}, ensure_ascii=False)
         await self.channel_layer.group_send(self.group, {"type": "room.frame", "text": text, "kind": kind,
@@ -387,6 +406,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if self.role != "presenter":
             return
         if event["op"] == "join":
+            if event["ch"] not in self.students and self.snapshot is not None:
+                await self.channel_layer.send(event["ch"], {
+                    "type": "room.frame", "kind": "guess" if self.snapshot["guess"] else "",
+                    "index": self.snapshot["guess"]["index"] if self.snapshot["guess"] else None,
+                    "text": json.dumps({"type": "room.catchup", **self.snapshot}, ensure_ascii=False)})
             self.students.add(event["ch"])
         else:
             self.students.discard(event["ch"])

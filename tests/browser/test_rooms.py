@@ -72,6 +72,14 @@ def test_a_lesson_with_a_presenter_and_two_students(page, phone, browser, server
     assert phone.locator("#reveal-class li").count() >= 1
     shoot(phone, "room-student-reveal-phone")
 
+    # a student who arrives now catches up with the run so far
+    late = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+    late.goto(f"{server['url']}/r/{code}/")
+    expect(late.locator("#live-text .live-tok")).to_have_count(2)
+    expect(late.locator("#reveal-drawn")).to_contain_text("The model drew")
+    assert late.locator("#live-text").inner_text() == phone.locator("#live-text").inner_text()
+    late.context.close()
+
     # projector mode: large type at 1280x720, then play the rest of the run
     page.keyboard.press("f")
     expect(page.locator("body")).to_have_class(re.compile("projector"))

@@ -37,7 +37,7 @@ const pct = (p) => (p >= 0.095 ? `${Math.round(p * 100)}%` : `${(p * 100).toFixe
 export function createLive({ role, sendGuess }) {
   const status = $("live-status"), text = $("live-text"), prompt = $("live-prompt");
   const cands = $("live-candidates"), guess = $("guess"), reveal = $("reveal");
-  let runId = null, guessIndex = null;
+  let runId = null, guessIndex = null, lastIndex = -1;
   const state = { running: false, held: false, guessOpen: false };
 
   function setStatus(s) { status.textContent = s; }
@@ -86,6 +86,7 @@ export function createLive({ role, sendGuess }) {
       case "room.run":
         if (frame.phase === "start") {
           runId = frame.run_id;
+          lastIndex = -1;
           state.running = true;
           text.replaceChildren();
           prompt.hidden = false;
@@ -98,7 +99,8 @@ export function createLive({ role, sendGuess }) {
         }
         break;
       case "room.token": {
-        if (frame.run_id !== runId) break;
+        if (frame.run_id !== runId || frame.index <= lastIndex) break;
+        lastIndex = frame.index;
         for (const old of text.querySelectorAll(".live-tok.last")) old.classList.remove("last");
         const span = document.createElement("span");
         span.className = "live-tok last";
@@ -116,6 +118,22 @@ export function createLive({ role, sendGuess }) {
       case "room.guess":
         showGuess(frame);
         break;
+      case "room.catchup": {  // joined in the middle of a run: everything so far at once
+        if (frame.run.run_id === runId) break;
+        handle(frame.run);
+        for (const t of frame.tokens.slice(0, -1)) {
+          const span = document.createElement("span");
+          span.className = "live-tok";
+          span.textContent = t.piece;
+          text.append(span);
+          lastIndex = t.index;
+        }
+        if (frame.last) handle(frame.last);
+        if (frame.reveal) handle(frame.reveal);
+        if (frame.guess) showGuess(frame.guess);
+        if (frame.end) handle(frame.end);
+        break;
+      }
       case "room.guessed":
         $("guess-mine").textContent = `Your guess: ${label(frame.text)} (you can change it until the reveal)`;
         for (const b of $("guess-choices").querySelectorAll("button")) b.classList.toggle("mine", b.dataset.text === frame.text);
