@@ -1,0 +1,80 @@
+"""The tutorial: the lesson path page, the lessons as JSON for the stage pages' task panel,
+the start of a lesson, and the server-side check of its task."""
+from __future__ import annotations
+
+from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from explainer.lifecycle.scenario import ScenarioError
+from explainer.stages.options import OptionError, parse_options
+from explainer.stages.runs import codec
+from explainer.stages.views import MAX_QUERY_CHARS, StagePage, bundled_info
+from explainer.tutorial.checks import CHECKS
+from explainer.tutorial.lessons import Lesson, by_id, following, lessons
+
+
+def _lesson_json(lesson: Lesson) -> dict:
+    nxt = following(lesson)
+    return {
+        "id": lesson.id, "number": lesson.number, "stage": lesson.stage_slug, "stage_title": lesson.stage.title,
+        "title": lesson.title, "task": lesson.task, "hint": lesson.hint, "learned": lesson.learned,
+        "start_url": reverse("tutorial-start", args=[lesson.id]),
+        "check_url": reverse("tutorial-check", args=[lesson.id]),
+        "next": nxt.id if nxt else None,
+    }
+
+
+@require_GET
+def lesson_path(request):
+    rows = [_lesson_json(x) for x in lessons()]
+    return render(request, "tutorial/path.html", {
+        "lessons": rows, "bundled": bundled_info(),
+        "tutorial_data": {"lessons": [{"id": r["id"], "start_url": r["start_url"], "title": r["title"]} for r in rows]},
+    })
+
+
+@require_GET
+def lessons_json(request):
+    return JsonResponse({"lessons": [_lesson_json(x) for x in lessons()], "path_url": reverse("tutorial")})
+
+
+@require_GET
+def start(request, lesson_id: str):
+    """The lesson's stage with its start scenario and options; the fragment tells tutorial.js which lesson is on."""
+    lesson = by_id().get(lesson_id)
+    if lesson is None:
+        return render(request, "error.html", {
+            "title": "No such lesson", "message": f"“{lesson_id[:60]}” is not a lesson of the tutorial.",
+            "back": reverse("tutorial"), "bundled": bundled_info()}, status=404)
+    return HttpResponseRedirect(f"{lesson.start_url()}#tutorial={lesson.id}")
+
+
+def _refuse(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"done": False, "error": message}, status=status)
+
+
+@require_GET
+def check(request, lesson_id: str):
+    """``GET /tutorial/check/<lesson>?<the stage page's own query string>`` -> ``{"done", "message"}``.
+
+    The scenario and view options are read exactly as the stage page reads them (an altered
+    link or an option out of range is a 400 with the same message), and the stage's page module
+    computes its context, which the lesson's check then reads.
+    """
+    lesson = by_id().get(lesson_id)
+    if lesson is None:
+        return _refuse(404, f"“{lesson_id[:60]}” is not a lesson of the tutorial.")
+    if len(request.META.get("QUERY_STRING", "")) > MAX_QUERY_CHARS:
+        return _refuse(400, f"This link is longer than {MAX_QUERY_CHARS:,} characters, so it is not read.")
+    st = lesson.stage
+    blob = request.GET.get("s", "")
+    try:
+        scenario = codec().decode(blob)
+        opts = parse_options(st.page.OPTIONS, request.GET)
+        page = StagePage(st, scenario, blob, opts)
+        verdict = CHECKS[lesson.check](lesson, page, st.page.context(page))
+    except (ScenarioError, OptionError) as exc:
+        return _refuse(400, str(exc))
+    return JsonResponse({"lesson": lesson.id, "done": verdict.done, "message": verdict.message})

@@ -1,0 +1,321 @@
+"""The tutorial: its lessons, the server-side check of every task (done and not done, for real runs),
+the lesson path and the start links, and bad input (unknown lesson, altered link, bad options)."""
+import json
+from urllib.parse import parse_qs, urlencode, urlparse
+
+import numpy as np
+import pytest
+
+from explainer.lifecycle.scenario import DEFAULT_PROMPT, Scenario
+from explainer.stages.pages.caching import LONG_SYSTEM
+from explainer.stages.pages.tools import OWN_EXAMPLE
+from explainer.stages.registry import STAGES
+from explainer.stages.runs import codec, engine, run_of
+from explainer.lifecycle.scenario import ScenarioError
+from explainer.tutorial.lessons import DATA, LessonDataError, by_id, lessons, load
+
+POSTGRES = [{"role": "user", "content": "What is a PostgreSQL index?"}]
+OWN_TOOL = {"name": "lookup_index", "description": "Look up the indexes of a table.",
+            "input_schema": {"type": "object", "properties": {"table": {"type": "string"}}, "required": ["table"]}}
+
+
+def check(client, lesson_id, scenario=None, **opts):
+    q = {}
+    if scenario is not None:
+        blob = codec().encode(scenario)
+        if blob:
+            q["s"] = blob
+    q.update({k: str(v) for k, v in opts.items()})
+    r = client.get(f"/tutorial/check/{lesson_id}" + ("?" + urlencode(q) if q else ""))
+    assert r.status_code == 200, r.content
+    data = r.json()
+    assert set(data) == {"lesson", "done", "message"} and data["lesson"] == lesson_id and data["message"]
+    return data
+
+
+def start(lesson_id) -> Scenario:
+    return by_id()[lesson_id].start_scenario()
+
+
+# ---- the lessons ----------------------------------------------------------------------------------------
+
+def test_there_is_one_lesson_per_stage_in_walk_through_order():
+    assert [x.stage_slug for x in lessons()] == [s.slug for s in STAGES]
+    assert [x.number for x in lessons()] == list(range(1, len(STAGES) + 1))
+    assert len({x.id for x in lessons()}) == len(STAGES)
+
+
+@pytest.mark.parametrize("lesson_id", [x.id for x in lessons()])
+def test_no_lesson_is_done_where_it_starts(client, lesson_id):
+    """The check can fail: at its own start, every task is still to do."""
+    r = client.get(f"/tutorial/start/{lesson_id}")
+    assert r.status_code == 302
+    target = urlparse(r["Location"])
+    assert target.fragment == f"tutorial={lesson_id}"
+    assert target.path == f"/learn/{by_id()[lesson_id].stage_slug}/"
+    page = client.get(target.path + ("?" + target.query if target.query else ""))
+    assert page.status_code == 200
+    data = client.get(f"/tutorial/check/{lesson_id}" + ("?" + target.query if target.query else "")).json()
+    assert data["done"] is False and data["message"]
+
+
+def test_a_start_link_carries_the_lesson_s_scenario_and_options(client):
+    r = client.get("/tutorial/start/cache-hit")
+    q = parse_qs(urlparse(r["Location"]).query)
+    assert q["clock"] == ["10"] and "s" not in q  # the default scenario travels as no blob at all
+    r = client.get("/tutorial/start/temperature")
+    q = parse_qs(urlparse(r["Location"]).query)
+    assert codec().decode(q["s"][0]) == Scenario(messages=POSTGRES, temperature=0.8, max_tokens=32)
+
+
+def _data(tmp_path, change):
+    raw = json.loads(DATA.read_text(encoding="utf-8"))
+    change(raw["lessons"])
+    p = tmp_path / "lessons.json"
+    p.write_text(json.dumps(raw), encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda ls: ls.reverse(), "order"),
+    (lambda ls: ls[0].update(stage="nowhere"), "not a stage"),
+    (lambda ls: ls[0]["check"].update(kind="guess"), "no check"),
+    (lambda ls: ls[1].update(id=ls[0]["id"]), "unique"),
+    (lambda ls: ls[0].update(id="Bad Id!"), "id"),
+    (lambda ls: ls[0]["start"]["options"].update(nope=1), "no option"),
+    (lambda ls: ls[0].pop("hint"), "hint"),
+])
+def test_bad_lesson_data_is_refused_at_load(tmp_path, change, words):
+    with pytest.raises(LessonDataError, match=words):
+        load(_data(tmp_path, change))
+
+
+def test_a_start_scenario_the_codec_refuses_is_refused_at_load(tmp_path):
+    with pytest.raises(ScenarioError):
+        load(_data(tmp_path, lambda ls: ls[0]["start"]["scenario"].update(temperature=3)))
+
+
+# ---- the checks, each both ways ------------------------------------------------------------------------
+
+def test_temperature_word(client):
+    s = start("temperature")
+    assert "operator" not in run_of(s).text.lower()
+    low = s.replace(temperature=0.3)
+    assert "operator" in run_of(low).text.lower()  # the reference: the engine's own reply
+    assert check(client, "temperature", low)["done"] is True
+    mid = s.replace(temperature=0.6)
+    assert "operator" not in run_of(mid).text.lower()
+    assert check(client, "temperature", mid)["done"] is False
+    other = check(client, "temperature", low.replace(seed=5))
+    assert other["done"] is False and "seed" in other["message"]
+    other = check(client, "temperature", low.replace(max_tokens=40))
+    assert other["done"] is False and "max_tokens" in other["message"]
+
+
+def test_temperature_word_agrees_with_the_reply_at_every_slider_step(client):
+    s = start("temperature")
+    for i in range(21):
+        t = round(i * 0.05, 2)
+        if t == s.temperature:
+            continue
+        says = "operator" in run_of(s.replace(temperature=t)).text.lower()
+        assert check(client, "temperature", s.replace(temperature=t))["done"] is says, t
+
+
+def test_prefill(client):
+    s = start("prefill")
+    done = check(client, "prefill", s.replace(messages=[*POSTGRES, {"role": "assistant", "content": "An index is"}]))
+    assert done["done"] is True and "An index is" in done["message"]
+    empty = check(client, "prefill", s.replace(messages=[*POSTGRES, {"role": "assistant", "content": "  "}]))
+    assert empty["done"] is False and "empty" in empty["message"]
+    alone = s.replace(messages=[{"role": "assistant", "content": "An index is"}])
+    assert run_of(alone).error is not None
+    refused = check(client, "prefill", alone)
+    assert refused["done"] is False and "refuse" in refused["message"]
+
+
+def test_never_admitted(client):
+    assert check(client, "never-admitted", Scenario(max_tokens=2001))["done"] is True
+    assert check(client, "never-admitted", Scenario(max_tokens=2000))["done"] is False  # the whole bucket: it can wait
+    msg = check(client, "never-admitted", Scenario())["message"]
+    assert "requests bucket" in msg
+    invalid = check(client, "never-admitted", Scenario(max_tokens=3000, messages=[{"role": "assistant", "content": "Hi"}]))
+    assert invalid["done"] is False and "format check" in invalid["message"]
+
+
+def test_vocabulary_ratio(client):
+    tok = engine().tokenizer
+    n_model = len(run_of(Scenario()).prompt_ids)
+    assert check(client, "small-vocabulary", Scenario(), merges=0)["done"] is True
+    assert check(client, "small-vocabulary", Scenario())["done"] is False
+    assert check(client, "small-vocabulary", Scenario(), merges=len(tok.merges))["done"] is False
+    # the reference: the context re-encoded with the first N merges, against 2x the model's count
+    from explainer.stages.pages.tokenize import build_context
+    req = run_of(Scenario()).request
+    ctx = build_context(tok, req.system, [(m.role, m.text) for m in req.messages])
+    assert len(ctx.tokens_at(tok.model_merges)) == n_model
+    for n in (0, 16, 64, 256, 1024):
+        twice = len(ctx.tokens_at(n)) >= 2 * n_model
+        assert check(client, "small-vocabulary", Scenario(), merges=n)["done"] is twice, n
+
+
+def test_previous_token_head(client):
+    s = start("previous-token-head")
+    ids = run_of(s).prompt_ids
+    out = engine().model.forward(ids, want=("block_*_attn_head_*_weights",))
+    c = engine().model.config
+    # the reference, written as a plain loop over positions
+    mean = np.zeros((c.n_layer, c.n_head))
+    for layer in range(c.n_layer):
+        for head in range(c.n_head):
+            w = out.trace[f"block_{layer}_attn_head_{head}_weights"]
+            mean[layer, head] = sum(w[i, i - 1] for i in range(1, len(ids))) / (len(ids) - 1)
+    best = np.unravel_index(np.argmax(mean), mean.shape)
+    assert check(client, "previous-token-head", s, layer=best[0], head=best[1])["done"] is True
+    for layer in range(c.n_layer):
+        for head in range(c.n_head):
+            if (layer, head) != best:
+                assert check(client, "previous-token-head", s, layer=layer, head=head)["done"] is False
+
+
+def test_different_draw_agrees_with_the_engine(client):
+    """At step 1 (index 0) the slider's temperature t draws what the engine really draws with temperature t."""
+    s = Scenario()
+    drawn = run_of(s).steps[0]["token"]
+    seen = set()
+    for t in (0.0, 0.3, 0.5, 0.7, 0.9, 1.0):
+        other = run_of(s.replace(temperature=t)).steps[0]["token"]
+        verdict = check(client, "same-dice", s, t=t)
+        assert verdict["done"] is (other != drawn), t
+        seen.add(verdict["done"])
+    assert seen == {True, False}
+
+
+def test_different_draw_at_a_later_step(client):
+    assert check(client, "same-dice", Scenario(), step=1)["done"] is False
+    assert check(client, "same-dice", Scenario(), step=1, t=0.3)["done"] is False
+    assert check(client, "same-dice", Scenario(), step=1, t=2)["done"] is True
+
+
+def test_stop_sequence(client):
+    s = start("stop-sequence")
+    done = check(client, "stop-sequence", s.replace(stop_sequences=["index"]))
+    assert done["done"] is True and "index" in done["message"]
+    assert check(client, "stop-sequence", s)["done"] is False
+    missing = check(client, "stop-sequence", s.replace(stop_sequences=["zebra-crossing"]))
+    assert missing["done"] is False and "never contains" in missing["message"]
+
+
+def test_context_limit(client):
+    from explainer.stages.pages.conversation import CANNED_TURNS
+
+    history = list(Scenario().messages)
+    verdicts = []
+    for turn in CANNED_TURNS:  # what Send does: the reply, then the next message
+        run = run_of(Scenario(messages=history))
+        verdicts.append((run.error is not None, check(client, "context-limit", Scenario(messages=history))["done"]))
+        if run.error:
+            break
+        history += [{"role": "assistant", "content": run.text}, {"role": "user", "content": turn}]
+    assert verdicts[-1] == (True, True)
+    assert all(v == (False, False) for v in verdicts[:-1])
+    other = check(client, "context-limit", Scenario(messages=[{"role": "assistant", "content": "Hi"}]))
+    assert other["done"] is False and "not the window" in other["message"]
+
+
+def test_cache_hit(client):
+    long = Scenario(system=LONG_SYSTEM)
+    assert check(client, "cache-hit", long, clock=10, ttl="1h")["done"] is True
+    assert check(client, "cache-hit", long, clock=10, bp="system:1h")["done"] is True
+    expired = check(client, "cache-hit", long, clock=10)
+    assert expired["done"] is False and "expired" in expired["message"]
+    soon = check(client, "cache-hit", long, clock=3)
+    assert soon["done"] is False and "at least 10" in soon["message"]
+    short = check(client, "cache-hit", Scenario(), clock=10, ttl="1h")
+    assert short["done"] is False and "stored nothing" in short["message"]
+    assert check(client, "cache-hit", long, clock=10, ttl="1h", bp="none")["done"] is False
+
+
+def test_own_tool_loop(client):
+    mine = Scenario(tools=[OWN_TOOL])
+    assert check(client, "own-tool", mine, tool="own")["done"] is True
+    assert check(client, "own-tool", mine, tool="own", choice="any")["done"] is True
+    assert check(client, "own-tool", mine)["done"] is False  # the demo tool
+    text = check(client, "own-tool", mine, tool="own", choice="auto")
+    assert text["done"] is False and "tool_choice auto" in text["message"]
+    example = check(client, "own-tool", Scenario(tools=[OWN_EXAMPLE]), tool="own")
+    assert example["done"] is False and "example" in example["message"]
+
+
+def test_greedy_own_question(client):
+    mine = Scenario(messages=POSTGRES)
+    assert check(client, "greedy", mine.replace(temperature=0))["done"] is True
+    assert check(client, "greedy", mine.replace(top_k=1))["done"] is True
+    sampled = check(client, "greedy", mine.replace(temperature=1.0))
+    assert sampled["done"] is False and "not the model's first choice" in sampled["message"]
+    same = check(client, "greedy", Scenario(temperature=0))
+    assert same["done"] is False and "lesson's question" in same["message"]
+    assert Scenario().messages[0]["content"] == DEFAULT_PROMPT
+
+
+# ---- pages and bad input -----------------------------------------------------------------------------------
+
+def test_the_lesson_path_lists_every_lesson(client):
+    r = client.get("/tutorial/")
+    assert r.status_code == 200
+    html = r.content.decode()
+    for x in lessons():
+        assert f'href="/tutorial/start/{x.id}"' in html and x.title.replace("'", "&#x27;") in html
+    assert 'id="tut-reset"' in html and "js/tutorial.js" in html
+
+
+def test_the_overview_links_to_the_tutorial_unless_embedded(client):
+    assert 'href="/tutorial/"' in client.get("/learn/overview/").content.decode()
+    assert 'href="/tutorial/"' not in client.get("/learn/overview/?embed=1").content.decode()
+
+
+def test_lessons_json(client):
+    data = client.get("/tutorial/lessons.json").json()
+    assert [x["id"] for x in data["lessons"]] == [x.id for x in lessons()]
+    first, last = data["lessons"][0], data["lessons"][-1]
+    assert first["next"] == data["lessons"][1]["id"] and last["next"] is None
+    assert first["check_url"] == f"/tutorial/check/{first['id']}" and data["path_url"] == "/tutorial/"
+
+
+def test_unknown_lessons_are_404s(client):
+    r = client.get("/tutorial/check/no-such-lesson")
+    assert r.status_code == 404 and r.json()["done"] is False and "not a lesson" in r.json()["error"]
+    r = client.get("/tutorial/start/%3Cscript%3E")
+    assert r.status_code == 404 and "<script>" not in r.content.decode()
+
+
+@pytest.mark.parametrize("bad", ["abc", "abc.def", "x" * 7000, codec().encode(Scenario(seed=5))[:-2] + "zz"])
+def test_an_altered_link_is_a_400_with_the_stage_s_message(client, bad):
+    with pytest.raises(ScenarioError) as refused:
+        codec().decode(bad)
+    r = client.get("/tutorial/check/temperature", {"s": bad})
+    assert r.status_code == 400 and r.json() == {"done": False, "error": str(refused.value)}
+    assert client.get("/learn/overview/", {"s": bad}).status_code == 400
+
+
+@pytest.mark.parametrize("lesson_id, opts", [
+    ("previous-token-head", {"layer": "9"}), ("previous-token-head", {"head": "x"}),
+    ("small-vocabulary", {"merges": "99999999"}), ("cache-hit", {"bp": "m7"}), ("same-dice", {"step": "500"}),
+    ("own-tool", {"tool": "own"}),  # no tool of the learner's own in this scenario
+])
+def test_bad_view_options_are_a_400(client, lesson_id, opts):
+    r = client.get(f"/tutorial/check/{lesson_id}", opts)
+    assert r.status_code == 400 and r.json()["error"]
+    assert client.get(f"/learn/{by_id()[lesson_id].stage_slug}/", opts).status_code == 400  # as the page itself
+
+
+def test_an_oversized_query_and_other_methods_are_refused(client):
+    assert client.get("/tutorial/check/temperature?junk=" + "a" * 9000).status_code == 400
+    assert client.post("/tutorial/check/temperature").status_code == 405
+    assert client.post("/tutorial/").status_code == 405
+
+
+def test_hostile_text_comes_back_as_json_only(client):
+    s = Scenario(messages=[{"role": "user", "content": "Hi"}], stop_sequences=['<img src=x onerror=alert(1)>'])
+    r = client.get("/tutorial/check/stop-sequence", {"s": codec().encode(s)})
+    assert r.status_code == 200 and r["content-type"] == "application/json"
