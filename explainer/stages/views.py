@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from django.http import JsonResponse
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -25,8 +26,9 @@ MODEL_NAMES = ("claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5", "clau
 class StagePage:
     """What a stage's page module gets: the scenario, the view options, the computed run."""
 
-    def __init__(self, stage: Stage, scenario: Scenario, blob: str, opts: dict):
+    def __init__(self, stage: Stage, scenario: Scenario, blob: str, opts: dict, embed: bool = False):
         self.stage, self.scenario, self.blob, self.opts = stage, scenario, blob, opts
+        self.embed = embed  # shown inside an iframe: every link to a stage stays embedded
         self.engine = engine()
 
     @cached_property
@@ -34,10 +36,19 @@ class StagePage:
         return run_of(self.scenario)
 
     def url(self, slug: str | None = None, scenario: Scenario | None = None, **opts) -> str:
-        """Link to a stage (this one by default) keeping the scenario; ``opts`` are view options."""
+        """Link to a stage (this one by default) keeping the scenario (and embed mode); ``opts`` are view options."""
+        return self._url(slug, scenario, self.embed, opts)
+
+    def full_url(self, slug: str | None = None, scenario: Scenario | None = None, **opts) -> str:
+        """Like ``url`` but always the full page, never embedded: for permalinks and "open in the explainer"."""
+        return self._url(slug, scenario, False, opts)
+
+    def _url(self, slug, scenario, embed: bool, opts: dict) -> str:
         blob = self.blob if scenario is None else codec().encode(scenario)
         query = {"s": blob} if blob else {}
         query.update({k: v for k, v in opts.items() if v is not None})
+        if embed:
+            query["embed"] = "1"
         path = reverse("stage", args=[slug or self.stage.slug])
         return path + ("?" + urlencode(query) if query else "")
 
@@ -52,8 +63,33 @@ def bundled_info() -> dict | None:
             "layers": m.config.n_layer, "heads": m.config.n_head, "d_model": m.config.d_model}
 
 
-def _error(request, status: int, title: str, message: str, back: str = "/"):
-    return render(request, "error.html", {"title": title, "message": message, "back": back, "bundled": bundled_info()}, status=status)
+def _error(request, status: int, title: str, message: str, back: str = "/", embed: bool = False):
+    ctx = {"title": title, "message": message, "back": back, "bundled": bundled_info(), "embed": embed}
+    return _frameable(render(request, "error.html", ctx, status=status), embed)
+
+
+def _embed_flag(request) -> bool:
+    """``embed=1`` shows a stage without the site's chrome, for an iframe; ``0`` or absent is the full page."""
+    raw = request.GET.get("embed")
+    if raw in (None, "", "0"):
+        return False
+    if raw == "1":
+        return True
+    raise OptionError("“embed” must be 1 (the stage alone, for an iframe) or 0.")
+
+
+def _frameable(response, embed: bool):
+    """An embedded page may be framed by any site (course pages, slides); every other page stays
+    SAMEORIGIN (settings.X_FRAME_OPTIONS), so only embed responses are exempted, one by one."""
+    if embed:
+        response.xframe_options_exempt = True
+        response["Content-Security-Policy"] = "frame-ancestors *"
+    return response
+
+
+def _og_image(request, slug: str) -> str:
+    """Absolute URL of the stage's preview picture (made by scripts/og_images.py)."""
+    return request.build_absolute_uri(static(f"og/{slug}.png"))
 
 
 @require_GET
@@ -72,16 +108,23 @@ def stage(request, slug: str):
         return _error(request, 400, "Link too long", f"This link is longer than {MAX_QUERY_CHARS:,} characters, so it is not read.", back=request.path)
     blob = request.GET.get("s", "")
     try:
+        embed = _embed_flag(request)
+    except OptionError as exc:
+        return _error(request, 400, "This link cannot be shown", str(exc), back=request.path)
+    try:
         scenario = codec().decode(blob)
         opts = parse_options(st.page.OPTIONS, request.GET)
-        page = StagePage(st, scenario, blob, opts)
+        page = StagePage(st, scenario, blob, opts, embed=embed)
         ctx = st.page.context(page)
     except (ScenarioError, OptionError) as exc:
-        return _error(request, 400, "This link cannot be shown", str(exc), back=request.path)
+        back = request.path + ("?embed=1" if embed else "")
+        return _error(request, 400, "This link cannot be shown", str(exc), back=back, embed=embed)
     prev, nxt = neighbours(slug)
     rail = [{"stage": BY_SLUG[s], "url": page.url(s) if BY_SLUG[s].built else None, "current": s == slug, "number": i + 1}
             for i, s in enumerate(REQUEST_STEPS)]
     beside = [{"stage": BY_SLUG[s], "url": page.url(s) if BY_SLUG[s].built else None, "current": s == slug} for s in BESIDE_RAIL]
+    # The link to share is always the full page; "Copy embed code" adds embed=1 itself.
+    permalink = request.build_absolute_uri(page.full_url(**{k: v for k, v in opts.items() if v != st.page.OPTIONS[k].default}))
     common = {
         "stage": st, "page": page, "scenario": scenario, "s": blob, "opts": opts,
         "prev": {"stage": prev, "url": page.url(prev.slug)} if prev else None,
@@ -90,9 +133,12 @@ def stage(request, slug: str):
         "step_number": REQUEST_STEPS.index(slug) + 1 if slug in REQUEST_STEPS else None,
         "model_names": MODEL_NAMES,
         "run_error_json": json.dumps(page.run.error, indent=2, ensure_ascii=False) if page.run.error else "",
-        "permalink": request.build_absolute_uri(page.url(**{k: v for k, v in opts.items() if v != st.page.OPTIONS[k].default})),
+        "permalink": permalink,
+        "embed": embed,
+        "compose_url": page.url("compose"),
+        "og_image": _og_image(request, slug),
     }
-    return render(request, st.template, common | ctx)
+    return _frameable(render(request, st.template, common | ctx), embed)
 
 
 @csrf_exempt  # a pure function of its input: it changes nothing on the server
