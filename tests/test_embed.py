@@ -47,13 +47,6 @@ class Page(HTMLParser):
         return [a for a in self.links if urlparse(a["href"]).path.startswith("/learn/")]
 
 
-def written_in_a_stage_template(a: dict) -> bool:
-    """Links that a stage template writes with {% url %} (teaching text, "Undo edits") rather than
-    from page.url(): static/js/embed.js adds embed=1 to them in the browser, which
-    tests/browser/test_embed_download.py checks on every stage."""
-    return "data-keeps-scenario" in a or a.get("id") == "revert"
-
-
 def url(slug, scenario=SCENARIO, **opts):
     q = {"s": codec().encode(scenario)} if scenario is not None else {}
     q.update(opts)
@@ -98,7 +91,7 @@ def test_links_to_stages_stay_embedded(client, slug):
         q = parse_qs(urlparse(a["href"]).query)
         if "data-embed-exit" in a:
             assert "embed" not in q, a
-        elif not written_in_a_stage_template(a):
+        else:
             assert q.get("embed") == ["1"], a
 
 

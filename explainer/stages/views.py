@@ -136,6 +136,7 @@ def stage(request, slug: str):
         "permalink": permalink,
         "embed": embed,
         "compose_url": page.url("compose"),
+        "transformer_url": page.url("transformer"),
         "og_image": _og_image(request, slug),
     }
     return _frameable(render(request, st.template, common | ctx), embed)
