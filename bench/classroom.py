@@ -67,6 +67,11 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, int(round(q * len(xs))) - 1))]
@@ -93,10 +98,12 @@ async def one_room(servers: list[dict], n: int, href: str, pace_ms: int) -> dict
                 return f
 
     started = time.perf_counter()
+    cpu0 = sum(cpu_seconds(s["pid"]) for s in servers), time.process_time()
     await presenter.send(json.dumps({"type": "run", "pace_ms": pace_ms}))
     ends = await asyncio.gather(drain_presenter(), *(s.read_until(lambda f: f["type"] == "room.run" and f["phase"] == "end", timeout=600)
                                                      for s in students))
     wall = time.perf_counter() - started
+    cpu = sum(cpu_seconds(s["pid"]) for s in servers) - cpu0[0], time.process_time() - cpu0[1]
     lost = 0
     lags: list[float] = []
     for s in students:
@@ -109,14 +116,15 @@ async def one_room(servers: list[dict], n: int, href: str, pace_ms: int) -> dict
     for ws in [presenter, *(s.ws for s in students)]:
         await ws.close()
     return {"n": n, "lost": lost, "lags": lags, "per_socket_kib": (after - before) / n, "wall": wall,
-            "tokens": ends[0].get("usage", {}).get("output_tokens")}
+            "tokens": ends[0].get("usage", {}).get("output_tokens"), "cpu": cpu}
 
 
 def report(label: str, r: dict) -> None:
     lag = [x * 1000 for x in r["lags"]]
     print(f"{label:<28} {r['n']:>4} students: lag median {statistics.median(lag):6.1f} ms  p99 {pct(lag, 0.99):7.1f} ms  "
           f"max {max(lag):7.1f} ms | frames lost {r['lost']} | {r['per_socket_kib']:5.1f} KiB per socket | "
-          f"{r['tokens']} tokens in {r['wall']:.1f} s", flush=True)
+          f"{r['tokens']} tokens in {r['wall']:.1f} s; CPU busy: servers {100 * r['cpu'][0] / r['wall']:.0f}%, "
+          f"students' clients {100 * r['cpu'][1] / r['wall']:.0f}%", flush=True)
 
 
 def main() -> None:

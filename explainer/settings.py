@@ -121,7 +121,7 @@ CHANNEL_LAYERS = {"default": {
     "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
     "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("EXPLAINER_CHANNEL_PREFIX", "explainer")},
 } if REDIS_URL else {
-    "BACKEND": "channels.layers.InMemoryChannelLayer",
+    "BACKEND": "explainer.live.layers.SweepingInMemoryChannelLayer",
     # a student whose socket is slow falls behind; a full queue would drop room frames silently
     "CONFIG": {"capacity": 5000},
 }}

@@ -20,7 +20,7 @@ def settings_with(tmp_path, **env):
 
 def test_defaults_are_in_process_and_sqlite(tmp_path):
     layer, engine, name = settings_with(tmp_path)
-    assert layer["BACKEND"] == "channels.layers.InMemoryChannelLayer" and layer["CONFIG"]["capacity"] >= 1000
+    assert layer["BACKEND"] == "explainer.live.layers.SweepingInMemoryChannelLayer" and layer["CONFIG"]["capacity"] >= 1000
     assert engine == "django.db.backends.sqlite3" and name == str(tmp_path / "db.sqlite3")
 
 
@@ -30,3 +30,27 @@ def test_redis_and_postgres_from_the_environment(tmp_path):
     assert layer["BACKEND"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
     assert layer["CONFIG"]["hosts"] == ["redis://127.0.0.1:6379/3"]
     assert engine == "django.db.backends.postgresql" and name == "classroom"
+
+
+async def test_the_in_process_layer_still_expires_old_messages(monkeypatch):
+    import asyncio
+
+    from explainer.live import layers
+
+    layer = layers.SweepingInMemoryChannelLayer(expiry=0.05)
+    clock = [1000.0]
+    monkeypatch.setattr(layers, "_now", lambda: clock[0])
+    await layer.group_add("room", "student.inmemory!a")
+    await layer.send("student.inmemory!a", {"type": "old"})
+    await asyncio.sleep(0.1)  # the message is past its expiry
+    layer._clean_expired()
+    assert "student.inmemory!a" not in layer.channels and not layer.groups.get("room")
+    await layer.group_add("room", "student.inmemory!b")
+    await layer.send("student.inmemory!b", {"type": "old"})
+    await asyncio.sleep(0.1)
+    clock[0] += 0.5
+    layer._clean_expired()  # within a second of the last sweep: skipped
+    assert "student.inmemory!b" in layer.channels
+    clock[0] += 0.6
+    layer._clean_expired()
+    assert "student.inmemory!b" not in layer.channels

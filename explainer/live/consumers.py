@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -42,7 +43,23 @@ def _options(raw) -> tuple[int, int]:
     return seed, pace
 
 
-class StreamConsumer(AsyncWebsocketConsumer):
+class DirectDispatch:
+    """Hand each message straight to its handler.
+
+    Channels' consumers first run ``close_old_connections`` in a worker thread for every message,
+    to recycle database connections. Our handlers reach the database only through
+    ``database_sync_to_async``, which does that itself around each call, so the extra thread hop
+    per message (per student, per token, in a classroom room) bought nothing and was most of a
+    broadcast's cost."""
+
+    async def dispatch(self, message):
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+
+class StreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
     async def connect(self):
         self.task: asyncio.Task | None = None
         self.running = False

@@ -38,6 +38,7 @@ from django.conf import settings
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import ScenarioError
+from explainer.live.consumers import DirectDispatch
 from explainer.live.runner import run_events
 from explainer.rooms import rooms
 from explainer.rooms.models import Room
@@ -82,7 +83,7 @@ def tally(guesses: dict[str, str], candidates: list[dict]) -> tuple[list[dict], 
     return bars, sum(counts.values())
 
 
-class RoomConsumer(AsyncWebsocketConsumer):
+class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
     async def connect(self):
         self.role = "student"
         self.room: Room | None = None
