@@ -3,15 +3,22 @@
 The engine is synchronous numpy work; it runs in a small thread pool so the event loop
 keeps serving other sockets. The number of runs admitted at once is bounded: past the
 bound a caller gets ``overloaded_error`` instead of an ever-growing queue.
+
+The engine's thread and the event loop share one interpreter lock, so every wake-up of the
+loop is time taken from the engine. The loop is woken once per *batch*: the engine's thread
+adds events to a list and wakes the loop only when the list was empty and unclaimed; events
+that arrive while the loop is busy with the previous batch wait in the list and travel with
+the next one.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from django.conf import settings
 
@@ -41,44 +48,148 @@ def max_admitted() -> int:
     return settings.EXPLAINER_ENGINE_WORKERS + settings.EXPLAINER_ENGINE_QUEUE
 
 
-async def run_events(req: MessagesRequest, seed: int, cancel: threading.Event) -> AsyncIterator[dict]:
-    """Yield the engine's events for ``req``; an APIError is yielded as an error envelope."""
+class _Handoff:
+    """Events from the engine's thread to the event loop, with one wake-up per batch.
+
+    The engine's thread wakes the loop only when it is not already due to look: events that
+    arrive meanwhile join the batch it will take. With a ``hold`` (seconds), after taking a
+    batch the loop is left alone for that long while the engine's events collect (a timer
+    wakes it), so a steady stream of events crosses in a few larger batches. An event that
+    follows a quiet spell of at least ``hold``, the reply's first output, an error, and the end
+    of the run still wake the loop at once.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, cancel: threading.Event, hold: float = 0.0):
+        self.loop, self.cancel, self.hold = loop, cancel, hold
+        self.ready = asyncio.Event()
+        self.lock = threading.Lock()
+        self.pending: list = []
+        self.waking = False  # a wake-up is on its way, or the loop is holding: the engine's thread need not wake it
+        self.last_put = float("-inf")
+        self.timer: asyncio.TimerHandle | None = None
+
+    def put(self, item, urgent: bool = False) -> None:  # engine thread
+        if self.hold > 0:
+            now = time.perf_counter()
+            urgent = urgent or now - self.last_put >= self.hold
+            self.last_put = now
+        else:
+            urgent = False  # without a hold the loop takes every batch as soon as it can anyway
+        with self.lock:
+            self.pending.append(item)
+            if self.waking and not urgent:
+                return
+            self.waking = True
+        try:
+            self.loop.call_soon_threadsafe(self.ready.set)
+        except RuntimeError:  # the event loop is gone (server shutting down): stop quietly
+            self.cancel.set()
+
+    async def take(self) -> list:  # event loop
+        if self.timer is not None:  # holding since the last take: until the timer, or an urgent event
+            await self.ready.wait()
+            self.ready.clear()
+            self.timer.cancel()
+            self.timer = None
+        while True:
+            with self.lock:
+                if self.pending:
+                    batch, self.pending = self.pending, []
+                    self.waking = self.hold > 0
+                    break
+                self.waking = False
+            await self.ready.wait()  # may be a stale wake-up, whose events an earlier take already had
+            self.ready.clear()
+        if self.hold > 0:
+            self.timer = self.loop.call_later(self.hold, self.ready.set)
+        return batch
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+_DONE = object()
+
+
+async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, *,
+                      observe: Callable[[dict], None] | None = None,
+                      keep: Callable[[dict], bool] | None = None,
+                      finished: Callable[[], None] | None = None,
+                      hold: float = 0.0) -> AsyncIterator[list[dict]]:
+    """Yield the engine's events for ``req`` as lists of the events ready at each wake-up, in order.
+
+    An APIError becomes an error envelope, the run's last event. ``observe(event)`` runs in the
+    engine's thread for every engine event; only events where ``keep(event)`` is true reach the
+    event loop. ``finished()`` runs in the engine's thread once it has stopped (after the last
+    ``observe``), also when the run was cancelled. With ``hold`` (seconds), a steady stream of
+    events is taken at most every ``hold`` seconds (fewer, larger batches; an event waits at
+    most that long); see ``_Handoff``.
+    """
     global _admitted
     with _admitted_lock:
         if _admitted >= max_admitted():
-            yield overloaded().body()
+            if finished is not None:
+                finished()
+            yield [overloaded().body()]
             return
         _admitted += 1
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    done = object()
-
-    def put(item) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the event loop is gone (server shutting down): stop quietly
-            cancel.set()
+    handoff = _Handoff(loop, cancel, hold)
+    put = handoff.put
 
     def work() -> None:
         try:
             engine = get_engine()
+            first_delta = True
             for event in engine.stream(req, seed=seed, cancelled=cancel.is_set, prompt_cache=engine.prompt_cache):
-                put(event)
+                if observe is not None:
+                    observe(event)
+                if keep is None or keep(event):
+                    urgent = first_delta and event["type"] == "content_block_delta"  # the reply's first output goes at once
+                    first_delta = first_delta and not urgent
+                    put(event, urgent)
         except APIError as exc:
-            put(exc.body())
+            put(exc.body(), urgent=True)
         except Cancelled:
             pass
         except Exception:  # a bug, not bad input: log it, tell the client without details
             log.exception("engine run failed")
-            put(APIError("api_error", "Internal error while generating.").body())
-        put(done)
+            put(APIError("api_error", "Internal error while generating.").body(), urgent=True)
+        finally:
+            if finished is not None:
+                try:
+                    finished()
+                except Exception:
+                    log.exception("run_batches: finished() failed")
+        put(_DONE, urgent=True)
 
     try:
         future = loop.run_in_executor(_executor(), work)
-        while (event := await queue.get()) is not done:
-            yield event
+        while True:
+            batch = await handoff.take()
+            if batch[-1] is _DONE:
+                if len(batch) > 1:
+                    yield batch[:-1]
+                break
+            yield batch
         await future
     finally:
+        handoff.close()
         cancel.set()
         with _admitted_lock:
             _admitted -= 1
+
+
+async def run_events(req: MessagesRequest, seed: int, cancel: threading.Event, **options) -> AsyncIterator[dict]:
+    """Yield the engine's events for ``req``, one at a time; an APIError is yielded as an error envelope.
+
+    ``options`` are ``run_batches``'s.
+    """
+    batches = run_batches(req, seed, cancel, **options)
+    try:
+        async for batch in batches:
+            for event in batch:
+                yield event
+    finally:
+        await batches.aclose()

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from explainer.lifecycle.scenario import Scenario, ScenarioError
+from explainer.shares import traces as recorder
 from explainer.shares.models import Trace
 from explainer.shares.traces import ensure_attention
 from explainer.stages.registry import REQUEST_STEPS, BY_SLUG
@@ -47,17 +48,35 @@ def _live(trace_id: str) -> Trace | None:
     return Trace.objects.filter(id=trace_id[:32], expires_at__gt=timezone.now()).first()
 
 
+def _written(trace_id: str) -> Trace | None:
+    """The trace, waiting a moment when this process is still writing it (traces are written after the call answers)."""
+    trace = _live(trace_id)
+    if trace is None and recorder.wait_until_written(trace_id[:32], timeout=WRITE_WAIT):
+        trace = _live(trace_id)
+    return trace
+
+
+WRITE_WAIT = 5.0  # seconds; a write normally lands within milliseconds of the call's answer
+RECORDING_RECHECK = 2  # seconds between the "being recorded" page's checks
+
+
 @require_GET
 def trace_list(request):
     if not _from_this_machine(request):
         return _error(request, 403, "Traces are private", "The list of traces is shown only on the machine that runs the app. A trace's own link works anywhere.")
+    recorder.wait_for_writes(timeout=WRITE_WAIT)  # calls that have answered are listed
     traces = Trace.objects.filter(expires_at__gt=timezone.now())[:100]
     return render(request, "shares/traces.html", {"traces": traces, "bundled": bundled_info()})
 
 
 @require_GET
 def trace_detail(request, trace_id: str):
-    trace = _live(trace_id)
+    trace = _written(trace_id)
+    if trace is None and (recorder.is_pending(trace_id[:32]) or recorder.recently_issued(trace_id)):
+        # Still being written, here or by another process of this server: the page asks again until it is there.
+        resp = render(request, "shares/recording.html", {"bundled": bundled_info(), "every": RECORDING_RECHECK}, status=202)
+        resp["Cache-Control"] = "no-store"
+        return resp
     if trace is None:
         return _error(request, 404, "No such trace", "This trace does not exist, has expired, or was deleted.")
     scenario = scenario_of(trace)
@@ -89,5 +108,6 @@ def trace_detail(request, trace_id: str):
 
 @require_POST
 def trace_delete(request, trace_id: str):
+    recorder.wait_until_written(trace_id[:32], timeout=WRITE_WAIT)  # else the pending write would bring it back
     Trace.objects.filter(id=trace_id[:32]).delete()
     return HttpResponseRedirect(reverse("trace-list") if _from_this_machine(request) else "/")

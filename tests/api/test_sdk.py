@@ -101,3 +101,39 @@ def test_prompt_too_long_names_both_numbers(client):
         client.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "word " * 3000}])
     msg = e.value.body["error"]["message"]
     assert msg.startswith("prompt is too long:") and "511 maximum" in msg
+
+
+def test_the_stream_carries_every_engine_event_in_order_and_the_trace_records_them(api_server):
+    """Events travel in batches (explainer.live.runner): none may be lost, repeated or reordered, here or in the trace."""
+    import json
+    import sqlite3
+    import time
+    from pathlib import Path
+
+    from explainer.lifecycle.payload import parse_request
+    from explainer.live.runner import get_engine
+
+    body = {"model": MODEL, "max_tokens": 48, "messages": HI, "temperature": 0}
+    r = raw.request("POST", api_server["url"] + "/v1/messages", json_body={**body, "stream": True}, headers={"x-api-key": api_server["api_key"]})
+    assert r.status_code == 200
+    got = []
+    for block in r.text.split("\n\n")[:-1]:
+        name, data = block.split("\n")
+        assert name.startswith("event: ") and data.startswith("data: ")
+        got.append(json.loads(data[6:]))
+        assert got[-1]["type"] == name[7:]
+    want = [e for e in get_engine().stream(parse_request(body), seed=0) if not e["type"].startswith("explainer.")]
+    for e in (got[0], want[0]):
+        e["message"]["id"] = "msg_"
+    assert got == want
+    trace_id = r.headers["x-explainer-trace"].rstrip("/").rsplit("/", 1)[1]
+    db = sqlite3.connect(Path(api_server["log"]).parent / "db.sqlite3")
+    for _ in range(100):  # written just after the answer
+        row = db.execute("select events, steps, usage from shares_trace where id = ?", (trace_id,)).fetchone()
+        if row:
+            break
+        time.sleep(0.05)
+    events, steps, usage = (json.loads(x) for x in row)
+    events[0]["message"]["id"] = "msg_"
+    assert events == got
+    assert len(steps) == usage["output_tokens"] == got[-2]["usage"]["output_tokens"]
