@@ -1,6 +1,6 @@
 """A classroom under load: N students in one room, the presenter streams 300 tokens.
 
-    .venv/bin/python bench/classroom.py [--students 50 200 500] [--pace-ms 20]
+    .venv/bin/python bench/classroom.py [--students 50 200 500] [--pace-ms 100]
 
 For each N, on one Daphne process (in-memory channel layer) and on two processes sharing
 Redis (channel layer) and PostgreSQL (rooms), prints per-student delivery lag (from the
@@ -135,7 +135,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--students", type=int, nargs="+", default=[50, 200, 500])
     ap.add_argument("--two-process-students", type=int, nargs="+", default=None, help="default: the same as --students")
-X
+    ap.add_argument("--pace-ms", type=int, default=100, help="the presenter's pace between tokens (a room's default is 300)")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))  # 500 sockets, twice (client and server ends)
