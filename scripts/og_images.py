@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,47 +28,25 @@ MAX_BYTES = 150 * 1024  # a preview is fetched by every chat app that unfurls th
 # text (a preview is too small to read it) or the download buttons.
 PHOTO_CSS = (".embed-bar, .chart-dl, .stage-body > .explain { display: none !important; } body.embedded main { padding-top: 14px; }"
              ".stage-body, .stage-body.wide { grid-template-columns: minmax(0, 1fr) !important; }")
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "explainer.settings")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def daphne():
-    """The app under Daphne with a throw-away data directory, as scripts/run.sh would serve it."""
-    with tempfile.TemporaryDirectory(prefix="og-images-") as data:
-        env = {**os.environ, "EXPLAINER_DATA_DIR": data, "DJANGO_SETTINGS_MODULE": "explainer.settings"}
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "explainer.asgi:application"],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.time() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.time() > deadline:
-                        raise SystemExit("Daphne did not start:\n" + (proc.stderr.read().decode() if proc.stderr else ""))
-                    time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    """The app under Daphne with a throw-away data directory (the test suite's server helper)."""
+    import django
+
+    django.setup()
+    from tests.live_server import daphne as live_daphne
+
+    with tempfile.TemporaryDirectory(prefix="og-images-") as data, live_daphne(Path(data)) as srv:
+        yield srv["url"]
 
 
 def built_slugs() -> list[str]:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "explainer.settings")
-    sys.path.insert(0, str(ROOT))
     from explainer.stages.registry import built
 
     return [s.slug for s in built()]
