@@ -3,6 +3,7 @@
 // page it shows the current lesson's task panel, and nothing at all when no lesson is on or the page is
 // embedded (?embed=1). Whether a task is done is decided by the server (GET /tutorial/check/<lesson>
 // with the page's own query string). Text from the server is only ever set with textContent.
+import { node } from "./lib/dom.js";
 
 const KEY = "explainer.tutorial";
 const LESSON_HASH = /^#tutorial=([a-z][a-z0-9-]{0,39})$/;
@@ -49,15 +50,6 @@ function update(change) {
 
 function resetProgress() {
   try { localStorage.removeItem(KEY); } catch { /* nothing was stored */ }
-}
-
-function node(tag, attrs = {}, text = null) {
-  const n = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "className") n.className = v; else if (v !== null && v !== undefined) n.setAttribute(k, String(v));
-  }
-  if (text !== null) n.textContent = text;
-  return n;
 }
 
 // ---- the lesson path: /tutorial/ ----------------------------------------------------------------------

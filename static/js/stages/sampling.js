@@ -4,6 +4,7 @@
 // textContent only.
 import { readJSON, setViewOption } from "../stage.js";
 import { distribution, draw, entropyBits, mulberry32, orderOf } from "../lib/sampling.js";
+import { node } from "../lib/dom.js";
 
 const cfg = readJSON("sampling-config");
 const $ = (id) => document.getElementById(id);
@@ -32,15 +33,6 @@ const pct = (p, digits = 2) => (p > 0 && p * 100 < 10 ** -digits ? `${(p * 100).
 const fmtNum = (v) => (Number.isFinite(v) ? v.toFixed(2) : "−∞");
 const describe = (k) => `temperature ${k.temperature} · top_k ${k.top_k ? k.top_k : "off"} · top_p ${k.top_p < 1 ? k.top_p : "off"}`;
 const sameAsRequest = () => knobs.temperature === req.temperature && knobs.top_k === req.top_k && knobs.top_p === req.top_p;
-
-function node(tag, attrs = {}, text = null) {
-  const n = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "className") n.className = v; else if (v !== null && v !== undefined) n.setAttribute(k, String(v));
-  }
-  if (text !== null) n.textContent = text;
-  return n;
-}
 
 function loadStep(stepData) {
   data = stepData;
