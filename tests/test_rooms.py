@@ -100,6 +100,12 @@ def test_starting_a_room_gives_the_presenter_a_secret_link(client):
     assert secret not in html  # the secret only ever travels in the link's fragment
 
 
+def test_the_landing_page_says_how_long_a_room_lasts(client, settings):
+    assert "A room lasts 6 hours after" in client.get("/rooms/").content.decode()
+    settings.EXPLAINER_ROOM_TTL_HOURS = 1
+    assert "A room lasts 1 hour after" in client.get("/rooms/").content.decode()
+
+
 @pytest.mark.django_db
 def test_starting_a_room_needs_a_post(client):
     assert client.get("/rooms/new").status_code == 405

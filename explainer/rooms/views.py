@@ -48,7 +48,7 @@ def _stages() -> list[dict]:
 
 @require_GET
 def landing(request):
-    return _page(request, "rooms/landing.html", {})
+    return _page(request, "rooms/landing.html", {"room_hours": settings.EXPLAINER_ROOM_TTL_HOURS})
 
 
 @require_POST
