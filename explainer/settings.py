@@ -19,6 +19,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from explainer.network import lan_address
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("EXPLAINER_DATA_DIR", BASE_DIR / "var"))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -40,18 +42,6 @@ def _secret_key() -> str:
 
 DEBUG = _flag("EXPLAINER_DEBUG")
 SECRET_KEY = _secret_key()
-
-
-def lan_address() -> str | None:
-    """This machine's address on its network (what a phone in the same room would reach), if any.
-    Connecting a UDP socket sends nothing; it only asks the kernel which interface it would use."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 9))
-            addr = s.getsockname()[0]
-    except OSError:
-        return None
-    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
 
 
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"] + [

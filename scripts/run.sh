@@ -11,7 +11,7 @@ HOST="${HOST:-$DEFAULT_HOST}"
 PORT="${PORT:-8000}"
 echo "Lifecycle Explainer on http://127.0.0.1:$PORT/  (Ctrl-C stops it)"
 if [ "$HOST" = "0.0.0.0" ]; then
-  LAN="$(.venv/bin/python -c 'from explainer.settings import lan_address; print(lan_address() or "")' 2>/dev/null || true)"
+  LAN="$(.venv/bin/python -c 'from explainer.network import lan_address; print(lan_address() or "")' 2>/dev/null || true)"
   [ -n "$LAN" ] && echo "Students on this network join at http://$LAN:$PORT/join"
 fi
 echo "API: base_url http://127.0.0.1:$PORT  development key: $KEY"

@@ -136,8 +136,19 @@ def test_wrong_codes_are_limited_per_address(client):
 
 
 @pytest.mark.django_db
-def test_the_join_link_points_at_this_machine_on_the_network(client, settings):
+def test_the_join_link_points_at_this_machine_on_the_network(client, settings, monkeypatch):
     room, _ = rooms.create_room()
+    monkeypatch.setattr("explainer.network.lan_address", lambda: "10.1.2.3")
+    # the presenter browses at localhost: students get the network address, same port
+    html = client.get(f"/rooms/{room.code}/present", HTTP_HOST="127.0.0.1:8000").content.decode()
+    assert f"http://10.1.2.3:8000/r/{room.code}/" in html and "http://127.0.0.1:8000/r/" not in html
+    # the presenter already uses a name students can reach: it is kept
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "teacher.local"]
+    html = client.get(f"/rooms/{room.code}/present", HTTP_HOST="teacher.local:8000").content.decode()
+    assert f"http://teacher.local:8000/r/{room.code}/" in html
+    settings.EXPLAINER_LOCAL_ONLY = True
+    html = client.get(f"/rooms/{room.code}/present", HTTP_HOST="127.0.0.1:8000").content.decode()
+    assert f"http://127.0.0.1:8000/r/{room.code}/" in html and "only listens on this computer" in html
     settings.EXPLAINER_PUBLIC_URL = "http://classroom.example:8000"
     html = client.get(f"/rooms/{room.code}/present").content.decode()
     assert f"http://classroom.example:8000/r/{room.code}/" in html
@@ -241,7 +252,7 @@ async def test_bad_frames_get_errors_and_keep_the_socket():
     assert (await s.receive_json_from())["error"]["type"] == "invalid_request_error"
     p = await presenter(room, secret)
     for bad in ({"type": "state", "href": "https://evil.example/"}, {"type": "state"}, {"type": "run", "pace_ms": -1},
-                {"type": "run", "pace_ms": "fast"}, {"type": "step"}, {"type": "reveal"}):
+                {"type": "run", "pace_ms": "fast"}, {"type": "run", "mode": "fast"}, {"type": "step"}, {"type": "reveal"}):
         await p.send_json_to(bad)
         err = (await until(p, "error"))[-1]
         assert err["error"]["type"] == "invalid_request_error", bad

@@ -301,7 +301,10 @@ class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
         except ScenarioError as exc:
             raise APIError("invalid_request_error", f"The stage's scenario cannot be read: {exc}") from None
         req = parse_request(scenario.request_body())
-        self.pace_ms, self.mode, self.release, self.guess = pace, frame.get("mode", "play") if frame.get("mode") in ("play", "pause") else "play", False, None
+        mode = frame.get("mode", "play")
+        if mode not in ("play", "pause"):
+            raise APIError("invalid_request_error", "mode: “play” or “pause”")
+        self.pace_ms, self.mode, self.release, self.guess = pace, mode, False, None
         self.cancel = threading.Event()
         self.run_task = asyncio.create_task(self._run(req, scenario.seed, self.cancel))
 

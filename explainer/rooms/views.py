@@ -4,16 +4,18 @@ from __future__ import annotations
 import segno
 from django.conf import settings
 from django.http import HttpResponseRedirect
+from django.http.request import split_domain_port
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
+from explainer import network
 from explainer.rooms import rooms
 from explainer.stages.registry import built
 from explainer.stages.views import bundled_info
 
-LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
 def _client(request) -> str:
@@ -26,15 +28,9 @@ def public_base(request) -> str:
     if settings.EXPLAINER_PUBLIC_URL:
         return settings.EXPLAINER_PUBLIC_URL
     host = request.get_host()
-    name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
-    if not name:
-        name, port = host, ""
-    if name in LOOPBACK and not settings.EXPLAINER_LOCAL_ONLY:
-        from explainer.settings import lan_address
-
-        lan = lan_address()
-        if lan:
-            return f"{request.scheme}://{lan}{':' + port if port else ''}"
+    name, port = split_domain_port(host)
+    if name in LOOPBACK and not settings.EXPLAINER_LOCAL_ONLY and (lan := network.lan_address()):
+        return f"{request.scheme}://{lan}{':' + port if port else ''}"
     return f"{request.scheme}://{host}"
 
 
