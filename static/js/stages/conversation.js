@@ -105,21 +105,27 @@ function hline(s, y, cls, label, below = false) {
   text(g, M.l + 4, below ? y + 13 : y - 4, label, { "text-anchor": "start" });
 }
 
+// One bar slot per request of the conversation, on a token axis up to yMax: the chart, its
+// y scale, the bar width and each slot's centre.
+function requestChart(T, yMax, label) {
+  const s = svg(W, H, { label, className: "cv-svg" });
+  const slot = (W - M.l - M.r) / T.length;
+  const mid = (i) => M.l + slot * (i + 0.5);
+  const { ph } = axes(s, {
+    yMax, ticks: niceTicks(yMax), label: "tokens", xTitle: "request",
+    xLabels: T.map((t, i) => ({ x: mid(i), text: String(t.turn) })),
+  });
+  return { s, y: (v) => M.t + ph - (v / yMax) * ph, bw: Math.min(46, slot * 0.7), mid };
+}
+
 function drawPerTurn() {
   const host = $("chart-per-turn");
   if (!host) return;
   const T = D.turns;
   const yMax = Math.max(D.window, ...T.map((t) => t.input)) * 1.08;
-  const s = svg(W, H, { label: `Input tokens per request: ${T.map((t) => t.input).join(", ")}`, className: "cv-svg" });
-  const slot = (W - M.l - M.r) / T.length;
-  const { ph } = axes(s, {
-    yMax, ticks: niceTicks(yMax), label: "tokens", xTitle: "request",
-    xLabels: T.map((t, i) => ({ x: M.l + slot * (i + 0.5), text: String(t.turn) })),
-  });
-  const y = (v) => M.t + ph - (v / yMax) * ph;
-  const bw = Math.min(46, slot * 0.7);
+  const { s, y, bw, mid } = requestChart(T, yMax, `Input tokens per request: ${T.map((t) => t.input).join(", ")}`);
   T.forEach((t, i) => {
-    const x = M.l + slot * (i + 0.5) - bw / 2;
+    const x = mid(i) - bw / 2;
     const g = el("g", { class: `bar${t.refused ? " refused" : ""}` }, s);
     const resent = t.input - t.new;
     el("rect", { x, y: y(t.input), width: bw, height: y(resent) - y(t.input), class: "new" }, g);
@@ -136,25 +142,18 @@ function drawCumulative() {
   if (!host) return;
   const T = D.turns;
   const yMax = Math.max(...T.map((t) => t.cum_input), ...T.map((t) => t.input), 1) * 1.22;
-  const s = svg(W, H, { label: `Input tokens billed so far: ${T.map((t) => t.cum_input).join(", ")}`, className: "cv-svg" });
-  const slot = (W - M.l - M.r) / T.length;
-  const { ph } = axes(s, {
-    yMax, ticks: niceTicks(yMax), label: "tokens", xTitle: "request",
-    xLabels: T.map((t, i) => ({ x: M.l + slot * (i + 0.5), text: String(t.turn) })),
-  });
-  const y = (v) => M.t + ph - (v / yMax) * ph;
-  const bw = Math.min(46, slot * 0.7);
+  const { s, y, bw, mid } = requestChart(T, yMax, `Input tokens billed so far: ${T.map((t) => t.cum_input).join(", ")}`);
   T.forEach((t, i) => {
-    const x = M.l + slot * (i + 0.5) - bw / 2;
+    const x = mid(i) - bw / 2;
     const g = el("g", { class: "bar cum" }, s);
     el("rect", { x, y: y(t.cum_input), width: bw, height: y(0) - y(t.cum_input), class: "billed" }, g);
     text(g, x + bw / 2, y(t.cum_input) - 4, fmt(t.cum_input), { "text-anchor": "middle", class: "val" });
     if (D.price_known && t.cum_cost !== null) text(g, x + bw / 2, y(t.cum_input) - 18, usd(t.cum_cost), { "text-anchor": "middle", class: "cost" });
   });
   // the size of each request on its own, for comparison: the line the bars pull away from
-  const pts = T.map((t, i) => `${M.l + slot * (i + 0.5)},${y(t.input)}`).join(" ");
+  const pts = T.map((t, i) => `${mid(i)},${y(t.input)}`).join(" ");
   el("polyline", { points: pts, class: "one-request" }, s);
-  T.forEach((t, i) => el("circle", { cx: M.l + slot * (i + 0.5), cy: y(t.input), r: 3.5, class: "one-request-dot" }, s));
+  T.forEach((t, i) => el("circle", { cx: mid(i), cy: y(t.input), r: 3.5, class: "one-request-dot" }, s));
   const lg = el("g", { class: "chart-legend" }, s);
   el("rect", { x: M.l + 8, y: M.t, width: 12, height: 12, class: "billed" }, lg);
   text(lg, M.l + 25, M.t + 10, "billed so far");
