@@ -7,11 +7,6 @@ from channels.testing import WebsocketCommunicator
 
 from explainer.asgi import application
 
-# Channels checks the worker thread's database connections when a socket closes. The room tests
-# leave one there (the test database is in memory, and Django never closes those), so these
-# tests need database access although the stream socket itself never touches the database.
-pytestmark = pytest.mark.django_db
-
 ORIGIN = [(b"origin", b"http://127.0.0.1:8000")]
 BODY = {"model": "claude-haiku-4-5", "max_tokens": 12, "temperature": 0.8,
         "messages": [{"role": "user", "content": "What is a DAG?"}], "explainer": {"seed": 3}}

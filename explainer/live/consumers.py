@@ -19,6 +19,7 @@ import time
 from collections import deque
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -50,13 +51,20 @@ class DirectDispatch:
     to recycle database connections. Our handlers reach the database only through
     ``database_sync_to_async``, which does that itself around each call, so the extra thread hop
     per message (per student, per token, in a classroom room) bought nothing and was most of a
-    broadcast's cost."""
+    broadcast's cost. Closing a socket skips the same check."""
 
     async def dispatch(self, message):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    async def websocket_disconnect(self, message):
+        # as Channels' own, minus the connection check after disconnect() (see above)
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
 
 class StreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
