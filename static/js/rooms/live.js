@@ -38,13 +38,13 @@ export function createLive({ role, sendGuess }) {
   const status = $("live-status"), text = $("live-text"), prompt = $("live-prompt");
   const cands = $("live-candidates"), guess = $("guess"), reveal = $("reveal");
   let runId = null, guessIndex = null, lastIndex = -1;
-  const state = { running: false, held: false, guessOpen: false };
+  let guessOpen = false;
 
   function setStatus(s) { status.textContent = s; }
 
   function showGuess(frame) {
     guessIndex = frame.index;
-    state.guessOpen = true;
+    guessOpen = true;
     reveal.hidden = true;
     guess.hidden = false;
     $("guess-mine").textContent = "";
@@ -87,14 +87,13 @@ export function createLive({ role, sendGuess }) {
         if (frame.phase === "start") {
           runId = frame.run_id;
           lastIndex = -1;
-          state.running = true;
           text.replaceChildren();
           prompt.hidden = false;
           prompt.textContent = `Prompt (${frame.input_tokens} tokens): …${frame.prompt.slice(-160)}`;
           cands.hidden = true; guess.hidden = true; reveal.hidden = true;
           setStatus("generating");
         } else if (frame.run_id === runId) {
-          state.running = false; state.guessOpen = false; guess.hidden = true;
+          guessOpen = false; guess.hidden = true;
           setStatus(frame.error ? `stopped: ${frame.error.message}` : `finished (${frame.stop_reason})`);
         }
         break;
@@ -112,7 +111,7 @@ export function createLive({ role, sendGuess }) {
         bars($("live-bars"), frame.candidates.map((c) => ({ text: c.text, value: c.p, token: c.token })), {
           valueText: (r) => pct(r.value), highlight: (r) => r.token === frame.token,
         });
-        if (!state.guessOpen) setStatus("generating");
+        if (!guessOpen) setStatus("generating");
         break;
       }
       case "room.guess":
@@ -147,7 +146,7 @@ export function createLive({ role, sendGuess }) {
         $("reveal-drawn").textContent = "The model's probabilities stay hidden until you reveal.";
         break;
       case "room.reveal": {
-        state.guessOpen = false;
+        guessOpen = false;
         guess.hidden = true;
         reveal.hidden = false;
         $("reveal-title").textContent = `The class guessed, then the model drew`;
@@ -165,5 +164,5 @@ export function createLive({ role, sendGuess }) {
         break;
     }
   }
-  return { handle, state, setStatus };
+  return { handle, setStatus };
 }

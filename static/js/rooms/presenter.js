@@ -1,6 +1,6 @@
 // The presenter's screen: drives the room. The secret is in the link's #k= fragment, which
 // never reaches the server's logs; it is sent once, in the socket's auth frame.
-import { roomSocket, stageHref, embedded, frameHref } from "./socket.js";
+import { roomSocket, embedded, frameHref } from "./socket.js";
 import { createLive } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
