@@ -184,8 +184,13 @@ class Engine:
                 "text": self.token_label(step.token), "piece": step.text, "ms": round(step.seconds * 1000, 3),
                 "candidates": [c.to_dict() | {"text": self.token_label(c.token)} for c in step.candidates],
             }
+            if step.word_ban_p:  # a blocked word's token that the model really considered was removed
+                frame["banned_words"] = [
+                    {"token": t, "text": self.token_label(t), "word": step.word_ban[t], "probability": round(p, 6)}
+                    for t, p in sorted(step.word_ban_p.items(), key=lambda kv: -kv[1])]
             if keep_logits:
                 frame["logits"] = step.logits  # numpy, for in-process callers only (not JSON)
+                frame["word_ban"] = tuple(step.word_ban)  # every id the ban removed, to redraw this step exactly
             yield frame
             if step.text:
                 yield {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": step.text}}

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
+from explainer.llm.blocklist import word_ban_for
 from explainer.llm.model import KVCache, TinyTransformer
 from explainer.llm.sampling import Candidate, SamplingParams, distribution, draw
 from explainer.llm.tokenizer import Tokenizer
@@ -25,6 +26,7 @@ class GenerationConfig:
     stop_sequences: tuple[str, ...] = ()
     seed: int = 0
     n_candidates: int = 10
+    ban_words: bool = True  # ban the token sequences that spell a blocked word (blocklist.py)
 
 
 @dataclass
@@ -35,6 +37,8 @@ class Step:
     candidates: list[Candidate]
     seconds: float
     logits: np.ndarray | None = None  # the raw scores this token was drawn from [V]
+    word_ban: dict[int, str] = field(default_factory=dict)  # token -> blocked word it would have completed
+    word_ban_p: dict[int, float] = field(default_factory=dict)  # their probability before the ban (if >= 1e-4)
 
 
 @dataclass
@@ -64,12 +68,33 @@ def banned_ids(tok: Tokenizer) -> tuple[int, ...]:
     return tuple(tok.special_id(s) for s in tok.specials if s != "<|end|>")
 
 
+def step_banned(tok: Tokenizer, step: dict) -> tuple[int, ...]:
+    """Every id the engine could not draw at a recorded step: the role markers, and what the word ban removed."""
+    return banned_ids(tok) + tuple(step.get("word_ban", ()))
+
+
+def ban_probabilities(logits: np.ndarray, params: SamplingParams, banned: tuple[int, ...],
+                      words: dict[int, str], floor: float = 1e-4) -> dict[int, float]:
+    """How likely each word-banned token was before the ban removed it (only those above ``floor``)."""
+    x = np.asarray(logits, dtype=np.float64).copy()
+    x[list(banned)] = -np.inf
+    if params.temperature == 0:
+        top = int(np.argmax(x))
+        return {top: 1.0} if top in words else {}
+    x = x / params.temperature
+    x = np.exp(x - x.max())
+    x /= x.sum()
+    return {t: float(x[t]) for t in words if x[t] >= floor}
+
+
 def generate(model: TinyTransformer, tok: Tokenizer, prompt: list[int], cfg: GenerationConfig,
              cache: KVCache | None = None) -> Iterator[Step | Finish]:
     """Run the model on ``prompt`` (after whatever ``cache`` already holds) and sample a reply."""
     rng = np.random.default_rng(cfg.seed)
     end_id = tok.special_id("<|end|>")
     banned = banned_ids(tok)
+    ban = word_ban_for(tok) if cfg.ban_words else None
+    generated: list[int] = []
     n_ctx = model.config.n_ctx
 
     t0 = time.perf_counter()
@@ -84,8 +109,10 @@ def generate(model: TinyTransformer, tok: Tokenizer, prompt: list[int], cfg: Gen
     decode_start = time.perf_counter()
     while stop_reason is None:
         t = time.perf_counter()
-        dist = distribution(logits, cfg.sampling, banned=banned)
+        words = ban.banned_next(generated) if ban is not None else {}
+        dist = distribution(logits, cfg.sampling, banned=banned + tuple(words) if words else banned)
         token = draw(dist, rng)
+        generated.append(token)
         n_out += 1
         hit = None
         if token == end_id:
@@ -106,7 +133,8 @@ def generate(model: TinyTransformer, tok: Tokenizer, prompt: list[int], cfg: Gen
                 text += decoder.decode(b"", final=True)  # release a cut-off character as U+FFFD
             safe = len(text)
         piece, released = text[released:safe], max(released, safe)
-        yield Step(n_out - 1, token, piece, dist.rows(cfg.n_candidates), time.perf_counter() - t, logits)
+        yield Step(n_out - 1, token, piece, dist.rows(cfg.n_candidates), time.perf_counter() - t, logits,
+                   words, ban_probabilities(logits, cfg.sampling, banned, words) if words else {})
         if stop_reason is None:
             logits = model.forward([token], cache=cache).logits[-1]
     yield Finish(stop_reason, stop_seq, n_out, text, prefill, time.perf_counter() - decode_start)

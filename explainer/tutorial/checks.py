@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from explainer.lifecycle.scenario import Scenario
-from explainer.llm.generate import banned_ids
+from explainer.llm.generate import step_banned
 from explainer.llm.sampling import SamplingParams, distribution, draw
 
 
@@ -193,7 +193,7 @@ def different_draw(lesson, page, ctx) -> Verdict:
     i = page.opts["step"]
     st, knobs = run.steps[i], ctx["explore"]
     params = SamplingParams(*_knobs(knobs["temperature"], knobs["top_k"], knobs["top_p"]))
-    dist = distribution(np.asarray(st["logits"], dtype=np.float64), params, banned=banned_ids(page.engine.tokenizer))
+    dist = distribution(np.asarray(st["logits"], dtype=np.float64), params, banned=step_banned(page.engine.tokenizer, st))
     rng = np.random.default_rng(page.scenario.seed)  # the engine's stream: one number per step
     rng.random(i)
     token = draw(dist, rng)
@@ -306,10 +306,9 @@ def greedy_own_question(lesson, page, ctx) -> Verdict:
     if not run.steps:
         return Verdict(False, "The reply has no tokens.")
     params = SamplingParams(s.temperature, s.top_k, s.top_p)
-    banned = banned_ids(page.engine.tokenizer)
     not_top = []
     for st in run.steps:
-        dist = distribution(np.asarray(st["logits"], dtype=np.float64), params, banned=banned)
+        dist = distribution(np.asarray(st["logits"], dtype=np.float64), params, banned=step_banned(page.engine.tokenizer, st))
         rank = int(np.flatnonzero(dist.order == st["token"])[0]) + 1
         if rank > 1:
             not_top.append((st["index"], st["text"], rank))

@@ -3,7 +3,12 @@
 Usage (runs in the background; rerun the same command to resume)::
 
     python -m explainer.llm.training.train --out data/train --max-steps 2600
-    python -m explainer.llm.training.export --ckpt data/train/ckpt.pt
+    python -m explainer.llm.training.export --ckpt data/train/best.pt
+
+``--init-npz explainer/llm/weights/model.npz`` starts from shipped weights instead of a
+random initialisation (a fine-tune on a new corpus). ``best.pt`` is the checkpoint with
+the lowest validation loss seen so far: on a small corpus that is run for several
+epochs, the last step is not always the best one.
 
 The corpus is tokenised once with the project's tokenizer in its chat template
 (``<|system|>…<|end|><|user|>…<|end|><|assistant|>…<|end|>``), conversations are
@@ -86,6 +91,8 @@ def main() -> None:
     ap.add_argument("--ckpt-minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--init-npz", type=Path, default=None, help="start from these weights (ignored when resuming)")
+    ap.add_argument("--warmup", type=int, default=100)
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -102,28 +109,37 @@ def main() -> None:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
     ckpt_path, log_path = args.out / "ckpt.pt", args.out / "log.jsonl"
     step, tokens_seen, train_seconds = 0, 0, 0.0
+    best_val = math.inf
     rng = np.random.default_rng(args.seed)
+    if args.init_npz and not ckpt_path.exists():
+        from explainer.llm.model import read_weights
+        _, weights, _ = read_weights(args.init_npz)
+        model.load_numpy_weights(weights)
+        model.float()
+        print(f"initialised from {args.init_npz}; val loss {evaluate(model, streams['val'], cfg.n_ctx):.4f}", flush=True)
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step, tokens_seen, train_seconds = ck["step"], ck["tokens_seen"], ck["train_seconds"]
+        best_val = ck.get("best_val", math.inf)
         rng.bit_generator.state = ck["rng"]
         print(f"resumed at step {step}", flush=True)
     print(f"parameters: {sum(p.numel() for p in model.parameters()):,}", flush=True)
 
-    def save():
-        tmp = ckpt_path.with_suffix(".tmp")
+    def save(path=ckpt_path):
+        tmp = path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "tokens_seen": tokens_seen,
-                    "train_seconds": train_seconds, "rng": rng.bit_generator.state, "config": cfg.__dict__}, tmp)
-        tmp.replace(ckpt_path)
+                    "train_seconds": train_seconds, "rng": rng.bit_generator.state, "config": cfg.__dict__,
+                    "best_val": best_val, "val_loss": row.get("val_loss")}, tmp)
+        tmp.replace(path)
 
     last_ckpt = time.time()
     log = log_path.open("a")
     while step < args.max_steps:
         t0 = time.time()
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.max_steps, args.lr)
+            g["lr"] = lr_at(step, args.max_steps, args.lr, args.warmup)
         x, y = batch(streams["train"], args.batch_size, cfg.n_ctx, rng)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
@@ -136,6 +152,9 @@ def main() -> None:
         row = {"step": step, "train_loss": round(loss.item(), 4), "tokens": tokens_seen, "seconds": round(train_seconds, 1)}
         if step % args.eval_every == 0 or step == args.max_steps:
             row["val_loss"] = round(evaluate(model, streams["val"], cfg.n_ctx), 4)
+            if row["val_loss"] < best_val:
+                best_val = row["val_loss"]
+                save(args.out / "best.pt")
         if step % 10 == 0 or "val_loss" in row:
             log.write(json.dumps(row) + "\n")
             log.flush()

@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 
-from explainer.llm.generate import banned_ids
+from explainer.llm.generate import step_banned
 from explainer.llm.model import softmax
 from explainer.llm.sampling import SamplingParams, distribution
 
@@ -32,9 +32,8 @@ def context(page) -> dict:
     words = max(1, len(prompt_text.split()))
     steps = []
     params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
-    banned = banned_ids(tok)
     for st in run.steps[:40]:
-        dist = distribution(st["logits"], params, banned=banned)
+        dist = distribution(st["logits"], params, banned=step_banned(tok, st))
         rank = int(np.flatnonzero(dist.order == st["token"])[0]) + 1
         steps.append({"index": st["index"], "text": st["text"], "p": float(dist.final[st["token"]]), "rank": rank})
     counts = Counter(e["type"] for e in run.events)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from explainer.llm.generate import banned_ids
+from explainer.llm.generate import banned_ids, step_banned
 from explainer.llm.sampling import SamplingParams, distribution
 from explainer.stages.options import IntOption, OptionError
 
@@ -88,7 +88,7 @@ def step_payload(page, index: int) -> dict:
     run, eng = page.run, page.engine
     st = run.steps[index]
     req = request_params(page)
-    banned = banned_ids(eng.tokenizer)
+    banned = step_banned(eng.tokenizer, st)
     logits = np.asarray(st["logits"], dtype=np.float64)
     dist = distribution(logits, SamplingParams(req["temperature"], req["top_k"], req["top_p"]), banned=banned)
     token = int(st["token"])
@@ -97,6 +97,9 @@ def step_payload(page, index: int) -> dict:
         "step": index,
         "logits": np.round(logits, 4).tolist(),  # ~30 KB: the browser recomputes softmax over all of them
         "banned": list(banned),
+        # tokens the word ban removed although the model gave them a real chance (blocklist.py)
+        "banned_words": [{"token": b["token"], "label": visible(b["text"]), "word": masked(b["word"]), "probability": b["probability"]}
+                         for b in st.get("banned_words", ())],
         "engine": {
             "token": token, "label": eng.token_label(token), "rank": rank,
             "u": engine_uniform(page.scenario.seed, index),
@@ -104,6 +107,11 @@ def step_payload(page, index: int) -> dict:
             "kept": int(np.count_nonzero(dist.final)),
         },
     }
+
+
+def masked(word: str) -> str:
+    """A blocked word, named without being written out: "f**k"."""
+    return word if len(word) < 3 else word[0] + "*" * (len(word) - 2) + word[-1]
 
 
 def visible(label: str) -> str:

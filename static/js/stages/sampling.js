@@ -39,7 +39,22 @@ function loadStep(stepData) {
   const masked = Float64Array.from(data.logits);
   for (const b of data.banned) masked[b] = -Infinity;
   order = orderOf(masked);
+  renderWordBan();
   resetDraws();
+}
+
+// Tokens the engine's word ban removed at this step (the server names the word masked).
+function renderWordBan() {
+  const box = $("word-ban"), list = $("word-ban-list");
+  if (!box || !list) return;
+  const removed = data.banned_words || [];
+  box.hidden = removed.length === 0;
+  list.replaceChildren();
+  removed.forEach((b, j) => {
+    if (j) list.append("; ");
+    list.append(node("span", { className: "tok" }, b.label),
+      ` would have completed “${b.word}” (probability ${b.probability.toFixed(4)} before the ban)`);
+  });
 }
 
 // ---- the loop: text so far and the engine's draw -------------------------------------------
