@@ -23,11 +23,14 @@ import json
 import zlib
 from dataclasses import asdict, dataclass, field, fields
 
+from explainer.lifecycle import jsonlimits
+
 DEFAULT_PROMPT = "How does Apache Airflow schedule DAGs in production?"
 DEFAULT_MODEL = "claude-sonnet-4-6"
 MAX_BLOB_CHARS = 6000  # a link this long still works in every browser and server
 MAX_JSON_BYTES = 64 * 1024  # what a blob may inflate to: no decompression bombs
 SIG_BYTES = 9
+MAX_FIELD_DEPTH = jsonlimits.MAX_JSON_DEPTH - 1  # a field sits one level down in the link's JSON object
 
 
 class ScenarioError(ValueError):
@@ -98,6 +101,13 @@ class Scenario:
         def bad(msg: str):
             raise ScenarioError(f"This link's scenario is not valid: {msg}.")
 
+        for name in ("messages", "tools", "stop_sequences"):
+            # Checked first and without recursion: everything after this (comparisons, asdict,
+            # json.dumps, the payload validator, jsonschema) recurses once per level.
+            try:
+                jsonlimits.check_depth(getattr(self, name), MAX_FIELD_DEPTH)
+            except jsonlimits.TooDeep:
+                bad(f"{name} nest deeper than {MAX_FIELD_DEPTH} levels of lists and objects")
         if not isinstance(self.system, str):
             bad("system must be text")
         if not isinstance(self.messages, list) or not all(
@@ -125,8 +135,17 @@ class Scenario:
             bad("seed must be a whole number from 0 to 4294967295")
 
     def key(self) -> str:
-        """A stable digest of the scenario (for caches of computed runs)."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+        """A stable digest of the scenario (for caches of computed runs).
+
+        ScenarioError (never RecursionError) for a scenario nested too deeply, even one built
+        in code without :meth:`validate`.
+        """
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # what asdict gives, without its recursion
+        try:
+            jsonlimits.check_depth(data)
+        except jsonlimits.TooDeep:
+            raise ScenarioError(f"This scenario nests deeper than {jsonlimits.MAX_JSON_DEPTH} levels of lists and objects.") from None
+        return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class ScenarioCodec:
@@ -167,7 +186,9 @@ class ScenarioCodec:
             raw = d.decompress(payload, MAX_JSON_BYTES)
             if d.unconsumed_tail:
                 raise ScenarioError("This link's scenario is too large.")
-            data = json.loads(raw.decode("utf-8"))
+            data = jsonlimits.loads(raw.decode("utf-8"))
+        except jsonlimits.TooDeep:
+            raise ScenarioError(f"This link's scenario nests deeper than {jsonlimits.MAX_JSON_DEPTH} levels of lists and objects.") from None
         except (zlib.error, UnicodeDecodeError, ValueError) as exc:
             if isinstance(exc, ScenarioError):
                 raise

@@ -16,8 +16,10 @@ Example:
 """
 from __future__ import annotations
 
+import heapq
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +31,18 @@ TOKENIZER_PATH = WEIGHTS_DIR / "tokenizer.json"
 # [^\W\d_] is "a letter", (?:[^\s\w]|_) is "punctuation or symbol".
 PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
 SPECIAL_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+_HEAP_FROM = 48  # chunks longer than this (bytes) use the heap-based merge loop
+TRACE_MAX_BYTES = 256  # longer chunks are encoded without a merge trace
+
+
+CACHE_MAX_CHUNK = 64  # characters: longer chunks are encoded every time, never cached
+CACHE_MAX_BYTES = 4 * 1024 * 1024  # the chunk cache of one tokenizer, approximately
+
+
+def _entry_bytes(chunk: str, ids: tuple[int, ...]) -> int:
+    """About what one cache entry costs: the key tuple, its string, the ids tuple and its ints
+    (a merged id is a new int object), the dict slot."""
+    return 64 + sys.getsizeof(chunk) + 40 + 36 * len(ids) + 100
 
 
 class TokenizerError(ValueError):
@@ -63,7 +77,9 @@ class Tokenizer:
         self._bytes = [bytes([i]) for i in range(256)] + [s.encode() for s in self.specials]
         for a, b in self.merges:
             self._bytes.append(self._bytes[a] + self._bytes[b])
+        # chunk -> ids, for chunks shorter than CACHE_MAX_CHUNK characters; bounded in bytes
         self._cache: dict[tuple[str, int], tuple[int, ...]] = {}
+        self._cache_bytes = 0
 
     # ---- vocabulary -------------------------------------------------------------
     @property
@@ -110,6 +126,8 @@ class Tokenizer:
             ) from None
 
     def _bpe(self, chunk: bytes, limit: int, trace: list[MergeStep] | None = None) -> tuple[int, ...]:
+        if trace is None and len(chunk) > _HEAP_FROM:
+            return self._bpe_heap(chunk, limit)
         ids = list(chunk)
         ranks = self._ranks
         first = self.first_merge_id
@@ -135,6 +153,54 @@ class Tokenizer:
                 trace.append(MergeStep(best_rank, best[0], best[1], new_id, tuple(ids)))
         return tuple(ids)
 
+    def _bpe_heap(self, chunk: bytes, limit: int) -> tuple[int, ...]:
+        """The same merges as :meth:`_bpe`, in O(n log n) for a long chunk (a long run of letters).
+
+        ``_bpe`` rescans the whole chunk after every merge, which is quadratic: a 1 MB word took
+        minutes. Here the candidate pairs wait in a heap ordered by (rank, position) and a merge
+        only looks at its two neighbours. The result is identical: ``_bpe`` merges the lowest-ranked
+        pair everywhere, left to right, before any other; a merge made from a pair of rank r can
+        only form new pairs of rank above r (a merge is learned after its parts), so taking one
+        occurrence at a time, lowest rank then leftmost first, makes the same merges.
+        """
+        ids = list(chunk)
+        n = len(ids)
+        ranks, first = self._ranks, self.first_merge_id
+        nxt = list(range(1, n + 1))  # n means "no next"
+        prv = list(range(-1, n - 1))
+        alive = [True] * n
+        heap = []
+        for i in range(n - 1):
+            r = ranks.get((ids[i], ids[i + 1]))
+            if r is not None and r < limit:
+                heap.append((r, i, ids[i], ids[i + 1]))
+        heapq.heapify(heap)
+        while heap:
+            r, i, a, b = heapq.heappop(heap)
+            j = nxt[i] if alive[i] else n
+            if j >= n or ids[i] != a or ids[j] != b:
+                continue  # stale: one side was merged since this pair was queued
+            ids[i] = first + r
+            alive[j] = False
+            k = nxt[j]
+            nxt[i] = k
+            if k < n:
+                prv[k] = i
+            p = prv[i]
+            if p >= 0:
+                rp = ranks.get((ids[p], ids[i]))
+                if rp is not None and rp < limit:
+                    heapq.heappush(heap, (rp, p, ids[p], ids[i]))
+            if k < n:
+                rk = ranks.get((ids[i], ids[k]))
+                if rk is not None and rk < limit:
+                    heapq.heappush(heap, (rk, i, ids[i], ids[k]))
+        out, i = [], 0
+        while i < n:
+            out.append(ids[i])
+            i = nxt[i]
+        return tuple(out)
+
     def encode(self, text: str, max_merges: int | None = None) -> list[int]:
         """Text -> token ids using the first ``max_merges`` merges (default: the model's)."""
         self._utf8(text)
@@ -146,8 +212,12 @@ class Tokenizer:
             ids = cache.get(key)
             if ids is None:
                 ids = self._bpe(chunk.encode("utf-8"), limit)
-                if len(cache) < 200_000:
+                if len(chunk) < CACHE_MAX_CHUNK:  # long chunks are rare repeats: not worth their bytes
+                    if self._cache_bytes >= CACHE_MAX_BYTES:
+                        cache.clear()  # start over rather than track recency on the hot path
+                        self._cache_bytes = 0
                     cache[key] = ids
+                    self._cache_bytes += _entry_bytes(chunk, ids)
             out.extend(ids)
         return out
 
@@ -160,9 +230,12 @@ class Tokenizer:
         limit = self._limit(max_merges)
         result = []
         for chunk in self._regex.findall(text):
+            data = chunk.encode("utf-8")
             steps: list[MergeStep] = []
-            ids = self._bpe(chunk.encode("utf-8"), limit, steps)
-            result.append({"text": chunk, "bytes": list(chunk.encode("utf-8")), "steps": steps, "ids": list(ids)})
+            # each step keeps the chunk's ids: a long chunk's trace would be quadratic in time and memory
+            ids = self._bpe(data, limit, steps) if len(data) <= TRACE_MAX_BYTES else self._bpe_heap(data, limit)
+            result.append({"text": chunk, "bytes": list(data), "steps": steps, "ids": list(ids),
+                           "traced": len(data) <= TRACE_MAX_BYTES})
         return result
 
     def decode_bytes(self, ids: list[int]) -> bytes:

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
+from explainer.lifecycle import lru
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.payload import MAX_BREAKPOINTS, parse_request
@@ -205,26 +204,9 @@ class First:
     kv: tuple[list[np.ndarray], list[np.ndarray], int] | None  # the longest stored prefix's keys and values
 
 
-_FIRSTS: OrderedDict[tuple, First] = OrderedDict()
-_PAIRS: OrderedDict[tuple, dict] = OrderedDict()
-_LOCK = threading.Lock()
-MAX_FIRSTS, MAX_PAIRS = 8, 64  # a first request keeps up to ~4 MB of keys and values
-
-
-def _remember(store: OrderedDict, key, value, limit: int):
-    with _LOCK:
-        store[key] = value
-        store.move_to_end(key)
-        while len(store) > limit:
-            store.popitem(last=False)
-
-
-def _recall(store: OrderedDict, key):
-    with _LOCK:
-        if key in store:
-            store.move_to_end(key)
-            return store[key]
-    return None
+# Bounded by bytes under the shared budget: a first request keeps up to ~4 MB of keys and values.
+_FIRSTS = lru.LRU("caching page: first requests")
+_PAIRS = lru.LRU("caching page: request pairs")
 
 
 def run_first(engine, req, seed: int) -> First:
@@ -259,19 +241,16 @@ def cache_after_first(engine, first: First, clock: FakeClock) -> PromptCache:
 def run_twice(engine, scenario, body: dict, req, marks_key: str, clock_minutes: int) -> dict:
     """Request 1 at t = 0 and request 2 at t = ``clock_minutes``, through one simulated cache."""
     key = (scenario.key(), marks_key)
-    first = _recall(_FIRSTS, key)
-    if first is None:
-        first = run_first(engine, req, scenario.seed)
-        _remember(_FIRSTS, key, first, MAX_FIRSTS)
+    first = _FIRSTS.get_or_compute(key, lambda: run_first(engine, req, scenario.seed))
     pair_key = (*key, clock_minutes)
-    pair = _recall(_PAIRS, pair_key)
+    pair = _PAIRS.get(pair_key)
     if pair is None:
         clock = FakeClock(0.0)
         cache = cache_after_first(engine, first, clock)
         clock.t = clock_minutes * 60.0
         second = summarise(list(engine.stream(req, seed=scenario.seed, prompt_cache=cache)))
         pair = {"first": first.result, "second": second}
-        _remember(_PAIRS, pair_key, pair, MAX_PAIRS)
+        _PAIRS.put(pair_key, pair)
     return pair
 
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import asdict
 
 from explainer.lifecycle import conversation as cv
+from explainer.lifecycle import lru
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME, run_request
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.payload import parse_request
@@ -132,8 +131,7 @@ def counter(engine, model: str):
     return count
 
 
-_SUMMARIES: OrderedDict[tuple, dict] = OrderedDict()
-_SUMMARIES_LOCK = threading.Lock()
+_SUMMARIES = lru.LRU("conversation page: summaries")  # bounded by bytes (keys hold the transcripts)
 
 
 def summary_request(engine, model: str, older: list[dict]) -> tuple[dict, int]:
@@ -167,10 +165,9 @@ def summary_request(engine, model: str, older: list[dict]) -> tuple[dict, int]:
 def summarise_with_model(engine, model: str, older: list[dict]) -> dict:
     """Run the summary request on the bundled model (temperature 0: the same summary every time)."""
     key = (model, tuple((m["role"], m["content"]) for m in older))
-    with _SUMMARIES_LOCK:
-        if key in _SUMMARIES:
-            _SUMMARIES.move_to_end(key)
-            return _SUMMARIES[key]
+    cached = _SUMMARIES.get(key)
+    if cached is not None:
+        return cached
     body, covered = summary_request(engine, model, older)
     run = run_request(engine, body, seed=0)
     usage = (run.done or {}).get("usage") or {}
@@ -179,10 +176,7 @@ def summarise_with_model(engine, model: str, older: list[dict]) -> dict:
         "input_tokens": len(run.prompt_ids), "output_tokens": usage.get("output_tokens", 0),
         "stop_reason": (run.done or {}).get("stop_reason"),
     }
-    with _SUMMARIES_LOCK:
-        _SUMMARIES[key] = info
-        while len(_SUMMARIES) > 32:
-            _SUMMARIES.popitem(last=False)
+    _SUMMARIES.put(key, info)
     return info
 
 

@@ -11,10 +11,9 @@ tokens-vs-N curve, the browser for the slider.
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
+from explainer.lifecycle import lru
 from explainer.llm.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 from explainer.stages.options import IntOption, OptionError
 
@@ -173,8 +172,7 @@ class Computed:
     pairs: dict[int, list[int]]
 
 
-_CACHE: OrderedDict[tuple, Computed] = OrderedDict()
-_LOCK = threading.Lock()
+_CACHE = lru.LRU("tokenize page")  # Computed per context, bounded by bytes
 
 
 @dataclass(frozen=True)
@@ -221,10 +219,9 @@ def _pick_word(ctx: Context) -> tuple[list[dict], int | None]:
 
 
 def compute(tok: Tokenizer, key: tuple, system: str | None, messages: list[tuple[str, str]] | None) -> Computed:
-    with _LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
     ctx, error = None, None
     if messages is None:
         error = "The request was refused before it reached the tokenizer, so there is no context to show."
@@ -245,10 +242,7 @@ def compute(tok: Tokenizer, key: tuple, system: str | None, messages: list[tuple
             used.update(c.ranks)
     pairs = {r: list(tok.merges[r]) for r in sorted(used)}
     result = Computed(ctx, error, curve, words, default_word, pairs)
-    with _LOCK:
-        _CACHE[key] = result
-        while len(_CACHE) > 32:
-            _CACHE.popitem(last=False)
+    _CACHE.put(key, result)
     return result
 
 

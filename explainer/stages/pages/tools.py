@@ -19,14 +19,13 @@ clearly labelled; steps 4–5 send that stand-in back as the ``tool_result``.
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
-
 from dataclasses import asdict
 
+from explainer.lifecycle import lru
 from explainer.lifecycle.engine import Run, run_request
 from explainer.lifecycle.tools import DEMO_TOOLS, UnsupportedSchema, run_tool
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
+from explainer.stages.runs import compact
 
 TOOL_NAMES = tuple(DEMO_TOOLS)
 OWN = "own"  # the learner's own tool: the scenario's tools[0]
@@ -47,9 +46,7 @@ OPTIONS = {
     "step": IntOption(0, 0, None),
 }
 
-_LOCK = threading.Lock()
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = 32
+_CACHE = lru.LRU("tools page")  # both runs of the loop per scenario and options, bounded by bytes
 
 
 def _json(value) -> str:
@@ -83,7 +80,7 @@ def _refused(body: dict, message: str) -> Run:
 
 def _run(engine, body: dict, seed: int) -> Run:
     try:
-        return run_request(engine, body, seed=seed)
+        return compact(run_request(engine, body, seed=seed), keep_logits=False)  # this page never reads logits
     except UnsupportedSchema as exc:
         return _refused(body, str(exc))
 
@@ -135,10 +132,9 @@ def _usage(run) -> dict | None:
 def compute(engine, scenario, tool: str, choice: str) -> dict:
     """Both requests of the loop, run through the engine (cached per scenario and options)."""
     key = (scenario.key(), tool, choice)
-    with _LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
     body1 = first_body(scenario, tool, choice)
     run1 = _run(engine, body1, scenario.seed)
     out: dict = {"body1": body1, "run1": run1, "block": None, "result": None, "body2": None, "run2": None}
@@ -160,10 +156,7 @@ def compute(engine, scenario, tool: str, choice: str) -> dict:
                                                      {"role": "user", "content": [result]}]
             out["body2"] = body2
             out["run2"] = _run(engine, body2, scenario.seed)
-    with _LOCK:
-        _CACHE[key] = out
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+    _CACHE.put(key, out)
     return out
 
 

@@ -18,11 +18,10 @@ Results are kept in a small LRU per (scenario, window), so revisits and token cl
 from __future__ import annotations
 
 import base64
-import threading
-from collections import OrderedDict
 
 import numpy as np
 
+from explainer.lifecycle import lru
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
 
 WINDOW = 64  # tokens shown at once (attention maps are W x W)
@@ -36,9 +35,7 @@ OPTIONS = {
     "scale": ChoiceOption("linear", ("linear", "log")),  # colour scale of the attention maps
 }
 
-_CACHE: OrderedDict[tuple, dict] = OrderedDict()
-_LOCK = threading.Lock()
-MAX_CACHED = 24
+_CACHE = lru.LRU("transformer page")  # per scenario and window, bounded by bytes
 
 
 def window_start(n_tokens: int, token: int, size: int = WINDOW) -> int:
@@ -130,17 +127,7 @@ def compute(model, label, ids: list[int], start: int, size: int = WINDOW, next_a
 
 
 def cached_compute(key: str, model, label, ids: list[int], start: int, next_after: int | None) -> dict:
-    k = (key, start)
-    with _LOCK:
-        if k in _CACHE:
-            _CACHE.move_to_end(k)
-            return _CACHE[k]
-    data = compute(model, label, ids, start, next_after=next_after)
-    with _LOCK:
-        _CACHE[k] = data
-        while len(_CACHE) > MAX_CACHED:
-            _CACHE.popitem(last=False)
-    return data
+    return _CACHE.get_or_compute((key, start), lambda: compute(model, label, ids, start, next_after=next_after))
 
 
 def _check(name: str, value: int, count: int, why: str) -> None:
