@@ -1,3 +1,4 @@
+import json
 from datetime import timedelta
 
 import pytest
@@ -113,3 +114,89 @@ def test_saving_a_trace_sweeps_out_expired_ones_now_and_then(client, monkeypatch
     recorder().save(200, None)  # within SWEEP_EVERY of the last sweep: left for the next one (never shown meanwhile)
     assert Trace.objects.filter(id=again.id).exists() and Trace.objects.filter(id=first.id).exists()
     assert client.get(f"/traces/{again.id}/").status_code == 404
+
+
+# What a trace stores (explainer.shares.traces.Cleaner, the caps) and what its page says when it could not be saved.
+
+def test_what_no_database_can_hold_is_made_storable_and_said():
+    import numpy as np
+
+    rec = recorder({"model": "claude-\x00haiku", "max_tokens": 5, "messages": [{"role": "user", "content": "a\ud800b\x00c"}],
+                    "metadata": {"user_id": "\udfff"}})
+    rec.steps = [{"index": 0, "token": np.int64(7), "text": "\x00", "candidates": [{"token": 1, "logit": float("-inf"),
+                                                                                    "probability": np.float32(0.5)}]}]
+    rec.events = [{"type": "content_block_delta", "delta": {"type": "text_delta", "text": "x\x00"}}]
+    t = rec.save(200, {"type": "message", "content": [{"type": "text", "text": "\ud83d"}], "usage": {"x": float("nan")}})
+    t.refresh_from_db()
+    assert t.model == "claude-\ufffdhaiku"
+    assert t.request["body"]["messages"][0]["content"] == "a\ufffdb\ufffdc" and t.request["body_altered"] is True
+    assert t.request["body"]["metadata"]["user_id"] == "\ufffd"
+    assert t.steps[0]["text"] == "\ufffd" and t.steps[0]["token"] == 7 and t.steps[0]["candidates"][0]["logit"] is None
+    assert t.steps[0]["candidates"][0]["probability"] == 0.5
+    assert t.events[0]["delta"]["text"] == "x\ufffd" and t.response["content"][0]["text"] == "\ufffd" and t.response["usage"]["x"] is None
+    assert any("surrogate" in n for n in t.notes) and any("NUL" in n for n in t.notes) and any("finite" in n for n in t.notes)
+
+
+def test_a_body_nested_too_deeply_is_stored_to_a_depth():
+    from explainer.shares.traces import MAX_STORED_DEPTH
+
+    deep = "x"
+    for _ in range(500):
+        deep = [deep]
+    t = recorder({"model": "claude-haiku-4-5", "messages": deep}).save(400, None)
+    t.refresh_from_db()
+    assert "…" in json.dumps(t.request, ensure_ascii=False) and any(str(MAX_STORED_DEPTH) in n for n in t.notes)
+
+
+def test_a_whole_trace_is_capped(monkeypatch):
+    from explainer.shares import traces
+
+    monkeypatch.setattr(traces, "MAX_TRACE_BYTES", 20_000)
+    rec = recorder()
+    rec.steps = [{"index": i, "token": i, "text": "tok", "candidates": [{"token": 1, "text": "x" * 50}] * 5} for i in range(400)]
+    rec.events = [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "tok"}}] * 400
+    t = rec.save(200, None)
+    t.refresh_from_db()
+    stored = sum(len(json.dumps(getattr(t, f))) for f in ("request", "gateway", "prompt_ids", "steps", "events", "response", "usage", "timings"))
+    assert stored <= 20_000
+    assert 0 < len(t.steps) < 400 and any("Only the first" in n and "steps" in n for n in t.notes)
+
+
+def test_the_page_of_an_old_row_with_a_lone_surrogate_opens(client):
+    t = make(request={"method": "POST", "path": "/v1/messages", "headers": {}, "body": {"messages": [{"role": "user", "content": "\ud800"}]}},
+             steps=[{"index": 0, "token": 1, "text": "\udc00", "candidates": []}])
+    page = client.get(f"/traces/{t.id}/")
+    assert page.status_code == 200 and "\ufffd" in page.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_write_keeps_an_outline_that_says_why(client, monkeypatch):
+    from explainer.shares.traces import TraceRecorder
+
+    def broken(self, status, response):
+        raise ValueError("the database said no\nsecond line")
+
+    monkeypatch.setattr(TraceRecorder, "save", broken)
+    rec = recorder()
+    rec.save_later(200, None)
+    page = client.get(f"/traces/{rec.id}/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "could not be saved (ValueError: the database said no)" in html and "second line" not in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_trace_that_could_not_be_saved_at_all_says_so(client, monkeypatch):
+    from explainer.shares import traces
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(traces.Trace.objects, "create", broken)
+    rec = recorder()
+    rec.save_later(200, None)
+    page = client.get(f"/traces/{rec.id}/")
+    assert page.status_code == 404
+    html = page.content.decode()
+    assert "This trace was not saved" in html and "RuntimeError: disk full" in html and "No such trace" not in html
+    assert traces.failure(rec.id) == "RuntimeError: disk full"

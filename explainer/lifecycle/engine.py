@@ -75,7 +75,9 @@ class Engine:
                 from explainer.lifecycle.tools import tools_system_prompt
 
                 system = tools_system_prompt(req.system, req.tools)
-            return self.tokenizer.encode_chat_segments(system, [(m.role, m.text) for m in req.messages])
+            turns = [(m.role, m.text) for m in req.messages]
+            self.check_size(system, turns)
+            return self.tokenizer.encode_chat_segments(system, turns)
         except TokenizerError as exc:
             raise invalid(f"messages: {exc}") from None
 
@@ -83,6 +85,25 @@ class Engine:
     def max_prompt_tokens(self) -> int:
         """The window holds prompt and reply: a prompt may use all of it but one token."""
         return self.context_window - 1
+
+    @property
+    def longest_token_bytes(self) -> int:
+        tok = self.tokenizer
+        if not hasattr(self, "_longest"):
+            self._longest = max(len(tok.token_bytes(t)) for t in range(tok.vocab_size) if not tok.is_special(t))
+        return self._longest
+
+    def check_size(self, system: str | None, turns: list[tuple[str, str]]) -> None:
+        """Refuse, before any BPE, a prompt whose text cannot fit however it is cut.
+
+        No token is longer than ``longest_token_bytes``, so a text of B bytes needs at least
+        B / longest tokens. This costs one pass over the text's length and stops a megabyte of
+        text from reaching the tokenizer: what passes is at most a few kilobytes.
+        """
+        n = len((system or "").encode("utf-8", "surrogatepass")) + sum(len(t.encode("utf-8", "surrogatepass")) for _, t in turns)
+        at_least = -(-n // self.longest_token_bytes)
+        if at_least > self.max_prompt_tokens:
+            raise invalid(f"prompt is too long: at least {at_least} tokens > {self.max_prompt_tokens} maximum")
 
     def check_fits(self, ids: list[int]) -> None:
         if len(ids) > self.max_prompt_tokens:
@@ -125,15 +146,17 @@ class Engine:
         kv_start = kv.length
         if req.tools and req.tool_choice["type"] in ("any", "tool"):
             finish = yield from self._tool_call(req, ids, kv, seed, n_candidates, cancelled)
-            first_token_at = started + finish.prefill_seconds
+            first_token_at = finish.first_token_at
         else:
             finish = yield from self._text_reply(req, ids, kv, seed, n_candidates, cancelled, keep_logits)
             first_token_at = finish.first_token_at
         if plan is not None and plan.writes:
             prompt_cache.store(plan, kv)
         usage["output_tokens"] = finish.output_tokens
+        # As the live API: message_delta's usage is the request's cumulative usage (input and cache
+        # counts too, not only output_tokens); clients such as LangChain read streamed input usage here.
         yield {"type": "message_delta", "delta": {"stop_reason": finish.stop_reason, "stop_sequence": finish.stop_sequence},
-               "usage": {"output_tokens": finish.output_tokens}}
+               "usage": {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")}}
         yield {"type": "message_stop"}
         total = time.perf_counter() - started
         yield {
@@ -219,9 +242,19 @@ class Engine:
         seq = ids + tok.encode(forced)
         budget = lambda: max(1, min(req.max_tokens - (len(seq) - len(ids)), model.config.n_ctx - len(seq) - 1))  # noqa: E731
         frames = []
+        # The prefill runs here, where it is timed, not lazily inside the first constrained step
+        # (which would count it as decode time).
+        prefilled = model.forward(seq[kv.length:], cache=kv).logits[-1]
+        prefill_end = time.perf_counter()
+        first_sampled: list[float] = []
+
+        def logits_fn():
+            nonlocal prefilled
+            first, prefilled = prefilled, None
+            return model_logits_fn(model, seq, cache=kv, first_logits=first)
 
         def run(constraint):
-            fn = model_logits_fn(model, seq, cache=kv)
+            fn = logits_fn()
             out, finish = [], None
             for item in constrained_generate(fn, constraint, params, rng, budget(), n_candidates=n_candidates):
                 if cancelled():
@@ -229,6 +262,8 @@ class Engine:
                 if isinstance(item, ConstrainedFinish):
                     finish = item
                     break
+                if not first_sampled:
+                    first_sampled.append(time.perf_counter())
                 out.append(item)
                 frames.append({
                     "type": "explainer.token", "index": len(frames), "token": item.token, "text": self.token_label(item.token),
@@ -248,11 +283,10 @@ class Engine:
         yield {"type": "content_block_start", "index": 0,
                "content_block": {"type": "tool_use", "id": new_id("toolu_"), "name": name, "input": {}}}
         yield {"type": "ping"}
-        first = time.perf_counter()
         sent = len(frames)
         yield from frames
         steps, fin = [], None
-        fn = model_logits_fn(model, seq, cache=kv)
+        fn = logits_fn()
         for item in constrained_generate(fn, JsonConstraint(by_name[name]["input_schema"], tok), params, rng, budget(),
                                          n_candidates=n_candidates):
             if cancelled():
@@ -260,6 +294,8 @@ class Engine:
             if isinstance(item, ConstrainedFinish):
                 fin = item
                 break
+            if not first_sampled:
+                first_sampled.append(time.perf_counter())
             steps.append(item)
             yield {
                 "type": "explainer.token", "index": sent + len(steps) - 1, "token": item.token, "text": self.token_label(item.token),
@@ -275,7 +311,8 @@ class Engine:
         n_out = (len(seq) - len(ids)) + len(steps) + (1 if fin.complete else 0)
         stop = {"complete": "tool_use"}.get(fin.stop_reason, fin.stop_reason)
         now = time.perf_counter()
-        return Finish(stop, None, n_out, fin.text, first - t0, now - first)
+        return Finish(stop, None, n_out, fin.text, prefill_end - t0, now - prefill_end,
+                      first_token_at=first_sampled[0] if first_sampled else None)
 
 @dataclass
 class Run:

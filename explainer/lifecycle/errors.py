@@ -1,4 +1,4 @@
-"""Errors in the Messages API's envelope: ``{"type": "error", "error": {"type": T, "message": M}}``."""
+"""Errors in the Messages API's envelope: ``{"type": "error", "error": {"type": T, "message": M}, "request_id": "req_…"}``."""
 from __future__ import annotations
 
 STATUS = {
@@ -23,8 +23,13 @@ class APIError(Exception):
         self.status = status or STATUS[type]
         self.headers = headers or {}
 
-    def body(self) -> dict:
-        return {"type": "error", "error": {"type": self.type, "message": self.message}}
+    def body(self, request_id: str | None = None) -> dict:
+        """The envelope; with ``request_id``, the top-level ``request_id`` the live API sends (equal to the
+        ``request-id`` header). Pages that show an error outside an HTTP call leave it out."""
+        body = {"type": "error", "error": {"type": self.type, "message": self.message}}
+        if request_id:
+            body["request_id"] = request_id
+        return body
 
 
 def invalid(message: str) -> APIError:

@@ -176,23 +176,69 @@ def _message_content(value: Any, where: str, role: str) -> tuple[str, list[tuple
     return "\n".join(p for p in parts if p) if (uses or results) else "".join(parts), uses, results
 
 
-def _tools(raw: Any) -> list[dict]:
+# The tool fields of the SDK's ToolParam besides name, description, input_schema, cache_control and type.
+TOOL_CALLERS = ("direct", "code_execution_20250825", "code_execution_20260120", "code_execution_20260521")
+TOOL_FIELDS = {"name", "description", "input_schema", "cache_control", "type",
+               "strict", "eager_input_streaming", "input_examples", "defer_loading", "allowed_callers"}
+
+
+def _tool_options(t: dict, at: str, validator) -> None:
+    """Type-check the ToolParam fields that change nothing on this server (or change it trivially)."""
+    # strict: true asks that the call's input always match input_schema. Here that holds for every
+    # tool: a tool_use input is always decoded under its schema (explainer.lifecycle.tools masks
+    # every token that would break it), so strict is honoured trivially, true or false.
+    if "strict" in t and not isinstance(t["strict"], bool):
+        raise invalid(f"{at}.strict: Input should be a valid boolean")
+    # eager_input_streaming: input_json_delta already carries each token as soon as it is decoded.
+    if t.get("eager_input_streaming") is not None and not isinstance(t["eager_input_streaming"], bool):
+        raise invalid(f"{at}.eager_input_streaming: Input should be a valid boolean")
+    if "defer_loading" in t and not isinstance(t["defer_loading"], bool):
+        raise invalid(f"{at}.defer_loading: Input should be a valid boolean")
+    # input_examples: checked against the schema as the live API does; the bundled model, never
+    # trained on tools and with a 512-token window, is not shown them.
+    if "input_examples" in t:
+        examples = t["input_examples"]
+        if not isinstance(examples, list):
+            raise invalid(f"{at}.input_examples: Input should be a valid list")
+        for k, ex in enumerate(examples):
+            if not isinstance(ex, dict):
+                raise invalid(f"{at}.input_examples.{k}: Input should be an object, got {_type_name(ex)}")
+            err = next(iter(validator.iter_errors(ex)), None)
+            if err is not None:
+                raise invalid(f"{at}.input_examples.{k}: does not match input_schema: {err.message}")
+    if "allowed_callers" in t:
+        callers = t["allowed_callers"]
+        if not isinstance(callers, list):
+            raise invalid(f"{at}.allowed_callers: Input should be a valid list")
+        for k, c in enumerate(callers):
+            if c not in TOOL_CALLERS:
+                raise invalid(f"{at}.allowed_callers.{k}: Input should be {', '.join(repr(x) for x in TOOL_CALLERS)}")
+        if "direct" not in callers:  # only code execution could call it, and this server has none
+            raise invalid(f"{at}.allowed_callers: must include 'direct': the code execution tool is not available on this server")
+
+
+def _tools(raw: Any) -> tuple[list[dict], set[str]]:
+    """The tools the model is shown, and the names of the deferred ones (``defer_loading: true``).
+
+    A deferred tool is only loaded by a tool search tool, a server tool this server does not have:
+    it is validated, then left out of the prompt, and it cannot be called.
+    """
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
     if not isinstance(raw, list):
         raise invalid("tools: Input should be a valid list")
     names = set()
-    out = []
+    out, deferred = [], set()
     for i, t in enumerate(raw):
         at = f"tools.{i}"
         if not isinstance(t, dict):
             raise invalid(f"{at}: Input should be an object")
-        extra = set(t) - {"name", "description", "input_schema", "cache_control", "type"}
-        if extra:
-            raise invalid(f"{at}.{sorted(extra)[0]}: Extra inputs are not permitted")
         if t.get("type") not in (None, "custom"):
             raise invalid(f"{at}.type: server tools ({t.get('type')!r}) are not available on this server")
+        extra = set(t) - TOOL_FIELDS
+        if extra:
+            raise invalid(f"{at}.{sorted(extra)[0]}: Extra inputs are not permitted")
         if not isinstance(t.get("name"), str) or not TOOL_NAME.match(t["name"]):
             raise invalid(f"{at}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
         if t["name"] in names:
@@ -209,14 +255,18 @@ def _tools(raw: Any) -> list[dict]:
             Draft202012Validator.check_schema(schema)
         except SchemaError as exc:
             raise invalid(f"{at}.input_schema: not a valid JSON Schema: {exc.message}") from None
+        _tool_options(t, at, Draft202012Validator(schema))
+        if t.get("defer_loading"):
+            deferred.add(t["name"])
+            continue
         out.append({"name": t["name"], "description": t.get("description", ""), "input_schema": schema})
-    return out
+    return out, deferred
 
 
-def _tool_choice(raw: Any, tools: list[dict]) -> dict:
+def _tool_choice(raw: Any, tools: list[dict], deferred: set[str] = frozenset()) -> dict:
     if raw is None:
         return {"type": "auto"}
-    if not tools:
+    if not tools and not deferred:
         raise invalid("tool_choice: may only be specified while providing tools")
     if not isinstance(raw, dict) or raw.get("type") not in ("auto", "any", "tool", "none"):
         raise invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
@@ -224,8 +274,13 @@ def _tool_choice(raw: Any, tools: list[dict]) -> dict:
     if extra:
         raise invalid(f"tool_choice.{sorted(extra)[0]}: Extra inputs are not permitted")
     if raw["type"] == "tool":
+        if raw.get("name") in deferred:
+            raise invalid(f"tool_choice.name: {raw['name']!r} has defer_loading true: only a tool search tool could load it, "
+                          "and this server has none")
         if raw.get("name") not in {t["name"] for t in tools}:
             raise invalid(f"tool_choice.name: no tool named {raw.get('name')!r} in tools")
+    if raw["type"] == "any" and not tools:
+        raise invalid("tool_choice: every tool has defer_loading true, so none can be called (this server has no tool search tool)")
     if not isinstance(raw.get("disable_parallel_tool_use", False), bool):
         raise invalid("tool_choice.disable_parallel_tool_use: Input should be a valid boolean")
     return dict(raw)
@@ -346,7 +401,7 @@ def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
 
     # Cache breakpoints, in prefix order (tools, system, messages). A breakpoint counts from the end
     # of its turn: the bundled model's cache works at turn boundaries (see prompt_cache.py).
-    tools = _tools(body["tools"]) if body.get("tools") is not None else []
+    tools, deferred = _tools(body["tools"]) if body.get("tools") is not None else ([], set())
     # The bundled model reads tool definitions inside its system turn, so a tool's breakpoint
     # covers the prefix through the end of that turn.
     bps = [CacheBreakpoint("system", ttl, path) for path, ttl in _breakpoints_of(body.get("tools"), "tools") if tools]
@@ -363,7 +418,7 @@ def parse_request(body: Any, counting: bool = False) -> MessagesRequest:
         elif seen_5m is not None:
             raise invalid(f"{bp.where}: a cache_control with ttl '1h' must not come after one with ttl '5m' ({seen_5m.where})")
 
-    tool_choice = _tool_choice(body.get("tool_choice"), tools)
+    tool_choice = _tool_choice(body.get("tool_choice"), tools, deferred)
 
     return MessagesRequest(
         model=model, max_tokens=max_tokens, messages=merged, system=system or None,

@@ -26,6 +26,7 @@ class Trace(models.Model):
     usage = models.JSONField(default=dict)
     cost = models.JSONField(null=True, blank=True)
     timings = models.JSONField(default=dict)
+    notes = models.JSONField(default=list, blank=True, help_text="what was changed or left out to store this trace, and why")
 
     class Meta:
         ordering = ["-created_at"]

@@ -4,11 +4,22 @@ A trace is written after its call has answered, by one background thread, so the
 write is not part of any call's time. Until it lands, ``/traces/<id>/`` waits for it when the
 write is pending in this process (``wait_until_written``), and says "being recorded" when the
 id is only minutes old (another process may be writing it: ``recently_issued``).
+
+What is stored is what any database can hold (``Cleaner``): lone UTF-16 surrogates and NUL
+characters become U+FFFD, numbers that are not finite become null, and each trace says what
+was changed (``Trace.notes``). Its size is capped: a request body that would take over
+``MAX_STORED_BODY`` bytes (``MAX_STORED_BODY_COUNT_TOKENS`` for count_tokens) is kept as the
+beginning of its JSON text, as much as that holds, marked ``body_truncated``; in a whole trace
+over ``MAX_TRACE_BYTES`` the lists (steps, events) lose their tails, and it says so. A write
+that fails anyway leaves an outline row saying why (or, if even that fails, a note in this
+process), which the trace page shows.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import secrets
 import threading
 import time
@@ -26,7 +37,11 @@ from explainer.shares.models import Trace
 
 log = logging.getLogger(__name__)
 KEPT_HEADERS = ("anthropic-version", "anthropic-beta", "content-type", "user-agent", "x-stainless-lang", "x-stainless-package-version")
-MAX_STORED_BODY = 256 * 1024
+MAX_STORED_BODY = 256 * 1024  # bytes a request body may take in a trace (as stored); a larger one is stored truncated
+MAX_STORED_BODY_COUNT_TOKENS = 16 * 1024  # count_tokens calls are frequent and small: so are their traces
+MAX_TRACE_BYTES = 1024 * 1024  # a whole stored trace (a 500-token reply's steps are about 450 KB)
+MAX_STORED_DEPTH = 64  # deeper parts of a stored value are kept as "…"
+MAX_FAILURES_KEPT = 1000  # ids of traces whose write failed, remembered in this process to say why
 RECENT_SECONDS = 120  # an id this young that is not in the database yet may still be being written
 ENGINE_STOP_WAIT = 60.0  # seconds a write waits for a cancelled run's thread to stop adding steps
 SENT_WAIT = 1.0  # seconds a write waits for its response to be sent (a client that went away never gets it)
@@ -35,6 +50,7 @@ SWEEP_EVERY = 60.0  # seconds between deletions of expired traces (an expired tr
 _STAMP = 8  # hex digits of the issue time (seconds since the epoch)
 _pending: dict[str, threading.Event] = {}
 _pending_lock = threading.Lock()
+_failures: dict[str, str] = {}  # trace id -> why its write failed (insertion order: oldest first)
 _last_sweep = float("-inf")
 
 
@@ -75,6 +91,117 @@ def wait_for_writes(timeout: float = 5.0) -> None:
 def is_pending(trace_id: str) -> bool:
     with _pending_lock:
         return trace_id in _pending
+
+
+def failure(trace_id: str) -> str | None:
+    """Why this process could not save ``trace_id`` at all (not even its outline), or None."""
+    with _pending_lock:
+        return _failures.get(trace_id)
+
+
+def _remember_failure(trace_id: str, why: str) -> None:
+    with _pending_lock:
+        _failures[trace_id] = why
+        while len(_failures) > MAX_FAILURES_KEPT:
+            _failures.pop(next(iter(_failures)))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+CLEANING_NOTES = {
+    "surrogate": "Lone UTF-16 surrogates (such as \\ud800), which no database text can hold, are stored as U+FFFD (�).",
+    "nul": "NUL characters (\\u0000), which PostgreSQL text cannot hold, are stored as U+FFFD (�).",
+    "non_finite": "Numbers that were not finite (NaN, Infinity) are stored as null.",
+    "deep": f"Parts nested more than {MAX_STORED_DEPTH} levels deep are stored as “…”.",
+}
+
+
+class Cleaner:
+    """Makes a JSON-like value storable in SQLite and PostgreSQL (text and jsonb) alike; ``found`` says what it changed."""
+
+    def __init__(self) -> None:
+        self.found: set[str] = set()
+
+    def text(self, s: str) -> str:
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:  # only lone surrogates fail: json.loads joins a valid \ud83d\ude00 pair
+            s = _SURROGATE.sub("\ufffd", s)
+            self.found.add("surrogate")
+        if "\x00" in s:
+            s = s.replace("\x00", "\ufffd")
+            self.found.add("nul")
+        return s
+
+    def clean(self, v, depth: int = 0):
+        if v is None or isinstance(v, (bool, int)):
+            return v
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, float):
+            if math.isfinite(v):
+                return float(v)
+            self.found.add("non_finite")
+            return None
+        if isinstance(v, np.generic):
+            return self.clean(v.item(), depth)
+        if isinstance(v, (dict, list, tuple)) and depth >= MAX_STORED_DEPTH:
+            self.found.add("deep")
+            return "…"
+        if isinstance(v, dict):
+            return {self.text(str(k)): self.clean(x, depth + 1) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [self.clean(x, depth + 1) for x in v]
+        return self.text(str(v))
+
+    def notes(self) -> list[str]:
+        return [CLEANING_NOTES[k] for k in CLEANING_NOTES if k in self.found]
+
+
+def _json_size(v) -> int:
+    """Bytes ``v`` takes in the database: Django's JSONField stores ``json.dumps(v)``, non-ASCII as \\u escapes."""
+    return len(json.dumps(v))
+
+
+def _capped_body(body, limit: int) -> tuple[object, dict | None]:
+    """The body as stored, or None and the ``body_truncated`` marker when it would take over ``limit`` bytes:
+    the beginning of its JSON text, as much as ``limit`` bytes hold."""
+    if _json_size(body) <= limit:
+        return body, None
+    text = json.dumps(body, ensure_ascii=False)
+    lo, hi = 0, min(len(text), limit)  # the longest prefix whose stored form fits: a binary search
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _json_size(text[:mid]) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return None, {"bytes": len(text.encode("utf-8")), "kept_characters": lo, "of_characters": len(text), "text": text[:lo]}
+
+
+def _cap_trace(fields: dict, notes: list[str]) -> None:
+    """Keep a whole trace under MAX_TRACE_BYTES: its lists (steps, events, prompt ids) lose their tails, each in proportion."""
+    sizes = {k: _json_size(v) for k, v in fields.items()}
+    total = sum(sizes.values())
+    if total <= MAX_TRACE_BYTES:
+        return
+    lists = [k for k in ("steps", "events", "prompt_ids") if fields[k]]
+    rest = total - sum(sizes[k] for k in lists)
+    if rest > MAX_TRACE_BYTES and fields["response"] is not None:  # cannot happen with the body capped; a last resort
+        rest -= sizes["response"] - _json_size(None)
+        fields["response"] = None
+        notes.append(f"The response is not stored: a trace keeps at most {MAX_TRACE_BYTES:,} bytes.")
+    share = max(0, MAX_TRACE_BYTES - rest) / max(1, sum(sizes[k] for k in lists))
+    for name in lists:
+        value, budget, kept = fields[name], int(sizes[name] * share) - 2, []
+        for item in value:
+            budget -= _json_size(item) + 2  # and its ", "
+            if budget < 0:
+                break
+            kept.append(item)
+        if len(kept) < len(value):
+            fields[name] = kept
+            notes.append(f"Only the first {len(kept)} of {len(value)} {name.replace('_', ' ')} are stored: "
+                         f"a trace keeps at most {MAX_TRACE_BYTES:,} bytes.")
 
 
 @lru_cache(maxsize=1)
@@ -146,8 +273,8 @@ class TraceRecorder:
             self._engine_stopped.set()
 
     def set_body(self, body) -> None:
-        text = json.dumps(body, ensure_ascii=False)
-        self.request["body"] = body if len(text) <= MAX_STORED_BODY else {"truncated": text[:MAX_STORED_BODY]}
+        """Keep the decoded body; it is made storable and capped by the writer (``save``), off the call's path."""
+        self.request["body"] = body
         if isinstance(body, dict) and isinstance(body.get("model"), str):
             self.model = body["model"][:100]
 
@@ -188,8 +315,9 @@ class TraceRecorder:
             if self._engine_stopped is not None and not self._engine_stopped.wait(ENGINE_STOP_WAIT):
                 log.warning("trace %s: the engine's thread had not stopped after %ss; writing what it recorded", self.id, ENGINE_STOP_WAIT)
             self.save(status, response)
-        except Exception:  # the caller's answer matters more than its trace
+        except Exception as exc:  # the caller's answer matters more than its trace
             log.exception("saving trace %s failed", self.id)
+            self._save_outline(status, exc)
         finally:
             with _pending_lock:
                 _pending.pop(self.id, None)
@@ -198,10 +326,39 @@ class TraceRecorder:
                 close_old_connections()
             done.set()
 
-    def save(self, status: int, response: dict | None) -> Trace:
+    def stored_fields(self, status: int, response) -> dict:
+        """Everything the row holds, made storable (``Cleaner``) and capped; ``notes`` says what was changed."""
         usage = (self.done or {}).get("usage") or {}
         timings = {**self.timings, **((self.done or {}).get("timings") or {})}
         timings.setdefault("http_total_ms", round((time.perf_counter() - self.started) * 1000, 2))
+        notes: list[str] = []
+        request = dict(self.request)
+        limit = MAX_STORED_BODY_COUNT_TOKENS if self.endpoint == "count_tokens" else MAX_STORED_BODY
+        body_cleaner = Cleaner()
+        request["body"] = body_cleaner.clean(request.get("body"))
+        if body_cleaner.found:
+            request["body_altered"] = True  # not the body as sent: the walk-through does not replay it
+        request["body"], truncated = _capped_body(request["body"], limit)
+        if truncated is not None:
+            request["body_truncated"] = truncated
+            notes.append(f"The request body was {truncated['bytes']:,} bytes of JSON; a {self.endpoint} trace keeps at most "
+                         f"{limit:,} bytes of it, so only its first {truncated['kept_characters']:,} characters are stored, "
+                         "as text (body_truncated).")
+        cleaner = Cleaner()
+        cleaner.found = body_cleaner.found
+        fields = {
+            "request": cleaner.clean(request), "gateway": cleaner.clean(self.gateway), "prompt_ids": cleaner.clean(self.prompt_ids),
+            "steps": cleaner.clean(self.steps), "events": cleaner.clean(self.events), "response": cleaner.clean(response),
+            "usage": cleaner.clean(usage), "timings": cleaner.clean(timings),
+        }
+        model = cleaner.text(self.model)
+        notes[:0] = cleaner.notes()
+        _cap_trace(fields, notes)
+        return {**fields, "model": model, "cost": cleaner.clean(cost(model, fields["usage"])) if fields["usage"] else None,
+                "notes": notes}
+
+    def save(self, status: int, response: dict | None) -> Trace:
+        fields = self.stored_fields(status, response)
         now = timezone.now()
         global _last_sweep
         if time.monotonic() - _last_sweep >= SWEEP_EVERY:
@@ -209,7 +366,21 @@ class TraceRecorder:
             Trace.objects.filter(expires_at__lt=now).delete()
         return Trace.objects.create(
             id=self.id, expires_at=now + timedelta(hours=settings.EXPLAINER_TRACE_TTL_HOURS), endpoint=self.endpoint,
-            status=status, model=self.model, request=self.request, gateway=self.gateway, prompt_ids=self.prompt_ids,
-            steps=self.steps, attention={}, events=self.events, response=response, usage=usage,
-            cost=cost(self.model, usage) if usage else None, timings=timings,
+            status=status, attention={}, **fields,
         )
+
+    def _save_outline(self, status: int, exc: Exception) -> None:
+        """The trace could not be saved: store what says why (endpoint, status, the reason), or remember it here."""
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        why = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        why = Cleaner().text(why)
+        try:
+            Trace.objects.create(
+                id=self.id, expires_at=timezone.now() + timedelta(hours=settings.EXPLAINER_TRACE_TTL_HOURS),
+                endpoint=self.endpoint, status=status, model=Cleaner().text(self.model),
+                request={"method": self.request["method"], "path": Cleaner().text(self.request["path"]), "headers": {}, "body": None},
+                notes=[f"This call's trace could not be saved ({why}); only this outline of it was kept."],
+            )
+        except Exception:
+            log.exception("saving the outline of trace %s failed too", self.id)
+            _remember_failure(self.id, why)

@@ -30,8 +30,8 @@ def _from_this_machine(request) -> bool:
 def scenario_of(trace: Trace) -> Scenario | None:
     """The stage pages' scenario for this call (the API samples with seed 0, so it replays exactly)."""
     body = trace.request.get("body")
-    if trace.endpoint != "messages" or not isinstance(body, dict) or trace.status != 200:
-        return None
+    if trace.endpoint != "messages" or not isinstance(body, dict) or trace.status != 200 or trace.request.get("body_altered"):
+        return None  # altered to be stored (recorder.Cleaner) or truncated: not the request as sent
     data = {k: body[k] for k in SCENARIO_FIELDS if k in body and body[k] is not None}
     if isinstance(data.get("system"), list):
         data["system"] = "".join(b.get("text", "") for b in data["system"] if isinstance(b, dict))
@@ -72,6 +72,11 @@ def trace_list(request):
 @require_GET
 def trace_detail(request, trace_id: str):
     trace = _written(trace_id)
+    why = recorder.failure(trace_id[:32]) if trace is None else None
+    if why is not None:  # the write failed and not even an outline could be stored: say so, not "no such trace"
+        return _error(request, 404, "This trace was not saved",
+                      f"The call was answered, but saving its trace failed ({why}). Nothing of it was stored; "
+                      "make the call again for a new trace.")
     if trace is None and (recorder.is_pending(trace_id[:32]) or recorder.recently_issued(trace_id)):
         # Still being written, here or by another process of this server: the page asks again until it is there.
         resp = render(request, "shares/recording.html", {"bundled": bundled_info(), "every": RECORDING_RECHECK}, status=202)
@@ -79,6 +84,7 @@ def trace_detail(request, trace_id: str):
         return resp
     if trace is None:
         return _error(request, 404, "No such trace", "This trace does not exist, has expired, or was deleted.")
+    _clean_for_the_page(trace)
     scenario = scenario_of(trace)
     links, link_error = [], None
     if scenario is not None:
@@ -104,6 +110,14 @@ def trace_detail(request, trace_id: str):
         "events_json": "\n".join(json.dumps(e, ensure_ascii=False) for e in trace.events),
         "bundled": bundled_info(),
     })
+
+
+def _clean_for_the_page(trace: Trace) -> None:
+    """Rows stored before traces were cleaned (``recorder.Cleaner``) may hold lone surrogates, which no page can encode."""
+    clean = recorder.Cleaner()
+    for name in ("request", "gateway", "steps", "events", "response", "usage", "timings"):
+        setattr(trace, name, clean.clean(getattr(trace, name)))
+    trace.model = clean.text(trace.model)
 
 
 @require_POST

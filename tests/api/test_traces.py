@@ -35,10 +35,14 @@ def test_streamed_and_failed_calls_are_traced_too(client, api_server):
     html = raw.request("GET", url).text
     assert "content_block_delta" in html
     bad = raw.request("POST", api_server["url"] + "/v1/messages", json_body={"model": MODEL, "max_tokens": 0, "messages": []},
-                      headers={"x-api-key": "sk-exp-nope"})
-    assert bad.status_code == 401
+                      headers={"x-api-key": api_server["api_key"]})
+    assert bad.status_code == 400
     html = raw.request("GET", bad.headers["x-explainer-trace"]).text
-    assert "wrong" in html and "sk-exp-nope" not in html
+    assert "valid" in html and "max_tokens" in html and api_server["api_key"] not in html
+    # a call without a valid key leaves no trace (tests/api/test_trace_safety.py)
+    unauthenticated = raw.request("POST", api_server["url"] + "/v1/messages", json_body={"model": MODEL, "max_tokens": 1, "messages": []},
+                                  headers={"x-api-key": "sk-exp-nope"})
+    assert unauthenticated.status_code == 401 and "x-explainer-trace" not in unauthenticated.headers
 
 
 def test_the_list_is_local_and_traces_can_be_deleted(client, api_server):
