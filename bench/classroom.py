@@ -143,7 +143,8 @@ def main() -> None:
     sc = scenario_of_300_tokens()
     href = f"/learn/streaming/?s={codec().encode(sc)}"
     print(f"presenter streams {TOKENS} tokens at a pace of {args.pace_ms} ms (seed {sc.seed}); students are WebSocket clients in this process")
-    limits = {"EXPLAINER_ROOM_STUDENT_FRAMES_PER_10S": "1000"}
+    # every simulated student connects from 127.0.0.1: lift the per-address caps a real class never meets
+    limits = {"EXPLAINER_ROOM_STUDENT_FRAMES_PER_10S": "1000", "EXPLAINER_ROOM_SOCKETS_PER_ADDRESS": "100000"}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         (Path(tmp) / "one").mkdir()
         one = stack.enter_context(daphne(Path(tmp) / "one", **limits))

@@ -182,18 +182,24 @@ def test_size_and_overload_errors():
     assert overloaded().status == 529 and overloaded().body() == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 
 
-def test_prefix_hashes_change_from_the_edited_block_on():
-    a = {"system": "Be brief.", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
-    b = {"system": "Be brief.", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}]}
-    ca, cb = prefix_chain(a), prefix_chain(b)
-    assert [p["label"] for p in ca] == ["system", "messages[0] (user)", "messages[1] (assistant)"]
-    assert ca[0]["hash"] == cb[0]["hash"] and ca[1]["hash"] == cb[1]["hash"] and ca[2]["hash"] != cb[2]["hash"]
-    assert prefix_key(a) == ca[-1]["hash"] != prefix_key(b)
+def test_prefix_hashes_are_the_prompt_cache_s_keys_and_change_from_the_edited_turn_on():
+    from explainer.lifecycle.engine import Engine
+    from explainer.lifecycle.payload import parse_request
+    from explainer.lifecycle.prompt_cache import prefix_key as cache_key
+
+    eng = Engine()
+    a = {"model": "claude-haiku-4-5", "max_tokens": 4, "system": "Be brief.",
+         "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Go"}]}
+    b = {**a, "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}, {"role": "user", "content": "Go"}]}
+    (ia, ea), (ib, eb) = eng.prompt_segments(parse_request(a)), eng.prompt_segments(parse_request(b))
+    ca, cb = prefix_chain(ia, ea, "m"), prefix_chain(ib, eb, "m")
+    assert [p["label"] for p in ca] == ["system", "messages[0]", "messages[1]", "messages[2]"]
+    assert [p["hash"] for p in ca[:2]] == [p["hash"] for p in cb[:2]] and ca[2]["hash"] != cb[2]["hash"]
+    # exactly the key the engine's prompt cache stores a prefix under
+    assert all(p["hash"] == cache_key(ia[:p["tokens"]], "m") for p in ca)
+    assert prefix_key(ia, "m") == cache_key(ia, "m") != prefix_key(ib, "m")
     # parameters are not part of the prefix
-    assert prefix_key({**a, "max_tokens": 5, "temperature": 0.1}) == prefix_key(a)
-    # the same text moved from system into a message is a different prefix
-    assert prefix_key({"messages": [{"role": "user", "content": "x"}]}) != prefix_key({"system": "x", "messages": []})
-    assert prefix_chain({"messages": [{"role": "user", "content": "\ud800"}]})  # lone surrogates hash too
+    assert eng.prompt_segments(parse_request({**a, "temperature": 0.1}))[0] == ia
 
 
 def test_the_prefix_cache_hits_within_the_ttl_and_refreshes_it():

@@ -5,22 +5,28 @@ Server-Sent Events for ``stream: true``. Every failure is an envelope, never an 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
 import threading
-from functools import wraps
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache, wraps
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from redis.exceptions import RedisError
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from explainer.api import keys, ratelimits
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.errors import APIError, invalid
-from explainer.lifecycle.gateway import INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE, rate_limit_error, ratelimit_headers
+from explainer.lifecycle import jsonlimits
+from explainer.lifecycle.gateway import (AddressBuckets, body_too_large, check_body_size, check_key, rate_limit_error,
+                                         ratelimit_headers, too_many)
 from explainer.lifecycle.payload import parse_request
 from explainer.live.runner import get_engine, run_batches
 from explainer.shares.traces import TraceRecorder
@@ -65,7 +71,8 @@ class EventStreamResponse(_Sent, StreamingHttpResponse):
 
 
 def error_response(exc: APIError, rid: str) -> JsonResponse:
-    resp = ApiJsonResponse(exc.body(), status=exc.status)
+    """The error envelope, with the top-level ``request_id`` the live API sends (the ``request-id`` header's value)."""
+    resp = ApiJsonResponse(exc.body(rid), status=exc.status)
     for k, v in exc.headers.items():
         resp[k] = v
     return resp
@@ -90,56 +97,129 @@ def api_view(methods: tuple[str, ...], trace: str | None = None):
                 log.exception("API request %s failed", rid)
                 resp = error_response(APIError("api_error", "Internal server error."), rid)
             resp["request-id"] = rid
-            if request.trace is not None:
-                resp["x-explainer-trace"] = request.build_absolute_uri(f"/traces/{request.trace.id}/")
+            # A call that did not authenticate (401, or 429 for too many wrong keys, 405 before the key check)
+            # leaves nothing behind: no trace, no link. Any other traced call's trace is saved (below, or
+            # when its stream ends) before its link is given out.
+            if request.trace is not None and getattr(request, "api_key", None) is not None:
                 if not resp.streaming:  # a stream's trace is written when the stream ends
-                    request.trace.save_later(resp.status_code, getattr(resp, "trace_body", None) or json.loads(resp.content or b"null"),
-                                             after=getattr(resp, "sent", None))
+                    request.trace.save_later(resp.status_code, _trace_body(resp), after=getattr(resp, "sent", None))
+                resp["x-explainer-trace"] = request.build_absolute_uri(f"/traces/{request.trace.id}/")
             return resp
         return wrapper
     return deco
+
+
+def _trace_body(resp):
+    """What a plain response's trace keeps of its body: the message itself when the view left it, else the parsed bytes."""
+    body = getattr(resp, "trace_body", None)
+    if body is not None:
+        return body
+    try:
+        return json.loads(resp.content or b"null")
+    except ValueError:
+        return {"not_json": resp.content[:1024].decode("utf-8", "replace")}
 
 
 def _model_name_ok(name: str) -> bool:
     return name.startswith("claude-") or name == BUNDLED_MODEL_NAME
 
 
+def client_address(request) -> str:
+    return request.META.get("REMOTE_ADDR") or "?"
+
+
+@lru_cache(maxsize=1)
+def key_failures() -> AddressBuckets:
+    """Wrong or missing keys, per client address: a burst of twice the per-minute allowance, then 429."""
+    n = max(1, settings.EXPLAINER_AUTH_FAILURES_PER_MINUTE)
+    return AddressBuckets(capacity=2 * n, per_minute=n)
+
+
 async def _authenticate(request) -> None:
-    key = keys.key_from_headers(request.headers)
+    """The gateway's key check (``lifecycle.gateway.check_key``, as the gateway page runs it), with
+    failures limited per address, and a 503 when the key store cannot be reached."""
     gw = request.trace.gateway if getattr(request, "trace", None) else {}
-    if key is None:
-        gw["key"] = "missing"
-        raise APIError("authentication_error", MISSING_KEY_MESSAGE)
-    found = await sync_to_async(keys.check)(key)
-    if found is None:
-        gw["key"] = "wrong"
-        raise APIError("authentication_error", INVALID_KEY_MESSAGE)
+    addr = client_address(request)
+    wait = key_failures().retry_after(addr)
+    if wait is not None:
+        gw["key"] = "throttled"
+        raise too_many("Too many requests with a missing or wrong API key from this address; "
+                       f"try again in {wait} seconds.", wait)
+    found: list = []
+
+    def is_valid(key: str) -> bool:
+        found.append(keys.check(key))
+        return found[-1] is not None
+
+    try:
+        await sync_to_async(check_key)(request.headers, is_valid)
+    except APIError:
+        key_failures().failed(addr)
+        gw["key"] = "wrong" if found else "missing"
+        raise
+    except DatabaseError:
+        log.warning("API key check: the database is unreachable", exc_info=True)
+        raise unavailable("The API key store (the database) cannot be reached right now.") from None
     gw["key"] = "valid"
-    gw["key_name"] = found.name
-    request.api_key = found
+    gw["key_name"] = found[-1].name
+    request.api_key = found[-1]
+
+
+def unavailable(message: str, retry_after: int = 5) -> APIError:
+    """A 503 in the API's envelope: a service the gateway needs (database, Redis) is down. Clients retry it."""
+    return APIError("api_error", f"{message} Try again in a few seconds.", status=503,
+                    headers={"retry-after": str(retry_after)})
+
+
+async def _tokenize(engine, req) -> list[int]:
+    """The prompt's ids, computed off the event loop (the engine refuses oversized text before BPE)."""
+    return await asyncio.get_running_loop().run_in_executor(_tokenizer_pool(), engine.prompt_ids, req)
+
+
+@lru_cache(maxsize=1)
+def _tokenizer_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize")
 
 
 def _json_body(request) -> object:
     limit = settings.EXPLAINER_API_MAX_BODY_BYTES
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise APIError("request_too_large", f"Request exceeds the maximum allowed number of bytes ({limit:,}).")
+    if length and length.isdigit():
+        check_body_size(int(length), limit)  # the gateway's own check: refused before the body is read
     try:
         body = request.body
     except RequestDataTooBig:
-        body = b"x" * (limit + 1)
-    if len(body) > limit:
-        raise APIError("request_too_large", f"Request exceeds the maximum allowed number of bytes ({limit:,}).")
+        raise body_too_large(limit) from None
+    check_body_size(len(body), limit)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise invalid("The request body is not valid UTF-8.") from None
     try:
-        return json.loads(text)
+        return jsonlimits.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except jsonlimits.TooDeep as exc:
+        raise invalid(f"The request body is nested too deeply: {exc}.") from None
+    except _NonFinite as exc:
+        raise invalid(f"The request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise invalid("The request body is nested too deeply.") from None
     except ValueError as exc:
         raise invalid(f"The request body is not valid JSON: {exc}") from None
+
+
+class _NonFinite(ValueError):
+    """A number JSON cannot carry: NaN, Infinity, or one too large for a double (Python's json accepts them)."""
+
+
+def _no_constant(name: str):
+    raise _NonFinite(f"{name} is not a JSON number (NaN, Infinity and -Infinity are refused).")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _NonFinite(f"the number {text[:40]} is too large: it overflows to infinity.")
+    return value
 
 
 def _check_model(name: str) -> None:
@@ -183,13 +263,18 @@ def _for_the_api(event: dict) -> bool:
 async def messages(request):
     rec: TraceRecorder = request.trace
     await _authenticate(request)
-    body = _json_body(request)
-    rec.set_body(body)
-    req = parse_request(body)
-    _check_model(req.model)
-    engine = get_engine()
-    ids = engine.prompt_ids(req)
-    engine.check_fits(ids)
+    try:
+        body = _json_body(request)
+        rec.set_body(body)
+        req = parse_request(body)
+        _check_model(req.model)
+        engine = get_engine()
+        ids = await _tokenize(engine, req)
+        engine.check_fits(ids)
+    except APIError as exc:
+        if exc.status < 500:  # a refused request still costs a request from the key's bucket
+            _charge_request(request)
+        raise
     # Output can never outgrow the context window, so that is all a large max_tokens reserves.
     reserve = min(req.max_tokens, engine.context_window - len(ids))
     headers = _admit(request, len(ids), reserve)
@@ -204,11 +289,31 @@ async def messages(request):
     return resp
 
 
+def _store_call(fn, *args):
+    try:
+        return fn(*args)
+    except RedisError:
+        log.warning("rate-limit store: Redis is unreachable", exc_info=True)
+        raise unavailable("The rate-limit store (Redis) cannot be reached right now.") from None
+
+
+def _charge_request(request) -> dict:
+    """Take one request (and no tokens) from the key's bucket: for count_tokens, and for refused requests."""
+    key = str(request.api_key.pk)
+    now = ratelimits.now()
+    decision, snap = _store_call(ratelimits.store().admit, key, 0, 0, now)
+    lim = ratelimits.limits()
+    headers = ratelimit_headers(lim, snap, now, retry_after=None if decision.allowed else (decision.retry_after or 60.0))
+    if not decision.allowed:
+        raise rate_limit_error(decision.limited_by, lim, need=decision.needs[decision.limited_by], headers=headers)
+    return headers
+
+
 def _admit(request, input_tokens: int, max_tokens: int) -> dict:
     """Take this request's share of the key's buckets, or refuse it with a 429 and ``retry-after``."""
     key = str(request.api_key.pk)
     now = ratelimits.now()
-    decision, snap = ratelimits.store().admit(key, input_tokens, max_tokens, now)
+    decision, snap = _store_call(ratelimits.store().admit, key, input_tokens, max_tokens, now)
     lim = ratelimits.limits()
     gw = request.trace.gateway
     gw["rate_limit"] = {"decision": "allowed" if decision.allowed else f"refused ({decision.limited_by})",
@@ -220,7 +325,10 @@ def _admit(request, input_tokens: int, max_tokens: int) -> dict:
 
 
 def _settle(request, reserved: int, used: int) -> None:
-    ratelimits.store().settle(str(request.api_key.pk), reserved, used, ratelimits.now())
+    try:
+        ratelimits.store().settle(str(request.api_key.pk), reserved, used, ratelimits.now())
+    except RedisError:  # the reply is already on its way; the bucket refills on its own
+        log.warning("rate-limit store: could not give back %d reserved tokens", reserved - used, exc_info=True)
 
 
 async def _run_messages(request, req, rec, reserve: int):
@@ -242,10 +350,10 @@ async def _run_messages(request, req, rec, reserve: int):
             try:
                 batch = first
                 while True:
-                    for event in batch:
-                        if event["type"] == "error":
-                            failed = event
-                            rec.feed(event)
+                    for k, event in enumerate(batch):
+                        if event["type"] == "error":  # the envelope as any error response has it, with request_id
+                            batch[k] = failed = {**event, "request_id": request.request_id}
+                            rec.feed(failed)
                     yield _sse_chunk(batch)
                     batch = await anext(batches, None)
                     if batch is None:
@@ -286,7 +394,7 @@ async def _run_messages(request, req, rec, reserve: int):
                 elif t == "message_delta":
                     message["stop_reason"] = event["delta"]["stop_reason"]
                     message["stop_sequence"] = event["delta"]["stop_sequence"]
-                    message["usage"]["output_tokens"] = event["usage"]["output_tokens"]
+                    message["usage"].update(event["usage"])  # cumulative, as the SDK's accumulator reads it
                 elif t == "error":
                     rec.feed(event)
                     err = event["error"]
@@ -304,12 +412,16 @@ async def _run_messages(request, req, rec, reserve: int):
 @api_view(("POST",), trace="count_tokens")
 async def count_tokens(request):
     await _authenticate(request)
+    headers = _charge_request(request)  # counting costs a request from the key's bucket, not tokens
     body = _json_body(request)
     request.trace.set_body(body)
     req = parse_request(body, counting=True)
     _check_model(req.model)
     engine = get_engine()
-    return ApiJsonResponse({"input_tokens": len(engine.prompt_ids(req))})
+    resp = ApiJsonResponse({"input_tokens": len(await _tokenize(engine, req))})
+    for k, v in headers.items():
+        resp[k] = v
+    return resp
 
 
 def _model_info(name: str) -> dict:

@@ -19,14 +19,15 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
 from explainer.lifecycle.errors import APIError
+from explainer.lifecycle.prompt_cache import prefix_key as cache_key
 
 EPS = 1e-9  # float slack, so 12 s of refill at 1/12 per second counts as a whole token
 DIMENSIONS = ("requests", "input_tokens", "output_tokens")
@@ -218,6 +219,97 @@ class RateLimiter:
         return out
 
 
+# ---- per client address: failed attempts and open connections --------------------------------
+
+class AddressBuckets:
+    """A token bucket per client address, for failures: wrong API keys, room codes, room secrets.
+
+    Each failure takes one token; an address whose bucket is empty is refused until it refills
+    (``retry_after``). Kept in one process; a flood of distinct addresses resets the table
+    rather than growing it.
+
+    Example:
+        >>> b = AddressBuckets(capacity=2, per_minute=6)
+        >>> b.failed("1.2.3.4", now=0.0); b.failed("1.2.3.4", now=0.0)
+        >>> b.retry_after("1.2.3.4", now=0.0), b.retry_after("5.6.7.8", now=0.0)
+        (10, None)
+    """
+
+    def __init__(self, capacity: int = 20, per_minute: float = 10.0, max_clients: int = 10_000):
+        self.capacity, self.rate, self.max_clients = capacity, per_minute / 60.0, max_clients
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    def _bucket(self, who: str, now: float) -> TokenBucket:
+        b = self._buckets.get(who)
+        if b is None:
+            if len(self._buckets) >= self.max_clients:
+                self._buckets.clear()
+            b = self._buckets[who] = TokenBucket(self.capacity, self.rate, now)
+        return b
+
+    def retry_after(self, who: str, now: float | None = None) -> float | None:
+        """Seconds until ``who`` may try again, or None when it may try now."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            level = self._bucket(who, now).level(now)
+        return None if level >= 1 else math.ceil((1 - level) / self.rate)
+
+    def blocked(self, who: str) -> bool:
+        return self.retry_after(who) is not None
+
+    def failed(self, who: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._bucket(who, now).take(1, now)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._buckets.clear()
+
+
+class OpenCounts:
+    """How many connections (or runs) each client address holds open, with a cap.
+
+    Example:
+        >>> c = OpenCounts()
+        >>> c.acquire("a", cap=1), c.acquire("a", cap=1)
+        (True, False)
+        >>> c.release("a"); c.acquire("a", cap=1)
+        True
+    """
+
+    def __init__(self):
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, who: str, cap: int) -> bool:
+        with self._lock:
+            n = self._open.get(who, 0)
+            if n >= cap:
+                return False
+            self._open[who] = n + 1
+            return True
+
+    def release(self, who: str) -> None:
+        with self._lock:
+            n = self._open.get(who, 0) - 1
+            if n > 0:
+                self._open[who] = n
+            else:
+                self._open.pop(who, None)
+
+    def count(self, who: str) -> int:
+        with self._lock:
+            return self._open.get(who, 0)
+
+
+def too_many(message: str, retry_after: float | None = None) -> APIError:
+    """A 429 in the API's envelope, with ``retry-after`` (seconds, rounded up)."""
+    seconds = max(1, math.ceil(retry_after or 1))
+    return APIError("rate_limit_error", message, headers={"retry-after": str(seconds)})
+
+
 def rfc3339(t: float) -> str:
     """Unix seconds -> ``2026-01-01T12:00:13Z`` (rounded up to the whole second, so "reset" is never early)."""
     return datetime.fromtimestamp(math.ceil(t - EPS), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -265,41 +357,28 @@ def rate_limit_error(dimension: str, limits: Limits, need: int | None = None, he
 
 # ---- the prompt-cache prefix ------------------------------------------------------------------
 
-def _digest(value) -> str:
-    raw = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+def prefix_chain(ids: list[int], ends: Mapping[str, int], model_id: str = "") -> list[dict]:
+    """The cacheable prefix at each turn boundary, keyed exactly as the engine's prompt cache keys it.
 
-
-def prefix_chain(body: Mapping) -> list[dict]:
-    """The cacheable prefix, block by block in the API's order (tools, then system, then messages).
-
-    Each entry's ``hash`` covers everything up to and including that block, so changing one
-    block changes its hash and every hash after it, and none before it.
+    ``ids`` are the prompt's token ids and ``ends`` where each turn ends (``Engine.prompt_segments``:
+    tool definitions are part of the system turn). Each entry's ``hash`` is
+    ``prompt_cache.prefix_key(ids[:n])``: it covers every token up to that boundary, so editing
+    one turn changes its hash and every hash after it, and none before it.
 
     Example:
-        >>> [p["label"] for p in prefix_chain({"system": "Be brief.", "messages": [{"role": "user", "content": "Hi"}]})]
-        ['system', 'messages[0] (user)']
+        >>> [p["label"] for p in prefix_chain([1, 2, 3, 4], {"system": 2, "messages.0": 4})]
+        ['system', 'messages[0]']
     """
-    parts: list[tuple[str, object]] = []
-    for i, tool in enumerate(body.get("tools") or []):
-        name = tool.get("name") if isinstance(tool, dict) else None
-        parts.append((f"tools[{i}]" + (f" ({name})" if isinstance(name, str) else ""), tool))
-    if body.get("system"):
-        parts.append(("system", body["system"]))
-    for i, m in enumerate(body.get("messages") or []):
-        role = m.get("role") if isinstance(m, dict) else None
-        parts.append((f"messages[{i}]" + (f" ({role})" if isinstance(role, str) else ""), m))
-    chain, so_far = [], []
-    for label, value in parts:
-        so_far.append([label.split(" ")[0], value])
-        chain.append({"label": label, "hash": _digest(so_far)})
+    chain = []
+    for segment, n in ends.items():
+        label = "system" if segment == "system" else f"messages[{segment.split('.', 1)[1]}]"
+        chain.append({"label": label, "tokens": n, "hash": cache_key(ids[:n], model_id)})
     return chain
 
 
-def prefix_key(body: Mapping) -> str:
-    """One hash of the whole prefix (tools, system, messages): the key a cache lookup uses."""
-    chain = prefix_chain(body)
-    return chain[-1]["hash"] if chain else _digest([])
+def prefix_key(ids: list[int], model_id: str = "") -> str:
+    """The key of the whole prompt as a prefix: what a lookup of the full prompt uses."""
+    return cache_key(ids, model_id)
 
 
 class PrefixCache:

@@ -124,6 +124,22 @@ class PromptCache:
             report.append({"length": n, "ttl": ttl, "outcome": outcome})
         return Plan(total=len(ids), read=read, hit=hit, hit_key=hit_key, writes=writes, breakpoints=report)
 
+    def peek(self, ids: list[int], breakpoints: list[tuple[int, str]], now: float | None = None) -> list[dict]:
+        """What a lookup would find for each breakpoint now, without touching the cache (no TTL refresh).
+
+        For pages that show the live cache: per breakpoint, its length, the key and whether an
+        unexpired entry holds it (and for how many more seconds)."""
+        now = self.clock() if now is None else now
+        out = []
+        with self._lock:
+            for n, ttl in sorted({(min(n, len(ids)), ttl) for n, ttl in breakpoints}):
+                key = prefix_key(ids[:n], self.model_id)
+                e = self._entries.get(key)
+                left = e.expires_at - now if e is not None else None
+                out.append({"length": n, "ttl": ttl, "key": key, "cached": left is not None and left > 0,
+                            "expires_in": round(left, 1) if left is not None and left > 0 else None})
+        return out
+
     def store(self, plan: Plan, kv, now: float | None = None) -> None:
         """After a run: keep the first n positions of ``kv`` for every prefix the plan writes."""
         now = self.clock() if now is None else now

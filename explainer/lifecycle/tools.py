@@ -74,6 +74,7 @@ import numpy as np
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from explainer.lifecycle import jsonlimits, lru
 from explainer.llm.generate import banned_ids
 from explainer.llm.model import ContextWindowExceeded, TinyTransformer
 from explainer.llm.sampling import Candidate, SamplingParams, distribution, draw
@@ -250,6 +251,11 @@ def validate_input(schema: dict, value: Any) -> str | None:
 
     Example: ``validate_input({"type": "integer"}, "x") == "input: 'x' is not of type 'integer'"``
     """
+    for where, v in (("schema", schema), ("input", value)):  # jsonschema recurses once per level
+        try:
+            jsonlimits.check_depth(v)
+        except jsonlimits.TooDeep as exc:
+            return f"{where}: {exc}"
     error = best_match(_validator(json.dumps(schema)).iter_errors(value))
     if error is None:
         return None
@@ -284,6 +290,16 @@ def run_tool(name: str, tool_input: Any, *, tools: dict[str, Tool] | None = None
 
 class UnsupportedSchema(ValueError):
     """The schema uses a keyword the constrained decoder cannot enforce (decode without it)."""
+
+
+def _check_schema_depth(schema: Any) -> None:
+    """UnsupportedSchema (never RecursionError from json.dumps, jsonschema or the compiler)
+    when the schema's JSON nests deeper than the app's one limit; checked without recursion."""
+    try:
+        jsonlimits.check_depth(schema)
+    except jsonlimits.TooDeep:
+        raise UnsupportedSchema(f"the schema nests too deeply (more than {jsonlimits.MAX_JSON_DEPTH} "
+                                "levels of objects and arrays)") from None
 
 
 MAX_INT_DIGITS, MAX_FRAC_DIGITS, MAX_EXP_DIGITS = 15, 15, 2
@@ -708,6 +724,13 @@ class _Machine:
         done.flags.writeable = False
         self.done_mask = done
 
+    def approx_bytes(self) -> int:
+        """What this machine holds beyond the shared token trie: nodes, interned states, their
+        transition rows (256 slots each) and the cached masks (one bool per vocabulary entry)."""
+        per_state = 56 + 256 * 8 + 200  # the row list, the state tuple and its index entry
+        per_mask = 112 + self.tok.vocab_size + 150  # the array and its key
+        return 2048 + 400 * len(self.nodes) + per_state * len(self._states) + per_mask * len(self._masks)
+
     # ---- the automaton itself (pure: no memo) -------------------------------------------
     def step(self, state: tuple, b: int) -> tuple | None:
         """The state after byte ``b``, or None when ``b`` cannot come next."""
@@ -795,8 +818,15 @@ class _Machine:
         return m
 
 
-_MACHINES: dict[tuple[str, int], _Machine] = {}
-_MACHINES_MAX = 64
+def _weigh(x: Any) -> int:
+    """Bytes for the machine cache: a machine by its own estimate (it shares the tokenizer's
+    trie with every other machine, which ``lru.sizeof`` would count again for each)."""
+    return x.approx_bytes() if isinstance(x, _Machine) else lru.sizeof(x)
+
+
+# Machines grow as they decode (states, masks): each lookup weighs the machine again, so the
+# shared byte budget sees what the last request added.
+_MACHINES = lru.LRU("schema automata", sizeof=_weigh, max_entries=64)
 
 
 def _machine_for(key: str, tok: Tokenizer, build: Callable[[_Compiler], _Node]) -> _Machine:
@@ -806,9 +836,7 @@ def _machine_for(key: str, tok: Tokenizer, build: Callable[[_Compiler], _Node]) 
         compiler = _Compiler()
         root = build(compiler)
         m = _Machine(compiler.nodes, root, tok)
-        if len(_MACHINES) >= _MACHINES_MAX:
-            _MACHINES.pop(next(iter(_MACHINES)))  # oldest first: enough for a demo server
-        _MACHINES[cache_key] = m
+    _MACHINES.put(cache_key, m)
     return m
 
 
@@ -882,6 +910,7 @@ class JsonConstraint(_Constraint):
         """``shared=False`` compiles a private automaton with empty caches (a reference for tests)."""
         if not isinstance(schema, dict) or schema.get("type") != "object":
             raise UnsupportedSchema("a tool's input_schema must have type 'object'")
+        _check_schema_depth(schema)
         self.schema = schema
 
         def build(c: _Compiler) -> _Node:
@@ -987,12 +1016,19 @@ def constrained_generate(logits_fn: Callable[[int | None], np.ndarray], constrai
     yield ConstrainedFinish(constraint.text(), complete, reason, n, value)
 
 
-def model_logits_fn(model: TinyTransformer, prompt_ids: list[int], cache=None) -> Callable[[int | None], np.ndarray]:
+def model_logits_fn(model: TinyTransformer, prompt_ids: list[int], cache=None,
+                    first_logits: np.ndarray | None = None) -> Callable[[int | None], np.ndarray]:
     """A ``logits_fn`` over the bundled model: prefill ``prompt_ids`` (after what ``cache``
-    holds) on the first call, then one token per call, reusing the KV cache."""
+    holds) on the first call, then one token per call, reusing the KV cache.
+
+    ``first_logits``: the caller already ran the prefill (to time it where it happens); the
+    first call returns these instead of running the model."""
     cache = cache if cache is not None else model.new_cache()
+    pending = [first_logits] if first_logits is not None else []
 
     def logits_fn(prev: int | None) -> np.ndarray:
+        if prev is None and pending:
+            return pending.pop()
         ids = prompt_ids[cache.length:] if prev is None else [prev]
         return model.forward(ids, cache=cache).logits[-1]
 

@@ -23,12 +23,15 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from explainer.lifecycle import jsonlimits
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.errors import APIError, invalid
+from explainer.lifecycle.gateway import OpenCounts, too_many
 from explainer.lifecycle.payload import parse_request
 from explainer.live.runner import run_events
 
 MAX_PACE_MS = 2000
+CLOSE_TRY_AGAIN_LATER = 4429  # an application close code: a limit, not an error (1013 is not sendable by browsers' peers)
 
 
 def _options(raw) -> tuple[int, int]:
@@ -67,13 +70,33 @@ class DirectDispatch:
         raise StopConsumer()
 
 
+def client_address(scope) -> str:
+    return (scope.get("client") or ["?"])[0] or "?"
+
+
+# Per client address in this process: open stream sockets, and runs at once on them.
+open_sockets = OpenCounts()
+open_runs = OpenCounts()
+
+
 class StreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
+    # This socket talks to nobody but its own client: it needs no channel layer, so it keeps
+    # working when the layer's Redis is down (rooms need it; this page does not).
+    channel_layer_alias = "__no_layer__"
+
     async def connect(self):
         self.task: asyncio.Task | None = None
         self.running = False
         self.cancel = threading.Event()
         self.recent: deque[float] = deque()
+        self.addr = client_address(self.scope)
+        self.counted = open_sockets.acquire(self.addr, settings.EXPLAINER_WS_SOCKETS_PER_ADDRESS)
         await self.accept()
+        if not self.counted:
+            cap = settings.EXPLAINER_WS_SOCKETS_PER_ADDRESS
+            await self.send_error(too_many(f"Too many open stream sockets from this address: at most {cap}. Close one and retry.", 5))
+            await self.close(CLOSE_TRY_AGAIN_LATER)
+            return
         await self.send_json({
             "type": "explainer.hello", "model": BUNDLED_MODEL_NAME,
             "limits": {"max_frame_bytes": settings.EXPLAINER_WS_MAX_FRAME_BYTES,
@@ -84,12 +107,18 @@ class StreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.cancel.set()
         if self.task:
             self.task.cancel()
+        if getattr(self, "counted", False):
+            self.counted = False
+            open_sockets.release(self.addr)
 
     async def send_json(self, frame: dict) -> None:
         await self.send(text_data=json.dumps(frame, ensure_ascii=False))
 
     async def send_error(self, exc: APIError) -> None:
-        await self.send_json(exc.body())
+        body = exc.body()
+        if "retry-after" in exc.headers:  # a socket has no headers: the wait travels in the frame
+            body["retry_after"] = int(exc.headers["retry-after"])
+        await self.send_json(body)
 
     def _flooding(self) -> bool:
         now = time.monotonic()
@@ -113,7 +142,9 @@ class StreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
         if len(text_data) > limit or len(text_data.encode("utf-8", "surrogatepass")) > limit:
             raise APIError("request_too_large", f"Frame is larger than the limit of {limit} bytes.")
         try:
-            frame = json.loads(text_data)
+            frame = jsonlimits.loads(text_data)
+        except jsonlimits.TooDeep as exc:
+            raise invalid(f"The frame is nested too deeply: {exc}.") from None
         except ValueError as exc:
             raise invalid(f"The frame is not valid JSON: {exc}") from None
         if isinstance(frame, dict) and frame.get("type") == "cancel":
@@ -134,12 +165,26 @@ class StreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.task = asyncio.create_task(self._run(req, seed, pace, self.cancel))
 
     async def _run(self, req, seed, pace_ms, cancel):
+        cap = settings.EXPLAINER_WS_RUNS_PER_ADDRESS
+        if not open_runs.acquire(self.addr, cap):
+            self.running = False
+            await self.send_error(too_many(f"Too many requests running at once from this address: at most {cap}. "
+                                           "Wait for one to finish.", 2))
+            return
+        lock, released = threading.Lock(), []
+
+        def release() -> None:  # once: when the engine stops (its thread), or when this task ends
+            with lock:
+                if not released:
+                    released.append(True)
+                    open_runs.release(self.addr)
         try:
-            async for event in run_events(req, seed, cancel):
+            async for event in run_events(req, seed, cancel, finished=release):
                 if event["type"] in ("explainer.done", "error"):
                     self.running = False  # the client may send the next request as soon as it sees this frame
                 await self.send_json(event)
                 if pace_ms and event["type"] == "explainer.token":
                     await asyncio.sleep(pace_ms / 1000)
         finally:
+            release()
             self.running = False

@@ -44,6 +44,11 @@ _admitted = 0
 _admitted_lock = threading.Lock()
 
 
+def admitted() -> int:
+    """Runs holding an engine slot now (running or waiting for a worker)."""
+    return _admitted
+
+
 def max_admitted() -> int:
     return settings.EXPLAINER_ENGINE_WORKERS + settings.EXPLAINER_ENGINE_QUEUE
 
@@ -134,6 +139,17 @@ async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, 
             yield [overloaded().body()]
             return
         _admitted += 1
+    released = threading.Event()
+
+    def release() -> None:
+        # The slot is the engine's: it is free as soon as the engine stops, however slowly the
+        # caller then reads the events (a paced socket replays a finished run for minutes).
+        global _admitted
+        with _admitted_lock:
+            if not released.is_set():
+                released.set()
+                _admitted -= 1
+
     loop = asyncio.get_running_loop()
     handoff = _Handoff(loop, cancel, hold)
     put = handoff.put
@@ -157,6 +173,7 @@ async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, 
             log.exception("engine run failed")
             put(APIError("api_error", "Internal error while generating.").body(), urgent=True)
         finally:
+            release()
             if finished is not None:
                 try:
                     finished()
@@ -177,8 +194,8 @@ async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, 
     finally:
         handoff.close()
         cancel.set()
-        with _admitted_lock:
-            _admitted -= 1
+        if "future" not in locals():  # closed before the engine's work was even handed over
+            release()
 
 
 async def run_events(req: MessagesRequest, seed: int, cancel: threading.Event, **options) -> AsyncIterator[dict]:

@@ -35,7 +35,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from explainer.lifecycle import jsonlimits
 from explainer.lifecycle.errors import APIError
+from explainer.lifecycle.gateway import OpenCounts
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import ScenarioError
 from explainer.live.consumers import DirectDispatch
@@ -51,6 +53,7 @@ CHOICES = 8          # tokens a student can pick from when guessing
 MAX_GUESS_CHARS = 40
 SHOWN_GUESSES = 12   # bars in the class histogram; the rest are summed as "other"
 CLOSE_NOT_FOUND, CLOSE_FLOOD, CLOSE_ENDED = 4404, 4429, 4410
+open_room_sockets = OpenCounts()  # per client address, in this process
 
 
 def _err(kind: str, message: str) -> dict:
@@ -103,7 +106,13 @@ class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.guess: dict | None = None  # {"index", "candidates", "guesses": {channel: text}}
         self.tally_task: asyncio.Task | None = None
         self.snapshot: dict | None = None  # the current run so far, for students who join late
+        self.counted = open_room_sockets.acquire(self.client_addr, settings.EXPLAINER_ROOM_SOCKETS_PER_ADDRESS)
         await self.accept()
+        if not self.counted:
+            await self.send_json(_err("rate_limit_error", "Too many room connections from this address "
+                                      f"(at most {settings.EXPLAINER_ROOM_SOCKETS_PER_ADDRESS}); try again later."))
+            await self.close(CLOSE_FLOOD)
+            return
 
         code = rooms.normalize_code(self.scope["url_route"]["kwargs"].get("code", ""))
         if rooms.attempts.blocked(self.client_addr):
@@ -133,6 +142,9 @@ class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
             return rooms.stage_state("/learn/overview/").to_dict()
 
     async def disconnect(self, code):
+        if getattr(self, "counted", False):
+            self.counted = False
+            open_room_sockets.release(self.client_addr)
         if self.room is None:
             return
         self.cancel.set()
@@ -180,7 +192,9 @@ class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
         if len(text_data) > limit or len(text_data.encode("utf-8", "surrogatepass")) > limit:
             raise APIError("request_too_large", f"Frame is larger than the limit of {limit} bytes.")
         try:
-            frame = json.loads(text_data)
+            frame = jsonlimits.loads(text_data)
+        except jsonlimits.TooDeep as exc:
+            raise APIError("invalid_request_error", f"The frame is nested too deeply: {exc}.") from None
         except ValueError:
             raise APIError("invalid_request_error", "The frame is not valid JSON.") from None
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from django.conf import settings
 from django.utils import timezone
 
-from explainer.lifecycle.gateway import TokenBucket
+from explainer.lifecycle.gateway import AddressBuckets
 from explainer.lifecycle.scenario import ScenarioError
 from explainer.rooms.models import Room
 from explainer.stages.registry import BY_SLUG
@@ -136,34 +136,5 @@ def scenario_of(state: dict):
 
 # ---- failed lookups, per address --------------------------------------------------------------
 
-class Attempts:
-    """A token bucket per client address for wrong codes and wrong secrets (in this process)."""
-
-    def __init__(self, capacity: int = 20, per_minute: float = 10.0, max_clients: int = 10_000):
-        self.capacity, self.rate, self.max_clients = capacity, per_minute / 60.0, max_clients
-        self._buckets: dict[str, TokenBucket] = {}
-        self._lock = threading.Lock()
-
-    def _bucket(self, who: str, now: float) -> TokenBucket:
-        b = self._buckets.get(who)
-        if b is None:
-            if len(self._buckets) >= self.max_clients:
-                self._buckets.clear()  # a flood of addresses: start over rather than grow
-            b = self._buckets[who] = TokenBucket(self.capacity, self.rate, now)
-        return b
-
-    def blocked(self, who: str) -> bool:
-        with self._lock:
-            return self._bucket(who, time.monotonic()).level(time.monotonic()) < 1
-
-    def failed(self, who: str) -> None:
-        with self._lock:
-            now = time.monotonic()
-            self._bucket(who, now).take(1, now)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._buckets.clear()
-
-
-attempts = Attempts()
+# The bucket is the gateway's own: one implementation for wrong room codes, room secrets and API keys.
+attempts = AddressBuckets()

@@ -98,8 +98,22 @@ async def test_leaving_early_stops_the_engine_and_frees_its_place():
     assert first[0]["type"] == "explainer.prompt"
     assert runner._admitted == 1
     await events.aclose()
-    assert cancel.is_set() and runner._admitted == 0
+    assert cancel.is_set()
     assert stopped.wait(10), "the engine's thread did not stop after the caller left"
+    assert runner._admitted == 0  # freed by the engine's thread as it stopped
+
+
+async def test_the_slot_is_free_when_the_engine_finishes_not_when_a_slow_reader_does():
+    """A paced reader (the stream socket replays at up to 2 s a token) must not hold the engine's place."""
+    stopped = threading.Event()
+    events = runner.run_batches(parse_request({**BODY, "max_tokens": 8}), 0, threading.Event(), finished=stopped.set)
+    first = await anext(events)
+    assert first[0]["type"] == "explainer.prompt" and runner._admitted == 1
+    # the reader takes nothing more; the engine finishes on its own
+    assert stopped.wait(30), "the engine did not finish"
+    assert runner._admitted == 0, "a finished run still holds an engine slot while its events wait to be read"
+    rest = [e for batch in [b async for b in events] for e in batch]
+    assert rest[-1]["type"] == "explainer.done"  # nothing was lost by freeing the slot early
 
 
 @pytest.fixture(autouse=True)

@@ -71,6 +71,19 @@ def _burst(n_in: int, max_tokens: int, n_out: int) -> dict:
     return {"passed": passed, "limited_by": None, "never": False, "error": None}
 
 
+def _prefix_chain(page) -> tuple[list[dict], dict]:
+    """The prompt's prefix at each turn boundary, keyed as the engine's prompt cache keys it, and what
+    that shared cache (the API's and the live socket's) holds for each right now, read without touching it."""
+    run, engine = page.run, page.engine
+    if run.request is None:
+        return [], {}
+    ids, ends = engine.prompt_segments(run.request)
+    cache = engine.prompt_cache
+    chain = prefix_chain(ids, ends, cache.model_id)
+    live = {p["length"]: p for p in cache.peek(ids, [(n, "5m") for n in ends.values()])}
+    return chain, live
+
+
 def context(page) -> dict:
     s, run = page.scenario, page.run
     body = s.request_body()
@@ -92,8 +105,8 @@ def context(page) -> dict:
                       "body": run.error, "json": json_text(run.error), "headers": {}}
     rate_errors = {d: _error(rate_limit_error(d, SIM_LIMITS, need=needs[d])) for d in DIMENSIONS}
     burst = _burst(n_in, s.max_tokens, n_out) if not run.error else None
-    chain = prefix_chain(body)
-    key = prefix_key(body)
+    chain, live = _prefix_chain(page)
+    key = chain[-1]["hash"] if chain else prefix_key(run.prompt_ids, page.engine.prompt_cache.model_id)
 
     gallery = [
         {"code": 401, "title": "Missing or wrong key", "error": keys["missing"],
@@ -182,7 +195,8 @@ def context(page) -> dict:
         "n_in": n_in,
         "n_out": n_out,
         "burst": burst,
-        "chain": [{"label": c["label"], "hash": c["hash"][:16]} for c in chain],
+        "chain": [{"label": c["label"], "tokens": c["tokens"], "hash": c["hash"][:16], "live": live.get(c["tokens"])}
+                  for c in chain],
         "prefix": key[:16],
         "cache_ttl_min": CACHE_TTL_SECONDS // 60,
         "gallery": gallery,
