@@ -171,9 +171,21 @@ def unavailable(message: str, retry_after: int = 5) -> APIError:
                     headers={"retry-after": str(retry_after)})
 
 
-async def _tokenize(engine, req) -> list[int]:
-    """The prompt's ids, computed off the event loop (the engine refuses oversized text before BPE)."""
-    return await asyncio.get_running_loop().run_in_executor(_tokenizer_pool(), engine.prompt_ids, req)
+def _prepare(request, counting: bool):
+    """Read, validate and tokenize the body: the work that grows with the request's size.
+
+    It runs in a worker thread (``_off_the_loop``), so a megabyte body never holds the event
+    loop that serves every other client; the engine refuses text that cannot fit before BPE.
+    """
+    body = _json_body(request)
+    request.trace.set_body(body)
+    req = parse_request(body, counting=counting)
+    _check_model(req.model)
+    return req, get_engine().prompt_ids(req)
+
+
+async def _off_the_loop(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(_tokenizer_pool(), fn, *args)
 
 
 @lru_cache(maxsize=1)
@@ -263,13 +275,9 @@ def _for_the_api(event: dict) -> bool:
 async def messages(request):
     rec: TraceRecorder = request.trace
     await _authenticate(request)
+    engine = get_engine()
     try:
-        body = _json_body(request)
-        rec.set_body(body)
-        req = parse_request(body)
-        _check_model(req.model)
-        engine = get_engine()
-        ids = await _tokenize(engine, req)
+        req, ids = await _off_the_loop(_prepare, request, False)
         engine.check_fits(ids)
     except APIError as exc:
         if exc.status < 500:  # a refused request still costs a request from the key's bucket
@@ -413,12 +421,8 @@ async def _run_messages(request, req, rec, reserve: int):
 async def count_tokens(request):
     await _authenticate(request)
     headers = _charge_request(request)  # counting costs a request from the key's bucket, not tokens
-    body = _json_body(request)
-    request.trace.set_body(body)
-    req = parse_request(body, counting=True)
-    _check_model(req.model)
-    engine = get_engine()
-    resp = ApiJsonResponse({"input_tokens": len(await _tokenize(engine, req))})
+    _, ids = await _off_the_loop(_prepare, request, True)
+    resp = ApiJsonResponse({"input_tokens": len(ids)})
     for k, v in headers.items():
         resp[k] = v
     return resp
