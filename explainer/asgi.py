@@ -8,14 +8,39 @@ django_asgi_app = get_asgi_application()  # build Django before importing anythi
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from csp.utils import build_policy  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.core.exceptions import SuspiciousOperation  # noqa: E402
+from django.http import Http404  # noqa: E402
 
 from explainer.live.routing import websocket_urlpatterns  # noqa: E402
+
+
+class StaticFilesHandler(ASGIStaticFilesHandler):
+    """Django's static files, with what its middleware would add: none of it runs here.
+
+    A path that Django refuses (``/static/../x``: SuspiciousFileOperation; a NUL byte: ValueError;
+    a name the file system cannot take: OSError) is a 404 like any missing file, not a 500, and
+    every answer, file or 404 page, says nosniff and carries the site's Content-Security-Policy.
+    """
+
+    def serve(self, request):
+        try:
+            return super().serve(request)
+        except (SuspiciousOperation, ValueError, OSError) as exc:
+            raise Http404("No such static file.") from exc
+
+    async def get_response_async(self, request):
+        response = await super().get_response_async(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Content-Security-Policy", build_policy())
+        return response
+
 
 application = ProtocolTypeRouter({
     # One process serves its own static files so the README's single command is enough;
     # a multi-process deployment lets the proxy serve them instead.
-    "http": ASGIStaticFilesHandler(django_asgi_app),
+    "http": StaticFilesHandler(django_asgi_app),
     "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
 })
 
@@ -28,4 +53,6 @@ import gc  # noqa: E402
 from explainer.live.runner import get_engine  # noqa: E402
 
 get_engine()
+import explainer.lifecycle.tools  # noqa: E402,F401  (imported lazily by the validator: a second of work on the event loop otherwise)
+
 gc.freeze()

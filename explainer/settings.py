@@ -72,6 +72,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",  # CONTENT_SECURITY_POLICY below
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -128,11 +129,40 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "SAMEORIGIN"
 
+# Content-Security-Policy on every response from a view (static files get it from explainer/asgi.py).
+# No inline script anywhere: data travels in json_script blocks, which do not run. Style attributes
+# are allowed (style-src-attr) because the templates set per-item sizes and colours with them
+# (style="--w: 37%"); <style> elements and other sites' stylesheets stay refused. 'self' covers the
+# pages' own ws:// and wss:// sockets. Embedded pages (?embed=1) replace frame-ancestors with *
+# (explainer/stages/views.py) and keep the rest.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],  # charts are drawn and downloaded through canvas and blob URLs
+        "connect-src": ["'self'"],
+        "frame-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'self'"],
+    },
+}
+
 # Limits of the live stream socket (see explainer/live/consumers.py)
 EXPLAINER_WS_MAX_FRAME_BYTES = int(os.environ.get("EXPLAINER_WS_MAX_FRAME_BYTES", 64 * 1024))
 EXPLAINER_WS_FRAMES_PER_10S = int(os.environ.get("EXPLAINER_WS_FRAMES_PER_10S", 20))
 EXPLAINER_ENGINE_WORKERS = int(os.environ.get("EXPLAINER_ENGINE_WORKERS", 2))
 EXPLAINER_ENGINE_QUEUE = int(os.environ.get("EXPLAINER_ENGINE_QUEUE", 32))  # runs that may wait; past it: 529
+EXPLAINER_CACHE_MB = float(os.environ.get("EXPLAINER_CACHE_MB", 128))  # all page caches together (explainer/lifecycle/lru.py)
+# Per client address (in one process): open stream sockets, runs at once on them, room sockets,
+# and failed authentications (wrong API keys) before a 429.
+EXPLAINER_WS_SOCKETS_PER_ADDRESS = int(os.environ.get("EXPLAINER_WS_SOCKETS_PER_ADDRESS", 16))
+EXPLAINER_WS_RUNS_PER_ADDRESS = int(os.environ.get("EXPLAINER_WS_RUNS_PER_ADDRESS", 4))
+EXPLAINER_ROOM_SOCKETS_PER_ADDRESS = int(os.environ.get("EXPLAINER_ROOM_SOCKETS_PER_ADDRESS", 300))
+EXPLAINER_AUTH_FAILURES_PER_MINUTE = int(os.environ.get("EXPLAINER_AUTH_FAILURES_PER_MINUTE", 10))
 
 # /v1/ API limits
 EXPLAINER_API_MAX_BODY_BYTES = int(os.environ.get("EXPLAINER_API_MAX_BODY_BYTES", 1024 * 1024))

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from explainer.lifecycle import jsonlimits
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME, Run
 from explainer.lifecycle.scenario import Scenario, ScenarioError
 from explainer.stages.options import OptionError, parse_options
@@ -83,7 +84,8 @@ def _frameable(response, embed: bool):
     SAMEORIGIN (settings.X_FRAME_OPTIONS), so only embed responses are exempted, one by one."""
     if embed:
         response.xframe_options_exempt = True
-        response["Content-Security-Policy"] = "frame-ancestors *"
+        # What django-csp's @csp_replace sets: the site's policy, with only frame-ancestors widened.
+        response._csp_replace = {"frame-ancestors": ["*"]}
     return response
 
 
@@ -149,9 +151,11 @@ def encode_scenario(request):
     if len(request.body) > 64 * 1024:
         return JsonResponse({"error": "The scenario is too large."}, status=413)
     try:
-        data = json.loads(request.body or b"{}")
+        data = jsonlimits.loads(request.body or b"{}")
         scenario = Scenario.from_changes(data)
         return JsonResponse({"s": codec().encode(scenario)})
+    except jsonlimits.TooDeep as exc:
+        return JsonResponse({"error": f"The scenario is nested too deeply: {exc}."}, status=400)
     except (ValueError, ScenarioError) as exc:
         msg = str(exc) if isinstance(exc, ScenarioError) else "The body must be a JSON object of scenario fields."
         return JsonResponse({"error": msg}, status=400)

@@ -87,14 +87,14 @@ def test_breaking_a_rule_shows_the_api_s_400(server, page, link, shoot):
     ready(page)
     page.locator("input[data-bp][value='m1']").check()
     page.locator("select[data-ttl-for='m1']").select_option("1h")
-    page.wait_for_function("document.querySelector('.ca-refused') !== null")
+    page.wait_for_function("() => document.querySelector('.ca-refused') !== null")
     page.wait_for_selector("body:not(.ca-loading)")
     refused = page.locator(".ca-refused").inner_text()
     assert "The API answers 400" in refused and "must not come after" in refused and "invalid_request_error" in refused
     assert page.locator("#wait").is_hidden()
     # unticking the 5-minute one makes the request valid again
     page.locator("input[data-bp][value='system']").uncheck()
-    page.wait_for_function("document.querySelector('#request-2') !== null")
+    page.wait_for_function("() => document.querySelector('#request-2') !== null")
     assert numbers(page, 2)["read"] > 0
     assert parse_qs(urlparse(page.url).query)["bp"] == ["m1"]
     assert not page.js_errors

@@ -88,7 +88,7 @@ def test_fast_forward_reaches_the_real_400_and_the_strategies(server, page, link
     last = page.locator(f"#turn-table tr[data-turn='{n}'] [data-col=input]").inner_text()
     assert f"prompt is too long: {last} tokens > {engine().max_prompt_tokens} maximum" in err
     assert page.get_by_role("button", name="Send", exact=True).is_disabled()
-    page.wait_for_function("document.getElementById('send-status').textContent.includes('reached the limit')")
+    page.wait_for_function("() => document.getElementById('send-status').textContent.includes('reached the limit')")
     # every strategy fits, keeps the system prompt and shows what it sends
     for card in page.locator(".cv-strategy").all():
         assert card.locator(".cv-ok").count() == 1

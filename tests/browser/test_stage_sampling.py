@@ -144,12 +144,12 @@ def test_steps_walk_the_autoregressive_loop(server, page, link):
     ready(page)
     for i in (1, 2):
         page.locator("#step-next").click()
-        page.wait_for_function(f"document.getElementById('step-label').textContent.startsWith('step {i + 1} ')")
+        page.wait_for_function(f"() => document.getElementById('step-label').textContent.startsWith('step {i + 1} ')")
         assert f"id {run.steps[i]['token']}" in page.locator("#engine-drew").inner_text()
         q = parse_qs(urlparse(page.url).query)
         assert q["step"] == [str(i)] and q["k"] == ["5"]  # the explored knobs stay
     page.locator("#so-far a[data-step='0']").click()
-    page.wait_for_function("document.getElementById('step-label').textContent.startsWith('step 1 ')")
+    page.wait_for_function("() => document.getElementById('step-label').textContent.startsWith('step 1 ')")
     assert "step=" not in page.url
     assert page.locator("#step-prev").get_attribute("aria-disabled") == "true"
     assert not page.js_errors

@@ -6,6 +6,7 @@
 
 import { encodeScenario, readJSON, setViewOption } from "../stage.js";
 import { el, svg, text } from "../lib/svg.js";
+import { setText } from "../lib/text.js";
 
 const D = readJSON("conversation-data");
 const $ = (id) => document.getElementById(id);
@@ -39,7 +40,7 @@ function renderRequest(k) {
   const add = (s, cls) => {
     const span = document.createElement("span");
     if (cls) span.className = cls;
-    span.textContent = s;
+    setText(span, s);  // the scenario's text, with bidi and control characters shown
     pre.append(span);
   };
   const head = Object.entries(D.head);
