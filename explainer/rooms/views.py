@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from explainer import network
 from explainer.rooms import rooms
+from explainer.stages.examples import examples
 from explainer.stages.registry import built
 from explainer.stages.views import bundled_info
 
@@ -78,7 +79,7 @@ def present(request, code: str):
     return _page(request, "rooms/present.html", {
         "room": room, "join_url": join_url, "join_short": f"{base}{reverse('room-join')}",
         "qr_svg": mark_safe(qr.svg_inline(scale=5, border=2, dark="#000", light="#fff", title=f"QR code for {join_url}")),
-        "stages": _stages(), "local_only": settings.EXPLAINER_LOCAL_ONLY and base.split("//")[1].split(":")[0] in LOOPBACK,
+        "stages": _stages(), "examples": examples(), "local_only": settings.EXPLAINER_LOCAL_ONLY and base.split("//")[1].split(":")[0] in LOOPBACK,
     })
 
 

@@ -2,12 +2,15 @@
 the start of a lesson, and the server-side check of its task."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from explainer.lifecycle.scenario import ScenarioError
+from explainer.stages.examples import examples
 from explainer.stages.options import OptionError, parse_options
 from explainer.stages.runs import codec
 from explainer.stages.views import MAX_QUERY_CHARS, StagePage, bundled_info
@@ -31,6 +34,7 @@ def lesson_path(request):
     rows = [_lesson_json(x) for x in lessons()]
     return render(request, "tutorial/path.html", {
         "lessons": rows, "bundled": bundled_info(),
+        "examples": [{**e, "url": reverse("stage", args=["overview"]) + "?" + urlencode({"s": e["s"]})} for e in examples()],
         "tutorial_data": {"lessons": [{"id": r["id"], "start_url": r["start_url"], "title": r["title"]} for r in rows]},
     })
 

@@ -91,3 +91,25 @@ def test_sending_makes_the_request_the_page_s_permalink(server, page, browser):
     other.wait_for_selector("#usage dd[data-field=output_tokens]", timeout=30_000)
     assert other.locator("#output").inner_text() == text
     other.context.close()
+
+
+def test_an_example_prompt_gets_a_reply_that_ends(server, page, shoot):
+    """The examples are chosen by measurement: at their settings the model stops by itself (end_turn)."""
+    from explainer.stages.examples import examples
+
+    assert examples(), "explainer/llm/evaluation/examples.json lists no examples"
+    page.goto(server["url"] + "/")
+    chips = page.locator(".examples a.example")
+    assert chips.count() == len(examples())
+    first = examples()[0]["prompt"]
+    chips.first.click()
+    page.wait_for_load_state()
+    assert page.get_by_label("Message").input_value() == first
+    assert int(page.locator("#max_tokens").input_value()) >= 160
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_selector("#usage dd[data-field=stop_reason]", timeout=60_000)
+    assert page.locator("#usage dd[data-field=stop_reason]").inner_text() == "end_turn"
+    reply = page.locator("#output").inner_text().strip()
+    assert len(reply) > 20 and reply[-1] in ".!?)`\"'"
+    assert not page.js_errors
+    shoot(page, "overview-example-end-turn")

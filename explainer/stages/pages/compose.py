@@ -13,6 +13,7 @@ from explainer.lifecycle.payload import MAX_STOP_SEQUENCES, parse_request
 from explainer.lifecycle.snippets import json_text, snippets
 from explainer.stages.options import ChoiceOption
 from explainer.stages.registry import BY_SLUG
+from explainer.stages.examples import example_links
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def context(page) -> dict:
 
     code = snippets(body)
     return {
+        "examples": example_links(page),
         "wide": True,
         "body_json": json_text(body),
         "body_bytes": len(compact),

@@ -1,4 +1,5 @@
 """Overview: the pipeline as one picture, and a Send button that runs the scenario live over ws/stream/."""
+from explainer.stages.examples import example_links
 from explainer.stages.registry import BY_SLUG, REQUEST_STEPS
 
 OPTIONS: dict = {}
@@ -12,4 +13,5 @@ def context(page) -> dict:
         "prompt_text": last_user,
         "request_body": s.request_body(),
         "wide": True,
+        "examples": example_links(page),
     }
