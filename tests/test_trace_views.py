@@ -179,6 +179,8 @@ def test_a_failed_write_keeps_an_outline_that_says_why(client, monkeypatch):
     monkeypatch.setattr(TraceRecorder, "save", broken)
     rec = recorder()
     rec.save_later(200, None)
+    from explainer.shares import traces
+    traces.wait_for_writes(timeout=30)  # the writer is a background thread: a busy machine is slow
     page = client.get(f"/traces/{rec.id}/")
     assert page.status_code == 200
     html = page.content.decode()

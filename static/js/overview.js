@@ -2,6 +2,7 @@
 // All text from the server is inserted with textContent, never as HTML.
 
 import { encodeScenario, readJSON, setScenarioBlob } from "./stage.js";
+import { stopReasonInWords } from "./lib/text.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("send-form");
@@ -113,7 +114,7 @@ function onFrame(frame) {
       break;
     case "explainer.done":
       showUsage(frame);
-      finish(`Done: ${frame.stop_reason}.`);
+      finish(`Done: ${stopReasonInWords(frame.stop_reason)}.`);
       break;
     case "error":
       out.classList.add("has-error");

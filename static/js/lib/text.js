@@ -63,3 +63,17 @@ for (const field of document.querySelectorAll("[data-show-controls]")) noteContr
 document.addEventListener("input", (e) => {
   if (e.target instanceof Element && e.target.matches("[data-show-controls]")) noteControls(e.target);
 });
+
+// A stop reason in words, for a learner (the API's name stays beside it).
+const STOP_WORDS = {
+  end_turn: "the model chose to stop (end_turn)",
+  max_tokens: "reached max_tokens, the limit you set",
+  stop_sequence: "hit one of your stop sequences (stop_sequence)",
+  tool_use: "the model called a tool (tool_use)",
+  model_context_window_exceeded: "the context window is full (model_context_window_exceeded)",
+  refusal: "the model refused (refusal)",
+  pause_turn: "the turn was paused (pause_turn)",
+};
+export function stopReasonInWords(reason) {
+  return STOP_WORDS[reason] || String(reason);
+}

@@ -3,6 +3,7 @@
 // timings. Everything from the server is inserted with textContent, never as HTML.
 import { readJSON, setViewOption } from "../stage.js";
 import { el, svg, text as svgText } from "../lib/svg.js";
+import { stopReasonInWords } from "../lib/text.js";
 
 const $ = (id) => document.getElementById(id);
 const body = readJSON("request-body");
@@ -176,7 +177,7 @@ function onFrame(frame) {
         ? "✓ The same text as the recorded run: same seed, same random numbers, same tokens."
         : "The text differs from the recorded run.";
       sameEl.className = "st-same " + (same ? "ok" : "bad");
-      finish(`Done: ${frame.stop_reason}, ${frame.usage.output_tokens} output tokens.`);
+      finish(`Done: ${stopReasonInWords(frame.stop_reason)}; ${frame.usage.output_tokens} output tokens.`);
       break;
     }
     case "error":
