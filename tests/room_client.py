@@ -98,3 +98,17 @@ def check_in_order(frames: list[dict]) -> list[dict]:
     tokens = [f for f in frames if f["type"] == "room.token"]
     assert [t["index"] for t in tokens] == list(range(len(tokens)))
     return tokens
+
+
+async def until_closed(ws, timeout: float = 10.0) -> tuple[list[dict], int | None]:
+    """Read a socket until the server closes it: (the frames on the way, the close code)."""
+    frames: list[dict] = []
+
+    async def loop():
+        try:
+            async for raw in ws:
+                frames.append(json.loads(raw))
+        except websockets.ConnectionClosed:
+            pass
+    await asyncio.wait_for(loop(), timeout)
+    return frames, ws.close_code

@@ -33,6 +33,7 @@ from explainer.llm.training.torch_model import TinyGPT
 
 def tokenize_corpus(corpus: Path, out: Path) -> dict[str, np.ndarray]:
     tok = load_tokenizer()
+    end = tok.special_id("<|end|>")
     streams = {}
     for split in ("train", "val"):
         path = out / f"tokens_{split}.npy"
@@ -45,6 +46,10 @@ def tokenize_corpus(corpus: Path, out: Path) -> dict[str, np.ndarray]:
                 conv = json.loads(line)
                 msgs = [(m["role"], m["content"]) for m in conv["messages"]]
                 ids += tok.encode_chat(conv["system"], msgs, add_generation_prompt=False)
+                # The chat template leaves a final assistant turn open (a prefill the reply continues).
+                # Here it is a whole answer: close it, or the model never learns to end a reply.
+                if msgs[-1][0] == "assistant":
+                    ids.append(end)
         arr = np.asarray(ids, dtype=np.uint16)
         np.save(path, arr)
         streams[split] = arr

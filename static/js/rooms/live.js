@@ -117,8 +117,7 @@ export function createLive({ role, sendGuess }) {
       case "room.guess":
         showGuess(frame);
         break;
-      case "room.catchup": {  // joined in the middle of a run: everything so far at once
-        if (frame.run.run_id === runId) break;
+      case "room.catchup": {  // joined (or rejoined after a lost connection) in the middle of a run: everything so far at once
         handle(frame.run);
         for (const t of frame.tokens.slice(0, -1)) {
           const span = document.createElement("span");

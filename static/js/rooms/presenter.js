@@ -25,6 +25,12 @@ const sock = roomSocket(code, {
   onStatus: (s) => { $("conn").textContent = s; },
   onOpen: () => { isPresenter = false; sock.send({ type: "auth", secret }); },
   onFrame,
+  banner: $("room-banner"),
+  onLost: () => {  // the server stopped the run with the connection: start afresh once back
+    isPresenter = false; running = false; held = false; guessOpen = false;
+    live.setStatus("connection lost: the run stopped");
+    syncButtons();
+  },
 });
 
 function onFrame(f) {
@@ -110,6 +116,14 @@ window.addEventListener("message", (e) => {
   if (e.origin === location.origin && e.data && e.data.type === "explainer.location") report();
 });
 $("stage-select").addEventListener("change", (e) => goStage(e.target.value));
+// An example question (chosen by measurement on the server): the same stage, with that request.
+$("example-select")?.addEventListener("change", (e) => {
+  const blob = e.target.value;
+  if (!blob) return;
+  const slug = $("stage-select").value || "overview";
+  frame.src = embedded(`/learn/${slug}/?s=${encodeURIComponent(blob)}`);
+  e.target.value = "";
+});
 $("stage-prev").addEventListener("click", () => move(-1));
 $("stage-next").addEventListener("click", () => move(1));
 

@@ -14,6 +14,9 @@ const lastSeq = {};
 const sock = roomSocket(code, {
   onStatus: (s) => { $("conn").textContent = s; },
   onFrame,
+  banner: $("room-banner"),
+  // the run on screen stops here; on rejoining, the presenter's catch-up brings a run still going
+  onLost: () => live.setStatus("connection lost"),
 });
 const live = createLive({ role: "student", sendGuess: (text) => sock.send({ type: "guess", text }) });
 
