@@ -25,8 +25,8 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +77,11 @@ def post(srv, path, body_bytes: bytes):
                        headers={"x-api-key": srv["api_key"], "content-type": "application/json"}, timeout=300)
 
 
+def _post_big(url: str, key: str, path: str) -> int:
+    return raw.request("POST", url + path, content=big_body(path),
+                       headers={"x-api-key": key, "content-type": "application/json"}, timeout=300).status_code
+
+
 def big_body(path: str) -> bytes:
     word = "x" * (MB - 300)  # one unbroken run of letters: the worst case for BPE
     body = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": word}]}
@@ -94,8 +99,6 @@ async def stall(srv, n_big: int) -> dict:
     async def attack():
         statuses: list[int] = []
 
-        def hit(path):
-            statuses.append(post(srv, path, big_body(path)).status_code)
 
         async def frames():
             async with websockets.connect(ws_url, origin=srv["url"], max_size=None) as ws:
@@ -107,11 +110,14 @@ async def stall(srv, n_big: int) -> dict:
                     statuses.append(json.loads(await ws.recv()).get("type") == "error" and 400 or 200)
                     await asyncio.sleep(0.5)  # stay under the socket's frame-rate limit
 
-        threads = [threading.Thread(target=hit, args=(p,)) for p in ("/v1/messages", "/v1/messages/count_tokens") for _ in range(n_big)]
-        for t in threads:
-            t.start()
-        await frames()
-        await asyncio.to_thread(lambda: [t.join() for t in threads])
+        # The bodies go out from other processes: building and sending them here would compete with
+        # the pinger for this process's interpreter lock and count as the server's stall.
+        loop = asyncio.get_running_loop()
+        with ProcessPoolExecutor(max_workers=4) as pool:
+            futures = [loop.run_in_executor(pool, _post_big, srv["url"], srv["api_key"], p)
+                       for p in ("/v1/messages", "/v1/messages/count_tokens") for _ in range(n_big)]
+            await frames()
+            statuses += await asyncio.gather(*futures)
         return statuses
 
     quiet = await ping_while(ws_url, srv["url"], idle)

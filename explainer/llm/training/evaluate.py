@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_weights(args.weights)
         if args.choose_examples:
-            candidates = load_prompts(CANDIDATES_PATH)
+            held_out = set(load_prompts(PROMPTS_PATH))  # the evaluation's prompts are never offered as examples
+            candidates = [p for p in load_prompts(CANDIDATES_PATH) if p not in held_out]
             result = choose_examples(model, candidates)
             EXAMPLES_PATH.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
             print(json.dumps({"examples": result["examples"]}, indent=2, ensure_ascii=False))

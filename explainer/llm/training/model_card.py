@@ -6,7 +6,12 @@ by the app's own sampler.
 
 Usage::
 
-    python -m explainer.llm.training.model_card --corpus data/corpus --train-dir data/train
+    python -m explainer.llm.training.evaluate          # writes weights/behaviour.json first
+    python -m explainer.llm.training.model_card --corpus data/corpus --train-dir data/train \
+        --previous-weights data/previous_model.npz
+
+``--previous-weights``: the weights this model replaced, measured on the same held-out split,
+so the card compares old and new on one split when the corpus (and so the split) changed.
 """
 from __future__ import annotations
 
@@ -17,23 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from explainer.llm.generate import Finish, GenerationConfig, generate
-from explainer.llm.model import WEIGHTS_PATH, load_model, read_weights, softmax
-from explainer.llm.sampling import SamplingParams
+from explainer.llm.model import WEIGHTS_PATH, TinyTransformer, load_model, read_weights, softmax
 from explainer.llm.tokenizer import load_tokenizer
 
 WEIGHTS_DIR = WEIGHTS_PATH.parent
-SAMPLE_PROMPTS = [
-    (None, "How does Apache Airflow schedule DAGs in production?"),
-    ("You are a helpful assistant for software engineers.", "What is a PostgreSQL index?"),
-    (None, "How do I define a model in Django?"),
-    ("Answer clearly and accurately.", "What does the Python with statement do?"),
-    (None, "Explain transactions in PostgreSQL."),
-]
-
-
-def model_val_loss(val: np.ndarray) -> float:
-    model = load_model()
+def model_val_loss(val: np.ndarray, model: TinyTransformer | None = None) -> float:
+    model = model or load_model()
     n_ctx = model.config.n_ctx
     total, count = 0.0, 0
     for start in range(0, len(val) - n_ctx - 1, n_ctx):
@@ -92,17 +86,6 @@ def golden_difference() -> dict:
     return {"max_abs_diff": worst, "logits": n, "torch": str(g["torch_version"])}
 
 
-def samples() -> list[dict]:
-    model, tok = load_model(), load_tokenizer()
-    out = []
-    for i, (system, user) in enumerate(SAMPLE_PROMPTS):
-        ids = tok.encode_chat(system, [("user", user)])
-        cfg = GenerationConfig(max_tokens=90, seed=i, sampling=SamplingParams(temperature=0.7, top_p=0.95))
-        fin = [x for x in generate(model, tok, ids, cfg) if isinstance(x, Finish)][0]
-        out.append({"system": system, "user": user, "reply": fin.text, "stop_reason": fin.stop_reason})
-    return out
-
-
 def _quote(text: str) -> str:
     return "\n".join("> " + line if line else ">" for line in (text or "(empty reply)").splitlines())
 
@@ -112,15 +95,21 @@ def render(r: dict) -> str:
     src_rows = "\n".join(
         f"| {s['name']} | `{s['package']}` | {s['licence']} | {s['conversations']:,} | {s['characters'] / 1e6:.1f} M |"
         for s in r["sources"])
+    b = r["behaviour"]
+    on, off = b["with_ban"], b["without_ban"]
     sample_md = "\n\n".join(
-        f"**{i + 1}.** system: {('`' + x['system'] + '`') if x['system'] else '(none)'}  \nuser: `{x['user']}`  \n"
+        f"**{i + 1}.** user: `{x['prompt']}` (seed {x['seed']})  \n"
         f"reply (stop_reason `{x['stop_reason']}`):\n\n{_quote(x['reply'])}"
-        for i, x in enumerate(r["samples"]))
+        for i, x in enumerate(b["samples"]))
+    answers = r.get("answers") or {}
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(answers.get("kinds", {}).items(), key=lambda kv: -kv[1]))
+    prev = r.get("previous")
+    prev_row = (f"| the weights this model replaced (same split) | {prev['val_loss']:.3f} | {prev['val_ppl']:.1f} |\n" if prev else "")
     hours = r["curve"]["seconds"] / 3600
     planned = r.get("schedule_steps")
-    schedule_note = (f"The schedule was planned for {planned:,} steps; these weights are the checkpoint at step {meta.get('step'):,}, "
-                     "taken when the session's time ran out, so the learning rate had not finished decaying and more training "
-                     "would lower the loss further." if planned and meta.get("step") and meta["step"] < planned else "")
+    schedule_note = (f"The schedule ran to step {planned:,} (first planned for 1,800, shortened to fit the session); the shipped "
+                     f"checkpoint is the one with the lowest validation loss, at step {meta.get('step'):,}."
+                     if planned else "")
     return f"""# Model card: tiny-explainer-4l
 
 The model every page of the Lifecycle Explainer runs. It exists to be looked inside (its
@@ -149,10 +138,19 @@ a final LayerNorm and an output layer tied to the token embedding. No biases in 
 
 ## Training data
 Chat-shaped text built by `explainer/llm/training/corpus.py` from HTML documentation shipped in
-Debian packages: each section heading becomes a user question (several phrasings), the section's
-prose becomes the assistant's answer, and about four in five conversations get one of a few short
-system prompts. The build is deterministic; about 3% of source documents (chosen by a hash of
-their path) are held out as the validation split.
+Debian packages. Every assistant turn is a short, complete answer: the first paragraph or two of
+a passage that answers its heading directly, cut at a sentence boundary to at most 420 characters,
+and followed by the end-of-turn token. The passages are glossary entries, the descriptions of
+documented functions, classes and settings, FAQ entries, and the first paragraphs of sections, with
+the heading turned into a question a person would ask ("Using the ORM" becomes "How do I use the
+ORM?", `json.loads` becomes "What does json.loads() do?"). Passages with a word from
+`explainer/llm/blocklist.txt` are dropped. About two in three conversations have no system prompt;
+the rest get one of a few short ones. The build is deterministic; about 3% of source documents
+(chosen by a hash of their path) are held out as the validation split.
+
+Answers: {answers.get('count', 0):,} ({kinds}); length in characters: median {answers.get('chars_median', 0):.0f},
+5th percentile {answers.get('chars_p5', 0):.0f}, 95th percentile {answers.get('chars_p95', 0):.0f}, at most {answers.get('chars_max', 0):.0f}
+(at about 2.7 characters per token, the median answer is about {answers.get('chars_median', 0) / 2.7:.0f} tokens).
 
 | source | Debian package | licence | conversations | characters |
 |---|---|---|---:|---:|
@@ -161,9 +159,15 @@ their path) are held out as the validation split.
 Training split: {r['train_tokens']:,} tokens. Validation split: {r['val_tokens']:,} tokens.
 
 ## Training
-PyTorch (`explainer/llm/training/train.py`), AdamW (betas 0.9/0.95, weight decay 0.1), peak
-learning rate 1.5e-3 with warm-up and cosine decay, batches of 16 windows of 512 tokens, on
-2 CPU cores, sharing them with other work. Steps: {meta.get('step')}; tokens seen: {meta.get('tokens_seen', 0):,}
+PyTorch (`explainer/llm/training/train.py`), AdamW (betas 0.9/0.95, weight decay 0.1), batches of
+16 windows of 512 tokens, on 2 CPU cores shared with other work. These weights continue from the
+previous release (trained for 94 minutes on 24.6M tokens of longer documentation passages) on the
+corpus above, with a peak learning rate of 1e-3, 50 warm-up steps and cosine decay; the checkpoint
+with the lowest validation loss is shipped. The training stream closes every answer with the
+end-of-turn token. The first release never saw one after an answer (the chat template leaves a
+final assistant turn open, as a prefill), which is why its replies never ended; this run found
+the same omission part-way (at step 629) and went on from there with the token in place, so the
+validation figures below include predicting it. Steps: {meta.get('step')}; tokens seen in this run: {meta.get('tokens_seen', 0):,}
 (about {meta.get('tokens_seen', 0) / max(1, r['train_tokens']):.1f} passes over the training split); training time: {meta.get('train_seconds', 0) / 60:.0f} minutes.
 {schedule_note}
 
@@ -174,17 +178,30 @@ learning rate 1.5e-3 with warm-up and cosine decay, batches of 16 windows of 512
 | model | cross-entropy (nats/token) | perplexity |
 |---|---:|---:|
 | tiny-explainer-4l (numpy, windows of {c['n_ctx']}) | {r['val_loss']:.3f} | {r['val_ppl']:.1f} |
-| bigram baseline (train-split counts, unigram-smoothed) | {r['bigram_loss']:.3f} | {r['bigram_ppl']:.1f} |
+{prev_row}| bigram baseline (train-split counts, unigram-smoothed) | {r['bigram_loss']:.3f} | {r['bigram_ppl']:.1f} |
 
-## Samples
-Five unedited replies, generated by the app's own sampler (temperature 0.7, top_p 0.95, seeds 0–4,
-at most 90 tokens) from prompts in the chat template.
+## Behaviour
+Measured by `python -m explainer.llm.training.evaluate` on the shipped weights: {b['settings']['prompts']} fixed prompts
+(`explainer/llm/evaluation/prompts.json`: questions about the documented software, and a few ordinary
+questions outside it), seeds 0–4, temperature {b['settings']['temperature']}, max_tokens {b['settings']['max_tokens']}, with the
+app's own sampler.
+
+| | |
+|---|---:|
+| replies that end with `end_turn` | {on['end_turn_share']:.0%} of {on['replies']} |
+| median reply length | {on['median_tokens']:.0f} tokens, {on['median_chars']:.0f} characters |
+| repeated word 3-grams (mean share per reply) | {on['repeated_trigram_share']:.1%} |
+| blocked words, with the word ban (as the app runs) | {on['blocked_words']} in {on['replies']} replies |
+| blocked words, ban off (the corpus scrub alone) | {off['blocked_words']} in {off['replies']:,} replies (seeds 0–{off['replies'] // b['settings']['prompts'] - 1}) |
+
+Five unedited replies from that run (seed 0, the first five prompts):
 
 {sample_md}
 
 ## Limits
-- It knows only what three sets of software documentation say, and mixes them up freely.
-- It has no notion of truth, safety or refusal; it has never seen a conversation with more than one turn.
+- It knows only what nine sets of software documentation say, and mixes them up freely.
+- It has no notion of truth or refusal; it has never seen a conversation with more than one turn.
+- Its only safety measure is the blocklist: the corpus was scrubbed with it and the sampler never writes a word on it.
 - Any Claude model name sent to the app is served by this model; the app says so on every page.
 """
 
@@ -193,7 +210,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     ap.add_argument("--train-dir", type=Path, default=Path("data/train"))
-    ap.add_argument("--schedule-steps", type=int, default=3000, help="the --max-steps the run was started with")
+    ap.add_argument("--schedule-steps", type=int, default=1800, help="the --max-steps the run was started with")
+    ap.add_argument("--previous-weights", type=Path, default=None, help="the weights these replaced, measured on the same split")
     args = ap.parse_args()
     train = np.load(args.train_dir / "tokens_train.npy")
     val = np.load(args.train_dir / "tokens_val.npy")
@@ -202,16 +220,24 @@ def main() -> None:
     curve = loss_curve(args.train_dir / "log.jsonl", WEIGHTS_DIR / "loss_curve.png", meta.get("step"))
     m_loss = model_val_loss(val)
     b_loss = bigram_val_loss(train, val, config.vocab_size)
-    sources = json.loads((args.corpus / "sources.json").read_text())["sources"]
+    corpus_stats = json.loads((args.corpus / "sources.json").read_text())
+    sources = corpus_stats["sources"]
+    previous = None
+    if args.previous_weights:
+        p_config, p_weights, _ = read_weights(args.previous_weights)
+        p_loss = model_val_loss(val, TinyTransformer(p_config, p_weights))
+        previous = {"val_loss": p_loss, "val_ppl": math.exp(p_loss)}
+    behaviour = json.loads((WEIGHTS_DIR / "behaviour.json").read_text())
     report = {"val_loss": m_loss, "val_ppl": math.exp(m_loss), "bigram_loss": b_loss, "bigram_ppl": math.exp(b_loss),
               "train_tokens": int(len(train)), "val_tokens": int(len(val)), "meta": meta, "curve": curve,
-              "sources": sources, "samples": samples(), "config": config.__dict__,
+              "sources": sources, "answers": corpus_stats.get("answers"), "previous": previous,
+              "behaviour": behaviour, "config": config.__dict__,
               "n_params": load_model().n_params, "merges": len(tok.merges), "model_merges": tok.model_merges,
               "size_mb": WEIGHTS_PATH.stat().st_size / 1e6, "schedule_steps": args.schedule_steps,
               "golden": golden_difference()}
     (WEIGHTS_DIR / "metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (WEIGHTS_DIR / "MODEL_CARD.md").write_text(render(report))
-    print(json.dumps({k: report[k] for k in ("val_loss", "val_ppl", "bigram_loss", "bigram_ppl")}, indent=2))
+    print(json.dumps({k: report[k] for k in ("val_loss", "val_ppl", "bigram_loss", "bigram_ppl", "previous")}, indent=2))
 
 
 if __name__ == "__main__":
