@@ -1,4 +1,4 @@
-"""A classroom under load: N students in one room, the presenter streams 300 tokens.
+"""A classroom under load: N students in one room, the presenter streams a reply of up to 300 tokens.
 
     .venv/bin/python bench/classroom.py [--students 50 200 500] [--pace-ms 100]
 
@@ -50,15 +50,25 @@ POSTGRES_URL = os.environ.get("EXPLAINER_TEST_POSTGRES_URL", "postgres://postgre
 
 
 def scenario_of_300_tokens() -> Scenario:
-    """A scenario whose reply runs the full 300 tokens (the first seed that does not stop early)."""
+    """A scenario whose reply runs the full 300 tokens, or the longest the first seeds give.
+
+    The bundled model now ends its replies (most within 100 tokens), so a reply that runs to
+    max_tokens is rare: the bench takes the longest of the first 300 seeds and counts lost
+    frames against that reply's own length (``expected_tokens``)."""
+    global TOKENS
     base = Scenario().replace(max_tokens=TOKENS, temperature=1.0,
                               messages=[{"role": "user", "content": "Write a long tutorial about PostgreSQL indexes."}])
     engine = get_engine()
-    for seed in range(200):
+    best, best_n = None, 0
+    for seed in range(300):
         sc = base.replace(seed=seed)
-        if len(run_request(engine, sc.request_body(), seed=seed).steps) == TOKENS:
-            return sc
-    raise SystemExit("no seed gives 300 tokens")
+        n = len(run_request(engine, sc.request_body(), seed=seed).steps)
+        if n > best_n:
+            best, best_n = sc, n
+        if n == TOKENS:
+            break
+    TOKENS = best_n
+    return best
 
 
 def rss_kib(pid: int) -> int:
