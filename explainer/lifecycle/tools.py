@@ -26,8 +26,11 @@ Three parts, in the order a tool call happens:
      \\f \\n \\r \\t`` (no ``\\u``, so no lone surrogates); ``minLength``/``maxLength`` count
      code points, as JSON Schema does, an escape counting as one. Keys and enum values are
      written as ``json.dumps`` writes them (``\\u0001`` included);
-   - a string or array with no maximum may not end within ``max_tokens``: the finish then
-     says ``complete=False`` (give tool schemas a ``maxLength``);
+   - a string with no ``maxLength`` is ended after ``UNBOUNDED_STRING_CHARS`` characters (the
+     value stays valid: the schema sets no maximum). The bundled model learned to write prose,
+     and inside an open string it would write on until ``max_tokens``;
+   - an array with no maximum may not end within ``max_tokens``: the finish then says
+     ``complete=False`` (give tool schemas a ``maxItems``);
    - numbers: ``-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?`` with at most 15 integer
      digits, 15 fraction digits and 2 exponent digits (integers: the first part only);
    - ``enum``/``const`` (any JSON values) become literal alternatives, written compactly;
@@ -304,6 +307,7 @@ def _check_schema_depth(schema: Any) -> None:
 
 MAX_INT_DIGITS, MAX_FRAC_DIGITS, MAX_EXP_DIGITS = 15, 15, 2
 MAX_NESTING = 8  # containers inside containers; tool schemas in the family go to 3
+UNBOUNDED_STRING_CHARS = 64  # where the decoder ends a string whose schema has no maxLength
 
 # Actions a frame returns for one byte. "AGAIN" means the byte was not consumed and is fed
 # to the new top of the stack (a number ends at the first byte that cannot continue it).
@@ -636,7 +640,9 @@ class _Compiler:
             lo, hi = int(schema.get("minLength", 0)), schema.get("maxLength")
             if hi is not None and int(hi) < lo:
                 raise UnsupportedSchema(f"{path}: maxLength < minLength")
-            return self.add(lambda i: _String(i, lo, None if hi is None else int(hi)))
+            # No maxLength: the decoder still ends the string after UNBOUNDED_STRING_CHARS (valid either way).
+            hi = max(lo, UNBOUNDED_STRING_CHARS) if hi is None else int(hi)
+            return self.add(lambda i: _String(i, lo, hi))
         if types in ("integer", "number"):
             return self.add(lambda i: _Number(i, types == "integer"))
         if types == "boolean":

@@ -283,6 +283,9 @@ def own_tool_loop(lesson, page, ctx) -> Verdict:
     run1 = ctx["run1"]
     if run1.error:
         return Verdict(False, f"The API refuses your tool: {run1.error['error']['message']}")
+    if ctx["stop1"] == "max_tokens" and ctx["choice"] in ("tool", "any"):
+        return Verdict(False, "The call was cut off by max_tokens before its input was complete. "
+                              "Raise max_tokens on Compose, or give your tool's string fields a maxLength.")
     if ctx["stop1"] != "tool_use":
         return Verdict(False, f"With tool_choice {ctx['choice']} the model answered in text (stop_reason {ctx['stop1']}). "
                               "Pick tool or any.")
