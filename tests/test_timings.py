@@ -12,13 +12,16 @@ import pytest
 from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.tools import DEMO_TOOLS
+from explainer.llm.model import TinyTransformer, read_weights
 
 UNIT = 0.001  # one token of model work is one millisecond on the fake clock
 
 
 @pytest.fixture
 def model_clock(monkeypatch):
-    eng = Engine()
+    # a model of its own: the shared one may still serve an engine thread left by another test
+    config, weights, _ = read_weights()
+    eng = Engine(model=TinyTransformer(config, weights))
     clock = {"now": 1000.0, "fed": []}
     real_forward = eng.model.forward
 

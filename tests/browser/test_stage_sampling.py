@@ -85,7 +85,8 @@ def test_it_charts_the_real_distribution(server, page, link, shoot, axe):
     assert rows.count() == 15
     assert [int(x) for x in rows.evaluate_all("rs => rs.map(r => r.dataset.token)")] == py.order[:15].tolist()
     first = rows.first.locator(".val").inner_text()
-    assert first.startswith(f"{py.final[py.order[0]] * 100:.2f}%")
+    # the page gets the logits rounded to 4 decimals: its percentage may differ in the last digit
+    assert abs(float(first.split("%")[0]) - py.final[py.order[0]] * 100) <= 0.011, first
     kept = int(np.count_nonzero(py.final))
     drawable = py.final.size - len(banned_ids(engine().tokenizer))
     assert page.locator("[data-stat=kept]").inner_text() == f"{kept:,} of {drawable:,}"
