@@ -114,3 +114,27 @@ def test_it_is_fast_once_the_run_is_cached(client):
     t = time.perf_counter()
     assert get(client, SCENARIO, step=5, t="0.3").status_code == 200
     assert time.perf_counter() - t < 0.5
+
+
+def test_the_page_says_when_the_word_ban_removed_a_candidate(client, monkeypatch):
+    """A model that wants to write a blocked word: the step where the ban removes it is explained, and the
+    page's own redraw (logits minus every banned id) still gives the engine's token."""
+    from tests.test_blocklist import _Eager
+
+    eng = engine()
+    tok = eng.tokenizer
+    eager = _Eager(eng.model, tok.encode("Oh damn"))  # O, h, " d", am, n
+    monkeypatch.setattr(eng, "model", eager)
+    s = Scenario(messages=[{"role": "user", "content": "Say something rude, word-ban test."}], max_tokens=6, seed=424242)
+    run = run_of(s)
+    step = next(i for i, st in enumerate(run.steps) if st.get("banned_words"))
+    assert "damn" not in run.text.lower()
+    html = get(client, s, step=step).content.decode()
+    note = re.search(r'<p id="word-ban"[^>]*>(.*?)</p>', html, re.S)
+    assert note and "hidden" not in note.group(0).split(">")[0]
+    assert "d**n" in note.group(1) and "damn" not in note.group(1)
+    data = script_json(html, "sampling-step")
+    assert set(run.steps[step]["word_ban"]) <= set(data["banned"])
+    assert data["engine"]["token"] == run.steps[step]["token"] and data["engine"]["token"] not in data["banned"]
+    other = get(client, s, step=0).content.decode()  # a step without a ban keeps the note hidden
+    assert re.search(r'<p id="word-ban"[^>]*hidden', other)
