@@ -78,7 +78,10 @@ def present(request, code: str):
     qr = segno.make(join_url, error="m")
     return _page(request, "rooms/present.html", {
         "room": room, "join_url": join_url, "join_short": f"{base}{reverse('room-join')}",
-        "qr_svg": mark_safe(qr.svg_inline(scale=5, border=2, dark="#000", light="#fff", title=f"QR code for {join_url}")),
+        # A viewBox and no fixed size: CSS scales the code to its box, never clipping it; a quiet zone
+        # of 4 modules, as the QR standard asks, so phone cameras find its edge.
+        "qr_svg": mark_safe(qr.svg_inline(scale=5, border=4, dark="#000", light="#fff", omitsize=True,
+                                          title=f"QR code for {join_url}")),
         "stages": _stages(), "examples": examples(), "local_only": settings.EXPLAINER_LOCAL_ONLY and base.split("//")[1].split(":")[0] in LOOPBACK,
     })
 

@@ -117,3 +117,33 @@ def test_joining_with_a_wrong_code(phone, server, axe):
     expect(phone.locator("#join-error")).to_contain_text("no live room")
     assert_fits_phone(phone)
     axe(phone)
+
+
+def _decode_qr(png: bytes) -> list[str]:
+    import io
+
+    import zxingcpp
+    from PIL import Image
+
+    return [b.text for b in zxingcpp.read_barcodes(Image.open(io.BytesIO(png)).convert("L"))]
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)])
+def test_the_qr_code_scans_to_the_join_link(browser, server, shoot, size):
+    """Decoded from a screenshot with a real QR decoder, as a phone's camera would: the code in the room's
+    header and the large one both give the join link, and neither is clipped by its box."""
+    pg = browser.new_context(viewport={"width": size[0], "height": size[1]}).new_page()
+    code, _ = start_room(pg, server)
+    join_url = pg.locator(".join-direct a").get_attribute("href")
+    assert join_url.endswith(f"/r/{code}/")
+    small = pg.locator("#qr-toggle svg")
+    box, svg_box = pg.locator("#qr-toggle").bounding_box(), small.bounding_box()
+    assert svg_box["width"] >= 100 and svg_box["x"] >= box["x"] and svg_box["x"] + svg_box["width"] <= box["x"] + box["width"] + 0.5
+    assert _decode_qr(small.screenshot()) == [join_url]
+    pg.locator("#qr-toggle").click()
+    big = pg.locator("#qr-big svg")
+    expect(big).to_be_visible()
+    big_box = big.bounding_box()
+    assert big_box["width"] >= 0.5 * min(size) and big_box["y"] + big_box["height"] <= size[1]
+    assert _decode_qr(big.screenshot()) == [join_url]
+    shoot(pg, f"room-qr-big-{size[0]}")
