@@ -147,3 +147,57 @@ def test_the_qr_code_scans_to_the_join_link(browser, server, shoot, size):
     assert big_box["width"] >= 0.5 * min(size) and big_box["y"] + big_box["height"] <= size[1]
     assert _decode_qr(big.screenshot()) == [join_url]
     shoot(pg, f"room-qr-big-{size[0]}")
+
+
+def _bar_rows(pg, list_id: str) -> list[dict]:
+    return pg.evaluate("""id => [...document.querySelectorAll('#' + id + ' li')].map(li => {
+        const t = li.querySelector('.bar-track').getBoundingClientRect(), f = li.querySelector('.bar-fill').getBoundingClientRect();
+        return {label: li.querySelector('.bar-label').textContent, value: li.querySelector('.bar-value').textContent,
+                track: t.width, fill: f.width, top: t.top, bottom: t.bottom};
+    })""", list_id)
+
+
+def test_a_reveal_fills_the_projector_with_bars_the_back_row_can_read(page, browser, server, shoot):
+    """After three distinct guesses, R shows both histograms full screen at 1280x720; each bar's visible
+    width is its share of the largest, within a few pixels."""
+    code, _ = start_room(page, server)
+    students = [browser.new_context(viewport={"width": 390, "height": 844}).new_page() for _ in range(3)]
+    for st in students:
+        st.goto(f"{server['url']}/r/{code}/")
+    expect(page.locator("#student-count")).to_have_text("3")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press(" ")  # start paused
+    expect(page.locator("#step")).to_be_enabled()
+    page.keyboard.press(" ")  # one token
+    expect(students[0].locator("#live-text .live-tok")).to_have_count(1)
+    page.keyboard.press("g")
+    for st in students:
+        expect(st.locator("#guess")).to_be_visible()
+    students[0].locator("#guess-choices button").nth(0).click()
+    students[1].locator("#guess-choices button").nth(1).click()
+    students[2].get_by_label("or type your own").fill("zebra")
+    students[2].get_by_role("button", name="Guess", exact=True).click()
+    expect(page.locator("#reveal-title")).to_have_text("Guesses so far: 3")
+    page.keyboard.press("r")
+    expect(page.locator("#reveal.full")).to_be_visible()
+    box = page.locator("#reveal").bounding_box()
+    assert box["x"] <= 0 and box["y"] <= 0 and box["width"] >= 1280 - 1 and box["height"] >= 720 - 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+    cls, model = _bar_rows(page, "reveal-class"), _bar_rows(page, "reveal-model")
+    assert len(cls) >= 3 and len(model) >= 3
+    counts = [int(r["value"]) for r in cls]
+    probs = [float(r["value"].rstrip("%")) for r in model]
+    for rows, values in ((cls, counts), (model, probs)):
+        top = max(values)
+        for r, v in zip(rows, values):
+            assert r["track"] >= 120, r  # the bars never collapse
+            assert abs(r["fill"] - r["track"] * max(v / top, 0.01)) <= 3, (r, v, top)
+            assert r["bottom"] <= 720, r  # inside the first screen
+    assert int(page.evaluate("parseFloat(getComputedStyle(document.querySelector('#reveal .bar-label')).fontSize)")) >= 24
+    shoot(page, "room-reveal-projector-1280")
+
+    page.keyboard.press("Escape")
+    expect(page.locator("#reveal.full")).to_have_count(0)
+    for st in students:
+        st.context.close()

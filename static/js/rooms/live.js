@@ -42,7 +42,21 @@ export function createLive({ role, sendGuess }) {
 
   function setStatus(s) { status.textContent = s; }
 
+  // On the presenter's screen (the one projected) a reveal fills the screen: two large bar charts
+  // side by side that the back row can read. It closes when the presenter moves on (a step, play,
+  // a new guess or run), or with Esc or its button.
+  function fullReveal(on) {
+    if (role !== "presenter") return;
+    reveal.classList.toggle("full", on);
+    document.body.classList.toggle("reveal-open", on);
+    const back = $("reveal-close");
+    if (back) back.hidden = !on;
+  }
+  $("reveal-close")?.addEventListener("click", () => fullReveal(false));
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") fullReveal(false); });
+
   function showGuess(frame) {
+    fullReveal(false);
     guessIndex = frame.index;
     guessOpen = true;
     reveal.hidden = true;
@@ -85,6 +99,7 @@ export function createLive({ role, sendGuess }) {
     switch (frame.type) {
       case "room.run":
         if (frame.phase === "start") {
+          fullReveal(false);
           runId = frame.run_id;
           lastIndex = -1;
           text.replaceChildren();
@@ -157,11 +172,12 @@ export function createLive({ role, sendGuess }) {
         const p = frame.drawn.p === null || frame.drawn.p === undefined ? "" : ` (probability ${pct(frame.drawn.p)})`;
         $("reveal-drawn").textContent = `The model drew ${label(frame.drawn.text)}${p}. ${frame.right} of ${frame.total} guessed it.`;
         setStatus("revealed");
+        fullReveal(true);
         break;
       }
       default:
         break;
     }
   }
-  return { handle, setStatus };
+  return { handle, setStatus, closeReveal: () => fullReveal(false) };
 }

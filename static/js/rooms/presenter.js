@@ -134,8 +134,8 @@ $("pace").addEventListener("input", (e) => {
 });
 $("pace").addEventListener("change", (e) => { if (running) send({ type: "pace", pace_ms: Number(e.target.value) }); });
 $("run").addEventListener("click", () => send({ type: "run", pace_ms: Number($("pace").value) }));
-$("pause").addEventListener("click", () => send({ type: mode === "pause" ? "play" : "pause" }));
-$("step").addEventListener("click", () => send({ type: "step" }));
+$("pause").addEventListener("click", () => { live.closeReveal(); send({ type: mode === "pause" ? "play" : "pause" }); });
+$("step").addEventListener("click", () => { live.closeReveal(); send({ type: "step" }); });
 $("guess-open").addEventListener("click", () => send({ type: "guess" }));
 $("reveal-btn").addEventListener("click", () => send({ type: "reveal" }));
 $("stop").addEventListener("click", () => send({ type: "stop" }));
@@ -197,9 +197,11 @@ function onKey(e, doc) {
     r: () => guessOpen && send({ type: "reveal" }),
     f: () => toggleProjector(),
   };
-  const act = actions[e.key.length === 1 ? e.key.toLowerCase() : e.key];
+  const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+  const act = actions[key];
   if (!act) return;
   e.preventDefault();
+  if (key === " " || key === "p") live.closeReveal();  // the run moves on: back to the stage
   act();
 }
 document.addEventListener("keydown", (e) => onKey(e, document));
