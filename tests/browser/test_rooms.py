@@ -201,3 +201,32 @@ def test_a_reveal_fills_the_projector_with_bars_the_back_row_can_read(page, brow
     expect(page.locator("#reveal.full")).to_have_count(0)
     for st in students:
         st.context.close()
+
+
+def test_a_phone_sees_the_guess_buttons_first_and_nothing_that_gives_the_answer_away(page, browser, server, shoot):
+    code, _ = start_room(page, server)
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).new_page()
+    phone.goto(f"{server['url']}/r/{code}/")
+    expect(page.locator("#student-count")).to_have_text("1")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press(" ")
+    expect(page.locator("#step")).to_be_enabled()
+    page.keyboard.press(" ")
+    expect(phone.locator("#live-text .live-tok")).to_have_count(1)
+    expect(phone.locator("#live-candidates")).to_be_visible()
+    page.keyboard.press("g")
+    buttons = phone.locator("#guess-choices button")
+    expect(buttons.first).to_be_visible()
+    for i in range(buttons.count()):
+        b = buttons.nth(i).bounding_box()
+        assert b["y"] >= 0 and b["y"] + b["height"] <= 844 and b["height"] >= 44, (i, b)
+    # the recorded run in the stage page and the last token's probabilities stay out of sight until the reveal
+    expect(phone.locator("#stage-frame")).to_be_hidden()
+    expect(phone.locator("#live-candidates")).to_be_hidden()
+    assert "%" not in phone.locator("main").inner_text()
+    shoot(phone, "room-student-guess-first-phone")
+    buttons.first.tap()
+    page.keyboard.press("r")
+    expect(phone.locator("#reveal-drawn")).to_contain_text("The model drew")
+    expect(phone.locator("#stage-frame")).to_be_visible()
+    phone.context.close()

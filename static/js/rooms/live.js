@@ -55,8 +55,17 @@ export function createLive({ role, sendGuess }) {
   $("reveal-close")?.addEventListener("click", () => fullReveal(false));
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") fullReveal(false); });
 
+  // A student's phone during a guess: the buttons first and in view, and nothing that could give the
+  // answer away (the last token's candidates, and the stage page, whose recorded run already holds it).
+  function guessing(on) {
+    if (role !== "student") return;
+    document.getElementById("room")?.classList.toggle("guessing", on);
+    if (on) cands.hidden = true;
+  }
+
   function showGuess(frame) {
     fullReveal(false);
+    guessing(true);
     guessIndex = frame.index;
     guessOpen = true;
     reveal.hidden = true;
@@ -77,6 +86,7 @@ export function createLive({ role, sendGuess }) {
     }
     $("guess-form").hidden = role !== "student";
     setStatus(role === "student" ? "your guess?" : "the class is guessing");
+    if (role === "student") guess.scrollIntoView({ block: "start" });
   }
 
   if (role === "student") {
@@ -160,6 +170,7 @@ export function createLive({ role, sendGuess }) {
         $("reveal-drawn").textContent = "The model's probabilities stay hidden until you reveal.";
         break;
       case "room.reveal": {
+        guessing(false);
         guessOpen = false;
         guess.hidden = true;
         reveal.hidden = false;
