@@ -39,6 +39,9 @@ export function createLive({ role, sendGuess }) {
   const cands = $("live-candidates"), guess = $("guess"), reveal = $("reveal");
   let runId = null, guessIndex = null, lastIndex = -1;
   let guessOpen = false;
+  let paused = false, running = false;  // the run's mode, from room.run and (on the presenter's screen) room.mode
+  const PAUSED = role === "presenter" ? "paused: Space releases one token" : "paused by the presenter";
+  const runningStatus = () => (paused ? PAUSED : "generating");
 
   function setStatus(s) { status.textContent = s; }
 
@@ -116,8 +119,11 @@ export function createLive({ role, sendGuess }) {
           prompt.hidden = false;
           prompt.textContent = `Prompt (${frame.input_tokens} tokens): …${frame.prompt.slice(-160)}`;
           cands.hidden = true; guess.hidden = true; reveal.hidden = true;
-          setStatus("generating");
+          running = true;
+          paused = frame.mode === "pause";
+          setStatus(runningStatus());
         } else if (frame.run_id === runId) {
+          running = false;
           guessOpen = false; guess.hidden = true;
           setStatus(frame.error ? `stopped: ${frame.error.message}` : `finished (${frame.stop_reason})`);
         }
@@ -136,9 +142,13 @@ export function createLive({ role, sendGuess }) {
         bars($("live-bars"), frame.candidates.map((c) => ({ text: c.text, value: c.p, token: c.token })), {
           valueText: (r) => pct(r.value), highlight: (r) => r.token === frame.token,
         });
-        if (!guessOpen) setStatus("generating");
+        if (!guessOpen) setStatus(runningStatus());
         break;
       }
+      case "room.mode":
+        paused = frame.mode === "pause";
+        if (running && !guessOpen) setStatus(runningStatus());
+        break;
       case "room.guess":
         showGuess(frame);
         break;
