@@ -187,13 +187,12 @@ def _tool_options(t: dict, at: str, validator) -> None:
     # strict: true asks that the call's input always match input_schema. Here that holds for every
     # tool: a tool_use input is always decoded under its schema (explainer.lifecycle.tools masks
     # every token that would break it), so strict is honoured trivially, true or false.
-    if "strict" in t and not isinstance(t["strict"], bool):
-        raise invalid(f"{at}.strict: Input should be a valid boolean")
-    # eager_input_streaming: input_json_delta already carries each token as soon as it is decoded.
-    if t.get("eager_input_streaming") is not None and not isinstance(t["eager_input_streaming"], bool):
-        raise invalid(f"{at}.eager_input_streaming: Input should be a valid boolean")
-    if "defer_loading" in t and not isinstance(t["defer_loading"], bool):
-        raise invalid(f"{at}.defer_loading: Input should be a valid boolean")
+    # eager_input_streaming: input_json_delta already carries each token as soon as it is decoded
+    # (it may also be null). defer_loading is acted on by the caller.
+    for name in ("strict", "eager_input_streaming", "defer_loading"):
+        value = t.get(name)
+        if name in t and not isinstance(value, bool) and not (name == "eager_input_streaming" and value is None):
+            raise invalid(f"{at}.{name}: Input should be a valid boolean")
     # input_examples: checked against the schema as the live API does; the bundled model, never
     # trained on tools and with a 512-token window, is not shown them.
     if "input_examples" in t:

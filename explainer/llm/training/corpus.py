@@ -42,6 +42,13 @@ from bs4 import BeautifulSoup, Tag, XMLParsedAsHTMLWarning
 
 from explainer.llm.blocklist import find_blocked
 
+def _sphinx(name: str, package: str, licence: str, changes: str) -> dict:
+    """A Sphinx-built documentation package: its index pages, sources and changelog are skipped."""
+    return {"name": f"{name} documentation", "package": package, "root": f"/usr/share/doc/{package}/html",
+            "licence": licence, "skip": ("genindex", "py-modindex", "search", changes, "license", "copyright",
+                                          "_static", "_sources", "_modules")}
+
+
 SOURCES = [
     {
         "name": "Python 3.11 documentation",
@@ -64,48 +71,14 @@ SOURCES = [
         "licence": "PostgreSQL Licence (BSD-style; The PostgreSQL Global Development Group)",
         "skip": ("bookindex", "release-", "legalnotice", "biblio", "docguide", "sourcerepo", "errcodes-appendix"),
     },
-    {
-        "name": "Flask 2.2 documentation",
-        "package": "python-flask-doc",
-        "root": "/usr/share/doc/python-flask-doc/html",
-        "licence": "BSD-3-Clause (Pallets)",
-        "skip": ("genindex", "py-modindex", "search", "changes", "license", "_static", "_sources", "_modules"),
-    },
-    {
-        "name": "Werkzeug 2.2 documentation",
-        "package": "python-werkzeug-doc",
-        "root": "/usr/share/doc/python-werkzeug-doc/html",
-        "licence": "BSD-3-Clause (Pallets)",
-        "skip": ("genindex", "py-modindex", "search", "changes", "license", "_static", "_sources", "_modules"),
-    },
-    {
-        "name": "Jinja 3.0 documentation",
-        "package": "python-jinja2-doc",
-        "root": "/usr/share/doc/python-jinja2-doc/html",
-        "licence": "BSD-3-Clause (Pallets)",
-        "skip": ("genindex", "py-modindex", "search", "changes", "license", "_static", "_sources", "_modules"),
-    },
-    {
-        "name": "Click 8.1 documentation",
-        "package": "python-click-doc",
-        "root": "/usr/share/doc/python-click-doc/html",
-        "licence": "BSD-3-Clause (Pallets)",
-        "skip": ("genindex", "py-modindex", "search", "changes", "license", "_static", "_sources", "_modules"),
-    },
-    {
-        "name": "Requests 2.28 documentation",
-        "package": "python-requests-doc",
-        "root": "/usr/share/doc/python-requests-doc/html",
-        "licence": "Apache-2.0 (Kenneth Reitz and contributors)",
-        "skip": ("genindex", "py-modindex", "search", "community/updates", "_static", "_sources", "_modules"),
-    },
-    {
-        "name": "SQLAlchemy 1.4 documentation",
-        "package": "python-sqlalchemy-doc",
-        "root": "/usr/share/doc/python-sqlalchemy-doc/html",
-        "licence": "MIT (the SQLAlchemy authors and contributors)",
-        "skip": ("genindex", "py-modindex", "search", "changelog/", "copyright", "_static", "_sources", "_modules"),
-    },
+    *(_sphinx(name, package, licence, changes) for name, package, licence, changes in (
+        ("Flask 2.2", "python-flask-doc", "BSD-3-Clause (Pallets)", "changes"),
+        ("Werkzeug 2.2", "python-werkzeug-doc", "BSD-3-Clause (Pallets)", "changes"),
+        ("Jinja 3.0", "python-jinja2-doc", "BSD-3-Clause (Pallets)", "changes"),
+        ("Click 8.1", "python-click-doc", "BSD-3-Clause (Pallets)", "changes"),
+        ("Requests 2.28", "python-requests-doc", "Apache-2.0 (Kenneth Reitz and contributors)", "community/updates"),
+        ("SQLAlchemy 1.4", "python-sqlalchemy-doc", "MIT (the SQLAlchemy authors and contributors)", "changelog/"),
+    )),
 ]
 
 SYSTEM_PROMPTS = [
