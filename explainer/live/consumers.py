@@ -181,7 +181,10 @@ class StreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
         try:
             async for event in run_events(req, seed, cancel, finished=release):
                 if event["type"] in ("explainer.done", "error"):
-                    self.running = False  # the client may send the next request as soon as it sees this frame
+                    # the client may send the next request as soon as it sees this frame, so the
+                    # run stops counting against its address before the frame leaves
+                    release()
+                    self.running = False
                 await self.send_json(event)
                 if pace_ms and event["type"] == "explainer.token":
                     await asyncio.sleep(pace_ms / 1000)

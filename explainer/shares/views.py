@@ -91,7 +91,7 @@ def trace_detail(request, trace_id: str):
         try:
             blob = codec().encode(scenario)
             q = f"?s={blob}" if blob else ""
-            links = [{"stage": BY_SLUG[s], "url": reverse("stage", args=[s]) + q} for s in ("overview", *REQUEST_STEPS) if BY_SLUG[s].built]
+            links = [{"stage": BY_SLUG[s], "url": reverse("stage", args=[s]) + q} for s in ("overview", *REQUEST_STEPS, "recap") if BY_SLUG[s].built]
         except ScenarioError as exc:
             link_error = str(exc)
     attention = []

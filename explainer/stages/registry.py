@@ -18,6 +18,7 @@ class Stage:
     slug: str
     title: str
     summary: str
+    visual: str  # what the stage's main visual shows: the page opens on it, the projector fills the screen with it
 
     @property
     def built(self) -> bool:
@@ -28,30 +29,55 @@ class Stage:
     def template(self) -> str:
         return f"stages/{self.slug}.html"
 
+    @property
+    def number(self) -> int | None:
+        """The stage's number in the one list the rail, the pager, the kicker and the classroom share
+        (Overview is the start, unnumbered; Compose is 1, Recap the last)."""
+        i = SLUGS.index(self.slug)
+        return i or None
+
+    @property
+    def group(self) -> str:
+        return GROUP_OF.get(self.slug, "")
+
     @cached_property
     def page(self):
         """The module that builds this stage's context (``OPTIONS`` and ``context(page)``)."""
         return importlib.import_module(f"explainer.stages.pages.{self.slug}")
 
 
+# The one ordered list of stages: the walk-through's order, the rail's, the pager's and the
+# classroom's. Conversation, caching and tools are about many requests; recap closes the walk.
 STAGES: tuple[Stage, ...] = (
-    Stage("overview", "Overview", "The whole journey of one request, sent for real."),
-    Stage("compose", "Compose", "Your system prompt, turns and parameters become one JSON body."),
-    Stage("gateway", "Gateway", "Key check, rate limits and the cache-prefix lookup."),
-    Stage("tokenize", "Tokenize", "Text becomes token ids by byte-level BPE."),
-    Stage("transformer", "Transformer", "Embeddings, attention and feed-forward layers score every next token."),
-    Stage("sampling", "Sampling", "Temperature, top-k and top-p turn scores into one chosen token."),
-    Stage("streaming", "Streaming", "Tokens travel back as server-sent events, one delta at a time."),
-    Stage("conversation", "Conversation", "The whole history is resent every turn."),
-    Stage("caching", "Caching", "A repeated prefix is read from cache instead of recomputed."),
-    Stage("tools", "Tools", "The model asks for a tool; your code runs it and replies."),
-    Stage("recap", "Recap", "Every stage of this request on one page."),
+    Stage("overview", "Overview", "The whole journey of one request, sent for real.",
+          "the pipeline lighting up as one request passes through it"),
+    Stage("compose", "Compose", "Your system prompt, turns and parameters become one JSON body.",
+          "the JSON body the API receives"),
+    Stage("gateway", "Gateway", "Key check, rate limits and the cache-prefix lookup.",
+          "the checks a request passes before any model sees it"),
+    Stage("tokenize", "Tokenize", "Text becomes token ids by byte-level BPE.",
+          "the prompt as token chips with their ids"),
+    Stage("transformer", "Transformer", "Embeddings, attention and feed-forward layers score every next token.",
+          "the attention map of the chosen head"),
+    Stage("sampling", "Sampling", "Temperature, top-k and top-p turn scores into one chosen token.",
+          "the next-token distribution and the draw"),
+    Stage("streaming", "Streaming", "Tokens travel back as server-sent events, one delta at a time.",
+          "the reply's text and the events that carried it"),
+    Stage("conversation", "Conversation", "The whole history is resent every turn.",
+          "the tokens each turn sends, growing with the history"),
+    Stage("caching", "Caching", "A repeated prefix is read from cache instead of recomputed.",
+          "two requests' usage side by side, without and with the cache"),
+    Stage("tools", "Tools", "The model asks for a tool; your code runs it and replies.",
+          "the tool-use loop, request by request"),
+    Stage("recap", "Recap", "Every stage of this request on one page.",
+          "the request's figures, stage by stage"),
 )
-
-# The seven steps of one request that the rail shows. Conversation, caching and tools are
-# about many requests and sit beside the rail.
-REQUEST_STEPS = ("compose", "gateway", "tokenize", "transformer", "sampling", "streaming", "recap")
-BESIDE_RAIL = ("conversation", "caching", "tools")
+SLUGS = tuple(s.slug for s in STAGES)
+GROUP_OF = {**{s: "One request" for s in ("compose", "gateway", "tokenize", "transformer", "sampling", "streaming")},
+            **{s: "Many requests" for s in ("conversation", "caching", "tools")}}
+# The steps the overview's pipeline lights as one request passes through them.
+REQUEST_STEPS = ("compose", "gateway", "tokenize", "transformer", "sampling", "streaming")
+LAST_NUMBER = len(STAGES) - 1
 
 BY_SLUG = {s.slug: s for s in STAGES}
 

@@ -16,7 +16,7 @@ from explainer.lifecycle import jsonlimits
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME, Run
 from explainer.lifecycle.scenario import Scenario, ScenarioError
 from explainer.stages.options import OptionError, parse_options
-from explainer.stages.registry import BESIDE_RAIL, BY_SLUG, REQUEST_STEPS, STAGES, Stage, neighbours
+from explainer.stages.registry import BY_SLUG, LAST_NUMBER, STAGES, Stage, neighbours
 from explainer.stages.runs import codec, engine, run_of
 
 log = logging.getLogger(__name__)
@@ -122,17 +122,15 @@ def stage(request, slug: str):
         back = request.path + ("?embed=1" if embed else "")
         return _error(request, 400, "This link cannot be shown", str(exc), back=back, embed=embed)
     prev, nxt = neighbours(slug)
-    rail = [{"stage": BY_SLUG[s], "url": page.url(s) if BY_SLUG[s].built else None, "current": s == slug, "number": i + 1}
-            for i, s in enumerate(REQUEST_STEPS)]
-    beside = [{"stage": BY_SLUG[s], "url": page.url(s) if BY_SLUG[s].built else None, "current": s == slug} for s in BESIDE_RAIL]
+    rail = [{"stage": x, "url": page.url(x.slug), "current": x.slug == slug} for x in STAGES if x.built]
     # The link to share is always the full page; "Copy embed code" adds embed=1 itself.
     permalink = request.build_absolute_uri(page.full_url(**{k: v for k, v in opts.items() if v != st.page.OPTIONS[k].default}))
     common = {
         "stage": st, "page": page, "scenario": scenario, "s": blob, "opts": opts,
         "prev": {"stage": prev, "url": page.url(prev.slug)} if prev else None,
         "next": {"stage": nxt, "url": page.url(nxt.slug)} if nxt else None,
-        "rail": rail, "beside": beside, "stages": STAGES, "bundled": bundled_info(),
-        "step_number": REQUEST_STEPS.index(slug) + 1 if slug in REQUEST_STEPS else None,
+        "rail": rail, "stages": STAGES, "bundled": bundled_info(),
+        "step_number": st.number, "last_number": LAST_NUMBER,
         "model_names": MODEL_NAMES,
         "run_error_json": json.dumps(page.run.error, indent=2, ensure_ascii=False) if page.run.error else "",
         "permalink": permalink,

@@ -90,3 +90,24 @@ export async function encodeScenario(fields) {
   if (!r.ok) throw new Error(data.error || `HTTP ${r.status}`);
   return data.s;
 }
+
+// Folded sections keep their anchors: a link to #how-it-works, or to anything inside a fold,
+// opens the folds around its target before the browser scrolls to it.
+function openFoldsFor(hash) {
+  if (!hash || hash.length < 2) return;
+  let target = null;
+  try { target = document.getElementById(decodeURIComponent(hash.slice(1))); } catch { return; }
+  if (!target) return;
+  for (let el = target; el; el = el.parentElement) if (el.tagName === "DETAILS") el.open = true;
+  target.scrollIntoView({ block: "start" });
+}
+openFoldsFor(location.hash);
+window.addEventListener("hashchange", () => openFoldsFor(location.hash));
+
+// The rail is one line that scrolls sideways on a phone: keep the current stage in view.
+const current = document.querySelector(".rail li.current");
+if (current && current.parentElement.scrollWidth > current.parentElement.clientWidth) {
+  const ol = current.parentElement;
+  ol.scrollLeft = current.offsetLeft - (ol.clientWidth - current.offsetWidth) / 2;
+}
+

@@ -1,0 +1,112 @@
+"""Every stage opens on its point: the main visual is whole inside the first screen, on a laptop
+and on a phone, and the longer explanation waits in folds a learner opens by click or keyboard."""
+from __future__ import annotations
+
+import pytest
+
+from explainer.stages.registry import built
+from tests.browser.conftest import assert_fits_phone
+
+SLUGS = [s.slug for s in built()]
+SCREENS = {"laptop": (1366, 768), "phone": (390, 844)}
+
+
+def main_visual_box(pg) -> dict:
+    pg.wait_for_load_state("load")
+    pg.wait_for_function("document.querySelector('[data-main-visual]') && document.querySelector('[data-main-visual]').getBoundingClientRect().height > 0")
+    pg.wait_for_timeout(400)  # charts draw after their data loads
+    return pg.evaluate("""() => {
+        const el = document.querySelector('[data-main-visual]');
+        const r = el.getBoundingClientRect();
+        // what is drawn inside it: charts are svg/canvas/table/chips, not only a heading
+        const drawn = el.querySelectorAll('svg, canvas, table, .tok, .chip, pre, [role=img], .bar, li').length;
+        return {top: r.top + scrollY, bottom: r.bottom + scrollY, left: r.left, right: r.right,
+                height: r.height, width: r.width, vw: innerWidth, vh: innerHeight, drawn,
+                text: el.innerText.length};
+    }""")
+
+
+@pytest.mark.parametrize("screen", SCREENS)
+@pytest.mark.parametrize("slug", SLUGS)
+def test_main_visual_is_inside_the_first_screen(browser, server, slug, screen, shoot):
+    w, h = SCREENS[screen]
+    phone = screen == "phone"
+    ctx = browser.new_context(viewport={"width": w, "height": h}, is_mobile=phone, has_touch=phone)
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        pg.goto(f"{server['url']}/learn/{slug}/")
+        box = main_visual_box(pg)
+        shoot(pg, f"first-screen-{slug}-{screen}")
+        assert box["drawn"] > 0, f"{slug}: the main visual draws nothing"
+        assert box["height"] >= 120, f"{slug}: the main visual is only {box['height']:.0f} px tall"
+        assert box["top"] >= 0 and box["left"] >= 0 and box["right"] <= w + 0.5, box
+        assert box["bottom"] <= h, f"{slug} at {w}x{h}: the main visual ends at {box['bottom']:.0f} px, below the first screen ({h} px)"
+        if phone:
+            assert_fits_phone(pg)
+        else:
+            assert pg.evaluate("document.documentElement.scrollWidth") <= w
+        assert not errors, errors
+    finally:
+        ctx.close()
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_folds_open_by_click_and_by_keyboard(page, server, slug):
+    page.goto(f"{server['url']}/learn/{slug}/")
+    folds = page.locator("details.fold")
+    n = folds.count()
+    assert n >= 1
+    for i in range(n):
+        fold = folds.nth(i)
+        body = fold.locator(":scope > .fold-body")
+        assert not fold.evaluate("d => d.open") and not body.is_visible(), f"{slug}: fold {i} starts open"
+        fold.locator(":scope > summary").click()
+        assert fold.evaluate("d => d.open") and body.is_visible() and body.inner_text().strip()
+        fold.locator(":scope > summary").click()
+        assert not body.is_visible()
+        fold.locator(":scope > summary").focus()
+        page.keyboard.press("Enter")
+        assert body.is_visible(), f"{slug}: Enter does not open fold {i}"
+        page.keyboard.press("Space")
+        assert not body.is_visible(), f"{slug}: Space does not close fold {i}"
+    assert not page.js_errors, page.js_errors
+
+
+def test_a_link_into_a_fold_opens_it(page, server):
+    page.goto(f"{server['url']}/learn/transformer/#how-it-works")
+    assert page.locator("#how-it-works").evaluate("d => d.open")
+    assert page.locator("#how-it-works > .fold-body").is_visible()
+    top = page.locator("#how-it-works").evaluate("d => d.getBoundingClientRect().top")
+    assert 0 <= top < 200, top  # scrolled to it, not left below the fold
+
+
+def test_rail_pager_and_kicker_tell_one_story(page, server):
+    """One ordered list: the rail starts at Overview, the pager follows it, Recap is last, and the kicker's
+    numbering is the rail's."""
+    from explainer.stages.registry import STAGES
+
+    page.goto(f"{server['url']}/learn/overview/")
+    rail = page.locator(".rail li").evaluate_all("lis => lis.map(li => li.dataset.slug)")
+    assert rail == [s.slug for s in STAGES if s.built] and rail[0] == "overview" and rail[-1] == "recap"
+    seen = ["overview"]
+    for _ in range(len(rail) - 1):
+        page.locator("a[data-nav=next]").click()
+        page.wait_for_load_state("load")
+        slug = page.evaluate("document.body.dataset.stage")
+        seen.append(slug)
+        number = page.locator(".rail li.current .num").inner_text()
+        assert page.locator(".stage-head .kicker").inner_text().upper().startswith(f"STEP {number} OF {len(rail) - 1}")
+    assert seen == rail
+    assert page.locator("a[data-nav=next]").count() == 0
+
+
+def test_phone_pages_offer_buttons_not_key_hints(phone, server):
+    phone.goto(f"{server['url']}/learn/tokenize/")
+    assert not phone.locator(".pager .keys-hint").is_visible()
+    for nav in ("prev", "next"):
+        box = phone.locator(f"a[data-nav={nav}]").bounding_box()
+        assert box["height"] >= 44
+    assert phone.locator(".rail li.current").evaluate(
+        "li => { const r = li.getBoundingClientRect(); return r.left >= 0 && r.right <= innerWidth; }")
