@@ -3,6 +3,7 @@
 
 import { encodeScenario, readJSON, setScenarioBlob } from "./stage.js";
 import { stopReasonInWords } from "./lib/text.js";
+import { bodyFigures } from "./lib/figures.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("send-form");
@@ -13,6 +14,19 @@ const usageEl = $("usage");
 const tokensEl = $("prompt-tokens");
 const sendBtn = $("send");
 const cancelBtn = $("cancel");
+const skipBtn = $("skip");
+const watchBox = $("watch");
+const WATCH_KEY = "explainer.overview.watch";
+
+// The real run takes a fraction of a second. To be watched, its frames are replayed from a queue:
+// each stage holds for STAGE_MS as the request reaches it, and the reply streams at TOKEN_MS a token.
+// "Skip to the end" (or unticking "watch each stage") plays the rest of the queue at once.
+const STAGE_MS = 700;
+const TOKEN_MS = 90;
+const queue = [];
+let playing = false;
+let instant = false;
+let seen = { tokens: 0, deltas: 0, events: 0 };
 
 // Which pipeline step an incoming frame belongs to.
 const STEP_OF = {
@@ -35,7 +49,56 @@ function light(step) {
     const me = order.indexOf(li);
     li.classList.toggle("done", me < target);
     li.classList.toggle("active", me === target);
+    if (me === target) li.setAttribute("aria-current", "step"); else li.removeAttribute("aria-current");
   }
+}
+
+// On a phone the reply may start below the screen's edge: scroll just enough to show it.
+function bringIntoView(el) {
+  const r = el.getBoundingClientRect();
+  if (r.bottom > innerHeight || r.top < 0) el.scrollIntoView({ block: "nearest", behavior: instant ? "auto" : "smooth" });
+}
+
+function note(step, text) {
+  const el = document.querySelector(`[data-note="${step}"]`);
+  if (el) el.textContent = text;
+}
+
+function clearNotes() {
+  for (const el of document.querySelectorAll("[data-note]")) el.textContent = "";
+  for (const li of document.querySelectorAll("#pipeline li")) { li.classList.remove("done", "active"); li.removeAttribute("aria-current"); }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function holdAfter(frame) {
+  if (instant) return 0;
+  if (frame.type.startsWith("local.") || frame.type === "explainer.prompt" || frame.type === "message_start") return STAGE_MS;
+  if (frame.type === "content_block_delta") return TOKEN_MS;
+  return 0;
+}
+
+function enqueue(frame) {
+  queue.push(frame);
+  if (!playing) play();
+}
+
+async function play() {
+  playing = true;
+  skipBtn.hidden = instant;
+  while (queue.length) {
+    const frame = queue.shift();
+    try { onFrame(frame); } catch (err) { console.error(err); }
+    const ms = holdAfter(frame);
+    if (ms) await sleep(ms);
+  }
+  playing = false;
+  skipBtn.hidden = true;
+}
+
+function skip() {
+  instant = true;
+  skipBtn.hidden = true;
 }
 
 function logEvent(frame) {
@@ -100,21 +163,58 @@ function finish(text) {
 }
 
 function onFrame(frame) {
+  if (frame.type === "local.compose") {
+    light("compose");
+    const f = bodyFigures(frame.body);
+    note("compose", `${f.bytes.toLocaleString()} bytes of JSON`);
+    setStatus("Compose: your prompt and settings become one JSON body.");
+    return;
+  }
+  if (frame.type === "local.gateway") {
+    light("gateway");
+    note("gateway", "accepted");
+    setStatus("Gateway: the request is checked before any model sees it.");
+    return;
+  }
   logEvent(frame);
+  seen.events++;
   if (STEP_OF[frame.type]) light(STEP_OF[frame.type]);
   switch (frame.type) {
     case "explainer.hello":
-      setStatus("Connected. Ready.");
+      if (!running) setStatus("Connected. Ready: press Send.");
       break;
     case "explainer.prompt":
       showPromptTokens(frame);
+      note("tokenize", `${frame.input_tokens} tokens`);
+      setStatus(`Tokenize: the text becomes ${frame.input_tokens} token ids.`);
       break;
+    case "message_start":
+      note("transformer", "scoring every next token");
+      setStatus("Transformer: the model reads every token at once and scores the next one.");
+      break;
+    case "explainer.token": {
+      seen.tokens++;
+      light("sampling");
+      const drawn = (frame.candidates || []).find((c) => c.token === frame.token);
+      const p = drawn ? ` (p ${drawn.final_probability.toFixed(2)})` : "";
+      note("sampling", `token ${seen.tokens}: ${JSON.stringify(frame.text ?? "")}${p}`);
+      setStatus("Sampling and streaming: one token at a time, each sent as soon as it is drawn.");
+      break;
+    }
     case "content_block_delta":
-      if (frame.delta.type === "text_delta") out.append(document.createTextNode(frame.delta.text));
+      if (frame.delta.type === "text_delta") {
+        out.append(document.createTextNode(frame.delta.text));
+        seen.deltas++;
+        if (seen.deltas === 1) bringIntoView(out);
+        note("streaming", `${seen.deltas} text deltas`);
+      }
       break;
     case "explainer.done":
       showUsage(frame);
-      finish(`Done: ${stopReasonInWords(frame.stop_reason)}.`);
+      light("streaming");
+      note("streaming", `${seen.deltas} text deltas, ${seen.events} events`);
+      finish(`Done: stopped because ${stopReasonInWords(frame.stop_reason)}.`);
+      bringIntoView(out);
       break;
     case "error":
       out.classList.add("has-error");
@@ -133,7 +233,10 @@ function connect() {
     socket.addEventListener("error", () => reject(new Error("could not connect")));
     socket.addEventListener("close", () => { if (running) finish("Connection closed."); socket = null; });
     socket.addEventListener("message", (e) => {
-      try { onFrame(JSON.parse(e.data)); } catch (err) { console.error(err); }
+      let frame;
+      try { frame = JSON.parse(e.data); } catch (err) { console.error(err); return; }
+      if (frame.type === "explainer.hello" && !running) { onFrame(frame); return; }
+      enqueue(frame);
     });
   });
 }
@@ -167,20 +270,34 @@ form.addEventListener("submit", async (e) => {
   out.classList.remove("has-error");
   usageEl.replaceChildren();
   events.replaceChildren();
-  light("compose");
+  queue.length = 0;
+  clearNotes();
+  seen = { tokens: 0, deltas: 0, events: 0 };
+  instant = !watchBox.checked;
   setStatus("Sending…");
+  // On a phone the pipeline and the reply are above the form: bring them into view to be watched.
+  const mv = $("main-visual");
+  if (mv && mv.getBoundingClientRect().top < 0) mv.scrollIntoView({ block: "start", behavior: instant ? "auto" : "smooth" });
   try {
     const ws = await connect();
     running = true;
     sendBtn.disabled = true;
     cancelBtn.hidden = false;
-    light("gateway");
     const b = body();
+    enqueue({ type: "local.compose", body: b });
+    enqueue({ type: "local.gateway" });
     ws.send(JSON.stringify(b));
     rememberScenario(b);
   } catch (err) {
     finish("Could not reach the server's WebSocket.");
   }
+});
+
+skipBtn.addEventListener("click", skip);
+try { watchBox.checked = localStorage.getItem(WATCH_KEY) !== "0"; } catch { /* no storage */ }
+watchBox.addEventListener("change", () => {
+  try { localStorage.setItem(WATCH_KEY, watchBox.checked ? "1" : "0"); } catch { /* no storage */ }
+  if (!watchBox.checked) skip();
 });
 
 // The request just sent becomes the page's scenario, so the permalink and the walk-through follow it.
@@ -203,6 +320,7 @@ async function rememberScenario(b) {
 
 cancelBtn.addEventListener("click", () => {
   if (socket) socket.send(JSON.stringify({ type: "cancel" }));
+  queue.length = 0;
   finish("Stopped.");
 });
 

@@ -9,9 +9,9 @@ def context(page) -> dict:
     s = page.scenario
     last_user = next((m["content"] for m in reversed(s.messages) if m["role"] == "user" and isinstance(m["content"], str)), "")
     return {
-        "pipeline": [BY_SLUG[x] for x in REQUEST_STEPS if x != "recap"],
+        "pipeline": [{"slug": x, "title": BY_SLUG[x].title, "summary": BY_SLUG[x].summary, "number": BY_SLUG[x].number,
+                      "url": page.url(x)} for x in REQUEST_STEPS],
         "prompt_text": last_user,
         "request_body": s.request_body(),
-        "wide": True,
         "examples": example_links(page),
     }

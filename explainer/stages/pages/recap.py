@@ -7,11 +7,22 @@ from collections import Counter
 
 import numpy as np
 
+from explainer.lifecycle.figures import body_figures, prompt_text_figures
 from explainer.llm.generate import step_banned
 from explainer.llm.model import softmax
 from explainer.llm.sampling import SamplingParams, distribution
 
 OPTIONS: dict = {}
+SHOWN_DRAWS = 40
+
+# A stop reason in words (static/js/lib/text.js says the same in the browser).
+STOP_WORDS = {
+    "end_turn": "the model chose to stop (end_turn)",
+    "max_tokens": "reached max_tokens, the limit you set",
+    "stop_sequence": "hit one of your stop sequences (stop_sequence)",
+    "tool_use": "the model called a tool (tool_use)",
+    "model_context_window_exceeded": "the context window is full (model_context_window_exceeded)",
+}
 
 
 def _top_next(page, k: int = 5) -> list[dict]:
@@ -27,12 +38,11 @@ def _top_next(page, k: int = 5) -> list[dict]:
 def context(page) -> dict:
     run, s = page.run, page.scenario
     tok = page.engine.tokenizer
-    prompt_text = "".join(t["text"] for t in run.prompt_tokens if not t["text"].startswith("<|"))
-    n_prompt = len(run.prompt_ids)
-    words = max(1, len(prompt_text.split()))
+    n_prompt = len(run.prompt_ids or [])
+    text = prompt_text_figures(tok, run.prompt_ids or [])
     steps = []
     params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
-    for st in run.steps[:40]:
+    for st in run.steps[:SHOWN_DRAWS]:
         dist = distribution(st["logits"], params, banned=step_banned(tok, st))
         rank = int(np.flatnonzero(dist.order == st["token"])[0]) + 1
         steps.append({"index": st["index"], "text": st["text"], "p": float(dist.final[st["token"]]), "rank": rank})
@@ -44,9 +54,10 @@ def context(page) -> dict:
         entropy = float(-(p * np.log(p + 1e-30)).sum())
     return {
         "body_json": json.dumps(s.request_body(), indent=2, ensure_ascii=False),
+        "body": body_figures(s.request_body()),
         "n_prompt": n_prompt,
-        "chars_per_token": len(prompt_text) / max(1, n_prompt - sum(1 for t in run.prompt_tokens if t["text"].startswith("<|"))),
-        "tokens_per_word": n_prompt / words,
+        "text": text,
+        "template_tokens": n_prompt - text.tokens,
         "prompt_preview": run.prompt_tokens[:80],
         "prompt_more": max(0, n_prompt - 80),
         "vocab": tok.vocab_size,
@@ -56,9 +67,11 @@ def context(page) -> dict:
         "entropy": entropy,
         "perplexity_like": math.exp(entropy) if entropy is not None else None,
         "steps": steps,
-        "steps_more": max(0, len(run.steps) - 40),
+        "n_draws": len(run.steps),
         "event_counts": sorted(counts.items(), key=lambda kv: ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_stop", "message_delta", "message_stop"].index(kv[0]) if kv[0] in ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_stop", "message_delta", "message_stop"] else 99),
         "done": run.done,
+        "event_total": sum(counts.values()),
+        "stop_words": STOP_WORDS.get(run.done["stop_reason"], run.done["stop_reason"]) if run.done else None,
         "links": {slug: page.url(slug) for slug in ("compose", "gateway", "tokenize", "transformer", "sampling", "streaming")},
         "built": {slug: True for slug in ("compose", "gateway", "tokenize", "transformer", "sampling", "streaming")},
     }
