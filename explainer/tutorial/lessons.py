@@ -41,6 +41,7 @@ class Lesson:
     task: str
     hint: str
     learned: str
+    target: str  # a CSS selector: the part of the stage page the task needs (the tutorial panel never covers it)
     scenario: dict  # the start scenario's fields that differ from a fresh Scenario
     options: dict  # the start view options, as the stage page's query string has them
     check: str  # the kind of check, a key of checks.CHECKS
@@ -69,7 +70,7 @@ def _lesson(i: int, raw: dict, checks: dict) -> Lesson:
         start, check = raw["start"], dict(raw["check"])
         lesson = Lesson(
             id=raw["id"], number=i + 1, stage_slug=raw["stage"], title=raw["title"], task=raw["task"],
-            hint=raw["hint"], learned=raw["learned"], scenario=start.get("scenario", {}),
+            hint=raw["hint"], learned=raw["learned"], target=raw["target"], scenario=start.get("scenario", {}),
             options=start.get("options", {}), check=check.pop("kind"), params=check,
         )
     except (KeyError, TypeError, AttributeError) as exc:
@@ -80,6 +81,8 @@ def _lesson(i: int, raw: dict, checks: dict) -> Lesson:
         raise LessonDataError(f"{where}: {lesson.stage_slug!r} is not a stage")
     if lesson.check not in checks:
         raise LessonDataError(f"{where}: no check called {lesson.check!r}")
+    if not isinstance(lesson.target, str) or not re.fullmatch(r"#[a-z][a-z0-9_-]*", lesson.target):
+        raise LessonDataError(f"{where}: target must be an element id such as #temperature")
     for name in ("title", "task", "hint", "learned"):
         if not isinstance(getattr(lesson, name), str) or not getattr(lesson, name).strip():
             raise LessonDataError(f"{where}: {name} must be text")

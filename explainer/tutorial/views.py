@@ -2,6 +2,7 @@
 the start of a lesson, and the server-side check of its task."""
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from django.http import HttpResponseRedirect, JsonResponse
@@ -14,7 +15,7 @@ from explainer.stages.examples import examples
 from explainer.stages.options import OptionError, parse_options
 from explainer.stages.runs import codec
 from explainer.stages.views import MAX_QUERY_CHARS, StagePage, bundled_info
-from explainer.tutorial.checks import CHECKS
+from explainer.tutorial.checks import CHECKS, Verdict
 from explainer.tutorial.lessons import Lesson, by_id, following, lessons
 
 
@@ -22,7 +23,7 @@ def _lesson_json(lesson: Lesson) -> dict:
     nxt = following(lesson)
     return {
         "id": lesson.id, "number": lesson.number, "stage": lesson.stage_slug, "stage_title": lesson.stage.title,
-        "title": lesson.title, "task": lesson.task, "hint": lesson.hint, "learned": lesson.learned,
+        "title": lesson.title, "task": lesson.task, "hint": lesson.hint, "learned": lesson.learned, "target": lesson.target,
         "start_url": reverse("tutorial-start", args=[lesson.id]),
         "check_url": reverse("tutorial-check", args=[lesson.id]),
         "next": nxt.id if nxt else None,
@@ -55,6 +56,20 @@ def start(request, lesson_id: str):
     return HttpResponseRedirect(f"{lesson.start_url()}#tutorial={lesson.id}")
 
 
+SEEN = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+SEEN_PROMPTS = {
+    "never-429": "This request could never pass: now press Fire request and see the gateway answer 429, with no retry-after.",
+}
+
+
+def _seen(request) -> set[str]:
+    """What the learner has seen on the page (``seen=never-429``): the page reports it to tutorial.js when it happens."""
+    values = request.GET.getlist("seen")
+    if len(values) > 8 or not all(SEEN.fullmatch(v) for v in values):
+        raise OptionError("“seen” must be up to 8 short names of things the page showed.")
+    return set(values)
+
+
 def _refuse(status: int, message: str) -> JsonResponse:
     return JsonResponse({"done": False, "error": message}, status=status)
 
@@ -77,8 +92,13 @@ def check(request, lesson_id: str):
     try:
         scenario = codec().decode(blob)
         opts = parse_options(st.page.OPTIONS, request.GET)
+        seen = _seen(request)
         page = StagePage(st, scenario, blob, opts)
         verdict = CHECKS[lesson.check](lesson, page, st.page.context(page))
     except (ScenarioError, OptionError) as exc:
         return _refuse(400, str(exc))
+    need = lesson.params.get("seen")
+    if verdict.done and need and need not in seen:
+        # The request is right, but the task teaches what the page shows when it is used: wait for that.
+        verdict = Verdict(False, SEEN_PROMPTS.get(need, "Now try it on this page and look at what happens."))
     return JsonResponse({"lesson": lesson.id, "done": verdict.done, "message": verdict.message})

@@ -113,6 +113,7 @@ function pathPage(list) {
 let panel = null;       // the panel element while one is shown
 let stopWatching = null;
 let sizer = null;       // keeps the page's bottom padding as tall as the panel
+const seen = new Set(); // what the learner has seen on this page (the page reports it: "explainer:seen")
 
 function stageSlug() {
   const m = location.pathname.match(/^\/learn\/([^/]+)\/$/);
@@ -152,6 +153,37 @@ function watchUrl(callback) {
   return () => clearInterval(timer);
 }
 
+// The part of the window the panel leaves free: left of the column, or above the bottom bar.
+function freeArea() {
+  const r = panel ? panel.getBoundingClientRect() : null;
+  const docked = r && getComputedStyle(panel).position === "fixed";
+  if (!docked) return { right: innerWidth, bottom: innerHeight };
+  return r.left > innerWidth / 2 ? { right: r.left, bottom: innerHeight } : { right: innerWidth, bottom: r.top };
+}
+
+// If the panel would hide the part of the page the task needs, scroll the page so that part is clear of it.
+function keepClear(target) {
+  const r = target.getBoundingClientRect();
+  const free = freeArea();
+  if (r.top < free.bottom && r.bottom > free.bottom) {
+    window.scrollBy({ top: Math.min(r.bottom - free.bottom + 8, r.top - 8), behavior: "auto" });
+  }
+}
+
+// "Show me where": bring the task's part of the page into the free area and mark it for a moment.
+function reveal(target, mark) {
+  for (let el = target; el; el = el.parentElement) if (el.tagName === "DETAILS") el.open = true;
+  const free = freeArea();
+  const r = target.getBoundingClientRect();
+  const room = free.bottom;
+  const top = r.height + 16 < room ? r.top - Math.max(8, (room - r.height) / 3) : r.top - 8;
+  window.scrollBy({ top, behavior: "auto" });
+  if (mark) {
+    target.classList.add("tut-target");
+    setTimeout(() => target.classList.remove("tut-target"), 2500);
+  }
+}
+
 function buildPanel(lesson, lessons, pathUrl) {
   const state = load();
   const total = lessons.length;
@@ -172,6 +204,12 @@ function buildPanel(lesson, lessons, pathUrl) {
 
   const body = node("div", { className: "tut-panel-body", id: "tut-panel-body" });
   body.append(node("p", { className: "tut-task" }, lesson.task));
+  const target = here && lesson.target ? document.querySelector(lesson.target) : null;
+  if (target) {
+    const show = node("button", { type: "button", className: "button small tut-show", id: "tut-show" }, "Show me where");
+    show.addEventListener("click", () => reveal(target, true));
+    body.append(show);
+  }
   const hint = node("details", { className: "tut-hint" });
   hint.append(node("summary", {}, "Hint"), node("p", {}, lesson.hint));
   body.append(hint);
@@ -202,6 +240,14 @@ function buildPanel(lesson, lessons, pathUrl) {
   links.append(nextLink, node("a", { href: pathUrl, className: "tut-path-link" }, "All lessons"), leave);
   body.append(links, learned);  // the way on stays in view; what the task showed comes last
   panel.append(head, body);
+
+  // The page reports what the learner has done and seen there (a 429 received, say): check again at once.
+  document.addEventListener("explainer:seen", (e) => {
+    const what = String(e.detail || "");
+    if (!/^[a-z0-9][a-z0-9-]{0,39}$/.test(what) || seen.has(what)) return;
+    seen.add(what);
+    if (here && panel) { clearTimeout(timer); check(false); }
+  });
 
   function setCollapsed(collapsed) {
     body.hidden = collapsed;
@@ -246,7 +292,9 @@ function buildPanel(lesson, lessons, pathUrl) {
     if (manual) { verdict.textContent = "Checking…"; checkBtn.disabled = true; }
     verdict.classList.remove("ok", "bad");
     try {
-      const r = await fetch(lesson.check_url + location.search, { headers: { accept: "application/json" } });
+      const q = new URLSearchParams(location.search);
+      for (const what of seen) q.append("seen", what);
+      const r = await fetch(`${lesson.check_url}?${q}`, { headers: { accept: "application/json" } });
       const data = await r.json().catch(() => ({ error: `The server answered ${r.status}.` }));
       if (mine !== ticket || !panel) return;  // a later check, or the learner left
       if (!r.ok) {
@@ -281,14 +329,14 @@ function buildPanel(lesson, lessons, pathUrl) {
     if (here) { clearTimeout(timer); timer = setTimeout(() => check(false), RECHECK_MS); }
   });
 
-  const anchor = document.querySelector(".stage-head") || document.getElementById("main");
-  if (anchor && anchor.classList.contains("stage-head")) anchor.after(panel); else if (anchor) anchor.prepend(panel);
-  else document.body.append(panel);
+  // Docked, never floating over the page: a column beside the page on a wide screen, a bar along the
+  // bottom of a phone's screen whose height the page keeps free at its end (--tut-space).
+  document.body.append(panel);
   document.body.classList.add("tut-on");
-  // keep the end of the page reachable above the panel, which floats over the bottom of the window
-  const space = () => document.documentElement.style.setProperty("--tut-space", `${panel ? panel.offsetHeight + 24 : 0}px`);
-  if (window.ResizeObserver) { sizer = new ResizeObserver(space); sizer.observe(panel); }
+  const space = () => document.documentElement.style.setProperty("--tut-space", `${panel ? panel.offsetHeight + 12 : 0}px`);
+  if (window.ResizeObserver) { sizer = new ResizeObserver(() => { space(); if (target) keepClear(target); }); sizer.observe(panel); }
   space();
+  if (target) keepClear(target);
   if (here) check(false);
 }
 

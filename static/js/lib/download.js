@@ -243,41 +243,60 @@ function span(className, text) {
   return s;
 }
 
+function formatButton(format, label, target, status, menu) {
+  const what = format === "png" ? "picture" : "drawing";
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "button small";
+  b.dataset.format = format;
+  b.append(format.toUpperCase(), span("visually-hidden", ` ${what}${label ? ` of ${label}` : ""}`));
+  b.addEventListener("click", async () => {
+    const chart = target();
+    // Busy, not disabled: a disabled button would drop the keyboard focus to the page.
+    if (!isChart(chart) || menu.getAttribute("aria-busy") === "true") return;
+    menu.setAttribute("aria-busy", "true");
+    status.textContent = "";
+    try {
+      status.textContent = `Saved ${await download(chart, format)}`;
+    } catch (err) {
+      status.textContent = `Could not make the ${format.toUpperCase()}: ${err.message}`;
+    } finally {
+      menu.removeAttribute("aria-busy");
+    }
+  });
+  return b;
+}
+
 // <div class="chart-dl"> [status] <details> <summary>⤓ Download</summary> [PNG] [SVG] </details> </div>
-function control(chart) {
+// A group's control (data-chart-group) lists each of its charts: "name: [PNG] [SVG]".
+function control(chart, group = null) {
   const wrap = document.createElement("div");
   wrap.className = "chart-dl";
   const box = document.createElement("details");
-  const short = titleOf(chart).split(/[:;]/)[0] || "this chart";
+  const members = group ? charts(group).filter((c) => groupOf(c) === group) : [chart];
+  const short = group ? group.dataset.chartGroup : titleOf(chart).split(/[:;]/)[0] || "this chart";
   const sum = document.createElement("summary");
   const icon = span("chart-dl-icon", "⤓");
   icon.setAttribute("aria-hidden", "true");
-  sum.append(icon, " Download", span("visually-hidden", ` chart: ${short}`));
+  sum.append(icon, " Download", span("visually-hidden", ` ${group ? "charts" : "chart"}: ${short}`));
   const menu = document.createElement("div");
   menu.className = "chart-dl-menu";
   const status = span("chart-dl-status", "");
   status.setAttribute("role", "status");
-  for (const [format, what] of [["png", "picture"], ["svg", "drawing"]]) {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = "button small";
-    b.dataset.format = format;
-    b.append(format.toUpperCase(), span("visually-hidden", ` ${what}`));
-    b.addEventListener("click", async () => {
-      const target = chartOf(wrap);
-      // Busy, not disabled: a disabled button would drop the keyboard focus to the page.
-      if (!isChart(target) || menu.getAttribute("aria-busy") === "true") return;
-      menu.setAttribute("aria-busy", "true");
-      status.textContent = "";
-      try {
-        status.textContent = `Saved ${await download(target, format)}`;
-      } catch (err) {
-        status.textContent = `Could not make the ${format.toUpperCase()}: ${err.message}`;
-      } finally {
-        menu.removeAttribute("aria-busy");
-      }
+  if (group) {
+    wrap.classList.add("group");
+    wrap.dataset.charts = String(members.length);
+    members.forEach((c, i) => {
+      const row = document.createElement("span");
+      row.className = "chart-dl-row";
+      const label = titleOf(c).split(/[:;]/)[0] || `chart ${i + 1}`;
+      const target = () => charts(group).filter((x) => groupOf(x) === group)[i] || null;
+      row.append(span("chart-dl-name", label), formatButton("png", label, target, status, menu), formatButton("svg", label, target, status, menu));
+      row.dataset.chart = String(i);
+      menu.append(row);
     });
-    menu.append(b);
+  } else {
+    for (const format of ["png", "svg"]) menu.append(formatButton(format, "", () => chartOf(wrap), status, menu));
   }
   box.append(sum, menu);
   box.addEventListener("keydown", (e) => {
@@ -285,6 +304,12 @@ function control(chart) {
   });
   wrap.append(status, box);
   return wrap;
+}
+
+// Charts that belong together (three small bucket charts, a row of sparklines) sit in an element
+// with data-chart-group: they share one control, at the end of the group, instead of one each.
+function groupOf(chart) {
+  return chart.closest("[data-chart-group]");
 }
 
 // The control goes right after the chart, or after the chart's outermost aria-hidden box: a
@@ -301,18 +326,32 @@ function anchorOf(chart) {
 function chartOf(ctl) {
   const prev = ctl.previousElementSibling;
   if (isChart(prev)) return prev;
-  return prev ? charts(prev).find((c) => anchorOf(c) === prev) || null : null;
+  return prev ? charts(prev).find((c) => anchorOf(c) === prev && !groupOf(c)) || null : null;
 }
 
 function ensureControls() {
+  const groups = new Set();
   for (const chart of charts()) {
+    const group = groupOf(chart);
+    if (group) { groups.add(group); continue; }
     const anchor = anchorOf(chart);
     const next = anchor.nextElementSibling;
     if (!(next && next.classList.contains("chart-dl"))) anchor.after(control(chart));
   }
+  for (const group of groups) {
+    const n = charts(group).filter((c) => groupOf(c) === group).length;
+    const last = group.lastElementChild;
+    const have = last && last.classList.contains("chart-dl") && last.classList.contains("group") ? last : null;
+    if (have && have.dataset.charts === String(n)) continue;
+    if (have) have.remove();
+    group.append(control(null, group));
+  }
   // A chart replaced without its control, or removed: drop the control that lost it.
   for (const ctl of document.querySelectorAll("main .chart-dl")) {
-    if (!chartOf(ctl)) ctl.remove();
+    if (ctl.classList.contains("group")) {
+      const g = ctl.parentElement;
+      if (!g || !g.hasAttribute("data-chart-group") || !charts(g).some((c) => groupOf(c) === g)) ctl.remove();
+    } else if (!chartOf(ctl)) ctl.remove();
   }
 }
 
