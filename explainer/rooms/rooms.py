@@ -103,7 +103,8 @@ class StageState:
     href: str  # path and query of the stage page, without embed
 
     def to_dict(self) -> dict:
-        return {"slug": self.slug, "href": self.href, "title": BY_SLUG[self.slug].title}
+        st = BY_SLUG[self.slug]
+        return {"slug": self.slug, "href": self.href, "title": st.title, "number": st.number}
 
 
 def stage_state(href) -> StageState:

@@ -40,7 +40,9 @@ def _page(request, template: str, ctx: dict, status: int = 200):
 
 
 def _stages() -> list[dict]:
-    return [{"slug": s.slug, "title": s.title} for s in built()]
+    """The stages in the one order the pages use, numbered as the pages number them (Overview unnumbered)."""
+    return [{"slug": s.slug, "title": s.title, "number": s.number, "label": f"{s.number}. {s.title}" if s.number else s.title}
+            for s in built()]
 
 
 @require_GET

@@ -42,7 +42,7 @@ def test_a_lesson_with_a_presenter_and_two_students(page, phone, browser, server
     # the presenter moves to the sampling stage; both students follow
     page.locator("#stage-select").select_option("sampling")
     for pg in (phone, laptop):
-        expect(pg.locator("#stage-title")).to_have_text("Sampling")
+        expect(pg.locator("#stage-title")).to_have_text("5. Sampling")  # numbered as the pages number it
         frame_at(pg, "/learn/sampling/")
     assert "embed=1" in phone.locator("#stage-frame").get_attribute("src")
 

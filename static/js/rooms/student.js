@@ -47,7 +47,7 @@ function onFrame(f) {
     case "room.hello":
     case "room.state":
       presenterHref = f.state.href;
-      $("stage-title").textContent = f.state.title;
+      $("stage-title").textContent = f.state.number ? `${f.state.number}. ${f.state.title}` : f.state.title;
       if (following) load(presenterHref);
       break;
     case "room.ended":
