@@ -74,7 +74,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 function holdAfter(frame) {
   if (instant) return 0;
   if (frame.type.startsWith("local.") || frame.type === "explainer.prompt" || frame.type === "message_start") return STAGE_MS;
-  if (frame.type === "content_block_delta") return TOKEN_MS;
+  // the first draw holds like a stage; then each token is split between its draw and its delta
+  if (frame.type === "explainer.token") return seen.tokens === 1 ? STAGE_MS : TOKEN_MS / 2;
+  if (frame.type === "content_block_delta") return seen.deltas === 1 ? STAGE_MS / 2 : TOKEN_MS / 2;
   return 0;
 }
 

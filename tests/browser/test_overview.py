@@ -113,3 +113,35 @@ def test_an_example_prompt_gets_a_reply_that_ends(server, page, shoot):
     assert len(reply) > 20 and reply[-1] in ".!?)`\"'"
     assert not page.js_errors
     shoot(page, "overview-example-end-turn")
+
+
+def test_the_journey_is_watched_stage_by_stage_then_skipped(server, browser, shoot):
+    """The real run takes a fraction of a second; the page replays it so each stage is seen lit in turn,
+    the reply streams after, "Skip to the end" finishes at once, and on a phone the reply is in view."""
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    pg = ctx.new_page()
+    pg.goto(server["url"] + "/")
+    pg.locator("#prompt").fill("What is a PostgreSQL index?")
+    pg.locator("#max_tokens").fill("40")
+    pg.locator("#send").click()
+    lit, text_when = [], {}
+    for _ in range(60):
+        step = pg.evaluate("(document.querySelector('#pipeline li.active') || {dataset: {}}).dataset.step || null")
+        if step and (not lit or lit[-1] != step):
+            lit.append(step)
+            text_when[step] = pg.locator("#output").inner_text()
+        if "sampling" in lit:
+            break
+        pg.wait_for_timeout(100)
+    assert lit[:5] == ["compose", "gateway", "tokenize", "transformer", "sampling"], lit
+    assert text_when["transformer"] == "", "the reply arrived before the request reached the model"
+    notes = pg.locator("[data-note=tokenize]").inner_text()
+    assert re.fullmatch(r"\d+ tokens", notes), notes
+    shoot(pg, "overview-journey-phone")
+    pg.locator("#skip").click()
+    pg.wait_for_selector("#usage dd[data-field=output_tokens]", timeout=5_000)
+    assert pg.locator("#skip").is_hidden()
+    assert pg.locator("#status").inner_text().startswith("Done: stopped because")
+    box = pg.locator("#output").bounding_box()
+    assert box["y"] >= 0 and box["y"] < 844, box  # the reply is on the screen
+    ctx.close()
