@@ -60,7 +60,7 @@ def test_stage_state_accepts_stage_pages_only():
     blob = codec().encode(Scenario().replace(temperature=0.5))
     st = rooms.stage_state(f"/learn/sampling/?s={blob}&embed=1&t=2")
     assert st.slug == "sampling" and "embed" not in st.href and f"s={blob}" in st.href and "t=2" in st.href
-    assert rooms.stage_state("/learn/overview/").to_dict() == {"slug": "overview", "href": "/learn/overview/", "title": "Overview"}
+    assert rooms.stage_state("/learn/overview/").to_dict() == {"slug": "overview", "href": "/learn/overview/", "title": "Overview", "number": None}
     for bad in ("https://evil.example/learn/overview/", "//evil.example/learn/overview/", "/learn/nope/", "/traces/",
                 "/learn/overview/../../admin/", "javascript:alert(1)", None, 5, "/learn/overview/?s=" + "A" * 9000,
                 "/learn/overview/?s=tampered"):
@@ -206,7 +206,7 @@ async def test_a_student_sees_where_the_presenter_is():
     room, secret = await make_room()
     p = await presenter(room, secret)
     s, hello = await student(room)
-    assert hello["state"] == {"slug": "overview", "href": "/learn/overview/", "title": "Overview"}
+    assert hello["state"] == {"slug": "overview", "href": "/learn/overview/", "title": "Overview", "number": None}
     blob = codec().encode(Scenario().replace(temperature=0.3))
     await p.send_json_to({"type": "state", "href": f"/learn/sampling/?s={blob}&embed=1"})
     f = (await until(s, "room.state"))[-1]

@@ -30,8 +30,10 @@ def test_it_renders_every_built_stage(client, slug):
     r = client.get(url(slug))
     assert r.status_code == 200
     html = r.content.decode()
-    assert 'aria-label="The steps of one request"' in html
+    assert 'aria-label="The stages, in order"' in html
     assert "Copy link" in html
+    # one main visual, the explanation folded under "How it works"
+    assert html.count("data-main-visual=") == 1 and 'id="how-it-works"' in html
 
 
 @pytest.mark.parametrize("slug", built_slugs())

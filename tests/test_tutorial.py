@@ -137,7 +137,11 @@ def test_prefill(client):
 
 
 def test_never_admitted(client):
-    assert check(client, "never-admitted", Scenario(max_tokens=2001))["done"] is True
+    # done only once the learner has seen the gateway refuse it (the page reports "never-429")
+    unseen = check(client, "never-admitted", Scenario(max_tokens=2001))
+    assert unseen["done"] is False and "Fire request" in unseen["message"]
+    assert check(client, "never-admitted", Scenario(max_tokens=2001), seen="never-429")["done"] is True
+    assert check(client, "never-admitted", Scenario(max_tokens=2000), seen="never-429")["done"] is False
     assert check(client, "never-admitted", Scenario(max_tokens=2000))["done"] is False  # the whole bucket: it can wait
     msg = check(client, "never-admitted", Scenario())["message"]
     assert "requests bucket" in msg
@@ -322,3 +326,16 @@ def test_hostile_text_comes_back_as_json_only(client):
     s = Scenario(messages=[{"role": "user", "content": "Hi"}], stop_sequences=['<img src=x onerror=alert(1)>'])
     r = client.get("/tutorial/check/stop-sequence", {"s": codec().encode(s)})
     assert r.status_code == 200 and r["content-type"] == "application/json"
+
+
+def test_what_was_seen_is_checked_like_any_input(client):
+    bad = client.get("/tutorial/check/never-admitted?seen=" + "<script>")
+    assert bad.status_code == 400 and "seen" in bad.json()["error"]
+    many = client.get("/tutorial/check/never-admitted?" + "&".join(f"seen=a{i}" for i in range(9)))
+    assert many.status_code == 400
+
+
+def test_every_lesson_names_the_part_of_its_page_the_task_needs(client):
+    for x in lessons():
+        html = client.get(x.start_url()).content.decode()
+        assert f'id="{x.target[1:]}"' in html, f"{x.id}: no {x.target} on {x.start_url()}"
