@@ -14,6 +14,7 @@ from tests.urls import stage_url
 
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.errors import APIError
+from explainer.lifecycle.figures import body_figures
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import Scenario
 from explainer.lifecycle.snippets import curl, json_text, python_sdk, typescript_sdk
@@ -58,6 +59,21 @@ def test_it_renders_the_default_scenario_with_its_exact_body(client):
     assert f'<span id="body-bytes">{n_bytes}</span>' in page
     for header in ("x-api-key", "anthropic-version", "2023-06-01", "content-type", "application/json", "Authorization: Bearer"):
         assert header in page
+
+
+def test_the_page_opens_on_the_body_with_its_size_from_the_figures_module(client):
+    s = Scenario(messages=[{"role": "user", "content": "Caf\u00e9 \U0001F600, what is an index?"}])
+    page = client.get(url(s)).content.decode()
+    visual = page.split('id="main-visual"', 1)[1].split("</section>", 1)[0]
+    assert json.loads(pre(visual, "body-json")) == s.request_body()
+    size = body_figures(s.request_body())
+    assert size["bytes"] > size["characters"]  # é is two bytes, the emoji four
+    assert f'<span id="body-chars">{size["characters"]}</span>' in visual
+    assert f'<span id="body-bytes">{size["bytes"]}</span>' in visual
+    # the verdict keeps its id (the tutorial panel keeps it clear); the headers wait in the "In the API" fold
+    assert 'id="verdict"' in page
+    fold = page.split('id="in-the-api"', 1)[1].split("</details>", 1)[0]
+    assert "anthropic-version" in fold and "2023-06-01" in fold
 
 
 def test_the_form_starts_from_the_scenario(client):

@@ -165,3 +165,17 @@ def test_the_page_is_small(client):
 
 def test_the_limits_are_small_enough_to_hit():
     assert SIM_LIMITS == Limits(5, 4_000, 2_000)
+
+
+def test_the_page_opens_on_the_checks_and_its_folds_say_what_this_request_gets(client):
+    page = client.get(url(Scenario(max_tokens=16))).content.decode()
+    visual = page.split('id="main-visual"', 1)[1].split("</section>", 1)[0]
+    assert re.findall(r'<li data-check="(\w+)"', visual) == ["size", "key", "validate", "rate", "capacity", "cache"]
+    assert 'id="fire"' in visual and 'data-chart-group=' in visual and visual.count('class="gw-bucket"') == 3
+    try_this = page.split('id="try-this"', 1)[1].split("</details>", 1)[0]
+    assert f"the first {SIM_LIMITS.requests_per_minute} pass, then the requests bucket is short" in try_this
+    never = client.get(url(Scenario(max_tokens=SIM_LIMITS.output_tokens_per_minute + 1))).content.decode()
+    try_this = never.split('id="try-this"', 1)[1].split("</details>", 1)[0]
+    assert "needs more output tokens than the whole bucket holds" in try_this
+    invalid = client.get(url(Scenario(messages=[{"role": "assistant", "content": "Hi"}]))).content.decode()
+    assert "stops at the format check with a 400" in invalid.split('id="try-this"', 1)[1].split("</details>", 1)[0]

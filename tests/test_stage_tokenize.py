@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from explainer.lifecycle.figures import prompt_text_figures, text_figures, tokenized_figures
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.tokenizer import load_tokenizer
 from explainer.stages.pages import tokenize as page_mod
@@ -71,7 +72,7 @@ def test_it_renders_the_default_scenario(client):
     r = get(client)
     assert r.status_code == 200
     html = r.content.decode()
-    assert "The context, as the model reads it" in html and "Byte-pair merges" in html
+    assert "What the model receives" in html and "Byte-pair merges" in html
     assert len(r.content) < 150_000
 
 
@@ -123,13 +124,46 @@ def test_stats_are_computed_from_the_text(client):
     data = payload(html)
     text = "".join(c[0] for c in data["chunks"])
     n_tokens = sum(1 for t in replay(data, 512) if not tok.is_special(t))
-    st = page_mod.text_stats(text, n_tokens)
+    st = text_figures(text, n_tokens)
     block = html.split('data-sample="context"')[1].split("</dl>")[0]
-    assert f'data-stat="tokens">{st["tokens"]}<' in block
-    assert f'data-stat="chars_per_token">{st["chars_per_token"]}<' in block
-    assert st["words"] == len(text.split())
+    assert f'data-stat="tokens">{st.tokens}<' in block
+    assert f'data-stat="chars_per_token">{st.chars_per_token}<' in block
+    assert f'data-stat="characters">{st.characters}<' in block and f'data-stat="bytes">{st.bytes}<' in block
+    assert st.words == len(text.split())
     code = html.split('data-sample="code"')[1].split("</dl>")[0]
     assert f'data-stat="tokens">{len(tok.encode(page_mod.CODE_SAMPLE, 512))}<' in code
+    assert not hasattr(page_mod, "text_stats")  # one definition of the counts: the figures module
+
+
+def test_chars_per_token_is_shown_with_the_model_s_and_the_whole_merge_list(client):
+    """Issue 12, item 4: beside the model's characters per token, the same text cut with all the merges."""
+    html = get(client, SCENARIO).content.decode()
+    for name, text in (("prose", page_mod.PROSE_SAMPLE), ("code", page_mod.CODE_SAMPLE)):
+        model = tokenized_figures(tok, text, max_merges=tok.model_merges)
+        full = tokenized_figures(tok, text, max_merges=len(tok.merges))
+        assert full.tokens < model.tokens and full.chars_per_token > model.chars_per_token
+        box = html.split(f'data-compare="{name}"')[1].split("</p>")[0]
+        assert f"data-cpt-model>{model.chars_per_token}<" in box and f"data-cpt-full>{full.chars_per_token}<" in box
+        assert f"all {len(tok.merges):,}" in box
+    # the context's own figures: its turns' text, cut with each vocabulary
+    req = run_of(SCENARIO).request
+    texts = [req.system] + [m.text for m in req.messages]
+    for attr, n in (("data-cpt-model", tok.model_merges), ("data-cpt-full", len(tok.merges))):
+        n_tokens = sum(len(tok.encode(t, n)) for t in texts)
+        expected = text_figures("".join(texts), n_tokens).chars_per_token
+        assert f"{attr}>{expected}<" in html.split('data-compare="context"')[1].split("</p>")[0]
+    assert "Why production tokenizers get about 4 characters per token" in html
+
+
+def test_the_page_opens_on_the_tokens_with_their_ids_and_the_list_of_ids(client):
+    run = run_of(SCENARIO)
+    html = get(client, SCENARIO).content.decode()
+    visual = html.split('id="main-visual"', 1)[1].split("</section>", 1)[0]
+    assert 'id="strip"' in visual
+    ids = re.search(r'<pre class="tk-ids" id="ids"[^>]*>\[(.*?)\]</pre>', visual).group(1)
+    assert [int(x) for x in ids.split(", ")] == run.prompt_ids
+    text = prompt_text_figures(tok, run.prompt_ids)
+    assert f"{text.tokens} for the text, {len(run.prompt_ids) - text.tokens} for the chat template" in visual
 
 
 def test_view_options_select_word_step_and_token(client):

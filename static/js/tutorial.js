@@ -165,7 +165,8 @@ function freeArea() {
 function keepClear(target) {
   const r = target.getBoundingClientRect();
   const free = freeArea();
-  if (r.top < free.bottom && r.bottom > free.bottom) {
+  // covered wholly or in part by the bottom bar, while on the screen: scroll it up, never past its top
+  if (r.bottom > free.bottom && r.top < innerHeight) {
     window.scrollBy({ top: Math.min(r.bottom - free.bottom + 8, r.top - 8), behavior: "auto" });
   }
 }

@@ -13,7 +13,11 @@ SCREENS = {"laptop": (1366, 768), "phone": (390, 844)}
 
 def main_visual_box(pg) -> dict:
     pg.wait_for_load_state("load")
-    pg.wait_for_function("document.querySelector('[data-main-visual]') && document.querySelector('[data-main-visual]').getBoundingClientRect().height > 0")
+    # polled from here: a wait_for_function predicate would need eval, which the pages' CSP refuses
+    for _ in range(50):
+        if pg.evaluate("() => { const el = document.querySelector('[data-main-visual]'); return !!el && el.getBoundingClientRect().height > 0; }"):
+            break
+        pg.wait_for_timeout(100)
     pg.wait_for_timeout(400)  # charts draw after their data loads
     return pg.evaluate("""() => {
         const el = document.querySelector('[data-main-visual]');

@@ -6,6 +6,7 @@ import string
 import pytest
 
 from explainer.lifecycle.engine import run_request
+from explainer.lifecycle.figures import body_figures
 from explainer.lifecycle.scenario import Scenario
 from explainer.lifecycle.snippets import python_sdk
 from explainer.live.runner import get_engine
@@ -43,6 +44,32 @@ def test_it_shows_the_request_and_applies_an_edit(link, page, shoot, axe):
     assert "would accept" in verdict and "prefill" in verdict
     assert page.locator("#f-system").input_value() == "Be terse."
     assert not page.js_errors
+
+
+def test_the_body_s_size_follows_the_form_and_the_form_sits_beside_it(browser, link):
+    """Characters and bytes of the compact JSON, recounted as the form changes; on a laptop the form is
+    beside the body, both in the first screen; on a phone the body comes first and the form after."""
+    ctx = browser.new_context(viewport={"width": 1366, "height": 768})
+    pg = ctx.new_page()
+    pg.goto(link("compose", SCENARIO))
+    size = lambda: (int(pg.locator("#body-chars").inner_text().replace(",", "")),  # noqa: E731
+                    int(pg.locator("#body-bytes").inner_text().replace(",", "")))
+    chars, n_bytes = size()
+    assert (chars, n_bytes) == (body_figures(SCENARIO.request_body())["characters"], body_figures(SCENARIO.request_body())["bytes"])
+    turn = pg.locator(".turn-text").first
+    turn.fill(turn.input_value() + "\U0001F600")
+    assert size() == (chars + 1, n_bytes + 4)  # one character, four bytes of UTF-8
+    assert json.loads(pg.locator("#body-json").inner_text())["messages"][0]["content"].endswith("\U0001F600")
+    form, body = pg.locator("#compose-form").bounding_box(), pg.locator("#main-visual").bounding_box()
+    assert form["x"] + form["width"] <= body["x"] and form["y"] < 768 and body["y"] + body["height"] <= 768
+    ctx.close()
+
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    pg = ctx.new_page()
+    pg.goto(link("compose", SCENARIO))
+    form, body = pg.locator("#compose-form").bounding_box(), pg.locator("#main-visual").bounding_box()
+    assert body["y"] + body["height"] <= 844 and form["y"] > body["y"] + body["height"]
+    ctx.close()
 
 
 def test_a_first_assistant_turn_gets_the_api_s_400(link, page):

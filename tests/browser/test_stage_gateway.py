@@ -108,3 +108,26 @@ def test_it_works_on_a_phone(browser, link, shoot):
     assert pg.evaluate("document.documentElement.scrollWidth") <= 390
     shoot(pg, "gateway-phone")
     context.close()
+
+
+def test_the_page_opens_on_the_checks_and_one_group_of_buckets(link, page):
+    page.goto(link("gateway", SCENARIO))
+    visual = page.locator("#main-visual")
+    checks = visual.locator("#checks > li").evaluate_all("els => els.map(e => e.dataset.check)")
+    assert checks == ["size", "key", "validate", "rate", "capacity", "cache"]
+    assert visual.locator("#fire").count() == 1
+    assert visual.locator("[data-chart-group] svg").count() == 3
+    page.wait_for_selector("#main-visual .chart-dl")
+    assert visual.locator(".chart-dl").count() == 1  # one download control for the three gauges
+    page.get_by_role("button", name="Fire request").click()
+    assert "200" in visual.locator("#outcome").inner_text() and "cache miss" in visual.locator("#outcome").inner_text()
+    assert not page.js_errors
+
+
+def test_a_request_that_can_never_pass_is_reported_to_the_tutorial(link, page):
+    s = SCENARIO.replace(max_tokens=SIM_LIMITS.output_tokens_per_minute + 1)
+    page.goto(link("gateway", s))
+    page.evaluate("window.__seen = []; document.addEventListener('explainer:seen', (e) => window.__seen.push(e.detail))")
+    page.get_by_role("button", name="Fire request").click()
+    assert page.locator("#last-http").inner_text().startswith("HTTP/2 429")
+    assert page.evaluate("window.__seen") == ["never-429"]

@@ -162,3 +162,39 @@ def test_a_refused_request_still_shows_samples_and_images(page, link):
     assert int(page.locator(".tk-stat[data-sample=prose] [data-stat=tokens]").inner_text()) > 0
     assert page.locator("[data-image-tokens]").count() == 1
     assert not page.js_errors
+
+
+def test_the_chips_carry_their_ids_and_the_list_of_ids_follows_the_vocabulary(page, link):
+    run = run_of(SCENARIO)
+    req = run.request
+    page.goto(link("tokenize", SCENARIO, token=3))
+    ids = lambda: [int(x) for x in page.locator("#ids span").all_inner_texts()]  # noqa: E731
+    assert ids() == run.prompt_ids
+    after = page.locator("#tok-3").evaluate("t => getComputedStyle(t, '::after').content")
+    assert after == f'"{run.prompt_ids[3]}"'  # the id is drawn under the token's text
+    assert page.locator("#ids .sel").inner_text() == str(run.prompt_ids[3])
+    page.locator("#tok-5").click()
+    assert page.locator("#ids .sel").inner_text() == str(run.prompt_ids[5])
+    page.locator("[data-merges-set='0']").click()
+    expected = [256, *tok.encode(req.system, 0), 259]
+    for m in req.messages:
+        expected += [tok.special_id(f"<|{m.role}|>"), *tok.encode(m.text, 0), 259]
+    expected.append(tok.special_id("<|assistant|>"))
+    assert ids() == expected and len(expected) == count_at(req, 0)
+    assert page.locator("[data-ids-count]").inner_text().replace(",", "") == str(len(expected))
+    # with the whole merge list, the figures recomputed in the browser are the "all merges" ones the server gave
+    page.locator(f"[data-merges-set='{len(tok.merges)}']").click()
+    for name in ("prose", "code", "context"):
+        box = page.locator(f".tk-stat[data-sample={name}]")
+        assert box.locator("[data-stat=chars_per_token]").inner_text() == box.locator("[data-cpt-full]").inner_text()
+    assert not page.js_errors
+
+
+def test_on_a_phone_the_details_wait_for_a_tap(phone, link):
+    phone.goto(link("tokenize", SCENARIO))
+    assert not phone.locator("#detail").is_visible()
+    assert phone.locator("#ids").is_visible()
+    phone.locator("#tok-4").tap()
+    assert phone.locator("#detail").is_visible()
+    assert int(phone.locator("[data-detail-id]").inner_text()) == run_of(SCENARIO).prompt_ids[4]
+    assert not phone.js_errors

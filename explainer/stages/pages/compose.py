@@ -2,13 +2,13 @@
 validated by the same code that answers /v1/messages, with the error body the API would return."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 
 from django.urls import reverse
 
 from explainer.lifecycle.errors import STATUS, APIError
+from explainer.lifecycle.figures import body_figures
 from explainer.lifecycle.payload import MAX_STOP_SEQUENCES, parse_request
 from explainer.lifecycle.snippets import json_text, snippets
 from explainer.stages.options import ChoiceOption
@@ -68,7 +68,6 @@ def _text_of(content) -> str:
 def context(page) -> dict:
     s, run = page.scenario, page.run
     body = s.request_body()
-    compact = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
 
     mistakes = []
     for title, field, change in MISTAKES:
@@ -97,7 +96,7 @@ def context(page) -> dict:
         "examples": example_links(page),
         "wide": True,
         "body_json": json_text(body),
-        "body_bytes": len(compact),
+        "body_figures": body_figures(body),  # characters and UTF-8 bytes of the compact JSON the SDKs send
         "input_tokens": len(run.prompt_ids) if run.prompt_ids else None,
         "context_window": page.engine.context_window,
         "output_tokens": run.done["usage"]["output_tokens"] if run.done else None,

@@ -7,11 +7,10 @@ the browser mirrors the same token-bucket algorithm with the limits sent from he
 """
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 
 from explainer.lifecycle.errors import STATUS, APIError
+from explainer.lifecycle.figures import body_figures
 from explainer.lifecycle.gateway import (
     CACHE_TTL_SECONDS, DIMENSIONS, INVALID_KEY_MESSAGE, Limits, RateLimiter, body_too_large, check_body_size,
     check_key, overloaded, prefix_chain, prefix_key, rate_limit_error, ratelimit_headers, rfc3339,
@@ -87,7 +86,7 @@ def _prefix_chain(page) -> tuple[list[dict], dict]:
 def context(page) -> dict:
     s, run = page.scenario, page.run
     body = s.request_body()
-    n_bytes = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    n_bytes = body_figures(body)["bytes"]  # the compact JSON the SDKs send
     size_limit = settings.EXPLAINER_API_MAX_BODY_BYTES
     n_in = len(run.prompt_ids)
     n_out = run.done["usage"]["output_tokens"] if run.done else 0
@@ -105,6 +104,8 @@ def context(page) -> dict:
                       "body": run.error, "json": json_text(run.error), "headers": {}}
     rate_errors = {d: _error(rate_limit_error(d, SIM_LIMITS, need=needs[d])) for d in DIMENSIONS}
     burst = _burst(n_in, s.max_tokens, n_out) if not run.error else None
+    if burst and burst["limited_by"]:
+        burst["limited_by_words"] = burst["limited_by"].replace("_", " ")
     chain, live = _prefix_chain(page)
     key = chain[-1]["hash"] if chain else prefix_key(run.prompt_ids, page.engine.prompt_cache.model_id)
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from explainer.lifecycle import lru
+from explainer.lifecycle.figures import prompt_text_figures, text_figures, tokenized_figures
 from explainer.llm.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 from explainer.stages.options import IntOption, OptionError
 
@@ -46,7 +47,6 @@ CODE_SAMPLE = (
 )
 
 _WORDISH = re.compile(r"[^\W\d_]")
-_WORDS = re.compile(r"[^ \t\n\r\f\v]+")  # the same class is used by tokenize.js
 
 
 @dataclass(frozen=True)
@@ -145,15 +145,6 @@ def sample_points(n_merges: int, model: int) -> list[int]:
     """0, powers of two and the whole list, log-spaced; the model's own setting replaces its neighbours."""
     pts = {0, n_merges, model} | {2 ** k for k in range(3, 20) if 2 ** k < n_merges}
     return sorted(p for p in pts if p in (0, model, n_merges) or not (model / 1.2 < p < model * 1.2))
-
-
-def text_stats(text: str, n_tokens: int) -> dict:
-    chars, words = len(text), len(_WORDS.findall(text))
-    return {
-        "chars": chars, "words": words, "tokens": n_tokens,
-        "chars_per_token": round(chars / n_tokens, 2) if n_tokens else None,
-        "tokens_per_word": round(n_tokens / words, 2) if words else None,
-    }
 
 
 def _chunk_json(chunks) -> list:
@@ -257,19 +248,29 @@ def context(page) -> dict:
         raise OptionError(f"“merges” must be from 0 to {len(tok.merges)}; got {n}.")
     ctx = data.ctx
 
+    # Every count of characters, bytes, words and tokens comes from the figures module: at the slider's
+    # setting (recomputed in the browser with figures.js), with the model's merges and with the whole list.
+    full = len(tok.merges)
     blocks = []
     for s in samples(tok):
         count = sum(len(c.tokens_at(n)) for c in s.chunks)
-        blocks.append({"name": s.name, "title": f"{s.name.capitalize()} sample", "text": s.text, "stats": text_stats(s.text, count)})
+        blocks.append({"name": s.name, "title": f"{s.name.capitalize()} sample", "text": s.text,
+                       "stats": text_figures(s.text, count).as_dict(),
+                       "model": tokenized_figures(tok, s.text, max_merges=tok.model_merges).as_dict(),
+                       "full": tokenized_figures(tok, s.text, max_merges=full).as_dict()})
+    prose = blocks[0]
 
-    sel_word, sel_token, sel_merge, shown = None, None, 0, 0
+    sel_word, sel_token, sel_merge, shown, tokens = None, None, 0, 0, []
     words = list(data.words)
     if ctx is not None:
         tokens = ctx.tokens_at(n)
         shown = len(tokens)
-        text_tokens = sum(len(c.tokens_at(n)) for c in ctx.chunks)
+        def text_tokens(m: int) -> int:  # the context's text (the turns, not the template) with m merges
+            return sum(len(c.tokens_at(m)) for c in ctx.chunks)
         blocks.insert(0, {"name": "context", "title": "Your context" + (" (shown part)" if ctx.truncated else ""),
-                          "text": None, "stats": text_stats(ctx.text, text_tokens)})
+                          "text": None, "stats": text_figures(ctx.text, text_tokens(n)).as_dict(),
+                          "model": text_figures(ctx.text, text_tokens(tok.model_merges)).as_dict(),
+                          "full": text_figures(ctx.text, text_tokens(full)).as_dict()})
         sel_word = opts["word"] if opts["word"] >= 0 else data.default_word
         if sel_word is not None and sel_word >= len(ctx.chunks):
             raise OptionError(f"“word” must be from 0 to {len(ctx.chunks) - 1}; got {sel_word}.")
@@ -288,7 +289,8 @@ def context(page) -> dict:
     elif opts["word"] >= 0 or opts["merge"] > 0 or opts["token"] >= 0:
         raise OptionError("This scenario has no tokens, so “word”, “merge” and “token” cannot be set.")
 
-    model_tokens = len(run.prompt_ids)
+    model_tokens = len(run.prompt_ids)  # every id the model reads, the template's included: usage.input_tokens
+    prompt_text = prompt_text_figures(tok, run.prompt_ids) if run.prompt_ids else text_figures("", 0)
     usage = run.done["usage"] if run.done else None
     payload = {
         "first": tok.first_merge_id, "n_merges": len(tok.merges), "model_merges": tok.model_merges,
@@ -307,6 +309,10 @@ def context(page) -> dict:
         "tk": {
             "error": data.error,
             "model_tokens": model_tokens,
+            "prompt_text": prompt_text,
+            "template_tokens": model_tokens - prompt_text.tokens,
+            "ids": tokens if ctx is not None else [],
+            "prose_compare": {"model": prose["model"]["chars_per_token"], "full": prose["full"]["chars_per_token"]},
             "usage_input_tokens": usage["input_tokens"] if usage else None,
             "shown_tokens": shown,
             "truncated": bool(ctx and ctx.truncated),

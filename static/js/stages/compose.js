@@ -3,6 +3,7 @@
 // validator, the snippets) has the last word. Text from the form is only ever set with textContent.
 
 import { copyText, encodeScenario, readJSON, setViewOption } from "../stage.js";
+import { bodyFigures } from "../lib/figures.js";
 
 const data = readJSON("compose-data");
 const form = document.getElementById("compose-form");
@@ -136,15 +137,19 @@ const applied = JSON.stringify([bodyOf(data.fields), data.fields.seed]);
 const bodyPre = $("body-json");
 const bodyState = $("body-state");
 const bodyBytes = $("body-bytes");
+const bodyChars = $("body-chars");
 const serverBody = bodyPre.textContent;
-const serverBytes = bodyBytes.textContent;
+const serverSize = [bodyChars.textContent, bodyBytes.textContent];
+const NF = new Intl.NumberFormat("en-US");
 
 function update() {
   const { fields } = readFields();
   const body = bodyOf(fields);
   const edited = JSON.stringify([body, fields.seed]) !== applied;
   bodyPre.textContent = edited ? jsonText(body) : serverBody;
-  bodyBytes.textContent = edited ? String(new TextEncoder().encode(JSON.stringify(body)).length) : serverBytes;
+  // the size of what the SDKs send (compact JSON), counted as the server counts it
+  const size = bodyFigures(body);
+  [bodyChars.textContent, bodyBytes.textContent] = edited ? [NF.format(size.characters), NF.format(size.bytes)] : serverSize;
   bodyState.textContent = edited ? "edited: press Apply to check it" : "as applied";
   bodyState.classList.toggle("edited", edited);
   document.querySelector(".cp-out").classList.toggle("stale", edited);

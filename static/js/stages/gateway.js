@@ -190,24 +190,29 @@ function fire() {
 
 let currentKey = sim.key;
 const gauges = {};
-const GW = 240;
-const GH = 42;
 
+// Each bucket's gauge is drawn at the width its box has (redrawn when that changes), so its labels
+// keep their size instead of scaling with the box.
 function buildGauges() {
   for (const fig of document.querySelectorAll(".gw-bucket")) {
     const d = fig.dataset.dim;
     const cap = sim.limits[d];
     const need = sim.needs[d];
+    const box = fig.querySelector("[data-gauge]");
+    const GW = Math.max(160, Math.min(420, Math.round(box.clientWidth || 240)));
+    const GH = GW < 380 ? 34 : 40;  // a phone's stacked gauges are a little flatter
     const s = svg(GW, GH, { label: `${LABEL[d]} bucket: level against the ${cap} it holds`, className: "gw-svg" });
-    el("rect", { x: 0, y: 4, width: GW, height: 20, rx: 4, class: "gw-track" }, s);
-    const fill = el("rect", { x: 0, y: 4, width: GW, height: 20, rx: 4, class: "gw-fill" }, s);
+    s.setAttribute("width", String(GW));
+    const bar = GH - 22;
+    el("rect", { x: 0, y: 3, width: GW, height: bar, rx: 4, class: "gw-track" }, s);
+    const fill = el("rect", { x: 0, y: 3, width: GW, height: bar, rx: 4, class: "gw-fill" }, s);
     const x = Math.min(GW - 1, (Math.min(need, cap) / cap) * GW);
-    el("line", { x1: x, x2: x, y1: 1, y2: 28, class: need > cap ? "gw-need never" : "gw-need" }, s);
+    el("line", { x1: x, x2: x, y1: 0, y2: bar + 7, class: need > cap ? "gw-need never" : "gw-need" }, s);
     const label = need > cap ? `needs ${need.toLocaleString("en")}: more than it holds` : `this request ${d === "output_tokens" ? "reserves" : "needs"} ${need.toLocaleString("en")}`;
-    text(s, need / cap > 0.5 || need > cap ? Math.max(0, x) : x, GH - 2, label,
-      { class: "gw-need-label", "text-anchor": need / cap > 0.5 || need > cap ? "end" : "start" });
-    fig.querySelector("[data-gauge]").append(s);
-    gauges[d] = { fill, levelText: fig.querySelector("[data-level]"), fig };
+    const right = need / cap > 0.5 || need > cap;
+    text(s, x, GH - 3, label, { class: "gw-need-label", "text-anchor": right ? "end" : "start" });
+    box.replaceChildren(s);
+    gauges[d] = { fill, GW, levelText: fig.querySelector("[data-level]"), fig, width: box.clientWidth };
   }
 }
 
@@ -219,7 +224,7 @@ function drawGauges() {
     if (!g) continue;
     const cap = sim.limits[d];
     const { level, remaining } = snap[d];
-    g.fill.setAttribute("width", String(Math.max(0, (level / cap) * GW)));
+    g.fill.setAttribute("width", String(Math.max(0, (level / cap) * g.GW)));
     const short = level + EPS < sim.needs[d];
     g.fig.classList.toggle("short", short);
     g.levelText.textContent = `${remaining.toLocaleString("en")} of ${cap.toLocaleString("en")} left`;
@@ -337,6 +342,11 @@ function fireMany(count) {
   showLast(last);
   drawGauges();
   showCache();
+  $("outcome").replaceChildren(`Last request, #${last.n}: `, statusPill(last.status), ` ${last.summary}`);
+  // what the learner has now seen, for the tutorial: a 429 that no wait can fix
+  if (last.status === 429 && !last.headers["retry-after"]) {
+    document.dispatchEvent(new CustomEvent("explainer:seen", { detail: "never-429" }));
+  }
 }
 
 // ---- controls -----------------------------------------------------------------------------------------
@@ -350,6 +360,7 @@ $("reset").addEventListener("click", () => {
   save();
   renderLog();
   $("last").hidden = true;
+  $("outcome").textContent = "";
   showSteps({ size: stepOfStatic("size"), key: stepOfStatic("key"), validate: stepOfStatic("validate") }, null);
   drawGauges();
   showCache();
@@ -378,6 +389,9 @@ for (const radio of document.querySelectorAll('input[name="key"]')) {
 
 $("needs-js").hidden = true;
 buildGauges();
+new ResizeObserver(() => {
+  if (Object.values(gauges).some((g) => g.fig.querySelector("[data-gauge]").clientWidth !== g.width)) { buildGauges(); drawGauges(); }
+}).observe($("buckets"));
 drawGauges();
 renderLog();
 showCache();

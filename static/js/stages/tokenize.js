@@ -8,6 +8,7 @@
 
 import { readJSON, setViewOption } from "../stage.js";
 import { el, svg, text } from "../lib/svg.js";
+import { textFigures } from "../lib/figures.js";
 
 const D = readJSON("tokenize-data");
 const $ = (id) => document.getElementById(id);
@@ -211,6 +212,7 @@ function renderStrip() {
     const span = chip(t.id, { index: i });
     span.id = `tok-${i}`;
     span.dataset.i = String(i);
+    span.dataset.id = String(t.id); // drawn under the token's text (CSS), and in the list of ids below
     span.setAttribute("role", "option");
     span.setAttribute("aria-selected", i === state.token ? "true" : "false");
     span.setAttribute("aria-label", `${tokenInfo(t.id).label}, id ${t.id}`);
@@ -226,7 +228,34 @@ function renderStrip() {
     }
   });
   strip.replaceChildren(frag);
+  renderIds();
   renderDetail();
+}
+
+// The whole list of ids the model receives, as one array; the selected token's id is marked.
+const idList = $("ids");
+function renderIds() {
+  if (!idList) return;
+  const frag = document.createDocumentFragment();
+  frag.append("[");
+  tokens.forEach((t, i) => {
+    const span = document.createElement("span");
+    span.textContent = String(t.id);
+    span.dataset.i = String(i);
+    if (isSpecial(t.id)) span.className = "special";
+    frag.append(span, i < tokens.length - 1 ? ", " : "");
+  });
+  frag.append("]");
+  idList.replaceChildren(frag);
+  markId();
+  for (const c of document.querySelectorAll("[data-ids-count]")) c.textContent = fmt(tokens.length);
+}
+
+function markId() {
+  if (!idList) return;
+  for (const old of idList.querySelectorAll(".sel")) old.classList.remove("sel");
+  const cur = idList.querySelector(`[data-i="${state.token}"]`);
+  if (cur) cur.classList.add("sel");
 }
 
 function row(dl, term, value, cls = "") {
@@ -294,8 +323,15 @@ function renderDetail() {
   }
 }
 
+// On a phone the page opens on the tokens and their ids; the details panel waits for a tap (unless the
+// link names a token).
+if (detail && matchMedia("(max-width: 800px)").matches && !new URL(location.href).searchParams.has("token")) {
+  detail.classList.add("waiting");
+}
+
 function selectToken(i, { focus = false } = {}) {
   if (!tokens.length) return;
+  if (detail) detail.classList.remove("waiting");
   i = Math.max(0, Math.min(tokens.length - 1, i));
   const old = strip.querySelector(`#tok-${state.token}`);
   if (old) { old.setAttribute("aria-selected", "false"); old.tabIndex = -1; }
@@ -307,6 +343,7 @@ function selectToken(i, { focus = false } = {}) {
     if (focus) cur.focus();
   }
   setViewOption("token", i);
+  markId();
   renderDetail();
 }
 
@@ -442,18 +479,10 @@ for (const b of document.querySelectorAll("[data-merges-set]")) {
 
 // ---- statistics: this context, prose and code -----------------------------------------------
 
-const WORDS = /[^ \t\n\r\f\v]+/g; // the same class as the server's text_stats
+// The counts come from lib/figures.js, the browser's copy of the server's figures module.
 function stats(cs, n) {
   const all = cs.map((c) => c.text).join("");
-  const tokensN = cs.reduce((s, c) => s + c.tokensAt(n).length, 0);
-  const chars = [...all].length;
-  const words = (all.match(WORDS) || []).length;
-  const r2 = (v) => Math.round(v * 100) / 100;
-  return {
-    chars, words, tokens: tokensN,
-    chars_per_token: tokensN ? r2(chars / tokensN) : null,
-    tokens_per_word: words ? r2(tokensN / words) : null,
-  };
+  return textFigures(all, cs.reduce((sum, c) => sum + c.tokensAt(n).length, 0));
 }
 
 function renderStats() {
