@@ -11,8 +11,12 @@ Frames to the browser (JSON text):
     room.token     one generated token with its top candidates
     room.guess     "guess the next token" is open: the choices to pick from
     room.reveal    the class's guesses beside the model's distribution, and the model's draw
-    room.students  (presenter only) how many students are connected
+    room.students  (presenter only) how many students are connected, and the nicknames of the first
+                   SHOWN_NAMES of them: {"count", "names": [str], "more": named students not listed}
     room.tally     (presenter only) the guesses so far
+    room.answers   (presenter only) while a guess is open: {"index", "answered", "connected"}, how many of
+                   the connected students have answered (sent as guesses arrive, debounced)
+    room.nickname  (student only) the nickname the server accepted for this socket: {"name": str | null}
     room.ended     the presenter ended the room
     error          the API's error envelope; the socket stays open unless it says otherwise
     room.interrupted  the channel layer (Redis) is unreachable: {"message", "retry_after"}; the socket
@@ -21,7 +25,8 @@ Every broadcast frame carries ``seq`` (consecutive per presenter connection ``sr
 client can tell that nothing was lost or reordered.
 
 Frames from a presenter: auth, state {href}, run {pace_ms?}, pause, play, step, pace {pace_ms},
-guess, reveal, stop, end. From a student: guess {text}.
+guess, reveal, stop, end. From a student: guess {text}, nickname {name} (optional, never required;
+checked by rooms.clean_nickname, kept in this socket's memory only, at most NICKNAME_CHANGES per minute).
 """
 from __future__ import annotations
 
@@ -57,6 +62,8 @@ MAX_PACE_MS = 2000
 CHOICES = 8          # tokens a student can pick from when guessing
 MAX_GUESS_CHARS = 40
 SHOWN_GUESSES = 12   # bars in the class histogram; the rest are summed as "other"
+SHOWN_NAMES = 60    # nicknames in one room.students frame; the rest are counted in "more"
+NICKNAME_CHANGES = 5  # per socket per minute, on top of the frame limit: names flickering on the projector help nobody
 CLOSE_NOT_FOUND, CLOSE_FLOOD, CLOSE_ENDED = 4404, 4429, 4410
 open_room_sockets = OpenCounts()  # per client address, in this process
 
@@ -370,11 +377,14 @@ class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.recent: deque[float] = deque()
         self.client_addr = (self.scope.get("client") or ["?"])[0] or "?"
         self.guess_index: int | None = None  # student: the step a guess is open for
+        self.nickname: str | None = None  # student: shown on the presenter's screen; this socket's memory only
+        self.renames: deque[float] = deque()
         # presenter-only state
         self.src = secrets.token_hex(4)
         self.seq = 0
-        self.students: set[str] = set()
+        self.students: dict[str, str | None] = {}  # channel -> nickname, in the order they joined
         self.count_task: asyncio.Task | None = None
+        self.students_version = 0
         self.run_task: asyncio.Task | None = None
         self.cancel = threading.Event()
         self.mode, self.pace_ms, self.release = "play", DEFAULT_PACE_MS, False
@@ -409,7 +419,11 @@ class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
         await self.send_json({"type": "room.hello", "role": "student", "code": room.code, "state": self._state_dict(room.state),
                               "limits": {"max_frame_bytes": settings.EXPLAINER_ROOM_MAX_FRAME_BYTES,
                                          "frames_per_10s": settings.EXPLAINER_ROOM_STUDENT_FRAMES_PER_10S}})
-        await self.channel_layer.group_send(self.presenters, {"type": "presence", "op": "join", "ch": self.channel_name})
+        await self._announce("join")
+
+    async def _announce(self, op: str) -> None:
+        await self.channel_layer.group_send(self.presenters, {"type": "presence", "op": op, "ch": self.channel_name,
+                                                              "name": self.nickname})
 
     @staticmethod
     def _state_dict(state: dict) -> dict:
@@ -425,8 +439,9 @@ class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
         if self.room is None:
             return
         self.cancel.set()
-        if self.run_task:
-            self.run_task.cancel()
+        for task in (self.run_task, self.count_task, self.tally_task):
+            if task:
+                task.cancel()
         await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.role == "presenter":
             await self.channel_layer.group_discard(self.presenters, self.channel_name)
@@ -481,6 +496,8 @@ class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
             return await self._auth(frame.get("secret"))
         if kind == "guess" and self.role == "student":
             return await self._student_guess(frame.get("text"))
+        if kind == "nickname":
+            return await self._set_nickname(frame.get("name"))
         if kind in PRESENTER_COMMANDS:
             if self.role != "presenter":
                 raise APIError("permission_error", f"Only the presenter can send “{kind}”.")
@@ -514,6 +531,30 @@ class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
         await self.channel_layer.group_send(self.presenters, {"type": "guess.in", "index": self.guess_index,
                                                               "ch": self.channel_name, "text": text})
         await self.send_json({"type": "room.guessed", "index": self.guess_index, "text": text})
+
+    async def _set_nickname(self, raw) -> None:
+        """A student names (or un-names, with an empty name) themselves. A refusal is the usual error envelope
+        with ``"frame": "nickname"``, so that the page can show it beside the nickname box."""
+        now = time.monotonic()
+        while self.renames and now - self.renames[0] > 60:
+            self.renames.popleft()
+        try:
+            if self.role != "student":
+                raise APIError("invalid_request_error", "Only students choose a nickname.")
+            if len(self.renames) >= NICKNAME_CHANGES:
+                raise APIError("rate_limit_error", f"Too many nickname changes: at most {NICKNAME_CHANGES} a minute. Wait a little.")
+            try:
+                name = rooms.clean_nickname(raw)
+            except rooms.NicknameError as exc:
+                raise APIError("invalid_request_error", str(exc)) from None
+        except APIError as exc:
+            await self.send_json({**exc.body(), "frame": "nickname"})
+            return
+        self.renames.append(now)
+        if name != self.nickname:
+            self.nickname = name
+            await self._announce("name")
+        await self.send_json({"type": "room.nickname", "name": name})
 
     # ---- presenter commands --------------------------------------------------------------------
 
@@ -677,6 +718,7 @@ class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
         choices = sorted({c["text"] for c in cands}, key=str.casefold)
         await self.send_json({"type": "room.mode", "mode": self.mode, "pace_ms": self.pace_ms})
         await self.broadcast({"type": "room.guess", "index": self.held["index"], "choices": choices}, kind="guess")
+        await self._send_answers()
 
     async def _reveal(self) -> None:
         if self.guess is None or self.held is None:
@@ -709,26 +751,46 @@ class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
     async def presence(self, event: dict) -> None:
         if self.role != "presenter":
             return
-        if event["op"] == "join":
+        if event["op"] in ("join", "name"):
             if event["ch"] not in self.students and self.snapshot is not None:
                 await self.channel_layer.send(event["ch"], {
                     "type": "room.frame", "kind": "guess" if self.snapshot["guess"] else "",
                     "index": self.snapshot["guess"]["index"] if self.snapshot["guess"] else None,
                     "text": json.dumps({"type": "room.catchup", **self.snapshot}, ensure_ascii=False)})
-            self.students.add(event["ch"])
+            name = event.get("name")
+            self.students[event["ch"]] = name if isinstance(name, str) else None
         else:
-            self.students.discard(event["ch"])
+            self.students.pop(event["ch"], None)
+        self.students_version += 1
         if self.count_task is None or self.count_task.done():
-            self.count_task = asyncio.create_task(self._send_count(delay=0.2))
+            self.count_task = asyncio.create_task(self._send_counts(delay=0.2))
 
-    async def _send_count(self, delay: float = 0.0) -> None:
-        if delay:
-            await asyncio.sleep(delay)  # many students join at once: one count, not hundreds
-        await self.send_json({"type": "room.students", "count": len(self.students)})
+    async def _send_counts(self, delay: float) -> None:
+        """Many students join (or name themselves) at once: a few frames, not hundreds, and the last one current."""
+        sent = None
+        while self.students_version != sent:
+            await asyncio.sleep(delay)
+            sent = self.students_version
+            await self._send_count()
+
+    async def _send_count(self) -> None:
+        named = [n for n in self.students.values() if n]
+        await self.send_json({"type": "room.students", "count": len(self.students), "names": named[:SHOWN_NAMES],
+                              "more": max(0, len(named) - SHOWN_NAMES)})
+        if self.guess is not None:  # a student came or went while the class is answering: "12 of 19"
+            await self._send_answers()
+
+    async def _send_answers(self) -> None:
+        g = self.guess
+        if g is None:
+            return
+        answered = sum(1 for ch in g["guesses"] if ch in self.students)  # of those still here
+        await self.send_json({"type": "room.answers", "index": g["index"], "answered": answered,
+                              "connected": len(self.students)})
 
     async def presence_query(self, event: dict) -> None:
         if self.role == "student":
-            await self.channel_layer.group_send(self.presenters, {"type": "presence", "op": "join", "ch": self.channel_name})
+            await self._announce("join")
 
     async def guess_in(self, event: dict) -> None:
         g = self.guess
@@ -746,4 +808,5 @@ class RoomConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 await asyncio.sleep(delay)
             sent = g.get("version")
             bars, total = tally(g["guesses"], g["candidates"])
+            await self._send_answers()
             await self.send_json({"type": "room.tally", "index": g["index"], "guesses": bars, "total": total})

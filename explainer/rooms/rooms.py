@@ -13,6 +13,7 @@ import re
 import secrets
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -22,6 +23,7 @@ from django.utils import timezone
 
 from explainer.lifecycle.gateway import AddressBuckets
 from explainer.lifecycle.scenario import ScenarioError
+from explainer.llm.blocklist import find_blocked
 from explainer.rooms.models import Room
 from explainer.stages.registry import BY_SLUG
 
@@ -139,3 +141,56 @@ def scenario_of(state: dict):
 
 # The bucket is the gateway's own: one implementation for wrong room codes, room secrets and API keys.
 attempts = AddressBuckets()
+
+
+# ---- nicknames ---------------------------------------------------------------------------------
+#
+# A student may give a nickname, shown on the presenter's (projected) screen. It lives only in the
+# memory of the sockets of this session: never an account, never the database. Checked here, on the
+# server, whatever the page already checked.
+
+MAX_NICKNAME_CHARS = 20
+_RAW_NICKNAME_LIMIT = 200           # longer than this is not a nickname with extra spaces: refused at once
+# spaces of every width, tabs and line breaks become one space (not \s: it also matches control characters)
+_SPACES = re.compile("[\t\n\r\f\v \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+_ALLOWED_FORMAT = {"\u200d"}        # the zero-width joiner that builds emoji like 👩‍💻 (ignored by the word check)
+_MAX_MARKS_IN_A_ROW = 3             # accents stack on a letter; dozens of them ("Zalgo") spill over the lines around
+
+
+class NicknameError(ValueError):
+    pass
+
+
+def clean_nickname(raw) -> str | None:
+    """The nickname to show for what a student typed, or None for "no nickname" (an empty box).
+
+    Spaces are trimmed and runs of them collapsed; anything else is refused with a message
+    (:class:`NicknameError`) rather than silently changed: control characters, bidi overrides
+    and other invisible characters, more than MAX_NICKNAME_CHARS characters, and words on the
+    project's blocklist (explainer/llm/blocklist.txt)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise NicknameError(f"nickname: a text of at most {MAX_NICKNAME_CHARS} characters")
+    if len(raw) > _RAW_NICKNAME_LIMIT:
+        raise NicknameError(f"A nickname is at most {MAX_NICKNAME_CHARS} characters.")
+    text = unicodedata.normalize("NFC", _SPACES.sub(" ", raw).strip())
+    if not text:
+        return None
+    marks = 0
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat[0] == "C" and ch not in _ALLOWED_FORMAT:
+            # Cc control, Cf format (bidi overrides, zero-width marks), Cs lone surrogates, Co private use, Cn unassigned
+            raise NicknameError("A nickname cannot contain control characters or invisible formatting "
+                                f"(found U+{ord(ch):04X}).")
+        marks = marks + 1 if cat in ("Mn", "Me") else 0
+        if marks > _MAX_MARKS_IN_A_ROW:
+            raise NicknameError("A nickname cannot stack that many accents on one letter.")
+    if len(text) > MAX_NICKNAME_CHARS:
+        raise NicknameError(f"A nickname is at most {MAX_NICKNAME_CHARS} characters (this one has {len(text)}).")
+    # the word check sees the letters a projector shows: compatibility forms folded (ｆｕｌｌ-width → ASCII), joiners removed
+    plain = unicodedata.normalize("NFKC", text).replace("\u200d", "")
+    if find_blocked(plain):
+        raise NicknameError("That nickname is not allowed in a classroom. Please choose another one.")
+    return text

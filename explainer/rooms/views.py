@@ -1,6 +1,8 @@
 """Classroom pages: start a room, the presenter's screen, joining by code, the student's screen."""
 from __future__ import annotations
 
+from urllib.parse import quote, urlencode
+
 import segno
 from django.conf import settings
 from django.http import HttpResponseRedirect
@@ -80,6 +82,8 @@ def present(request, code: str):
     qr = segno.make(join_url, error="m")
     return _page(request, "rooms/present.html", {
         "room": room, "join_url": join_url, "join_short": f"{base}{reverse('room-join')}",
+        # what a student types into a phone's address bar: the address without its scheme, which browsers add
+        "join_short_display": f"{base}{reverse('room-join')}".split("://", 1)[-1],
         # A viewBox and no fixed size: CSS scales the code to its box, never clipping it; a quiet zone
         # of 4 modules, as the QR standard asks, so phone cameras find its edge.
         "qr_svg": mark_safe(qr.svg_inline(scale=5, border=4, dark="#000", light="#fff", omitsize=True,
@@ -102,7 +106,16 @@ def join(request):
     if rooms.live_room(norm) is None:
         rooms.attempts.failed(_client(request))
         return _missing(request, raw)
-    return HttpResponseRedirect(reverse("room-student", args=[norm]))
+    # An optional nickname: checked here to say at once what is wrong with it, and again by the room's
+    # socket, which is what keeps it (this page never stores it). It travels on in the fragment.
+    raw_nick = request.GET.get("nickname", "")
+    try:
+        nick = rooms.clean_nickname(raw_nick)
+    except rooms.NicknameError as exc:
+        return _page(request, "rooms/join.html", {"error": str(exc), "error_field": "nickname", "code": raw[:12],
+                                                  "nickname": raw_nick[:40]}, status=400)
+    target = reverse("room-student", args=[norm])
+    return HttpResponseRedirect(target + ("#" + urlencode({"nick": nick}, quote_via=quote) if nick else ""))
 
 
 @require_GET

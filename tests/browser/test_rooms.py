@@ -15,12 +15,17 @@ def frame_at(pg, path: str) -> None:
                          "&& f.contentDocument.readyState === 'complete'; } catch (e) { return false; } }", arg=path)
 
 
-def start_room(page, server) -> tuple[str, str]:
+def start_room(page, server, close_lobby: bool = True) -> tuple[str, str]:
+    """Start a room as a presenter; the page opens on the full-screen lobby, closed here with its Start button
+    unless ``close_lobby`` is false (tests/browser/test_rooms_lobby.py looks at the lobby itself)."""
     page.goto(server["url"] + "/rooms/")
     page.get_by_role("button", name="Start a room").click()
     page.wait_for_url(re.compile(r"/rooms/\w{6}/present#k="))
     code = page.locator(".join-code").inner_text().strip()
     expect(page.locator("#conn")).to_have_text("connected")
+    if close_lobby:
+        page.get_by_role("button", name="Start (Enter)").click()
+        expect(page.locator("#lobby")).to_be_hidden()
     return code, page.url
 
 

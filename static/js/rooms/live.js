@@ -39,6 +39,7 @@ export function createLive({ role, sendGuess }) {
   const cands = $("live-candidates"), guess = $("guess"), reveal = $("reveal");
   let runId = null, guessIndex = null, lastIndex = -1;
   let guessOpen = false;
+  let answers = null;  // the presenter's latest room.answers: it can arrive just before the room.guess it counts
   let paused = false, running = false;  // the run's mode, from room.run and (on the presenter's screen) room.mode
   const PAUSED = role === "presenter" ? "paused: Space releases one token" : "paused by the presenter";
   const runningStatus = () => (paused ? PAUSED : "generating");
@@ -88,6 +89,7 @@ export function createLive({ role, sendGuess }) {
       box.append(b);
     }
     $("guess-form").hidden = role !== "student";
+    showAnswers();
     setStatus(role === "student" ? "your guess?" : "the class is guessing");
     if (role === "student") guess.scrollIntoView({ block: "start" });
   }
@@ -98,6 +100,14 @@ export function createLive({ role, sendGuess }) {
       const v = $("guess-input").value;
       if (v.trim() && sendGuess) sendGuess(v);
     });
+  }
+
+  // "12 of 20 answered", on the presenter's screen while the class guesses
+  function showAnswers() {
+    const el = $("answer-count");
+    const a = answers && guessOpen && answers.index === guessIndex ? answers : null;
+    el.hidden = !a;
+    el.textContent = a ? `${a.answered} of ${a.connected} answered` : "";
   }
 
   function tallyBars(frame, target) {
@@ -171,6 +181,10 @@ export function createLive({ role, sendGuess }) {
         $("guess-mine").textContent = `Your guess: ${label(frame.text)} (you can change it until the reveal)`;
         for (const b of $("guess-choices").querySelectorAll("button")) b.classList.toggle("mine", b.dataset.text === frame.text);
         break;
+      case "room.answers":
+        answers = frame;
+        showAnswers();
+        break;
       case "room.tally":
         if (frame.index !== guessIndex) break;
         reveal.hidden = false;
@@ -178,10 +192,12 @@ export function createLive({ role, sendGuess }) {
         tallyBars(frame, $("reveal-class"));
         $("reveal-model").replaceChildren();
         $("reveal-drawn").textContent = "The model's probabilities stay hidden until you reveal.";
+        $("reveal-score").hidden = true;
         break;
       case "room.reveal": {
         guessing(false);
         guessOpen = false;
+        showAnswers();
         guess.hidden = true;
         reveal.hidden = false;
         $("reveal-title").textContent = `The class guessed, then the model drew`;
@@ -191,7 +207,9 @@ export function createLive({ role, sendGuess }) {
           valueText: (r) => pct(r.value), highlight: (r) => r.text === frame.drawn.text,
         });
         const p = frame.drawn.p === null || frame.drawn.p === undefined ? "" : ` (probability ${pct(frame.drawn.p)})`;
-        $("reveal-drawn").textContent = `The model drew ${label(frame.drawn.text)}${p}. ${frame.right} of ${frame.total} guessed it.`;
+        $("reveal-drawn").textContent = `The model drew ${label(frame.drawn.text)}${p}.`;
+        $("reveal-score").hidden = false;
+        $("reveal-score").textContent = `${frame.right} of ${frame.total} guessed it`;
         setStatus("revealed");
         fullReveal(true);
         break;

@@ -22,7 +22,7 @@ function showError(msg) {
 }
 
 const sock = roomSocket(code, {
-  onStatus: (s) => { $("conn").textContent = s; },
+  onStatus: (s) => { $("conn").textContent = s; $("lobby-conn").textContent = `your link to the room: ${s}`; },
   onOpen: () => { isPresenter = false; sock.send({ type: "auth", secret }); },
   onFrame,
   banner: $("room-banner"),
@@ -46,6 +46,7 @@ function onFrame(f) {
     case "room.students":
       $("student-count").textContent = f.count;
       $("student-word").textContent = f.count === 1 ? "student" : "students";
+      showArrivals(f);
       break;
     case "room.mode":
       mode = f.mode;
@@ -53,14 +54,17 @@ function onFrame(f) {
     case "room.run":
       running = f.phase === "start";
       if (running) mode = f.mode;
+      if (running) closeLobby();  // the lesson has begun: the stage and the run take the screen
       held = false; guessOpen = false;
       break;
     case "room.guess": guessOpen = true; break;
     case "room.reveal": guessOpen = false; break;
     case "room.ended":
+      closeLobby();
       showError("You ended this room. Students see that it is over.");
       break;
     case "error":
+      if (f.error.type === "authentication_error") closeLobby();  // this page cannot drive the room: say so, in view
       showError(f.error.type === "authentication_error"
         ? "This link does not hold the presenter's secret for this room, so it cannot drive it. Use the link you got when you started the room."
         : f.error.message);
@@ -143,6 +147,44 @@ $("end-room").addEventListener("click", () => {
   if (confirm("End this room for everyone? Students will see that it is over.")) send({ type: "end" });
 });
 
+// ---- the lobby: the join address, the code, the QR code and who has arrived ---------------------
+
+const lobby = $("lobby");
+const lobbyKey = `room-lobby-closed-${code}`;
+
+function openLobby() {
+  if (!lobby.open) lobby.showModal();
+  document.body.classList.add("lobby-open");
+}
+
+function closeLobby() {
+  if (lobby.open) lobby.close();  // "close" below remembers it
+}
+
+lobby.addEventListener("close", () => {  // Start, Enter, Esc, or the first run
+  document.body.classList.remove("lobby-open");
+  sessionStorage.setItem(lobbyKey, "1");  // a reload in the middle of the lesson does not bring it back
+});
+$("lobby-start").addEventListener("click", closeLobby);
+$("lobby-open").addEventListener("click", openLobby);
+
+// Nicknames come from students: inserted as text, never as HTML.
+function showArrivals(f) {
+  $("lobby-count").textContent = f.count;
+  $("lobby-word").textContent = f.count === 1 ? "student" : "students";
+  const list = $("lobby-names");
+  list.replaceChildren(...(f.names || []).map((name) => {
+    const li = document.createElement("li");
+    li.textContent = name;
+    return li;
+  }));
+  const more = $("lobby-more");
+  more.hidden = !(f.more > 0);
+  more.textContent = f.more > 0 ? `and ${f.more} more` : "";
+}
+
+if (!sessionStorage.getItem(lobbyKey)) openLobby();
+
 // ---- QR code and projector mode -----------------------------------------------------------------
 
 $("qr-toggle").addEventListener("click", () => {
@@ -196,10 +238,14 @@ function onKey(e, doc) {
     g: () => running && !guessOpen && send({ type: "guess" }),
     r: () => guessOpen && send({ type: "reveal" }),
     f: () => toggleProjector(),
+    l: () => (lobby.open ? closeLobby() : openLobby()),
+    Enter: () => closeLobby(),
   };
   const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
   const act = actions[key];
   if (!act) return;
+  // Enter means "start" only in the lobby, and only where it would not press a focused button or follow a link
+  if (key === "Enter" && (!lobby.open || doc.activeElement?.closest("button, a, summary"))) return;
   e.preventDefault();
   if (key === " " || key === "p") live.closeReveal();  // the run moves on: back to the stage
   act();

@@ -11,8 +11,26 @@ let presenterHref = stageHref(frame.getAttribute("src"));
 let following = true, expected = presenterHref;
 const lastSeq = {};
 
+// The nickname, optional: from the join page (in the link's #nick= fragment) or typed here. This tab keeps it
+// to send again after a reconnect; the server checks it every time and keeps it for this connection only.
+const nickKey = `room-nick-${code}`;
+const fromJoin = new URLSearchParams(location.hash.slice(1)).get("nick");
+if (fromJoin !== null) {
+  sessionStorage.setItem(nickKey, fromJoin);
+  history.replaceState(null, "", location.pathname + location.search);
+}
+function sendNickname(name) {
+  if (sock.send({ type: "nickname", name })) return;
+  if (name.trim()) sessionStorage.setItem(nickKey, name); else sessionStorage.removeItem(nickKey);
+  nickMessage("Not connected: your nickname is sent when the connection is back.", false);
+}
+
 const sock = roomSocket(code, {
   onStatus: (s) => { $("conn").textContent = s; },
+  onOpen: () => {
+    const saved = sessionStorage.getItem(nickKey);
+    if (saved) sendNickname(saved);
+  },
   onFrame,
   banner: $("room-banner"),
   // the run on screen stops here; on rejoining, the presenter's catch-up brings a run still going
@@ -54,7 +72,17 @@ function onFrame(f) {
       showError("The presenter ended this room. Thanks for joining!");
       live.setStatus("room ended");
       break;
+    case "room.nickname":
+      if (f.name) sessionStorage.setItem(nickKey, f.name); else sessionStorage.removeItem(nickKey);
+      $("nick-input").value = f.name || "";
+      nickMessage(f.name ? `The presenter's screen shows you as “${f.name}”.` : "No nickname: you stay anonymous.", false);
+      break;
     case "error":
+      if (f.frame === "nickname") {  // refused: say why beside the box, and keep what was typed to edit it
+          if (f.error.type !== "rate_limit_error") sessionStorage.removeItem(nickKey);
+        nickMessage(f.error.message, true);
+        break;
+      }
       showError(f.error.message);
       break;
     default: break;
@@ -70,6 +98,19 @@ frame.addEventListener("load", check);
 window.addEventListener("message", (e) => {
   if (e.origin === location.origin && e.data && e.data.type === "explainer.location") check();
 });
+function nickMessage(text, bad) {
+  const msg = $("nick-msg");
+  msg.textContent = text;  // a nickname is text from a person: never HTML
+  msg.classList.toggle("bad", bad);
+  $("nick-input").setAttribute("aria-invalid", String(bad));
+}
+$("nick-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sendNickname($("nick-input").value);
+});
+const saved = sessionStorage.getItem(nickKey);
+if (saved) $("nick-input").value = saved;
+
 $("follow").addEventListener("click", () => {
   setFollowing(true);
   load(presenterHref);
