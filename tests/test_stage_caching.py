@@ -80,16 +80,72 @@ def body_with(scenario: Scenario, system_ttl=None, message_ttls=()) -> dict:
     return body
 
 
-def test_the_default_scenario_renders_and_says_its_prefix_is_too_short(client):
+def main_rows(html: str) -> list[dict]:
+    """The main visual's rows (the two requests' usage), parsed back from their attributes."""
+    tags = re.findall(r'<li class="ca-u kind-[a-z]+" data-request="(\d)"([^>]*)>', html)
+    return [{"request": int(i), **{k: int(v) for k, v in re.findall(r'data-([a-z-]+)="(\d+)"', rest)}} for i, rest in tags]
+
+
+def test_the_default_view_opens_on_a_cache_hit_with_a_long_system_prompt(client):
+    """No options, no scenario: the request has no system prompt, so the page puts the long one in its place."""
     r = get(client)
     assert r.status_code == 200
     html = r.content.decode()
+    assert r.context["swapped"] and r.context["system_mode"] == "long"
+    long = Scenario(system=LONG_SYSTEM)
+    first, second = engine_pair(body_with(long, "5m"), long.seed, 1)
+    u1, u2 = first[-1]["usage"], second[-1]["usage"]
+    assert page_usages(html) == [u1, u2]
+    assert u2["cache_read_input_tokens"] == u1["cache_creation_input_tokens"] > 0
+    assert 'value="system" data-bp checked' in html and "Not cached: shorter than the minimum" not in html
+    # the main visual: both requests' usage, the engine's numbers, and a caption computed from them
+    rows = main_rows(html)
+    assert [x["request"] for x in rows] == [1, 2]
+    for row, i in zip(rows, (1, 2)):
+        assert {k: row[k] for k in ("read", "written", "input", "prefill-tokens")} == attrs(html, i)
+    t1, t2 = rows[0]["prefill-tokens"], rows[1]["prefill-tokens"]
+    assert t2 < t1 / 5  # most of request 2's input is read, not computed
+    headline = r.context["headline"]
+    assert headline.startswith(f"Request 2 read {u2['cache_read_input_tokens']} of its {t1} prompt tokens from the cache "
+                               f"and computed only {t2}: {t1 / t2:.1f}× fewer than request 1.")
+    assert htmllib.escape(headline) in html or headline in html
+    # the weak case is one option away, and no file of the repository is cited
+    assert re.search(r'<a href="[^"]*system=own[^"]*" class="ca-pill"', html)
+    assert "bench/" not in html and "shared/" not in html and ".md" not in html
+    assert len(r.content) < 120_000
+
+
+def test_the_request_s_own_short_prompt_shows_the_minimum_rule(client):
+    """system=own: the request exactly as it is; the default scenario's prefix is too short to cache."""
+    r = get(client, system="own")
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert not r.context["swapped"]
     assert "Not cached: shorter than the minimum" in html
     assert "not cached: shorter than the minimum of 64 tokens" in html  # the engine's own outcome
     assert "about 1,024 tokens" in html and "It varies by model" in html
     assert "Use a long system prompt" in html
-    assert "come with the Tools stage" in html
+    assert "Tool definitions would come first" in html
+    assert all(row["read"] == 0 and row["written"] == 0 for row in main_rows(html))
+    assert r.context["headline"].startswith("The longest marked prefix is 21 tokens, under the 64-token minimum, so nothing was cached")
     assert len(r.content) < 120_000
+
+
+def test_a_system_prompt_long_enough_is_kept_as_it_is(client):
+    r = get(client, SCENARIO)
+    assert not r.context["swapped"] and not r.context["can_swap"]
+    assert 'data-system="own"' not in r.content.decode()  # nothing to switch
+    assert page_usages(r.content.decode()) == page_usages(get(client, SCENARIO, system="own").content.decode())
+
+
+@pytest.mark.parametrize("opts, start", [
+    ({"clock": "7"}, "Request 1 wrote 197 tokens to the cache, but they expired before request 2"),
+    ({"bp": "none"}, "No block carries a breakpoint, so nothing is cached: both requests computed all 219 prompt tokens"),
+    ({"bp": "m0"}, "Request 2 read 218 of its 219 prompt tokens from the cache and computed only 1: 219.0× fewer"),
+])
+def test_the_caption_says_what_the_numbers_say(client, opts, start):
+    r = get(client, **opts)
+    assert r.context["first"]["total"] == 219 and r.context["headline"].startswith(start)
 
 
 @pytest.mark.parametrize("minutes", [0, 1, 4])
@@ -166,7 +222,7 @@ def test_the_clock_reuses_request_1_exactly():
 @pytest.mark.parametrize("opts", [
     {"bp": "foo"}, {"bp": "m"}, {"bp": "m01"}, {"bp": "m0:2h"}, {"bp": "system,system"}, {"bp": "m0,"},
     {"bp": "m9"}, {"bp": ",".join(f"m{i}" for i in range(13))}, {"bp": "x" * 200},
-    {"ttl": "2h"}, {"clock": "121"}, {"clock": "-1"}, {"clock": "soon"},
+    {"ttl": "2h"}, {"clock": "121"}, {"clock": "-1"}, {"clock": "soon"}, {"system": "short"},
 ])
 def test_bad_view_options_are_a_400_page(client, opts):
     r = get(client, CHAT, **opts)
@@ -176,8 +232,9 @@ def test_bad_view_options_are_a_400_page(client, opts):
 
 
 def test_a_system_breakpoint_without_a_system_prompt_is_a_400(client):
-    r = get(client, Scenario(), bp="system")
+    r = get(client, Scenario(), bp="system", system="own")
     assert r.status_code == 400 and "no system prompt" in r.content.decode()
+    assert get(client, Scenario(), bp="system").status_code == 200  # the long system prompt is there by default
 
 
 @pytest.mark.parametrize("bp, words", [
@@ -201,8 +258,10 @@ def test_breakpoints_the_api_refuses_show_its_400_body(client, bp, words):
 def test_the_default_breakpoint_is_the_system_prompt_else_the_last_message(client):
     assert 'value="system" data-bp checked' in get(client, SCENARIO).content.decode()
     no_system = CHAT.replace(system="")
-    html = get(client, no_system).content.decode()
+    html = get(client, no_system, system="own").content.decode()
     assert 'value="m2" data-bp checked' in html and 'value="m0" data-bp>' in html
+    html = get(client, no_system).content.decode()  # by default, a long system prompt in its place, marked
+    assert 'value="system" data-bp checked' in html and 'value="m2" data-bp>' in html
     html = get(client, SCENARIO, bp="none").content.decode()
     assert "No breakpoints" in html and "data-bp checked" not in html
     assert page_usages(html)[1]["input_tokens"] == attrs(html, 2)["prefill-tokens"]
@@ -239,7 +298,7 @@ def test_prices_show_their_source_and_date(client):
 
 
 def test_the_long_system_prompt_link_is_a_permalink_that_caches(client):
-    html = get(client).content.decode()
+    html = get(client, system="own").content.decode()
     link = htmllib.unescape(re.search(r'<a class="button primary small" href="([^"]+)">Use a long system prompt', html).group(1))
     r = client.get(link)
     assert r.status_code == 200

@@ -10,7 +10,7 @@ from explainer.lifecycle.conversation import SUMMARY_PREFIX, alternates
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.pricing import cost
 from explainer.lifecycle.scenario import Scenario
-from explainer.stages.pages.conversation import CANNED_TURNS, body_json, usd
+from explainer.stages.pages.conversation import CANNED_TURNS, DEMO_REQUESTS, body_json, usd
 from explainer.stages.runs import codec, engine, run_of
 
 SYSTEM = "You are a helpful assistant for software engineers."
@@ -63,14 +63,50 @@ def table_rows(html: str) -> list[dict]:
     return out
 
 
-def test_it_renders_the_default_scenario(client):
+def test_the_default_view_opens_on_several_requests(client):
+    """No options: the default question, fast-forwarded with the suggested follow-ups, as Send would build it."""
     r = get(client)
     assert r.status_code == 200
     html = r.content.decode()
     assert "What a chat really sends, turn after turn" in html and "The API remembers nothing" in html
-    assert r.context["n_turns"] == 1
-    assert table_rows(html)[0]["input"] == str(len(run_of(Scenario()).prompt_ids))
+    assert r.context["n_turns"] == DEMO_REQUESTS == r.context["played"] >= 3
+    grown = grow(Scenario(), CANNED_TURNS[:DEMO_REQUESTS - 1])
+    assert data(r)["history"] == grown.messages  # the model's own replies, the canned follow-ups
+    rows = table_rows(html)
+    for row, n in zip(rows, (1, 3, 5, 7)):
+        assert row["input"] == str(count_tokens(grown, n))
+    inputs = [int(x["input"]) for x in rows]
+    assert inputs == sorted(inputs) and not r.context["refused"]  # it grows, and the last request still fits
+    # the caption under the chart is the numbers' own
+    steps = [b - a for a, b in zip(inputs, inputs[1:])]
+    headline = r.context["headline"]
+    assert headline.startswith(f"From {inputs[0]} input tokens in request 1 to {inputs[-1]} in request {len(inputs)}:")
+    assert f"growing by {min(steps)} to {max(steps)} tokens a request" in headline
+    assert f"{engine().max_prompt_tokens - inputs[-1]} tokens are left below the {engine().max_prompt_tokens}-token limit" in headline
+    assert "a straight line" not in html and "(a curve)" not in html
     assert 'id="send-form"' in html and "Fast-forward to the limit" in html
+    # starting from one turn is one link away
+    assert r.context["start_over_url"] == "/learn/conversation/?ff=1" and 'href="/learn/conversation/?ff=1"' in html
+
+
+def test_ff_1_starts_from_the_question_alone(client):
+    r = get(client, ff="1")
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert r.context["n_turns"] == 1 and r.context["played"] == 0
+    assert table_rows(html)[0]["input"] == str(len(run_of(Scenario()).prompt_ids))
+    assert r.context["headline"].startswith(f"One request so far: {len(run_of(Scenario()).prompt_ids)} input tokens.")
+    assert r.context["ff_url"] == "/learn/conversation/"  # and back to the fast-forwarded opening
+
+
+def test_fast_forward_stops_before_a_request_the_api_would_refuse(client):
+    r = get(client, ff=str(len(CANNED_TURNS) + 1))
+    n = r.context["n_turns"]
+    assert not r.context["refused"] and n < len(CANNED_TURNS) + 1
+    assert run_of(grow(Scenario(), CANNED_TURNS[:n])).error is not None  # one more would not fit
+    # a conversation that already has a history is shown as it is
+    sc = grow(START, CANNED_TURNS[:1])
+    assert get(client, sc).context["n_turns"] == 2 and get(client, sc).context["played"] == 0
 
 
 def test_every_request_s_numbers_are_the_engine_s(client):
@@ -183,7 +219,7 @@ def test_a_model_without_a_price_shows_price_unknown(client):
 
 
 @pytest.mark.parametrize("opts", [{"n": "0"}, {"n": "21"}, {"n": "two"}, {"strategy": "forget"},
-                                  {"turn": "-1"}, {"turn": "3"}, {"scale": "5m"}])
+                                  {"turn": "-1"}, {"turn": "3"}, {"scale": "5m"}, {"ff": "0"}, {"ff": "7"}, {"ff": "x"}])
 def test_bad_view_options_are_a_400(client, opts):
     r = get(client, grow(START, CANNED_TURNS[:1]), **opts)
     assert r.status_code == 400 and "Traceback" not in r.content.decode()

@@ -47,9 +47,44 @@ def test_default_renders_the_full_loop(client):
     r = get(client)
     assert r.status_code == 200
     html = r.content.decode()
-    assert html.count('data-filled="true"') == 5
+    assert html.count('data-filled="true"') == 5 and html.count('data-done="true"') == 5  # the details, and the main visual
     assert "one tool per request" in html
     assert "get_dag_status" in html and "input_json_delta" in html
+
+
+def test_the_default_view_asks_the_article_s_question_with_a_dag_in_it(client):
+    """No options: the default question names no DAG, so get_dag_status is asked its own question, in the
+    article's words, naming a DAG of the demo table; the call, the tool's result and the caption follow it."""
+    r = get(client)
+    html = r.content.decode()
+    question = tools.DEMO_QUESTIONS["get_dag_status"]
+    assert r.context["demo"] and r.context["question"] == question
+    body1 = json.loads(pre(html, "body-1"))
+    assert body1["messages"] == [{"role": "user", "content": question}]
+    assert body1 == tools.first_body(Scenario(messages=[{"role": "user", "content": question}]), "get_dag_status", "tool")
+    block = json.loads(pre(html, "tool-use"))
+    dag = block["input"]["dag_id"]
+    assert dag in question and dag in DEMO_TOOLS["get_dag_status"].input_schema["properties"]["dag_id"]["enum"]
+    assert json.loads(pre(html, "tool-output"))["dag_id"] == dag  # the tool really ran, for that DAG
+    # the main visual: one row per message of the loop, each with its stop_reason or is_error
+    loop = re.search(r'<ol class="tl-loop".*?</ol>', html, re.S).group(0)
+    assert loop.count("<li ") == 5 and "stop_reason <code>tool_use</code>" in loop and "is_error <code>false</code>" in loop
+    assert f'stop_reason <code>{r.context["stop2"]}</code>' in loop
+    assert r.context["headline"] == (f'The model asked for get_dag_status with {{"dag_id":"{dag}"}}, which the question names; '
+                                     "your code ran it, and request 2 carried the result back.")
+    assert 'href="/learn/tools/?ask=request"' in html  # the request's own question, one link away
+
+
+def test_ask_request_keeps_the_request_s_own_question(client):
+    """The old default, through its option: the default scenario's question, which names no DAG."""
+    r = get(client, ask="request")
+    html = r.content.decode()
+    assert not r.context["demo"] and r.context["can_demo"]
+    assert json.loads(pre(html, "body-1"))["messages"] == Scenario().messages
+    assert "which the question names" not in r.context["headline"]
+    # a question of the learner's own is never replaced
+    assert not get(client, SCENARIO).context["demo"]
+    assert json.loads(pre(get(client, SCENARIO).content.decode(), "body-1"))["messages"] == SCENARIO.messages
 
 
 @pytest.mark.parametrize("tool", tools.TOOL_NAMES)
@@ -106,7 +141,7 @@ def test_numbers_equal_run_request(client):
         assert htmllib.unescape(re.search(r'id="text-2">(.*?)</blockquote>', html, re.S).group(1)) == run2.text
 
 
-@pytest.mark.parametrize("opts", [{"tool": "rm_rf"}, {"choice": "maybe"}, {"step": "-1"}, {"step": "x"},
+@pytest.mark.parametrize("opts", [{"tool": "rm_rf"}, {"choice": "maybe"}, {"ask": "twice"}, {"step": "-1"}, {"step": "x"},
                                   {"step": "9999"}, {"choice": "auto", "step": "500"}])
 def test_bad_options_are_400_pages(client, opts):
     r = get(client, SCENARIO, **opts)

@@ -101,15 +101,44 @@ def test_breaking_a_rule_shows_the_api_s_400(server, page, link, shoot):
 
 
 def test_a_short_prompt_offers_a_long_system_prompt(server, page, link):
-    page.goto(link("caching", Scenario()))
+    """The weak case, through its option: the request's own prompt is too short, one click makes it a hit."""
+    page.goto(link("caching", Scenario(), system="own"))
     ready(page)
     assert "Not cached: shorter than the minimum" in page.locator(".ca-notice").inner_text()
     assert "not cached: shorter than the minimum of 64 tokens" in page.locator("#request-1 .ca-bps").inner_text()
+    assert "nothing was cached" in page.locator("#headline").inner_text()
     page.locator(".ca-notice a.button").click()
     ready(page)
     two = numbers(page, 2)
     assert two["read"] > 0 and two["read"] == numbers(page, 1)["written"]
     assert page.locator("input[data-bp][value='system']").is_checked()
+    assert "system" not in parse_qs(urlparse(page.url).query)
+
+
+def test_the_default_view_is_a_hit_and_its_main_visual_follows_the_clock(server, page, link, shoot):
+    """No options: a long system prompt, request 2 reads it; moving the clock redraws the main visual too."""
+    page.goto(link("caching", Scenario()))
+    ready(page)
+    main = page.locator("#main-visual")
+    rows = main.locator("li.ca-u")
+    assert rows.count() == 2
+    read2 = int(rows.nth(1).get_attribute("data-read"))
+    assert read2 > 0 and read2 == numbers(page, 2)["read"] == numbers(page, 1)["written"]
+    assert "cache hit" in rows.nth(1).locator(".ca-badge").inner_text()
+    assert "fewer than request 1" in main.locator("#headline").inner_text()
+    box = main.bounding_box()
+    assert box["y"] + box["height"] <= 720
+    page.locator("#clock").fill("7")
+    loaded(page, 1)
+    rows = page.locator("#main-visual li.ca-u")
+    assert int(rows.nth(1).get_attribute("data-read")) == 0 and int(rows.nth(1).get_attribute("data-written")) == read2
+    assert "expired before request 2" in page.locator("#headline").inner_text()
+    assert "t = 7 min" in rows.nth(1).inner_text()
+    # the system-prompt switch keeps the clock
+    own = page.locator("#main-visual a[data-system='own']")
+    q = parse_qs(urlparse(own.get_attribute("href")).query)
+    assert q["system"] == ["own"] and q["clock"] == ["7"]
+    shoot(page, "caching-default-expired")
 
 
 def test_it_fits_a_phone(server, phone, link, shoot, axe):

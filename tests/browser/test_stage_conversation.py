@@ -7,7 +7,7 @@ import pytest
 
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import Scenario
-from explainer.stages.pages.conversation import CANNED_TURNS
+from explainer.stages.pages.conversation import CANNED_TURNS, DEMO_REQUESTS
 from explainer.stages.runs import engine, run_of
 from tests.api.raw import request
 from tests.test_stage_conversation import grow  # what pressing Send builds
@@ -58,13 +58,35 @@ def test_each_request_is_drawn_from_the_engine_s_counts(server, page, link, shoo
     shoot(page, "conversation-1280")
 
 
+def test_the_default_view_opens_on_several_requests(server, page, link, shoot):
+    """No options: the main visual shows the requests of a fast-forwarded conversation, growing; one link
+    starts from the question alone."""
+    page.goto(link("conversation", Scenario()))
+    page.wait_for_selector("body[data-conversation-ready]")
+    main = page.locator("#main-visual")
+    bars = main.locator("#chart-per-turn svg .bar")
+    assert bars.count() == DEMO_REQUESTS == page.locator(".cv-row").count()
+    values = [int(v.replace(",", "")) for v in main.locator("#chart-per-turn svg .bar .val").all_text_contents()]
+    assert values == sorted(values) and values[0] < values[-1]
+    assert values == [int(x) for x in page.locator("#turn-table [data-col=input]").all_inner_texts()]
+    assert f"in request {DEMO_REQUESTS}" in main.locator("#headline").inner_text()
+    box = main.bounding_box()
+    assert box["y"] + box["height"] <= 720
+    shoot(page, "conversation-default")
+    main.get_by_role("link", name="start from the question alone").click()
+    page.wait_for_selector("body[data-conversation-ready]")
+    assert page.locator("#chart-per-turn svg .bar").count() == 1
+    assert parse_qs(urlparse(page.url).query)["ff"] == ["1"]
+    assert not page.js_errors
+
+
 def test_send_adds_the_reply_and_the_new_turn(server, page, link):
     run = run_of(START)
-    page.goto(link("conversation", START))
+    page.goto(link("conversation", START, ff="1"))
     page.wait_for_selector("body[data-conversation-ready]")
     page.get_by_label("Your next message").fill("And what is a foreign key?")
     page.get_by_role("button", name="Send", exact=True).click()
-    page.wait_for_url(lambda u: "s=" in u and u != link("conversation", START))
+    page.wait_for_url(lambda u: "s=" in u and u != link("conversation", START, ff="1"))
     page.wait_for_selector("body[data-conversation-ready]")
     assert page.locator(".cv-exchange").count() == 2
     history = page.evaluate("JSON.parse(document.getElementById('conversation-data').textContent).history")
@@ -77,7 +99,7 @@ def test_send_adds_the_reply_and_the_new_turn(server, page, link):
 
 
 def test_fast_forward_reaches_the_real_400_and_the_strategies(server, page, link, shoot, axe):
-    page.goto(link("conversation", START))
+    page.goto(link("conversation", START, ff="1"))
     page.wait_for_selector("body[data-conversation-ready]")
     page.get_by_role("button", name="Fast-forward to the limit").click()
     page.wait_for_selector(".cv-limit.at-limit", timeout=120_000)

@@ -59,6 +59,36 @@ def test_tool_choice_tool_fills_the_loop_and_the_mask(server, page, link, shoot,
     assert page.locator("#step-tokens button").count() == len(engine_steps("get_time", "tool"))
 
 
+def test_the_default_view_shows_the_loop_for_the_article_s_question(server, browser, link, shoot):
+    """No options: the question names a DAG, the loop is whole in the first screen, one row per message."""
+    for (w, h), name in (((1366, 768), "laptop"), ((390, 844), "phone")):
+        ctx = browser.new_context(viewport={"width": w, "height": h}, is_mobile=w < 500, has_touch=w < 500)
+        pg = ctx.new_page()
+        pg.goto(link("tools", Scenario()))
+        pg.wait_for_selector("body[data-tools-ready]")
+        main = pg.locator("#main-visual")
+        assert tools.DEMO_QUESTIONS["get_dag_status"] in main.locator(".tl-q").inner_text()
+        rows = main.locator("#loop > li")
+        assert rows.count() == 5 and main.locator("#loop > li[data-done='true']").count() == 5
+        assert "stop_reason tool_use" in rows.nth(1).inner_text()
+        assert "snail_mail_tracking" in rows.nth(1).inner_text()
+        box = main.bounding_box()
+        assert box["y"] + box["height"] <= h, (name, box)
+        shoot(pg, f"tools-default-{name}")
+        ctx.close()
+
+
+def test_the_request_s_own_question_is_one_click_away(server, page, link):
+    page.goto(link("tools", Scenario()))
+    ready(page)
+    page.locator("#main-visual a.tl-ask").click()
+    ready(page)
+    assert parse_qs(urlparse(page.url).query)["ask"] == ["request"]
+    assert Scenario().messages[0]["content"] in page.locator("#main-visual .tl-q").inner_text()
+    # the tool and tool_choice pills keep the choice of question
+    assert "ask=request" in page.locator("a[data-tool='get_time']").get_attribute("href")
+
+
 def test_auto_answers_in_text(server, page, link, shoot):
     page.goto(link("tools", SCENARIO, choice="auto", tool="calculator"))
     ready(page)

@@ -1,5 +1,9 @@
 """Caching: mark cache breakpoints, send the same request twice, and see what the second one reuses.
 
+The page opens on a cache hit: when the request's own system prompt is too short to cache (the default
+scenario has none), ``system=long`` (the default) puts a long one, as a real app's would be, in its place;
+``system=own`` keeps the request exactly as it is, so the minimum-length rule can be seen too.
+
 The breakpoints are view options of this page: ``bp`` lists the turns that carry a
 ``cache_control`` marker (``system``, ``m0``, ``m1``… for the scenario's messages, each with an
 optional ``:5m`` or ``:1h``), ``ttl`` is the time-to-live of those without one, and ``clock`` is
@@ -31,6 +35,7 @@ from explainer.lifecycle.pricing import cost, price_of, table, usd
 from explainer.lifecycle.prompt_cache import MIN_CACHEABLE_TOKENS, TTL_SECONDS, PromptCache
 from explainer.lifecycle.scenario import ScenarioError
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
+from explainer.stages.runs import run_of
 
 CLOCK_MAX = 120  # minutes: past the 1-hour TTL, so both expiries can be seen
 N_MAX = 50  # requests on the break-even chart
@@ -118,6 +123,8 @@ OPTIONS = {
     "bp": BreakpointsOption(),
     "ttl": ChoiceOption("5m", tuple(TTL_SECONDS)),
     "clock": IntOption(1, 0, CLOCK_MAX, "simulated minutes between the two requests"),
+    # long: a long system prompt in place of one too short to cache; own: the request exactly as it is
+    "system": ChoiceOption("long", ("long", "own")),
 }
 DEFAULTS = {"clock": OPTIONS["clock"].default, "ttl": OPTIONS["ttl"].default}  # for the page's script
 
@@ -280,9 +287,8 @@ def _preview(text: str) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS].rstrip() + " …"
 
 
-def _turn_rows(page, marks: dict[str, str], default_ttl: str) -> tuple[list[dict], int]:
+def _turn_rows(eng, s, req, marks: dict[str, str], default_ttl: str) -> tuple[list[dict], int]:
     """One row per markable block: the system prompt and every message, with its prefix length."""
-    s, eng, req = page.scenario, page.engine, page.run.request
     ids, ends = eng.prompt_segments(req)
     merged = merged_turns(s.messages)
     rows, prev = [], 0
@@ -302,6 +308,42 @@ def _turn_rows(page, marks: dict[str, str], default_ttl: str) -> tuple[list[dict
         r["ttl"] = marks.get(r["key"]) or default_ttl
         r["cacheable"] = r["prefix"] >= MIN_CACHEABLE_TOKENS
     return rows, len(ids)
+
+
+def system_tokens(eng, req) -> int:
+    """Tokens of the request's system turn (tool definitions included: the bundled model reads them there)."""
+    _, ends = eng.prompt_segments(req)
+    return ends.get("system", 0)
+
+
+def _long_tokens(eng, s) -> int | None:
+    """Tokens of the system turn with the long system prompt in place of the request's own."""
+    try:
+        return system_tokens(eng, parse_request(s.replace(system=LONG_SYSTEM).request_body()))
+    except (APIError, ScenarioError):
+        return None
+
+
+def effective(page):
+    """(scenario, run, own system tokens, swapped): the request the page caches.
+
+    With ``system=long`` a system prompt too short to cache (or none) gives way to ``LONG_SYSTEM``, so
+    the page opens on a prefix that is cached; ``system=own`` keeps the request as it is.
+    """
+    s, run = page.scenario, page.run
+    if run.error is not None or run.request is None:
+        return s, run, None, False
+    own = system_tokens(page.engine, run.request)
+    if page.opts["system"] != "long" or own >= MIN_CACHEABLE_TOKENS:
+        return s, run, own, False
+    try:
+        long = s.replace(system=LONG_SYSTEM)
+        lrun = run_of(long)
+    except ScenarioError:
+        return s, run, own, False
+    if lrun.error is not None or lrun.request is None:  # the long prompt would not fit beside this history
+        return s, run, own, False
+    return long, lrun, own, True
 
 
 def _status(r: dict, index: int) -> tuple[str, str]:
@@ -330,8 +372,9 @@ def _request_view(r: dict, index: int, model: str, minutes: int) -> dict:
              ("input", rest, "computed, not cached")]
     return {
         "index": index + 1, "minutes": minutes, "kind": kind, "status": words,
+        "computed": written + rest,
         "usage": u, "usage_json": _json(u), "total": total, "read": read, "written": written, "input": rest,
-        "bar": [{"kind": k, "tokens": n, "what": what} for k, n, what in parts if n],
+        "bar": [{"kind": k, "tokens": n, "what": what, "pct": round(n / total * 100, 3) if total else 0} for k, n, what in parts if n],
         "breakpoints": (c or {}).get("breakpoints", []),
         "prefill_tokens": r["timings"]["prefill_tokens"], "prefill_ms": r["timings"]["prefill_ms"],
         "output_tokens": u["output_tokens"], "text": r["text"],
@@ -343,15 +386,10 @@ def _json(d) -> str:
     return json.dumps(d, indent=2, ensure_ascii=False)
 
 
-def _long_system_url(page) -> str | None:
-    s = page.scenario
-    if s.system == LONG_SYSTEM:
-        return None
-    try:
-        return page.url(scenario=s.replace(system=LONG_SYSTEM), bp="system", ttl=_nondefault("ttl", page.opts["ttl"]),
-                        clock=_nondefault("clock", page.opts["clock"]))
-    except ScenarioError:
-        return None
+def _prompt_links(page) -> dict:
+    """The two versions of the request: with the long system prompt (the default) and exactly as it is."""
+    keep = {"ttl": _nondefault("ttl", page.opts["ttl"]), "clock": _nondefault("clock", page.opts["clock"])}
+    return {"long_url": page.url(**keep), "own_url": page.url(system="own", **keep)}
 
 
 def _nondefault(name: str, value):
@@ -392,17 +430,53 @@ def _expiry(first: dict, second: dict, minutes: int) -> dict:
     return {"entries": entries, "caption": caption}
 
 
+def _times(x: float) -> str:
+    """A ratio in words: 10.1× (one decimal)."""
+    return f"{x:.1f}×"
+
+
+def headline(r1: dict, r2: dict, n_marks: int, longest: int) -> str:
+    """What the two requests' usage says, in one or two sentences, from the numbers themselves."""
+    ms1, ms2 = r1["prefill_ms"], r2["prefill_ms"]
+    t1, t2 = r1["prefill_tokens"], r2["prefill_tokens"]
+    timing = f"prefill took {ms1:.1f} ms and {ms2:.1f} ms (measured)"
+    if r2["read"]:
+        fewer = f"{_times(t1 / t2)} fewer than request 1" if t2 else "none at all"
+        if ms2 > 0 and ms1 > ms2:
+            speed = f"Its prefill took {ms2:.1f} ms instead of {ms1:.1f} ms: {_times(ms1 / ms2)} faster (measured)."
+        else:  # one measurement on a shared server can come out the other way
+            speed = f"Measured this time, its prefill took {ms2:.1f} ms against {ms1:.1f} ms for request 1."
+        return (f"Request 2 read {r2['read']} of its {r2['total']} prompt tokens from the cache and computed only {t2}: "
+                f"{fewer}. {speed}")
+    if r1["written"] and r2["written"]:
+        return (f"Request 1 wrote {r1['written']} tokens to the cache, but they expired before request 2, which computed all "
+                f"{t2} prompt tokens again and wrote them again: {timing}.")
+    if n_marks == 0:
+        return f"No block carries a breakpoint, so nothing is cached: both requests computed all {t1} prompt tokens; {timing}."
+    if not r1["written"]:
+        return (f"The longest marked prefix is {longest} tokens, under the {MIN_CACHEABLE_TOKENS}-token minimum, so nothing was cached: "
+                f"both requests computed all {t1} prompt tokens; {timing}.")
+    return f"Request 1 computed {t1} prompt tokens and request 2 {t2}; {timing}."
+
+
 def context(page) -> dict:
-    s, run, eng, opts = page.scenario, page.run, page.engine, page.opts
+    opts, eng = page.opts, page.engine
+    s, run, own_tokens, swapped = effective(page)
     price = price_of(s.model)
     prices = table()
     base = {
         "min_tokens": MIN_CACHEABLE_TOKENS, "claude_minimums": CLAUDE_MINIMUMS, "minimums_source": MINIMUMS_SOURCE,
         "max_breakpoints": MAX_BREAKPOINTS, "clock": opts["clock"], "clock_max": CLOCK_MAX, "ttl": opts["ttl"],
         "served_by": BUNDLED_MODEL_NAME, "model": s.model, "has_tools": bool(s.tools),
-        "price": price, "price_source": prices.get("source"), "price_checked": prices.get("checked"),
+        "price": price, "price_checked": prices.get("checked"),
         "multipliers": prices["cache_multipliers"], "n_max": N_MAX,
+        # the system prompt the page uses: the request's own, or the long one in its place
+        "system_mode": opts["system"], "swapped": swapped, "own_system_tokens": own_tokens,
+        "can_swap": own_tokens is not None and own_tokens < MIN_CACHEABLE_TOKENS,
+        **_prompt_links(page),
     }
+    if base["can_swap"]:
+        base["long_system_tokens"] = _long_tokens(eng, page.scenario)
     if price is not None:
         m = prices["cache_multipliers"]
         base["price_row"] = {k: f"${v:,.2f}" for k, v in (
@@ -424,9 +498,10 @@ def context(page) -> dict:
     if run.error is not None or run.request is None:  # the request cannot run at all (the card above shows the API's error)
         return base | {"ok": False, "runnable": False, "data": {"ok": False, "clock": opts["clock"], "defaults": DEFAULTS}}
 
-    rows, total = _turn_rows(page, dict(chosen), opts["ttl"])
+    rows, total = _turn_rows(eng, s, run.request, dict(chosen), opts["ttl"])
     body = cached_body(s, marks)
-    base |= {"rows": rows, "prompt_tokens": total, "body_json": _json(body), "long_system_url": _long_system_url(page),
+    base |= {"rows": rows, "prompt_tokens": total, "body_json": _json(body),
+             "system_tokens": rows[0]["tokens"] if s.system else 0,
              "short_system": not s.system or rows[0]["tokens"] < MIN_CACHEABLE_TOKENS}
     try:
         req = parse_request(body)
@@ -438,6 +513,10 @@ def context(page) -> dict:
     first, second = pair["first"], pair["second"]
     minutes = opts["clock"]
     r1, r2 = _request_view(first, 0, s.model, 0), _request_view(second, 1, s.model, minutes)
+    slowest = max(r1["prefill_ms"], r2["prefill_ms"]) or 1.0
+    for r in (r1, r2):
+        r["ms_pct"] = round(r["prefill_ms"] / slowest * 100, 2)
+        r["computed_pct"] = round(r["computed"] / r["total"] * 100, 3) if r["total"] else 0
 
     # per-request costs for the break-even chart: no caching, a write (request 1), a hit
     u1 = first["usage"]
@@ -460,12 +539,14 @@ def context(page) -> dict:
     fmt = usd if unit == "usd" else (lambda x: f"the price of {x:,.0f} input tokens")
     t1, t2 = r1["prefill_tokens"], r2["prefill_tokens"]
     ms1, ms2 = r1["prefill_ms"], r2["prefill_ms"]
+    longest = max((b["length"] for b in (first["cache"] or {}).get("breakpoints", [])), default=0)
     return base | {
         "ok": True, "runnable": True, "requests": [r1, r2], "first": r1, "second": r2,
         "plain_cost": usd(cost(s.model, plain_usage)["total"]) if price else None,
         "plain_input_text": usd(cost(s.model, plain_usage)["input"]) if price else None,
         "nothing_cached": written == 0,
-        "longest_mark": max((b["length"] for b in (first["cache"] or {}).get("breakpoints", [])), default=0),
+        "longest_mark": longest,
+        "headline": headline(r1, r2, len(marks), longest),
         "speed": {"tokens_ratio": round(t1 / t2, 1) if t2 else None, "ms_ratio": round(ms1 / ms2, 1) if ms2 else None,
                   "saved_tokens": t1 - t2},
         "same_text": first["text"] == second["text"],

@@ -8,6 +8,12 @@ and prices it at the requested model's list price. It shows the context window f
 real 400 that the engine answers when the prompt no longer fits, and three client-side
 strategies (from ``explainer.lifecycle.conversation``) side by side, the summary one written by
 the bundled model itself.
+
+A conversation of one question opens fast-forwarded: ``ff`` (default ``DEMO_REQUESTS``) is the number of
+requests the page plays out first, each one the history so far, the model's real reply and the next of
+``CANNED_TURNS``, exactly what pressing Send with those messages builds. It stops before a request that
+the API would refuse, so the window is close to full but the last request still fits; ``ff=1`` starts
+from the question alone.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ SUMMARY_MAX_TOKENS = 40
 SUMMARY_SYSTEM = "You write short, factual summaries of conversations."
 SUMMARY_ASK = "Summarise this conversation in two sentences:\n\n"
 MAX_N = 20
+DEMO_REQUESTS = 4  # a one-question conversation opens on this many requests (fewer if the window fills first)
 _BLANK_RUN = re.compile(r"(\n{3,})")
 
 OPTIONS = {
@@ -79,6 +86,7 @@ CANNED_TURNS = (
     "Last thing: please turn everything we discussed into a short checklist that I can paste into "
     "our team's wiki, with the log lines, the fix, the retry code and the tests.",
 )
+OPTIONS["ff"] = IntOption(DEMO_REQUESTS, 1, 1 + len(CANNED_TURNS), "requests a one-question conversation opens on (1: the question alone)")
 
 
 # ---- formatting ------------------------------------------------------------------------------
@@ -182,6 +190,72 @@ def summarise_with_model(engine, model: str, older: list[dict]) -> dict:
 
 # ---- the page --------------------------------------------------------------------------------
 
+class View:
+    """The page as this module reads it: the conversation shown (the fast-forwarded one in place of a
+    lone question) and its run; links still keep the scenario the learner came with."""
+
+    def __init__(self, page, scenario, run):
+        self._page, self.scenario, self.run = page, scenario, run
+        self.engine, self.opts = page.engine, page.opts
+
+    def url(self, *args, **kwargs) -> str:
+        return self._page.url(*args, **kwargs)
+
+
+def fast_forward(page) -> tuple[object, object, int]:
+    """(scenario, run, requests played out): a one-question scenario grown by ``ff`` − 1 canned turns.
+
+    Each step is what Send builds (the history, the model's reply, the next canned message), run by
+    the engine through the shared run cache; it stops before a request the API would refuse.
+    """
+    s, run = page.scenario, page.run
+    target = page.opts["ff"]
+    if target <= 1 or run.error is not None or len(s.messages) != 1 or s.messages[0].get("role") != "user":
+        return s, run, 0
+    msgs = [dict(m) for m in s.messages]
+    for k in range(target - 1):
+        if not run.text.strip():  # nothing to resend as the reply (an empty turn is refused)
+            break
+        nxt = msgs + [cv.assistant(run.text), cv.user(CANNED_TURNS[k])]
+        try:
+            nrun = run_of(s.replace(messages=nxt))
+        except ScenarioError:
+            break
+        if nrun.error is not None:  # the next request would not fit: stop before the limit
+            break
+        msgs, run = nxt, nrun
+    if len(msgs) == 1:
+        return s, page.run, 0
+    return s.replace(messages=msgs), run, len(cv.request_ends(msgs))
+
+
+def growth_words(inputs: list[int]) -> str:
+    """How the input per request grew, in words computed from the numbers."""
+    steps = [b - a for a, b in zip(inputs, inputs[1:])]
+    if not steps:
+        return ""
+    if all(d > 0 for d in steps):
+        lo, hi = min(steps), max(steps)
+        return f"growing by {lo:,} to {hi:,} tokens a request" if lo != hi else f"growing by {lo:,} tokens a request"
+    if all(d < 0 for d in steps):
+        return "shrinking at every request (the history was trimmed)"
+    return f"changing by {', '.join(f'{d:+,}' for d in steps)} tokens from one request to the next"
+
+
+def headline(turns: list[dict], max_prompt: int, refused: bool) -> str:
+    """The caption under the per-request chart, from its numbers."""
+    first, last = turns[0], turns[-1]
+    if len(turns) == 1:
+        return (f"One request so far: {first['input_tokens']:,} input tokens. Send a follow-up, and the next request carries "
+                "this one and its reply as well.")
+    inputs = [t["input_tokens"] for t in turns]
+    text = (f"From {first['input_tokens']:,} input tokens in request 1 to {last['input_tokens']:,} in request {last['turn']}: "
+            f"each request resends the history (pale) and adds the last reply and a new message (strong), {growth_words(inputs)}.")
+    if refused:
+        return text + f" Request {last['turn']} is over the {max_prompt:,}-token limit, so the API refuses it."
+    return text + f" {max(0, max_prompt - last['input_tokens']):,} tokens are left below the {max_prompt:,}-token limit."
+
+
 def _segments(engine, system: str | None, history: list[dict]) -> tuple[int, list[int], bool]:
     """Tokens of the system prompt and of each message inside the prompt (role marker and <|end|> included)."""
     ids, ends = engine.tokenizer.encode_chat_segments(system, [(m["role"], m["content"]) for m in history])
@@ -205,9 +279,9 @@ def _turn_runs(page, history: list[dict], ends: list[int]) -> list:
     return runs
 
 
-def _link(page, messages: list[dict]) -> str | None:
+def _link(page, messages: list[dict], **opts) -> str | None:
     try:
-        return page.url(scenario=page.scenario.replace(messages=messages))
+        return page.url(scenario=page.scenario.replace(messages=messages), **opts)
     except ScenarioError:
         return None
 
@@ -233,9 +307,13 @@ def _strategy_view(page, t: cv.Trimmed, history: list[dict], summary_info: dict 
 
 
 def context(page) -> dict:
-    s, run, eng = page.scenario, page.run, page.engine
+    original = page
+    s, run, played = fast_forward(page)
+    page = View(original, s, run)
+    eng = page.engine
     window, max_prompt = eng.context_window, eng.max_prompt_tokens
     base = {
+        "played": played, "ff": page.opts["ff"], "demo_requests": DEMO_REQUESTS,
         "wide": False, "own_error_card": True, "window": window, "max_prompt": max_prompt, "served_by": BUNDLED_MODEL_NAME,
         "claude_windows": CLAUDE_WINDOWS,
         "caching_url": page.url("caching") if BY_SLUG["caching"].built else None, "compose_url": page.url("compose"),
@@ -326,6 +404,11 @@ def context(page) -> dict:
             if p:
                 projections.append({"key": key, "window": w, "turns": p.turns, "last_input": p.last_input,
                                     "total_input": p.total_input, "cost": usd(p.input_cost), "cost_value": p.input_cost})
+    scale_words = None
+    if len(projections) == 2:
+        small, big = projections
+        scale_words = (f"A window {big['window'] / small['window']:g} times larger holds {big['turns'] / small['turns']:.1f} times as many "
+                       f"requests at this pace, and bills {big['total_input'] / small['total_input']:.1f} times as much input to fill.")
 
     # what "Send" builds on: the history plus this run's reply
     next_history = None
@@ -353,7 +436,12 @@ def context(page) -> dict:
         "total_cost": last["cumulative_cost"], "total_input": last["cumulative_input"],
         "stair": {"budget_at": round(budget / scale_max * 100, 3), "max_at": round(max_prompt / scale_max * 100, 3)},
         "selected_json": body_json(selected_body),
-        "start_over_url": _link(page, [history[0]]) if n_turns > 1 else None,
+        "start_over_url": _link(page, [history[0]], ff=1) if n_turns > 1 else None,
+        # a lone question: the fast-forwarded opening is one link away
+        "ff_url": page.url(scenario=s) if n_turns == 1 and page.opts["ff"] == 1 and len(s.messages) == 1 else None,
+        "headline": headline(turns, max_prompt, refused), "scale_words": scale_words,
+        "cumulative_words": " → ".join(f"{t['cumulative_input']:,}" for t in turns),
+        "limit_error_json": json.dumps(run.error, indent=2, ensure_ascii=False) if run.error else "",
         "gauge": {
             "fill": round(min(last["input_tokens"], window) / window * 100, 2),
             "budget_at": round(budget / window * 100, 2), "max_at": round(max_prompt / window * 100, 2),

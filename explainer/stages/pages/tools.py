@@ -15,6 +15,11 @@ Results are kept per (scenario, tool, choice) in a small LRU.
 With ``tool=own`` the tool is the learner's: the first of the scenario's own ``tools`` (defined with the
 form on the page). The server cannot run it, so step 3 is a stand-in result the page writes itself,
 clearly labelled; steps 4–5 send that stand-in back as the ``tool_result``.
+
+A scenario that still asks the default question (which names no DAG, no sum, no time zone) asks a demo
+tool the question written for it instead (``DEMO_QUESTIONS``: the article's "Did my … DAG run today?" for
+``get_dag_status``), so the page opens on a call that fits its question; ``ask=request`` keeps the
+request's own question.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from dataclasses import asdict
 
 from explainer.lifecycle import lru
 from explainer.lifecycle.engine import Run, run_request
+from explainer.lifecycle.scenario import Scenario
 from explainer.lifecycle.tools import DEMO_TOOLS, UnsupportedSchema, run_tool
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
 from explainer.stages.runs import compact
@@ -40,10 +46,20 @@ CHOICES = ("tool", "any", "auto", "none")
 MAX_TOKENS = 80
 TOP = 6  # candidate rows drawn per step, before and after the mask
 
+# The question a demo tool is asked when the request still asks the default one. The article's own
+# example names a DAG (its etl_pipeline is not in the invented table, so the demo names one that is).
+DEMO_QUESTIONS = {
+    "get_dag_status": "Did my snail_mail_tracking DAG run today?",
+    "calculator": "What is 17 * 23?",
+    "get_time": "What time is it in UTC?",
+}
+
 OPTIONS = {
     "tool": ChoiceOption("get_dag_status", TOOL_NAMES + (OWN,)),
     "choice": ChoiceOption("tool", CHOICES),
     "step": IntOption(0, 0, None),
+    # demo: a demo tool is asked its own question when the request asks the default one; request: the request's own
+    "ask": ChoiceOption("demo", ("demo", "request")),
 }
 
 _CACHE = lru.LRU("tools page")  # both runs of the loop per scenario and options, bounded by bytes
@@ -125,6 +141,26 @@ def text_of(run) -> str:
                    if ev["type"] == "content_block_delta" and ev["delta"]["type"] == "text_delta")
 
 
+def _shown(opts) -> dict:
+    """The tool and the tool_choice of this view, left out where they are the defaults (a shorter link)."""
+    return {k: opts[k] for k in ("tool", "choice") if opts[k] != OPTIONS[k].default}
+
+
+def _ask(opts) -> str | None:
+    return None if opts["ask"] == OPTIONS["ask"].default else opts["ask"]
+
+
+def _question(scenario) -> str:
+    """The text of the request's last user turn (the question the loop answers)."""
+    for m in reversed(scenario.messages):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, str):
+                return c
+            return "".join(b.get("text", "") for b in c if isinstance(b, dict) and isinstance(b.get("text"), str))
+    return ""
+
+
 def _usage(run) -> dict | None:
     return dict(run.done["usage"]) if run.done else None
 
@@ -187,6 +223,57 @@ def step_rows(run, block_name: str | None, choice: str) -> list[dict]:
     return rows
 
 
+def asks_default(scenario) -> bool:
+    """The request still asks the default question (the learner has written none of their own)."""
+    return scenario.messages == Scenario().messages
+
+
+def asked(scenario, tool: str, ask: str):
+    """The scenario the loop runs: with the demo tool's own question in place of the default one."""
+    if tool == OWN or ask != "demo" or not asks_default(scenario):
+        return scenario
+    return scenario.replace(messages=[{"role": "user", "content": DEMO_QUESTIONS[tool]}])
+
+
+def compact_json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def headline(*, question: str, run1, stop1, block, result, run2, stop2, choice: str, max_tokens: int) -> str:
+    """What the loop did, in words computed from its runs."""
+    if run1.error is not None:
+        return f"The API refuses request 1 with a 400 ({run1.error['error']['message'][:120]}): nothing runs."
+    if block is None:
+        return (f"With tool_choice {choice}, the model answered in text (stop_reason \"{stop1}\"): one request, "
+                "no tool call, and the loop is over.")
+    if stop1 != "tool_use" or block["input"] is None:
+        return f"The call was cut off by max_tokens ({max_tokens}) before its input was complete, so there is nothing to run."
+    named = [s for s in _strings(block["input"]) if len(s) >= 3 and s in question]
+    shown = compact_json(block["input"])
+    call = f"The model asked for {block['name']} with {shown if len(shown) <= 80 else shown[:78] + '…'}"
+    if named:
+        call += f", which the question names"
+    if result["is_error"]:
+        ran = "the tool refused that input, and request 2 carried the error back with is_error: true"
+    elif result["stand_in"]:
+        ran = "this page stood in for your code, and request 2 carried that result back"
+    else:
+        ran = "your code ran it, and request 2 carried the result back"
+    if run2 is None or run2.error is not None:
+        return f"{call}; {ran}, but the API refused request 2."
+    return f"{call}; {ran}."
+
+
 def context(page) -> dict:
     o = page.opts
     tool, choice = o["tool"], o["choice"]
@@ -195,7 +282,9 @@ def context(page) -> dict:
         raise OptionError("“tool=own” needs a scenario that carries a tool of your own, and this one has no tools. "
                           "Define one with the “Your own tool” form on the Tools page.")
     engine = page.engine
-    data = compute(engine, page.scenario, tool, choice)
+    scenario = asked(page.scenario, tool, o["ask"])
+    demo = scenario is not page.scenario
+    data = compute(engine, scenario, tool, choice)
     run1, run2 = data["run1"], data["run2"]
     block = data["block"]
     steps = step_rows(run1, block["name"] if block else None, choice) if run1.error is None else []
@@ -204,7 +293,7 @@ def context(page) -> dict:
     if not steps and o["step"] != 0:
         raise OptionError("“step” must be 0: this request generated no tokens.")
     vocab = engine.model.config.vocab_size
-    definition = definition_of(page.scenario, tool)
+    definition = definition_of(scenario, tool)
     d = definition if isinstance(definition, dict) else {}
     def_tokens = len(engine.tokenizer.encode(
         "\n".join([f"- {d.get('name', '')}: {d.get('description', '')}",
@@ -225,12 +314,21 @@ def context(page) -> dict:
         "own_error_card": True,
         "tool": tool, "choice": choice, "step": o["step"],
         "own": tool == OWN, "tool_name": (own_name if isinstance(own_name, str) else "") if tool == OWN else tool,
-        "tools_links": [{"name": n, "url": page.url(tool=n, choice=choice), "current": n == tool}
+        "tools_links": [{"name": n, "url": page.url(tool=n, choice=choice, ask=_ask(o)), "current": n == tool}
                         for n in TOOL_NAMES + ((OWN,) if own_tools else ())],
         "own_form": {"name": start.get("name") if isinstance(start.get("name"), str) else "",
                      "description": start.get("description") if isinstance(start.get("description"), str) else "",
                      "schema": _json(form_schema)},
-        "choice_links": [{"name": c, "url": page.url(tool=tool, choice=c), "current": c == choice} for c in CHOICES],
+        "choice_links": [{"name": c, "url": page.url(tool=tool, choice=c, ask=_ask(o)), "current": c == choice} for c in CHOICES],
+        # the question asked, and the other one a link away
+        "question": _question(scenario), "demo": demo,
+        "can_demo": tool != OWN and asks_default(page.scenario),
+        "ask_links": {"demo": page.url(**_shown(o)), "request": page.url(**_shown(o), ask="request")},
+        "call_input": compact_json(block["input"]) if block and block["input"] is not None else (block["raw"] if block else ""),
+        "result_text": data["result"]["content"] if data["result"] else "",
+        "headline": headline(question=_question(scenario), run1=run1, stop1=stop1, block=block, result=data["result"],
+                             run2=run2, stop2=run2.done["stop_reason"] if run2 is not None and run2.done else None,
+                             choice=choice, max_tokens=MAX_TOKENS),
         "definition_json": _json(definition),
         "def_tokens": def_tokens,
         "window": engine.context_window,
@@ -255,5 +353,5 @@ def context(page) -> dict:
         "n_constrained": len(constrained),
         "mean_allowed": round(sum(s["n_allowed"] for s in constrained) / len(constrained)) if constrained else None,
         "tools_data": {"steps": steps, "step": o["step"], "vocab": vocab, "choice": choice},
-        "own_data": {"fields": asdict(page.scenario), "choice": choice},
+        "own_data": {"fields": asdict(scenario), "choice": choice},
     }

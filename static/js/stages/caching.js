@@ -80,17 +80,14 @@ async function refresh() {
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
     const doc = new DOMParser().parseFromString(await r.text(), "text/html");
     const fresh = doc.getElementById("cache-results");
-    if (!fresh) throw new Error("no results");
+    const main = doc.getElementById("ca-main");
+    if (!fresh || !main) throw new Error("no results");
     if (mine !== ticket) return;  // a later change won
+    // the main visual (the two requests' usage, its caption and its links) and the results below, both the server's
+    $("ca-main").replaceWith(document.importNode(main, true));
     $("cache-results").replaceWith(document.importNode(fresh, true));
     data = readJSON("caching-data");
     for (const name of ["bp", "ttl", "clock"]) setViewOption(name, url.searchParams.get(name));
-    const long = $("use-long");
-    if (long) {  // the ready-made prompt keeps the clock
-      const u = new URL(long.href);
-      if (url.searchParams.has("clock")) u.searchParams.set("clock", url.searchParams.get("clock")); else u.searchParams.delete("clock");
-      long.href = u.pathname + u.search;
-    }
     render();
     document.body.dataset.cachingLoads = String(Number(document.body.dataset.cachingLoads || 0) + 1);
   } catch {

@@ -70,8 +70,9 @@ function selectTurn(k, { remember = true } = {}) {
 // ---- charts ----------------------------------------------------------------------------------
 
 const W = 460, H = 250, M = { l: 52, r: 14, t: 18, b: 38 };
+const SMALL = { W, H, M };  // the secondary charts: a fixed viewBox, scaled to their column
 
-function axes(s, { yMax, ticks, label, xLabels, xTitle }) {
+function axes(s, { yMax, ticks, label, xLabels, xTitle }, { W, H, M } = SMALL) {
   const g = el("g", { class: "axis" }, s);
   const pw = W - M.l - M.r, ph = H - M.t - M.b;
   for (const v of ticks) {
@@ -100,7 +101,7 @@ function niceTicks(max, n = 4) {
   return out;
 }
 
-function hline(s, y, cls, label, below = false) {
+function hline(s, y, cls, label, below = false, { W, M } = SMALL) {
   const g = el("g", { class: `limit ${cls}` }, s);
   el("line", { x1: M.l, x2: W - M.r, y1: y, y2: y }, g);
   text(g, M.l + 4, below ? y + 13 : y - 4, label, { "text-anchor": "start" });
@@ -108,23 +109,34 @@ function hline(s, y, cls, label, below = false) {
 
 // One bar slot per request of the conversation, on a token axis up to yMax: the chart, its
 // y scale, the bar width and each slot's centre.
-function requestChart(T, yMax, label) {
+function requestChart(T, yMax, label, dim = SMALL, maxBar = 46) {
+  const { W, H, M } = dim;
   const s = svg(W, H, { label, className: "cv-svg" });
   const slot = (W - M.l - M.r) / T.length;
   const mid = (i) => M.l + slot * (i + 0.5);
   const { ph } = axes(s, {
     yMax, ticks: niceTicks(yMax), label: "tokens", xTitle: "request",
     xLabels: T.map((t, i) => ({ x: mid(i), text: String(t.turn) })),
-  });
-  return { s, y: (v) => M.t + ph - (v / yMax) * ph, bw: Math.min(46, slot * 0.7), mid };
+  }, dim);
+  return { s, y: (v) => M.t + ph - (v / yMax) * ph, bw: Math.min(maxBar, slot * 0.7), mid };
 }
 
+// The main visual: input tokens per request, each bar split into what was sent before (pale) and what is
+// new in it (strong), under the prompt limit. Drawn at the size of its box (the height follows the screen),
+// so the text stays at its real size.
 function drawPerTurn() {
   const host = $("chart-per-turn");
   if (!host) return;
   const T = D.turns;
+  const phone = window.innerWidth < 700;
+  const w = Math.max(280, Math.round(host.clientWidth || 600));
+  const h = Math.round(Math.min(phone ? 250 : 300, Math.max(180, window.innerHeight * (phone ? 0.27 : 0.36))));
+  const dim = { W: w, H: h, M: { l: 48, r: 10, t: 16, b: 36 } };
   const yMax = Math.max(D.window, ...T.map((t) => t.input)) * 1.08;
-  const { s, y, bw, mid } = requestChart(T, yMax, `Input tokens per request: ${T.map((t) => t.input).join(", ")}`);
+  const label = `Input tokens per request: ${T.map((t) => t.input).join(", ")}; the prompt limit is ${D.max_prompt}`;
+  const { s, y, bw, mid } = requestChart(T, yMax, label, dim, phone ? 44 : 72);
+  s.setAttribute("height", String(h));
+  s.classList.add("cv-main-svg");
   T.forEach((t, i) => {
     const x = mid(i) - bw / 2;
     const g = el("g", { class: `bar${t.refused ? " refused" : ""}` }, s);
@@ -133,8 +145,8 @@ function drawPerTurn() {
     if (resent > 0) el("rect", { x, y: y(resent), width: bw, height: y(0) - y(resent), class: "resent" }, g);
     text(g, x + bw / 2, y(t.input) - 4, t.refused ? `${fmt(t.input)} · 400` : fmt(t.input), { "text-anchor": "middle", class: "val" });
   });
-  hline(s, y(D.max_prompt), "max", `prompt limit ${D.max_prompt}`);
-  if (D.budget < D.max_prompt) hline(s, y(D.budget), "budget", `room for the reply: ${D.budget}`, true);
+  hline(s, y(D.max_prompt), "max", `prompt limit ${D.max_prompt}`, false, dim);
+  if (D.budget < D.max_prompt) hline(s, y(D.budget), "budget", `room for the reply: ${D.budget}`, true, dim);
   host.replaceChildren(s);
 }
 
@@ -338,6 +350,13 @@ function init() {
   selectTurn(D.selected, { remember: false });
   drawPerTurn();
   drawCumulative();
+  let width = window.innerWidth;
+  window.addEventListener("resize", () => {  // the main chart follows its box
+    if (window.innerWidth === width) return;
+    width = window.innerWidth;
+    clearTimeout(init.timer);
+    init.timer = setTimeout(drawPerTurn, 150);
+  });
   for (const b of document.querySelectorAll("button[data-scale]")) b.addEventListener("click", () => selectScale(b.dataset.scale));
   if (D.projections.length) selectScale(D.projections.some((p) => p.key === D.scale) ? D.scale : D.projections[0].key, { remember: false });
   for (const b of document.querySelectorAll("[data-show]")) b.addEventListener("click", () => selectStrategy(b.dataset.show));
