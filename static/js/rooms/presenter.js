@@ -46,6 +46,8 @@ function onFrame(f) {
     case "room.students":
       $("student-count").textContent = f.count;
       $("student-word").textContent = f.count === 1 ? "student" : "students";
+      $("proj-count").textContent = f.count;
+      $("proj-word").textContent = f.count === 1 ? "student" : "students";
       showArrivals(f);
       break;
     case "room.mode":
@@ -98,6 +100,7 @@ function report() {
   send({ type: "state", href });
   const slug = href.split("/")[2];
   $("stage-select").value = slug;
+  showStageName();
 }
 
 function goStage(slug) {
@@ -221,6 +224,22 @@ async function toggleProjector() {
   } catch { /* full screen refused (no user gesture, or not allowed): the large layout still applies */ }
 }
 $("projector").addEventListener("click", toggleProjector);
+$("projector-exit").addEventListener("click", toggleProjector);
+
+// In projector mode the controls hide behind C (and this button); on the presenter's own screen they stay.
+function toggleControls(show = !document.body.classList.contains("show-controls")) {
+  document.body.classList.toggle("show-controls", show);
+  $("controls-toggle").setAttribute("aria-expanded", String(show));
+}
+$("controls-toggle").addEventListener("click", () => toggleControls());
+
+// The slim bar names the stage as the pages number it.
+function showStageName() {
+  const sel = $("stage-select");
+  $("proj-stage").textContent = sel.selectedOptions[0] ? sel.selectedOptions[0].textContent : "";
+}
+$("stage-select").addEventListener("change", showStageName);
+showStageName();
 
 // ---- keys, also while the focus is inside the stage frame ---------------------------------------
 
@@ -238,6 +257,7 @@ function onKey(e, doc) {
     g: () => running && !guessOpen && send({ type: "guess" }),
     r: () => guessOpen && send({ type: "reveal" }),
     f: () => toggleProjector(),
+    c: () => document.body.classList.contains("projector") && toggleControls(),
     l: () => (lobby.open ? closeLobby() : openLobby()),
     Enter: () => closeLobby(),
   };
