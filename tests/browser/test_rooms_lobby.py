@@ -99,6 +99,7 @@ def test_students_arrive_in_the_lobby_then_answer(page, browser, server, shoot, 
     expect(page.locator("#student-count")).to_have_text("2")
 
     # a blocked nickname is refused with a message, on the student page and on the join page
+    bob.locator("#nick > summary").click()  # the nickname form is folded on the room's page
     bob.get_by_label("Nickname (optional)").fill("Shit")
     bob.get_by_role("button", name="Save").click()
     expect(bob.locator("#nick-msg")).to_contain_text("not allowed in a classroom")
@@ -222,3 +223,33 @@ def test_a_full_class_in_the_lobby(browser, server, axe):
         axe(pg)
         screen(pg, "room-lobby-full-class-1280x720")
     pg.context.close()
+
+
+def test_a_students_phone_is_one_page_that_scrolls(page, browser, server, shoot):
+    """In a room a phone gets a slim header, the live run first, then the stage's main visual at the phone's
+    width, and no scroll area inside the page: the stage frame is as tall as the stage."""
+    code, _ = start_room(page, server)
+    page.locator("#stage-select").select_option("tokenize", force=True)
+    ph = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).new_page()
+    ph.goto(f"{server['url']}/r/{code}/")
+    expect(ph.locator("#conn")).to_have_text("connected")
+    expect(ph.locator("#stage-title")).to_have_text("3. Tokenize")
+    ph.wait_for_timeout(800)
+    header = ph.locator("header.site").bounding_box()
+    assert header["height"] <= 44, header
+    live, frame = ph.locator("#live-title").bounding_box(), ph.locator("#stage-frame").bounding_box()
+    assert live["y"] < frame["y"] and live["y"] < 844 / 2  # the live run first, near the top
+    inner = ph.evaluate("""() => { const d = document.getElementById('stage-frame').contentDocument;
+        const mv = d.querySelector('[data-main-visual]').getBoundingClientRect();
+        return {content: d.documentElement.scrollHeight, view: d.documentElement.clientHeight,
+                sw: d.documentElement.scrollWidth, vw: d.documentElement.clientWidth, mvw: mv.width, mvtop: mv.top,
+                lead: getComputedStyle(d.querySelector('.stage-head .lead')).display}; }""")
+    assert inner["content"] <= inner["view"] + 2, inner  # nothing left to scroll inside the frame
+    assert inner["sw"] <= inner["vw"] and inner["mvw"] <= 390, inner
+    assert inner["lead"] == "none" and inner["mvtop"] < 200, inner  # the stage opens on its main visual
+    scrollers = ph.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => {
+        const s = getComputedStyle(e); return /(auto|scroll)/.test(s.overflowY) && e.scrollHeight > e.clientHeight + 2; })
+        .map(e => e.tagName + '#' + e.id + '.' + e.className)""")
+    assert not scrollers, scrollers
+    assert ph.evaluate("document.documentElement.scrollWidth") <= 390
+    shoot(ph, "room-student-phone-tokenize")

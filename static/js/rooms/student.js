@@ -75,12 +75,14 @@ function onFrame(f) {
     case "room.nickname":
       if (f.name) sessionStorage.setItem(nickKey, f.name); else sessionStorage.removeItem(nickKey);
       $("nick-input").value = f.name || "";
+      $("nick-shown").textContent = f.name || "none";  // text from a person: never HTML
       nickMessage(f.name ? `The presenter's screen shows you as “${f.name}”.` : "No nickname: you stay anonymous.", false);
       break;
     case "error":
       if (f.frame === "nickname") {  // refused: say why beside the box, and keep what was typed to edit it
           if (f.error.type !== "rate_limit_error") sessionStorage.removeItem(nickKey);
         nickMessage(f.error.message, true);
+        $("nick").open = true;  // the reason must be seen
         break;
       }
       showError(f.error.message);
@@ -95,6 +97,22 @@ function check() {
   if (here && here !== presenterHref && here !== expected) setFollowing(false);
 }
 frame.addEventListener("load", check);
+
+// On a phone nothing scrolls inside a scroll area: the stage frame is as tall as the page in it, and the room's
+// page is the only thing that scrolls. In the frame, the stage's main visual comes first (html.in-room).
+let sizer = null;
+function fitFrame() {
+  let doc;
+  try { doc = frame.contentDocument; } catch { return; }
+  if (!doc || !doc.documentElement) return;
+  doc.documentElement.classList.add("in-room");
+  const fit = () => { frame.style.height = `${Math.max(200, doc.documentElement.scrollHeight)}px`; };
+  if (sizer) sizer.disconnect();
+  if (window.ResizeObserver && doc.body) { sizer = new ResizeObserver(fit); sizer.observe(doc.body); }
+  fit();
+}
+frame.addEventListener("load", fitFrame);
+fitFrame();
 window.addEventListener("message", (e) => {
   if (e.origin === location.origin && e.data && e.data.type === "explainer.location") check();
 });
@@ -109,7 +127,7 @@ $("nick-form").addEventListener("submit", (e) => {
   sendNickname($("nick-input").value);
 });
 const saved = sessionStorage.getItem(nickKey);
-if (saved) $("nick-input").value = saved;
+if (saved) { $("nick-input").value = saved; $("nick-shown").textContent = saved; }
 
 $("follow").addEventListener("click", () => {
   setFollowing(true);
