@@ -132,9 +132,43 @@ def test_the_page_says_when_the_word_ban_removed_a_candidate(client, monkeypatch
     html = get(client, s, step=step).content.decode()
     note = re.search(r'<p id="word-ban"[^>]*>(.*?)</p>', html, re.S)
     assert note and "hidden" not in note.group(0).split(">")[0]
+    assert html.index('id="main-visual"') < note.start() < html.index('class="scenario-bar"')  # beside the bars it changed
     assert "d**n" in note.group(1) and "damn" not in note.group(1)
     data = script_json(html, "sampling-step")
     assert set(run.steps[step]["word_ban"]) <= set(data["banned"])
     assert data["engine"]["token"] == run.steps[step]["token"] and data["engine"]["token"] not in data["banned"]
     other = get(client, s, step=0).content.decode()  # a step without a ban keeps the note hidden
     assert re.search(r'<p id="word-ban"[^>]*hidden', other)
+
+
+def test_the_main_visual_is_the_distribution_with_its_knobs_and_strip(client):
+    html = get(client, SCENARIO, step=2).content.decode()
+    mv = html[html.index('id="main-visual"'):html.index('class="scenario-bar"')]
+    for id_ in ("knob-t", "knob-k", "knob-p", "dist-table", "strip", "step-label", "step-next"):
+        assert f'id="{id_}"' in mv, id_
+    assert 'id="so-far"' not in mv and 'id="draw-log"' not in mv  # the loop and your own draws come after
+
+
+def test_try_this_figures_come_from_the_step_s_logits(client):
+    run = run_of(SCENARIO)
+    step = 2
+    st = run.steps[step]
+    banned = tuple(banned_ids(engine().tokenizer)) + tuple(st.get("word_ban", ()))
+    html = get(client, SCENARIO, step=step).content.decode()
+    fold = html[html.index('id="try-this"'):]
+    now = distribution(st["logits"], SamplingParams(0.9, 50, None), banned=banned)
+    hot = distribution(st["logits"], SamplingParams(1.5, 50, None), banned=banned)
+    half = distribution(st["logits"], SamplingParams(0.9, 50, 0.5), banned=banned)
+    top = int(now.order[0])
+    label = engine().token_label(top).replace(" ", "␣")
+    assert f"greedy: only “{label}” is left" in fold
+    assert f"falls from {now.final[top]:.1%} to {hot.final[top]:.1%}, and {np.count_nonzero(hot.final):,} tokens can be drawn" in fold
+    assert f"stay: {np.count_nonzero(half.final):,} of the 50 the request&#x27;s settings keep" in fold
+    assert "step=2" in fold and "t=1.5" in fold and "p=0.5" in fold
+
+
+def test_the_stop_reason_is_said_in_words(client):
+    run = run_of(SCENARIO)
+    html = get(client, SCENARIO).content.decode()
+    words = {"max_tokens": "reached max_tokens, the limit you set", "end_turn": "the model chose to stop (end_turn)"}
+    assert f"stopped: {words[run.done['stop_reason']]}" in html

@@ -37,7 +37,21 @@ def test_it_renders_the_default_scenario(client):
     r = get(client)
     assert r.status_code == 200
     html = r.content.decode()
-    assert "On the wire" in html and "text_stream" in html and "get_final_message()" in html
+    assert "The events that carried it" in html and "text_stream" in html and "get_final_message()" in html
+    # the main visual: the reply's text beside (on a phone, above) the events that carried it, and Play
+    mv = html[html.index('id="main-visual"'):html.index('class="scenario-bar"')]
+    for id_ in ("play", "pace", "text", "wire", "stop-words"):
+        assert f'id="{id_}"' in mv, id_
+    assert "text_stream" not in mv  # the SDK's side is in the "In the API" fold
+    assert html.index('id="in-the-api"') < html.index("text_stream")
+
+
+def test_the_stop_reason_is_said_in_words(client):
+    run = run_of(SCENARIO)
+    html = get(client, SCENARIO).content.decode()
+    words = {"max_tokens": "reached max_tokens, the limit you set", "end_turn": "the model chose to stop (end_turn)"}[run.done["stop_reason"]]
+    assert re.search(rf'<p id="stop-words"[^>]*>stopped: {re.escape(htmllib.escape(words))}</p>', html)
+    assert re.search(rf'data-metric="stop_reason">.*?<dd>{re.escape(htmllib.escape(words))}</dd>', html, re.S)
 
 
 def test_the_transcript_is_the_run_s_events_as_sse(client):
@@ -51,7 +65,9 @@ def test_the_transcript_is_the_run_s_events_as_sse(client):
     assert f"input_tokens: {len(run.prompt_ids)}, known before any output" in html
     assert f"output_tokens: {run.done['usage']['output_tokens']}, known only now, at the end" in html
     # the rendered text and the recorded engine timings
-    assert htmllib.escape(run.text, quote=False) in html
+    shown_text = re.search(r'<div id="text"[^>]*>(.*?)</div>', html, re.S).group(1)
+    assert htmllib.unescape(re.sub(r"<[^>]*>", "", shown_text)) == run.text  # one piece per text delta, joined
+    assert shown_text.count('class="piece"') == sum(1 for e in run.events if e["type"] == "content_block_delta")
     assert f"{floatformat(run.done['timings']['time_to_first_token_ms'], 1)} ms" in html
     bytes_ = sum(len(f"event: {e['type']}\ndata: {json.dumps(e, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()) for e in run.events)
     assert f"{bytes_:,} bytes as Server-Sent Events" in html

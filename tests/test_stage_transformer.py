@@ -220,3 +220,32 @@ def test_window_start():
 def test_pack_round_trips_within_quantisation():
     x = np.random.default_rng(0).uniform(-0.3, 0.3, size=500)
     np.testing.assert_allclose(transformer.unpack(transformer.pack(x, -0.3, 0.3)), x, atol=0.6 * Q16 + 1e-12)
+
+
+def test_the_main_visual_is_the_chosen_head_with_its_picker(client):
+    html, _, view = get(client, SHORT, layer=2, head=1)
+    mv = html[html.index('id="main-visual"'):html.index('class="scenario-bar"')]
+    assert 'id="attn-big"' in mv and 'id="token-strip"' in mv and 'name="attn-scale"' in mv
+    assert re.search(r'data-pick-layer="2"[^>]*aria-pressed="true"', mv) and re.search(r'data-pick-head="1"[^>]*aria-pressed="true"', mv)
+    assert 'id="attn-grid"' not in mv  # every head's map is a secondary view, below
+    cfg = load_model().config
+    assert mv.count("data-pick-layer=") == cfg.n_layer and mv.count("data-pick-head=") == cfg.n_head
+
+
+def test_try_this_points_at_heads_measured_on_this_prompt(client, short_trace):
+    ids, trace = short_trace
+    html, data, _ = get(client, SHORT)
+    cfg = load_model().config
+    names = [f"block_{l}_attn_head_{h}_weights" for l in range(cfg.n_layer) for h in range(cfg.n_head)]
+    prev = [np.mean([trace[n][i, i - 1] for i in range(1, len(ids))]) for n in names]
+    first = [np.mean(trace[n][1:, 0]) for n in names]
+    np.testing.assert_allclose(data["habits"]["prev"], prev, atol=6e-5)
+    np.testing.assert_allclose(data["habits"]["first"], first, atol=6e-5)
+    fold = html[html.index('id="try-this"'):]
+    l, h = divmod(int(np.argmax(first)), cfg.n_head)
+    assert re.search(rf"layer {l} · head {h}</a>: over this prompt, a token gives on average\s+{max(first):.2f} of its attention to "
+                     "the prompt&#x27;s first token", fold)
+    # the previous-token head is the tutorial's puzzle: its share is given, not which head it is
+    assert re.search(rf"a token gives on average {max(prev):.2f} of its attention to the token right before it", fold)
+    l, h = divmod(int(np.argmax(prev)), cfg.n_head)
+    assert f"layer {l} · head {h}" not in fold or int(np.argmax(prev)) == int(np.argmax(first))

@@ -81,9 +81,19 @@ def test_it_charts_the_real_distribution(server, page, link, shoot, axe):
     page.goto(link("sampling", SCENARIO, step=step))
     ready(page)
     assert page.locator("#step-label").inner_text() == f"step {step + 1} of {len(run.steps)}"
+    # The knobs, the bars and the strip make the main visual, whole in the first screen (1280x720):
+    # the table shows as many of the most likely tokens as fit.
+    mv = page.locator("#main-visual")
+    for sel in ("#knob-t", "#knob-k", "#knob-p", "#dist-rows", "#strip .seg", "#step-next"):
+        assert mv.locator(sel).count() > 0, sel
+    assert mv.evaluate("el => el.getBoundingClientRect().bottom + scrollY") <= 720
     rows = page.locator("#dist-rows tr[data-token]")
-    assert rows.count() == 15
-    assert [int(x) for x in rows.evaluate_all("rs => rs.map(r => r.dataset.token)")] == py.order[:15].tolist()
+    n = rows.count()
+    assert n >= 6
+    assert [int(x) for x in rows.evaluate_all("rs => rs.map(r => r.dataset.token)")] == py.order[:n].tolist()
+    # the strip marks where the engine's u lands: the engine's own token, at the request's settings
+    assert page.locator("#strip .seg.lands").count() == 1
+    assert "→" in page.locator("#strip-marks .sm-u.engine").inner_text()
     first = rows.first.locator(".val").inner_text()
     # the page gets the logits rounded to 4 decimals: its percentage may differ in the last digit
     assert abs(float(first.split("%")[0]) - py.final[py.order[0]] * 100) <= 0.011, first
@@ -91,7 +101,7 @@ def test_it_charts_the_real_distribution(server, page, link, shoot, axe):
     drawable = py.final.size - len(banned_ids(engine().tokenizer))
     assert page.locator("[data-stat=kept]").inner_text() == f"{kept:,} of {drawable:,}"
     rank = int(np.flatnonzero(py.order == st["token"])[0])
-    if rank < 15:
+    if rank < n:
         assert page.locator("#dist-rows tr.engine").get_attribute("data-token") == str(st["token"])
     assert f"id {st['token']}" in page.locator("#engine-drew").inner_text()
     assert "the token the engine drew" in page.locator("#replay").inner_text()
@@ -101,6 +111,10 @@ def test_it_charts_the_real_distribution(server, page, link, shoot, axe):
     assert page.locator("#so-far a.tok.current").get_attribute("data-step") == str(step)
     axe(page)
     shoot(page, "sampling-1280")
+    # 50 rows on demand, still the model's order
+    page.get_by_role("button", name="Show 50 rows").click()
+    assert [int(x) for x in rows.evaluate_all("rs => rs.map(r => r.dataset.token)")] == py.order[:50].tolist()
+    assert page.evaluate("document.activeElement.id") == "more-rows" and page.locator("#more-rows").inner_text() == f"Show {n} rows"
 
 
 def test_sliders_explore_without_changing_the_request(server, page, link, shoot):
@@ -178,6 +192,11 @@ def test_it_fits_a_phone(server, phone, link, shoot):
     pg.wait_for_selector("body[data-sampling-ready]")
     shoot(pg, "sampling-phone")
     assert_fits_phone(pg)
+    # knobs, bars and strip together in the first screen: the table keeps fewer rows on a phone
+    assert pg.locator("#main-visual").evaluate("el => el.getBoundingClientRect().bottom + scrollY") <= 844
+    assert 4 <= pg.locator("#dist-rows tr[data-token]").count() < 12
+    for sel in ("#knob-t", "#knob-k", "#knob-p", "#strip .seg.lands"):
+        assert pg.locator(sel).is_visible(), sel
 
 
 

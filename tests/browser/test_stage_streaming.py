@@ -31,6 +31,11 @@ def test_the_recorded_run_is_on_the_page_before_play(server, page, link, shoot):
     assert data["message"]["usage"]["input_tokens"] == len(run.prompt_ids)
     assert page.locator("#text").text_content() == run.text
     assert page.locator("[data-metric=output_tokens] dd").inner_text() == str(run.done["usage"]["output_tokens"])
+    # on a laptop the events sit beside the text, and both fit the first screen (the list scrolls)
+    text, wire = page.locator("#text").bounding_box(), page.locator("#wire").bounding_box()
+    assert wire["x"] >= text["x"] + text["width"]
+    assert page.locator("#main-visual").evaluate("el => el.getBoundingClientRect().bottom + scrollY") <= 720
+    assert page.locator("#wire").evaluate("el => el.scrollHeight > el.clientHeight")
     shoot(page, "streaming-recorded")
 
 
@@ -51,6 +56,10 @@ def test_it_streams_live_with_the_same_text(server, page, link, shoot, axe):
     assert page.locator("#wire li.ev-message_start .note").inner_text().startswith(f"input_tokens: {len(run.prompt_ids)}")
     assert page.locator("#wire li.ev-message_delta .note").inner_text().startswith(f"output_tokens: {run.done['usage']['output_tokens']}")
     assert page.locator("[data-metric=output_tokens] dd").inner_text() == str(run.done["usage"]["output_tokens"])
+    # the stop reason in words, under the text and in the usage card, as the live message_delta said it
+    words = {"max_tokens": "reached max_tokens, the limit you set", "end_turn": "the model chose to stop (end_turn)"}[run.done["stop_reason"]]
+    assert page.locator("#stop-words").inner_text() == f"stopped: {words}"
+    assert page.locator("[data-metric=stop_reason] dd").inner_text() == words
     assert page.locator("[data-metric=ttft-engine]").inner_text().endswith("ms")
     assert page.locator("[data-metric=ttft-browser]").inner_text().endswith("ms")
     assert float(page.locator("[data-metric=tps-browser]").inner_text()) > 0
@@ -99,6 +108,9 @@ def test_it_fits_a_phone(server, browser, link, shoot):
     pg.wait_for_selector("#same:not(:empty)", timeout=30_000)
     shoot(pg, "streaming-phone")
     assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+    # on a phone the events come under the text, not beside it
+    text, wire = pg.locator("#text").bounding_box(), pg.locator("#wire").bounding_box()
+    assert wire["y"] >= text["y"] + text["height"]
     ctx.close()
 
 

@@ -20,9 +20,26 @@ def query(page) -> dict:
     return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
 
 
+LABEL_PX = """() => {
+  const s = document.querySelector('#attn-big svg');
+  const scale = s.getBoundingClientRect().width / s.viewBox.baseVal.width;
+  return Math.min(...[...s.querySelectorAll('text.lbl')].map(t => parseFloat(t.getAttribute('font-size')) * scale));
+}"""
+
+
+def assert_main_visual_holds_the_map(pg) -> None:
+    """The chosen head's map, its picker and the token strip are the main visual; its labels are not shrunk."""
+    mv = pg.locator("#main-visual")
+    assert mv.locator("#attn-big svg").count() == 1 and mv.locator("#token-strip button.tok").count() > 0
+    assert mv.locator("[data-pick-layer]").count() == load_model().config.n_layer
+    assert mv.locator("[data-pick-head]").count() == load_model().config.n_head
+    assert pg.evaluate(LABEL_PX) >= 11.9
+
+
 def test_it_draws_every_head_from_the_models_weights(page, link, shoot, axe):
     ids = run_of(SCENARIO).prompt_ids
     page.goto(link("transformer", SCENARIO, token=5))
+    assert_main_visual_holds_the_map(page)
     cfg = load_model().config
     cells = page.locator("#attn-grid button.attn-cell")
     assert cells.count() == cfg.n_layer * cfg.n_head
@@ -43,8 +60,19 @@ def test_it_draws_every_head_from_the_models_weights(page, link, shoot, axe):
     assert (q["layer"], q["head"], q["token"]) == ("2", "3", "5")
     assert "layer=2" in page.locator("[data-copy-link]").get_attribute("data-copy-link")
 
+    # The big map's own picker (the main visual) shows the same head, and moves it too.
+    assert page.locator("[data-pick-layer][aria-pressed=true]").inner_text() == "2"
+    assert page.locator("[data-pick-head][aria-pressed=true]").inner_text() == "3"
+    page.locator('[data-pick-layer="1"]').click()
+    assert (query(page)["layer"], query(page)["head"]) == ("1", "3")
+    assert page.locator("#attn-grid button[aria-pressed=true]").get_attribute("aria-label").endswith("(block_1_attn_head_3_weights)")
+    assert page.locator("#attn-title").inner_text() == "layer 1 · head 3"
+    page.locator('[data-pick-layer="2"]').click()
+    assert page.locator("#attn-name").inner_text() == "block_2_attn_head_3_weights"
+
     # Hovering a cell of the enlarged map reads out the model's weight for that pair of tokens.
     w23 = load_model().forward(ids, want=("block_2_attn_head_3_weights",)).trace["block_2_attn_head_3_weights"]
+    page.locator("#attn-big").scroll_into_view_if_needed()
     box = page.locator("#attn-big image").bounding_box()
     cell = box["width"] / len(ids)
     page.mouse.move(box["x"] + 2.5 * cell, box["y"] + 6.5 * cell)
@@ -113,6 +141,7 @@ def test_it_works_on_a_phone(browser, link, shoot):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     pg = context.new_page()
     pg.goto(link("transformer", SCENARIO))
+    assert_main_visual_holds_the_map(pg)
     assert pg.locator("#attn-grid button.attn-cell").count() == 16
     pg.locator('#attn-grid button[data-layer="3"][data-head="1"]').tap()
     assert "layer=3" in pg.url

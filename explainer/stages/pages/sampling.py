@@ -16,6 +16,7 @@ import numpy as np
 from explainer.llm.generate import banned_ids, step_banned
 from explainer.llm.sampling import SamplingParams, distribution
 from explainer.stages.options import IntOption, OptionError
+from explainer.stages.pages.recap import STOP_WORDS
 
 PROMPT_TAIL = 24  # prompt tokens shown before the reply in the step-through
 API_TEMPERATURE_MAX = 1.0
@@ -129,6 +130,33 @@ def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def try_this(page, index: int) -> list[dict]:
+    """Three slider settings worth trying at this step, each with what it does here, computed from the step's logits."""
+    run, eng = page.run, page.engine
+    st = run.steps[index]
+    req = request_params(page)
+    banned = step_banned(eng.tokenizer, st)
+    logits = np.asarray(st["logits"], dtype=np.float64)
+    dist = lambda t, k, p: distribution(logits, SamplingParams(t, k, p), banned=banned)  # noqa: E731
+    now = dist(req["temperature"], req["top_k"], req["top_p"])
+    top = int(now.order[0])
+    label = visible(eng.token_label(top))
+    keep = {"step": index or None}
+    out = [{"action": "temperature 0", "url": page.url(**keep, t="0"),
+            "result": f"greedy: only “{label}” is left, so every draw gives it"}]
+    if req["temperature"] != 1.5:
+        hot = dist(1.5, req["top_k"], req["top_p"])
+        out.append({"action": "temperature 1.5", "url": page.url(**keep, t="1.5"),
+                    "result": f"the curve flattens: “{label}” falls from {now.final[top]:.1%} to {hot.final[top]:.1%}, "
+                              f"and {np.count_nonzero(hot.final):,} tokens can be drawn"})
+    nucleus = dist(req["temperature"], req["top_k"], 0.5)
+    n = int(np.count_nonzero(nucleus.final))
+    out.append({"action": "top_p 0.5", "url": page.url(**keep, p="0.5"),
+                "result": (f"the fewest most likely tokens that reach half the probability stay: {n:,} "
+                           f"of the {np.count_nonzero(now.final):,} the request's settings keep")})
+    return out
+
+
 def context(page) -> dict:
     run, opts = page.run, page.opts
     n = len(run.steps)
@@ -164,8 +192,10 @@ def context(page) -> dict:
         "ranges": {"t_api_max": API_TEMPERATURE_MAX, "t_max": EXPLORE_TEMPERATURE_MAX,
                    "k_max": max(TOP_K_SLIDER_MAX, req["top_k"] or 0, explore["top_k"])},
     }
+    done = run.done or {}
     ctx = {
         "wide": False,
+        "stop_words": STOP_WORDS.get(done["stop_reason"], done["stop_reason"]) if done.get("stop_reason") else None,
         "config": config,
         "req_text": {"temperature": _fmt(req["temperature"]),
                      "top_k": "off" if not req["top_k"] else str(req["top_k"]),
@@ -182,6 +212,7 @@ def context(page) -> dict:
         ctx["candidates"] = [c | {"label": visible(page.engine.token_label(c["token"]))} for c in run.steps[i]["candidates"]]
         ctx["prev_url"] = page.url(step=i - 1 or None, **keep) if i > 0 else None
         ctx["next_url"] = page.url(step=i + 1, **keep) if i + 1 < n else None
+        ctx["try_this"] = try_this(page, i)
         ctx["so_far"] = [{"index": j, "label": visible(s["text"]), "url": page.url(step=j or None, **keep), "current": j == i}
                          for j, s in enumerate(run.steps[: i + 1])]
     return ctx

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 
+from explainer.lifecycle.figures import text_figures
 from explainer.live.consumers import MAX_PACE_MS
 from explainer.stages.options import ChoiceOption, IntOption
+from explainer.stages.pages.recap import STOP_WORDS
 
 PACE_MAX = min(500, MAX_PACE_MS)
 OPTIONS = {
@@ -23,7 +25,7 @@ OPTIONS = {
 def sse(event: dict) -> dict:
     """One event as the API writes it on the wire: an ``event:`` line and a ``data:`` line of compact JSON."""
     data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    return {"name": event["type"], "data": data, "bytes": len(f"event: {event['type']}\ndata: {data}\n\n".encode())}
+    return {"name": event["type"], "data": data, "bytes": text_figures(f"event: {event['type']}\ndata: {data}\n\n", 0).bytes}
 
 
 def token_gist(step: dict) -> dict:
@@ -88,7 +90,13 @@ def context(page) -> dict:
         "wire_bytes": sum(e["bytes"] for e in api),
         "n_deltas": n_deltas,
         "recorded_text": run.text,
+        "text_characters": text_figures(run.text, len(run.steps)).characters,
+        # the text as its deltas carried it, one piece each (they join up to the text)
+        "pieces": [e["delta"]["text"] for e in run.events
+                   if e["type"] == "content_block_delta" and e["delta"].get("type") == "text_delta"],
         "done": done,
+        # "stopped: reached max_tokens, the limit you set": the reason in words (the page's script says the same)
+        "stop_words": STOP_WORDS.get(done["stop_reason"], done["stop_reason"]) if done.get("stop_reason") else None,
         "usage": done.get("usage"),
         "timings": done.get("timings"),
         "pace_max": PACE_MAX,

@@ -94,6 +94,13 @@ def compute(model, label, ids: list[int], start: int, size: int = WINDOW, next_a
     resid = np.stack([tr[n][win] for n in resid_names])  # [L+1, W, d]
     norms = np.linalg.norm(resid, axis=-1)  # [L+1, W]
 
+    # Two habits a head can have, measured over the shown queries (the first token, which can only see
+    # itself, left out): the weight a token gives the token right before it, and the weight it gives the
+    # prompt's very first token. The "Try this" fold points at the head strongest at each.
+    q0 = max(start, 1)
+    prev_share = [float(np.mean(tr[n][np.arange(q0, end), np.arange(q0, end) - 1])) if end > q0 else 0.0 for n in names]
+    first_share = [float(np.mean(tr[n][q0:end, 0])) if end > q0 else 0.0 for n in names]
+
     probs = _softmax(model.logit_lens(resid).astype(np.float64))  # [L+1, W, V]
     top = np.argsort(-probs, axis=-1)[..., :TOP]  # [L+1, W, TOP]
     nxt = list(ids[start + 1:end + 1])
@@ -119,6 +126,8 @@ def compute(model, label, ids: list[int], start: int, size: int = WINDOW, next_a
         "attention": {"names": names, "n_layer": L, "n_head": H, "size": W, "packing": "lower-triangle, row-major",
                       **pack(att, 0.0, 1.0)},
         "embedding": {"name": "embedding", "rows": W, "cols": c.d_model, **pack(emb, -emb_max, emb_max)},
+        "habits": {"prev": [round(v, 4) for v in prev_share], "first": [round(v, 4) for v in first_share],
+                   "queries": end - q0},
         "mlp": {"names": mlp_names, "mean_abs": np.round(mlp, 4).tolist(), "max": round(float(mlp.max()), 4)},
         "resid": {"names": resid_names, "norm": np.round(norms, 3).tolist()},
         "lens": {"depth_names": resid_names, "rows": lens},
@@ -133,6 +142,22 @@ def cached_compute(key: str, model, label, ids: list[int], start: int, next_afte
 def _check(name: str, value: int, count: int, why: str) -> None:
     if value >= count:
         raise OptionError(f"“{name}” must be from 0 to {count - 1}: {why}; got {value}.")
+
+
+def _try_heads(page, data: dict, c, opts) -> list[dict]:
+    """The heads the "Try this" fold suggests, each with its figure as measured for this prompt."""
+    habits = data["habits"]
+    if habits["queries"] < 3:
+        return []
+    out = []
+    for key, what in (("prev", "the token right before it"), ("first", "the prompt's first token")):
+        shares = habits[key]
+        m = int(np.argmax(shares))
+        l, h = divmod(m, c.n_head)
+        keep = {"token": opts["token"] if opts["token"] != LAST else None, "scale": opts["scale"] if opts["scale"] != "linear" else None}
+        out.append({"layer": l, "head": h, "share": shares[m], "what": what, "kind": key,
+                    "url": page.url(layer=l or None, head=h or None, **keep)})
+    return out
 
 
 def context(page) -> dict:
@@ -178,6 +203,9 @@ def context(page) -> dict:
     } for d, row in enumerate(lens_row["depths"])]
     nxt = lens_row["next"]
     return base | {
+        "layers": range(c.n_layer),
+        "heads": range(c.n_head),
+        "try_heads": _try_heads(page, data, c, opts),
         "data": data,
         "tokens": [[t["id"], t["text"]] for t in run.prompt_tokens],
         "view": {"layer": opts["layer"], "head": opts["head"], "token": token, "default_token": T - 1,

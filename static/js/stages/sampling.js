@@ -8,7 +8,10 @@ import { node } from "../lib/dom.js";
 
 const cfg = readJSON("sampling-config");
 const $ = (id) => document.getElementById(id);
-const FEW_ROWS = 15, MANY_ROWS = 50, MAX_LOG = 40, MAX_SEGMENTS = 60;
+const MOST_ROWS = 12, FEWEST_ROWS = 4, MANY_ROWS = 50, MAX_LOG = 40, MAX_SEGMENTS = 60;
+const mainVisual = $("main-visual");
+const moreRows = $("more-rows");  // moved into the table's last row at each redraw, so held here
+let fewRows = MOST_ROWS;  // as many as keep the main visual inside the first screen: see fitRows()
 
 const req = {
   temperature: cfg.request.temperature,
@@ -19,7 +22,7 @@ const knobs = { ...cfg.explore };
 let data = null;         // the current step: logits, banned ids, the engine's draw
 let order = null;        // token ids, most likely first (depends on the logits only)
 let dist = null;
-let rowsShown = FEW_ROWS;
+let rowsShown = MOST_ROWS;
 let draws = null;        // {rng, log: [{u, token}], counts: Map}
 let loading = 0;
 
@@ -108,6 +111,7 @@ async function goToStep(n) {
     setViewOption("step", n || null);
     renderLoop();
     render();
+    fitRows();  // this step's word-ban note, if any, takes room
   } catch {
     location.href = url;  // the page works without the fetch, just with a reload
   } finally {
@@ -115,8 +119,8 @@ async function goToStep(n) {
   }
 }
 
-document.querySelector(".sm-loop").addEventListener("click", (e) => {
-  const a = e.target.closest("a[data-step]");
+document.querySelector("main").addEventListener("click", (e) => {
+  const a = e.target.closest(".sm-stepper a[data-step], #so-far a[data-step]");
   if (!a || e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
   e.preventDefault();
   goToStep(Number(a.dataset.step));
@@ -265,19 +269,35 @@ function renderTable() {
     for (const t of order.slice(shown.length)) { before += dist.probs[t]; after += dist.final[t]; if (dist.final[t] > 0) kept++; }
     const tr = node("tr", { className: "rest" });
     const td = node("td", { colspan: 7 });
-    td.textContent = `… ${rest.toLocaleString("en")} more tokens: ${pct(before)} of the probability before the cut; `
+    td.textContent = `… ${rest.toLocaleString("en")} more tokens: ${pct(before)} before the cut; `
       + (kept ? `${kept.toLocaleString("en")} of them kept, ${pct(after)} after.` : "all of them cut.");
+    td.append(" ", moreRows);  // the button that shows more rows sits on the line that counts them
     tr.append(td);
     body.append(tr);
-  }
-  $("more-rows").hidden = false;
-  $("more-rows").textContent = rowsShown === FEW_ROWS ? `Show ${MANY_ROWS} rows` : `Show ${FEW_ROWS} rows`;
+  } else $("dist-key").append(moreRows);
+  moreRows.hidden = false;
+  moreRows.textContent = rowsShown === MANY_ROWS ? `Show ${fewRows} rows` : `Show ${MANY_ROWS} rows`;
 }
 
-$("more-rows").addEventListener("click", () => {
-  rowsShown = rowsShown === FEW_ROWS ? MANY_ROWS : FEW_ROWS;
+moreRows.addEventListener("click", () => {
+  rowsShown = rowsShown === MANY_ROWS ? fewRows : MANY_ROWS;
   renderTable();
+  moreRows.focus();  // it moved with the redraw
 });
+
+// The table shows as many rows as keep the knobs, the bars and the strip together inside the first
+// screen (fewer on a phone), and the button above it offers 50.
+function fitRows() {
+  if (rowsShown === MANY_ROWS) return;
+  fewRows = MOST_ROWS;
+  rowsShown = fewRows;
+  renderTable();
+  while (fewRows > FEWEST_ROWS && mainVisual.getBoundingClientRect().bottom + window.scrollY > window.innerHeight - 4) {
+    fewRows--;
+    rowsShown = fewRows;
+    renderTable();
+  }
+}
 
 // ---- the draw -------------------------------------------------------------------------------
 
@@ -292,12 +312,14 @@ function renderStrip() {
   const strip = $("strip");
   const width = strip.clientWidth || 600;
   strip.replaceChildren();
+  const landed = draw(dist, data.engine.u);  // where the engine's u falls with these settings
+  let landedInRest = false;
   let segs = 0, rest = 0, restStart = null, x = 0;
   for (const t of order) {
     const p = dist.final[t];
     if (!(p > 0)) continue;
     if (segs < MAX_SEGMENTS && p >= 0.004) {
-      const s = node("span", { className: "seg" + (segs % 2 ? " odd" : "") + (t === data.engine.token ? " engine" : ""), title: `${labelOf(t)}: ${pct(p)}` });
+      const s = node("span", { className: "seg" + (segs % 2 ? " odd" : "") + (t === data.engine.token ? " engine" : "") + (t === landed ? " lands" : ""), title: `${labelOf(t)}: ${pct(p)}` });
       s.style.width = `${p * 100}%`;
       const label = labelOf(t);
       if (p * width >= [...label].length * 8 + 8) s.textContent = label;  // only where the label fits
@@ -306,11 +328,12 @@ function renderStrip() {
     } else {
       if (restStart === null) restStart = x;
       rest += p;
+      if (t === landed) landedInRest = true;
     }
     x += p;
   }
   if (rest > 0) {
-    const s = node("span", { className: "seg rest", title: `${dist.kept - segs} less likely tokens: ${pct(rest)}` });
+    const s = node("span", { className: "seg rest" + (landedInRest ? " lands" : ""), title: `${dist.kept - segs} less likely tokens: ${pct(rest)}` });
     s.style.width = `${rest * 100}%`;
     strip.append(s);
   }
@@ -323,7 +346,7 @@ function renderStrip() {
     m.classList.toggle("edge-right", u > 0.85);
     marks.append(m);
   };
-  mark(data.engine.u, "engine", `▼ engine's u ${data.engine.u.toFixed(3)}`);
+  mark(data.engine.u, "engine", `▼ engine's u ${data.engine.u.toFixed(3)} → ${labelOf(landed)}`);
   const last = draws.log[draws.log.length - 1];
   if (last) mark(last.u, "mine", `▲ your u ${last.u.toFixed(3)}`);
 }
@@ -389,6 +412,14 @@ for (const [input, mark, value] of [[sliders.t, $("mark-t"), req.temperature], [
 }
 renderLoop();
 render();
+fitRows();
 let resizing = 0;
-window.addEventListener("resize", () => { cancelAnimationFrame(resizing); resizing = requestAnimationFrame(renderStrip); });
+let laidOutAt = innerWidth;
+window.addEventListener("resize", () => {
+  cancelAnimationFrame(resizing);
+  resizing = requestAnimationFrame(() => {
+    renderStrip();
+    if (innerWidth !== laidOutAt) { laidOutAt = innerWidth; fitRows(); }  // not when only a phone's toolbar moved
+  });
+});
 document.body.dataset.samplingReady = "1";

@@ -4,6 +4,7 @@
 import { readJSON, setViewOption } from "../stage.js";
 import { el, svg, text as svgText } from "../lib/svg.js";
 import { stopReasonInWords } from "../lib/text.js";
+import { textFigures } from "../lib/figures.js";
 
 const $ = (id) => document.getElementById(id);
 const body = readJSON("request-body");
@@ -64,7 +65,7 @@ function logFrame(frame) {
     const json = JSON.stringify(frame);
     data.append(node("span", "k", "data: "), node("span", "data", json));
     li.append(line, data);
-    run.bytes += new TextEncoder().encode(`event: ${frame.type}\ndata: ${json}\n\n`).length;
+    run.bytes += textFigures(`event: ${frame.type}\ndata: ${json}\n\n`, 0).bytes;
     run.events++;
     let note = null;
     if (frame.type === "message_start") note = `input_tokens: ${frame.message.usage.input_tokens}, known before any output`;
@@ -133,7 +134,7 @@ function finish(message) {
   out.classList.remove("streaming");
   setStatus(message);
   $("wire-summary").textContent = `${run.events} events, ${run.bytes.toLocaleString("en")} bytes as Server-Sent Events, `
-    + `for ${[...out.textContent].length.toLocaleString("en")} characters of text in ${run.deltas} deltas.`;
+    + `for ${textFigures(out.textContent, run.tokenTimes.length).characters.toLocaleString("en")} characters of text in ${run.deltas} deltas.`;
   drawTimeline();
 }
 
@@ -155,12 +156,17 @@ function onFrame(frame) {
       if (run.tokenTimes.length % 4 === 1) drawTimeline();
       break;
     case "content_block_delta":
-      if (frame.delta.type === "text_delta") { out.append(document.createTextNode(frame.delta.text)); run.deltas++; }
+      if (frame.delta.type === "text_delta") {
+        run.deltas++;
+        out.append(node("span", "piece", frame.delta.text));
+        out.lastChild.title = `text delta ${run.deltas}`;
+      }
       break;
     case "message_delta":
       run.deltaAt = t;
       setMetric("output_tokens", frame.usage.output_tokens, true);
-      setMetric("stop_reason", frame.delta.stop_reason, true);
+      setMetric("stop_reason", stopReasonInWords(frame.delta.stop_reason), true);
+      $("stop-words").textContent = frame.delta.stop_reason ? `stopped: ${stopReasonInWords(frame.delta.stop_reason)}` : "";
       break;
     case "message_stop":
       run.end = t;
@@ -215,6 +221,7 @@ async function play() {
   out.classList.add("streaming");
   $("same").textContent = "";
   $("same").className = "st-same";
+  $("stop-words").textContent = "";
   for (const id of ["wire-mode", "text-mode"]) { $(id).textContent = "live"; $(id).className = "badge live"; }
   resetMetrics();
   setStatus("Connecting…");
@@ -242,4 +249,16 @@ $("show-frames").addEventListener("change", () => {
   wire.classList.toggle("api-only", !all);
   setViewOption("frames", all ? null : "api");
 });
+// The event list is as tall as keeps the whole main visual (controls, text, events) inside the first
+// screen; the text beside it (on a phone, above it) has its own cap in the stylesheet.
+function fitWire() {
+  const mv = $("main-visual").getBoundingClientRect();
+  const w = wire.getBoundingClientRect();
+  const under = mv.bottom - w.bottom;  // the card's edge (and on a laptop nothing else: the text sits beside)
+  const room = window.innerHeight - 6 - (w.top + window.scrollY) - under;
+  wire.style.maxHeight = `${Math.max(160, Math.floor(room))}px`;
+}
+fitWire();
+let laidOutAt = innerWidth;
+window.addEventListener("resize", () => { if (innerWidth !== laidOutAt) { laidOutAt = innerWidth; wire.style.maxHeight = ""; fitWire(); } });
 document.body.dataset.streamingReady = "1";

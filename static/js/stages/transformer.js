@@ -19,6 +19,8 @@ const H = data.attention.n_head;
 const D = data.embedding.cols;
 const TRI = (W * (W + 1)) / 2;
 const MASKED = [232, 231, 224]; // the page's line colour: "not allowed", distinct from a weight of 0
+const FONT = 12; // every chart label, in CSS pixels: the charts are drawn at their size on screen
+const CHAR_W = FONT * 0.61; // one character of the monospace labels
 
 // ---- data ---------------------------------------------------------------------------------
 
@@ -91,12 +93,14 @@ function image(parent, href, x, y, width, height) {
   return el("image", { href, x, y, width, height, preserveAspectRatio: "none", class: "pix" }, parent);
 }
 
-// svg() at most `grow` times its natural size, so a small chart is not blown up to the full column width.
-function chart(width, height, opts, grow = 1.3) {
+// svg() drawn at its natural size (each chart fits its width to its box), so labels stay FONT pixels tall.
+function chart(width, height, opts) {
   const s = svg(width, height, opts);
-  s.style.maxWidth = `${Math.round(width * grow)}px`;
+  s.style.width = `${width}px`;
+  s.style.maxWidth = "100%";
   return s;
 }
+const widthOf = (id, fallback = 600) => document.getElementById(id).clientWidth || fallback;
 
 function svgPoint(s, ev) {
   const p = s.createSVGPoint();
@@ -113,7 +117,7 @@ function cellAt(s, ev, x0, y0, cw, ch, rows, cols) {
   return i >= 0 && i < rows && j >= 0 && j < cols ? [i, j] : null;
 }
 
-function labelStep(cell, font) { return Math.max(1, Math.ceil((font + 1) / cell)); }
+function labelStep(cell, font) { return Math.max(1, Math.ceil((font - 1) / cell)); }
 
 // Row labels (tokens) down the left side, right-aligned, thinned out when rows are small.
 function rowLabels(g, x, y0, ch, count, labelOf, font) {
@@ -131,7 +135,7 @@ function colLabels(g, x0, y, cw, count, labelOf, font) {
   }
 }
 
-function readout(id, str) { document.getElementById(id).textContent = str || "\u00a0"; }
+function readout(id, str) { document.getElementById(id).textContent = str || ""; }  // .readout keeps its line's height
 
 const where = (pos) => `“${shown(tokText(pos))}” (position ${pos})`;
 
@@ -156,9 +160,15 @@ function markStrip() {
   for (const b of strip.children) {
     const on = Number(b.dataset.pos) === state.token;
     b.setAttribute("aria-pressed", String(on));
-    if (on && strip.scrollHeight > strip.clientHeight) {
+    if (on && strip.scrollWidth > strip.clientWidth + 1) {
+      // one sideways line (a phone): bring the chosen token to the middle
+      strip.scrollLeft = b.offsetLeft - strip.offsetLeft - (strip.clientWidth - b.offsetWidth) / 2;
+    } else if (on && strip.scrollHeight > strip.clientHeight) {
       const top = b.offsetTop - strip.offsetTop;
-      if (top < strip.scrollTop || top > strip.scrollTop + strip.clientHeight - b.offsetHeight) strip.scrollTop = top - strip.clientHeight / 2;
+      if (top < strip.scrollTop || top > strip.scrollTop + strip.clientHeight - b.offsetHeight) {
+        // a strip of two or three lines shows the chosen token's line last; a taller one, in its middle
+        strip.scrollTop = strip.clientHeight < 100 ? top + b.offsetHeight - strip.clientHeight + 4 : top - strip.clientHeight / 2;
+      }
     }
   }
   for (const n of document.querySelectorAll(".sel-text")) {
@@ -171,16 +181,17 @@ function markStrip() {
 // ---- 2. embedding matrix -------------------------------------------------------------------
 
 const embBox = document.getElementById("embedding");
-const EMB = { x0: 96, y0: 4, cw: 2, ch: Math.max(4, Math.min(16, Math.floor(420 / W))) };
+const EMB = { x0: Math.ceil(12 * CHAR_W) + 8, y0: 4, cw: 2, ch: Math.max(4, Math.min(16, Math.floor(420 / W))) };
 let embSel = null;
 function buildEmbedding() {
+  EMB.cw = Math.max(0.5, Math.min(2, (widthOf("embedding") - EMB.x0 - 14) / D));
   const { x0, y0, cw, ch } = EMB;
-  const s = chart(x0 + D * cw + 14, y0 + W * ch + 30, { label: `Embedding matrix: ${W} tokens by ${D} numbers, colour is the value`, className: "heat" });
+  const s = chart(x0 + D * cw + 14, y0 + W * ch + 36, { label: `Embedding matrix: ${W} tokens by ${D} numbers, colour is the value`, className: "heat" });
   const url = heatURL(W, D, (i, j) => (emb[i * D + j] / EMB_MAX + 1) / 2, 768);
   image(s, url, x0, y0, D * cw, W * ch);
-  rowLabels(s, x0 - 4, y0, ch, W, (i) => short(tokText(START + i)), 10);
-  for (const j of [0, 64, 128, 192, D - 1]) text(s, x0 + j * cw + cw / 2, y0 + W * ch + 12, String(j), { "text-anchor": "middle", "font-size": 10, class: "lbl" });
-  text(s, x0 + (D * cw) / 2, y0 + W * ch + 25, "dimension", { "text-anchor": "middle", "font-size": 10, class: "lbl axis" });
+  rowLabels(s, x0 - 4, y0, ch, W, (i) => short(tokText(START + i)), FONT);
+  for (const j of [0, 64, 128, 192, D - 1]) text(s, x0 + j * cw + cw / 2, y0 + W * ch + 14, String(j), { "text-anchor": "middle", "font-size": FONT, class: "lbl" });
+  text(s, x0 + (D * cw) / 2, y0 + W * ch + 30, "dimension", { "text-anchor": "middle", "font-size": FONT, class: "lbl axis" });
   embSel = el("rect", { x: x0 - 1, y: 0, width: D * cw + 2, height: ch, class: "sel-outline" }, s);
   s.addEventListener("mousemove", (ev) => {
     const c = cellAt(s, ev, x0, y0, cw, ch, W, D);
@@ -245,24 +256,50 @@ function markGrid() {
   for (const b of grid.querySelectorAll(".attn-cell")) {
     b.setAttribute("aria-pressed", String(Number(b.dataset.layer) === state.layer && Number(b.dataset.head) === state.head));
   }
+  for (const b of document.querySelectorAll("[data-pick-layer]")) b.setAttribute("aria-pressed", String(Number(b.dataset.pickLayer) === state.layer));
+  for (const b of document.querySelectorAll("[data-pick-head]")) b.setAttribute("aria-pressed", String(Number(b.dataset.pickHead) === state.head));
 }
+for (const b of document.querySelectorAll("[data-pick-layer]")) b.addEventListener("click", () => selectHead(Number(b.dataset.pickLayer), state.head));
+for (const b of document.querySelectorAll("[data-pick-head]")) b.addEventListener("click", () => selectHead(state.layer, Number(b.dataset.pickHead)));
 
 const bigBox = document.getElementById("attn-big");
-const BIG = (() => {
-  const cell = Math.min(36, 460 / W);
-  const font = Math.max(8, Math.min(12, cell - 1));
-  return { x0: 100, y0: 4, cell, font, size: cell * W };
-})();
+const mainCard = document.querySelector(".tf-main");
+// The big map is sized to what is left of the first screen under its top (and to its column's width),
+// and drawn at that size, so its labels stay FONT pixels tall instead of being scaled down.
+function bigLayout() {
+  const narrow = mainCard.clientWidth < 640;
+  const chars = narrow ? 7 : 12;
+  const labelW = Math.ceil(chars * CHAR_W) + 8; // row labels on the left; the column labels, turned, need as much below
+  // Under the map: on a laptop only the card's edge (the legend sits beside it); on a phone, where the
+  // map's box dissolves into its figure (display: contents), the legend, the colour scale and the
+  // token strip follow it, inside the card.
+  const stacked = getComputedStyle(bigBox).display === "contents";
+  const card = mainCard.getBoundingClientRect();
+  const old = bigBox.querySelector("svg");
+  const fig = bigBox.parentElement.getBoundingClientRect();
+  const top = (stacked ? fig.top : bigBox.getBoundingClientRect().top) + window.scrollY;
+  const after = stacked ? card.bottom - fig.top - (old ? old.getBoundingClientRect().height : 0) + 10 : 24;
+  // (the download control joins the colour scale's row once the chart is drawn)
+  const byHeight = window.innerHeight - top - after - labelW - 12;
+  // beside the map on a laptop: the download control, then the caption column (12rem and its gap)
+  const byWidth = (stacked ? bigBox.parentElement.clientWidth : bigBox.parentElement.clientWidth - 208 - 130) - labelW - 8;
+  const size = Math.floor(Math.max(150, Math.min(byWidth, byHeight, 560)));
+  return { x0: labelW, y0: 4, cell: size / W, font: FONT, size, chars, labelW, width: bigBox.clientWidth };
+}
+let BIG = null;
 let big = null;
 function buildBig() {
-  const { x0, y0, cell, font, size } = BIG;
+  BIG = bigLayout();
+  const { x0, y0, cell, font, size, chars, labelW } = BIG;
   const l = state.layer, h = state.head;
-  const s = chart(x0 + size + 6, y0 + size + 96, { label: `Attention map, layer ${l} head ${h}: rows are the tokens looking, columns the tokens looked at`, className: "heat" });
+  const s = svg(x0 + size + 6, y0 + size + labelW + 6, { label: `Attention map, layer ${l} head ${h}: rows are the tokens looking, columns the tokens looked at`, className: "heat" });
+  s.style.width = `${x0 + size + 6}px`;
+  s.style.maxWidth = "100%";
   image(s, mapURL(l * H + h), x0, y0, size, size);
-  // A faint diagonal edge marks where the causal mask begins.
-  rowLabels(s, x0 - 4, y0, cell, W, (i) => short(tokText(START + i)), font);
-  colLabels(s, x0, y0 + size + 4, cell, W, (j) => short(tokText(START + j)), font);
-  text(s, x0 - 4, y0 + size + 88, "query ↓  key →", { "text-anchor": "end", "font-size": 10, class: "lbl axis" });
+  rowLabels(s, x0 - 4, y0, cell, W, (i) => short(tokText(START + i), chars), font);
+  colLabels(s, x0, y0 + size + 4, cell, W, (j) => short(tokText(START + j), chars), font);
+  text(s, x0 - 6, y0 + size + 16, "query ↓", { "text-anchor": "end", "font-size": font, class: "lbl axis" });
+  text(s, x0 - 6, y0 + size + 32, "key →", { "text-anchor": "end", "font-size": font, class: "lbl axis" });
   const rowSel = el("rect", { x: x0 - 1, y: 0, width: size + 2, height: cell, class: "sel-outline" }, s);
   const hover = el("rect", { x: 0, y: 0, width: cell, height: cell, class: "hover-outline", visibility: "hidden" }, s);
   s.addEventListener("mousemove", (ev) => {
@@ -285,6 +322,16 @@ function buildBig() {
   markBig();
 }
 function markBig() { big.rowSel.setAttribute("y", BIG.y0 + (state.token - START) * BIG.cell); }
+let resizing = 0;
+let laidOutAt = null;
+window.addEventListener("resize", () => {
+  cancelAnimationFrame(resizing);
+  resizing = requestAnimationFrame(() => {
+    if (mainCard.clientWidth === laidOutAt) return;  // a phone's toolbar sliding away changes only the height
+    laidOutAt = mainCard.clientWidth;
+    buildBig(); buildEmbedding(); markEmbedding(); buildMlp(); markMlp(); buildAttends(); buildResid();
+  });
+});
 
 function buildAttends() {
   const i = state.token - START;
@@ -324,17 +371,17 @@ function buildAttends() {
 function buildAllHeads(i) {
   const box = document.getElementById("attends-all");
   const cols = i + 1;
-  const x0 = 52, y0 = 4, ch = 14;
-  const cw = Math.min(20, 300 / cols);
-  const showCols = cw >= 9;
-  const s = chart(x0 + cols * cw + 4, y0 + L * H * ch + (showCols ? 84 : 8), { label: `Attention of position ${state.token} in every head`, className: "heat" });
+  const x0 = Math.ceil(6 * CHAR_W) + 8, y0 = 4, ch = 16;
+  const cw = Math.max(2, Math.min(22, (widthOf("attends-all", 360) - x0 - 4) / cols));
+  const colH = Math.ceil(11 * CHAR_W) + 8;
+  const s = chart(x0 + cols * cw + 4, y0 + L * H * ch + colH, { label: `Attention of position ${state.token} in every head`, className: "heat" });
   image(s, heatURL(L * H, cols, (r, j) => shade(weight(r, i, j)), 256), x0, y0, cols * cw, L * H * ch);
   for (let r = 0; r < L * H; r++) {
-    text(s, x0 - 4, y0 + r * ch + ch / 2, `L${Math.floor(r / H)} H${r % H}`, { "text-anchor": "end", "dominant-baseline": "central", "font-size": 10, class: "lbl" });
+    text(s, x0 - 4, y0 + r * ch + ch / 2, `L${Math.floor(r / H)} H${r % H}`, { "text-anchor": "end", "dominant-baseline": "central", "font-size": FONT, class: "lbl" });
   }
   for (let l = 1; l < L; l++) el("line", { x1: 0, x2: x0 + cols * cw, y1: y0 + l * H * ch, y2: y0 + l * H * ch, class: "sep" }, s);
-  if (showCols) colLabels(s, x0, y0 + L * H * ch + 4, cw, cols, (j) => short(tokText(START + j), 11), 10);
-  el("rect", { x: x0 - 50, y: y0 + (state.layer * H + state.head) * ch, width: cols * cw + 50, height: ch, class: "sel-outline" }, s);
+  colLabels(s, x0, y0 + L * H * ch + 4, cw, cols, (j) => short(tokText(START + j), 11), FONT);
+  el("rect", { x: 1, y: y0 + (state.layer * H + state.head) * ch, width: cols * cw + x0 - 1, height: ch, class: "sel-outline" }, s);
   const pick = (ev) => {
     const p = svgPoint(s, ev);
     const r = Math.floor((p.y - y0) / ch);
@@ -342,26 +389,26 @@ function buildAllHeads(i) {
   };
   s.addEventListener("mousemove", (ev) => {
     const c = cellAt(s, ev, x0, y0, cw, ch, L * H, cols);
-    readout("attn-readout", c ? `layer ${Math.floor(c[0] / H)} · head ${c[0] % H}: ${where(state.token)} → ${where(START + c[1])}: ${fmt(weight(c[0], i, c[1]))}` : "");
+    readout("attends-readout", c ? `layer ${Math.floor(c[0] / H)} · head ${c[0] % H}: ${where(state.token)} → ${where(START + c[1])}: ${fmt(weight(c[0], i, c[1]))}` : "");
   });
+  s.addEventListener("mouseleave", () => readout("attends-readout", ""));
   s.addEventListener("click", (ev) => { const r = pick(ev); if (r !== null) selectHead(Math.floor(r / H), r % H); });
   box.replaceChildren(s);
 }
 
 // ---- 4. MLP activity -----------------------------------------------------------------------
 
-const MLP = (() => {
-  const cw = Math.min(30, 640 / W);
-  return { x0: 58, y0: 4, cw, ch: 26, font: Math.max(8, Math.min(11, cw - 1)) };
-})();
+let MLP = null;
 let mlpSel = null;
 function buildMlp() {
+  const left = Math.ceil(7 * CHAR_W) + 8;
+  MLP = { x0: left, y0: 4, cw: Math.max(2, Math.min(30, (widthOf("mlp") - left - 4) / W)), ch: 26, font: FONT };
   const { x0, y0, cw, ch, font } = MLP;
   const vals = data.mlp.mean_abs;
   const max = data.mlp.max;
-  const s = chart(x0 + W * cw + 4, y0 + L * ch + 84, { label: "MLP activity: mean absolute activation per layer and token", className: "heat" });
+  const s = chart(x0 + W * cw + 4, y0 + L * ch + Math.ceil(11 * CHAR_W) + 10, { label: "MLP activity: mean absolute activation per layer and token", className: "heat" });
   image(s, heatURL(L, W, (l, j) => vals[l][j] / max, 512), x0, y0, W * cw, L * ch);
-  for (let l = 0; l < L; l++) text(s, x0 - 4, y0 + l * ch + ch / 2, `layer ${l}`, { "text-anchor": "end", "dominant-baseline": "central", "font-size": 11, class: "lbl" });
+  for (let l = 0; l < L; l++) text(s, x0 - 4, y0 + l * ch + ch / 2, `layer ${l}`, { "text-anchor": "end", "dominant-baseline": "central", "font-size": FONT, class: "lbl" });
   colLabels(s, x0, y0 + L * ch + 4, cw, W, (j) => short(tokText(START + j), 11), font);
   mlpSel = el("rect", { x: 0, y: y0 - 2, width: cw, height: L * ch + 4, class: "sel-outline" }, s);
   s.addEventListener("mousemove", (ev) => {
@@ -380,7 +427,9 @@ function markMlp() { mlpSel.setAttribute("x", MLP.x0 + (state.token - START) * M
 function buildResid() {
   const norms = data.resid.norm; // [L+1][W]
   const depth = data.resid.names.length;
-  const x0 = 48, y0 = 12, w = 440, h = 200;
+  const x0 = 48, y0 = 12, h = 200;
+  const w = Math.max(200, Math.min(440, widthOf("resid") - x0 - 40));
+  const narrow = w < 360;
   const top = Math.max(...norms.flat()) * 1.08;
   const X = (d) => x0 + 24 + (d * (w - 24)) / (depth - 1);
   const Y = (v) => y0 + h - (v / top) * h;
@@ -389,17 +438,17 @@ function buildResid() {
   const stepV = top / tick > 8 ? tick * 2 : tick;
   for (let v = 0; v <= top; v += stepV) {
     el("line", { x1: x0, x2: x0 + w, y1: Y(v), y2: Y(v), class: "gridline" }, s);
-    text(s, x0 - 6, Y(v), String(Math.round(v * 10) / 10), { "text-anchor": "end", "dominant-baseline": "central", "font-size": 11, class: "lbl" });
+    text(s, x0 - 6, Y(v), String(Math.round(v * 10) / 10), { "text-anchor": "end", "dominant-baseline": "central", "font-size": FONT, class: "lbl" });
   }
-  data.resid.names.forEach((n, d) => text(s, X(d), y0 + h + 16, d === 0 ? "embedding" : `layer ${d - 1}`, { "text-anchor": "middle", "font-size": 11, class: "lbl" }));
-  text(s, x0, y0 + h + 36, "L2 norm of the residual stream, after …", { "font-size": 11, class: "lbl axis" });
+  data.resid.names.forEach((n, d) => text(s, X(d), y0 + h + 16, d === 0 ? (narrow ? "embed" : "embedding") : (narrow ? `L${d - 1}` : `layer ${d - 1}`), { "text-anchor": "middle", "font-size": FONT, class: "lbl" }));
+  text(s, x0, y0 + h + 36, "L2 norm of the residual stream, after …", { "font-size": FONT, class: "lbl axis" });
   const line = (j) => norms.map((row, d) => `${X(d)},${Y(row[j])}`).join(" ");
   for (let j = 0; j < W; j++) if (START + j !== state.token) el("polyline", { points: line(j), class: "others" }, s);
   const sel = state.token - START;
   el("polyline", { points: line(sel), class: "selected" }, s);
   norms.forEach((row, d) => {
     el("circle", { cx: X(d), cy: Y(row[sel]), r: 4, class: "selected-dot" }, s);
-    text(s, X(d), Y(row[sel]) - 9, fmt(row[sel], 1), { "text-anchor": "middle", "font-size": 11, class: "val" });
+    text(s, X(d), Y(row[sel]) - 9, fmt(row[sel], 1), { "text-anchor": "middle", "font-size": FONT, class: "val" });
   });
   document.getElementById("resid").replaceChildren(s);
   readout("resid-readout", `${where(state.token)}: ` + norms.map((row, d) => `${d === 0 ? "embedding" : "layer " + (d - 1)} ${fmt(row[sel], 2)}`).join(" · "));
@@ -507,7 +556,10 @@ function attnLegend() {
     : { min: 0, max: 1, label: "attention weight" });
   const m = document.createElement("span");
   m.className = "masked-key";
-  m.textContent = "masked (a later token)";
+  const more = document.createElement("span");
+  more.className = "more";
+  more.textContent = " (a later token)";
+  m.append("masked", more);
   box.append(m);
 }
 
@@ -536,11 +588,12 @@ function selectHead(l, h) {
   buildAttends();
 }
 
+laidOutAt = mainCard.clientWidth;
 buildStrip();
 buildEmbedding();
 buildGrid();
-buildBig();
 attnLegend();
+buildBig();
 buildMlp();
 legend(document.getElementById("lens-legend"), viridis, { min: 0, max: 1, label: "probability" });
 markStrip();
