@@ -72,3 +72,20 @@ def test_recap_shows_the_figures_of_the_shared_function(client):
     run = run_of(s)
     assert _number(html, "body-bytes") == str(body_figures(s.request_body())["bytes"])
     assert _number(html, "chars-per-token") == str(prompt_text_figures(tok, run.prompt_ids).chars_per_token)
+
+
+@pytest.mark.django_db
+def test_compose_and_tokenize_show_the_figures_of_the_shared_function(client):
+    s = Scenario.from_changes({"messages": [{"role": "user", "content": "Héllo “there” 🙂, how are   you?"}]})
+    tok = engine().tokenizer
+    run = run_of(s)
+    html = client.get(stage_url("compose", s)).content.decode()
+    body = body_figures(s.request_body())
+    assert re.search(r'id="body-chars">([\d,]+)<', html).group(1).replace(",", "") == str(body["characters"])
+    assert re.search(r'id="body-bytes">([\d,]+)<', html).group(1).replace(",", "") == str(body["bytes"])
+    html = client.get(stage_url("tokenize", s)).content.decode()
+    block = html[html.index('data-sample="context"'):] if 'data-sample="context"' in html else html
+    shown = {k: v.replace(",", "") for k, v in re.findall(r'data-stat="(\w+)">([^<]*)<', block)[:6]}
+    want = prompt_text_figures(tok, run.prompt_ids).as_dict()
+    for key in ("characters", "bytes", "words", "tokens", "chars_per_token", "tokens_per_word"):
+        assert shown[key] == str(want[key]), (key, shown, want)
