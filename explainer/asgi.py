@@ -13,7 +13,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.core.exceptions import SuspiciousOperation  # noqa: E402
 from django.http import Http404  # noqa: E402
 
-from explainer.live.routing import websocket_urlpatterns  # noqa: E402
+from explainer.routing import websocket_urlpatterns  # noqa: E402
 
 
 class StaticFilesHandler(ASGIStaticFilesHandler):
@@ -50,7 +50,7 @@ application = ProtocolTypeRouter({
 # about 100 ms for every student every few seconds.
 import gc  # noqa: E402
 
-from explainer.live.runner import get_engine  # noqa: E402
+from explainer.web.runner import get_engine  # noqa: E402
 
 get_engine()
 import explainer.lifecycle.tools  # noqa: E402,F401  (imported lazily by the validator: a second of work on the event loop otherwise)

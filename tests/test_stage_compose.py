@@ -18,7 +18,7 @@ from explainer.lifecycle.figures import body_figures
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import Scenario
 from explainer.lifecycle.snippets import curl, json_text, python_sdk, typescript_sdk
-from explainer.live.runner import get_engine
+from explainer.web.runner import get_engine
 
 HOSTILE = Scenario(
     system='</textarea><script>alert("sys")</script>',

@@ -10,7 +10,7 @@ from tests.urls import stage_url
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.gateway import Limits, RateLimiter, prefix_chain, prefix_key
 from explainer.lifecycle.scenario import Scenario
-from explainer.live.runner import get_engine
+from explainer.web.runner import get_engine
 from explainer.stages.pages.gateway import EXAMPLE_TIME, SIM_LIMITS
 
 HOSTILE = Scenario(

@@ -28,7 +28,7 @@ from explainer.lifecycle import jsonlimits
 from explainer.lifecycle.gateway import (AddressBuckets, body_too_large, check_body_size, check_key, rate_limit_error,
                                          ratelimit_headers, too_many)
 from explainer.lifecycle.payload import parse_request
-from explainer.live.runner import get_engine, run_batches
+from explainer.web.runner import get_engine, run_batches
 from explainer.shares.traces import TraceRecorder
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from explainer.lifecycle.errors import invalid
-from explainer.lifecycle.payload import MessagesRequest
+from explainer.lifecycle.errors import APIError, invalid
+from explainer.lifecycle.payload import MessagesRequest, parse_request
 from explainer.lifecycle.prompt_cache import PromptCache
+from explainer.lifecycle.tools import (TOOL_USE_PREFIX, ChoiceConstraint, ConstrainedFinish, JsonConstraint,
+                                       UnsupportedSchema, constrained_generate, model_logits_fn)
 from explainer.llm.generate import Finish, GenerationConfig, Step, generate
 from explainer.llm.model import TinyTransformer, load_model
 from explainer.llm.sampling import SamplingParams
@@ -173,8 +175,6 @@ class Engine:
 
     def _check_decodable(self, req: MessagesRequest) -> None:
         """A 400 before anything runs when a tool's schema is outside what constrained decoding supports."""
-        from explainer.lifecycle.tools import JsonConstraint, UnsupportedSchema
-
         names = [req.tool_choice["name"]] if req.tool_choice["type"] == "tool" else [t["name"] for t in req.tools]
         for i, t in enumerate(req.tools):
             if t["name"] in names:
@@ -230,9 +230,6 @@ class Engine:
         token masked to what keeps the JSON valid for the schema. This is how a model this small
         emits well-formed calls: it was never trained on tools.
         """
-        from explainer.lifecycle.tools import (TOOL_USE_PREFIX, ChoiceConstraint, ConstrainedFinish,
-                                               JsonConstraint, constrained_generate, model_logits_fn)
-
         tok, model = self.tokenizer, self.model
         rng = np.random.default_rng(seed)
         params = SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
@@ -334,9 +331,6 @@ class Run:
 
 def run_request(engine: Engine, body: dict, seed: int = 0, n_candidates: int = 10) -> Run:
     """Validate ``body`` and run it to the end, collecting every event."""
-    from explainer.lifecycle.errors import APIError
-    from explainer.lifecycle.payload import parse_request
-
     try:
         req = parse_request(body)
         events = list(engine.stream(req, seed=seed, n_candidates=n_candidates, keep_logits=True))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from explainer.lifecycle.errors import invalid
+from explainer.lifecycle.tools import tool_call_text, tool_result_text
 
 MAX_MESSAGES = 100_000
 MAX_STOP_SEQUENCES = 8
@@ -143,8 +144,6 @@ def _message_content(value: Any, where: str, role: str) -> tuple[str, list[tuple
     tool_use blocks (assistant turns) and tool_result blocks (user turns) are written into the
     text with the bundled model's tool format (``explainer.lifecycle.tools``).
     """
-    from explainer.lifecycle.tools import tool_call_text, tool_result_text
-
     if isinstance(value, str) or not isinstance(value, list):
         return _text_blocks(value, where), [], []
     parts, uses, results = [], [], []
@@ -222,6 +221,8 @@ def _tools(raw: Any) -> tuple[list[dict], set[str]]:
     A deferred tool is only loaded by a tool search tool, a server tool this server does not have:
     it is validated, then left out of the prompt, and it cannot be called.
     """
+    # jsonschema is imported here, on the first request with tools, not at start-up: it is the slowest
+    # import of the engine and most runs never need it.
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 

@@ -18,8 +18,6 @@ import threading
 import time
 from collections import deque
 
-from channels.consumer import get_handler_name
-from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -28,10 +26,9 @@ from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.errors import APIError, invalid
 from explainer.lifecycle.gateway import OpenCounts, too_many
 from explainer.lifecycle.payload import parse_request
-from explainer.live.runner import run_events
+from explainer.web.runner import run_events
+from explainer.web.sockets import CLOSE_TRY_AGAIN_LATER, MAX_PACE_MS, DirectDispatch, client_address
 
-MAX_PACE_MS = 2000
-CLOSE_TRY_AGAIN_LATER = 4429  # an application close code: a limit, not an error (1013 is not sendable by browsers' peers)
 
 
 def _options(raw) -> tuple[int, int]:
@@ -45,33 +42,6 @@ def _options(raw) -> tuple[int, int]:
     if not isinstance(pace, int) or isinstance(pace, bool) or not (0 <= pace <= MAX_PACE_MS):
         raise invalid(f"explainer.pace_ms: Input should be an integer from 0 to {MAX_PACE_MS}")
     return seed, pace
-
-
-class DirectDispatch:
-    """Hand each message straight to its handler.
-
-    Channels' consumers first run ``close_old_connections`` in a worker thread for every message,
-    to recycle database connections. Our handlers reach the database only through
-    ``database_sync_to_async``, which does that itself around each call, so the extra thread hop
-    per message (per student, per token, in a classroom room) bought nothing and was most of a
-    broadcast's cost. Closing a socket skips the same check."""
-
-    async def dispatch(self, message):
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
-
-    async def websocket_disconnect(self, message):
-        # as Channels' own, minus the connection check after disconnect() (see above)
-        for group in self.groups:
-            await self.channel_layer.group_discard(group, self.channel_name)
-        await self.disconnect(message["code"])
-        raise StopConsumer()
-
-
-def client_address(scope) -> str:
-    return (scope.get("client") or ["?"])[0] or "?"
 
 
 # Per client address in this process: open stream sockets, and runs at once on them.

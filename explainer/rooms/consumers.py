@@ -50,8 +50,8 @@ from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.gateway import OpenCounts
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import ScenarioError
-from explainer.live.consumers import DirectDispatch
-from explainer.live.runner import run_events
+from explainer.web.sockets import DirectDispatch
+from explainer.web.runner import run_events
 from explainer.rooms import rooms
 from explainer.rooms.models import Room
 

@@ -26,6 +26,7 @@ from explainer.lifecycle.scenario import ScenarioError
 from explainer.llm.blocklist import find_blocked
 from explainer.rooms.models import Room
 from explainer.stages.registry import BY_SLUG
+from explainer.stages.runs import codec
 
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 6
@@ -112,7 +113,6 @@ class StageState:
 def stage_state(href) -> StageState:
     """Check a stage address the presenter sends: a built stage, a scenario that decodes,
     and a sane length. Students' pages load exactly this, so nothing else gets through."""
-    from explainer.stages.runs import codec
 
     if not isinstance(href, str) or len(href) > MAX_HREF_CHARS:
         raise StateError(f"href: a stage address of at most {MAX_HREF_CHARS} characters")
@@ -131,7 +131,6 @@ def stage_state(href) -> StageState:
 
 
 def scenario_of(state: dict):
-    from explainer.stages.runs import codec
 
     q = dict(parse_qsl(urlsplit(state.get("href", "")).query))
     return codec().decode(q.get("s", ""))

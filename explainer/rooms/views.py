@@ -16,7 +16,7 @@ from explainer import network
 from explainer.rooms import rooms
 from explainer.stages.examples import examples
 from explainer.stages.registry import built
-from explainer.stages.views import bundled_info
+from explainer.web.pages import bundled_info
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 

@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from explainer.lifecycle.pricing import cost
 from explainer.shares.models import Trace
+from explainer.web.runner import get_engine
 
 log = logging.getLogger(__name__)
 KEPT_HEADERS = ("anthropic-version", "anthropic-beta", "content-type", "user-agent", "x-stainless-lang", "x-stainless-package-version")
@@ -216,7 +217,6 @@ def redact(key: str | None) -> str:
 
 def attention_summary(prompt_ids: list[int]) -> dict:
     """Per layer and head, over the prompt: mean attention on the previous token and on the first token, and mean entropy."""
-    from explainer.live.runner import get_engine
 
     model = get_engine().model
     if not prompt_ids or len(prompt_ids) > model.config.n_ctx:

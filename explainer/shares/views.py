@@ -15,7 +15,7 @@ from explainer.shares.models import Trace
 from explainer.shares.traces import ensure_attention
 from explainer.stages.registry import REQUEST_STEPS, BY_SLUG
 from explainer.stages.runs import codec
-from explainer.stages.views import _error, bundled_info
+from explainer.web.pages import bundled_info, error_page
 
 SCENARIO_FIELDS = ("system", "messages", "model", "max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "stream")
 
@@ -63,7 +63,7 @@ RECORDING_RECHECK = 2  # seconds between the "being recorded" page's checks
 @require_GET
 def trace_list(request):
     if not _from_this_machine(request):
-        return _error(request, 403, "Traces are private", "The list of traces is shown only on the machine that runs the app. A trace's own link works anywhere.")
+        return error_page(request, 403, "Traces are private", "The list of traces is shown only on the machine that runs the app. A trace's own link works anywhere.")
     recorder.wait_for_writes(timeout=WRITE_WAIT)  # calls that have answered are listed
     traces = Trace.objects.filter(expires_at__gt=timezone.now())[:100]
     return render(request, "shares/traces.html", {"traces": traces, "bundled": bundled_info()})
@@ -74,7 +74,7 @@ def trace_detail(request, trace_id: str):
     trace = _written(trace_id)
     why = recorder.failure(trace_id[:32]) if trace is None else None
     if why is not None:  # the write failed and not even an outline could be stored: say so, not "no such trace"
-        return _error(request, 404, "This trace was not saved",
+        return error_page(request, 404, "This trace was not saved",
                       f"The call was answered, but saving its trace failed ({why}). Nothing of it was stored; "
                       "make the call again for a new trace.")
     if trace is None and (recorder.is_pending(trace_id[:32]) or recorder.recently_issued(trace_id)):
@@ -83,7 +83,7 @@ def trace_detail(request, trace_id: str):
         resp["Cache-Control"] = "no-store"
         return resp
     if trace is None:
-        return _error(request, 404, "No such trace", "This trace does not exist, has expired, or was deleted.")
+        return error_page(request, 404, "No such trace", "This trace does not exist, has expired, or was deleted.")
     _clean_for_the_page(trace)
     scenario = scenario_of(trace)
     links, link_error = [], None

@@ -18,7 +18,7 @@ from django.conf import settings
 from explainer.lifecycle import lru
 from explainer.lifecycle.engine import Engine, Run, run_request
 from explainer.lifecycle.scenario import Scenario, ScenarioCodec
-from explainer.live.runner import get_engine
+from explainer.web.runner import get_engine
 
 # The budget follows the setting (read at every store, so a changed setting applies at once).
 lru.BUDGET.configure(source=lambda: getattr(settings, "EXPLAINER_CACHE_MB", lru.DEFAULT_CACHE_MB) * lru.MB)

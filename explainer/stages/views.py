@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from functools import cached_property
 from urllib.parse import urlencode
 
@@ -13,14 +12,13 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from explainer.lifecycle import jsonlimits
-from explainer.lifecycle.engine import BUNDLED_MODEL_NAME, Run
+from explainer.lifecycle.engine import Run
 from explainer.lifecycle.scenario import Scenario, ScenarioError
 from explainer.stages.options import OptionError, parse_options
 from explainer.stages.registry import BY_SLUG, LAST_NUMBER, STAGES, Stage, neighbours
 from explainer.stages.runs import codec, engine, run_of
+from explainer.web.pages import MAX_QUERY_CHARS, bundled_info, error_page, frameable
 
-log = logging.getLogger(__name__)
-MAX_QUERY_CHARS = 8000
 MODEL_NAMES = ("claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5")
 
 
@@ -54,21 +52,6 @@ class StagePage:
         return path + ("?" + urlencode(query) if query else "")
 
 
-def bundled_info() -> dict | None:
-    try:
-        m = engine().model
-    except Exception:  # error pages must render even if the model cannot load
-        log.exception("model unavailable")
-        return None
-    return {"name": BUNDLED_MODEL_NAME, "parameters": m.n_params, "context_window": m.config.n_ctx,
-            "layers": m.config.n_layer, "heads": m.config.n_head, "d_model": m.config.d_model}
-
-
-def _error(request, status: int, title: str, message: str, back: str = "/", embed: bool = False):
-    ctx = {"title": title, "message": message, "back": back, "bundled": bundled_info(), "embed": embed}
-    return _frameable(render(request, "error.html", ctx, status=status), embed)
-
-
 def _embed_flag(request) -> bool:
     """``embed=1`` shows a stage without the site's chrome, for an iframe; ``0`` or absent is the full page."""
     raw = request.GET.get("embed")
@@ -77,16 +60,6 @@ def _embed_flag(request) -> bool:
     if raw == "1":
         return True
     raise OptionError("“embed” must be 1 (the stage alone, for an iframe) or 0.")
-
-
-def _frameable(response, embed: bool):
-    """An embedded page may be framed by any site (course pages, slides); every other page stays
-    SAMEORIGIN (settings.X_FRAME_OPTIONS), so only embed responses are exempted, one by one."""
-    if embed:
-        response.xframe_options_exempt = True
-        # What django-csp's @csp_replace sets: the site's policy, with only frame-ancestors widened.
-        response._csp_replace = {"frame-ancestors": ["*"]}
-    return response
 
 
 def _og_image(request, slug: str) -> str:
@@ -105,14 +78,14 @@ def stage(request, slug: str):
     if st is None or not st.built:
         msg = (f"“{slug[:60]}” is not a stage of the walk-through." if st is None
                else f"The {st.title} stage is not part of this version yet.")
-        return _error(request, 404, "No such stage", msg, back=reverse("stage", args=["overview"]))
+        return error_page(request, 404, "No such stage", msg, back=reverse("stage", args=["overview"]))
     if len(request.META.get("QUERY_STRING", "")) > MAX_QUERY_CHARS:
-        return _error(request, 400, "Link too long", f"This link is longer than {MAX_QUERY_CHARS:,} characters, so it is not read.", back=request.path)
+        return error_page(request, 400, "Link too long", f"This link is longer than {MAX_QUERY_CHARS:,} characters, so it is not read.", back=request.path)
     blob = request.GET.get("s", "")
     try:
         embed = _embed_flag(request)
     except OptionError as exc:
-        return _error(request, 400, "This link cannot be shown", str(exc), back=request.path)
+        return error_page(request, 400, "This link cannot be shown", str(exc), back=request.path)
     try:
         scenario = codec().decode(blob)
         opts = parse_options(st.page.OPTIONS, request.GET)
@@ -120,7 +93,7 @@ def stage(request, slug: str):
         ctx = st.page.context(page)
     except (ScenarioError, OptionError) as exc:
         back = request.path + ("?embed=1" if embed else "")
-        return _error(request, 400, "This link cannot be shown", str(exc), back=back, embed=embed)
+        return error_page(request, 400, "This link cannot be shown", str(exc), back=back, embed=embed)
     prev, nxt = neighbours(slug)
     rail = [{"stage": x, "url": page.url(x.slug), "current": x.slug == slug} for x in STAGES if x.built]
     # The link to share is always the full page; "Copy embed code" adds embed=1 itself.
@@ -139,7 +112,7 @@ def stage(request, slug: str):
         "transformer_url": page.url("transformer"),
         "og_image": _og_image(request, slug),
     }
-    return _frameable(render(request, st.template, common | ctx), embed)
+    return frameable(render(request, st.template, common | ctx), embed)
 
 
 @csrf_exempt  # a pure function of its input: it changes nothing on the server
@@ -162,12 +135,12 @@ def encode_scenario(request):
 
 
 def bad_request(request, exception=None):
-    return _error(request, 400, "Bad request", "This address could not be understood.")
+    return error_page(request, 400, "Bad request", "This address could not be understood.")
 
 
 def not_found(request, exception=None):
-    return _error(request, 404, "Page not found", "There is no page at this address.")
+    return error_page(request, 404, "Page not found", "There is no page at this address.")
 
 
 def server_error(request):
-    return _error(request, 500, "Something went wrong", "The server hit an error. It has been logged; try again.")
+    return error_page(request, 500, "Something went wrong", "The server hit an error. It has been logged; try again.")

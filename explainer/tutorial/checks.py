@@ -273,12 +273,10 @@ def cache_hit(lesson, page, ctx) -> Verdict:
 
 def own_tool_loop(lesson, page, ctx) -> Verdict:
     """The learner's own tool (not the form's example) was called, and both requests of the loop ran."""
-    from explainer.stages.pages.tools import OWN_EXAMPLE
-
     if not ctx["own"]:
         return Verdict(False, f"The page shows the demo tool {ctx['tool_name']}. Define your own with the form “Your own tool”.")
     name = ctx["tool_name"]
-    if name == OWN_EXAMPLE["name"]:
+    if name == ctx["example_name"]:
         return Verdict(False, f"{name} is the form's example. Give your tool a name and an input of your own.")
     run1 = ctx["run1"]
     if run1.error:

@@ -14,7 +14,8 @@ from explainer.lifecycle.scenario import ScenarioError
 from explainer.stages.examples import examples
 from explainer.stages.options import OptionError, parse_options
 from explainer.stages.runs import codec
-from explainer.stages.views import MAX_QUERY_CHARS, StagePage, bundled_info
+from explainer.stages.views import StagePage
+from explainer.web.pages import MAX_QUERY_CHARS, bundled_info
 from explainer.tutorial.checks import CHECKS, Verdict
 from explainer.tutorial.lessons import Lesson, by_id, following, lessons
 

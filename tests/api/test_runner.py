@@ -1,11 +1,11 @@
-"""explainer.live.runner: the engine's events reach async code complete, in order, in few batches."""
+"""explainer.web.runner: the engine's events reach async code complete, in order, in few batches."""
 import threading
 import time
 
 import pytest
 
 from explainer.lifecycle.payload import parse_request
-from explainer.live import runner
+from explainer.web import runner
 
 BODY = {"model": "claude-haiku-4-5", "max_tokens": 24, "temperature": 0,
         "messages": [{"role": "user", "content": "Explain what a write-ahead log is for."}]}

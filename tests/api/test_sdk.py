@@ -104,14 +104,14 @@ def test_prompt_too_long_names_both_numbers(client):
 
 
 def test_the_stream_carries_every_engine_event_in_order_and_the_trace_records_them(api_server):
-    """Events travel in batches (explainer.live.runner): none may be lost, repeated or reordered, here or in the trace."""
+    """Events travel in batches (explainer.web.runner): none may be lost, repeated or reordered, here or in the trace."""
     import json
     import sqlite3
     import time
     from pathlib import Path
 
     from explainer.lifecycle.payload import parse_request
-    from explainer.live.runner import get_engine
+    from explainer.web.runner import get_engine
 
     body = {"model": MODEL, "max_tokens": 48, "messages": HI, "temperature": 0}
     r = raw.request("POST", api_server["url"] + "/v1/messages", json_body={**body, "stream": True}, headers={"x-api-key": api_server["api_key"]})

@@ -9,7 +9,7 @@ from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.figures import body_figures
 from explainer.lifecycle.scenario import Scenario
 from explainer.lifecycle.snippets import python_sdk
-from explainer.live.runner import get_engine
+from explainer.web.runner import get_engine
 
 pytestmark = pytest.mark.browser
 

@@ -4,7 +4,7 @@ import pytest
 
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.scenario import Scenario
-from explainer.live.runner import get_engine
+from explainer.web.runner import get_engine
 from explainer.stages.pages.gateway import SIM_LIMITS
 
 pytestmark = pytest.mark.browser

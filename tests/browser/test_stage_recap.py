@@ -2,7 +2,7 @@ import pytest
 
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.scenario import Scenario
-from explainer.live.runner import get_engine
+from explainer.web.runner import get_engine
 
 pytestmark = pytest.mark.browser
 SCENARIO = Scenario(system="You are concise.", messages=[{"role": "user", "content": "What is a foreign key?"}], max_tokens=20, seed=4)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from explainer.lifecycle.figures import text_figures
-from explainer.live.consumers import MAX_PACE_MS
+from explainer.web.sockets import MAX_PACE_MS
 from explainer.stages.options import ChoiceOption, IntOption
 from explainer.stages.pages.recap import STOP_WORDS
 

@@ -313,7 +313,7 @@ def context(page) -> dict:
         "wide": True,
         "own_error_card": True,
         "tool": tool, "choice": choice, "step": o["step"],
-        "own": tool == OWN, "tool_name": (own_name if isinstance(own_name, str) else "") if tool == OWN else tool,
+        "own": tool == OWN, "example_name": OWN_EXAMPLE["name"], "tool_name": (own_name if isinstance(own_name, str) else "") if tool == OWN else tool,
         "tools_links": [{"name": n, "url": page.url(tool=n, choice=choice, ask=_ask(o)), "current": n == tool}
                         for n in TOOL_NAMES + ((OWN,) if own_tools else ())],
         "own_form": {"name": start.get("name") if isinstance(start.get("name"), str) else "",
