@@ -89,3 +89,23 @@ def test_compose_and_tokenize_show_the_figures_of_the_shared_function(client):
     want = prompt_text_figures(tok, run.prompt_ids).as_dict()
     for key in ("characters", "bytes", "words", "tokens", "chars_per_token", "tokens_per_word"):
         assert shown[key] == str(want[key]), (key, shown, want)
+
+
+def test_one_list_of_models_and_prices():
+    """prices.json is the one list: the API lists every known model, a page offers only those with a price."""
+    from explainer.api.views import KNOWN_MODELS
+    from explainer.lifecycle.pricing import known_models, price_of, priced_models
+    from explainer.stages.views import MODEL_NAMES
+
+    assert KNOWN_MODELS == known_models() and set(MODEL_NAMES) == set(priced_models()) <= set(known_models())
+    assert all(price_of(m) is not None for m in MODEL_NAMES)
+    assert Scenario().model in MODEL_NAMES
+
+
+def test_stop_reasons_are_said_the_same_in_python_and_in_the_browser():
+    from explainer.stages.words import STOP_WORDS
+
+    js = (ROOT / "static/js/lib/text.js").read_text()
+    block = js[js.index("const STOP_WORDS = {"):js.index("};", js.index("const STOP_WORDS = {"))]
+    in_js = dict(re.findall(r'(\w+): "([^"]+)"', block))
+    assert in_js == STOP_WORDS

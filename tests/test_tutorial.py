@@ -78,6 +78,7 @@ def _data(tmp_path, change):
 
 @pytest.mark.parametrize("change, words", [
     (lambda ls: ls.reverse(), "order"),
+    (lambda ls: ls.insert(1, {**ls[1], "id": "second-compose"}), "at most one each"),
     (lambda ls: ls[0].update(stage="nowhere"), "not a stage"),
     (lambda ls: ls[0]["check"].update(kind="guess"), "no check"),
     (lambda ls: ls[1].update(id=ls[0]["id"]), "unique"),
@@ -88,6 +89,12 @@ def _data(tmp_path, change):
 def test_bad_lesson_data_is_refused_at_load(tmp_path, change, words):
     with pytest.raises(LessonDataError, match=words):
         load(_data(tmp_path, change))
+
+
+def test_a_stage_without_a_lesson_is_fine(tmp_path):
+    """A new stage joins the walk-through without a lesson: the path simply skips it."""
+    loaded = load(_data(tmp_path, lambda ls: ls.pop(3)))
+    assert [x.number for x in loaded] == list(range(1, len(loaded) + 1)) and "tokenize" not in [x.stage_slug for x in loaded]
 
 
 def test_a_start_scenario_the_codec_refuses_is_refused_at_load(tmp_path):

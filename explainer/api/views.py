@@ -23,6 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from explainer.api import keys, ratelimits
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
+from explainer.lifecycle.pricing import known_models
 from explainer.lifecycle.errors import APIError, invalid
 from explainer.lifecycle import jsonlimits
 from explainer.lifecycle.gateway import (AddressBuckets, body_too_large, check_body_size, check_key, rate_limit_error,
@@ -33,11 +34,9 @@ from explainer.shares.traces import TraceRecorder
 
 log = logging.getLogger(__name__)
 
-# The names the SDK knows (anthropic/types/model_param.py); any other "claude-*" name is accepted too.
-KNOWN_MODELS = (
-    "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5", "claude-opus-4-8", "claude-opus-4-7",
-    "claude-opus-4-6", "claude-sonnet-4-6", "claude-opus-4-5", "claude-sonnet-4-5", "claude-haiku-4-5",
-)
+# The names the SDK knows (anthropic/types/model_param.py), from the one list in prices.json; any other
+# "claude-*" name is accepted too.
+KNOWN_MODELS = known_models()
 MODELS_CREATED_AT = "2026-11-24T00:00:00Z"
 
 

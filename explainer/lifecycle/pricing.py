@@ -22,6 +22,16 @@ def table() -> dict:
     return json.loads(PRICES_PATH.read_text())
 
 
+def known_models() -> tuple[str, ...]:
+    """Every model name the app knows, newest first: the one list (``GET /v1/models`` serves it)."""
+    return tuple(table()["models"])
+
+
+def priced_models() -> tuple[str, ...]:
+    """The known models whose list price is known: what Compose offers, so no page says "price unknown" for its own choice."""
+    return tuple(name for name, price in table()["models"].items() if price is not None)
+
+
 def price_of(model: str) -> dict | None:
     t = table()
     name = t["aliases"].get(model, model)

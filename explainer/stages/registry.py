@@ -1,9 +1,10 @@
-"""The lifecycle stages, in the order a request passes through them.
+"""The lifecycle stages: the one ordered list the rail, the pager, the kicker's numbering, the
+recap, the overview and the classroom all read.
 
-Each stage has a slug (its URL, ``/learn/<slug>/``), a title, a one-line summary, and a
-page module in ``explainer/stages/pages/`` that turns the computed run into the page's
-data. Stages without a page module yet are listed (the rail and the overview show them)
-but not linked.
+Each stage has a slug (its URL, ``/learn/<slug>/``), a title, a one-line summary, what its main
+visual shows, and a page module in ``explainer/stages/pages/`` that turns the computed run into
+the page's data. Stages without a page module yet are listed but not linked. What a new stage
+provides is in ``explainer/stages/README.md``.
 """
 from __future__ import annotations
 

@@ -13,13 +13,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from explainer.lifecycle import jsonlimits
 from explainer.lifecycle.engine import Run
+from explainer.lifecycle.pricing import priced_models
 from explainer.lifecycle.scenario import Scenario, ScenarioError
 from explainer.stages.options import OptionError, parse_options
 from explainer.stages.registry import BY_SLUG, LAST_NUMBER, STAGES, Stage, neighbours
 from explainer.stages.runs import codec, engine, run_of
 from explainer.web.pages import MAX_QUERY_CHARS, bundled_info, error_page, frameable
 
-MODEL_NAMES = ("claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5")
+MODEL_NAMES = priced_models()  # the models a page offers: the known ones whose price is known
 
 
 class StagePage:

@@ -9,20 +9,16 @@ import numpy as np
 
 from explainer.lifecycle.figures import body_figures, prompt_text_figures
 from explainer.llm.generate import step_banned
+from explainer.stages.registry import REQUEST_STEPS
+from explainer.stages.words import stop_reason_in_words
 from explainer.llm.model import softmax
 from explainer.llm.sampling import SamplingParams, distribution
 
 OPTIONS: dict = {}
 SHOWN_DRAWS = 40
+EVENT_ORDER = ("message_start", "content_block_start", "ping", "content_block_delta", "content_block_stop",
+               "message_delta", "message_stop")
 
-# A stop reason in words (static/js/lib/text.js says the same in the browser).
-STOP_WORDS = {
-    "end_turn": "the model chose to stop (end_turn)",
-    "max_tokens": "reached max_tokens, the limit you set",
-    "stop_sequence": "hit one of your stop sequences (stop_sequence)",
-    "tool_use": "the model called a tool (tool_use)",
-    "model_context_window_exceeded": "the context window is full (model_context_window_exceeded)",
-}
 
 
 def _top_next(page, k: int = 5) -> list[dict]:
@@ -68,10 +64,9 @@ def context(page) -> dict:
         "perplexity_like": math.exp(entropy) if entropy is not None else None,
         "steps": steps,
         "n_draws": len(run.steps),
-        "event_counts": sorted(counts.items(), key=lambda kv: ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_stop", "message_delta", "message_stop"].index(kv[0]) if kv[0] in ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_stop", "message_delta", "message_stop"] else 99),
+        "event_counts": sorted(counts.items(), key=lambda kv: EVENT_ORDER.index(kv[0]) if kv[0] in EVENT_ORDER else len(EVENT_ORDER)),
         "done": run.done,
         "event_total": sum(counts.values()),
-        "stop_words": STOP_WORDS.get(run.done["stop_reason"], run.done["stop_reason"]) if run.done else None,
-        "links": {slug: page.url(slug) for slug in ("compose", "gateway", "tokenize", "transformer", "sampling", "streaming")},
-        "built": {slug: True for slug in ("compose", "gateway", "tokenize", "transformer", "sampling", "streaming")},
+        "stop_words": stop_reason_in_words(run.done["stop_reason"]) if run.done else None,
+        "links": {slug: page.url(slug) for slug in REQUEST_STEPS},
     }

@@ -16,7 +16,7 @@ import numpy as np
 from explainer.llm.generate import banned_ids, step_banned
 from explainer.llm.sampling import SamplingParams, distribution
 from explainer.stages.options import IntOption, OptionError
-from explainer.stages.pages.recap import STOP_WORDS
+from explainer.stages.words import stop_reason_in_words
 
 PROMPT_TAIL = 24  # prompt tokens shown before the reply in the step-through
 API_TEMPERATURE_MAX = 1.0
@@ -195,7 +195,7 @@ def context(page) -> dict:
     done = run.done or {}
     ctx = {
         "wide": False,
-        "stop_words": STOP_WORDS.get(done["stop_reason"], done["stop_reason"]) if done.get("stop_reason") else None,
+        "stop_words": stop_reason_in_words(done.get("stop_reason")),
         "config": config,
         "req_text": {"temperature": _fmt(req["temperature"]),
                      "top_k": "off" if not req["top_k"] else str(req["top_k"]),

@@ -13,7 +13,7 @@ import json
 from explainer.lifecycle.figures import text_figures
 from explainer.web.sockets import MAX_PACE_MS
 from explainer.stages.options import ChoiceOption, IntOption
-from explainer.stages.pages.recap import STOP_WORDS
+from explainer.stages.words import stop_reason_in_words
 
 PACE_MAX = min(500, MAX_PACE_MS)
 OPTIONS = {
@@ -96,7 +96,7 @@ def context(page) -> dict:
                    if e["type"] == "content_block_delta" and e["delta"].get("type") == "text_delta"],
         "done": done,
         # "stopped: reached max_tokens, the limit you set": the reason in words (the page's script says the same)
-        "stop_words": STOP_WORDS.get(done["stop_reason"], done["stop_reason"]) if done.get("stop_reason") else None,
+        "stop_words": stop_reason_in_words(done.get("stop_reason")),
         "usage": done.get("usage"),
         "timings": done.get("timings"),
         "pace_max": PACE_MAX,
