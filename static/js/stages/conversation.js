@@ -67,28 +67,32 @@ function selectTurn(k, { remember = true } = {}) {
   if (remember) setViewOption("turn", k === D.turns.length ? null : k);
 }
 
+const projector = () => document.documentElement.classList.contains("projector");
+
 // ---- charts ----------------------------------------------------------------------------------
 
 const W = 460, H = 250, M = { l: 52, r: 14, t: 18, b: 38 };
 const SMALL = { W, H, M };  // the secondary charts: a fixed viewBox, scaled to their column
 
-function axes(s, { yMax, ticks, label, xLabels, xTitle }, { W, H, M } = SMALL) {
+// F: the size the chart's text is drawn at (12 px; 24 px in projector mode, where conversation.css sets it).
+function axes(s, { yMax, ticks, label, xLabels, xTitle }, { W, H, M, F = 12 } = SMALL) {
   const g = el("g", { class: "axis" }, s);
   const pw = W - M.l - M.r, ph = H - M.t - M.b;
   for (const v of ticks) {
     const y = M.t + ph - (v / yMax) * ph;
     el("line", { x1: M.l, x2: W - M.r, y1: y, y2: y, class: "grid" }, g);
-    text(g, M.l - 6, y + 4, compactTokens(v), { "text-anchor": "end" });
+    text(g, M.l - 6, y + F / 3, compactTokens(v), { "text-anchor": "end" });
   }
   el("line", { x1: M.l, x2: M.l, y1: M.t, y2: M.t + ph }, g);
   el("line", { x1: M.l, x2: W - M.r, y1: M.t + ph, y2: M.t + ph }, g);
-  const step = Math.max(1, Math.ceil(xLabels.length / 12));
+  const step = Math.max(1, Math.ceil(xLabels.length / (F > 12 ? 8 : 12)));
   xLabels.forEach((lab, i) => {
     if (i % step && i !== xLabels.length - 1) return;
-    text(g, lab.x, M.t + ph + 15, lab.text, { "text-anchor": "middle" });
+    text(g, lab.x, M.t + ph + F + 3, lab.text, { "text-anchor": "middle" });
   });
   text(g, M.l + pw / 2, H - 4, xTitle, { "text-anchor": "middle", class: "axis-title" });
-  text(g, 12, M.t + ph / 2, label, { "text-anchor": "middle", class: "axis-title", transform: `rotate(-90 12 ${M.t + ph / 2})` });
+  const cx = F;  // the rotated y title's centre line
+  text(g, cx, M.t + ph / 2, label, { "text-anchor": "middle", class: "axis-title", transform: `rotate(-90 ${cx} ${M.t + ph / 2})` });
   return { pw, ph };
 }
 
@@ -101,10 +105,10 @@ function niceTicks(max, n = 4) {
   return out;
 }
 
-function hline(s, y, cls, label, below = false, { W, M } = SMALL) {
+function hline(s, y, cls, label, below = false, { W, M, F = 12 } = SMALL) {
   const g = el("g", { class: `limit ${cls}` }, s);
   el("line", { x1: M.l, x2: W - M.r, y1: y, y2: y }, g);
-  text(g, M.l + 4, below ? y + 13 : y - 4, label, { "text-anchor": "start" });
+  text(g, M.l + 4, below ? y + F + 1 : y - 4, label, { "text-anchor": "start" });
 }
 
 // One bar slot per request of the conversation, on a token axis up to yMax: the chart, its
@@ -129,12 +133,14 @@ function drawPerTurn() {
   if (!host) return;
   const T = D.turns;
   const phone = window.innerWidth < 700;
+  const proj = projector();
   const w = Math.max(280, Math.round(host.clientWidth || 600));
-  const h = Math.round(Math.min(phone ? 250 : 300, Math.max(180, window.innerHeight * (phone ? 0.27 : 0.36))));
-  const dim = { W: w, H: h, M: { l: 48, r: 10, t: 16, b: 36 } };
+  const h = proj ? Math.round(Math.min(360, Math.max(240, window.innerHeight * 0.52)))
+    : Math.round(Math.min(phone ? 250 : 300, Math.max(180, window.innerHeight * (phone ? 0.27 : 0.36))));
+  const dim = proj ? { W: w, H: h, F: 24, M: { l: 96, r: 10, t: 30, b: 62 } } : { W: w, H: h, M: { l: 48, r: 10, t: 16, b: 36 } };
   const yMax = Math.max(D.window, ...T.map((t) => t.input)) * 1.08;
   const label = `Input tokens per request: ${T.map((t) => t.input).join(", ")}; the prompt limit is ${D.max_prompt}`;
-  const { s, y, bw, mid } = requestChart(T, yMax, label, dim, phone ? 44 : 72);
+  const { s, y, bw, mid } = requestChart(T, yMax, label, dim, phone ? 44 : proj ? 96 : 72);
   s.setAttribute("height", String(h));
   s.classList.add("cv-main-svg");
   T.forEach((t, i) => {
@@ -350,6 +356,11 @@ function init() {
   selectTurn(D.selected, { remember: false });
   drawPerTurn();
   drawCumulative();
+  // In a presenter's room the parent page adds html.projector after load: the main chart is drawn again, at 24 px.
+  let wasProjector = projector();
+  new MutationObserver(() => {
+    if (projector() !== wasProjector) { wasProjector = projector(); drawPerTurn(); }
+  }).observe(document.documentElement, { attributes: true, attributeFilter: ["class"] });
   let width = window.innerWidth;
   window.addEventListener("resize", () => {  // the main chart follows its box
     if (window.innerWidth === width) return;

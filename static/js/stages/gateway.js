@@ -189,6 +189,8 @@ function fire() {
 // ---- drawing -------------------------------------------------------------------------------------------
 
 let currentKey = sim.key;
+// In a presenter's room the parent page adds html.projector after load (the gauges' labels grow, and are redrawn).
+const projector = () => document.documentElement.classList.contains("projector");
 const gauges = {};
 
 // Each bucket's gauge is drawn at the width its box has (redrawn when that changes), so its labels
@@ -200,15 +202,19 @@ function buildGauges() {
     const need = sim.needs[d];
     const box = fig.querySelector("[data-gauge]");
     const GW = Math.max(160, Math.min(420, Math.round(box.clientWidth || 240)));
-    const GH = GW < 380 ? 34 : 40;  // a phone's stacked gauges are a little flatter
+    // a phone's stacked gauges are a little flatter; a projector's label is drawn at 24 px (gateway.css), below a taller bar
+    const proj = projector();
+    const GH = proj ? 60 : GW < 380 ? 34 : 40;
     const s = svg(GW, GH, { label: `${LABEL[d]} bucket: level against the ${cap} it holds`, className: "gw-svg" });
     s.setAttribute("width", String(GW));
-    const bar = GH - 22;
+    const bar = proj ? 26 : GH - 22;
     el("rect", { x: 0, y: 3, width: GW, height: bar, rx: 4, class: "gw-track" }, s);
     const fill = el("rect", { x: 0, y: 3, width: GW, height: bar, rx: 4, class: "gw-fill" }, s);
     const x = Math.min(GW - 1, (Math.min(need, cap) / cap) * GW);
     el("line", { x1: x, x2: x, y1: 0, y2: bar + 7, class: need > cap ? "gw-need never" : "gw-need" }, s);
-    const label = need > cap ? `needs ${need.toLocaleString("en")}: more than it holds` : `this request ${d === "output_tokens" ? "reserves" : "needs"} ${need.toLocaleString("en")}`;
+    const n = need.toLocaleString("en"), verb = d === "output_tokens" ? "reserves" : "needs";
+    const label = proj ? (need > cap ? `needs ${n}: too many` : `${verb} ${n}`)
+      : need > cap ? `needs ${n}: more than it holds` : `this request ${verb} ${n}`;
     const right = need / cap > 0.5 || need > cap;
     text(s, x, GH - 3, label, { class: "gw-need-label", "text-anchor": right ? "end" : "start" });
     box.replaceChildren(s);
@@ -392,6 +398,13 @@ buildGauges();
 new ResizeObserver(() => {
   if (Object.values(gauges).some((g) => g.fig.querySelector("[data-gauge]").clientWidth !== g.width)) { buildGauges(); drawGauges(); }
 }).observe($("buckets"));
+let wasProjector = projector();
+new MutationObserver(() => {
+  if (projector() === wasProjector) return;
+  wasProjector = projector();
+  buildGauges();
+  drawGauges();
+}).observe(document.documentElement, { attributes: true, attributeFilter: ["class"] });
 drawGauges();
 renderLog();
 showCache();
