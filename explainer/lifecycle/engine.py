@@ -123,6 +123,11 @@ class Engine:
         self.check_fits(ids)
         if req.tools and req.tool_choice["type"] in ("any", "tool"):
             self._check_decodable(req)
+            # the forced "tool_use NAME" line is part of what the model reads: it must fit as well
+            forced = TOOL_USE_PREFIX + (req.tool_choice["name"] + "\n" if req.tool_choice["type"] == "tool" else "")
+            n = len(ids) + len(self.tokenizer.encode(forced))
+            if n > self.max_prompt_tokens:
+                raise invalid(f"prompt is too long: {n} tokens with the tool call's opening line > {self.max_prompt_tokens} maximum")
         kv = self.model.new_cache()
         plan = None
         if prompt_cache is not None and req.breakpoints:
