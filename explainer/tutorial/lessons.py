@@ -5,7 +5,7 @@ function in ``checks.py``) that decides on the server whether its task is done.
 
 Example:
     >>> lesson = by_id()["temperature"]
-    >>> lesson.stage, lesson.start_scenario().temperature
+    >>> lesson.stage_slug, lesson.start_scenario().temperature
     ('overview', 0.8)
 """
 from __future__ import annotations
