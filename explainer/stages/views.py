@@ -73,28 +73,63 @@ def home(request):
     return stage(request, "overview")
 
 
-@require_GET
-def stage(request, slug: str):
+class Refused(Exception):
+    """A stage request that cannot be shown: a 404 (no such stage) or a 400 (a link that does not decode)."""
+
+    def __init__(self, status: int, title: str, message: str, back: str, embed: bool = False):
+        super().__init__(message)
+        self.status, self.title, self.message, self.back, self.embed = status, title, message, back, embed
+
+
+def computed(request, slug: str) -> tuple[Stage, StagePage, dict]:
+    """The stage, its page (scenario, view options, run) and its context, for a request's query string."""
     st = BY_SLUG.get(slug)
     if st is None or not st.built:
         msg = (f"“{slug[:60]}” is not a stage of the walk-through." if st is None
                else f"The {st.title} stage is not part of this version yet.")
-        return error_page(request, 404, "No such stage", msg, back=reverse("stage", args=["overview"]))
+        raise Refused(404, "No such stage", msg, reverse("stage", args=["overview"]))
+    path = reverse("stage", args=[slug])
     if len(request.META.get("QUERY_STRING", "")) > MAX_QUERY_CHARS:
-        return error_page(request, 400, "Link too long", f"This link is longer than {MAX_QUERY_CHARS:,} characters, so it is not read.", back=request.path)
+        raise Refused(400, "Link too long", f"This link is longer than {MAX_QUERY_CHARS:,} characters, so it is not read.", path)
     blob = request.GET.get("s", "")
     try:
         embed = _embed_flag(request)
     except OptionError as exc:
-        return error_page(request, 400, "This link cannot be shown", str(exc), back=request.path)
+        raise Refused(400, "This link cannot be shown", str(exc), path) from None
     try:
         scenario = codec().decode(blob)
         opts = parse_options(st.page.OPTIONS, request.GET)
         page = StagePage(st, scenario, blob, opts, embed=embed)
         ctx = st.page.context(page)
     except (ScenarioError, OptionError) as exc:
-        back = request.path + ("?embed=1" if embed else "")
-        return error_page(request, 400, "This link cannot be shown", str(exc), back=back, embed=embed)
+        raise Refused(400, "This link cannot be shown", str(exc), path + ("?embed=1" if embed else ""), embed) from None
+    return st, page, ctx
+
+
+def page_data(st: Stage, ctx: dict) -> dict:
+    """The stage's data as its scripts read it: ``{element id: value}`` from the page module's ``DATA``."""
+    return {element: ctx[key] for element, key in getattr(st.page, "DATA", {}).items() if key in ctx}
+
+
+@require_GET
+def stage_data(request, slug: str):
+    """``/learn/<slug>/data?<the page's query string>``: the same data the page embeds, as JSON, for
+    scripts that change the view in place and for tests; never HTML to scrape."""
+    try:
+        st, page, ctx = computed(request, slug)
+    except Refused as exc:
+        return JsonResponse({"error": {"type": "not_found_error" if exc.status == 404 else "invalid_request_error",
+                                       "message": exc.message}}, status=exc.status)
+    return JsonResponse({"stage": slug, "data": page_data(st, ctx)}, json_dumps_params={"ensure_ascii": False})
+
+
+@require_GET
+def stage(request, slug: str):
+    try:
+        st, page, ctx = computed(request, slug)
+    except Refused as exc:
+        return error_page(request, exc.status, exc.title, exc.message, back=exc.back, embed=exc.embed)
+    scenario, blob, opts, embed = page.scenario, page.blob, page.opts, page.embed
     prev, nxt = neighbours(slug)
     rail = [{"stage": x, "url": page.url(x.slug), "current": x.slug == slug} for x in STAGES if x.built]
     # The link to share is always the full page; "Copy embed code" adds embed=1 itself.
@@ -112,6 +147,7 @@ def stage(request, slug: str):
         "compose_url": page.url("compose"),
         "transformer_url": page.url("transformer"),
         "og_image": _og_image(request, slug),
+        "page_data": page_data(st, ctx),
     }
     return frameable(render(request, st.template, common | ctx), embed)
 

@@ -119,6 +119,7 @@ def format_marks(marks: list[tuple[str, str | None]]) -> str:
     return ",".join(turn + (f":{ttl}" if ttl else "") for turn, ttl in marks) or "none"
 
 
+DATA = {"caching-data": "data"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS = {
     "bp": BreakpointsOption(),
     "ttl": ChoiceOption("5m", tuple(TTL_SECONDS)),

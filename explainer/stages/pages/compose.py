@@ -18,6 +18,7 @@ from explainer.stages.examples import example_links
 log = logging.getLogger(__name__)
 
 SNIPPETS = (("curl", "curl"), ("python", "Python SDK"), ("typescript", "TypeScript SDK"))
+DATA = {"compose-data": "compose_data"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS = {"snippet": ChoiceOption("curl", tuple(k for k, _ in SNIPPETS))}
 
 # Common mistakes, each applied to the current body and answered by the real validator.

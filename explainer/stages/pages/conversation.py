@@ -40,6 +40,7 @@ MAX_N = 20
 DEMO_REQUESTS = 4  # a one-question conversation opens on this many requests (fewer if the window fills first)
 _BLANK_RUN = re.compile(r"(\n{3,})")
 
+DATA = {"conversation-data": "conversation_data"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS = {
     "n": IntOption(2, 1, MAX_N, "exchanges the sliding window keeps"),
     "strategy": ChoiceOption("drop_oldest", cv.STRATEGIES),

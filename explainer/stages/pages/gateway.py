@@ -30,6 +30,7 @@ KEY_CASES = {"valid": {"x-api-key": DEMO_KEY}, "missing": {}, "wrong": {"x-api-k
 
 KEY_LABELS = {"valid": "a valid key", "missing": "no key", "wrong": "a revoked key"}
 
+DATA = {"gateway-sim": "gateway_sim"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS = {"key": ChoiceOption("valid", tuple(KEY_CASES))}
 
 

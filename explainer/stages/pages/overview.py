@@ -2,6 +2,7 @@
 from explainer.stages.examples import example_links
 from explainer.stages.registry import BY_SLUG, REQUEST_STEPS
 
+DATA = {"request-body": "request_body"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS: dict = {}
 
 

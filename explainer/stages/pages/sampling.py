@@ -61,6 +61,7 @@ class OptionalIntOption:
         return IntOption(0, self.low, self.high).parse(name, raw)
 
 
+DATA = {"sampling-config": "config", "sampling-step": "step"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS = {
     "step": IntOption(0, 0, None, "step of the autoregressive loop"),
     "t": DecimalOption(0.0, EXPLORE_TEMPERATURE_MAX),

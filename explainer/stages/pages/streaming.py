@@ -16,6 +16,7 @@ from explainer.stages.options import ChoiceOption, IntOption
 from explainer.stages.words import stop_reason_in_words
 
 PACE_MAX = min(500, MAX_PACE_MS)
+DATA = {"request-body": "request_body", "stream-config": "stream_config"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS = {
     "pace": IntOption(150, 0, PACE_MAX, "milliseconds the socket pauses after each token"),
     "frames": ChoiceOption("all", ("all", "api")),

@@ -20,6 +20,7 @@ from explainer.stages.options import IntOption, OptionError
 
 _TOK = load_tokenizer()
 
+DATA = {"tokenize-data": "tokenize_data"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS: dict = {
     "merges": IntOption(_TOK.model_merges, 0, len(_TOK.merges), "vocabulary size: merges used"),
     "token": IntOption(-1, -1, None, "selected token (-1: the first token of the chosen word)"),

@@ -54,6 +54,7 @@ DEMO_QUESTIONS = {
     "get_time": "What time is it in UTC?",
 }
 
+DATA = {"tools-data": "tools_data", "own-data": "own_data"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS = {
     "tool": ChoiceOption("get_dag_status", TOOL_NAMES + (OWN,)),
     "choice": ChoiceOption("tool", CHOICES),

@@ -28,6 +28,7 @@ WINDOW = 64  # tokens shown at once (attention maps are W x W)
 TOP = 5  # logit-lens candidates per depth
 LAST = -1  # the "token" option's default: the prompt's last token, whose prediction is the reply's first token
 
+DATA = {"tf-data": "data", "tf-tokens": "tokens", "tf-view": "view"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS = {
     "layer": IntOption(0, 0, label="selected layer"),
     "head": IntOption(0, 0, label="selected head"),
