@@ -53,6 +53,9 @@ import gc  # noqa: E402
 from explainer.web.runner import get_engine  # noqa: E402
 
 get_engine()
-import explainer.lifecycle.tools  # noqa: E402,F401  (imported lazily by the validator: a second of work on the event loop otherwise)
+# Imported now, not on the event loop (a second of work there): jsonschema, which the validator imports
+# lazily on the first request with tools, comes with the demo tools and the schema compiler.
+import explainer.lifecycle.demo_tools  # noqa: E402,F401
+import explainer.llm.constrained  # noqa: E402,F401
 
 gc.freeze()

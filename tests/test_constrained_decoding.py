@@ -12,9 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from explainer.lifecycle.tools import (
-    DEMO_TOOLS, TOOL_USE_PREFIX, ChoiceConstraint, ConstrainedFinish, ConstrainedStep, JsonConstraint,
-    UnsupportedSchema, constrained_generate, model_logits_fn, tools_system_prompt,
+from explainer.lifecycle.demo_tools import DEMO_TOOLS
+from explainer.lifecycle.tool_format import TOOL_USE_PREFIX, tools_system_prompt
+from explainer.llm.constrained import (
+    ChoiceConstraint, ConstrainedFinish, ConstrainedStep, JsonConstraint, UnsupportedSchema, constrained_generate,
+    model_logits_fn,
 )
 from explainer.llm.model import load_model
 from explainer.llm.sampling import SamplingParams

@@ -10,9 +10,10 @@ from channels.testing import WebsocketCommunicator
 
 from explainer.asgi import application
 from explainer.lifecycle import jsonlimits
+from explainer.lifecycle.demo_tools import validate_input
 from explainer.lifecycle.jsonlimits import MAX_JSON_DEPTH, TooDeep
 from explainer.lifecycle.scenario import Scenario, ScenarioError
-from explainer.lifecycle.tools import JsonConstraint, UnsupportedSchema, validate_input
+from explainer.llm.constrained import JsonConstraint, UnsupportedSchema
 from explainer.stages.registry import built
 from explainer.stages.runs import codec, engine
 

@@ -141,7 +141,7 @@ def test_top_level_cache_control_marks_the_last_turn(setup):
 
 
 def test_a_breakpoint_on_a_tool_definition_caches_through_the_system_turn(setup):
-    from explainer.lifecycle.tools import DEMO_TOOLS
+    from explainer.lifecycle.demo_tools import DEMO_TOOLS
 
     engine, cache, _ = setup
     tool = {**DEMO_TOOLS["calculator"].definition(), "cache_control": {"type": "ephemeral"}}

@@ -8,9 +8,9 @@ from urllib.parse import urlencode
 import jsonschema
 import pytest
 
+from explainer.lifecycle.demo_tools import DEMO_TOOLS, run_tool
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.scenario import Scenario
-from explainer.lifecycle.tools import DEMO_TOOLS, run_tool
 from explainer.stages.pages import tools
 from explainer.stages.runs import codec, engine
 
@@ -242,7 +242,7 @@ def test_unsupported_schema_is_a_clear_message(client):
 
 
 def test_unsupported_schema_raised_by_the_engine_is_caught(client, monkeypatch):
-    from explainer.lifecycle.tools import UnsupportedSchema
+    from explainer.llm.constrained import UnsupportedSchema
 
     def boom(*a, **k):
         raise UnsupportedSchema("properties.x: keywords ['pattern'] are not supported")

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from explainer.lifecycle.demo_tools import DEMO_TOOLS
 from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.payload import parse_request
-from explainer.lifecycle.tools import DEMO_TOOLS
 from explainer.llm.model import TinyTransformer, read_weights
 
 UNIT = 0.001  # one token of model work is one millisecond on the fake clock

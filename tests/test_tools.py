@@ -5,10 +5,11 @@ from datetime import datetime, timezone
 import pytest
 from jsonschema import Draft202012Validator
 
-from explainer.lifecycle.tools import (
-    DEMO_TOOLS, MAX_EXPONENT, MAX_EXPRESSION_CHARS, TIMEZONES, Tool, ToolError, calculate, load_dags,
-    run_tool, tool_call_text, tool_result_text, tools_system_prompt, validate_input,
+from explainer.lifecycle.demo_tools import (
+    DEMO_TOOLS, MAX_EXPONENT, MAX_EXPRESSION_CHARS, TIMEZONES, Tool, ToolError, calculate, load_dags, run_tool,
+    validate_input,
 )
+from explainer.lifecycle.tool_format import tool_call_text, tool_result_text, tools_system_prompt
 
 FIXED = datetime(2031, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
 

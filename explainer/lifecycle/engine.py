@@ -23,11 +23,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from explainer.lifecycle import lru
 from explainer.lifecycle.errors import APIError, invalid
 from explainer.lifecycle.payload import MessagesRequest, parse_request
 from explainer.lifecycle.prompt_cache import PromptCache
-from explainer.lifecycle.tools import (TOOL_USE_PREFIX, ChoiceConstraint, ConstrainedFinish, JsonConstraint,
-                                       UnsupportedSchema, constrained_generate, model_logits_fn)
+from explainer.lifecycle.tool_format import TOOL_USE_PREFIX, tools_system_prompt
+from explainer.llm.constrained import (ChoiceConstraint, ConstrainedFinish, ConstrainedStep, JsonConstraint, Machine,
+                                       UnsupportedSchema, constrained_generate, model_logits_fn, use_machine_cache)
 from explainer.llm.generate import Finish, GenerationConfig, Step, generate
 from explainer.llm.model import TinyTransformer, load_model
 from explainer.llm.sampling import SamplingParams
@@ -35,6 +37,17 @@ from explainer.llm.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 BUNDLED_MODEL_NAME = "tiny-explainer-4l"
 _ALPHABET = string.ascii_letters + string.digits
+
+
+def _weigh(x) -> int:
+    """Bytes for the schema automata's cache: a machine by its own estimate (it shares the
+    tokenizer's trie with every other machine, which ``lru.sizeof`` would count again for each)."""
+    return x.approx_bytes() if isinstance(x, Machine) else lru.sizeof(x)
+
+
+# The automata that constrained decoding compiles per schema count against the process-wide
+# cache budget, with the app's other caches (the model core knows no budget).
+use_machine_cache(lru.LRU("schema automata", sizeof=_weigh, max_entries=64))
 
 
 def new_id(prefix: str) -> str:
@@ -74,8 +87,6 @@ class Engine:
         try:
             system = req.system
             if req.tools:  # the bundled model reads tool definitions as part of its system prompt
-                from explainer.lifecycle.tools import tools_system_prompt
-
                 system = tools_system_prompt(req.system, req.tools)
             turns = [(m.role, m.text) for m in req.messages]
             self.check_size(system, turns)
@@ -267,13 +278,7 @@ class Engine:
                 if not first_sampled:
                     first_sampled.append(time.perf_counter())
                 out.append(item)
-                frames.append({
-                    "type": "explainer.token", "index": len(frames), "token": item.token, "text": self.token_label(item.token),
-                    "piece": item.piece, "ms": round(item.mask_ms, 3), "constrained": True,
-                    "n_allowed": int(item.n_allowed), "mass_removed": round(float(item.mass_removed), 6),
-                    "candidates": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.after],
-                    "unconstrained": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.before],
-                })
+                frames.append(self._constrained_frame(len(frames), item))
             return out, finish
 
         if req.tool_choice["type"] == "tool":
@@ -299,13 +304,7 @@ class Engine:
             if not first_sampled:
                 first_sampled.append(time.perf_counter())
             steps.append(item)
-            yield {
-                "type": "explainer.token", "index": sent + len(steps) - 1, "token": item.token, "text": self.token_label(item.token),
-                "piece": item.piece, "ms": round(item.mask_ms, 3), "constrained": True,
-                "n_allowed": int(item.n_allowed), "mass_removed": round(float(item.mass_removed), 6),
-                "candidates": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.after],
-                "unconstrained": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.before],
-            }
+            yield self._constrained_frame(sent + len(steps) - 1, item)
             if item.piece:
                 yield {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": item.piece}}
         yield {"type": "content_block_stop", "index": 0}
@@ -315,6 +314,18 @@ class Engine:
         now = time.perf_counter()
         return Finish(stop, None, n_out, fin.text, prefill_end - t0, now - prefill_end,
                       first_token_at=first_sampled[0] if first_sampled else None)
+
+    def _constrained_frame(self, index: int, item: ConstrainedStep) -> dict:
+        """The ``explainer.token`` frame of one constrained token (the tool's name or its input):
+        the candidates after the mask, and the distribution the model gave before it."""
+        return {
+            "type": "explainer.token", "index": index, "token": item.token, "text": self.token_label(item.token),
+            "piece": item.piece, "ms": round(item.mask_ms, 3), "constrained": True,
+            "n_allowed": int(item.n_allowed), "mass_removed": round(float(item.mass_removed), 6),
+            "candidates": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.after],
+            "unconstrained": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.before],
+        }
+
 
 @dataclass
 class Run:

@@ -11,7 +11,11 @@ parsed elsewhere, or built in code, can be checked with :func:`check_depth` (ite
 Real documents stay far below the limit: a Messages API body with a tool whose
 ``input_schema`` nests ten objects deep is about 25 levels.
 
-This module imports neither Django nor anything else of the app (only numpy).
+:data:`MAX_JSON_DEPTH`, :class:`TooDeep`, :func:`depth_of` and :func:`check_depth` live in
+``explainer.llm.jsondepth`` (the model core's schema compiler needs them, and the core imports
+nothing of the lifecycle); they are imported here, so this module remains the place to use them.
+
+This module imports neither Django nor anything of the app but ``explainer.llm.jsondepth`` (and numpy).
 
 Example:
     >>> loads('{"a": [1, {"b": "[[[["}]}')
@@ -32,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
-MAX_JSON_DEPTH = 32
+from explainer.llm.jsondepth import MAX_JSON_DEPTH, TooDeep, check_depth, depth_of
+
+__all__ = ["MAX_JSON_DEPTH", "TooDeep", "check_depth", "check_text", "depth_of", "loads"]
 
 # A string; its end quote may be missing (an unterminated string runs to the end of the text),
 # so the pattern always matches once it starts and the regex engine never backtracks over it.
@@ -40,14 +46,6 @@ _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.S)
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _STEP = np.zeros(256, np.int8)
 _STEP[list(b"[{")], _STEP[list(b"]}")] = 1, -1
-
-
-class TooDeep(ValueError):
-    """A JSON document (or value) nests deeper than the limit; the message is safe to show."""
-
-    def __init__(self, limit: int = MAX_JSON_DEPTH, what: str = "arrays and objects"):
-        super().__init__(f"{what} nest deeper than {limit} levels")
-        self.limit = limit
 
 
 def check_text(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> None:
@@ -80,37 +78,6 @@ def loads(text: str | bytes, limit: int = MAX_JSON_DEPTH, **kwargs) -> Any:
         return json.loads(text, **kwargs)
     except RecursionError:  # cannot happen below the limit; kept so that it never escapes
         raise TooDeep(limit) from None
-
-
-def depth_of(value: Any, limit: int | None = None) -> int:
-    """How deeply lists/tuples/dicts nest in ``value`` (a scalar is 0, ``[]`` is 1); iterative.
-
-    With ``limit``, raises :class:`TooDeep` as soon as the depth passes it (a value that
-    contains itself therefore raises instead of looping forever).
-    """
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            children = v.values()
-        elif isinstance(v, (list, tuple)):
-            children = v
-        else:
-            continue
-        d += 1
-        if limit is not None and d > limit:
-            raise TooDeep(limit)
-        if d > deepest:
-            deepest = d
-        stack.extend((c, d) for c in children if isinstance(c, (dict, list, tuple)))
-    return deepest
-
-
-def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> Any:
-    """``value`` itself when it nests at most ``limit`` deep; else :class:`TooDeep`. Iterative."""
-    depth_of(value, limit)
-    return value
 
 
 def _decode(raw: bytes) -> str:

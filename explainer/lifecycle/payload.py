@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from explainer.lifecycle.errors import invalid
-from explainer.lifecycle.tools import tool_call_text, tool_result_text
+from explainer.lifecycle.tool_format import tool_call_text, tool_result_text
 
 MAX_MESSAGES = 100_000
 MAX_STOP_SEQUENCES = 8

@@ -3,7 +3,7 @@ import anthropic
 import pytest
 from jsonschema import validate
 
-from explainer.lifecycle.tools import DEMO_TOOLS, run_tool
+from explainer.lifecycle.demo_tools import DEMO_TOOLS, run_tool
 
 MODEL = "claude-sonnet-4-6"
 

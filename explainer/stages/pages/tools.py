@@ -27,9 +27,10 @@ import json
 from dataclasses import asdict
 
 from explainer.lifecycle import lru
+from explainer.lifecycle.demo_tools import DEMO_TOOLS, run_tool
 from explainer.lifecycle.engine import Run, run_request
 from explainer.lifecycle.scenario import Scenario
-from explainer.lifecycle.tools import DEMO_TOOLS, UnsupportedSchema, run_tool
+from explainer.llm.constrained import UnsupportedSchema
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
 from explainer.stages.runs import compact
 
