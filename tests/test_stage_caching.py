@@ -9,6 +9,8 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.urls import data_of, stage_data
+
 from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.payload import parse_request
@@ -30,12 +32,6 @@ def get(client, scenario=None, **opts):
     q = {"s": codec().encode(scenario)} if scenario is not None else {}
     q.update(opts)
     return client.get("/learn/caching/" + ("?" + urlencode(q) if q else ""))
-
-
-def page_data(html: str) -> dict:
-    m = re.search(r'<script id="caching-data" type="application/json">(.*?)</script>', html, re.S)
-    assert m
-    return json.loads(m.group(1))
 
 
 def page_usages(html: str) -> list[dict]:
@@ -168,12 +164,13 @@ def test_the_numbers_on_the_page_are_the_engine_s(client, minutes):
 
 
 def test_past_the_ttl_request_2_misses_and_writes_again(client):
-    html = get(client, SCENARIO, bp="system", clock="5").content.decode()
+    r = get(client, SCENARIO, bp="system", clock="5")
+    html = r.content.decode()
     _, second = engine_pair(body_with(SCENARIO, "5m"), SCENARIO.seed, 5)
     u2 = second[-1]["usage"]
     assert u2["cache_read_input_tokens"] == 0 and u2["cache_creation_input_tokens"] > 0
     assert page_usages(html)[1] == u2
-    data = page_data(html)
+    data = data_of(r)["caching-data"]
     assert [{k: e[k] for k in ("length", "ttl", "ttl_min", "fate")} for e in data["entries"]] == [
         {"length": u2["cache_creation_input_tokens"], "ttl": "5m", "ttl_min": 5, "fate": "expired"}]
     assert "after the cache expired" in data["caption"]
@@ -190,13 +187,14 @@ def test_a_one_hour_ttl_outlives_the_five_minute_one(client):
 
 def test_mixed_ttls_keep_the_longer_lived_prefix(client):
     """system for an hour, the first message for 5 minutes: after 10 minutes only the system prefix is read."""
-    html = get(client, CHAT, bp="system:1h,m0:5m", clock="10").content.decode()
+    r = get(client, CHAT, bp="system:1h,m0:5m", clock="10")
+    html = r.content.decode()
     body = body_with(CHAT, "1h", [(0, "5m")])
     first, second = engine_pair(body, CHAT.seed, 10)
     assert page_usages(html) == [first[-1]["usage"], second[-1]["usage"]]
     u2 = second[-1]["usage"]
     assert u2["cache_read_input_tokens"] > 0 and u2["cache_creation_input_tokens"] > 0  # read the system, wrote the turn again
-    fates = {e["ttl"]: e["fate"] for e in page_data(html)["entries"]}
+    fates = {e["ttl"]: e["fate"] for e in data_of(r)["caching-data"]["entries"]}
     assert fates == {"1h": "refreshed", "5m": "expired"}
 
 
@@ -247,7 +245,7 @@ def test_breakpoints_the_api_refuses_show_its_400_body(client, bp, words):
     assert r.status_code == 200  # the page works; the API's answer to this request is a 400
     html = r.content.decode()
     assert "The API answers 400" in html and "invalid_request_error" in html and words in html
-    assert 'id="request-1"' not in html and page_data(html) == {"ok": False, "clock": 1, "defaults": caching.DEFAULTS}
+    assert 'id="request-1"' not in html and data_of(r)["caching-data"] == {"ok": False, "clock": 1, "defaults": caching.DEFAULTS}
     # the same message as /v1/messages gives for the same body
     with pytest.raises(APIError) as exc:
         marks = [(t.partition(":")[0], t.partition(":")[2] or "5m") for t in bp.split(",")]
@@ -275,8 +273,8 @@ def test_the_break_even_arithmetic():
 
 
 def test_the_chart_uses_the_model_s_prices(client):
-    five = page_data(get(client, SCENARIO, bp="system").content.decode())
-    hour = page_data(get(client, SCENARIO, bp="system", ttl="1h").content.decode())
+    five = stage_data(client, "caching", SCENARIO, bp="system")["caching-data"]
+    hour = stage_data(client, "caching", SCENARIO, bp="system", ttl="1h")["caching-data"]
     assert five["unit"] == "usd" and five["break_even"]["cheaper_from"] == 2
     assert hour["break_even"]["cheaper_from"] == 3  # a 2× write takes one request longer to pay back
     c = five["costs"]
@@ -286,9 +284,10 @@ def test_the_chart_uses_the_model_s_prices(client):
 
 
 def test_an_unknown_price_is_said_not_guessed(client):
-    html = get(client, SCENARIO.replace(model="claude-opus-5-5"), bp="system").content.decode()
-    assert "Price unknown" in html and page_data(html)["unit"] == "tokens"
-    assert "$" not in page_data(html)["caption"]
+    r = get(client, SCENARIO.replace(model="claude-opus-5-5"), bp="system")
+    html, data = r.content.decode(), data_of(r)["caching-data"]
+    assert "Price unknown" in html and data["unit"] == "tokens"
+    assert "$" not in data["caption"]
 
 
 def test_prices_show_their_source_and_date(client):

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.urls import stage_url
+from tests.urls import data_of, stage_data, stage_url
 
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.errors import APIError
@@ -37,11 +37,6 @@ def pre(page: str, id_: str) -> str:
     m = re.search(rf'<pre[^>]*id="{id_}"[^>]*>(.*?)</pre>', page, re.S)
     assert m, id_
     return html.unescape(m.group(1))
-
-
-def json_script(page: str, id_: str):
-    m = re.search(rf'<script id="{id_}" type="application/json">(.*?)</script>', page, re.S)
-    return json.loads(m.group(1))
 
 
 def test_it_renders_the_default_scenario_with_its_exact_body(client):
@@ -80,9 +75,10 @@ def test_the_form_starts_from_the_scenario(client):
     s = Scenario(system="Be brief.", messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
                                                {"role": "user", "content": "What is a view?"}],
                  temperature=0.2, top_k=5, stop_sequences=["\n\n", "END"], seed=9, stream=False)
-    page = client.get(url(s)).content.decode()
+    r = client.get(url(s))
+    page = r.content.decode()
     assert page.count('class="turn-text"') == 3 + 1  # three turns and the template
-    assert json_script(page, "compose-data")["fields"]["messages"] == s.messages
+    assert data_of(r)["compose-data"]["fields"]["messages"] == s.messages
     assert "\\n\\n\nEND</textarea>" in page  # one stop sequence per line, line breaks written as \n
     assert 'id="f-seed" name="seed" type="number" min="0" step="1" value="9"' in page
     assert 'id="f-stream" name="stream" type="checkbox">' in page
@@ -137,7 +133,7 @@ def test_the_mistakes_are_the_validators_answers(client):
 
 
 def test_field_errors_for_the_browser_come_from_the_validator(client):
-    data = json_script(client.get(url()).content.decode(), "compose-data")
+    data = stage_data(client, "compose")["compose-data"]
     errs = data["field_errors"]
     assert errs["temperature"]["error"]["message"].startswith("temperature:")
     assert errs["max_tokens_min"]["error"]["message"] == "max_tokens: Input should be greater than or equal to 1"

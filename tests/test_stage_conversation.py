@@ -6,6 +6,8 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.urls import data_of, stage_data
+
 from explainer.lifecycle.conversation import SUMMARY_PREFIX, alternates
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.pricing import cost
@@ -49,11 +51,6 @@ def get(client, scenario=None, **opts):
     return client.get("/learn/conversation/" + ("?" + urlencode(q) if q else ""))
 
 
-def data(r) -> dict:
-    m = re.search(r'<script id="conversation-data" type="application/json">(.*?)</script>', r.content.decode(), re.S)
-    return json.loads(m.group(1))
-
-
 def table_rows(html: str) -> list[dict]:
     rows = re.findall(r'<tr data-turn="(\d+)"[^>]*>(.*?)</tr>', html, re.S)
     out = []
@@ -71,7 +68,7 @@ def test_the_default_view_opens_on_several_requests(client):
     assert "What a chat really sends, turn after turn" in html and "The API remembers nothing" in html
     assert r.context["n_turns"] == DEMO_REQUESTS == r.context["played"] >= 3
     grown = grow(Scenario(), CANNED_TURNS[:DEMO_REQUESTS - 1])
-    assert data(r)["history"] == grown.messages  # the model's own replies, the canned follow-ups
+    assert data_of(r)["conversation-data"]["history"] == grown.messages  # the model's own replies, the canned follow-ups
     rows = table_rows(html)
     for row, n in zip(rows, (1, 3, 5, 7)):
         assert row["input"] == str(count_tokens(grown, n))
@@ -141,7 +138,7 @@ def test_every_request_s_numbers_are_the_engine_s(client):
 
 def test_input_per_request_grows_and_the_total_grows_faster(client):
     sc = grow(START, CANNED_TURNS[:2])
-    d = data(get(client, sc))
+    d = stage_data(client, "conversation", sc)["conversation-data"]
     inputs = [t["input"] for t in d["turns"]]
     cumulative = [t["cum_input"] for t in d["turns"]]
     assert inputs == sorted(inputs) and cumulative == [sum(inputs[:k + 1]) for k in range(len(inputs))]
@@ -155,7 +152,7 @@ def test_input_per_request_grows_and_the_total_grows_faster(client):
 
 def test_send_builds_on_the_history_and_this_reply(client):
     sc = grow(START, CANNED_TURNS[:1])
-    d = data(get(client, sc))
+    d = stage_data(client, "conversation", sc)["conversation-data"]
     assert d["next_history"] == [*sc.messages, {"role": "assistant", "content": run_of(sc).text}]
     assert d["fields"]["system"] == SYSTEM and d["fields"]["seed"] == 11 and "messages" not in d["fields"]
     assert d["ends"] == [1, 3]
@@ -228,7 +225,7 @@ def test_bad_view_options_are_a_400(client, opts):
 def test_view_options_select_what_is_shown(client):
     sc = grow(START, CANNED_TURNS[:1])
     r = get(client, sc, turn="1", strategy="summarise", scale="1m", n="4")
-    d = data(r)
+    d = data_of(r)["conversation-data"]
     assert (d["selected"], d["strategy"], d["scale"]) == (1, "summarise", "1m")
     assert json.loads(r.context["selected_json"])["messages"] == sc.messages[:1]
     html = r.content.decode()

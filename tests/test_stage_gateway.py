@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.urls import stage_url
+from tests.urls import data_of, stage_data, stage_url
 
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.gateway import Limits, RateLimiter, prefix_chain, prefix_key
@@ -22,11 +22,6 @@ HOSTILE = Scenario(
 
 def url(scenario=None, **opts):
     return stage_url("gateway", scenario, **opts)
-
-
-def sim_of(page: str) -> dict:
-    m = re.search(r'<script id="gateway-sim" type="application/json">(.*?)</script>', page, re.S)
-    return json.loads(m.group(1))
 
 
 def gallery(page: str) -> dict:
@@ -49,7 +44,7 @@ def test_it_renders_and_says_it_is_simulated(client):
 def test_the_simulation_uses_the_engine_s_real_counts(client):
     s = Scenario(messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
                            {"role": "user", "content": "What is MVCC?"}], max_tokens=20, seed=5)
-    sim = sim_of(client.get(url(s)).content.decode())
+    sim = stage_data(client, "gateway", s)["gateway-sim"]
     run = run_request(get_engine(), s.request_body(), seed=s.seed)
     assert sim["needs"] == {"requests": 1, "input_tokens": len(run.prompt_ids), "output_tokens": 20}
     assert sim["output_tokens"] == run.done["usage"]["output_tokens"]
@@ -117,16 +112,17 @@ def test_the_worked_429_is_what_the_python_limiter_answers(client):
 
 def test_a_max_tokens_above_the_output_limit_can_never_pass(client):
     s = Scenario(max_tokens=SIM_LIMITS.output_tokens_per_minute + 1)
-    page = client.get(url(s)).content.decode()
+    r = client.get(url(s))
+    page = r.content.decode()
     e = gallery(page)[429]
     assert "can never pass" in e["body"]["error"]["message"] and "retry-after" not in e["headers"]
-    assert "can never pass" in sim_of(page)["rate_errors"]["output_tokens"]["error"]["message"]
+    assert "can never pass" in data_of(r)["gateway-sim"]["rate_errors"]["output_tokens"]["error"]["message"]
 
 
 @pytest.mark.parametrize("key, status", [("valid", None), ("missing", 401), ("wrong", 401)])
 def test_the_key_option_picks_the_key_check(client, key, status):
-    page = client.get(url(key=key)).content.decode()
-    sim = sim_of(page)
+    r = client.get(url(key=key))
+    page, sim = r.content.decode(), data_of(r)["gateway-sim"]
     assert sim["key"] == key
     li = re.search(r'<li data-check="key" class="(\w+)">', page).group(1)
     assert li == ("pass" if status is None else "fail")
@@ -142,8 +138,8 @@ def test_bad_options_are_400(client):
 
 def test_an_invalid_request_fails_the_format_check(client):
     s = Scenario(messages=[{"role": "assistant", "content": "Hi"}])
-    page = client.get(url(s)).content.decode()
-    sim = sim_of(page)
+    r = client.get(url(s))
+    page, sim = r.content.decode(), data_of(r)["gateway-sim"]
     assert sim["validation_error"]["error"]["message"] == "messages.0.role: the first message must use the 'user' role"
     assert re.search(r'<li data-check="validate" class="fail">', page)
     assert gallery(page)[400]["body"] == sim["validation_error"]

@@ -1,11 +1,12 @@
 """The sampling stage through Django's test client: the step's real logits and the engine's draw."""
-import json
 import re
 from urllib.parse import urlencode
 
 import numpy as np
 import pytest
 from django.template.defaultfilters import floatformat
+
+from tests.urls import data_of
 
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.generate import banned_ids
@@ -22,12 +23,6 @@ def get(client, scenario=None, **opts):
     return client.get("/learn/sampling/" + ("?" + urlencode(q) if q else ""))
 
 
-def script_json(html: str, id_: str):
-    m = re.search(rf'<script id="{id_}" type="application/json">(.*?)</script>', html, re.S)
-    assert m, id_
-    return json.loads(m.group(1))
-
-
 def test_it_renders_the_default_scenario(client):
     r = get(client)
     assert r.status_code == 200
@@ -39,8 +34,9 @@ def test_it_renders_the_default_scenario(client):
 def test_the_page_sends_the_step_s_real_logits_and_the_engine_s_draw(client):
     run = run_of(SCENARIO)
     step = 4
-    html = get(client, SCENARIO, step=step).content.decode()
-    data = script_json(html, "sampling-step")
+    r = get(client, SCENARIO, step=step)
+    html, page = r.content.decode(), data_of(r)
+    data = page["sampling-step"]
     st = run.steps[step]
     assert len(data["logits"]) == engine().model.config.vocab_size
     assert np.allclose(data["logits"], st["logits"], atol=5e-5)
@@ -56,7 +52,7 @@ def test_the_page_sends_the_step_s_real_logits_and_the_engine_s_draw(client):
     assert abs(e["final_probability"] - dist.final[st["token"]]) < 1e-12
     assert e["kept"] == 50
     # every token's text, once per page
-    labels = script_json(html, "sampling-config")["labels"]
+    labels = page["sampling-config"]["labels"]
     assert len(labels) == engine().model.config.vocab_size and labels[st["token"]] == e["label"]
     # the server-rendered fallback shows the engine's own candidate rows
     assert f"(id {st['token']}, rank {e['rank'] + 1})" in html
@@ -71,8 +67,8 @@ def test_every_step_s_u_is_the_engine_s_random_stream(client):
 
 
 def test_the_config_marks_the_request_s_settings_and_the_explored_ones(client):
-    html = get(client, SCENARIO, t="1.4", k="0", p="0.5").content.decode()
-    cfg = script_json(html, "sampling-config")
+    r = get(client, SCENARIO, t="1.4", k="0", p="0.5")
+    html, cfg = r.content.decode(), data_of(r)["sampling-config"]
     assert cfg["request"] == {"temperature": 0.9, "top_k": 50, "top_p": None}
     assert cfg["explore"] == {"temperature": 1.4, "top_k": 0, "top_p": 0.5}
     assert cfg["n_steps"] == len(run_of(SCENARIO).steps)
@@ -96,7 +92,7 @@ def test_a_refused_request_has_no_steps_but_a_page(client):
     r = get(client, long)
     assert r.status_code == 200
     html = r.content.decode()
-    assert "No tokens to sample" in html and "sampling-step" not in html
+    assert "No tokens to sample" in html and "sampling-step" not in html and "sampling-step" not in data_of(r)
     assert get(client, long, step=1).status_code == 400
 
 
@@ -129,12 +125,13 @@ def test_the_page_says_when_the_word_ban_removed_a_candidate(client, monkeypatch
     run = run_of(s)
     step = next(i for i, st in enumerate(run.steps) if st.get("banned_words"))
     assert "damn" not in run.text.lower()
-    html = get(client, s, step=step).content.decode()
+    r = get(client, s, step=step)
+    html = r.content.decode()
     note = re.search(r'<p id="word-ban"[^>]*>(.*?)</p>', html, re.S)
     assert note and "hidden" not in note.group(0).split(">")[0]
     assert html.index('id="main-visual"') < note.start() < html.index('class="scenario-bar"')  # beside the bars it changed
     assert "d**n" in note.group(1) and "damn" not in note.group(1)
-    data = script_json(html, "sampling-step")
+    data = data_of(r)["sampling-step"]
     assert set(run.steps[step]["word_ban"]) <= set(data["banned"])
     assert data["engine"]["token"] == run.steps[step]["token"] and data["engine"]["token"] not in data["banned"]
     other = get(client, s, step=0).content.decode()  # a step without a ban keeps the note hidden

@@ -7,6 +7,8 @@ from urllib.parse import urlencode
 import pytest
 from django.template.defaultfilters import floatformat
 
+from tests.urls import data_of
+
 from explainer.lifecycle.scenario import Scenario
 from explainer.stages.pages.streaming import transcript
 from explainer.stages.runs import codec, run_of
@@ -18,12 +20,6 @@ def get(client, scenario=None, **opts):
     q = {"s": codec().encode(scenario)} if scenario is not None else {}
     q.update(opts)
     return client.get("/learn/streaming/" + ("?" + urlencode(q) if q else ""))
-
-
-def script_json(html: str, id_: str):
-    m = re.search(rf'<script id="{id_}" type="application/json">(.*?)</script>', html, re.S)
-    assert m, id_
-    return json.loads(m.group(1))
 
 
 def wire_events(html: str) -> list[tuple[str, dict]]:
@@ -88,9 +84,10 @@ def test_explainer_token_frames_sit_before_the_delta_they_produced():
 
 
 def test_the_socket_gets_the_scenario_s_body_and_seed(client):
-    html = get(client, SCENARIO, pace="40", frames="api").content.decode()
-    assert script_json(html, "request-body") == SCENARIO.request_body()
-    cfg = script_json(html, "stream-config")
+    r = get(client, SCENARIO, pace="40", frames="api")
+    html, data = r.content.decode(), data_of(r)
+    assert data["request-body"] == SCENARIO.request_body()
+    cfg = data["stream-config"]
     assert cfg["seed"] == 9 and cfg["pace"] == 40 and cfg["frames"] == "api"
     assert cfg["recorded_text"] == run_of(SCENARIO).text
     assert 'class="st-wire api-only"' in html and 'value="40"' in html

@@ -1,11 +1,12 @@
 """The tokenize page through Django's test client: the numbers it shows are the tokenizer's and
 the engine's, bad view options are 400 pages, hostile text stays text."""
-import json
 import re
 import time
 from urllib.parse import urlencode
 
 import pytest
+
+from tests.urls import data_of, stage_data
 
 from explainer.lifecycle.figures import prompt_text_figures, text_figures, tokenized_figures
 from explainer.lifecycle.scenario import Scenario
@@ -35,11 +36,6 @@ def url(scenario=None, **opts):
 
 def get(client, scenario=None, **opts):
     return client.get(url(scenario, **opts), HTTP_HOST="127.0.0.1")
-
-
-def payload(html: str) -> dict:
-    m = re.search(r'<script id="tokenize-data" type="application/json">(.*?)</script>', html, re.S)
-    return json.loads(m.group(1))
 
 
 def replay(data: dict, n: int) -> list[int]:
@@ -87,7 +83,7 @@ def test_the_token_count_is_usage_input_tokens(client):
 def test_the_page_data_replays_to_the_models_ids_and_to_every_vocabulary_size(client):
     run = run_of(SCENARIO)
     req = run.request
-    data = payload(get(client, SCENARIO).content.decode())
+    data = stage_data(client, "tokenize", SCENARIO)["tokenize-data"]
     assert replay(data, tok.model_merges) == run.prompt_ids
     turns = [(m.role, m.text) for m in req.messages]
     for n in (0, 1, 17, 256, 1000, tok.model_merges + 1, len(tok.merges)):
@@ -114,14 +110,14 @@ def test_the_page_data_replays_to_the_models_ids_and_to_every_vocabulary_size(cl
 def test_the_template_matches_encode_chat(client, messages, system):
     s = Scenario(system=system, messages=messages, max_tokens=2)
     run = run_of(s)
-    data = payload(get(client, s).content.decode())
+    data = stage_data(client, "tokenize", s)["tokenize-data"]
     assert run.error is None
     assert replay(data, tok.model_merges) == run.prompt_ids
 
 
 def test_stats_are_computed_from_the_text(client):
-    html = get(client, SCENARIO, merges=512).content.decode()
-    data = payload(html)
+    r = get(client, SCENARIO, merges=512)
+    html, data = r.content.decode(), data_of(r)["tokenize-data"]
     text = "".join(c[0] for c in data["chunks"])
     n_tokens = sum(1 for t in replay(data, 512) if not tok.is_special(t))
     st = text_figures(text, n_tokens)
@@ -167,12 +163,12 @@ def test_the_page_opens_on_the_tokens_with_their_ids_and_the_list_of_ids(client)
 
 
 def test_view_options_select_word_step_and_token(client):
-    data = payload(get(client, SCENARIO, word=3, merge=1, token=5, merges=100).content.decode())
+    data = stage_data(client, "tokenize", SCENARIO, word=3, merge=1, token=5, merges=100)["tokenize-data"]
     assert data["sel"] == {"merges": 100, "token": 5, "word": 3, "merge": 1, "img_w": 1920, "img_h": 1080}
 
 
 def test_the_default_word_is_the_longest_of_the_last_user_message(client):
-    data = payload(get(client, SCENARIO).content.decode())
+    data = stage_data(client, "tokenize", SCENARIO)["tokenize-data"]
     word = data["chunks"][data["sel"]["word"]][0]
     last = tok.chunks(SCENARIO.messages[-1]["content"])
     assert word in last and len(word.strip()) == max(len(c.strip()) for c in last)
@@ -204,9 +200,9 @@ def test_hostile_text_is_escaped_and_long_text_is_cut_with_a_note(client):
     assert "<script>alert" not in html and "<img src=x" not in html
     assert "first 4,000 bytes" in html
     assert len(r.content) < 150_000
-    data = payload(html)
-    assert data["truncated"] and sum(len(c[0].encode()) for c in data["chunks"]) <= page_mod.MAX_TEXT_BYTES
     assert time.perf_counter() - t < 5
+    data = data_of(r)["tokenize-data"]
+    assert data["truncated"] and sum(len(c[0].encode()) for c in data["chunks"]) <= page_mod.MAX_TEXT_BYTES
 
 
 def test_a_long_context_stays_small_and_fast(client):

@@ -8,6 +8,8 @@ from urllib.parse import urlencode
 import jsonschema
 import pytest
 
+from tests.urls import data_of, stage_data
+
 from explainer.lifecycle.demo_tools import DEMO_TOOLS, run_tool
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.scenario import Scenario
@@ -36,11 +38,6 @@ def pre(html: str, el_id: str):
 def usage_attrs(html: str, el_id: str) -> dict:
     tag = re.search(rf'<pre[^>]*id="{el_id}"([^>]*)>', html).group(1)
     return {k: int(v) for k, v in re.findall(r'data-(input|output)="(\d+)"', tag)}
-
-
-def data(html: str) -> dict:
-    m = re.search(r'<script id="tools-data" type="application/json">(.*?)</script>', html, re.S)
-    return json.loads(m.group(1))
 
 
 def test_default_renders_the_full_loop(client):
@@ -95,7 +92,7 @@ def test_each_tool_and_choice_renders(client, tool, choice):
     html = r.content.decode()
     assert f'data-tool="{tool}" aria-current="true"' in html
     assert f'data-choice="{choice}" aria-current="true"' in html
-    steps = data(html)["steps"]
+    steps = data_of(r)["tools-data"]["steps"]
     if choice in ("tool", "any"):
         block = json.loads(pre(html, "tool-use"))
         assert block["type"] == "tool_use" and block["name"] == tool and block["id"].startswith("toolu_")
@@ -111,14 +108,15 @@ def test_each_tool_and_choice_renders(client, tool, choice):
 
 def test_numbers_equal_run_request(client):
     for choice in ("tool", "any", "auto"):
-        html = get(client, SCENARIO, tool="get_dag_status", choice=choice).content.decode()
+        r = get(client, SCENARIO, tool="get_dag_status", choice=choice)
+        html = r.content.decode()
         body1 = json.loads(pre(html, "body-1"))
         assert body1 == tools.first_body(SCENARIO, "get_dag_status", choice)
         run1 = run_request(engine(), body1, seed=SCENARIO.seed)
         assert usage_attrs(html, "usage-1") == {"input": run1.done["usage"]["input_tokens"],
                                                 "output": run1.done["usage"]["output_tokens"]}
         assert json.loads("{" + pre(html, "usage-1") + "}")["usage"] == run1.done["usage"]
-        steps = data(html)["steps"]
+        steps = data_of(r)["tools-data"]["steps"]
         assert len(steps) == len(run1.steps)
         for a, b in zip(steps, run1.steps):
             assert a["text"] == b["text"] and a["n_allowed"] == b.get("n_allowed")
@@ -150,9 +148,9 @@ def test_bad_options_are_400_pages(client, opts):
 
 
 def test_step_in_range_renders(client):
-    n = len(data(get(client, SCENARIO).content.decode())["steps"])
+    n = len(stage_data(client, "tools", SCENARIO)["tools-data"]["steps"])
     r = get(client, SCENARIO, step=str(n - 1))
-    assert r.status_code == 200 and data(r.content.decode())["step"] == n - 1
+    assert r.status_code == 200 and data_of(r)["tools-data"]["step"] == n - 1
 
 
 def test_hostile_text_is_escaped(client):

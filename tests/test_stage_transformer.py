@@ -1,11 +1,12 @@
 """The transformer page: every number it sends is the bundled model's own, for the scenario's prompt."""
-import json
 import re
 import time
 from urllib.parse import urlencode
 
 import numpy as np
 import pytest
+
+from tests.urls import data_of, stage_data
 
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.model import load_model, softmax
@@ -30,17 +31,11 @@ def url(scenario=None, **opts):
     return "/learn/transformer/" + ("?" + urlencode(q) if q else "")
 
 
-def script(html: str, name: str):
-    m = re.search(rf'<script id="{name}" type="application/json">(.*?)</script>', html, re.S)
-    assert m, f"no json_script {name}"
-    return json.loads(m.group(1))
-
-
 def get(client, scenario=None, **opts):
     r = client.get(url(scenario, **opts))
     assert r.status_code == 200, r.content[:500]
-    html = r.content.decode()
-    return html, script(html, "tf-data"), script(html, "tf-view")
+    data = data_of(r)
+    return r.content.decode(), data["tf-data"], data["tf-view"]
 
 
 def attention(data) -> np.ndarray:
@@ -158,7 +153,7 @@ def test_a_token_past_the_prompt_is_a_400_naming_the_length(client):
 def test_hostile_text_is_escaped(client):
     html, _, _ = get(client, HOSTILE)
     assert "<img src=x" not in html and '<script>alert("sys")' not in html
-    tokens = script(html, "tf-tokens")
+    tokens = stage_data(client, "transformer", HOSTILE)["tf-tokens"]
     assert "".join(t for _, t in tokens).startswith("<|system|></script><script>")  # kept as data, shown as text
 
 
@@ -188,7 +183,7 @@ def test_a_prompt_too_long_for_the_window_gets_a_message(client):
     assert r.status_code == 200
     html = r.content.decode()
     assert "No forward pass to show" in html and "context window holds 512" in html
-    assert 'id="tf-data"' not in html
+    assert 'id="tf-data"' not in html and "tf-data" not in data_of(r)
 
 
 def test_a_request_refused_before_tokenizing_gets_a_message(client):
@@ -202,7 +197,7 @@ def test_a_request_refused_before_tokenizing_gets_a_message(client):
 def test_repeat_visits_are_served_from_the_cache(client):
     get(client, LONG, token=30)
     t = time.perf_counter()
-    get(client, LONG, token=31)
+    assert client.get(url(LONG, token=31)).status_code == 200  # the page alone: its data is fetched apart
     assert time.perf_counter() - t < 0.5
     ids = run_of(LONG).prompt_ids
     a = transformer.cached_compute(LONG.key(), engine().model, engine().token_label, ids, 0, None)
