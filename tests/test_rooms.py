@@ -13,7 +13,7 @@ from django.utils import timezone
 from explainer.asgi import application
 from explainer.lifecycle.scenario import Scenario
 from explainer.rooms import rooms
-from explainer.rooms.consumers import tally
+from explainer.rooms.session import tally
 from explainer.rooms.models import Room
 from explainer.stages.runs import codec
 

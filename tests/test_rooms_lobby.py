@@ -6,7 +6,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from explainer.rooms import consumers, rooms
+from explainer.rooms import rooms, session as consumers  # the rules (and their limits) are session.py's
 from explainer.rooms.models import Room
 from tests.test_rooms import close, make_room, presenter, scenario_href, student, until
 

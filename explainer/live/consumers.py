@@ -13,22 +13,16 @@ closes the socket.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
-import time
-from collections import deque
 
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from explainer.lifecycle import jsonlimits
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
-from explainer.lifecycle.errors import APIError, invalid
+from explainer.lifecycle.errors import invalid
 from explainer.lifecycle.gateway import OpenCounts, too_many
 from explainer.lifecycle.payload import parse_request
 from explainer.web.runner import run_events
-from explainer.web.sockets import CLOSE_TRY_AGAIN_LATER, MAX_PACE_MS, DirectDispatch, client_address
-
+from explainer.web.sockets import MAX_PACE_MS, JsonFrameConsumer
 
 
 def _options(raw) -> tuple[int, int]:
@@ -49,7 +43,7 @@ open_sockets = OpenCounts()
 open_runs = OpenCounts()
 
 
-class StreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
+class StreamConsumer(JsonFrameConsumer):
     # This socket talks to nobody but its own client: it needs no channel layer, so it keeps
     # working when the layer's Redis is down (rooms need it; this page does not).
     channel_layer_alias = "__no_layer__"
@@ -58,14 +52,9 @@ class StreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.task: asyncio.Task | None = None
         self.running = False
         self.cancel = threading.Event()
-        self.recent: deque[float] = deque()
-        self.addr = client_address(self.scope)
-        self.counted = open_sockets.acquire(self.addr, settings.EXPLAINER_WS_SOCKETS_PER_ADDRESS)
-        await self.accept()
-        if not self.counted:
-            cap = settings.EXPLAINER_WS_SOCKETS_PER_ADDRESS
-            await self.send_error(too_many(f"Too many open stream sockets from this address: at most {cap}. Close one and retry.", 5))
-            await self.close(CLOSE_TRY_AGAIN_LATER)
+        cap = settings.EXPLAINER_WS_SOCKETS_PER_ADDRESS
+        if not await self.accept_counted(open_sockets, cap, too_many(
+                f"Too many open stream sockets from this address: at most {cap}. Close one and retry.", 5)):
             return
         await self.send_json({
             "type": "explainer.hello", "model": BUNDLED_MODEL_NAME,
@@ -77,46 +66,12 @@ class StreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.cancel.set()
         if self.task:
             self.task.cancel()
-        if getattr(self, "counted", False):
-            self.counted = False
-            open_sockets.release(self.addr)
+        self.release_count()
 
-    async def send_json(self, frame: dict) -> None:
-        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+    def frame_limits(self) -> tuple[int, int]:
+        return settings.EXPLAINER_WS_MAX_FRAME_BYTES, settings.EXPLAINER_WS_FRAMES_PER_10S
 
-    async def send_error(self, exc: APIError) -> None:
-        body = exc.body()
-        if "retry-after" in exc.headers:  # a socket has no headers: the wait travels in the frame
-            body["retry_after"] = int(exc.headers["retry-after"])
-        await self.send_json(body)
-
-    def _flooding(self) -> bool:
-        now = time.monotonic()
-        while self.recent and now - self.recent[0] > 10:
-            self.recent.popleft()
-        self.recent.append(now)
-        return len(self.recent) > settings.EXPLAINER_WS_FRAMES_PER_10S
-
-    async def receive(self, text_data=None, bytes_data=None):
-        try:
-            await self._receive(text_data, bytes_data)
-        except APIError as exc:
-            await self.send_error(exc)
-
-    async def _receive(self, text_data, bytes_data):
-        if self._flooding():
-            raise APIError("rate_limit_error", f"Too many frames: at most {settings.EXPLAINER_WS_FRAMES_PER_10S} per 10 seconds on one socket.")
-        if text_data is None:
-            raise invalid("Send JSON as text frames, not binary frames.")
-        limit = settings.EXPLAINER_WS_MAX_FRAME_BYTES
-        if len(text_data) > limit or len(text_data.encode("utf-8", "surrogatepass")) > limit:
-            raise APIError("request_too_large", f"Frame is larger than the limit of {limit} bytes.")
-        try:
-            frame = jsonlimits.loads(text_data)
-        except jsonlimits.TooDeep as exc:
-            raise invalid(f"The frame is nested too deeply: {exc}.") from None
-        except ValueError as exc:
-            raise invalid(f"The frame is not valid JSON: {exc}") from None
+    async def on_frame(self, frame) -> None:
         if isinstance(frame, dict) and frame.get("type") == "cancel":
             self.cancel.set()
             if self.task:

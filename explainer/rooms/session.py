@@ -1,0 +1,443 @@
+"""A classroom room's rules, without the sockets: what one socket of ``ws/rooms/<code>/`` knows and
+decides (the frames themselves are listed in consumers.py's docstring).
+
+Every socket starts as a student; one that proves the room's secret becomes a presenter. A
+:class:`RoomSession` holds both sides:
+
+- a student's: the step a guess is open for (from the room's frames it hears), its nickname and
+  how often it changed;
+- a presenter's: who is here (students' channels and nicknames), the run (pacing: play or pause,
+  pace, a step, the generated token held until it may go), the guess round (the candidates, each
+  student's guess, the tally and how many of those here have answered), the frames' ``seq`` and
+  ``src``, and what a student who joins in the middle of a run needs to catch up.
+
+It touches no socket, no channel layer, no database and no Django: each method takes what happened
+(a frame from the client, a message from another socket of the room, an engine event, the time)
+and returns what to send as :class:`Out` values, or raises :class:`APIError` for the client.
+``RoomConsumer`` (consumers.py) does the rest: who is who, the database, the channel layer, the
+engine's task and the waiting. tests/test_room_session.py checks the rules directly.
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from explainer.lifecycle.errors import APIError
+
+DEFAULT_PACE_MS = 300
+MAX_PACE_MS = 2000    # as explainer.web.sockets.MAX_PACE_MS (not imported: that module loads Channels)
+CHOICES = 8           # tokens a student can pick from when guessing
+MAX_GUESS_CHARS = 40
+MAX_PROMPT_CHARS = 400  # of the prompt shown with a run
+SHOWN_GUESSES = 12    # bars in the class histogram; the rest are summed as "other"
+SHOWN_NAMES = 60      # nicknames in one room.students frame; the rest are counted in "more"
+NICKNAME_CHANGES = 5  # per socket per minute, on top of the frame limit: names flickering on the projector help nobody
+MANY_GUESSES = 20     # from this many answers on, tallies are sent at most every TALLY_DELAY_S
+TALLY_DELAY_S = 0.15
+
+# Where an Out goes
+ME = "me"                  # this socket's own client
+ROOM = "room"              # every socket in the room (presenters included)
+PRESENTERS = "presenters"  # the room's presenter sockets
+# ... or one socket, by its channel name (a student who needs to catch up)
+
+
+@dataclass(frozen=True)
+class Out:
+    """One thing to send.
+
+    ``kind`` None: ``frame`` goes as it is, to this socket's client (``to`` ME), or as a message to
+    the sessions of the sockets in ``to`` (``presence``, ``presence.query``, ``guess.in``: never
+    shown to anyone, each handled by the RoomSession method of the same name).
+    ``kind`` a string: ``frame`` is a room frame that the receiving sockets pass on to their
+    clients, and track by kind (:meth:`RoomSession.heard`): "guess" (opens a guess for step
+    ``index``), "reveal", "run_end", "ended" (the socket closes), or "".
+    """
+    to: str
+    frame: dict
+    kind: str | None = None
+    index: int | None = None
+
+
+def pace_ms(raw) -> int:
+    if raw is None:
+        return DEFAULT_PACE_MS
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= MAX_PACE_MS:
+        raise APIError("invalid_request_error", f"pace_ms: an integer from 0 to {MAX_PACE_MS}")
+    return raw
+
+
+def _norm(text: str) -> str:
+    return text.strip().casefold()
+
+
+def tally(guesses: dict[str, str], candidates: list[dict]) -> tuple[list[dict], int]:
+    """The class's guesses as histogram bars. A typed guess counts for the model's candidate
+    it matches when spaces and case are ignored (students type "the", the token is " the")."""
+    by_norm: dict[str, str] = {}
+    for c in candidates:
+        by_norm.setdefault(_norm(c["text"]), c["text"])
+    counts = Counter(by_norm.get(_norm(g), g.strip()) for g in guesses.values())
+    bars = [{"text": t, "count": n} for t, n in counts.most_common(SHOWN_GUESSES)]
+    other = sum(counts.values()) - sum(b["count"] for b in bars)
+    if other:
+        bars.append({"text": None, "count": other})
+    return bars, sum(counts.values())
+
+
+@dataclass
+class Run:
+    """The presenter's run that is going."""
+    run_id: str
+    max_tokens: int
+    prompt: str
+    ended: bool = False  # its room.run "end" frame is made
+
+
+@dataclass
+class GuessRound:
+    """An open "guess the next token": the held token's step and candidates, and the guesses so far."""
+    index: int
+    candidates: list[dict]
+    guesses: dict[str, str] = field(default_factory=dict)  # student's channel -> what they typed or picked
+    unsent: bool = False  # guesses came in since the last tally
+
+
+def _error(message: str, kind: str = "invalid_request_error") -> APIError:
+    return APIError(kind, message)
+
+
+class RoomSession:
+    def __init__(self, channel: str, src: str, clean_nickname: Callable[[object], str | None]):
+        """``channel``: this socket's name among the room's sockets. ``src``: the tag of this
+        connection's broadcasts (their ``seq`` counts from 1 per src). ``clean_nickname``: the
+        nickname to show for what a student sent (None: none), or ValueError with the reason."""
+        self.channel, self.src, self.clean_nickname = channel, src, clean_nickname
+        self.role = "student"
+        # a student's
+        self.guess_index: int | None = None  # the step a guess is open for
+        self.nickname: str | None = None     # shown on the presenter's screen; never stored
+        self.renames: deque[float] = deque()
+        # a presenter's: who is here
+        self.students: dict[str, str | None] = {}  # channel -> nickname, in the order they joined
+        self.roster_unsent = False
+        # a presenter's: the run
+        self.seq = 0
+        self.run: Run | None = None
+        self.mode, self.pace_ms, self.release = "play", DEFAULT_PACE_MS, False
+        self.held: dict | None = None  # the generated token waiting to be broadcast
+        self.deadline = 0.0             # when the held token goes while playing (monotonic seconds)
+        self.guess: GuessRound | None = None
+        self.snapshot: dict | None = None  # the current (or last) run so far, for students who join late
+
+    # ---- a student ----------------------------------------------------------------------------
+
+    def announce(self, op: str) -> Out:
+        """Tell the presenters this student joined (op "join") or changed their nickname ("name")."""
+        return Out(PRESENTERS, {"type": "presence", "op": op, "ch": self.channel, "name": self.nickname})
+
+    def leaving(self) -> list[Out]:
+        """This socket closes."""
+        if self.role == "presenter":
+            return []
+        return [Out(PRESENTERS, {"type": "presence", "op": "leave", "ch": self.channel})]
+
+    def presence_query(self) -> list[Out]:
+        """A presenter (new, or reconnected) asks who is here."""
+        return [self.announce("join")] if self.role == "student" else []
+
+    def heard(self, kind: str | None, index: int | None) -> None:
+        """A room frame of this kind reached this socket (on its way to the client)."""
+        if kind == "guess":
+            self.guess_index = index
+        elif kind in ("reveal", "run_end"):
+            self.guess_index = None
+
+    def send_guess(self, text) -> list[Out]:
+        """A student's guess (a choice, or typed) for the open step."""
+        if self.guess_index is None:
+            raise _error("No guess is open right now.")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_GUESS_CHARS:
+            raise _error(f"text: a guess of 1 to {MAX_GUESS_CHARS} characters")
+        return [Out(PRESENTERS, {"type": "guess.in", "index": self.guess_index, "ch": self.channel, "text": text}),
+                Out(ME, {"type": "room.guessed", "index": self.guess_index, "text": text})]
+
+    def set_nickname(self, raw, now: float) -> list[Out]:
+        """A student names (or un-names, with an empty name) themselves, at ``now`` (seconds). A
+        refusal is the usual error envelope with ``"frame": "nickname"``, so that the page can show
+        it beside the nickname box; it counts against NICKNAME_CHANGES only when accepted."""
+        while self.renames and now - self.renames[0] > 60:
+            self.renames.popleft()
+        try:
+            if self.role != "student":
+                raise _error("Only students choose a nickname.")
+            if len(self.renames) >= NICKNAME_CHANGES:
+                raise _error(f"Too many nickname changes: at most {NICKNAME_CHANGES} a minute. Wait a little.",
+                             "rate_limit_error")
+            try:
+                name = self.clean_nickname(raw)
+            except ValueError as exc:
+                raise _error(str(exc)) from None
+        except APIError as exc:
+            return [Out(ME, {**exc.body(), "frame": "nickname"})]
+        self.renames.append(now)
+        outs = []
+        if name != self.nickname:
+            self.nickname = name
+            outs.append(self.announce("name"))
+        return outs + [Out(ME, {"type": "room.nickname", "name": name})]
+
+    # ---- becoming a presenter, and who is here -----------------------------------------------------
+
+    def become_presenter(self) -> list[Out]:
+        """The secret was right. What to send before this socket joins the presenters: it is no
+        longer one of the students."""
+        self.role = "presenter"
+        return [Out(PRESENTERS, {"type": "presence", "op": "leave", "ch": self.channel})]
+
+    def presenter_ready(self) -> list[Out]:
+        """After the presenter's hello: who is here so far, and a question to every student."""
+        return self.take_roster() + [Out(ROOM, {"type": "presence.query"})]
+
+    def presence(self, op: str, ch: str, name=None) -> list[Out]:
+        """A student joined ("join"), renamed ("name") or left ("leave"). A student this presenter
+        has not seen yet gets the run so far (``room.catchup``). The roster is then unsent
+        (:meth:`take_roster`)."""
+        if self.role != "presenter":
+            return []
+        outs = []
+        if op in ("join", "name"):
+            if ch not in self.students and self.snapshot is not None:
+                outs.append(self.catchup(ch))
+            self.students[ch] = name if isinstance(name, str) else None
+        else:
+            self.students.pop(ch, None)
+        self.roster_unsent = True
+        return outs
+
+    def catchup(self, ch: str) -> Out:
+        snap = self.snapshot
+        frame = {"type": "room.catchup", **snap, "tokens": list(snap["tokens"])}
+        return Out(ch, frame, kind="guess" if snap["guess"] else "", index=snap["guess"]["index"] if snap["guess"] else None)
+
+    def take_roster(self) -> list[Out]:
+        """How many students are here and their nicknames (and, while the class answers, how many
+        of them have)."""
+        self.roster_unsent = False
+        named = [n for n in self.students.values() if n]
+        outs = [Out(ME, {"type": "room.students", "count": len(self.students), "names": named[:SHOWN_NAMES],
+                         "more": max(0, len(named) - SHOWN_NAMES)})]
+        return outs + self.answers()
+
+    def answers(self) -> list[Out]:
+        """While a guess is open: how many of the students here have answered ("12 of 19")."""
+        g = self.guess
+        if g is None:
+            return []
+        answered = sum(1 for ch in g.guesses if ch in self.students)  # of those still here
+        return [Out(ME, {"type": "room.answers", "index": g.index, "answered": answered, "connected": len(self.students)})]
+
+    # ---- guesses coming in ----------------------------------------------------------------------
+
+    def guess_in(self, index, ch: str, text: str) -> bool:
+        """A student's guess reached this presenter: whether it counts (a guess for the open step).
+        A changed guess replaces the student's earlier one. The tally is then unsent."""
+        g = self.guess
+        if self.role != "presenter" or g is None or g.index != index:
+            return False
+        g.guesses[ch] = text
+        g.unsent = True
+        return True
+
+    @property
+    def tally_unsent(self) -> bool:
+        return self.guess is not None and self.guess.unsent
+
+    def tally_delay(self) -> float:
+        """How long to gather guesses before the next tally: none for a few, a little for a class."""
+        return 0.0 if self.guess is None or len(self.guess.guesses) < MANY_GUESSES else TALLY_DELAY_S
+
+    def take_tally(self) -> list[Out]:
+        g = self.guess
+        if g is None:
+            return []
+        g.unsent = False
+        bars, total = tally(g.guesses, g.candidates)
+        return self.answers() + [Out(ME, {"type": "room.tally", "index": g.index, "guesses": bars, "total": total})]
+
+    # ---- broadcasting -----------------------------------------------------------------------------
+
+    def broadcast(self, frame: dict, kind: str = "") -> Out:
+        """A frame for every socket of the room, numbered (``seq`` per ``src``) and remembered for
+        students who join later."""
+        self._remember(frame)
+        self.seq += 1
+        return Out(ROOM, {**frame, "seq": self.seq, "src": self.src}, kind=kind, index=frame.get("index"))
+
+    def _remember(self, frame: dict) -> None:
+        """What a student who joins in the middle of a run needs to catch up."""
+        t = frame["type"]
+        if t == "room.run" and frame["phase"] == "start":
+            self.snapshot = {"run": frame, "tokens": [], "last": None, "guess": None, "reveal": None, "end": None}
+        elif self.snapshot is None:
+            return
+        elif t == "room.token":
+            self.snapshot["tokens"].append({"index": frame["index"], "piece": frame["piece"]})
+            self.snapshot["last"] = frame
+        elif t == "room.guess":
+            self.snapshot["guess"], self.snapshot["reveal"] = frame, None
+        elif t == "room.reveal":
+            self.snapshot["guess"], self.snapshot["reveal"] = None, frame
+        elif t == "room.run":
+            self.snapshot["end"], self.snapshot["guess"] = frame, None
+
+    def show_state(self, state: dict) -> list[Out]:
+        """The presenter moved to another stage (``state``: a checked rooms.StageState, as a dict)."""
+        return [self.broadcast({"type": "room.state", "state": state})]
+
+    def end_room(self) -> list[Out]:
+        return [self.broadcast({"type": "room.ended"}, kind="ended")]
+
+    # ---- the run --------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.run is not None
+
+    def need_run(self) -> None:
+        if self.run is None:
+            raise _error("No run is going: start one with “run”.")
+
+    def run_pace(self, frame: dict) -> int:
+        """A "run" command's pace, checked before the stage's scenario is read."""
+        if self.run is not None:
+            raise _error("A run is already going: stop it first.")
+        return pace_ms(frame.get("pace_ms"))
+
+    def start_run(self, req, pace: int, mode, run_id: str) -> None:
+        """A run of ``req`` (a lifecycle Request) starts: nothing is sent until the engine's first
+        event (:meth:`run_event`)."""
+        if mode not in ("play", "pause"):
+            raise _error("mode: “play” or “pause”")
+        prompt = next((m.text for m in reversed(req.messages) if m.role == "user"), "")[-MAX_PROMPT_CHARS:]
+        self.run = Run(run_id, req.max_tokens, prompt)
+        self.pace_ms, self.mode, self.release, self.guess = pace, mode, False, None
+
+    def run_event(self, ev: dict, t: float) -> list[Out]:
+        """One event of the engine (a token once it was let go, see :meth:`hold`), at wall-clock ``t``."""
+        run, kind = self.run, ev["type"]
+        if kind == "explainer.prompt":
+            return [self.broadcast({"type": "room.run", "phase": "start", "run_id": run.run_id, "input_tokens": ev["input_tokens"],
+                                    "max_tokens": run.max_tokens, "prompt": run.prompt, "mode": self.mode, "pace_ms": self.pace_ms})]
+        if kind == "explainer.token":
+            return [self.broadcast({
+                "type": "room.token", "run_id": run.run_id, "index": ev["index"], "token": ev["token"], "text": ev["text"],
+                "piece": ev.get("piece", ""), "t": t,
+                "candidates": [{"token": c["token"], "text": c["text"], "p": c["final_probability"]} for c in ev["candidates"][:CHOICES]],
+            })]
+        if kind == "explainer.done":
+            run.ended = True
+            return [self.broadcast({"type": "room.run", "phase": "end", "run_id": run.run_id, "stop_reason": ev["stop_reason"],
+                                    "usage": ev["usage"]}, kind="run_end")]
+        if kind == "error":
+            run.ended = True
+            return [self.broadcast({"type": "room.run", "phase": "end", "run_id": run.run_id, "error": ev["error"]}, kind="run_end")]
+        return []
+
+    def run_stopped(self) -> list[Out]:
+        """The presenter stopped the run: the class is told, unless it already ended."""
+        run = self.run
+        if run is None or run.ended:
+            return []
+        run.ended = True
+        return [self.broadcast({"type": "room.run", "phase": "end", "run_id": run.run_id, "stop_reason": "stopped"}, kind="run_end")]
+
+    def run_failed(self) -> list[Out]:
+        run = self.run
+        if run is None:
+            return []
+        run.ended = True
+        return [self.broadcast({"type": "room.run", "phase": "end", "run_id": run.run_id,
+                                "error": {"type": "api_error", "message": "The run failed on the server."}}, kind="run_end")]
+
+    def run_over(self, run_id: str) -> None:
+        """The run's task is over (ended, stopped, failed or interrupted); a later run is left alone."""
+        if self.run is not None and self.run.run_id == run_id:
+            self.run, self.held, self.guess = None, None, None
+
+    # ---- pacing -----------------------------------------------------------------------------------
+
+    def hold(self, ev: dict, now: float) -> None:
+        """A generated token, at ``now`` (monotonic seconds): it waits for the pace, a step or a reveal."""
+        self.held = ev
+        self.deadline = now + self.pace_ms / 1000
+
+    def token_wait(self, now: float) -> float | None:
+        """How long the held token still waits before asking again: 0 when it goes now (the session
+        lets go of it), seconds while playing at a pace, None until the presenter acts (paused, or
+        a guess is open)."""
+        if self.release:
+            self.release, self.held = False, None
+            return 0
+        if self.mode == "play" and self.guess is None:
+            left = self.deadline - now
+            if left <= 0:
+                self.held = None
+                return 0
+            return left
+        return None
+
+    def control(self, kind: str, frame: dict) -> list[Out]:
+        """A presenter's pacing or guess command: "pause", "play", "pace", "step", "guess", "reveal"."""
+        if kind in ("pause", "play"):
+            self.mode = kind
+            return [self._mode()]
+        if kind == "pace":
+            self.pace_ms = pace_ms(frame.get("pace_ms"))
+            return [self._mode()]
+        if kind == "step":
+            self.need_run()
+            self.release = True
+            return []
+        if kind == "guess":
+            return self.open_guess()
+        if kind == "reveal":
+            return self.reveal()
+        raise ValueError(f"not a pacing command: {kind}")
+
+    def _mode(self) -> Out:
+        return Out(ME, {"type": "room.mode", "mode": self.mode, "pace_ms": self.pace_ms})
+
+    def open_guess(self) -> list[Out]:
+        """The class guesses the held token: the run pauses, students get the choices."""
+        self.need_run()
+        if self.held is None:
+            raise _error("Wait for the next token to be ready, then open the guess.")
+        if self.guess is not None:
+            return []
+        self.mode = "pause"
+        held = self.held
+        cands = held["candidates"][:CHOICES]
+        self.guess = GuessRound(held["index"], cands)
+        choices = sorted({c["text"] for c in cands}, key=str.casefold)
+        return [self._mode(), self.broadcast({"type": "room.guess", "index": held["index"], "choices": choices}, kind="guess"),
+                *self.answers()]
+
+    def reveal(self) -> list[Out]:
+        """The class's guesses beside the model's distribution and its draw; the held token goes."""
+        g, ev = self.guess, self.held
+        if g is None or ev is None:
+            raise _error("No guess is open: open one with “guess”.")
+        bars, total = tally(g.guesses, g.candidates)
+        drawn = ev["text"]
+        right = sum(b["count"] for b in bars if b["text"] == drawn)
+        out = self.broadcast({
+            "type": "room.reveal", "index": g.index, "guesses": bars, "total": total, "right": right,
+            "model": [{"text": c["text"], "p": c["final_probability"]} for c in g.candidates],
+            "drawn": {"text": drawn, "token": ev["token"],
+                      "p": next((c["final_probability"] for c in ev["candidates"] if c["token"] == ev["token"]), None)},
+        }, kind="reveal")
+        self.guess = None
+        self.release = True
+        return [out]

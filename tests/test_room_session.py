@@ -1,0 +1,342 @@
+"""The rooms' rules without sockets: explainer.rooms.session.RoomSession takes what happened and
+returns the frames to send (and to whom). The same rules over real sockets: tests/test_rooms*.py."""
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from explainer.lifecycle.errors import APIError
+from explainer.rooms import session as rules
+from explainer.rooms.session import ME, PRESENTERS, ROOM, RoomSession
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def clean(raw):
+    """Stands in for rooms.clean_nickname: trims, refuses "bad"."""
+    if raw is None or not str(raw).strip():
+        return None
+    if raw == "bad":
+        raise ValueError("That nickname is not allowed in a classroom.")
+    return raw.strip()
+
+
+def student(ch="s1") -> RoomSession:
+    return RoomSession(ch, "srcS", clean_nickname=clean)
+
+
+@dataclass
+class Msg:
+    role: str
+    text: str
+
+
+@dataclass
+class Req:
+    max_tokens: int = 6
+    messages: tuple = (Msg("user", "Name a colour."),)
+
+
+def token(index, text=" the", cands=((" the", 0.5), (" a", 0.3), ("The", 0.2))):
+    candidates = [{"token": 100 + i, "text": t, "final_probability": p} for i, (t, p) in enumerate(cands)]
+    tok = next(c["token"] for c in candidates if c["text"] == text)
+    return {"type": "explainer.token", "index": index, "token": tok, "text": text, "piece": text, "candidates": candidates}
+
+
+def presenter(*students, mode="play", pace=0) -> RoomSession:
+    """A presenter with these students here and a run started (its room.run "start" sent)."""
+    p = RoomSession("p1", "srcP", clean_nickname=clean)
+    p.become_presenter()
+    for ch in students:
+        p.presence("join", ch)
+    p.take_roster()
+    p.start_run(Req(), p.run_pace({"pace_ms": pace}), mode, "run1")
+    p.run_event({"type": "explainer.prompt", "input_tokens": 9}, t=0.0)
+    return p
+
+
+def frames(outs, to=None, type=None):
+    return [o.frame for o in outs if (to is None or o.to == to) and (type is None or o.frame["type"] == type)]
+
+
+def held(p: RoomSession, ev, now=0.0):
+    """The token reached the gate; it waits (paused) until released."""
+    p.hold(ev, now)
+    return p.token_wait(now)
+
+
+# ---- guesses ------------------------------------------------------------------------------------
+
+def test_a_guess_opens_on_the_held_token_and_closes_on_reveal():
+    p = presenter("s1", "s2", mode="pause")
+    assert held(p, token(0)) is None  # paused: the token waits for the presenter
+    outs = p.control("guess", {})
+    assert [(o.to, o.frame["type"], o.kind) for o in outs] == [
+        (ME, "room.mode", None), (ROOM, "room.guess", "guess"), (ME, "room.answers", None)]
+    assert outs[0].frame == {"type": "room.mode", "mode": "pause", "pace_ms": 0}
+    guess = outs[1]
+    assert guess.index == 0 and guess.frame["choices"] == [" a", " the", "The"]  # sorted, case-blind
+    assert outs[2].frame == {"type": "room.answers", "index": 0, "answered": 0, "connected": 2}
+    assert p.control("guess", {}) == []  # already open: nothing new
+    assert p.token_wait(100.0) is None  # a guess is open: the token waits, even playing
+    assert p.guess_in(0, "s1", "the") and p.guess_in(0, "s2", "a")
+    [rv] = p.control("reveal", {})
+    assert rv.to == ROOM and rv.kind == "reveal" and rv.frame["index"] == 0
+    assert rv.frame["total"] == 2 and rv.frame["right"] == 1 and rv.frame["drawn"] == {"text": " the", "token": 100, "p": 0.5}
+    assert rv.frame["model"] == [{"text": " the", "p": 0.5}, {"text": " a", "p": 0.3}, {"text": "The", "p": 0.2}]
+    assert p.guess is None and p.token_wait(0.0) == 0 and p.held is None  # the revealed token goes now
+    with pytest.raises(APIError, match="No guess is open"):
+        p.control("reveal", {})
+
+
+def test_a_guess_needs_a_run_and_a_held_token():
+    p = RoomSession("p1", "srcP", clean_nickname=clean)
+    p.become_presenter()
+    with pytest.raises(APIError, match="No run is going"):
+        p.control("guess", {})
+    p.start_run(Req(), 0, "pause", "r")
+    with pytest.raises(APIError, match="Wait for the next token"):
+        p.control("guess", {})
+
+
+def test_a_typed_guess_counts_for_the_candidate_it_matches():
+    p = presenter("s1", "s2", "s3", mode="pause")
+    held(p, token(0))
+    p.control("guess", {})
+    for ch, typed in (("s1", "THE "), ("s2", "  the"), ("s3", "zebra")):
+        assert p.guess_in(0, ch, typed)
+    [rv] = p.control("reveal", {})
+    assert rv.frame["guesses"] == [{"text": " the", "count": 2}, {"text": "zebra", "count": 1}]
+    assert rv.frame["right"] == 2 and rv.frame["total"] == 3
+
+
+def test_guesses_for_another_step_or_to_a_student_do_not_count():
+    p = presenter("s1", mode="pause")
+    held(p, token(4))
+    p.control("guess", {})
+    assert not p.guess_in(3, "s1", "the")
+    assert not student().guess_in(4, "s1", "the")
+    assert not p.tally_unsent
+
+
+def test_the_tally_and_answer_counts_follow_the_guesses():
+    p = presenter("s1", "s2", "s3", mode="pause")
+    held(p, token(0))
+    p.control("guess", {})
+    assert p.guess_in(0, "s1", " the") and p.tally_unsent and p.tally_delay() == 0
+    answers, tally = p.take_tally()
+    assert answers.frame == {"type": "room.answers", "index": 0, "answered": 1, "connected": 3}
+    assert tally.frame == {"type": "room.tally", "index": 0, "guesses": [{"text": " the", "count": 1}], "total": 1}
+    assert not p.tally_unsent
+    p.guess_in(0, "s1", "a")  # a changed guess is still one answer
+    assert frames(p.take_tally(), type="room.answers")[0]["answered"] == 1
+    p.guess_in(0, "s2", "a")
+    p.presence("leave", "s3")  # someone leaves while the class answers: "2 of 2"
+    assert frames(p.take_roster(), type="room.answers") == [{"type": "room.answers", "index": 0, "answered": 2, "connected": 2}]
+    p.presence("leave", "s2")  # one who answered and left is not counted
+    assert frames(p.take_roster(), type="room.answers")[0] == {"type": "room.answers", "index": 0, "answered": 1, "connected": 1}
+
+
+def test_a_class_answering_at_once_gets_tallies_less_often():
+    p = presenter(*[f"s{i}" for i in range(30)], mode="pause")
+    held(p, token(0))
+    p.control("guess", {})
+    for i in range(rules.MANY_GUESSES):
+        p.guess_in(0, f"s{i}", "x")
+    assert p.tally_delay() == rules.TALLY_DELAY_S
+
+
+def test_a_student_guesses_only_while_a_guess_is_open():
+    s = student()
+    with pytest.raises(APIError, match="No guess is open right now."):
+        s.send_guess("the")
+    s.heard("guess", 2)
+    to_presenters, to_me = s.send_guess(" the")
+    assert to_presenters.to == PRESENTERS and to_presenters.kind is None
+    assert to_presenters.frame == {"type": "guess.in", "index": 2, "ch": "s1", "text": " the"}
+    assert to_me.to == ME and to_me.frame == {"type": "room.guessed", "index": 2, "text": " the"}
+    for bad in ("", "   ", "x" * (rules.MAX_GUESS_CHARS + 1), 5, None):
+        with pytest.raises(APIError, match="text: a guess of 1 to"):
+            s.send_guess(bad)
+    s.heard("reveal", 2)
+    with pytest.raises(APIError, match="No guess is open"):
+        s.send_guess("the")
+    s.heard("guess", 3)
+    s.heard("run_end", None)  # a stopped run closes the guess too
+    assert s.guess_index is None
+
+
+# ---- pacing --------------------------------------------------------------------------------------
+
+def test_a_pause_and_step_sequence():
+    p = presenter("s1", pace=300)
+    p.hold(token(0), now=10.0)
+    assert p.token_wait(10.0) == pytest.approx(0.3)  # playing: the token waits for the pace
+    assert p.token_wait(10.2) == pytest.approx(0.1)
+    [mode] = p.control("pause", {})
+    assert mode.frame == {"type": "room.mode", "mode": "pause", "pace_ms": 300}
+    assert p.token_wait(10.5) is None  # paused: past the pace, it still waits
+    assert p.control("step", {}) == []
+    assert p.token_wait(10.5) == 0 and p.held is None  # a step lets exactly one token go
+    p.hold(token(1), now=11.0)
+    assert p.token_wait(20.0) is None  # ... and the next waits again
+    [mode] = p.control("pace", {"pace_ms": 1000})
+    assert mode.frame == {"type": "room.mode", "mode": "pause", "pace_ms": 1000}
+    [mode] = p.control("play", {})
+    assert mode.to == ME and mode.frame == {"type": "room.mode", "mode": "play", "pace_ms": 1000}
+    assert p.token_wait(20.0) == 0  # playing again, its time has long come
+    p.hold(token(2), now=30.0)
+    assert p.token_wait(30.0) == pytest.approx(1.0)  # the new pace
+    for bad in (-1, rules.MAX_PACE_MS + 1, "fast", True):
+        with pytest.raises(APIError, match="pace_ms"):
+            p.control("pace", {"pace_ms": bad})
+
+
+def test_a_step_needs_a_run_and_a_second_run_waits_for_the_first():
+    p = RoomSession("p1", "srcP", clean_nickname=clean)
+    p.become_presenter()
+    with pytest.raises(APIError, match="No run is going"):
+        p.control("step", {})
+    assert p.run_pace({}) == rules.DEFAULT_PACE_MS
+    with pytest.raises(APIError, match="mode"):
+        p.start_run(Req(), 0, "fast", "r0")
+    p.start_run(Req(), 0, "play", "r1")
+    with pytest.raises(APIError, match="already going"):
+        p.run_pace({})
+    p.run_over("r0")  # an older run's task ending leaves this one alone
+    assert p.running
+    p.run_over("r1")
+    assert not p.running and p.run_pace({"pace_ms": 0}) == 0
+
+
+# ---- the run's frames ----------------------------------------------------------------------------
+
+def test_a_runs_frames_are_numbered_and_end_once():
+    p = RoomSession("p1", "srcP", clean_nickname=clean)
+    p.become_presenter()
+    p.start_run(Req(messages=(Msg("user", "x" * 500),)), 0, "play", "r1")
+    [start] = p.run_event({"type": "explainer.prompt", "input_tokens": 3}, t=1.0)
+    assert start.to == ROOM and start.kind == "" and start.index is None
+    assert start.frame == {"type": "room.run", "phase": "start", "run_id": "r1", "input_tokens": 3, "max_tokens": 6,
+                           "prompt": "x" * rules.MAX_PROMPT_CHARS, "mode": "play", "pace_ms": 0, "seq": 1, "src": "srcP"}
+    many = token(0, cands=[(f"t{i}", 0.1) for i in range(12)], text="t0")
+    [tok] = p.run_event(many, t=2.5)
+    assert tok.index == 0 and tok.frame["seq"] == 2 and tok.frame["t"] == 2.5
+    assert len(tok.frame["candidates"]) == rules.CHOICES and tok.frame["candidates"][0] == {"token": 100, "text": "t0", "p": 0.1}
+    assert p.run_event({"type": "explainer.nothing"}, t=3) == []
+    [end] = p.run_event({"type": "explainer.done", "stop_reason": "max_tokens", "usage": {"output_tokens": 1}}, t=3)
+    assert end.kind == "run_end" and end.frame["phase"] == "end" and end.frame["seq"] == 3
+    assert p.run_stopped() == []  # ended already: a stop says nothing more
+    p.run_over("r1")
+    p.start_run(Req(), 0, "play", "r2")
+    [stopped] = p.run_stopped()
+    assert stopped.frame["stop_reason"] == "stopped" and stopped.frame["run_id"] == "r2" and stopped.frame["seq"] == 4
+    assert p.run_stopped() == []
+
+
+def test_state_and_end_are_broadcast():
+    p = RoomSession("p1", "srcP", clean_nickname=clean)
+    [st] = p.show_state({"slug": "overview"})
+    assert st.to == ROOM and st.frame == {"type": "room.state", "state": {"slug": "overview"}, "seq": 1, "src": "srcP"}
+    [end] = p.end_room()
+    assert end.kind == "ended" and end.frame["type"] == "room.ended"
+
+
+# ---- who is here, and catching up ------------------------------------------------------------------
+
+def test_a_late_joiner_catches_up_with_the_run_and_the_open_guess():
+    p = presenter("early", mode="pause")
+    for i in range(2):
+        held(p, token(i))
+        p.control("step", {})
+        assert p.token_wait(0) == 0
+        p.run_event(token(i), t=0)
+    held(p, token(2))
+    p.control("guess", {})
+    [catchup] = p.presence("join", "late", None)
+    assert catchup.to == "late" and catchup.kind == "guess" and catchup.index == 2
+    f = catchup.frame
+    assert f["type"] == "room.catchup" and list(f) == ["type", "run", "tokens", "last", "guess", "reveal", "end"]
+    assert f["run"]["phase"] == "start" and [t["index"] for t in f["tokens"]] == [0, 1] and f["last"]["index"] == 1
+    assert f["guess"]["index"] == 2 and f["end"] is None and f["reveal"] is None
+    assert p.presence("name", "late", "Ana") == []  # known already: a new name is no reason to catch up again
+    assert p.presence("join", "early") == []
+    # after the reveal and the end, a newcomer sees those instead of an open guess
+    p.control("reveal", {})
+    p.run_event({"type": "explainer.done", "stop_reason": "end_turn", "usage": {}}, t=0)
+    [later] = p.presence("join", "later")
+    assert later.kind == "" and later.index is None
+    assert later.frame["guess"] is None and later.frame["reveal"]["index"] == 2 and later.frame["end"]["phase"] == "end"
+
+
+def test_nobody_catches_up_before_the_first_run():
+    p = RoomSession("p1", "srcP", clean_nickname=clean)
+    p.become_presenter()
+    assert p.presence("join", "s1") == [] and p.roster_unsent
+    assert student().presence("join", "s1") == []  # a student keeps no roster
+
+
+def test_the_roster_counts_students_and_caps_the_names(monkeypatch):
+    monkeypatch.setattr(rules, "SHOWN_NAMES", 2)
+    p = RoomSession("p1", "srcP", clean_nickname=clean)
+    p.become_presenter()
+    for i, name in enumerate(["A", None, "B", "C", 5]):
+        p.presence("join", f"s{i}", name)
+    outs = p.take_roster()
+    assert not p.roster_unsent
+    assert frames(outs) == [{"type": "room.students", "count": 5, "names": ["A", "B"], "more": 1}]
+    p.presence("leave", "s0")
+    assert frames(p.take_roster())[0]["names"] == ["B", "C"]
+
+
+def test_becoming_a_presenter_leaves_the_students_and_asks_who_is_here():
+    s = student("x")
+    assert s.presence_query() == [s.announce("join")]
+    [leave] = s.become_presenter()
+    assert leave.to == PRESENTERS and leave.frame == {"type": "presence", "op": "leave", "ch": "x"}
+    outs = s.presenter_ready()
+    assert [(o.to, o.frame["type"]) for o in outs] == [(ME, "room.students"), (ROOM, "presence.query")]
+    assert s.presence_query() == [] and s.leaving() == []
+
+
+def test_a_student_who_leaves_tells_the_presenters():
+    assert student("s9").leaving()[0].frame == {"type": "presence", "op": "leave", "ch": "s9"}
+
+
+# ---- nicknames ---------------------------------------------------------------------------------------
+
+def test_nicknames_are_announced_when_they_change_and_limited_per_minute():
+    s = student()
+    outs = s.set_nickname("  Ana ", now=0)
+    assert [(o.to, o.frame) for o in outs] == [
+        (PRESENTERS, {"type": "presence", "op": "name", "ch": "s1", "name": "Ana"}),
+        (ME, {"type": "room.nickname", "name": "Ana"})]
+    assert frames(s.set_nickname("Ana", now=1)) == [{"type": "room.nickname", "name": "Ana"}]  # unchanged: no announcement
+    [refused] = s.set_nickname("bad", now=2)
+    assert refused.frame["frame"] == "nickname" and refused.frame["error"]["type"] == "invalid_request_error"
+    assert s.nickname == "Ana"
+    for i in range(rules.NICKNAME_CHANGES - 2):
+        assert frames(s.set_nickname(f"N{i}", now=3), type="room.nickname")
+    [limited] = s.set_nickname("Zed", now=4)
+    assert limited.frame["error"]["type"] == "rate_limit_error" and limited.frame["frame"] == "nickname"
+    assert frames(s.set_nickname(None, now=61.5), type="room.nickname") == [{"type": "room.nickname", "name": None}]  # a minute on
+    assert s.announce("join").frame["name"] is None
+
+
+def test_only_students_have_a_nickname():
+    p = RoomSession("p1", "srcP", clean_nickname=clean)
+    p.become_presenter()
+    [err] = p.set_nickname("Teacher", now=0)
+    assert err.frame["error"]["message"] == "Only students choose a nickname." and err.frame["frame"] == "nickname"
+
+
+# ---- no framework ----------------------------------------------------------------------------------
+
+def test_the_session_loads_no_web_framework():
+    code = ("import sys\n"
+            "import explainer.rooms.session\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('django', 'channels', 'daphne', 'redis')]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
