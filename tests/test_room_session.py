@@ -340,3 +340,10 @@ def test_the_session_loads_no_web_framework():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('django', 'channels', 'daphne', 'redis')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_a_held_token_tells_the_presenter_it_is_ready():
+    """A test (or a presenter's screen) waits for this frame instead of sleeping until a token is computed."""
+    p = presenter("s1", pace=300)
+    outs = p.hold(token(3), now=1.0)
+    assert [(o.to, o.frame) for o in outs] == [("me", {"type": "room.ready", "index": 3})]

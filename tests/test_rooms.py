@@ -354,7 +354,7 @@ async def test_guess_the_next_token():
     await p.send_json_to({"type": "state", "href": scenario_href(max_tokens=6)})
     await p.send_json_to({"type": "run", "pace_ms": 0, "mode": "pause"})
     await until(s1, "room.run")
-    await asyncio.sleep(0.5)  # the first token is computed and held
+    assert (await until(p, "room.ready"))[-1]["index"] == 0  # the first token is computed and held
     assert await s1.receive_nothing(timeout=0.2)  # paused: nothing released
     await p.send_json_to({"type": "guess"})
     opened = (await until(s1, "room.guess"))[-1]
@@ -408,11 +408,11 @@ async def test_a_student_who_joins_during_a_run_catches_up():
     early, _ = await student(room)
     await p.send_json_to({"type": "state", "href": scenario_href(max_tokens=8)})
     await p.send_json_to({"type": "run", "pace_ms": 0, "mode": "pause"})
-    for _ in range(2):
-        await asyncio.sleep(0.3)
+    for i in range(2):
+        assert (await until(p, "room.ready"))[-1]["index"] == i
         await p.send_json_to({"type": "step"})
         await until(early, "room.token")
-    await asyncio.sleep(0.3)
+    assert (await until(p, "room.ready"))[-1]["index"] == 2
     await p.send_json_to({"type": "guess"})
     await until(early, "room.guess")
     late, _ = await student(room)

@@ -210,7 +210,7 @@ async def test_the_presenter_sees_how_many_have_answered():
     await p.send_json_to({"type": "state", "href": scenario_href(max_tokens=6)})
     await p.send_json_to({"type": "run", "pace_ms": 0, "mode": "pause"})
     await until(s1, "room.run")
-    await asyncio.sleep(0.5)  # the first token is held
+    await until(p, "room.ready")  # the first token is held
     await p.send_json_to({"type": "guess"})
     f = await answers_until(p, lambda f: True)
     assert f == {"type": "room.answers", "index": 0, "answered": 0, "connected": 3}

@@ -554,7 +554,7 @@ class RoomConsumer(JsonFrameConsumer):
     async def _gate(self, ev: dict) -> None:
         """Hold a generated token until the presenter's pace, a step or a reveal lets it go."""
         loop = asyncio.get_running_loop()
-        self.session.hold(ev, loop.time())
+        await self.deliver(self.session.hold(ev, loop.time()))
         while (wait := self.session.token_wait(loop.time())) != 0:
             self.wake.clear()
             try:

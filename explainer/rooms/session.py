@@ -368,10 +368,12 @@ class RoomSession:
 
     # ---- pacing -----------------------------------------------------------------------------------
 
-    def hold(self, ev: dict, now: float) -> None:
-        """A generated token, at ``now`` (monotonic seconds): it waits for the pace, a step or a reveal."""
+    def hold(self, ev: dict, now: float) -> list[Out]:
+        """A generated token, at ``now`` (monotonic seconds): it waits for the pace, a step or a reveal.
+        The presenter running the run hears that it is ready (``room.ready``): a guess can open now."""
         self.held = ev
         self.deadline = now + self.pace_ms / 1000
+        return [Out(ME, {"type": "room.ready", "index": ev["index"]})]
 
     def token_wait(self, now: float) -> float | None:
         """How long the held token still waits before asking again: 0 when it goes now (the session
