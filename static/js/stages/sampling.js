@@ -12,6 +12,10 @@ const MOST_ROWS = 12, FEWEST_ROWS = 4, MANY_ROWS = 50, MAX_LOG = 40, MAX_SEGMENT
 const mainVisual = $("main-visual");
 const moreRows = $("more-rows");  // moved into the table's last row at each redraw, so held here
 let fewRows = MOST_ROWS;  // as many as keep the main visual inside the first screen: see fitRows()
+// In a presenter's room the parent page adds html.projector after load: 24 px text (sampling.css), so
+// fewer rows fit the frame, the strip labels fewer segments, and the cut note is shorter.
+const projector = () => document.documentElement.classList.contains("projector");
+const PROJ_FEWEST_ROWS = 2;
 
 const req = {
   temperature: cfg.request.temperature,
@@ -192,6 +196,7 @@ function params() {
 const plural = (n, one, many) => `${n.toLocaleString("en")} ${n === 1 ? one : many}`;
 
 function cutNote() {
+  if (projector()) return shortCutNote();
   if (knobs.temperature === 0) return "temperature 0 is greedy: only the top token is left. Everything below is cut.";
   const afterK = dist.available - dist.cutByK;
   if (dist.cutByP > 0) {
@@ -204,6 +209,18 @@ function cutNote() {
       : `top_p ${knobs.top_p}: ${first} ${share} of the probability, enough to reach ${knobs.top_p}. Everything below is cut.`;
   }
   if (dist.cutByK > 0) return `top_k ${knobs.top_k}: only the ${plural(afterK, "most likely token is", "most likely tokens are")} kept. Everything below is cut.`;
+  return "";
+}
+
+// One line on a projector: the knob that cut, and how much the kept tokens held.
+function shortCutNote() {
+  if (knobs.temperature === 0) return "temperature 0: only the top token is left.";
+  if (dist.cutByP > 0) {
+    let inK = 0, inP = 0;
+    order.slice(0, dist.available - dist.cutByK).forEach((t, i) => { inK += dist.probs[t]; if (i < dist.kept) inP += dist.probs[t]; });
+    return `top_p ${knobs.top_p}: ${dist.kept === 1 ? "the top token holds" : `these ${dist.kept} hold`} ${pct(inP / inK, 1)}; the rest is cut.`;
+  }
+  if (dist.cutByK > 0) return `top_k ${knobs.top_k}: the rest is cut.`;
   return "";
 }
 
@@ -269,8 +286,10 @@ function renderTable() {
     for (const t of order.slice(shown.length)) { before += dist.probs[t]; after += dist.final[t]; if (dist.final[t] > 0) kept++; }
     const tr = node("tr", { className: "rest" });
     const td = node("td", { colspan: 7 });
-    td.textContent = `… ${rest.toLocaleString("en")} more tokens: ${pct(before)} before the cut; `
-      + (kept ? `${kept.toLocaleString("en")} of them kept, ${pct(after)} after.` : "all of them cut.");
+    td.textContent = projector()
+      ? `… ${rest.toLocaleString("en")} more: ${kept ? `${pct(after)} between them` : `${pct(before)}, all cut`}.`
+      : `… ${rest.toLocaleString("en")} more tokens: ${pct(before)} before the cut; `
+        + (kept ? `${kept.toLocaleString("en")} of them kept, ${pct(after)} after.` : "all of them cut.");
     td.append(" ", moreRows);  // the button that shows more rows sits on the line that counts them
     tr.append(td);
     body.append(tr);
@@ -292,7 +311,8 @@ function fitRows() {
   fewRows = MOST_ROWS;
   rowsShown = fewRows;
   renderTable();
-  while (fewRows > FEWEST_ROWS && mainVisual.getBoundingClientRect().bottom + window.scrollY > window.innerHeight - 4) {
+  const fewest = projector() ? PROJ_FEWEST_ROWS : FEWEST_ROWS;
+  while (fewRows > fewest && mainVisual.getBoundingClientRect().bottom + window.scrollY > window.innerHeight - 4) {
     fewRows--;
     rowsShown = fewRows;
     renderTable();
@@ -311,6 +331,7 @@ function resetDraws() {
 function renderStrip() {
   const strip = $("strip");
   const width = strip.clientWidth || 600;
+  const charW = projector() ? 15 : 8;  // one character of a segment's label (24 px on a projector)
   strip.replaceChildren();
   const landed = draw(dist, data.engine.u);  // where the engine's u falls with these settings
   let landedInRest = false;
@@ -322,7 +343,7 @@ function renderStrip() {
       const s = node("span", { className: "seg" + (segs % 2 ? " odd" : "") + (t === data.engine.token ? " engine" : "") + (t === landed ? " lands" : ""), title: `${labelOf(t)}: ${pct(p)}` });
       s.style.width = `${p * 100}%`;
       const label = labelOf(t);
-      if (p * width >= [...label].length * 8 + 8) s.textContent = label;  // only where the label fits
+      if (p * width >= [...label].length * charW + 8) s.textContent = label;  // only where the label fits
       strip.append(s);
       segs++;
     } else {
@@ -399,11 +420,14 @@ $("draw-reset").addEventListener("click", () => { resetDraws(); renderTable(); r
 
 function render() {
   dist = distribution(data.logits, params(), data.banned, order);
+  const mode = $("knobs").dataset.state;
   syncKnobs();
   renderStats();
   renderTable();
   renderStrip();
   renderReplay();
+  // on a projector, the "Exploring" line comes and goes with the knobs: the rows follow
+  if (projector() && $("knobs").dataset.state !== mode) fitRows();
 }
 
 loadStep(readJSON("sampling-step"));
@@ -421,5 +445,19 @@ window.addEventListener("resize", () => {
     renderStrip();
     if (innerWidth !== laidOutAt) { laidOutAt = innerWidth; fitRows(); }  // not when only a phone's toolbar moved
   });
+});
+// presenter.js adds the class, then its stylesheet: fit again once each has come (and when the class goes)
+function watchProjector(redraw) {
+  let was = projector();
+  new MutationObserver(() => { if (projector() !== was) { was = projector(); redraw(); } })
+    .observe(document.documentElement, { attributes: true, attributeFilter: ["class"] });
+  new MutationObserver((changes) => {
+    for (const c of changes) for (const n of c.addedNodes) if (n.id === "projector-css") n.addEventListener("load", redraw);
+  }).observe(document.head, { childList: true });
+}
+watchProjector(() => {
+  if (projector() && rowsShown === MANY_ROWS) rowsShown = fewRows;
+  render();
+  fitRows();
 });
 document.body.dataset.samplingReady = "1";

@@ -11,6 +11,7 @@ const body = readJSON("request-body");
 const cfg = readJSON("stream-config");
 const wire = $("wire"), out = $("text"), statusEl = $("status");
 const MAX_LINES = 1500;
+const projector = () => document.documentElement.classList.contains("projector");
 
 let socket = null;
 let run = null;  // the live run: clock marks and counters
@@ -41,6 +42,17 @@ function gist(frame) {
   }
 }
 
+// A text delta's data cut down to the text it carries, for the projector's one-line events (streaming.css
+// shows it there instead of the whole line): data: …"text":" the"}}
+function addTail(li, json) {
+  const at = json.indexOf('"text":');
+  if (at < 0) return;
+  const line = node("span", "line tail");
+  line.setAttribute("aria-hidden", "true");
+  line.append(node("span", "k", "data: "), node("span", "tail-text", "…" + json.slice(at)));
+  li.append(line);
+}
+
 function follow() {
   // keep the newest line in view, unless the reader scrolled up to look at something
   const nearBottom = wire.scrollHeight - wire.scrollTop - wire.clientHeight < 80;
@@ -65,6 +77,7 @@ function logFrame(frame) {
     const json = JSON.stringify(frame);
     data.append(node("span", "k", "data: "), node("span", "data", json));
     li.append(line, data);
+    if (frame.type === "content_block_delta") addTail(li, json);
     run.bytes += textFigures(`event: ${frame.type}\ndata: ${json}\n\n`, 0).bytes;
     run.events++;
     let note = null;
@@ -158,7 +171,10 @@ function onFrame(frame) {
     case "content_block_delta":
       if (frame.delta.type === "text_delta") {
         run.deltas++;
+        // keep the newest words in view when the text scrolls (a projector's text box is short)
+        const atEnd = out.scrollHeight - out.scrollTop - out.clientHeight < 40;
         out.append(node("span", "piece", frame.delta.text));
+        if (atEnd) out.scrollTop = out.scrollHeight;
         out.lastChild.title = `text delta ${run.deltas}`;
       }
       break;
@@ -179,9 +195,9 @@ function onFrame(frame) {
       setMetric("total-engine", ms(tm.total_ms));
       const same = out.textContent === cfg.recorded_text;
       const sameEl = $("same");
-      sameEl.textContent = same
-        ? "✓ The same text as the recorded run: same seed, same random numbers, same tokens."
-        : "The text differs from the recorded run.";
+      // (the projector leaves out the reason: streaming.css hides .more)
+      if (same) sameEl.replaceChildren("✓ The same text as the recorded run", node("span", "more", ": same seed, same random numbers, same tokens"), ".");
+      else sameEl.textContent = "The text differs from the recorded run.";
       sameEl.className = "st-same " + (same ? "ok" : "bad");
       finish(`Done: ${stopReasonInWords(frame.stop_reason)}; ${frame.usage.output_tokens} output tokens.`);
       break;
@@ -257,8 +273,20 @@ function fitWire() {
   const under = mv.bottom - w.bottom;  // the card's edge (and on a laptop nothing else: the text sits beside)
   const room = window.innerHeight - 6 - (w.top + window.scrollY) - under;
   wire.style.maxHeight = `${Math.max(160, Math.floor(room))}px`;
+  // on a projector the list keeps that height even when short: the text beside it fits the same row
+  wire.style.height = projector() ? wire.style.maxHeight : "";
 }
+for (const li of wire.querySelectorAll("li.ev-content_block_delta")) addTail(li, li.querySelector(".data").textContent);
 fitWire();
+// In a presenter's room the parent page adds html.projector after load, then its stylesheet (24 px text,
+// streaming.css): the event list is fitted again once each has come, and when the class goes.
+function refit() { wire.style.maxHeight = wire.style.height = ""; fitWire(); wire.scrollTop = 0; }
+let wasProjector = projector();
+new MutationObserver(() => { if (projector() !== wasProjector) { wasProjector = projector(); refit(); } })
+  .observe(document.documentElement, { attributes: true, attributeFilter: ["class"] });
+new MutationObserver((changes) => {
+  for (const c of changes) for (const n of c.addedNodes) if (n.id === "projector-css") n.addEventListener("load", refit);
+}).observe(document.head, { childList: true });
 let laidOutAt = innerWidth;
-window.addEventListener("resize", () => { if (innerWidth !== laidOutAt) { laidOutAt = innerWidth; wire.style.maxHeight = ""; fitWire(); } });
+window.addEventListener("resize", () => { if (innerWidth !== laidOutAt) { laidOutAt = innerWidth; wire.style.maxHeight = wire.style.height = ""; fitWire(); } });
 document.body.dataset.streamingReady = "1";

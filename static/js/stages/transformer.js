@@ -264,9 +264,15 @@ for (const b of document.querySelectorAll("[data-pick-head]")) b.addEventListene
 
 const bigBox = document.getElementById("attn-big");
 const mainCard = document.querySelector(".tf-main");
+// In a presenter's room the parent page adds html.projector after load: the big map is then drawn again,
+// bigger, with 24 px labels, over a window of the last tokens only (transformer.css lays out the card).
+const projector = () => document.documentElement.classList.contains("projector");
+const PROJ_FONT = 24;  // the projector's smallest text, in CSS pixels
+const PROJ_CELL = 36;  // a row at least this tall per token label
 // The big map is sized to what is left of the first screen under its top (and to its column's width),
 // and drawn at that size, so its labels stay FONT pixels tall instead of being scaled down.
 function bigLayout() {
+  if (projector()) return projLayout();
   const narrow = mainCard.clientWidth < 640;
   const chars = narrow ? 7 : 12;
   const labelW = Math.ceil(chars * CHAR_W) + 8; // row labels on the left; the column labels, turned, need as much below
@@ -284,44 +290,94 @@ function bigLayout() {
   // beside the map on a laptop: the download control, then the caption column (12rem and its gap)
   const byWidth = (stacked ? bigBox.parentElement.clientWidth : bigBox.parentElement.clientWidth - 208 - 130) - labelW - 8;
   const size = Math.floor(Math.max(150, Math.min(byWidth, byHeight, 560)));
-  return { x0: labelW, y0: 4, cell: size / W, font: FONT, size, chars, labelW, width: bigBox.clientWidth };
+  return { x0: labelW, y0: 4, cell: size / W, font: FONT, size, chars, labelW, width: bigBox.clientWidth, s: 0, k: W, earlier: 0 };
+}
+// Projector: the map fills the card's left column down to the frame's bottom edge; it shows the k
+// tokens that end at the outlined one (as many as get a row of PROJ_CELL px), each row and column
+// labelled at 24 px, and a column "earlier" for the attention that goes to the tokens before them.
+function projLayout(keepStart = null) {
+  const font = PROJ_FONT, cw = font * 0.61;
+  const chars = 6;
+  const rowW = Math.ceil(chars * cw) + 10;   // the row labels' column
+  const colH = Math.ceil(7 * cw) + 12;       // the column labels under the map, turned ("earlier" is 7 letters)
+  const side = 230 + 20;  // the picker, caption, legend and colour scale beside the map (transformer.css)
+  // the map's box has no box of its own here (display: contents): it starts at the card's padding edge
+  const cs = getComputedStyle(mainCard);
+  const pad = parseFloat(cs.paddingBottom) + parseFloat(cs.borderBottomWidth) + 4;  // under the map
+  const top = mainCard.getBoundingClientRect().top + window.scrollY + parseFloat(cs.paddingTop) + parseFloat(cs.borderTopWidth);
+  const byHeight = window.innerHeight - top - pad - 4 - colH - 6;
+  const byWidth = mainCard.clientWidth - 28 - side - rowW - 6;
+  let size = Math.floor(Math.max(150, Math.min(byHeight, byWidth)));
+  const k = Math.max(1, Math.min(W, Math.floor(size / PROJ_CELL)));
+  const i = state.token - START;
+  let s = keepStart !== null && i >= keepStart && i < keepStart + k ? keepStart : i - k + 1;
+  s = Math.max(0, Math.min(W - k, s));
+  const earlier = START + s > 0;
+  // the "earlier" column (a cell and a gap) comes out of the width, never out of the labels
+  let cell = Math.min(96, size / k, earlier ? (byWidth - 8) / (k + 1) : Infinity);
+  size = cell * k;
+  const ew = earlier ? cell + 8 : 0;
+  return { x0: rowW + ew, y0: 4, cell, font, size, chars, labelW: colH, width: bigBox.clientWidth, s, k, earlier, rowW };
 }
 let BIG = null;
 let big = null;
 function buildBig() {
-  BIG = bigLayout();
-  const { x0, y0, cell, font, size, chars, labelW } = BIG;
-  const l = state.layer, h = state.head;
+  const keep = BIG && projector() && BIG.k < W ? BIG.s : null;
+  BIG = projector() ? projLayout(keep) : bigLayout();
+  const { x0, y0, cell, font, size, chars, labelW, s: s0, k } = BIG;
+  const l = state.layer, h = state.head, m = l * H + h;
+  const proj = projector();
   const s = svg(x0 + size + 6, y0 + size + labelW + 6, { label: `Attention map, layer ${l} head ${h}: rows are the tokens looking, columns the tokens looked at`, className: "heat" });
   s.style.width = `${x0 + size + 6}px`;
   s.style.maxWidth = "100%";
-  image(s, mapURL(l * H + h), x0, y0, size, size);
-  rowLabels(s, x0 - 4, y0, cell, W, (i) => short(tokText(START + i), chars), font);
-  colLabels(s, x0, y0 + size + 4, cell, W, (j) => short(tokText(START + j), chars), font);
-  text(s, x0 - 6, y0 + size + 16, "query ↓", { "text-anchor": "end", "font-size": font, class: "lbl axis" });
-  text(s, x0 - 6, y0 + size + 32, "key →", { "text-anchor": "end", "font-size": font, class: "lbl axis" });
+  if (!proj) {
+    image(s, mapURL(m), x0, y0, size, size);
+    rowLabels(s, x0 - 4, y0, cell, W, (i) => short(tokText(START + i), chars), font);
+    colLabels(s, x0, y0 + size + 4, cell, W, (j) => short(tokText(START + j), chars), font);
+    text(s, x0 - 6, y0 + size + 16, "query ↓", { "text-anchor": "end", "font-size": font, class: "lbl axis" });
+    text(s, x0 - 6, y0 + size + 32, "key →", { "text-anchor": "end", "font-size": font, class: "lbl axis" });
+  } else {
+    image(s, heatURL(k, k, (i, j) => (j > i ? null : shade(weight(m, s0 + i, s0 + j)))), x0, y0, size, size);
+    if (BIG.earlier) {
+      // what each row gives the tokens before the drawn ones, all together (a row adds up to 1)
+      const rest = (i) => { let a = 0; for (let j = s0; j <= s0 + i; j++) a += weight(m, s0 + i, j); return Math.max(0, 1 - a); };
+      image(s, heatURL(k, 1, (i) => shade(rest(i))), BIG.rowW + 2, y0, cell, size);
+      const cx = BIG.rowW + 2 + cell / 2;
+      text(s, cx, y0 + size + 6, "earlier", { "text-anchor": "end", "dominant-baseline": "central", "font-size": font, class: "lbl axis", transform: `rotate(-90 ${cx} ${y0 + size + 6})` });
+    }
+    rowLabels(s, BIG.rowW - 4, y0, cell, k, (i) => short(tokText(START + s0 + i), chars), font);
+    colLabels(s, x0, y0 + size + 6, cell, k, (j) => short(tokText(START + s0 + j), chars), font);
+  }
   const rowSel = el("rect", { x: x0 - 1, y: 0, width: size + 2, height: cell, class: "sel-outline" }, s);
   const hover = el("rect", { x: 0, y: 0, width: cell, height: cell, class: "hover-outline", visibility: "hidden" }, s);
+  const n = proj ? k : W;
   s.addEventListener("mousemove", (ev) => {
-    const c = cellAt(s, ev, x0, y0, cell, cell, W, W);
+    const c = cellAt(s, ev, x0, y0, cell, cell, n, n);
     if (!c) { hover.setAttribute("visibility", "hidden"); readout("attn-readout", ""); return; }
-    const [i, j] = c;
-    hover.setAttribute("x", x0 + j * cell);
-    hover.setAttribute("y", y0 + i * cell);
+    const [i, j] = [c[0] + BIG.s, c[1] + BIG.s];
+    hover.setAttribute("x", x0 + c[1] * cell);
+    hover.setAttribute("y", y0 + c[0] * cell);
     hover.setAttribute("visibility", "visible");
-    readout("attn-readout", j > i
-      ? `${where(START + i)} cannot see ${where(START + j)}: it comes later (masked).`
-      : `${where(START + i)} → ${where(START + j)}: weight ${fmt(weight(l * H + h, i, j))}`);
+    const [a, b] = [START + i, START + j];
+    readout("attn-readout", proj  // beside the projected map there is room for two short lines
+      ? `${short(tokText(a), 6)} → ${short(tokText(b), 6)}: ${j > i ? "masked" : fmt(weight(m, i, j))}`
+      : j > i
+        ? `${where(a)} cannot see ${where(b)}: it comes later (masked).`
+        : `${where(a)} → ${where(b)}: weight ${fmt(weight(m, i, j))}`);
   });
   s.addEventListener("mouseleave", () => { hover.setAttribute("visibility", "hidden"); readout("attn-readout", ""); });
-  s.addEventListener("click", (ev) => { const c = cellAt(s, ev, x0, y0, cell, cell, W, W); if (c) selectToken(START + c[0]); });
+  s.addEventListener("click", (ev) => { const c = cellAt(s, ev, x0, y0, cell, cell, n, n); if (c) selectToken(START + BIG.s + c[0]); });
   bigBox.replaceChildren(s);
   big = { rowSel };
   document.getElementById("attn-title").textContent = `layer ${l} · head ${h}`;
   document.getElementById("attn-name").textContent = mapName(l, h);
   markBig();
 }
-function markBig() { big.rowSel.setAttribute("y", BIG.y0 + (state.token - START) * BIG.cell); }
+function markBig() {
+  const i = state.token - START - BIG.s;
+  if (i < 0 || i >= BIG.k) { buildBig(); return; }  // projector: the outlined token left the drawn window
+  big.rowSel.setAttribute("y", BIG.y0 + i * BIG.cell);
+}
 let resizing = 0;
 let laidOutAt = null;
 window.addEventListener("resize", () => {
@@ -603,3 +659,11 @@ buildAttends();
 markMlp();
 buildResid();
 buildLens();
+// presenter.js adds the class, then its stylesheet: the big map is drawn again once each has come (and when the class goes)
+let wasProjector = projector();
+const redrawBig = () => { BIG = null; buildBig(); };
+new MutationObserver(() => { if (projector() !== wasProjector) { wasProjector = projector(); redrawBig(); } })
+  .observe(document.documentElement, { attributes: true, attributeFilter: ["class"] });
+new MutationObserver((changes) => {
+  for (const c of changes) for (const n of c.addedNodes) if (n.id === "projector-css") n.addEventListener("load", redrawBig);
+}).observe(document.head, { childList: true });
