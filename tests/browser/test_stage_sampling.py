@@ -157,6 +157,7 @@ def test_steps_walk_the_autoregressive_loop(server, page, link):
     run = run_of(SCENARIO)
     page.goto(link("sampling", SCENARIO, k="5"))
     ready(page)
+    page.evaluate("window.__samePage = true")  # the steps load as JSON from /learn/sampling/data: no reload
     for i in (1, 2):
         page.locator("#step-next").click()
         page.wait_for_function(f"() => document.getElementById('step-label').textContent.startsWith('step {i + 1} ')")
@@ -167,6 +168,7 @@ def test_steps_walk_the_autoregressive_loop(server, page, link):
     page.wait_for_function("() => document.getElementById('step-label').textContent.startsWith('step 1 ')")
     assert "step=" not in page.url
     assert page.locator("#step-prev").get_attribute("aria-disabled") == "true"
+    assert page.evaluate("window.__samePage === true")
     assert not page.js_errors
 
 

@@ -66,6 +66,13 @@ function renderWordBan() {
 
 // ---- the loop: text so far and the engine's draw -------------------------------------------
 
+// A stage page's address -> its data's: /learn/<slug>/?q -> /learn/<slug>/data?q
+function dataUrl(pageUrl) {
+  const u = new URL(pageUrl, location.href);
+  u.pathname = u.pathname.replace(/\/$/, "/data");
+  return u.pathname + u.search;
+}
+
 function stepUrl(n) {
   const u = new URL(location.href);
   if (n) u.searchParams.set("step", String(n)); else u.searchParams.delete("step");
@@ -106,10 +113,11 @@ async function goToStep(n) {
   const ticket = ++loading;
   document.body.classList.add("sm-loading");
   try {
-    const r = await fetch(url, { headers: { accept: "text/html" } });
+    // the step's data as JSON (/learn/sampling/data, the same the page embeds), not the whole page
+    const r = await fetch(dataUrl(url), { headers: { accept: "application/json" } });
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
-    const doc = new DOMParser().parseFromString(await r.text(), "text/html");
-    const next = JSON.parse(doc.getElementById("sampling-step").textContent);
+    const next = (await r.json()).data["sampling-step"];
+    if (!next) throw new Error("no step");
     if (ticket !== loading) return;  // a later click won
     loadStep(next);
     setViewOption("step", n || null);
