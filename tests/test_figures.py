@@ -109,3 +109,16 @@ def test_stop_reasons_are_said_the_same_in_python_and_in_the_browser():
     block = js[js.index("const STOP_WORDS = {"):js.index("};", js.index("const STOP_WORDS = {"))]
     in_js = dict(re.findall(r'(\w+): "([^"]+)"', block))
     assert in_js == STOP_WORDS
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="needs Node.js (scripts/test.sh installs it)")
+def test_a_token_is_shown_the_same_in_python_and_in_the_browser(tmp_path):
+    from explainer.stages.words import visible_token
+
+    samples = ["", " the", "a\nb\tc\rd", "\u202eevil", "nbsp\u00a0here", "zw\u200bj", "\x00", "é🙂", "  "]
+    script = tmp_path / "tok.mjs"
+    script.write_text(f"import {{ visibleToken }} from {json.dumps((ROOT / 'static/js/lib/tokens.js').as_uri())};\n"
+                      f"console.log(JSON.stringify({json.dumps(samples)}.map(visibleToken)));\n")
+    out = json.loads(subprocess.run(["node", str(script)], capture_output=True, text=True, check=True).stdout)
+    assert out == [visible_token(s) for s in samples]
+    assert visible_token("\u202eevil") == "⟨U+202E⟩evil" and visible_token("  ") == "··"

@@ -4,6 +4,8 @@ from urllib.parse import urlencode
 
 import numpy as np
 import pytest
+
+from explainer.stages.words import visible_token
 from django.template.defaultfilters import floatformat
 
 from tests.urls import data_of
@@ -157,7 +159,7 @@ def test_try_this_figures_come_from_the_step_s_logits(client):
     hot = distribution(st["logits"], SamplingParams(1.5, 50, None), banned=banned)
     half = distribution(st["logits"], SamplingParams(0.9, 50, 0.5), banned=banned)
     top = int(now.order[0])
-    label = engine().token_label(top).replace(" ", "␣")
+    label = visible_token(engine().token_label(top))
     assert f"greedy: only “{label}” is left" in fold
     assert f"falls from {now.final[top]:.1%} to {hot.final[top]:.1%}, and {np.count_nonzero(hot.final):,} tokens can be drawn" in fold
     assert f"stay: {np.count_nonzero(half.final):,} of the 50 the request&#x27;s settings keep" in fold

@@ -16,7 +16,7 @@ import numpy as np
 from explainer.llm.generate import banned_ids, step_banned
 from explainer.llm.sampling import SamplingParams, distribution
 from explainer.stages.options import IntOption, OptionError
-from explainer.stages.words import stop_reason_in_words
+from explainer.stages.words import stop_reason_in_words, visible_token
 
 PROMPT_TAIL = 24  # prompt tokens shown before the reply in the step-through
 API_TEMPERATURE_MAX = 1.0
@@ -116,9 +116,7 @@ def masked(word: str) -> str:
     return word if len(word) < 3 else word[0] + "*" * (len(word) - 2) + word[-1]
 
 
-def visible(label: str) -> str:
-    """A token's text with its whitespace made visible (the same marks as the page's script)."""
-    return label.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍") or "∅"
+visible = visible_token  # the one way a token is shown (explainer/stages/words.py)
 
 
 def vocabulary_labels(eng) -> list[str]:

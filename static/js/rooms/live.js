@@ -1,12 +1,12 @@
 // The live run panel on both screens: the reply as it streams, the last token's candidates,
 // the guess, and the reveal. Everything from the server is inserted as text, never as HTML.
 
+import { visibleToken } from "../lib/tokens.js";
+
 const $ = (id) => document.getElementById(id);
 
 export function label(text) {
-  if (text === null || text === undefined) return "other";
-  if (text === "") return "∅";
-  return text.replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ /g, "·");
+  return text === null || text === undefined ? "other" : visibleToken(text);
 }
 
 function bars(list, rows, { valueText, highlight }) {

@@ -3,6 +3,7 @@
 // draw, and a step-through of the autoregressive loop. Text from the server is set with
 // textContent only.
 import { readJSON, setViewOption } from "../stage.js";
+import { visibleToken } from "../lib/tokens.js";
 import { distribution, draw, entropyBits, mulberry32, orderOf } from "../lib/sampling.js";
 import { node } from "../lib/dom.js";
 
@@ -30,10 +31,8 @@ let rowsShown = MOST_ROWS;
 let draws = null;        // {rng, log: [{u, token}], counts: Map}
 let loading = 0;
 
-// A token's text with its whitespace made visible (the server uses the same marks).
-function visible(label) {
-  return label.replaceAll(" ", "␣").replaceAll("\n", "↵").replaceAll("\t", "⇥").replaceAll("\r", "␍") || "∅";
-}
+// A token's text with its whitespace made visible: the one way the app shows a token (the server too).
+const visible = visibleToken;
 const labelOf = (t) => (t < cfg.labels.length ? visible(cfg.labels[t]) : `#${t}`);
 // percentages: fixed digits, but tiny probabilities keep two significant digits instead of showing 0.00%
 const pct = (p, digits = 2) => (p > 0 && p * 100 < 10 ** -digits ? `${(p * 100).toPrecision(2)}%` : `${(p * 100).toFixed(digits)}%`);

@@ -7,6 +7,7 @@
 // that prefix. Text from the scenario is only ever inserted with textContent / setAttribute.
 
 import { readJSON, setViewOption } from "../stage.js";
+import { visibleToken } from "../lib/tokens.js";
 import { el, svg, text } from "../lib/svg.js";
 import { textFigures } from "../lib/figures.js";
 
@@ -76,12 +77,8 @@ const ROLE_LABEL = { system: "system", user: "user", assistant: "assistant", pre
 
 const hex = (b) => b.toString(16).toUpperCase().padStart(2, "0");
 
-// Printable form of decoded text: whitespace and invisible characters made visible (a bidi mark
-// must never reorder the strip), everything else as it is.
-function visible(s) {
-  return s.replace(/ /g, "·").replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/\r/g, "␍")
-    .replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Zs}\p{Co}\p{Cn}]/gu, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`);
-}
+// Printable form of decoded text: the app's one way of showing a token (lib/tokens.js).
+const visible = visibleToken;
 
 // The exact text as a quoted string, invisible characters written as \u escapes.
 function quoted(str) {

@@ -1,5 +1,6 @@
 // Tools stage: the mask panel for one step of the tool call (top candidates before and after the mask).
 import { encodeScenario, readJSON, setViewOption } from "../stage.js";
+import { visibleToken } from "../lib/tokens.js";
 import { viridis } from "../lib/colors.js";
 
 const data = readJSON("tools-data");
@@ -16,7 +17,7 @@ function node(tag, cls, text) {
 
 const pct = (p) => (p > 0.999 && p < 1 ? "> 99.9" : p > 0 && p < 0.001 ? "< 0.1" : (p * 100).toFixed(1)) + "%";
 // whitespace made visible; everything else as the model wrote it (set as text, never as markup)
-const show = (t) => (t === "" ? "∅" : t.replace(/ /g, "␣").replace(/\n/g, "⏎").replace(/\t/g, "⇥"));
+const show = visibleToken;
 
 function table(title, rows) {
   const box = node("div", "tl-cands");

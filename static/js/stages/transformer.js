@@ -3,6 +3,7 @@
 // Every string from the scenario is inserted with textContent or setAttribute, never as markup.
 
 import { readJSON, setViewOption } from "../stage.js";
+import { visibleToken } from "../lib/tokens.js";
 import { el, svg, text } from "../lib/svg.js";
 import { legend, viridis } from "../lib/colors.js";
 
@@ -42,14 +43,8 @@ const mapName = (l, h) => data.attention.names[l * H + h];
 const tokText = (pos) => tokens[pos][1];
 const isSpecial = (id) => view.specials.includes(id);
 
-// Make invisible characters visible (newlines, tabs, bidi and zero-width marks) so a token is never blank or reordered.
-function shown(s) {
-  if (/^ +$/.test(s)) return "␣".repeat(s.length);
-  return s
-    .replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/\r/g, "␍")
-    .replace(/[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g,
-      (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`);
-}
+// A token's text as the app shows every token: whitespace and invisible marks made visible.
+const shown = visibleToken;
 function short(s, n = 12) {
   const chars = [...shown(s)];
   return chars.length > n ? chars.slice(0, n - 1).join("") + "…" : chars.join("");
