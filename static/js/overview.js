@@ -4,6 +4,7 @@
 import { encodeScenario, readJSON, setScenarioBlob } from "./stage.js";
 import { stopReasonInWords } from "./lib/text.js";
 import { bodyFigures } from "./lib/figures.js";
+import { visibleToken } from "./lib/tokens.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("send-form");
@@ -199,7 +200,7 @@ function onFrame(frame) {
       light("sampling");
       const drawn = (frame.candidates || []).find((c) => c.token === frame.token);
       const p = drawn ? ` (p ${drawn.final_probability.toFixed(2)})` : "";
-      note("sampling", `token ${seen.tokens}: ${JSON.stringify(frame.text ?? "")}${p}`);
+      note("sampling", `token ${seen.tokens}: ${visibleToken(frame.text ?? "")}${p}`);
       setStatus("Sampling and streaming: one token at a time, each sent as soon as it is drawn.");
       break;
     }
