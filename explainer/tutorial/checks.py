@@ -9,12 +9,11 @@ in a table of answers: every condition is computed from the real run.
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, fields
 
 import numpy as np
 
+from explainer.lifecycle import lru
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.generate import step_banned
 from explainer.llm.sampling import SamplingParams, distribution, draw
@@ -130,8 +129,7 @@ def vocabulary_ratio(lesson, page, ctx) -> Verdict:
 
 # ---- transformer -----------------------------------------------------------------------------------------
 
-_PREV: OrderedDict[str, np.ndarray] = OrderedDict()
-_PREV_LOCK = threading.Lock()
+_PREV = lru.LRU("tutorial previous-token scores", max_entries=32)  # under the process's one cache budget
 
 
 def previous_token_attention(model, ids: list[int]) -> np.ndarray:
@@ -147,16 +145,7 @@ def previous_token_attention(model, ids: list[int]) -> np.ndarray:
 
 
 def _cached_previous(key: str, model, ids: list[int]) -> np.ndarray:
-    with _PREV_LOCK:
-        if key in _PREV:
-            _PREV.move_to_end(key)
-            return _PREV[key]
-    scores = previous_token_attention(model, ids)
-    with _PREV_LOCK:
-        _PREV[key] = scores
-        while len(_PREV) > 32:
-            _PREV.popitem(last=False)
-    return scores
+    return _PREV.get_or_compute(key, lambda: previous_token_attention(model, ids))
 
 
 def previous_token_head(lesson, page, ctx) -> Verdict:
