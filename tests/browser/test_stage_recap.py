@@ -14,7 +14,7 @@ def test_recap_shows_the_engine_s_numbers_and_links_every_stage(server, page, li
     assert int(page.locator("[data-recap=input-tokens]").inner_text()) == len(run.prompt_ids)
     assert int(page.locator("[data-recap=output-tokens]").inner_text()) == run.done["usage"]["output_tokens"]
     assert page.locator("[data-recap=stop-reason]").inner_text() == run.done["stop_reason"]
-    assert page.locator(".recap .output").inner_text().strip() == run.text.strip()
+    assert page.locator("section.result .output").inner_text().strip() == run.text.strip()
     axe(page)
     shoot(page, "recap-1280")
     # every section links to its stage with the scenario

@@ -70,15 +70,24 @@ function targetUrl() {
   return u;
 }
 
+// /learn/caching/?q -> /learn/caching/data?q
+function dataUrl(pageUrl) {
+  const u = new URL(pageUrl, location.href);
+  u.pathname = u.pathname.replace(/\/$/, "/data");
+  return u.pathname + u.search;
+}
+
 async function refresh() {
   const url = targetUrl();
   const mine = ++ticket;
   document.body.classList.add("ca-loading");
   $("expiry-caption").textContent = `Sending request 2 at ${minutes(Number(clockInput.value))}…`;
   try {
-    const r = await fetch(url, { headers: { accept: "text/html" } });
-    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    // the server's two parts of the page, and its data as JSON (/learn/caching/data)
+    const [r, d] = await Promise.all([fetch(url, { headers: { accept: "text/html" } }), fetch(dataUrl(url), { headers: { accept: "application/json" } })]);
+    if (!r.ok || !d.ok) throw new Error(`HTTP ${r.ok ? d.status : r.status}`);
     const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+    const fresh_data = (await d.json()).data["caching-data"];
     const fresh = doc.getElementById("cache-results");
     const main = doc.getElementById("ca-main");
     if (!fresh || !main) throw new Error("no results");
@@ -86,7 +95,7 @@ async function refresh() {
     // the main visual (the two requests' usage, its caption and its links) and the results below, both the server's
     $("ca-main").replaceWith(document.importNode(main, true));
     $("cache-results").replaceWith(document.importNode(fresh, true));
-    data = readJSON("caching-data");
+    data = fresh_data;
     for (const name of ["bp", "ttl", "clock"]) setViewOption(name, url.searchParams.get(name));
     render();
     document.body.dataset.cachingLoads = String(Number(document.body.dataset.cachingLoads || 0) + 1);
