@@ -234,7 +234,10 @@ def test_a_students_phone_is_one_page_that_scrolls(page, browser, server, shoot)
     ph.goto(f"{server['url']}/r/{code}/")
     expect(ph.locator("#conn")).to_have_text("connected")
     expect(ph.locator("#stage-title")).to_have_text("3. Tokenize")
-    ph.wait_for_timeout(800)
+    # the frame has loaded the stage and taken its height (student.js sets it from the page inside)
+    ph.wait_for_function("""() => { const f = document.getElementById('stage-frame'); const d = f.contentDocument;
+        return d && d.readyState === 'complete' && d.querySelector('[data-main-visual]') && f.style.height
+            && Math.abs(parseFloat(f.style.height) - d.documentElement.scrollHeight) < 2; }""")
     header = ph.locator("header.site").bounding_box()
     assert header["height"] <= 44, header
     live, frame = ph.locator("#live-title").bounding_box(), ph.locator("#stage-frame").bounding_box()
