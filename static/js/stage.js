@@ -58,6 +58,13 @@ function notifyParent() {
   }
 }
 
+// A stage page's address -> its data's (the JSON the page embeds): /learn/<slug>/?q -> /learn/<slug>/data?q
+export function dataUrl(pageUrl) {
+  const u = new URL(pageUrl, location.href);
+  u.pathname = u.pathname.replace(/\/$/, "/data");
+  return u.pathname + u.search;
+}
+
 export function readJSON(id) {
   const el = document.getElementById(id);
   return el ? JSON.parse(el.textContent) : null;

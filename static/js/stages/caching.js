@@ -2,7 +2,7 @@
 // Every number comes from the page (json_script "caching-data" and the server-rendered results); a
 // change of breakpoints or clock fetches the same page for the new options and swaps the results in.
 
-import { readJSON, setViewOption } from "../stage.js";
+import { dataUrl, readJSON, setViewOption } from "../stage.js";
 import { el, svg, text } from "../lib/svg.js";
 
 const $ = (id) => document.getElementById(id);
@@ -68,13 +68,6 @@ function targetUrl() {
   const c = Number(clockInput.value);
   if (c === data.defaults.clock) u.searchParams.delete("clock"); else u.searchParams.set("clock", String(c));
   return u;
-}
-
-// /learn/caching/?q -> /learn/caching/data?q
-function dataUrl(pageUrl) {
-  const u = new URL(pageUrl, location.href);
-  u.pathname = u.pathname.replace(/\/$/, "/data");
-  return u.pathname + u.search;
 }
 
 async function refresh() {

@@ -2,7 +2,7 @@
 // top-k and top-p (computed here by lib/sampling.js, a port of the engine's sampler), a seeded
 // draw, and a step-through of the autoregressive loop. Text from the server is set with
 // textContent only.
-import { readJSON, setViewOption } from "../stage.js";
+import { dataUrl, readJSON, setViewOption } from "../stage.js";
 import { visibleToken } from "../lib/tokens.js";
 import { distribution, draw, entropyBits, mulberry32, orderOf } from "../lib/sampling.js";
 import { node } from "../lib/dom.js";
@@ -64,13 +64,6 @@ function renderWordBan() {
 }
 
 // ---- the loop: text so far and the engine's draw -------------------------------------------
-
-// A stage page's address -> its data's: /learn/<slug>/?q -> /learn/<slug>/data?q
-function dataUrl(pageUrl) {
-  const u = new URL(pageUrl, location.href);
-  u.pathname = u.pathname.replace(/\/$/, "/data");
-  return u.pathname + u.search;
-}
 
 function stepUrl(n) {
   const u = new URL(location.href);
