@@ -93,6 +93,30 @@ def phone(browser):
     ctx.close()
 
 
+SCREENS = {"laptop": (1366, 768), "phone": (390, 844)}  # the sizes the stage pages promise their first screen at
+
+
+@pytest.fixture
+def screen_page(browser):
+    """screen_page("phone") -> a page at that screen's size (a touch device for the phone), its page
+    errors collected in ``.js_errors``; closed after the test."""
+    contexts = []
+
+    def _open(screen: str):
+        w, h = SCREENS[screen]
+        phone = screen == "phone"
+        ctx = browser.new_context(viewport={"width": w, "height": h}, is_mobile=phone, has_touch=phone)
+        contexts.append(ctx)
+        pg = ctx.new_page()
+        pg.js_errors = []
+        pg.on("pageerror", lambda e: pg.js_errors.append(str(e)))
+        return pg
+
+    yield _open
+    for ctx in contexts:
+        ctx.close()
+
+
 def assert_fits_phone(pg) -> None:
     """No sideways scrolling at 390 px. A mobile viewport widens itself to fit overflowing content,
     so the viewport's own width is checked too, and the culprits are named when it fails."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from explainer.stages.registry import built
-from tests.browser.conftest import assert_fits_phone
+from tests.browser.conftest import SCREENS, assert_fits_phone
 
 SLUGS = [s.slug for s in built()]
-SCREENS = {"laptop": (1366, 768), "phone": (390, 844)}
 
 
 def main_visual_box(pg) -> dict:
@@ -32,28 +31,21 @@ def main_visual_box(pg) -> dict:
 
 @pytest.mark.parametrize("screen", SCREENS)
 @pytest.mark.parametrize("slug", SLUGS)
-def test_main_visual_is_inside_the_first_screen(browser, server, slug, screen, shoot):
+def test_main_visual_is_inside_the_first_screen(screen_page, server, slug, screen, shoot):
     w, h = SCREENS[screen]
-    phone = screen == "phone"
-    ctx = browser.new_context(viewport={"width": w, "height": h}, is_mobile=phone, has_touch=phone)
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        pg.goto(f"{server['url']}/learn/{slug}/")
-        box = main_visual_box(pg)
-        shoot(pg, f"first-screen-{slug}-{screen}")
-        assert box["drawn"] > 0, f"{slug}: the main visual draws nothing"
-        assert box["height"] >= 120, f"{slug}: the main visual is only {box['height']:.0f} px tall"
-        assert box["top"] >= 0 and box["left"] >= 0 and box["right"] <= w + 0.5, box
-        assert box["bottom"] <= h, f"{slug} at {w}x{h}: the main visual ends at {box['bottom']:.0f} px, below the first screen ({h} px)"
-        if phone:
-            assert_fits_phone(pg)
-        else:
-            assert pg.evaluate("document.documentElement.scrollWidth") <= w
-        assert not errors, errors
-    finally:
-        ctx.close()
+    pg = screen_page(screen)
+    pg.goto(f"{server['url']}/learn/{slug}/")
+    box = main_visual_box(pg)
+    shoot(pg, f"first-screen-{slug}-{screen}")
+    assert box["drawn"] > 0, f"{slug}: the main visual draws nothing"
+    assert box["height"] >= 120, f"{slug}: the main visual is only {box['height']:.0f} px tall"
+    assert box["top"] >= 0 and box["left"] >= 0 and box["right"] <= w + 0.5, box
+    assert box["bottom"] <= h, f"{slug} at {w}x{h}: the main visual ends at {box['bottom']:.0f} px, below the first screen ({h} px)"
+    if screen == "phone":
+        assert_fits_phone(pg)
+    else:
+        assert pg.evaluate("document.documentElement.scrollWidth") <= w
+    assert not pg.js_errors, pg.js_errors
 
 
 @pytest.mark.parametrize("slug", SLUGS)

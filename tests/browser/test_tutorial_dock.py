@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from explainer.tutorial.lessons import lessons
+from tests.browser.conftest import SCREENS
 
-SCREENS = {"laptop": (1366, 768), "phone": (390, 844)}
 IDS = [x.id for x in lessons()]
 
 BOXES = """sel => {
@@ -22,40 +22,34 @@ def overlap(a: dict, b: dict) -> bool:
 
 @pytest.mark.parametrize("screen", SCREENS)
 @pytest.mark.parametrize("lesson_id", IDS)
-def test_the_panel_never_covers_what_the_task_needs(browser, server, lesson_id, screen, shoot):
+def test_the_panel_never_covers_what_the_task_needs(screen_page, server, lesson_id, screen, shoot):
     w, h = SCREENS[screen]
     phone = screen == "phone"
     lesson = next(x for x in lessons() if x.id == lesson_id)
-    ctx = browser.new_context(viewport={"width": w, "height": h}, is_mobile=phone, has_touch=phone)
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        pg.goto(f"{server['url']}/tutorial/start/{lesson_id}")
-        pg.wait_for_selector("#tut-panel")
-        pg.wait_for_timeout(500)
-        assert pg.locator(lesson.target).count() == 1, f"{lesson_id}: no {lesson.target} on the {lesson.stage_slug} page"
-        b = pg.evaluate(BOXES, lesson.target)
-        assert not overlap(b["panel"], b["target"]), f"{lesson_id} at {w}x{h}: the panel covers {lesson.target} on arrival: {b}"
-        if phone:
-            assert b["panel"]["bottom"] >= h - 1 and b["panel"]["h"] <= 0.5 * h, b["panel"]  # a bar along the bottom
-        else:
-            assert b["panel"]["right"] >= w - 1 and b["panel"]["w"] <= 360, b["panel"]  # a column along the right
-        assert b["sw"] <= w, f"the docked panel makes the page scroll sideways: {b['sw']}"
-        pg.locator("#tut-show").click()
-        pg.wait_for_timeout(300)
-        b = pg.evaluate(BOXES, lesson.target)
-        shoot(pg, f"tutorial-dock-{lesson_id}-{screen}")
-        t = b["target"]
-        assert not overlap(b["panel"], t), f"{lesson_id} at {w}x{h}: after 'Show me where' the panel covers {lesson.target}: {b}"
-        assert t["top"] >= 0 and t["left"] >= 0 and t["right"] <= w + 0.5, t
-        if t["h"] < h / 2:  # a small control is wholly in view; a tall one at least starts in view
-            assert t["bottom"] <= h, t
-        else:
-            assert t["top"] < h * 0.6
-        assert not errors, errors
-    finally:
-        ctx.close()
+    pg = screen_page(screen)
+    pg.goto(f"{server['url']}/tutorial/start/{lesson_id}")
+    pg.wait_for_selector("#tut-panel")
+    pg.wait_for_timeout(500)
+    assert pg.locator(lesson.target).count() == 1, f"{lesson_id}: no {lesson.target} on the {lesson.stage_slug} page"
+    b = pg.evaluate(BOXES, lesson.target)
+    assert not overlap(b["panel"], b["target"]), f"{lesson_id} at {w}x{h}: the panel covers {lesson.target} on arrival: {b}"
+    if phone:
+        assert b["panel"]["bottom"] >= h - 1 and b["panel"]["h"] <= 0.5 * h, b["panel"]  # a bar along the bottom
+    else:
+        assert b["panel"]["right"] >= w - 1 and b["panel"]["w"] <= 360, b["panel"]  # a column along the right
+    assert b["sw"] <= w, f"the docked panel makes the page scroll sideways: {b['sw']}"
+    pg.locator("#tut-show").click()
+    pg.wait_for_timeout(300)
+    b = pg.evaluate(BOXES, lesson.target)
+    shoot(pg, f"tutorial-dock-{lesson_id}-{screen}")
+    t = b["target"]
+    assert not overlap(b["panel"], t), f"{lesson_id} at {w}x{h}: after 'Show me where' the panel covers {lesson.target}: {b}"
+    assert t["top"] >= 0 and t["left"] >= 0 and t["right"] <= w + 0.5, t
+    if t["h"] < h / 2:  # a small control is wholly in view; a tall one at least starts in view
+        assert t["bottom"] <= h, t
+    else:
+        assert t["top"] < h * 0.6
+    assert not pg.js_errors, pg.js_errors
 
 
 def test_collapsing_the_panel_gives_the_page_back(browser, server):
