@@ -11,7 +11,6 @@ from django.template.defaultfilters import floatformat
 from tests.urls import data_of
 
 from explainer.lifecycle.scenario import Scenario
-from explainer.llm.generate import banned_ids
 from explainer.llm.sampling import SamplingParams, distribution, draw
 from explainer.stages.pages.sampling import engine_uniform
 from explainer.stages.runs import codec, engine, run_of
@@ -42,11 +41,11 @@ def test_the_page_sends_the_step_s_real_logits_and_the_engine_s_draw(client):
     st = run.steps[step]
     assert len(data["logits"]) == engine().model.config.vocab_size
     assert np.allclose(data["logits"], st["logits"], atol=5e-5)
-    assert data["banned"] == list(banned_ids(engine().tokenizer))
+    assert data["banned"] == list(engine().tokenizer.banned_ids)
     e = data["engine"]
     assert e["token"] == st["token"] and e["label"] == engine().token_label(st["token"])
     # the engine's u reproduces its draw
-    dist = distribution(st["logits"], SamplingParams(0.9, 50, None), banned=banned_ids(engine().tokenizer))
+    dist = distribution(st["logits"], SamplingParams(0.9, 50, None), banned=engine().tokenizer.banned_ids)
     class Fixed:
         def random(self):
             return e["u"]
@@ -152,7 +151,7 @@ def test_try_this_figures_come_from_the_step_s_logits(client):
     run = run_of(SCENARIO)
     step = 2
     st = run.steps[step]
-    banned = tuple(banned_ids(engine().tokenizer)) + tuple(st.get("word_ban", ()))
+    banned = tuple(engine().tokenizer.banned_ids) + tuple(st.get("word_ban", ()))
     html = get(client, SCENARIO, step=step).content.decode()
     fold = html[html.index('id="try-this"'):]
     now = distribution(st["logits"], SamplingParams(0.9, 50, None), banned=banned)

@@ -30,12 +30,13 @@ from explainer.lifecycle.prompt_cache import PromptCache
 from explainer.lifecycle.tool_format import TOOL_USE_PREFIX, tools_system_prompt
 from explainer.llm.constrained import (ChoiceConstraint, ConstrainedFinish, ConstrainedStep, JsonConstraint, Machine,
                                        UnsupportedSchema, constrained_generate, model_logits_fn, use_machine_cache)
+from explainer.llm.catalog import BUNDLED_NAME, bundled
 from explainer.llm.generate import Finish, GenerationConfig, Step, generate
-from explainer.llm.model import TinyTransformer, load_model
+from explainer.llm.interface import ChatTokenizer, LanguageModel, LoadedModel
 from explainer.llm.sampling import SamplingParams
-from explainer.llm.tokenizer import Tokenizer, TokenizerError, load_tokenizer
+from explainer.llm.tokenizer import TokenizerError
 
-BUNDLED_MODEL_NAME = "tiny-explainer-4l"
+BUNDLED_MODEL_NAME = BUNDLED_NAME
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -60,24 +61,34 @@ class Cancelled(Exception):
 
 @dataclass
 class Engine:
-    model: TinyTransformer | None = None
-    tokenizer: Tokenizer | None = None
+    """One model's engine. ``Engine()`` serves the bundled model; ``Engine(loaded)`` any :class:`LoadedModel`."""
+
+    loaded: LoadedModel | None = None
+    model: LanguageModel | None = None  # for tests: another model with the bundled tokenizer
+    tokenizer: ChatTokenizer | None = None
 
     prompt_cache: PromptCache | None = None
 
     def __post_init__(self) -> None:
-        self.model = self.model or load_model()
-        self.tokenizer = self.tokenizer or load_tokenizer()
+        if self.loaded is None:
+            base = bundled()
+            self.loaded = LoadedModel(base.name, self.model or base.model, self.tokenizer or base.tokenizer,
+                                      base.fingerprint, bundled=True, card=base.card)
+        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         # The cache the API and the live socket share; pages that explain caching bring their own.
-        self.prompt_cache = self.prompt_cache or PromptCache(model_id=f"{BUNDLED_MODEL_NAME}:{self.model.n_params}")
+        self.prompt_cache = self.prompt_cache or PromptCache(model_id=f"{self.name}:{self.loaded.fingerprint}")
+
+    @property
+    def name(self) -> str:
+        """The name this engine's model answers to (the bundled one for every Claude name)."""
+        return self.loaded.name
 
     @property
     def context_window(self) -> int:
         return self.model.config.n_ctx
 
     def token_label(self, token: int) -> str:
-        tok = self.tokenizer
-        return tok.specials[token - 256] if tok.is_special(token) else tok.token_str(token)
+        return self.tokenizer.token_str(token)
 
     def prompt_ids(self, req: MessagesRequest) -> list[int]:
         return self.prompt_segments(req)[0]
@@ -86,7 +97,7 @@ class Engine:
         """The prompt's ids and where each turn ends (for cache breakpoints)."""
         try:
             system = req.system
-            if req.tools:  # the bundled model reads tool definitions as part of its system prompt
+            if req.tools:  # the model reads tool definitions as part of its system prompt
                 system = tools_system_prompt(req.system, req.tools)
             turns = [(m.role, m.text) for m in req.messages]
             self.check_size(system, turns)
@@ -153,7 +164,7 @@ class Engine:
             "input_tokens": len(ids),
             "context_window": self.context_window,
             "tokens": [{"id": t, "text": self.token_label(t)} for t in ids],
-            "model": {"requested": req.model, "served_by": BUNDLED_MODEL_NAME, "parameters": self.model.n_params},
+            "model": {"requested": req.model, "served_by": self.name, "parameters": self.model.n_params},
             "cache": {"read": plan.read, "written": plan.write, "breakpoints": plan.breakpoints} if plan else None,
         }
         yield {"type": "message_start", "message": {
@@ -197,7 +208,7 @@ class Engine:
                 try:
                     JsonConstraint(t["input_schema"], self.tokenizer)
                 except UnsupportedSchema as exc:
-                    raise invalid(f"tools.{i}.input_schema: the bundled model cannot decode this schema: {exc}") from None
+                    raise invalid(f"tools.{i}.input_schema: {self.name} cannot decode this schema: {exc}") from None
 
     def _text_reply(self, req, ids, kv, seed, n_candidates, cancelled, keep_logits):
         """The text content block, token by token; returns the Finish."""

@@ -128,6 +128,6 @@ def word_ban_for(tok) -> WordBan:
     ban = getattr(tok, "_word_ban", None)
     if ban is None:
         ban = WordBan([tok.token_bytes(t) for t in range(tok.vocab_size)],
-                      [t for t in range(tok.vocab_size) if not tok.is_special(t)])
+                      [t for t in range(tok.vocab_size) if not tok.is_special(t) and tok.token_bytes(t)])
         tok._word_ban = ban
     return ban

@@ -14,9 +14,8 @@ from typing import Iterator
 import numpy as np
 
 from explainer.llm.blocklist import word_ban_for
-from explainer.llm.model import KVCache, TinyTransformer
+from explainer.llm.interface import Cache, ChatTokenizer, LanguageModel
 from explainer.llm.sampling import Candidate, SamplingParams, distribution, draw
-from explainer.llm.tokenizer import Tokenizer
 
 
 @dataclass
@@ -63,14 +62,9 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return hold
 
 
-def banned_ids(tok: Tokenizer) -> tuple[int, ...]:
-    """Role markers other than <|end|> would start a new turn inside a reply: the engine never samples them."""
-    return tuple(tok.special_id(s) for s in tok.specials if s != "<|end|>")
-
-
-def step_banned(tok: Tokenizer, step: dict) -> tuple[int, ...]:
+def step_banned(tok: ChatTokenizer, step: dict) -> tuple[int, ...]:
     """Every id the engine could not draw at a recorded step: the role markers, and what the word ban removed."""
-    return banned_ids(tok) + tuple(step.get("word_ban", ()))
+    return tok.banned_ids + tuple(step.get("word_ban", ()))
 
 
 def ban_probabilities(logits: np.ndarray, params: SamplingParams, banned: tuple[int, ...],
@@ -87,12 +81,12 @@ def ban_probabilities(logits: np.ndarray, params: SamplingParams, banned: tuple[
     return {t: float(x[t]) for t in words if x[t] >= floor}
 
 
-def generate(model: TinyTransformer, tok: Tokenizer, prompt: list[int], cfg: GenerationConfig,
-             cache: KVCache | None = None) -> Iterator[Step | Finish]:
+def generate(model: LanguageModel, tok: ChatTokenizer, prompt: list[int], cfg: GenerationConfig,
+             cache: Cache | None = None) -> Iterator[Step | Finish]:
     """Run the model on ``prompt`` (after whatever ``cache`` already holds) and sample a reply."""
     rng = np.random.default_rng(cfg.seed)
-    end_id = tok.special_id("<|end|>")
-    banned = banned_ids(tok)
+    stops = set(tok.stop_ids)
+    banned = tok.banned_ids
     ban = word_ban_for(tok) if cfg.ban_words else None
     generated: list[int] = []
     n_ctx = model.config.n_ctx
@@ -115,7 +109,7 @@ def generate(model: TinyTransformer, tok: Tokenizer, prompt: list[int], cfg: Gen
         generated.append(token)
         n_out += 1
         hit = None
-        if token == end_id:
+        if token in stops:
             stop_reason = "end_turn"
         else:
             text += decoder.decode(tok.token_bytes(token))

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from explainer.llm.interface import ContextWindowExceeded
+
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "model.npz"
 
 
@@ -55,10 +57,6 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
-
-
-class ContextWindowExceeded(ValueError):
-    """More tokens than the model's context window (``n_ctx``) can hold."""
 
 
 @dataclass

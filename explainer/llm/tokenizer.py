@@ -97,6 +97,28 @@ class Tokenizer:
     def token_bytes(self, token: int) -> bytes:
         return self._bytes[token]
 
+    def byte_id(self, byte: int) -> int:
+        """The token of one byte: here byte b is id b (a Hugging Face tokenizer orders them otherwise)."""
+        return byte
+
+    def merge_id(self, rank: int) -> int:
+        """The token that merge number ``rank`` makes."""
+        return self.first_merge_id + rank
+
+    @property
+    def end_id(self) -> int:
+        """``<|end|>`` closes every turn: a reply ends when the model draws it."""
+        return self.special_id("<|end|>")
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        return (self.end_id,)
+
+    @property
+    def banned_ids(self) -> tuple[int, ...]:
+        """Role markers other than ``<|end|>`` would open a new turn inside a reply: never sampled."""
+        return tuple(self.special_id(s) for s in self.specials if s != "<|end|>")
+
     def rank_of(self, token: int) -> int | None:
         """Merge rank that made ``token``; None for a byte or a special token."""
         return token - self.first_merge_id if token >= self.first_merge_id else None
@@ -279,6 +301,22 @@ class Tokenizer:
         if add_generation_prompt and (not messages or messages[-1][0] != "assistant"):
             ids.append(self.special_id("<|assistant|>"))
         return ids, ends
+
+    def chat_parts(self, system: str | None, messages: list[tuple[str, str]],
+                   add_generation_prompt: bool = True) -> list[tuple[str, list[int]]]:
+        """The ids of :meth:`encode_chat` cut into labelled parts: ``("template", ids)`` for the
+        role markers and ``<|end|>``, ``("system", ids)`` / ``("messages.i", ids)`` for each text."""
+        end = self.end_id
+        parts: list[tuple[str, list[int]]] = []
+        if system:
+            parts += [("template", [self.special_id("<|system|>")]), ("system", self.encode(system)), ("template", [end])]
+        for i, (role, text) in enumerate(messages):
+            parts += [("template", [self.special_id(f"<|{role}|>")]), (f"messages.{i}", self.encode(text))]
+            if not (role == "assistant" and i == len(messages) - 1):
+                parts.append(("template", [end]))
+        if add_generation_prompt and (not messages or messages[-1][0] != "assistant"):
+            parts.append(("template", [self.special_id("<|assistant|>")]))
+        return parts
 
     # ---- persistence ------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -9,7 +9,6 @@ import pytest
 from tests.browser.conftest import assert_fits_phone
 
 from explainer.lifecycle.scenario import Scenario
-from explainer.llm.generate import banned_ids
 from explainer.llm.sampling import SamplingParams, distribution
 from explainer.stages.runs import engine, run_of
 
@@ -40,7 +39,7 @@ def ready(page):
 def test_the_browser_sampler_agrees_with_the_engine(server, page, link):
     """Same logits, same knobs: the same kept set and the same probabilities, to 1e-6."""
     run = run_of(SCENARIO)
-    banned = list(banned_ids(engine().tokenizer))
+    banned = list(engine().tokenizer.banned_ids)
     page.goto(link("sampling", SCENARIO))
     ready(page)
     rows = [np.asarray(s["logits"], dtype=np.float64) for s in run.steps[:3]]
@@ -64,7 +63,7 @@ def test_the_engine_s_own_u_replays_every_draw_of_the_run(server, page, link):
     from explainer.stages.pages.sampling import engine_uniform
 
     run = run_of(SCENARIO)
-    banned = list(banned_ids(engine().tokenizer))
+    banned = list(engine().tokenizer.banned_ids)
     req = {"temperature": SCENARIO.temperature, "top_k": SCENARIO.top_k, "top_p": SCENARIO.top_p}
     page.goto(link("sampling", SCENARIO))
     ready(page)
@@ -77,7 +76,7 @@ def test_it_charts_the_real_distribution(server, page, link, shoot, axe):
     run = run_of(SCENARIO)
     step = 2
     st = run.steps[step]
-    py = distribution(st["logits"], SamplingParams(SCENARIO.temperature), banned=banned_ids(engine().tokenizer))
+    py = distribution(st["logits"], SamplingParams(SCENARIO.temperature), banned=engine().tokenizer.banned_ids)
     page.goto(link("sampling", SCENARIO, step=step))
     ready(page)
     assert page.locator("#step-label").inner_text() == f"step {step + 1} of {len(run.steps)}"
@@ -98,7 +97,7 @@ def test_it_charts_the_real_distribution(server, page, link, shoot, axe):
     # the page gets the logits rounded to 4 decimals: its percentage may differ in the last digit
     assert abs(float(first.split("%")[0]) - py.final[py.order[0]] * 100) <= 0.011, first
     kept = int(np.count_nonzero(py.final))
-    drawable = py.final.size - len(banned_ids(engine().tokenizer))
+    drawable = py.final.size - len(engine().tokenizer.banned_ids)
     assert page.locator("[data-stat=kept]").inner_text() == f"{kept:,} of {drawable:,}"
     rank = int(np.flatnonzero(py.order == st["token"])[0])
     if rank < n:
@@ -133,7 +132,7 @@ def test_sliders_explore_without_changing_the_request(server, page, link, shoot)
     page.locator("#knob-p").fill("0.5")
     q = parse_qs(urlparse(page.url).query)
     assert q["k"] == ["3"] and q["t"] == ["1.5"] and q["p"] == ["0.5"]
-    py = distribution(logits, SamplingParams(1.5, 3, 0.5), banned=banned_ids(engine().tokenizer))
+    py = distribution(logits, SamplingParams(1.5, 3, 0.5), banned=engine().tokenizer.banned_ids)
     assert page.locator("[data-stat=kept]").inner_text().startswith(f"{np.count_nonzero(py.final)} of")
     shoot(page, "sampling-explore")
     # the permalink restores the explored knobs

@@ -18,10 +18,9 @@ import numpy as np
 from explainer.llm.constrained.automaton import Literal, Node
 from explainer.llm.constrained.machine import Machine, machine_for
 from explainer.llm.constrained.schema import Compiler, UnsupportedSchema, check_schema_depth
-from explainer.llm.generate import banned_ids
-from explainer.llm.model import ContextWindowExceeded, TinyTransformer
+from explainer.llm.interface import ChatTokenizer as Tokenizer
+from explainer.llm.interface import ContextWindowExceeded, LanguageModel
 from explainer.llm.sampling import Candidate, SamplingParams, distribution, draw
-from explainer.llm.tokenizer import Tokenizer
 
 class Constraint:
     """A cursor over one machine: the state after the tokens so far, and their bytes."""
@@ -176,7 +175,7 @@ def constrained_generate(logits_fn: Callable[[int | None], np.ndarray], constrai
         (True, 'complete', ['ok'])
     """
     tok = constraint.tokenizer
-    banned = banned_ids(tok)  # "before" is what plain generation would draw from: role markers are never sampled
+    banned = tok.banned_ids  # "before" is what plain generation would draw from: role markers are never sampled
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     prev: int | None = None
     n, reason = 0, "complete"
@@ -205,9 +204,9 @@ def constrained_generate(logits_fn: Callable[[int | None], np.ndarray], constrai
     yield ConstrainedFinish(constraint.text(), complete, reason, n, value)
 
 
-def model_logits_fn(model: TinyTransformer, prompt_ids: list[int], cache=None,
+def model_logits_fn(model: LanguageModel, prompt_ids: list[int], cache=None,
                     first_logits: np.ndarray | None = None) -> Callable[[int | None], np.ndarray]:
-    """A ``logits_fn`` over the bundled model: prefill ``prompt_ids`` (after what ``cache``
+    """A ``logits_fn`` over a model: prefill ``prompt_ids`` (after what ``cache``
     holds) on the first call, then one token per call, reusing the KV cache.
 
     ``first_logits``: the caller already ran the prefill (to time it where it happens); the

@@ -23,7 +23,7 @@ import numpy as np
 
 from explainer.llm.constrained.automaton import POP, POP_AGAIN, PUSH, PUSH_AGAIN, SET, Node
 from explainer.llm.constrained.schema import Compiler
-from explainer.llm.tokenizer import Tokenizer
+from explainer.llm.interface import ChatTokenizer as Tokenizer
 
 @dataclass
 class _TokenTrie:
@@ -44,7 +44,7 @@ def _token_trie(tok: Tokenizer) -> _TokenTrie:
     children: list[dict[int, int]] = [{}]
     ends: list[list[int]] = [[]]
     for t in range(tok.vocab_size):
-        if tok.is_special(t):
+        if tok.is_special(t) or not tok.token_bytes(t):  # a special, or an id the vocabulary leaves unused
             continue
         node = 0
         for b in tok.token_bytes(t):
@@ -73,7 +73,7 @@ class Machine:
         self.trie = _token_trie(tok)
         self.cap = self.trie.max_len + 1  # one token adds at most max_len characters or items
         self.start: tuple = (root.initial(),)
-        self.end_id = tok.special_id("<|end|>")
+        self.end_id = tok.end_id
         self._index: dict[tuple, int] = {}
         self._states: list[tuple] = []
         self._rows: list[list[int | None]] = []  # per state id: next state id per byte, -1 dead

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from explainer.llm.generate import banned_ids, step_banned
+from explainer.llm.generate import step_banned
 from explainer.llm.sampling import SamplingParams, distribution
 from explainer.stages.options import IntOption, OptionError
 from explainer.stages.words import stop_reason_in_words, visible_token
@@ -183,7 +183,7 @@ def context(page) -> dict:
         "explore": explore,
         "n_steps": n,
         "vocab": vocab,
-        "drawable": vocab - len(set(banned_ids(page.engine.tokenizer))),
+        "drawable": vocab - len(set(page.engine.tokenizer.banned_ids)),
         "steps": steps,
         "labels": vocabulary_labels(page.engine),
         "prompt_tail": [{"text": t["text"], "special": page.engine.tokenizer.is_special(t["id"])} for t in tail],

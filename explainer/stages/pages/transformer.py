@@ -211,7 +211,7 @@ def context(page) -> dict:
         "tokens": [[t["id"], t["text"]] for t in run.prompt_tokens],
         "view": {"layer": opts["layer"], "head": opts["head"], "token": token, "default_token": T - 1,
                  "scale": opts["scale"], "default_scale": OPTIONS["scale"].default,
-                 "specials": [i for i in range(e.tokenizer.first_merge_id) if e.tokenizer.is_special(i)]},
+                 "specials": sorted(e.tokenizer.special_id(s) for s in e.tokenizer.specials)},
         "token": token,
         "token_text": run.prompt_tokens[token]["text"],
         "window": {"start": start, "end": data["end"], "size": data["end"] - start, "windowed": T > WINDOW},
