@@ -156,6 +156,9 @@ EXPLAINER_WS_MAX_FRAME_BYTES = int(os.environ.get("EXPLAINER_WS_MAX_FRAME_BYTES"
 EXPLAINER_WS_FRAMES_PER_10S = int(os.environ.get("EXPLAINER_WS_FRAMES_PER_10S", 20))
 EXPLAINER_ENGINE_WORKERS = int(os.environ.get("EXPLAINER_ENGINE_WORKERS", 2))
 EXPLAINER_ENGINE_QUEUE = int(os.environ.get("EXPLAINER_ENGINE_QUEUE", 32))  # runs that may wait; past it: 529
+# Hugging Face-layout model folders, one per model (manage.py models list | add PATH | pull HF_ID).
+EXPLAINER_MODELS_DIR = Path(os.environ.get("EXPLAINER_MODELS_DIR", BASE_DIR / "var" / "models"))
+EXPLAINER_MAX_CONTEXT = int(os.environ.get("EXPLAINER_MAX_CONTEXT", 2048))  # a local model's window is cut to this here
 EXPLAINER_CACHE_MB = float(os.environ.get("EXPLAINER_CACHE_MB", 128))  # all page caches together (explainer/lifecycle/lru.py)
 # Per client address (in one process): open stream sockets, runs at once on them, room sockets,
 # and failed authentications (wrong API keys) before a 429.

@@ -1,7 +1,35 @@
+import shutil
+from pathlib import Path
+
 import pytest
+
+FIXTURE_MODELS = Path(__file__).resolve().parent / "fixtures" / "models"
+LOCAL_MODEL = "tiny-llama"  # the local model the suite installs: a tiny random Llama-family checkpoint
 
 
 @pytest.fixture(autouse=True)
 def _test_client_host(settings):
     """Django's test client calls itself "testserver"."""
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """A models directory holding the tiny Llama-family checkpoint, as ``manage.py models add`` leaves it.
+
+    Every test sees this directory (never the developer's ``var/models``), and so does every Daphne
+    the suite starts (``tests/live_server.py`` passes it on)."""
+    root = tmp_path_factory.mktemp("models")
+    shutil.copytree(FIXTURE_MODELS / LOCAL_MODEL, root / LOCAL_MODEL, ignore=shutil.ignore_patterns("golden.npz"))
+    return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _models_dir(models_dir):
+    """Set once for the session, before any server fixture starts (session fixtures come first)."""
+    from django.conf import settings
+
+    from explainer.web.runner import catalog
+
+    settings.EXPLAINER_MODELS_DIR = models_dir
+    catalog.cache_clear()

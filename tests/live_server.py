@@ -26,7 +26,9 @@ def daphne(data_dir: Path, **env_overrides: str):
 
     # Same secret as the test process, so tests can build signed permalinks.
     env = {**os.environ, "EXPLAINER_DATA_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "explainer.settings",
-           "EXPLAINER_SECRET_KEY": settings.SECRET_KEY, "EXPLAINER_API_KEY": API_KEY, **env_overrides}
+           "EXPLAINER_SECRET_KEY": settings.SECRET_KEY, "EXPLAINER_API_KEY": API_KEY,
+           "EXPLAINER_MODELS_DIR": str(settings.EXPLAINER_MODELS_DIR),  # the suite's models (tests/conftest.py)
+           **env_overrides}
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
     subprocess.run([sys.executable, "manage.py", "apikeys", "dev"], cwd=ROOT, env=env, check=True, capture_output=True)
     port = free_port()

@@ -29,7 +29,8 @@ from explainer.lifecycle import jsonlimits
 from explainer.lifecycle.gateway import (AddressBuckets, body_too_large, check_body_size, check_key, rate_limit_error,
                                          ratelimit_headers, too_many)
 from explainer.lifecycle.payload import parse_request
-from explainer.web.runner import get_engine, run_batches
+from explainer.llm.hf.errors import ModelLoadError
+from explainer.web.runner import catalog, engine_for, is_local_model, run_batches
 from explainer.shares.traces import TraceRecorder
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,15 @@ def _trace_body(resp):
 
 
 def _model_name_ok(name: str) -> bool:
-    return name.startswith("claude-") or name == BUNDLED_MODEL_NAME
+    return name.startswith("claude-") or name == BUNDLED_MODEL_NAME or is_local_model(name)
+
+
+def _engine(name: str):
+    """The engine that answers ``name``; a local model whose folder cannot be opened is a clear 400."""
+    try:
+        return engine_for(name)
+    except ModelLoadError as exc:
+        raise APIError("invalid_request_error", f"model: {name} is installed but cannot be opened: {exc}") from None
 
 
 def client_address(request) -> str:
@@ -180,7 +189,7 @@ def _prepare(request, counting: bool):
     request.trace.set_body(body)
     req = parse_request(body, counting=counting)
     _check_model(req.model)
-    return req, get_engine().prompt_ids(req)
+    return req, _engine(req.model).prompt_ids(req)
 
 
 async def _off_the_loop(fn, *args):
@@ -274,9 +283,9 @@ def _for_the_api(event: dict) -> bool:
 async def messages(request):
     rec: TraceRecorder = request.trace
     await _authenticate(request)
-    engine = get_engine()
     try:
         req, ids = await _off_the_loop(_prepare, request, False)
+        engine = _engine(req.model)
         engine.check_fits(ids)
     except APIError as exc:
         if exc.status < 500:  # a refused request still costs a request from the key's bucket
@@ -428,14 +437,16 @@ async def count_tokens(request):
 
 
 def _model_info(name: str) -> dict:
-    return {"type": "model", "id": name, "display_name": f"{name} (served by {BUNDLED_MODEL_NAME})",
-            "created_at": MODELS_CREATED_AT}
+    served_by = name if is_local_model(name) else BUNDLED_MODEL_NAME
+    display = f"{name} (a local model on this server)" if served_by == name and name != BUNDLED_MODEL_NAME \
+        else f"{name} (served by {BUNDLED_MODEL_NAME})"
+    return {"type": "model", "id": name, "display_name": display, "created_at": MODELS_CREATED_AT}
 
 
 @api_view(("GET",))
 async def models(request):
     await _authenticate(request)
-    names = (BUNDLED_MODEL_NAME, *KNOWN_MODELS)
+    names = (BUNDLED_MODEL_NAME, *catalog().names(), *KNOWN_MODELS)
     data = [_model_info(n) for n in names]
     return JsonResponse({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
 

@@ -54,6 +54,7 @@ class Scenario:
     stop_sequences: list[str] = field(default_factory=list)
     stream: bool = True
     seed: int = 0
+    weights: str = ""  # a local model's fingerprint: a link never silently shows another model's run
 
     def request_body(self) -> dict:
         """The Messages API body this scenario sends (fields at their API defaults are left out)."""
@@ -131,6 +132,8 @@ class Scenario:
             bad("stop_sequences must be a list of text")
         if not isinstance(self.stream, bool):
             bad("stream must be true or false")
+        if not isinstance(self.weights, str) or len(self.weights) > 64:
+            bad("weights must be a model fingerprint")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not (0 <= self.seed < 2**32):
             bad("seed must be a whole number from 0 to 4294967295")
 

@@ -18,7 +18,8 @@ from django.conf import settings
 from explainer.lifecycle import lru
 from explainer.lifecycle.engine import Engine, Run, run_request
 from explainer.lifecycle.scenario import Scenario, ScenarioCodec
-from explainer.web.runner import get_engine
+from explainer.llm.hf.errors import ModelLoadError
+from explainer.web.runner import engine_for, get_engine, is_local_model
 
 # The budget follows the setting (read at every store, so a changed setting applies at once).
 lru.BUDGET.configure(source=lambda: getattr(settings, "EXPLAINER_CACHE_MB", lru.DEFAULT_CACHE_MB) * lru.MB)
@@ -31,8 +32,35 @@ def codec() -> ScenarioCodec:
     return ScenarioCodec(hashlib.sha256(b"explainer.scenario-link:" + settings.SECRET_KEY.encode()).digest())
 
 
-def engine() -> Engine:
-    return get_engine()
+def engine(scenario: Scenario | None = None) -> Engine:
+    """The engine that runs ``scenario`` (its ``model`` names a local model, or the bundled one answers)."""
+    return engine_for(scenario.model) if scenario is not None else get_engine()
+
+
+def stamp(scenario: Scenario) -> Scenario:
+    """The scenario with its model's fingerprint, for a link: a Claude name carries none."""
+    if is_local_model(scenario.model):
+        fp = engine_for(scenario.model).loaded.fingerprint
+        return scenario if scenario.weights == fp else scenario.replace(weights=fp)
+    return scenario if not scenario.weights else scenario.replace(weights="")
+
+
+def check_model(scenario: Scenario) -> str | None:
+    """Why ``scenario`` cannot be shown here (its model is missing, broken or not the same weights), or None."""
+    name = scenario.model
+    if is_local_model(name):
+        try:
+            fp = engine_for(name).loaded.fingerprint
+        except ModelLoadError as exc:
+            return f"This link uses the local model {name}, which is installed here but cannot be opened: {exc}"
+        if scenario.weights and scenario.weights != fp:
+            return (f"This link was made with other weights for {name} (fingerprint {scenario.weights[:12]}); this "
+                    f"server's {name} has {fp}, so its run would not be the one the link shows.")
+        return None
+    if scenario.weights:
+        return (f"This link was made with the local model {name} (fingerprint {scenario.weights[:12]}), "
+                "which is not installed on this server.")
+    return None
 
 
 def compact(run: Run, keep_logits: bool = True) -> Run:
@@ -56,9 +84,10 @@ def compact(run: Run, keep_logits: bool = True) -> Run:
 
 
 def run_of(scenario: Scenario) -> Run:
-    key = scenario.key()
+    eng = engine(scenario)
+    key = f"{scenario.key()}:{eng.loaded.fingerprint}"
     run = _RUNS.get(key)
     if run is None:
-        run = compact(run_request(engine(), scenario.request_body(), seed=scenario.seed))
+        run = compact(run_request(eng, scenario.request_body(), seed=scenario.seed))
         _RUNS.put(key, run)
     return run

@@ -13,12 +13,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from explainer.lifecycle import jsonlimits
 from explainer.lifecycle.engine import Run
+from explainer.llm.catalog import BUNDLED_NAME
 from explainer.lifecycle.pricing import priced_models
 from explainer.lifecycle.scenario import Scenario, ScenarioError
 from explainer.stages.options import OptionError, parse_options
 from explainer.stages.registry import BY_SLUG, LAST_NUMBER, STAGES, Stage, neighbours
-from explainer.stages.runs import codec, engine, run_of
+from explainer.stages.runs import check_model, codec, engine, run_of, stamp
 from explainer.web.pages import MAX_QUERY_CHARS, bundled_info, error_page, frameable
+from explainer.web.runner import catalog
 
 MODEL_NAMES = priced_models()  # the models a page offers: the known ones whose price is known
 
@@ -29,7 +31,7 @@ class StagePage:
     def __init__(self, stage: Stage, scenario: Scenario, blob: str, opts: dict, embed: bool = False):
         self.stage, self.scenario, self.blob, self.opts = stage, scenario, blob, opts
         self.embed = embed  # shown inside an iframe: every link to a stage stays embedded
-        self.engine = engine()
+        self.engine = engine(scenario)
 
     @cached_property
     def run(self) -> Run:
@@ -44,7 +46,7 @@ class StagePage:
         return self._url(slug, scenario, False, opts)
 
     def _url(self, slug, scenario, embed: bool, opts: dict) -> str:
-        blob = self.blob if scenario is None else codec().encode(scenario)
+        blob = self.blob if scenario is None else codec().encode(stamp(scenario))
         query = {"s": blob} if blob else {}
         query.update({k: v for k, v in opts.items() if v is not None})
         if embed:
@@ -98,6 +100,9 @@ def computed(request, slug: str) -> tuple[Stage, StagePage, dict]:
         raise Refused(400, "This link cannot be shown", str(exc), path) from None
     try:
         scenario = codec().decode(blob)
+        why = check_model(scenario)
+        if why:
+            raise ScenarioError(why)
         opts = parse_options(st.page.OPTIONS, request.GET)
         page = StagePage(st, scenario, blob, opts, embed=embed)
         ctx = st.page.context(page)
@@ -138,9 +143,9 @@ def stage(request, slug: str):
         "stage": st, "page": page, "scenario": scenario, "s": blob, "opts": opts,
         "prev": {"stage": prev, "url": page.url(prev.slug)} if prev else None,
         "next": {"stage": nxt, "url": page.url(nxt.slug)} if nxt else None,
-        "rail": rail, "stages": STAGES, "bundled": bundled_info(),
+        "rail": rail, "stages": STAGES, "bundled": bundled_info(page.engine),
         "step_number": st.number, "last_number": LAST_NUMBER,
-        "model_names": MODEL_NAMES,
+        "model_names": MODEL_NAMES, "local_models": catalog().names(), "bundled_name": BUNDLED_NAME,
         "run_error_json": json.dumps(page.run.error, indent=2, ensure_ascii=False) if page.run.error else "",
         "permalink": permalink,
         "embed": embed,
@@ -161,7 +166,10 @@ def encode_scenario(request):
     try:
         data = jsonlimits.loads(request.body or b"{}")
         scenario = Scenario.from_changes(data)
-        return JsonResponse({"s": codec().encode(scenario)})
+        why = check_model(scenario.replace(weights=""))
+        if why:
+            raise ScenarioError(why)
+        return JsonResponse({"s": codec().encode(stamp(scenario))})
     except jsonlimits.TooDeep as exc:
         return JsonResponse({"error": f"The scenario is nested too deeply: {exc}."}, status=400)
     except (ValueError, ScenarioError) as exc:

@@ -6,21 +6,23 @@ import logging
 
 from django.shortcuts import render
 
-from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.web.runner import get_engine
 
 log = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 8000  # a longer query string (a hostile link) is refused before it is read
 
 
-def bundled_info() -> dict | None:
+def bundled_info(engine=None) -> dict | None:
+    """Facts pages print about the model serving them: the bundled one, or ``engine``'s local model."""
     try:
-        m = get_engine().model
+        engine = engine or get_engine()
+        m = engine.model
     except Exception:  # error pages must render even if the model cannot load
         log.exception("model unavailable")
         return None
-    return {"name": BUNDLED_MODEL_NAME, "parameters": m.n_params, "context_window": m.config.n_ctx,
-            "layers": m.config.n_layer, "heads": m.config.n_head, "d_model": m.config.d_model}
+    return {"name": engine.name, "parameters": m.n_params, "context_window": m.config.n_ctx,
+            "layers": m.config.n_layer, "heads": m.config.n_head, "d_model": m.config.d_model,
+            "is_bundled": engine.loaded.bundled, "limits": engine.loaded.limits, "card": engine.loaded.card}
 
 
 def error_page(request, status: int, title: str, message: str, back: str = "/", embed: bool = False):

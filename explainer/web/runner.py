@@ -23,6 +23,7 @@ from typing import AsyncIterator, Callable
 from django.conf import settings
 
 from explainer.lifecycle.engine import Cancelled, Engine
+from explainer.llm.catalog import BUNDLED_NAME, Catalog
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.gateway import overloaded
 from explainer.lifecycle.payload import MessagesRequest
@@ -32,7 +33,41 @@ log = logging.getLogger(__name__)
 
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
+    """The bundled model's engine: what every Claude model name is answered by."""
     return Engine()
+
+
+@lru_cache(maxsize=1)
+def catalog() -> Catalog:
+    return Catalog(settings.EXPLAINER_MODELS_DIR, max_context=settings.EXPLAINER_MAX_CONTEXT)
+
+
+_engines: dict[tuple[str, str], Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def is_local_model(name: str | None) -> bool:
+    """Does ``name`` name a model installed in the models directory (not a Claude name, not the bundled one)?"""
+    return bool(name) and not name.startswith("claude-") and name != BUNDLED_NAME and catalog().has(name)
+
+
+def engine_for(model_name: str | None) -> Engine:
+    """The engine that answers ``model_name``: an installed local model's, else the bundled one.
+
+    Raises ModelLoadError when the named folder is installed but cannot be opened.
+    """
+    if not is_local_model(model_name):
+        return get_engine()
+    loaded = catalog().load(model_name)
+    key = (loaded.name, loaded.fingerprint)
+    with _engines_lock:
+        engine = _engines.pop(key, None)
+        if engine is None or engine.loaded is not loaded:  # first use, or the catalog opened the folder again
+            engine = Engine(loaded)
+        _engines[key] = engine  # most recently used last
+        while len(_engines) > catalog().keep:  # as many as the catalog keeps open
+            _engines.pop(next(iter(_engines)))
+        return engine
 
 
 @lru_cache(maxsize=1)
@@ -156,7 +191,7 @@ async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, 
 
     def work() -> None:
         try:
-            engine = get_engine()
+            engine = engine_for(req.model)
             first_delta = True
             for event in engine.stream(req, seed=seed, cancelled=cancel.is_set, prompt_cache=engine.prompt_cache):
                 if observe is not None:

@@ -1,0 +1,133 @@
+"""GPT-2-family checkpoints in numpy: the bundled model's architecture, with biases and real sizes.
+
+Token + learned position embeddings, ``n_layer`` pre-LayerNorm blocks (causal multi-head
+attention through a fused QKV projection, then a tanh-GELU MLP), a final LayerNorm and a head
+(tied to the token embedding unless the config unties it). Conv1D weights are stored [in, out]
+already, so the hot path is ``x @ W + b`` with the file's own matrices.
+
+Same API and trace names as ``explainer.llm.model.TinyTransformer`` (see ``explainer.llm.interface``).
+
+Example:
+    >>> from pathlib import Path
+    >>> from explainer.llm.hf.config import HFConfig
+    >>> from explainer.llm.hf.weights import read_weights
+    >>> folder = Path("tests/fixtures/models/tiny-gpt2")
+    >>> config = HFConfig.from_file(folder / "config.json")
+    >>> model = GPT2Model(config, read_weights(folder, config))
+    >>> out = model.forward([5, 6, 7], want=("embedding_position", "block_0_attn_head_*_weights"))
+    >>> out.logits.shape, out.trace["embedding_position"].shape, len(out.trace)
+    ((3, 1001), (3, 64), 5)
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+
+import numpy as np
+
+from explainer.llm.hf.cache import KVCache, attend
+from explainer.llm.hf.config import HFConfig
+from explainer.llm.hf.threads import blas_threads
+from explainer.llm.interface import ContextWindowExceeded
+from explainer.llm.model import ForwardResult, gelu, layer_norm
+
+
+class GPT2Model:
+    """Forward pass of a GPT-2-family checkpoint (float32 in memory)."""
+
+    def __init__(self, config: HFConfig, weights: dict[str, np.ndarray]):
+        """Takes ``weights`` as ``read_weights`` returns them; the dict is emptied as its tensors are taken over."""
+        c = self.config = config
+        self.n_params = sum(v.size for v in weights.values())
+        take = weights.pop
+        wte = take("wte.weight")
+        # The head as one contiguous [d, V] matrix: a decode step's largest product runs fastest that way.
+        # Tied, it is also where token embeddings are read from (column gathers), so the matrix is kept once.
+        self.lm_head = np.ascontiguousarray(wte.T if c.tie_word_embeddings else take("lm_head.weight").T)
+        self.wte = None if c.tie_word_embeddings else wte
+        del wte
+        self.wpe = np.ascontiguousarray(take("wpe.weight")[:c.n_ctx])
+        self.ln_f = (take("ln_f.weight"), take("ln_f.bias"))
+        self.blocks = [{k: take(f"h.{l}.{k}") for k in (
+            "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
+            "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")}
+            for l in range(c.n_layer)]
+        base = 1.0 / math.sqrt(c.head_dim) if c.attn_scale_weights else 1.0
+        self.scales = [base / (l + 1) if c.attn_scale_by_layer else base for l in range(c.n_layer)]
+
+    def new_cache(self) -> KVCache:
+        c = self.config
+        return KVCache(c.n_layer, c.n_head, c.head_dim, c.n_ctx)
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        return self.wte[ids] if self.wte is not None else np.ascontiguousarray(self.lm_head[:, ids].T)
+
+    threads = 1  # BLAS threads for a pass (the loader gives a large model every core)
+
+    def forward(self, ids, cache: KVCache | None = None, want: tuple[str, ...] = ()) -> ForwardResult:
+        with blas_threads(self.threads):
+            return self._forward(ids, cache, want)
+
+    def _forward(self, ids, cache: KVCache | None, want: tuple[str, ...]) -> ForwardResult:
+        """Run ``ids`` (the new tokens) after whatever ``cache`` holds; returns logits for every new token."""
+        c = self.config
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        cache = cache if cache is not None else self.new_cache()
+        start, T = cache.length, len(ids)
+        if T == 0:
+            raise ValueError("forward needs at least one token")
+        if start + T > c.n_ctx:
+            raise ContextWindowExceeded(f"{start + T} tokens do not fit the context window of {c.n_ctx}")
+        if ids.min() < 0 or ids.max() >= c.vocab_size:
+            raise ValueError(f"token ids must be in 0..{c.vocab_size - 1}")
+        end = start + T
+        cache.reserve(end)
+
+        trace: dict[str, np.ndarray] = {}
+        collect = bool(want)  # decoding asks for nothing: skip even building the names
+        wanted = re.compile("|".join(fnmatch.translate(p) for p in want)).match if collect else None
+
+        def keep(name: str, value: np.ndarray) -> None:
+            if wanted(name):
+                trace[name] = value
+
+        h, hd, d, eps = c.n_head, c.head_dim, c.d_model, c.norm_eps
+        tok, pos = self._embed(ids), self.wpe[start:end]
+        x = tok + pos
+        if collect:
+            keep("embedding_token", tok)
+            keep("embedding_position", pos)
+            keep("embedding", x)
+        for l, b in enumerate(self.blocks):
+            a = layer_norm(x, b["ln_1.weight"], b["ln_1.bias"], eps)
+            qkv = a @ b["attn.c_attn.weight"] + b["attn.c_attn.bias"]  # [T, 3d]
+            q, k, v = (qkv[:, i * d:(i + 1) * d].reshape(T, h, hd).transpose(1, 0, 2) for i in range(3))  # [h, T, hd]
+            cache.k[l][:, start:end] = k
+            cache.v[l][:, start:end] = v
+            y, att = attend(q, cache.k[l][:, :end], cache.v[l][:, :end], start, self.scales[l])
+            y = y.transpose(1, 0, 2).reshape(T, d) @ b["attn.c_proj.weight"] + b["attn.c_proj.bias"]
+            x_mid = x + y
+            hidden = gelu(layer_norm(x_mid, b["ln_2.weight"], b["ln_2.bias"], eps) @ b["mlp.c_fc.weight"] + b["mlp.c_fc.bias"])
+            m = hidden @ b["mlp.c_proj.weight"] + b["mlp.c_proj.bias"]
+            x = x_mid + m
+            if collect:
+                keep(f"block_{l}_ln_1", a)
+                for hi in range(h):
+                    keep(f"block_{l}_attn_head_{hi}_weights", att[hi])
+                keep(f"block_{l}_attn_out", y)
+                keep(f"block_{l}_resid_mid", x_mid)
+                keep(f"block_{l}_mlp_hidden", hidden)
+                keep(f"block_{l}_mlp_out", m)
+                keep(f"block_{l}_resid_out", x)
+        cache.length = end
+        x = layer_norm(x, *self.ln_f, eps)
+        logits = x @ self.lm_head  # [T, V]
+        if collect:
+            keep("final_ln", x)
+            keep("logits", logits)
+        return ForwardResult(logits, cache, trace)
+
+    def logit_lens(self, resid: np.ndarray) -> np.ndarray:
+        """Decode a residual-stream state [.., d] straight to vocabulary scores through the final LayerNorm."""
+        return layer_norm(resid, *self.ln_f, self.config.norm_eps) @ self.lm_head

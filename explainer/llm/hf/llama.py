@@ -1,0 +1,180 @@
+"""Llama-family checkpoints in numpy: Llama, SmolLM2, TinyLlama, and Qwen2 (q/k/v biases).
+
+Token embedding, ``n_layer`` pre-RMSNorm blocks (grouped-query attention with rotary positions,
+then a SwiGLU MLP ``down(silu(gate(x)) * up(x))``), a final RMSNorm and a head, tied to the
+embedding or not. Rotary positions follow transformers' ``LlamaRotaryEmbedding``: the
+rotate-half convention, cos/sin of ``position * inv_freq`` in float32, tabulated once for the
+whole window.
+
+nn.Linear stores weights [out, in]; they are transposed once, at load, into contiguous [in, out]
+matrices, and fused: q, k and v into one [d, (h + 2 kv) * hd] matrix, gate and up into one
+[d, 2 f], so a block is four products. The head is one contiguous [d, V] matrix (a decode step's
+largest product runs fastest that way); tied, token embeddings are read from its columns, so
+the vocabulary matrix is kept once.
+
+Same API and trace names as ``explainer.llm.model.TinyTransformer``, plus
+``block_{l}_attn_q_rotated`` / ``block_{l}_attn_k_rotated`` and without ``embedding_position``.
+
+Example:
+    >>> from pathlib import Path
+    >>> from explainer.llm.hf.config import HFConfig
+    >>> from explainer.llm.hf.weights import read_weights
+    >>> folder = Path("tests/fixtures/models/tiny-llama")
+    >>> config = HFConfig.from_file(folder / "config.json")
+    >>> model = LlamaModel(config, read_weights(folder, config))
+    >>> out = model.forward([5, 6, 7], want=("block_0_attn_*_rotated",))
+    >>> out.logits.shape, out.trace["block_0_attn_q_rotated"].shape, out.trace["block_0_attn_k_rotated"].shape
+    ((3, 1000), (3, 64), (3, 32))
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+
+import numpy as np
+
+from explainer.llm.hf.cache import KVCache, attend
+from explainer.llm.hf.config import HFConfig
+from explainer.llm.hf.threads import blas_threads
+from explainer.llm.interface import ContextWindowExceeded
+from explainer.llm.model import ForwardResult
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """As transformers' LlamaRMSNorm in float32: x / sqrt(mean(x^2) + eps), times the gain."""
+    return x * (1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)) * w
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """x * sigmoid(x), the sigmoid written with tanh: no overflow (and no warning) for very negative x."""
+    return x * (0.5 + 0.5 * np.tanh(0.5 * x))
+
+
+def _linear(weights: dict[str, np.ndarray], names: list[str], bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """nn.Linear weights [out_i, in] fused along out and transposed once: [in, sum(out_i)] contiguous, and the bias."""
+    w = np.ascontiguousarray(np.concatenate([weights.pop(f"{n}.weight") for n in names], axis=0).T)
+    b = np.concatenate([weights.pop(f"{n}.bias") for n in names]) if bias else None
+    return w, b
+
+
+class LlamaModel:
+    """Forward pass of a Llama-family checkpoint (float32 in memory)."""
+
+    def __init__(self, config: HFConfig, weights: dict[str, np.ndarray]):
+        """Takes ``weights`` as ``read_weights`` returns them; the dict is emptied as its tensors are taken over."""
+        c = self.config = config
+        self.n_params = sum(v.size for v in weights.values())
+        embed = weights.pop("embed_tokens.weight")
+        self.lm_head = np.ascontiguousarray(embed.T if c.tie_word_embeddings else weights.pop("lm_head.weight").T)  # [d, V]
+        self.embed = None if c.tie_word_embeddings else embed
+        del embed
+        self.norm = weights.pop("norm.weight")
+        self.blocks = []
+        for l in range(c.n_layer):
+            p = f"layers.{l}."
+            qkv, qkv_b = _linear(weights, [p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj"], c.attention_bias)
+            o, o_b = _linear(weights, [p + "self_attn.o_proj"], c.o_bias)
+            gate_up, gate_up_b = _linear(weights, [p + "mlp.gate_proj", p + "mlp.up_proj"], c.mlp_bias)
+            down, down_b = _linear(weights, [p + "mlp.down_proj"], c.mlp_bias)
+            self.blocks.append((weights.pop(p + "input_layernorm.weight"), qkv, qkv_b, o, o_b,
+                                weights.pop(p + "post_attention_layernorm.weight"), gate_up, gate_up_b, down, down_b))
+        # cos/sin of every position's angles, [n_ctx, hd] (the half-width table repeated twice, as transformers'
+        # cat(freqs, freqs)); the angles are position * inv_freq in float32, as transformers computes them.
+        angles = np.arange(c.n_ctx, dtype=np.float32)[:, None] * c.inv_freq()[None, :]
+        angles = np.concatenate([angles, angles], axis=1)
+        self.cos, self.sin = np.cos(angles), np.sin(angles)
+        self.scale = 1.0 / math.sqrt(c.head_dim)
+
+    def new_cache(self) -> KVCache:
+        c = self.config
+        return KVCache(c.n_layer, c.n_kv_head, c.head_dim, c.n_ctx)
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        return self.embed[ids] if self.embed is not None else np.ascontiguousarray(self.lm_head[:, ids].T)
+
+    threads = 1  # BLAS threads for a pass (the loader gives a large model every core)
+
+    def forward(self, ids, cache: KVCache | None = None, want: tuple[str, ...] = ()) -> ForwardResult:
+        with blas_threads(self.threads):
+            return self._forward(ids, cache, want)
+
+    def _forward(self, ids, cache: KVCache | None, want: tuple[str, ...]) -> ForwardResult:
+        """Run ``ids`` (the new tokens) after whatever ``cache`` holds; returns logits for every new token."""
+        c = self.config
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        cache = cache if cache is not None else self.new_cache()
+        start, T = cache.length, len(ids)
+        if T == 0:
+            raise ValueError("forward needs at least one token")
+        if start + T > c.n_ctx:
+            raise ContextWindowExceeded(f"{start + T} tokens do not fit the context window of {c.n_ctx}")
+        if ids.min() < 0 or ids.max() >= c.vocab_size:
+            raise ValueError(f"token ids must be in 0..{c.vocab_size - 1}")
+        end = start + T
+        cache.reserve(end)
+
+        trace: dict[str, np.ndarray] = {}
+        collect = bool(want)  # decoding asks for nothing: skip even building the names
+        wanted = re.compile("|".join(fnmatch.translate(p) for p in want)).match if collect else None
+
+        def keep(name: str, value: np.ndarray) -> None:
+            if wanted(name):
+                trace[name] = value
+
+        h, kv, hd, f, eps = c.n_head, c.n_kv_head, c.head_dim, c.d_ff, c.norm_eps
+        nq, nqk = h * hd, (h + kv) * hd
+        half = hd // 2
+        cos, sin = self.cos[start:end, None, :], self.sin[start:end, None, :]  # [T, 1, hd]: broadcast over heads
+        x = self._embed(ids)
+        if collect:
+            keep("embedding_token", x)
+            keep("embedding", x)
+        for l, (ln_1, w_qkv, b_qkv, w_o, b_o, ln_2, w_gu, b_gu, w_down, b_down) in enumerate(self.blocks):
+            a = rms_norm(x, ln_1, eps)
+            qkv = a @ w_qkv  # [T, (h + 2kv) hd]
+            if b_qkv is not None:
+                qkv += b_qkv
+            # Rotary positions on the queries and keys together: [T, h + kv, hd], rotate-half convention.
+            qk = qkv[:, :nqk].reshape(T, h + kv, hd)
+            rot = qk * cos
+            rot[..., :half] -= qk[..., half:] * sin[..., :half]
+            rot[..., half:] += qk[..., :half] * sin[..., half:]
+            q = rot[:, :h].transpose(1, 0, 2)  # [h, T, hd]
+            cache.k[l][:, start:end] = rot[:, h:].transpose(1, 0, 2)
+            cache.v[l][:, start:end] = qkv[:, nqk:].reshape(T, kv, hd).transpose(1, 0, 2)
+            y, att = attend(q, cache.k[l][:, :end], cache.v[l][:, :end], start, self.scale)
+            y = y.transpose(1, 0, 2).reshape(T, nq) @ w_o
+            if b_o is not None:
+                y += b_o
+            x_mid = x + y
+            gu = rms_norm(x_mid, ln_2, eps) @ w_gu  # [T, 2f]: gate, then up
+            if b_gu is not None:
+                gu += b_gu
+            hidden = silu(gu[:, :f]) * gu[:, f:]
+            m = hidden @ w_down
+            if b_down is not None:
+                m += b_down
+            x = x_mid + m
+            if collect:
+                keep(f"block_{l}_ln_1", a)
+                keep(f"block_{l}_attn_q_rotated", rot[:, :h].reshape(T, nq))
+                keep(f"block_{l}_attn_k_rotated", rot[:, h:].reshape(T, kv * hd))
+                for hi in range(h):
+                    keep(f"block_{l}_attn_head_{hi}_weights", att[hi])
+                keep(f"block_{l}_attn_out", y)
+                keep(f"block_{l}_resid_mid", x_mid)
+                keep(f"block_{l}_mlp_hidden", hidden)
+                keep(f"block_{l}_mlp_out", m)
+                keep(f"block_{l}_resid_out", x)
+        cache.length = end
+        x = rms_norm(x, self.norm, eps)
+        logits = x @ self.lm_head  # [T, V]
+        if collect:
+            keep("final_ln", x)
+            keep("logits", logits)
+        return ForwardResult(logits, cache, trace)
+
+    def logit_lens(self, resid: np.ndarray) -> np.ndarray:
+        """Decode a residual-stream state [.., d] straight to vocabulary scores through the final RMSNorm."""
+        return rms_norm(resid, self.norm, self.config.norm_eps) @ self.lm_head

@@ -1,0 +1,730 @@
+"""Byte-level BPE read from a Hugging Face ``tokenizer.json``, in pure Python.
+
+The encoding is the ``tokenizers`` library's (tests compare ids on thousands of strings): the
+added tokens are cut out of the raw text, the rest is normalized (NFC/NFKC), normalized added
+tokens are cut out of that, the pre-tokenizers split it into chunks, and each chunk's UTF-8 bytes,
+as GPT-2's byte alphabet, are merged by rank. The members and return shapes are those of the
+bundled :class:`explainer.llm.tokenizer.Tokenizer`, so a page cannot tell the two apart; unlike
+the bundled one, bytes, merges and special tokens are not id ranges (see ``interface.py``).
+
+What is supported is what GPT-2, the Llama 3 and Qwen2 families and SmolLM use; anything else in
+the file is refused with a :class:`ModelLoadError` naming the component.
+"""
+from __future__ import annotations
+
+import heapq
+import json
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import regex
+
+from explainer.llm.hf.chat_template import SPECIAL_TOKEN_NAMES, ChatTemplate
+from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.tokenizer import (CACHE_MAX_BYTES, CACHE_MAX_CHUNK, TRACE_MAX_BYTES, MergeStep, TokenizerError,
+                                     _entry_bytes)
+
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+_HEAP_FROM = 48  # chunks longer than this (bytes) use the heap-based merge loop
+_NUMBER = regex.compile(r"\p{N}")  # Rust's char::is_numeric, which the Digits pre-tokenizer uses
+_WORD = regex.compile(r"\w")  # Rust regex's \w (Unicode), for an added token's single_word
+# Unicode's White_Space property (Rust's char::is_whitespace), for an added token's lstrip/rstrip
+_WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B))))
+_NORMALIZERS = {"NFC", "NFKC", "NFD", "NFKD"}
+_BEHAVIORS = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"}
+
+
+def _byte_chars() -> list[str]:
+    """GPT-2's byte alphabet: byte b is the character ``BYTE_CHARS[b]`` (printable bytes are themselves)."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    chars = {b: chr(b) for b in kept}
+    n = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + n)
+            n += 1
+    return [chars[b] for b in range(256)]
+
+
+BYTE_CHARS = _byte_chars()
+_CHAR_BYTES = {c: b for b, c in enumerate(BYTE_CHARS)}
+_TO_BYTE_CHARS = str.maketrans(dict(enumerate(BYTE_CHARS)))  # applied to bytes decoded as Latin-1
+
+
+def _token_bytes(token: str) -> bytes:
+    """What the ByteLevel decoder makes of one token's string (its UTF-8 if it is not in the byte alphabet)."""
+    try:
+        return bytes(_CHAR_BYTES[c] for c in token)
+    except KeyError:
+        return token.encode("utf-8")
+
+
+@dataclass(frozen=True)
+class AddedToken:
+    """One entry of ``added_tokens``: matched in the text before the pre-tokenizers run."""
+
+    id: int
+    content: str
+    special: bool
+    lstrip: bool = False
+    rstrip: bool = False
+    single_word: bool = False
+    normalized: bool = False
+
+
+class _AddedMatcher:
+    """Leftmost-longest matching of added tokens (the ``tokenizers`` library's Aho-Corasick), by regex."""
+
+    def __init__(self, tokens: dict[str, AddedToken]):
+        self.tokens = tokens
+        self.regex = regex.compile("|".join(regex.escape(p) for p in sorted(tokens, key=len, reverse=True)))
+
+    def cut(self, text: str, specials: bool) -> list[tuple[str, int | None]]:
+        """``text`` as pieces, each an added token's match (with its id) or the text between.
+
+        With ``specials`` False, special tokens are not cut (``encode_special_tokens``): their text
+        stays plain text, and a match found there still hides any other match it overlaps.
+        """
+        out: list[tuple[str, int | None]] = []
+        cursor = 0
+        for m in self.regex.finditer(text):
+            tok = self.tokens[m.group()]
+            start, stop = m.span()
+            if tok.special and not specials:
+                continue
+            if tok.single_word and ((start > 0 and _WORD.match(text[start - 1])) or (stop < len(text) and _WORD.match(text[stop]))):
+                continue
+            if tok.lstrip:
+                while start > cursor and text[start - 1] in _WHITESPACE:
+                    start -= 1
+            if tok.rstrip:
+                while stop < len(text) and text[stop] in _WHITESPACE:
+                    stop += 1
+            if cursor < start:
+                out.append((text[cursor:start], None))
+            out.append((text[start:stop], tok.id))
+            cursor = stop
+        if cursor < len(text):
+            out.append((text[cursor:], None))
+        return out
+
+
+def _split(text: str, rx: regex.Pattern, behavior: str, invert: bool = False) -> list[str]:
+    """``tokenizers``' ``NormalizedString.split``: the matches of ``rx`` and the text between them,
+    kept apart, dropped or joined to a neighbour as ``behavior`` says."""
+    spans: list[tuple[int, int, bool]] = []
+    prev = 0
+    for m in rx.finditer(text):
+        a, b = m.span()
+        if prev != a:
+            spans.append((prev, a, invert))
+        spans.append((a, b, not invert))
+        prev = b
+    if prev != len(text):
+        spans.append((prev, len(text), invert))
+    out: list[list[int]] = []
+    if behavior == "Isolated":
+        out = [[a, b] for a, b, _ in spans]
+    elif behavior == "Removed":
+        out = [[a, b] for a, b, is_match in spans if not is_match]
+    elif behavior == "Contiguous":
+        previous = False
+        for a, b, is_match in spans:
+            if is_match == previous and out:
+                out[-1][1] = b
+            else:
+                out.append([a, b])
+            previous = is_match
+    elif behavior == "MergedWithPrevious":
+        previous = False
+        for a, b, is_match in spans:
+            if is_match and not previous and out:
+                out[-1][1] = b
+            else:
+                out.append([a, b])
+            previous = is_match
+    else:  # MergedWithNext
+        following = False
+        for a, b, is_match in reversed(spans):
+            if is_match and not following and out:
+                out[-1][0] = a
+            else:
+                out.append([a, b])
+            following = is_match
+        out.reverse()
+    return [text[a:b] for a, b in out if a < b]
+
+
+def _read_json(path: Path, required: bool = False) -> Any:
+    if not path.is_file():
+        if required:
+            raise ModelLoadError(f"{path.name} is missing.")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path.name} is not valid JSON ({exc}).") from None
+
+
+def _content(value: Any) -> str | None:
+    """A special token in tokenizer_config.json: a string or an ``{"content": ...}`` object."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _ids(value: Any) -> list[int]:
+    """generation_config.json's ``eos_token_id``: one id, a list of ids, or none."""
+    values = value if isinstance(value, list) else [] if value is None else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ModelLoadError(f"generation_config.json: eos_token_id must be a token id or a list of them, not {value!r}.")
+    return values
+
+
+class HFTokenizer:
+    """A Hugging Face byte-level BPE tokenizer and its chat template (the ``ChatTokenizer`` protocol)."""
+
+    def __init__(self, data: dict, config: dict | None = None, generation: dict | None = None,
+                 template: tuple[str, str] | None = None, model_vocab_size: int | None = None):
+        """``data`` is tokenizer.json; ``config`` tokenizer_config.json; ``generation`` generation_config.json;
+        ``template`` the chat template's (source, file name)."""
+        if not isinstance(data, dict):
+            raise ModelLoadError("tokenizer.json: the file is not a JSON object.")
+        model = data.get("model")
+        if not isinstance(model, dict):
+            raise ModelLoadError("tokenizer.json: there is no model object.")
+        self._read_model(model)
+        self._read_added(data.get("added_tokens") or [])
+        self._normalize = self._read_normalizer(data.get("normalizer"))
+        self._build_matchers()
+        self._steps = self._read_pre_tokenizer(data.get("pre_tokenizer"))
+        decoder = data.get("decoder")
+        if decoder is not None and (not isinstance(decoder, dict) or decoder.get("type") != "ByteLevel"):
+            raise ModelLoadError(f"tokenizer.json: decoder {self._kind(decoder)} is not supported; only ByteLevel is.")
+        self._vocab_size = max(model_vocab_size or 0, len(self._bytes))
+        self._bytes += [b""] * (self._vocab_size - len(self._bytes))
+        self._holes = tuple(i for i in range(self._vocab_size) if i not in self._id_known)
+        # chunk -> ids, for chunks shorter than CACHE_MAX_CHUNK characters; bounded in bytes
+        self._cache: dict[tuple[str, int], tuple[int, ...]] = {}
+        self._cache_bytes = 0
+        self._read_chat(config or {}, generation or {}, template)
+
+    @classmethod
+    def from_folder(cls, folder: Path, model_vocab_size: int | None = None) -> "HFTokenizer":
+        """The tokenizer of a Hugging Face model folder: tokenizer.json, and when present tokenizer_config.json
+        (special tokens, chat template), chat_template.jinja (a newer place for the template, preferred)
+        and generation_config.json (end-of-sequence ids)."""
+        folder = Path(folder)
+        data = _read_json(folder / "tokenizer.json", required=True)
+        config = _read_json(folder / "tokenizer_config.json") or {}
+        if not isinstance(config, dict):
+            raise ModelLoadError("tokenizer_config.json: the file is not a JSON object.")
+        generation = _read_json(folder / "generation_config.json") or {}
+        if not isinstance(generation, dict):
+            raise ModelLoadError("generation_config.json: the file is not a JSON object.")
+        jinja = folder / "chat_template.jinja"
+        template = None
+        if jinja.is_file():
+            template = (jinja.read_text(encoding="utf-8"), "chat_template.jinja")
+        elif config.get("chat_template") is not None:
+            template = (cls._config_template(config["chat_template"]), "tokenizer_config.json")
+        return cls(data, config, generation, template, model_vocab_size)
+
+    # ---- reading tokenizer.json -------------------------------------------------
+    @staticmethod
+    def _kind(component: Any) -> str:
+        return repr(component.get("type")) if isinstance(component, dict) else repr(component)
+
+    def _read_model(self, model: dict) -> None:
+        kind = model.get("type", "BPE" if "merges" in model else None)
+        if kind != "BPE":
+            raise ModelLoadError(f"tokenizer.json: model type {kind!r} is not supported; only byte-level BPE is.")
+        for key in ("continuing_subword_prefix", "end_of_word_suffix"):
+            if model.get(key):
+                raise ModelLoadError(f"tokenizer.json: the BPE model's {key} {model[key]!r} is not supported (byte-level BPE has none).")
+        if model.get("dropout"):
+            raise ModelLoadError("tokenizer.json: BPE dropout is not supported (encoding must be deterministic).")
+        if model.get("byte_fallback"):
+            raise ModelLoadError("tokenizer.json: the BPE model's byte_fallback is not supported; only byte-level BPE is.")
+        vocab = model.get("vocab")
+        if not isinstance(vocab, dict) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in vocab.values()):
+            raise ModelLoadError("tokenizer.json: the BPE model's vocab must map token strings to non-negative ids.")
+        self._vocab: dict[str, int] = vocab
+        self._ignore_merges = bool(model.get("ignore_merges", False))
+        size = max(vocab.values(), default=-1) + 1
+        self._bytes: list[bytes] = [b""] * size
+        self._strings: list[str | None] = [None] * size
+        for s, i in vocab.items():
+            self._bytes[i], self._strings[i] = _token_bytes(s), s
+        missing = [b for b in range(256) if BYTE_CHARS[b] not in vocab]
+        if missing:
+            raise ModelLoadError(f"tokenizer.json: the vocabulary has no token for byte 0x{missing[0]:02X} "
+                                 f"({len(missing)} of the 256 bytes are missing); only byte-level BPE is supported.")
+        self._byte_ids = [vocab[c] for c in BYTE_CHARS]
+        self.merges: list[tuple[int, int]] = []
+        self._merge_ids: list[int] = []
+        for rank, merge in enumerate(model.get("merges") or []):
+            if isinstance(merge, str):
+                parts = merge.split(" ", 1)
+            elif isinstance(merge, list):
+                parts = merge
+            else:
+                parts = []
+            if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
+                raise ModelLoadError(f"tokenizer.json: merge {rank} ({merge!r}) is not a pair of tokens.")
+            a, b = parts
+            if a not in vocab or b not in vocab or a + b not in vocab:
+                raise ModelLoadError(f"tokenizer.json: merge {rank} ({a!r} + {b!r}) uses or makes a token that is not in the vocabulary.")
+            self.merges.append((vocab[a], vocab[b]))
+            self._merge_ids.append(vocab[a + b])
+        self.model_merges = len(self.merges)
+        self._ranks = {pair: r for r, pair in enumerate(self.merges)}  # a repeated pair keeps its last rank, as in tokenizers
+        self._rank_of: dict[int, int] = {}
+        for r, token in enumerate(self._merge_ids):
+            self._rank_of.setdefault(token, r)
+
+    def _read_added(self, entries: list) -> None:
+        self._added: dict[int, AddedToken] = {}
+        try:
+            for e in entries:
+                tok = AddedToken(int(e["id"]), str(e["content"]), bool(e.get("special", False)), bool(e.get("lstrip", False)),
+                                 bool(e.get("rstrip", False)), bool(e.get("single_word", False)),
+                                 bool(e.get("normalized", not e.get("special", False))))
+                if tok.content:
+                    self._added[tok.id] = tok
+        except (KeyError, TypeError, ValueError):
+            raise ModelLoadError("tokenizer.json: added_tokens must be objects with an id and a content.") from None
+        size = max([len(self._bytes) - 1, *self._added]) + 1
+        self._bytes += [b""] * (size - len(self._bytes))
+        self._strings += [None] * (size - len(self._strings))
+        for tok in self._added.values():
+            self._bytes[tok.id], self._strings[tok.id] = _token_bytes(tok.content), tok.content
+        self._id_known = {i for i, s in enumerate(self._strings) if s is not None}
+        specials = sorted((t.id, t.content) for t in self._added.values() if t.special)
+        self.specials: tuple[str, ...] = tuple(content for _, content in specials)
+        self._special_ids = {content: i for i, content in specials}
+        self._special_set = frozenset(self._special_ids.values())
+
+    def _build_matchers(self) -> None:
+        """The added tokens matched in the raw text, and those matched after normalization (``normalized``)."""
+        # special tokens first, then the others, as tokenizers orders them (it matters only for equal patterns)
+        ordered = sorted(self._added.values(), key=lambda t: (not t.special, t.id))
+        raw = {}
+        norm = {}
+        for t in ordered:
+            if t.normalized:
+                pattern = self._normalize(t.content) if self._normalize else t.content
+                if pattern:
+                    norm.setdefault(pattern, t)
+            else:
+                raw.setdefault(t.content, t)
+        self._raw_matcher = _AddedMatcher(raw) if raw else None
+        self._norm_matcher = _AddedMatcher(norm) if norm else None
+
+    def _read_normalizer(self, spec: Any) -> Callable[[str], str] | None:
+        if spec is None:
+            return None
+        forms = []
+        sequence = isinstance(spec, dict) and spec.get("type") == "Sequence"
+        for n in (spec.get("normalizers") or []) if sequence else [spec]:
+            if not isinstance(n, dict) or n.get("type") not in _NORMALIZERS:
+                raise ModelLoadError(f"tokenizer.json: normalizer {self._kind(n)} is not supported; only NFC and NFKC "
+                                     "(alone or in a Sequence) are.")
+            forms.append(n["type"])
+        if not forms:
+            return None
+        return lambda text: _apply_forms(forms, text)
+
+    def _read_pre_tokenizer(self, spec: Any) -> list[Callable[[str], list[str]]]:
+        sequence = isinstance(spec, dict) and spec.get("type") == "Sequence"
+        parts = (spec.get("pretokenizers") or []) if sequence else [spec]
+        steps = []
+        byte_level = False
+        for p in parts:
+            kind = p.get("type") if isinstance(p, dict) else None
+            if byte_level:
+                raise ModelLoadError(f"tokenizer.json: pre_tokenizer {self._kind(p)} after ByteLevel is not supported.")
+            if kind == "ByteLevel":
+                byte_level = True
+                steps.append(self._byte_level_step(bool(p.get("add_prefix_space", True)), bool(p.get("use_regex", True))))
+            elif kind == "Split":
+                steps.append(self._split_step(p))
+            elif kind == "Digits":
+                behavior = "Isolated" if p.get("individual_digits", False) else "Contiguous"
+                steps.append(lambda text, behavior=behavior: _split(text, _NUMBER, behavior))
+            else:
+                raise ModelLoadError(f"tokenizer.json: pre_tokenizer {self._kind(p)} is not supported; only ByteLevel, "
+                                     "Split and Digits (alone or in a Sequence) are.")
+        if not byte_level:
+            raise ModelLoadError("tokenizer.json: the pre_tokenizer has no ByteLevel step; only byte-level BPE is supported.")
+        return steps
+
+    @staticmethod
+    def _byte_level_step(add_prefix_space: bool, use_regex: bool) -> Callable[[str], list[str]]:
+        rx = regex.compile(GPT2_PATTERN)
+
+        def step(text: str) -> list[str]:
+            if add_prefix_space and not text.startswith(" "):
+                text = " " + text
+            return _split(text, rx, "Isolated") if use_regex else [text]
+        return step
+
+    @staticmethod
+    def _split_step(p: dict) -> Callable[[str], list[str]]:
+        pattern, behavior, invert = p.get("pattern"), p.get("behavior"), bool(p.get("invert", False))
+        if behavior not in _BEHAVIORS:
+            raise ModelLoadError(f"tokenizer.json: Split behavior {behavior!r} is not supported.")
+        if isinstance(pattern, dict) and isinstance(pattern.get("Regex"), str):
+            source = pattern["Regex"]
+        elif isinstance(pattern, dict) and isinstance(pattern.get("String"), str):
+            source = regex.escape(pattern["String"])
+        else:
+            raise ModelLoadError(f"tokenizer.json: Split pattern {pattern!r} is neither a Regex nor a String.")
+        try:
+            rx = regex.compile(source)
+        except regex.error as exc:
+            raise ModelLoadError(f"tokenizer.json: the Split pattern {source!r} does not compile ({exc}).") from None
+        return lambda text: _split(text, rx, behavior, invert)
+
+    # ---- reading the chat side --------------------------------------------------
+    @staticmethod
+    def _config_template(value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            for entry in value:
+                if isinstance(entry, dict) and entry.get("name") == "default" and isinstance(entry.get("template"), str):
+                    return entry["template"]
+        raise ModelLoadError("tokenizer_config.json: chat_template is neither a template nor a list with one named 'default'.")
+
+    def _token_id(self, text: str) -> int | None:
+        for tok in self._added.values():
+            if tok.content == text:
+                return tok.id
+        return self._vocab.get(text)
+
+    def _read_chat(self, config: dict, generation: dict, template: tuple[str, str] | None) -> None:
+        eos_ids = _ids(generation.get("eos_token_id"))
+        for i in eos_ids:
+            if i not in self._id_known:
+                raise ModelLoadError(f"generation_config.json: eos_token_id {i} is not a token of tokenizer.json.")
+        variables = {name: _content(config.get(name)) for name in SPECIAL_TOKEN_NAMES}
+        if variables["eos_token"] is None and eos_ids:
+            variables["eos_token"] = self._strings[eos_ids[0]]
+        variables = {k: v for k, v in variables.items() if v is not None}
+        if template is None and "eos_token" not in variables:
+            raise ModelLoadError("tokenizer_config.json: there is no chat template and no eos_token to end the plain-text turns with.")
+        source, origin = template if template is not None else (None, "tokenizer_config.json")
+        self.chat_template = ChatTemplate(source, origin, variables)
+        eos = variables.get("eos_token")
+        if eos is not None:
+            eos_id = self._token_id(eos)
+            if eos_id is None:
+                raise ModelLoadError(f"tokenizer_config.json: eos_token {eos!r} is not a token of tokenizer.json.")
+            eos_ids.append(eos_id)
+        closing = self.chat_template.assistant_closing()
+        ends = [i for i in self.encode_with_specials(closing) if i in self._special_set] if closing else []
+        stops = ends[:1] + eos_ids
+        if not stops:
+            raise ModelLoadError(f"{origin}: nothing ends an assistant turn: the chat template closes it with no special "
+                                 "token and there is no eos token.")
+        self._stop_ids = tuple(dict.fromkeys(stops))
+        stop = set(self._stop_ids)
+        self._banned = tuple(sorted((self._special_set - stop) | set(self._holes)))
+
+    # ---- vocabulary -------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """The model's vocabulary: every id up to the highest, or the model's (padded) size if larger."""
+        return self._vocab_size
+
+    @property
+    def end_id(self) -> int:
+        """The special token the chat template writes right after an assistant turn's text, else the eos token."""
+        return self._stop_ids[0]
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        return self._stop_ids
+
+    @property
+    def banned_ids(self) -> tuple[int, ...]:
+        """Special tokens that do not end a reply, and ids with no token (a vocabulary padded for the GPU)."""
+        return self._banned
+
+    @property
+    def has_own_template(self) -> bool:
+        """False when the folder has no chat template and turns are written as plain text."""
+        return self.chat_template.has_own_template
+
+    def special_id(self, name: str) -> int:
+        try:
+            return self._special_ids[name]
+        except KeyError:
+            raise ValueError(f"{name!r} is not a special token of this tokenizer") from None
+
+    def is_special(self, token: int) -> bool:
+        return token in self._special_set
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes a token stands for (b"" for an id with no token)."""
+        return self._bytes[token]
+
+    def token_str(self, token: int) -> str:
+        """Readable form of one token (invalid UTF-8 pieces shown with replacement marks)."""
+        return self._bytes[token].decode("utf-8", errors="replace")
+
+    def byte_id(self, byte: int) -> int:
+        return self._byte_ids[byte]
+
+    def merge_id(self, rank: int) -> int:
+        return self._merge_ids[rank]
+
+    def rank_of(self, token: int) -> int | None:
+        """The first merge that makes ``token``; None for a byte, a special token or a token no merge makes."""
+        return self._rank_of.get(token)
+
+    # ---- encoding ---------------------------------------------------------------
+    def _limit(self, max_merges: int | None) -> int:
+        if max_merges is None:
+            return self.model_merges
+        return max(0, min(int(max_merges), len(self.merges)))
+
+    @staticmethod
+    def _utf8(text: str) -> bytes:
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TokenizerError(
+                f"text contains a lone surrogate (U+{ord(text[exc.start]):04X} at index {exc.start}); "
+                "it is not valid Unicode and cannot be encoded as UTF-8"
+            ) from None
+
+    def _pieces(self, text: str, specials: bool) -> list[tuple[str, int | None]]:
+        """Chunks of ``text`` (normalized), each with its added token's id or None for BPE to encode."""
+        out: list[tuple[str, int | None]] = []
+        raw = self._raw_matcher.cut(text, specials) if self._raw_matcher else [(text, None)] if text else []
+        for piece, token in raw:
+            if token is not None:
+                out.append((piece, token))
+                continue
+            if self._normalize:
+                piece = self._normalize(piece)
+            for part, token in self._norm_matcher.cut(piece, specials) if self._norm_matcher else [(piece, None)]:
+                if token is not None:
+                    out.append((part, token))
+                    continue
+                chunks = [part]
+                for step in self._steps:
+                    chunks = [c for chunk in chunks for c in step(chunk)]
+                out.extend((c, None) for c in chunks)
+        return out
+
+    def chunks(self, text: str) -> list[str]:
+        """Pre-tokenisation: split text into the pieces BPE works on independently (an added token is one piece)."""
+        self._utf8(text)
+        return [piece for piece, _ in self._pieces(text, False)]
+
+    def _whole(self, data: bytes, limit: int) -> int | None:
+        """With ``ignore_merges`` (Llama 3), a chunk that is itself in the vocabulary is that token, whatever the merges
+        make; only at the full merge list (the slider's smaller lists are plain BPE), never a special token."""
+        if not self._ignore_merges or limit != len(self.merges):
+            return None
+        token = self._vocab.get(data.decode("latin-1").translate(_TO_BYTE_CHARS))
+        return None if token in self._special_set else token
+
+    def _bpe(self, chunk: bytes, limit: int, trace: list[MergeStep] | None = None) -> tuple[int, ...]:
+        if trace is None and len(chunk) > _HEAP_FROM:
+            return self._bpe_heap(chunk, limit)
+        byte_ids = self._byte_ids
+        ids = [byte_ids[b] for b in chunk]
+        ranks, merge_ids = self._ranks, self._merge_ids
+        while len(ids) > 1:
+            best, best_rank = None, limit
+            for pair in zip(ids, ids[1:]):
+                r = ranks.get(pair)
+                if r is not None and r < best_rank:
+                    best, best_rank = pair, r
+            if best is None:
+                break
+            new_id = merge_ids[best_rank]
+            merged, i = [], 0
+            while i < len(ids):
+                if i + 1 < len(ids) and ids[i] == best[0] and ids[i + 1] == best[1]:
+                    merged.append(new_id)
+                    i += 2
+                else:
+                    merged.append(ids[i])
+                    i += 1
+            ids = merged
+            if trace is not None:
+                trace.append(MergeStep(best_rank, best[0], best[1], new_id, tuple(ids)))
+        return tuple(ids)
+
+    def _bpe_heap(self, chunk: bytes, limit: int) -> tuple[int, ...]:
+        """The same merges as :meth:`_bpe` in O(n log n) for a long chunk: one occurrence at a time, lowest
+        rank then leftmost first, as the ``tokenizers`` library merges (see the bundled tokenizer's
+        ``_bpe_heap`` for why the two agree)."""
+        byte_ids = self._byte_ids
+        ids = [byte_ids[b] for b in chunk]
+        n = len(ids)
+        ranks, merge_ids = self._ranks, self._merge_ids
+        nxt = list(range(1, n + 1))  # n means "no next"
+        prv = list(range(-1, n - 1))
+        alive = [True] * n
+        heap = []
+        for i in range(n - 1):
+            r = ranks.get((ids[i], ids[i + 1]))
+            if r is not None and r < limit:
+                heap.append((r, i, ids[i], ids[i + 1]))
+        heapq.heapify(heap)
+        while heap:
+            r, i, a, b = heapq.heappop(heap)
+            j = nxt[i] if alive[i] else n
+            if j >= n or ids[i] != a or ids[j] != b:
+                continue  # stale: one side was merged since this pair was queued
+            ids[i] = merge_ids[r]
+            alive[j] = False
+            k = nxt[j]
+            nxt[i] = k
+            if k < n:
+                prv[k] = i
+            p = prv[i]
+            if p >= 0:
+                rp = ranks.get((ids[p], ids[i]))
+                if rp is not None and rp < limit:
+                    heapq.heappush(heap, (rp, p, ids[p], ids[i]))
+            if k < n:
+                rk = ranks.get((ids[i], ids[k]))
+                if rk is not None and rk < limit:
+                    heapq.heappush(heap, (rk, i, ids[i], ids[k]))
+        out, i = [], 0
+        while i < n:
+            out.append(ids[i])
+            i = nxt[i]
+        return tuple(out)
+
+    def _encode(self, text: str, max_merges: int | None, specials: bool) -> list[int]:
+        self._utf8(text)
+        limit = self._limit(max_merges)
+        out: list[int] = []
+        cache = self._cache
+        for chunk, token in self._pieces(text, specials):
+            if token is not None:
+                out.append(token)
+                continue
+            key = (chunk, limit)
+            ids = cache.get(key)
+            if ids is None:
+                data = chunk.encode("utf-8")
+                whole = self._whole(data, limit)
+                ids = (whole,) if whole is not None else self._bpe(data, limit)
+                if len(chunk) < CACHE_MAX_CHUNK:  # long chunks are rare repeats: not worth their bytes
+                    if self._cache_bytes >= CACHE_MAX_BYTES:
+                        cache.clear()  # start over rather than track recency on the hot path
+                        self._cache_bytes = 0
+                    cache[key] = ids
+                    self._cache_bytes += _entry_bytes(chunk, ids)
+            out.extend(ids)
+        return out
+
+    def encode(self, text: str, max_merges: int | None = None) -> list[int]:
+        """Text -> token ids using the first ``max_merges`` merges (default: all of them).
+
+        Special tokens' text is encoded as plain text: a conversation's text can never forge a role
+        marker. Added tokens that are not special (Qwen's ``<tool_call>``) are cut out as the model's
+        own tokenizer cuts them.
+        """
+        return self._encode(text, max_merges, specials=False)
+
+    def encode_with_specials(self, text: str, max_merges: int | None = None) -> list[int]:
+        """Text -> ids with every added token cut out first, special ones included: what
+        ``tokenizers.Tokenizer.encode(text, add_special_tokens=False).ids`` returns. For the chat
+        template's own text only, never for a conversation's."""
+        return self._encode(text, max_merges, specials=True)
+
+    def encode_with_trace(self, text: str, max_merges: int | None = None) -> list[dict]:
+        """Per chunk: its text, its UTF-8 ``bytes``, the byte tokens it starts as (``start_ids``), the merge
+        steps, the final ``ids`` and whether it was ``traced`` (chunks over TRACE_MAX_BYTES are not).
+
+        An added token is a chunk of one token and no steps. ``shortcut`` is True where
+        ``ignore_merges`` made the whole chunk one token that the steps do not reach.
+        """
+        self._utf8(text)
+        limit = self._limit(max_merges)
+        result = []
+        for chunk, token in self._pieces(text, False):
+            data = chunk.encode("utf-8")
+            if token is not None:
+                result.append({"text": chunk, "bytes": list(data), "start_ids": [token], "steps": [], "ids": [token],
+                               "traced": True, "shortcut": False})
+                continue
+            steps: list[MergeStep] = []
+            traced = len(data) <= TRACE_MAX_BYTES
+            # each step keeps the chunk's ids: a long chunk's trace would be quadratic in time and memory
+            ids = self._bpe(data, limit, steps) if traced else self._bpe_heap(data, limit)
+            whole = self._whole(data, limit)
+            shortcut = whole is not None and ids != (whole,)
+            result.append({"text": chunk, "bytes": list(data), "start_ids": [self._byte_ids[b] for b in data],
+                           "steps": steps, "ids": [whole] if shortcut else list(ids), "traced": traced, "shortcut": shortcut})
+        return result
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return b"".join(self._bytes[i] for i in ids)
+
+    def decode(self, ids: list[int]) -> str:
+        """Token ids -> text. Bytes that do not form UTF-8 (a cut mid-character) become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    # ---- chat template ----------------------------------------------------------
+    def _chat_pieces(self, system: str | None, messages: list[tuple[str, str]],
+                     add_generation_prompt: bool) -> list[tuple[str, list[int], str | None]]:
+        """The template's text is encoded with its special tokens, each turn's text with :meth:`encode`, where
+        special tokens' text is plain text: this is what keeps a message from injecting a role marker."""
+        out = []
+        for piece in self.chat_template.pieces(system, messages, add_generation_prompt):
+            ids = self.encode_with_specials(piece.text) if piece.label == "template" else self.encode(piece.text)
+            out.append((piece.label, ids, piece.closes))
+        return out
+
+    def encode_chat(self, system: str | None, messages: list[tuple[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """The conversation as the chat template writes it, as ids. A final assistant turn is a prefill."""
+        return self.encode_chat_segments(system, messages, add_generation_prompt)[0]
+
+    def encode_chat_segments(self, system: str | None, messages: list[tuple[str, str]],
+                             add_generation_prompt: bool = True) -> tuple[list[int], dict[str, int]]:
+        """The chat template's ids, and where each turn ends: ``{"system": n, "messages.0": n, ...}`` counts the
+        ids up to and including what the template writes to close that turn (a prefill: up to its text).
+
+        A turn's closing and the next turn's opening are encoded apart, so the ids before a turn's end
+        never depend on what follows: a prefix that ends there is stable, which prompt caching needs.
+        """
+        ids: list[int] = []
+        ends: dict[str, int] = {}
+        for _, part, closes in self._chat_pieces(system, messages, add_generation_prompt):
+            ids += part
+            if closes:
+                ends[closes] = len(ids)
+        return ids, ends
+
+    def chat_parts(self, system: str | None, messages: list[tuple[str, str]],
+                   add_generation_prompt: bool = True) -> list[tuple[str, list[int]]]:
+        """The same ids cut into labelled parts, in order: ``("template", ids)`` for the template's own text
+        (adjacent pieces joined, empty ones left out), ``("system", ids)`` / ``("messages.i", ids)`` for each text."""
+        out: list[tuple[str, list[int]]] = []
+        for label, part, _ in self._chat_pieces(system, messages, add_generation_prompt):
+            if label != "template":
+                out.append((label, part))
+            elif part and out and out[-1][0] == "template":
+                out[-1] = ("template", out[-1][1] + part)
+            elif part:
+                out.append(("template", part))
+        return out
+
+
+def _apply_forms(forms: list[str], text: str) -> str:
+    for form in forms:
+        text = unicodedata.normalize(form, text)
+    return text
