@@ -75,12 +75,12 @@ def hf_torch_decode(ref, torch, vocab: int, ctx: int, steps: int) -> float:
     prompt = torch.from_numpy(np.random.default_rng(0).integers(300, vocab, size=(1, ctx)))
     with torch.no_grad():
         out = ref(prompt, use_cache=True)
-        past, logits = out.past_key_values, out.logits
+        past, logits = out.cache, out.logits
         t = time.perf_counter()
         for _ in range(steps):
             token = logits[0, -1].argmax().view(1, 1)
-            out = ref(token, past_key_values=past, use_cache=True)
-            past, logits = out.past_key_values, out.logits
+            out = ref(token, cache=past, use_cache=True)
+            past, logits = out.cache, out.logits
         return steps / (time.perf_counter() - t)
 
 

@@ -32,9 +32,8 @@ from explainer.llm.constrained import (ChoiceConstraint, ConstrainedFinish, Cons
                                        UnsupportedSchema, constrained_generate, model_logits_fn, use_machine_cache)
 from explainer.llm.catalog import BUNDLED_NAME, bundled
 from explainer.llm.generate import Finish, GenerationConfig, Step, generate
-from explainer.llm.interface import ChatTokenizer, LanguageModel, LoadedModel
+from explainer.llm.interface import ChatTokenizer, LanguageModel, LoadedModel, TokenizerError
 from explainer.llm.sampling import SamplingParams
-from explainer.llm.tokenizer import TokenizerError
 
 BUNDLED_MODEL_NAME = BUNDLED_NAME
 _ALPHABET = string.ascii_letters + string.digits

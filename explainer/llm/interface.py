@@ -40,6 +40,10 @@ class ContextWindowExceeded(ValueError):
     """More tokens than the model's context window (``n_ctx``) can hold."""
 
 
+class TokenizerError(ValueError):
+    """Text that cannot be encoded (for example a lone surrogate); the message says why."""
+
+
 @runtime_checkable
 class Config(Protocol):
     vocab_size: int

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from explainer.llm.interface import TokenizerError
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TOKENIZER_PATH = WEIGHTS_DIR / "tokenizer.json"
 
@@ -43,10 +45,6 @@ def _entry_bytes(chunk: str, ids: tuple[int, ...]) -> int:
     """About what one cache entry costs: the key tuple, its string, the ids tuple and its ints
     (a merged id is a new int object), the dict slot."""
     return 64 + sys.getsizeof(chunk) + 40 + 36 * len(ids) + 100
-
-
-class TokenizerError(ValueError):
-    """Raised for text that cannot be encoded (for example a lone surrogate)."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from django.conf import settings
 
 from explainer.lifecycle.engine import Cancelled, Engine
 from explainer.llm.catalog import BUNDLED_NAME, Catalog
+from explainer.llm.hf.errors import ModelLoadError
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.gateway import overloaded
 from explainer.lifecycle.payload import MessagesRequest
@@ -202,6 +203,8 @@ async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, 
                     put(event, urgent)
         except APIError as exc:
             put(exc.body(), urgent=True)
+        except ModelLoadError as exc:  # an installed folder that no longer opens: say why, as the API does
+            put(APIError("invalid_request_error", f"model: {req.model} is installed but cannot be opened: {exc}").body(), urgent=True)
         except Cancelled:
             pass
         except Exception:  # a bug, not bad input: log it, tell the client without details

@@ -19,6 +19,7 @@ from datetime import datetime
 import jinja2
 import regex
 from jinja2 import nodes
+from jinja2.exceptions import SecurityError
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -75,8 +76,16 @@ def _strftime_now(format: str) -> str:
     return datetime.now().strftime(format)
 
 
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's sandbox renders an unsafe attribute (``''.__class__``) as an undefined value; here it is an error,
+    so a template that reaches for Python's internals fails loudly instead of rendering something else."""
+
+    def unsafe_undefined(self, obj, attribute):
+        raise SecurityError(f"the template reads {attribute!r} of a {type(obj).__name__} object, which the sandbox forbids")
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, loopcontrols])
+    env = _Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, loopcontrols])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -160,10 +169,10 @@ class ChatTemplate:
         return glue[2]
 
     def _sentinel(self, texts: list[str]) -> str:
-        """A private-use character that neither the texts nor the template contain."""
+        """A private-use character that neither the texts, the template nor its variables contain."""
         for code in _PRIVATE_USE:
             c = chr(code)
-            if c not in self.source and not any(c in t for t in texts):
+            if c not in self.source and not any(c in t for t in (*texts, *self.variables.values())):
                 return c
         raise ChatTemplateError("the conversation uses every private-use character, so it cannot be split into turns.")
 

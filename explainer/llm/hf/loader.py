@@ -88,6 +88,9 @@ def load_folder(folder: Path, name: str | None = None, max_context: int = 2048) 
     _need(folder, "tokenizer.json")
     _weights_present(folder)
     tokenizer = HFTokenizer.from_folder(folder, model_vocab_size=config.vocab_size)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ModelLoadError(f"{folder.name}/tokenizer.json has token ids up to {tokenizer.vocab_size - 1:,}, beyond the "
+                             f"{config.vocab_size:,} rows of the embedding that config.json's vocab_size gives.")
     weights = read_weights(folder, config)
     model = (GPT2Model if config.architecture == "gpt2" else LlamaModel)(config, weights)
     del weights

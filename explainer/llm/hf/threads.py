@@ -3,12 +3,20 @@ side), every core for a large model's pass (its matrices are large enough to spl
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import lru_cache
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
+
+
+@lru_cache(maxsize=1)
+def _controller() -> ThreadpoolController:
+    # Finding the loaded BLAS libraries reads the process's memory map (about 3 ms): once, not per pass.
+    return ThreadpoolController()
 
 
 def blas_threads(n: int):
     """A context running numpy's BLAS on ``n`` threads (the process default, one, outside it).
 
-    Entering costs about 0.3 ms, so it wraps a whole forward pass, never a single product."""
-    return threadpool_limits(n, user_api="blas") if n > 1 else nullcontext()
+    It is process-wide: a bundled-model pass that overlaps a large model's also gets ``n``
+    threads for that while, which costs it nothing worse than a little contention."""
+    return _controller().limit(limits=n, user_api="blas") if n > 1 else nullcontext()

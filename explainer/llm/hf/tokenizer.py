@@ -27,12 +27,11 @@ from explainer.llm.tokenizer import (CACHE_MAX_BYTES, CACHE_MAX_CHUNK, TRACE_MAX
                                      _entry_bytes)
 
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-_HEAP_FROM = 48  # chunks longer than this (bytes) use the heap-based merge loop
 _NUMBER = regex.compile(r"\p{N}")  # Rust's char::is_numeric, which the Digits pre-tokenizer uses
 _WORD = regex.compile(r"\w")  # Rust regex's \w (Unicode), for an added token's single_word
 # Unicode's White_Space property (Rust's char::is_whitespace), for an added token's lstrip/rstrip
 _WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B))))
-_NORMALIZERS = {"NFC", "NFKC", "NFD", "NFKD"}
+_NORMALIZERS = {"NFC", "NFKC"}
 _BEHAVIORS = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"}
 
 
@@ -56,7 +55,7 @@ _TO_BYTE_CHARS = str.maketrans(dict(enumerate(BYTE_CHARS)))  # applied to bytes 
 def _token_bytes(token: str) -> bytes:
     """What the ByteLevel decoder makes of one token's string (its UTF-8 if it is not in the byte alphabet)."""
     try:
-        return bytes(_CHAR_BYTES[c] for c in token)
+        return bytes(map(_CHAR_BYTES.__getitem__, token))
     except KeyError:
         return token.encode("utf-8")
 
@@ -157,6 +156,13 @@ def _split(text: str, rx: regex.Pattern, behavior: str, invert: bool = False) ->
     return [text[a:b] for a, b in out if a < b]
 
 
+def _apply_forms(forms: list[str], text: str) -> str:
+    """A normalizer Sequence: each Unicode normal form in turn."""
+    for form in forms:
+        text = unicodedata.normalize(form, text)
+    return text
+
+
 def _read_json(path: Path, required: bool = False) -> Any:
     if not path.is_file():
         if required:
@@ -205,7 +211,7 @@ class HFTokenizer:
             raise ModelLoadError(f"tokenizer.json: decoder {self._kind(decoder)} is not supported; only ByteLevel is.")
         self._vocab_size = max(model_vocab_size or 0, len(self._bytes))
         self._bytes += [b""] * (self._vocab_size - len(self._bytes))
-        self._holes = tuple(i for i in range(self._vocab_size) if i not in self._id_known)
+        self._holes = tuple(i for i, s in enumerate(self._strings) if s is None) + tuple(range(len(self._strings), self._vocab_size))
         # chunk -> ids, for chunks shorter than CACHE_MAX_CHUNK characters; bounded in bytes
         self._cache: dict[tuple[str, int], tuple[int, ...]] = {}
         self._cache_bytes = 0
@@ -227,7 +233,10 @@ class HFTokenizer:
         jinja = folder / "chat_template.jinja"
         template = None
         if jinja.is_file():
-            template = (jinja.read_text(encoding="utf-8"), "chat_template.jinja")
+            try:
+                template = (jinja.read_text(encoding="utf-8"), "chat_template.jinja")
+            except UnicodeDecodeError:
+                raise ModelLoadError("chat_template.jinja is not UTF-8 text.") from None
         elif config.get("chat_template") is not None:
             template = (cls._config_template(config["chat_template"]), "tokenizer_config.json")
         return cls(data, config, generation, template, model_vocab_size)
@@ -249,36 +258,34 @@ class HFTokenizer:
         if model.get("byte_fallback"):
             raise ModelLoadError("tokenizer.json: the BPE model's byte_fallback is not supported; only byte-level BPE is.")
         vocab = model.get("vocab")
-        if not isinstance(vocab, dict) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in vocab.values()):
+        if not isinstance(vocab, dict) or not set(map(type, vocab.values())) <= {int} or min(vocab.values(), default=0) < 0:
             raise ModelLoadError("tokenizer.json: the BPE model's vocab must map token strings to non-negative ids.")
         self._vocab: dict[str, int] = vocab
         self._ignore_merges = bool(model.get("ignore_merges", False))
-        size = max(vocab.values(), default=-1) + 1
-        self._bytes: list[bytes] = [b""] * size
-        self._strings: list[str | None] = [None] * size
+        self._strings: list[str | None] = [None] * (max(vocab.values(), default=-1) + 1)
         for s, i in vocab.items():
-            self._bytes[i], self._strings[i] = _token_bytes(s), s
+            self._strings[i] = s
+        self._bytes: list[bytes] = [b"" if s is None else _token_bytes(s) for s in self._strings]
         missing = [b for b in range(256) if BYTE_CHARS[b] not in vocab]
         if missing:
             raise ModelLoadError(f"tokenizer.json: the vocabulary has no token for byte 0x{missing[0]:02X} "
                                  f"({len(missing)} of the 256 bytes are missing); only byte-level BPE is supported.")
         self._byte_ids = [vocab[c] for c in BYTE_CHARS]
-        self.merges: list[tuple[int, int]] = []
-        self._merge_ids: list[int] = []
-        for rank, merge in enumerate(model.get("merges") or []):
-            if isinstance(merge, str):
-                parts = merge.split(" ", 1)
-            elif isinstance(merge, list):
-                parts = merge
-            else:
-                parts = []
-            if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
-                raise ModelLoadError(f"tokenizer.json: merge {rank} ({merge!r}) is not a pair of tokens.")
-            a, b = parts
-            if a not in vocab or b not in vocab or a + b not in vocab:
-                raise ModelLoadError(f"tokenizer.json: merge {rank} ({a!r} + {b!r}) uses or makes a token that is not in the vocabulary.")
-            self.merges.append((vocab[a], vocab[b]))
-            self._merge_ids.append(vocab[a + b])
+        merges = model.get("merges") or []
+        try:  # the fast way; the slow one below finds what is wrong
+            pairs = [m.split(" ", 1) if type(m) is str else m for m in merges]
+            self.merges: list[tuple[int, int]] = [(vocab[a], vocab[b]) for a, b in pairs]
+            self._merge_ids: list[int] = [vocab[a + b] for a, b in pairs]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            for rank, merge in enumerate(merges):
+                parts = merge.split(" ", 1) if isinstance(merge, str) else merge
+                if not isinstance(parts, list) or len(parts) != 2 or not all(isinstance(p, str) for p in parts):
+                    raise ModelLoadError(f"tokenizer.json: merge {rank} ({merge!r}) is not a pair of tokens.") from None
+                a, b = parts
+                if a not in vocab or b not in vocab or a + b not in vocab:
+                    raise ModelLoadError(f"tokenizer.json: merge {rank} ({a!r} + {b!r}) uses or makes a token that is "
+                                         "not in the vocabulary.") from None
+            raise
         self.model_merges = len(self.merges)
         self._ranks = {pair: r for r, pair in enumerate(self.merges)}  # a repeated pair keeps its last rank, as in tokenizers
         self._rank_of: dict[int, int] = {}
@@ -301,7 +308,6 @@ class HFTokenizer:
         self._strings += [None] * (size - len(self._strings))
         for tok in self._added.values():
             self._bytes[tok.id], self._strings[tok.id] = _token_bytes(tok.content), tok.content
-        self._id_known = {i for i, s in enumerate(self._strings) if s is not None}
         specials = sorted((t.id, t.content) for t in self._added.values() if t.special)
         self.specials: tuple[str, ...] = tuple(content for _, content in specials)
         self._special_ids = {content: i for i, content in specials}
@@ -408,7 +414,7 @@ class HFTokenizer:
     def _read_chat(self, config: dict, generation: dict, template: tuple[str, str] | None) -> None:
         eos_ids = _ids(generation.get("eos_token_id"))
         for i in eos_ids:
-            if i not in self._id_known:
+            if i >= len(self._strings) or self._strings[i] is None:
                 raise ModelLoadError(f"generation_config.json: eos_token_id {i} is not a token of tokenizer.json.")
         variables = {name: _content(config.get(name)) for name in SPECIAL_TOKEN_NAMES}
         if variables["eos_token"] is None and eos_ids:
@@ -536,37 +542,14 @@ class HFTokenizer:
         return None if token in self._special_set else token
 
     def _bpe(self, chunk: bytes, limit: int, trace: list[MergeStep] | None = None) -> tuple[int, ...]:
-        if trace is None and len(chunk) > _HEAP_FROM:
-            return self._bpe_heap(chunk, limit)
-        byte_ids = self._byte_ids
-        ids = [byte_ids[b] for b in chunk]
-        ranks, merge_ids = self._ranks, self._merge_ids
-        while len(ids) > 1:
-            best, best_rank = None, limit
-            for pair in zip(ids, ids[1:]):
-                r = ranks.get(pair)
-                if r is not None and r < best_rank:
-                    best, best_rank = pair, r
-            if best is None:
-                break
-            new_id = merge_ids[best_rank]
-            merged, i = [], 0
-            while i < len(ids):
-                if i + 1 < len(ids) and ids[i] == best[0] and ids[i + 1] == best[1]:
-                    merged.append(new_id)
-                    i += 2
-                else:
-                    merged.append(ids[i])
-                    i += 1
-            ids = merged
-            if trace is not None:
-                trace.append(MergeStep(best_rank, best[0], best[1], new_id, tuple(ids)))
-        return tuple(ids)
+        """Merge a chunk's byte tokens as the ``tokenizers`` library does: one occurrence at a time, the
+        lowest-ranked pair first, then the leftmost; O(n log n) with a heap of candidate pairs.
 
-    def _bpe_heap(self, chunk: bytes, limit: int) -> tuple[int, ...]:
-        """The same merges as :meth:`_bpe` in O(n log n) for a long chunk: one occurrence at a time, lowest
-        rank then leftmost first, as the ``tokenizers`` library merges (see the bundled tokenizer's
-        ``_bpe_heap`` for why the two agree)."""
+        This is not the bundled tokenizer's rank loop (every occurrence of the best pair per pass): the
+        two differ when a merge's rank is lower than a merge that makes one of its parts, which
+        ``tokenizer.json`` files allow. ``trace`` gets one step per rank, as the rank loop's: the merges
+        of one rank that follow each other (all occurrences of one pair) make one step.
+        """
         byte_ids = self._byte_ids
         ids = [byte_ids[b] for b in chunk]
         n = len(ids)
@@ -600,8 +583,18 @@ class HFTokenizer:
                 rk = ranks.get((ids[i], ids[k]))
                 if rk is not None and rk < limit:
                     heapq.heappush(heap, (rk, i, ids[i], ids[k]))
+            if trace is not None:
+                step = MergeStep(r, a, b, ids[i], self._alive(ids, nxt))
+                if trace and trace[-1].rank == r:
+                    trace[-1] = step
+                else:
+                    trace.append(step)
+        return self._alive(ids, nxt)
+
+    @staticmethod
+    def _alive(ids: list[int], nxt: list[int]) -> tuple[int, ...]:
         out, i = [], 0
-        while i < n:
+        while i < len(ids):
             out.append(ids[i])
             i = nxt[i]
         return tuple(out)
@@ -664,7 +657,7 @@ class HFTokenizer:
             steps: list[MergeStep] = []
             traced = len(data) <= TRACE_MAX_BYTES
             # each step keeps the chunk's ids: a long chunk's trace would be quadratic in time and memory
-            ids = self._bpe(data, limit, steps) if traced else self._bpe_heap(data, limit)
+            ids = self._bpe(data, limit, steps if traced else None)
             whole = self._whole(data, limit)
             shortcut = whole is not None and ids != (whole,)
             result.append({"text": chunk, "bytes": list(data), "start_ids": [self._byte_ids[b] for b in data],
@@ -723,8 +716,3 @@ class HFTokenizer:
                 out.append(("template", part))
         return out
 
-
-def _apply_forms(forms: list[str], text: str) -> str:
-    for form in forms:
-        text = unicodedata.normalize(form, text)
-    return text
