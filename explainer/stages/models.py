@@ -14,7 +14,7 @@ from explainer.lifecycle.scenario import Scenario
 from explainer.llm.catalog import BUNDLED_NAME
 from explainer.llm.hf.errors import ModelLoadError
 from explainer.stages.runs import codec, stamp
-from explainer.web.pages import error_page
+from explainer.web.pages import bundled_info, error_page
 from explainer.web.runner import catalog, engine_for, get_engine
 
 _SPEED: dict[tuple[str, str], dict] = {}  # (name, fingerprint) -> measured once per process
@@ -27,6 +27,7 @@ def measure(engine: Engine, prompt_tokens: int = 64, decode_tokens: int = 16) ->
         m, tok = engine.model, engine.tokenizer
         text = "The request travels through the gateway, the tokenizer and the model before a reply streams back. " * 8
         ids = tok.encode(text)[:prompt_tokens]
+        m.forward(ids[:8])  # warm up: the first pass pays for allocations the later ones reuse
         t0 = time.perf_counter()
         out = m.forward(ids)
         t1 = time.perf_counter()
@@ -70,6 +71,6 @@ def model_card(request, name: str):
         "kv_mb_per_1k": round(kv * 1000 / 2**20, 1), "kv_mb_window": round(kv * engine.model.config.n_ctx / 2**20, 1),
         "compose_url": reverse("stage", args=["compose"]) + (f"?s={blob}" if blob else ""),
         "overview_url": reverse("stage", args=["overview"]) + (f"?s={blob}" if blob else ""),
-        "bundled": None,
+        "bundled": bundled_info(engine),
     }
     return render(request, "stages/model_card.html", ctx)
