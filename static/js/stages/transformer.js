@@ -1,8 +1,10 @@
 // The transformer stage: embeddings, every attention head, MLP activity, residual norms and the
 // logit lens, all from the forward pass the server ran (json_script "tf-data").
+// A model with many heads (view.grid "compact") sends one layer's maps: the head grid is coloured by
+// each head's habit, and choosing a head of another layer fetches that layer's maps from /data.
 // Every string from the scenario is inserted with textContent or setAttribute, never as markup.
 
-import { readJSON, setViewOption } from "../stage.js";
+import { dataUrl, readJSON, setViewOption } from "../stage.js";
 import { visibleToken } from "../lib/tokens.js";
 import { el, svg, text } from "../lib/svg.js";
 import { legend, viridis } from "../lib/colors.js";
@@ -19,6 +21,7 @@ const L = data.attention.n_layer;
 const H = data.attention.n_head;
 const D = data.embedding.cols;
 const TRI = (W * (W + 1)) / 2;
+const COMPACT = view.grid !== "thumbs";
 const MASKED = [232, 231, 224]; // the page's line colour: "not allowed", distinct from a weight of 0
 const FONT = 12; // every chart label, in CSS pixels: the charts are drawn at their size on screen
 const CHAR_W = FONT * 0.61; // one character of the monospace labels
@@ -33,13 +36,19 @@ function unpack(p) {
   for (let i = 0; i < out.length; i++) out[i] = p.lo + ((bin.charCodeAt(2 * i) | (bin.charCodeAt(2 * i + 1) << 8)) / 65535) * span;
   return out;
 }
-const att = unpack(data.attention);
 const emb = unpack(data.embedding);
 const EMB_MAX = data.embedding.hi;
 
-// weight that query position i (window-relative) gives key j <= i in map m = layer * H + head
-const weight = (m, i, j) => att[m * TRI + (i * (i + 1)) / 2 + j];
-const mapName = (l, h) => data.attention.names[l * H + h];
+// The maps of every layer fetched so far: layer -> its H lower triangles, one after the other.
+const maps = new Map();
+function addMaps(a) {
+  const flat = unpack(a);
+  a.layers.forEach((l, k) => maps.set(l, flat.subarray(k * H * TRI, (k + 1) * H * TRI)));
+}
+addMaps(data.attention);
+// weight that query position i (window-relative) gives key j <= i in layer l, head h (a fetched layer)
+const weight = (l, h, i, j) => maps.get(l)[h * TRI + (i * (i + 1)) / 2 + j];
+const mapName = (l, h) => `block_${l}_attn_head_${h}_weights`;
 const tokText = (pos) => tokens[pos][1];
 const isSpecial = (id) => view.specials.includes(id);
 
@@ -179,13 +188,15 @@ const embBox = document.getElementById("embedding");
 const EMB = { x0: Math.ceil(12 * CHAR_W) + 8, y0: 4, cw: 2, ch: Math.max(4, Math.min(16, Math.floor(420 / W))) };
 let embSel = null;
 function buildEmbedding() {
-  EMB.cw = Math.max(0.5, Math.min(2, (widthOf("embedding") - EMB.x0 - 14) / D));
+  EMB.cw = Math.max(0.5, Math.min(Math.max(2, 512 / D), (widthOf("embedding") - EMB.x0 - 14) / D));  // a narrow model's columns widen
   const { x0, y0, cw, ch } = EMB;
   const s = chart(x0 + D * cw + 14, y0 + W * ch + 36, { label: `Embedding matrix: ${W} tokens by ${D} numbers, colour is the value`, className: "heat" });
   const url = heatURL(W, D, (i, j) => (emb[i * D + j] / EMB_MAX + 1) / 2, 768);
   image(s, url, x0, y0, D * cw, W * ch);
   rowLabels(s, x0 - 4, y0, ch, W, (i) => short(tokText(START + i)), FONT);
-  for (const j of [0, 64, 128, 192, D - 1]) text(s, x0 + j * cw + cw / 2, y0 + W * ch + 14, String(j), { "text-anchor": "middle", "font-size": FONT, class: "lbl" });
+  const tick = D > 512 ? 128 : D >= 256 ? 64 : 16;
+  for (let j = 0; j < D; j += tick) if (D - 1 - j >= tick / 2) text(s, x0 + j * cw + cw / 2, y0 + W * ch + 14, String(j), { "text-anchor": "middle", "font-size": FONT, class: "lbl" });
+  text(s, x0 + (D - 1) * cw + cw / 2, y0 + W * ch + 14, String(D - 1), { "text-anchor": "middle", "font-size": FONT, class: "lbl" });
   text(s, x0 + (D * cw) / 2, y0 + W * ch + 30, "dimension", { "text-anchor": "middle", "font-size": FONT, class: "lbl axis" });
   embSel = el("rect", { x: x0 - 1, y: 0, width: D * cw + 2, height: ch, class: "sel-outline" }, s);
   s.addEventListener("mousemove", (ev) => {
@@ -206,27 +217,35 @@ function markEmbedding() { embSel.setAttribute("y", EMB.y0 + (state.token - STAR
 const LOG_MIN = 1e-3;
 const shade = (w) => (state.scale === "log" ? Math.max(0, 1 - Math.log10(Math.max(w, LOG_MIN)) / Math.log10(LOG_MIN)) : w);
 const mapURLs = { linear: [], log: [] };
-function mapURL(m) {
+function mapURL(l, h) {
   const cache = mapURLs[state.scale];
-  if (!cache[m]) cache[m] = heatURL(W, W, (i, j) => (j > i ? null : shade(weight(m, i, j))));
+  const m = l * H + h;
+  if (!cache[m]) cache[m] = heatURL(W, W, (i, j) => (j > i ? null : shade(weight(l, h, i, j))));
   return cache[m];
 }
 
+// Thumbnails: every head of every layer (a small model), or the selected layer's heads (COMPACT).
 const grid = document.getElementById("attn-grid");
 function buildGrid() {
-  grid.style.setProperty("--heads", H);
-  grid.replaceChildren(document.createElement("span"));
-  for (let h = 0; h < H; h++) {
-    const c = document.createElement("span");
-    c.className = "col-head";
-    c.textContent = `head ${h}`;
-    grid.append(c);
+  const layers = COMPACT ? [state.layer] : [...Array(L).keys()];
+  grid.style.setProperty("--heads", COMPACT ? Math.min(H, Math.ceil(Math.sqrt(H))) : H);
+  grid.replaceChildren();
+  if (!COMPACT) {
+    grid.append(document.createElement("span"));
+    for (let h = 0; h < H; h++) {
+      const c = document.createElement("span");
+      c.className = "col-head";
+      c.textContent = `head ${h}`;
+      grid.append(c);
+    }
   }
-  for (let l = 0; l < L; l++) {
-    const r = document.createElement("span");
-    r.className = "row-head";
-    r.textContent = `layer ${l}`;
-    grid.append(r);
+  for (const l of layers) {
+    if (!COMPACT) {
+      const r = document.createElement("span");
+      r.className = "row-head";
+      r.textContent = `layer ${l}`;
+      grid.append(r);
+    }
     for (let h = 0; h < H; h++) {
       const b = document.createElement("button");
       b.type = "button";
@@ -236,7 +255,7 @@ function buildGrid() {
       b.title = mapName(l, h);
       b.setAttribute("aria-label", `L${l} · H${h}: layer ${l} · head ${h} (${mapName(l, h)})`);
       const img = document.createElement("img");
-      img.src = mapURL(l * H + h);
+      img.src = mapURL(l, h);
       img.alt = "";
       const cap = document.createElement("span");
       cap.className = "cell-cap";
@@ -248,14 +267,101 @@ function buildGrid() {
   }
 }
 function markGrid() {
-  for (const b of grid.querySelectorAll(".attn-cell")) {
-    b.setAttribute("aria-pressed", String(Number(b.dataset.layer) === state.layer && Number(b.dataset.head) === state.head));
+  for (const b of document.querySelectorAll(".attn-cell, .head-cell")) {
+    const on = Number(b.dataset.layer) === state.layer && Number(b.dataset.head) === state.head;
+    b.setAttribute("aria-pressed", String(on));
+    if (b.classList.contains("head-cell")) b.tabIndex = on ? 0 : -1;
+  }
+  if (COMPACT) {
+    document.getElementById("attn-grid-title").textContent = `The ${H} heads of layer ${state.layer}`;
+    document.getElementById("attends-all-title").textContent = `… in every head of layer ${state.layer}`;
   }
   for (const b of document.querySelectorAll("[data-pick-layer]")) b.setAttribute("aria-pressed", String(Number(b.dataset.pickLayer) === state.layer));
   for (const b of document.querySelectorAll("[data-pick-head]")) b.setAttribute("aria-pressed", String(Number(b.dataset.pickHead) === state.head));
 }
 for (const b of document.querySelectorAll("[data-pick-layer]")) b.addEventListener("click", () => selectHead(Number(b.dataset.pickLayer), state.head));
 for (const b of document.querySelectorAll("[data-pick-head]")) b.addEventListener("click", () => selectHead(state.layer, Number(b.dataset.pickHead)));
+
+// COMPACT: the picker is one small cell per head (layers across, heads down), coloured by how much
+// weight the head gives the token right before each token (habits.prev); the arrow keys move between cells.
+const headGrid = document.getElementById("head-grid");
+const habit = (l, h) => ({ prev: data.habits.prev[l * H + h], first: data.habits.first[l * H + h] });
+function headWords(l, h) {
+  const { prev, first } = habit(l, h);
+  return `layer ${l} · head ${h}: ${fmt(prev, 2)} on the previous token, ${fmt(first, 2)} on the first`;
+}
+const headLine = (l, h) => `L${l} · H${h}: previous token ${fmt(habit(l, h).prev, 2)} · first ${fmt(habit(l, h).first, 2)}`;
+function buildHeadGrid() {
+  headGrid.style.setProperty("--layers", L);
+  headGrid.style.setProperty("--heads", H);
+  const step = L > 20 ? 5 : L > 10 ? 2 : 1;  // layer numbers that fit over cells of about 11 px
+  const corner = document.createElement("span");
+  corner.className = "hg-corner";
+  corner.textContent = "head";
+  headGrid.replaceChildren(corner);
+  for (let l = 0; l < L; l++) {
+    const c = document.createElement("span");
+    c.className = "hg-col";
+    c.textContent = l % step === 0 ? String(l) : "";
+    headGrid.append(c);
+  }
+  for (let h = 0; h < H; h++) {
+    const r = document.createElement("span");
+    r.className = "hg-row";
+    r.textContent = String(h);
+    headGrid.append(r);
+    for (let l = 0; l < L; l++) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "head-cell";
+      b.dataset.layer = l;
+      b.dataset.head = h;
+      b.style.background = viridis(habit(l, h).prev);
+      b.setAttribute("aria-label", headWords(l, h));
+      b.addEventListener("click", () => selectHead(l, h));
+      b.addEventListener("mouseenter", () => readout("head-grid-readout", headLine(l, h)));
+      b.addEventListener("focus", () => readout("head-grid-readout", headLine(l, h)));
+      headGrid.append(b);
+    }
+  }
+  headGrid.addEventListener("mouseleave", () => readout("head-grid-readout", ""));
+  headGrid.addEventListener("keydown", (ev) => {
+    const b = ev.target.closest(".head-cell");
+    if (!b) return;
+    let l = Number(b.dataset.layer), h = Number(b.dataset.head);
+    const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1], Home: [-l, 0], End: [L - 1 - l, 0] };
+    if (!moves[ev.key]) return;
+    ev.preventDefault();
+    l = Math.max(0, Math.min(L - 1, l + moves[ev.key][0]));
+    h = Math.max(0, Math.min(H - 1, h + moves[ev.key][1]));
+    const next = headGrid.querySelector(`.head-cell[data-layer="${l}"][data-head="${h}"]`);
+    for (const c of headGrid.querySelectorAll('.head-cell[tabindex="0"]')) c.tabIndex = -1;
+    next.tabIndex = 0;
+    next.focus();
+  });
+}
+
+// Another layer's maps, from the page's own /data with that layer chosen. The window is the one this
+// page was drawn for: the token it was opened at (view.token) decides it, whatever token is outlined now.
+const fetching = new Map();  // layer -> its pending fetch
+function ensureLayer(l) {
+  if (maps.has(l)) return Promise.resolve();
+  if (!fetching.has(l)) {
+    const url = new URL(location.href);
+    url.searchParams.set("layer", l);
+    if (view.token === view.default_token) url.searchParams.delete("token");
+    else url.searchParams.set("token", view.token);
+    fetching.set(l, fetch(dataUrl(url.href))
+      .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`the server answered ${r.status}`))))
+      .then((body) => {
+        const d = body.data["tf-data"];
+        if (d.start !== START || d.end !== END) throw new Error("the prompt's window moved; reload the page");
+        addMaps(d.attention);
+      })
+      .finally(() => fetching.delete(l)));
+  }
+  return fetching.get(l);
+}
 
 const bigBox = document.getElementById("attn-big");
 const mainCard = document.querySelector(".tf-main");
@@ -279,7 +385,9 @@ function bigLayout() {
   const old = bigBox.querySelector("svg");
   const fig = bigBox.parentElement.getBoundingClientRect();
   const top = (stacked ? fig.top : bigBox.getBoundingClientRect().top) + window.scrollY;
-  const after = stacked ? card.bottom - fig.top - (old ? old.getBoundingClientRect().height : 0) + 10 : 24;
+  // (a COMPACT phone card ends with the head grid, which is left below the first screen)
+  const picker = COMPACT && stacked ? document.querySelector(".tf-pick").getBoundingClientRect().height : 0;
+  const after = stacked ? card.bottom - fig.top - (old ? old.getBoundingClientRect().height : 0) - picker + 10 : 24;
   // (the download control joins the colour scale's row once the chart is drawn)
   const byHeight = window.innerHeight - top - after - labelW - 12;
   // beside the map on a laptop: the download control, then the caption column (12rem and its gap)
@@ -320,22 +428,22 @@ function buildBig() {
   const keep = BIG && projector() && BIG.k < W ? BIG.s : null;
   BIG = projector() ? projLayout(keep) : bigLayout();
   const { x0, y0, cell, font, size, chars, labelW, s: s0, k } = BIG;
-  const l = state.layer, h = state.head, m = l * H + h;
+  const l = state.layer, h = state.head;
   const proj = projector();
   const s = svg(x0 + size + 6, y0 + size + labelW + 6, { label: `Attention map, layer ${l} head ${h}: rows are the tokens looking, columns the tokens looked at`, className: "heat" });
   s.style.width = `${x0 + size + 6}px`;
   s.style.maxWidth = "100%";
   if (!proj) {
-    image(s, mapURL(m), x0, y0, size, size);
+    image(s, mapURL(l, h), x0, y0, size, size);
     rowLabels(s, x0 - 4, y0, cell, W, (i) => short(tokText(START + i), chars), font);
     colLabels(s, x0, y0 + size + 4, cell, W, (j) => short(tokText(START + j), chars), font);
     text(s, x0 - 6, y0 + size + 16, "query ↓", { "text-anchor": "end", "font-size": font, class: "lbl axis" });
     text(s, x0 - 6, y0 + size + 32, "key →", { "text-anchor": "end", "font-size": font, class: "lbl axis" });
   } else {
-    image(s, heatURL(k, k, (i, j) => (j > i ? null : shade(weight(m, s0 + i, s0 + j)))), x0, y0, size, size);
+    image(s, heatURL(k, k, (i, j) => (j > i ? null : shade(weight(l, h, s0 + i, s0 + j)))), x0, y0, size, size);
     if (BIG.earlier) {
       // what each row gives the tokens before the drawn ones, all together (a row adds up to 1)
-      const rest = (i) => { let a = 0; for (let j = s0; j <= s0 + i; j++) a += weight(m, s0 + i, j); return Math.max(0, 1 - a); };
+      const rest = (i) => { let a = 0; for (let j = s0; j <= s0 + i; j++) a += weight(l, h, s0 + i, j); return Math.max(0, 1 - a); };
       image(s, heatURL(k, 1, (i) => shade(rest(i))), BIG.rowW + 2, y0, cell, size);
       const cx = BIG.rowW + 2 + cell / 2;
       text(s, cx, y0 + size + 6, "earlier", { "text-anchor": "end", "dominant-baseline": "central", "font-size": font, class: "lbl axis", transform: `rotate(-90 ${cx} ${y0 + size + 6})` });
@@ -355,10 +463,10 @@ function buildBig() {
     hover.setAttribute("visibility", "visible");
     const [a, b] = [START + i, START + j];
     readout("attn-readout", proj  // beside the projected map there is room for two short lines
-      ? `${short(tokText(a), 6)} → ${short(tokText(b), 6)}: ${j > i ? "masked" : fmt(weight(m, i, j))}`
+      ? `${short(tokText(a), 6)} → ${short(tokText(b), 6)}: ${j > i ? "masked" : fmt(weight(l, h, i, j))}`
       : j > i
         ? `${where(a)} cannot see ${where(b)}: it comes later (masked).`
-        : `${where(a)} → ${where(b)}: weight ${fmt(weight(m, i, j))}`);
+        : `${where(a)} → ${where(b)}: weight ${fmt(weight(l, h, i, j))}`);
   });
   s.addEventListener("mouseleave", () => { hover.setAttribute("visibility", "hidden"); readout("attn-readout", ""); });
   s.addEventListener("click", (ev) => { const c = cellAt(s, ev, x0, y0, cell, cell, n, n); if (c) selectToken(START + BIG.s + c[0]); });
@@ -386,11 +494,11 @@ window.addEventListener("resize", () => {
 
 function buildAttends() {
   const i = state.token - START;
-  const m = state.layer * H + state.head;
+  const w = (j) => weight(state.layer, state.head, i, j);
   document.getElementById("attends-head-label").textContent = `in layer ${state.layer} · head ${state.head} (${mapName(state.layer, state.head)}), strongest first:`;
   const rows = [];
   let inside = 0;
-  for (let j = 0; j <= i; j++) { rows.push([j, weight(m, i, j)]); inside += weight(m, i, j); }
+  for (let j = 0; j <= i; j++) { rows.push([j, w(j)]); inside += w(j); }
   rows.sort((a, b) => b[1] - a[1]);
   const list = document.getElementById("attends-list");
   list.replaceChildren();
@@ -419,31 +527,37 @@ function buildAttends() {
   buildAllHeads(i);
 }
 
+// One row per head (every head of a small model; the selected layer's of a COMPACT one).
 function buildAllHeads(i) {
   const box = document.getElementById("attends-all");
+  const heads = COMPACT ? [...Array(H).keys()].map((h) => [state.layer, h]) : [...Array(L * H).keys()].map((r) => [Math.floor(r / H), r % H]);
+  const n = heads.length;
   const cols = i + 1;
   const x0 = Math.ceil(6 * CHAR_W) + 8, y0 = 4, ch = 16;
   const cw = Math.max(2, Math.min(22, (widthOf("attends-all", 360) - x0 - 4) / cols));
   const colH = Math.ceil(11 * CHAR_W) + 8;
-  const s = chart(x0 + cols * cw + 4, y0 + L * H * ch + colH, { label: `Attention of position ${state.token} in every head`, className: "heat" });
-  image(s, heatURL(L * H, cols, (r, j) => shade(weight(r, i, j)), 256), x0, y0, cols * cw, L * H * ch);
-  for (let r = 0; r < L * H; r++) {
-    text(s, x0 - 4, y0 + r * ch + ch / 2, `L${Math.floor(r / H)} H${r % H}`, { "text-anchor": "end", "dominant-baseline": "central", "font-size": FONT, class: "lbl" });
-  }
-  for (let l = 1; l < L; l++) el("line", { x1: 0, x2: x0 + cols * cw, y1: y0 + l * H * ch, y2: y0 + l * H * ch, class: "sep" }, s);
-  colLabels(s, x0, y0 + L * H * ch + 4, cw, cols, (j) => short(tokText(START + j), 11), FONT);
-  el("rect", { x: 1, y: y0 + (state.layer * H + state.head) * ch, width: cols * cw + x0 - 1, height: ch, class: "sel-outline" }, s);
+  const s = chart(x0 + cols * cw + 4, y0 + n * ch + colH, { label: `Attention of position ${state.token} in every head${COMPACT ? ` of layer ${state.layer}` : ""}`, className: "heat" });
+  image(s, heatURL(n, cols, (r, j) => shade(weight(heads[r][0], heads[r][1], i, j)), 256), x0, y0, cols * cw, n * ch);
+  heads.forEach(([l, h], r) => {
+    text(s, x0 - 4, y0 + r * ch + ch / 2, `L${l} H${h}`, { "text-anchor": "end", "dominant-baseline": "central", "font-size": FONT, class: "lbl" });
+  });
+  if (!COMPACT) for (let l = 1; l < L; l++) el("line", { x1: 0, x2: x0 + cols * cw, y1: y0 + l * H * ch, y2: y0 + l * H * ch, class: "sep" }, s);
+  colLabels(s, x0, y0 + n * ch + 4, cw, cols, (j) => short(tokText(START + j), 11), FONT);
+  const sel = heads.findIndex(([l, h]) => l === state.layer && h === state.head);
+  el("rect", { x: 1, y: y0 + sel * ch, width: cols * cw + x0 - 1, height: ch, class: "sel-outline" }, s);
   const pick = (ev) => {
     const p = svgPoint(s, ev);
     const r = Math.floor((p.y - y0) / ch);
-    return r >= 0 && r < L * H ? r : null;
+    return r >= 0 && r < n ? r : null;
   };
   s.addEventListener("mousemove", (ev) => {
-    const c = cellAt(s, ev, x0, y0, cw, ch, L * H, cols);
-    readout("attends-readout", c ? `layer ${Math.floor(c[0] / H)} · head ${c[0] % H}: ${where(state.token)} → ${where(START + c[1])}: ${fmt(weight(c[0], i, c[1]))}` : "");
+    const c = cellAt(s, ev, x0, y0, cw, ch, n, cols);
+    if (!c) { readout("attends-readout", ""); return; }
+    const [l, h] = heads[c[0]];
+    readout("attends-readout", `layer ${l} · head ${h}: ${where(state.token)} → ${where(START + c[1])}: ${fmt(weight(l, h, i, c[1]))}`);
   });
   s.addEventListener("mouseleave", () => readout("attends-readout", ""));
-  s.addEventListener("click", (ev) => { const r = pick(ev); if (r !== null) selectHead(Math.floor(r / H), r % H); });
+  s.addEventListener("click", (ev) => { const r = pick(ev); if (r !== null) selectHead(...heads[r]); });
   box.replaceChildren(s);
 }
 
@@ -453,7 +567,9 @@ let MLP = null;
 let mlpSel = null;
 function buildMlp() {
   const left = Math.ceil(7 * CHAR_W) + 8;
-  MLP = { x0: left, y0: 4, cw: Math.max(2, Math.min(30, (widthOf("mlp") - left - 4) / W)), ch: 26, font: FONT };
+  // rows of 26 px for a few layers; a deep model's rows shrink (never under the labels' 12 px) to keep the chart short
+  const rowH = Math.max(13, Math.min(26, Math.floor(420 / L)));
+  MLP = { x0: left, y0: 4, cw: Math.max(2, Math.min(30, (widthOf("mlp") - left - 4) / W)), ch: rowH, font: FONT };
   const { x0, y0, cw, ch, font } = MLP;
   const vals = data.mlp.mean_abs;
   const max = data.mlp.max;
@@ -491,15 +607,24 @@ function buildResid() {
     el("line", { x1: x0, x2: x0 + w, y1: Y(v), y2: Y(v), class: "gridline" }, s);
     text(s, x0 - 6, Y(v), String(Math.round(v * 10) / 10), { "text-anchor": "end", "dominant-baseline": "central", "font-size": FONT, class: "lbl" });
   }
-  data.resid.names.forEach((n, d) => text(s, X(d), y0 + h + 16, d === 0 ? (narrow ? "embed" : "embedding") : (narrow ? `L${d - 1}` : `layer ${d - 1}`), { "text-anchor": "middle", "font-size": FONT, class: "lbl" }));
+  // the embedding, then a label every `every` depths (as many as fit side by side), and the last layer
+  const terse = narrow || depth > 9;
+  const every = Math.max(1, Math.ceil(((terse ? 5 : 9) * CHAR_W + 8) / ((w - 24) / (depth - 1))));
+  const labelled = [0];
+  for (let d = every === 1 ? 1 : 1 + every; d < depth - 1; d += every) labelled.push(d);
+  if (labelled.length > 1 && depth - 1 - labelled[labelled.length - 1] < every) labelled.pop();
+  labelled.push(depth - 1);
+  for (const d of labelled) {
+    text(s, X(d), y0 + h + 16, d === 0 ? (terse ? "embed" : "embedding") : (terse ? `L${d - 1}` : `layer ${d - 1}`), { "text-anchor": "middle", "font-size": FONT, class: "lbl" });
+  }
   text(s, x0, y0 + h + 36, "L2 norm of the residual stream, after …", { "font-size": FONT, class: "lbl axis" });
   const line = (j) => norms.map((row, d) => `${X(d)},${Y(row[j])}`).join(" ");
   for (let j = 0; j < W; j++) if (START + j !== state.token) el("polyline", { points: line(j), class: "others" }, s);
   const sel = state.token - START;
   el("polyline", { points: line(sel), class: "selected" }, s);
   norms.forEach((row, d) => {
-    el("circle", { cx: X(d), cy: Y(row[sel]), r: 4, class: "selected-dot" }, s);
-    text(s, X(d), Y(row[sel]) - 9, fmt(row[sel], 1), { "text-anchor": "middle", "font-size": FONT, class: "val" });
+    el("circle", { cx: X(d), cy: Y(row[sel]), r: depth > 12 ? 3 : 4, class: "selected-dot" }, s);
+    if (depth <= 12 || d === 0 || d === depth - 1) text(s, X(d), Y(row[sel]) - 9, fmt(row[sel], 1), { "text-anchor": "middle", "font-size": FONT, class: "val" });
   });
   document.getElementById("resid").replaceChildren(s);
   readout("resid-readout", `${where(state.token)}: ` + norms.map((row, d) => `${d === 0 ? "embedding" : "layer " + (d - 1)} ${fmt(row[sel], 2)}`).join(" · "));
@@ -618,7 +743,7 @@ function selectScale(scale) {
   if (scale === state.scale) return;
   state.scale = scale;
   setViewOption("scale", scale === view.default_scale ? null : scale);
-  for (const b of grid.querySelectorAll(".attn-cell")) b.querySelector("img").src = mapURL(Number(b.dataset.layer) * H + Number(b.dataset.head));
+  for (const b of grid.querySelectorAll(".attn-cell")) b.querySelector("img").src = mapURL(Number(b.dataset.layer), Number(b.dataset.head));
   buildBig();
   buildAttends();
   attnLegend();
@@ -628,12 +753,27 @@ for (const input of document.querySelectorAll('input[name="attn-scale"]')) {
   input.addEventListener("change", () => { if (input.checked) selectScale(input.value); });
 }
 
-function selectHead(l, h) {
+let choosing = 0;  // the latest choice: a slower fetch for an earlier one is not applied over it
+async function selectHead(l, h) {
   if (l === state.layer && h === state.head) return;
+  const ticket = ++choosing;
+  if (!maps.has(l)) {
+    readout("attn-readout", `Fetching the maps of layer ${l}…`);
+    try {
+      await ensureLayer(l);
+    } catch (err) {
+      if (ticket === choosing) readout("attn-readout", `The maps of layer ${l} could not be fetched: ${err.message}.`);
+      return;
+    }
+    if (ticket !== choosing) return;
+    readout("attn-readout", "");
+  }
+  const newLayer = l !== state.layer;
   state.layer = l;
   state.head = h;
   setViewOption("layer", l || null);
   setViewOption("head", h || null);
+  if (COMPACT && newLayer) buildGrid();
   markGrid();
   buildBig();
   buildAttends();
@@ -642,6 +782,7 @@ function selectHead(l, h) {
 laidOutAt = mainCard.clientWidth;
 buildStrip();
 buildEmbedding();
+if (COMPACT) buildHeadGrid();
 buildGrid();
 attnLegend();
 buildBig();
