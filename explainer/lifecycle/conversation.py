@@ -221,7 +221,7 @@ def summarise(system: str | None, messages: Sequence[dict], count: Count, budget
     the newest question travel together as one user turn. ``reserve`` tokens are kept free for
     the summary's text when choosing where to cut; if the summary turns out longer, fewer turns
     are kept and the summary is written again. ``summarise_fn(older_messages) -> text`` writes
-    the summary (the bundled model, in the page).
+    the summary (the model that serves the scenario, in the page).
     """
     messages = list(messages)
     if count(system, messages) <= budget:

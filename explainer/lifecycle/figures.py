@@ -8,8 +8,9 @@ definitions for the figures a page recomputes in the browser:
 - **characters**: Unicode code points (what Python's ``len`` counts; ``[...s].length`` in JS);
 - **bytes**: the UTF-8 encoding's length, what travels on the wire;
 - **words**: runs of characters between whitespace;
-- **tokens**: the ids the tokenizer gives the text itself, the chat template's special tokens
-  (``<|user|>`` …) excluded, so a ratio says something about the text, not about the template.
+- **tokens**: the ids the tokenizer gives the text itself, what the chat template adds (special
+  tokens such as ``<|user|>``, and for many models a role's name or a line break) excluded, so a
+  ratio says something about the text, not about the template.
 
 A request body is counted as the compact JSON the SDKs send (no spaces after separators).
 
@@ -24,6 +25,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+
+from explainer.lifecycle.tool_format import tools_system_prompt
 
 WORD = re.compile(r"[^ \t\n\r\f\v]+")  # the same class as figures.js's WORD
 
@@ -73,3 +76,16 @@ def prompt_text_figures(tokenizer, ids) -> TextFigures:
     chat template's special tokens left out of both."""
     plain = [int(t) for t in ids if not tokenizer.is_special(int(t))]
     return text_figures(tokenizer.decode(plain), len(plain))
+
+
+def request_chat_parts(tokenizer, req) -> list[tuple[str, list[int]]]:
+    """A parsed request's prompt as ``chat_parts``: the system text as the model reads it (tool definitions
+    included, as the engine writes them) and its turns."""
+    system = tools_system_prompt(req.system, req.tools) if req.tools else req.system
+    return tokenizer.chat_parts(system, [(m.role, m.text) for m in req.messages])
+
+
+def chat_text_figures(tokenizer, parts: list[tuple[str, list[int]]]) -> TextFigures:
+    """The figures of a prompt's own text, from its ``chat_parts``: everything but the template's parts."""
+    ids = [t for label, part in parts if label != "template" for t in part]
+    return text_figures(tokenizer.decode(ids), len(ids))

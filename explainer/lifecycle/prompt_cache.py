@@ -14,9 +14,10 @@ Usage is reported as the Messages API reports it:
     input_tokens                 the rest: neither read nor written
 and ``cache_creation`` splits the written tokens by TTL.
 
-The bundled model's cache works at turn boundaries: a breakpoint on any block of a turn
-covers the prefix through the end of that turn (the special ``<|end|>`` token is a hard
-boundary for BPE, so such a prefix is the same whatever follows). Prefixes shorter than
+The cache works at turn boundaries: a breakpoint on any block of a turn covers the prefix
+through the end of that turn, as the tokenizer's ``encode_chat_segments`` places it (the
+template's closing of a turn is encoded apart from what follows, so such a prefix is the same
+whatever comes after it). Prefixes shorter than
 ``MIN_CACHEABLE_TOKENS`` are not cached, as with the real minimums (1,024+ tokens on Claude).
 
 Example:
@@ -42,7 +43,7 @@ TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 
 @dataclass
 class Entry:
-    kv: object  # explainer.llm.model.KVCache holding exactly ``length`` positions
+    kv: object  # the model's Cache (explainer.llm.interface) holding exactly ``length`` positions
     length: int
     ttl: str
     expires_at: float

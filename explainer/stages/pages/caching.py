@@ -25,8 +25,6 @@ import json
 import re
 from dataclasses import dataclass
 
-import numpy as np
-
 from explainer.lifecycle import lru
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.errors import APIError
@@ -34,13 +32,14 @@ from explainer.lifecycle.payload import MAX_BREAKPOINTS, parse_request
 from explainer.lifecycle.pricing import cost, price_of, table, usd
 from explainer.lifecycle.prompt_cache import MIN_CACHEABLE_TOKENS, TTL_SECONDS, PromptCache
 from explainer.lifecycle.scenario import ScenarioError
+from explainer.llm.interface import Cache
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
 from explainer.stages.runs import run_of
 
 CLOCK_MAX = 120  # minutes: past the 1-hour TTL, so both expiries can be seen
 N_MAX = 50  # requests on the break-even chart
 TTL_MINUTES = {ttl: int(s // 60) for ttl, s in TTL_SECONDS.items()}
-CACHE_ID = f"{BUNDLED_MODEL_NAME}:caching-page"
+CACHE_ID = f"{BUNDLED_MODEL_NAME}:caching-page"  # salts the keys of the page's private caches (one model's each)
 
 # The real minimums, for comparison (they differ by model and change: the page says "about").
 # Source: Anthropic's prompt-caching documentation (platform.claude.com/docs/en/build-with-claude/prompt-caching).
@@ -209,7 +208,7 @@ class First:
     result: dict
     ids: list[int]
     marks: list[tuple[int, str]]  # (prefix length, ttl) as the engine plans them
-    kv: tuple[list[np.ndarray], list[np.ndarray], int] | None  # the longest stored prefix's keys and values
+    kv: Cache | None  # the longest stored prefix's keys and values, as request 1's cache kept them
 
 
 # Bounded by bytes under the shared budget: a first request keeps up to ~4 MB of keys and values.
@@ -224,31 +223,22 @@ def run_first(engine, req, seed: int) -> First:
     events = list(engine.stream(req, seed=seed, prompt_cache=cache))
     ids, ends = engine.prompt_segments(req)
     marks = [(ends[bp.segment], bp.ttl) for bp in req.breakpoints if bp.segment in ends]
-    kv = None
-    if len(cache):
-        hit = cache.plan(ids, marks).hit  # the longest prefix it wrote (looked up at t = 0: nothing changes)
-        n = hit.length
-        kv = ([k[:, :n].copy() for k in hit.kv.k], [v[:, :n].copy() for v in hit.kv.v], n)
+    # the longest prefix it wrote (looked up at t = 0: nothing changes); the private cache goes, its entry stays
+    kv = cache.plan(ids, marks).hit.kv if len(cache) else None
     return First(summarise(events), ids, marks, kv)
 
 
 def cache_after_first(engine, first: First, clock: FakeClock) -> PromptCache:
     """A fresh cache holding exactly what request 1 left in its own: the same entries, stored at t = 0."""
     cache = PromptCache(model_id=CACHE_ID, clock=clock)
-    if first.kv is not None:
-        ks, vs, n = first.kv
-        kv = engine.model.new_cache()
-        for layer, (k, v) in enumerate(zip(ks, vs)):
-            kv.k[layer][:, :n] = k
-            kv.v[layer][:, :n] = v
-        kv.length = n
-        cache.store(cache.plan(first.ids, first.marks, now=0.0), kv, now=0.0)
+    if first.kv is not None:  # store() copies it: request 1's entry stays as it was for the next clock
+        cache.store(cache.plan(first.ids, first.marks, now=0.0), first.kv, now=0.0)
     return cache
 
 
 def run_twice(engine, scenario, body: dict, req, marks_key: str, clock_minutes: int) -> dict:
     """Request 1 at t = 0 and request 2 at t = ``clock_minutes``, through one simulated cache."""
-    key = (scenario.key(), marks_key)
+    key = (scenario.key(), engine.loaded.fingerprint, marks_key)
     first = _FIRSTS.get_or_compute(key, lambda: run_first(engine, req, scenario.seed))
     pair_key = (*key, clock_minutes)
     pair = _PAIRS.get(pair_key)
@@ -468,7 +458,7 @@ def context(page) -> dict:
     base = {
         "min_tokens": MIN_CACHEABLE_TOKENS, "claude_minimums": CLAUDE_MINIMUMS, "minimums_source": MINIMUMS_SOURCE,
         "max_breakpoints": MAX_BREAKPOINTS, "clock": opts["clock"], "clock_max": CLOCK_MAX, "ttl": opts["ttl"],
-        "served_by": BUNDLED_MODEL_NAME, "model": s.model, "has_tools": bool(s.tools),
+        "served_by": eng.name, "local": not eng.loaded.bundled, "model": s.model, "has_tools": bool(s.tools),
         "price": price, "price_checked": prices.get("checked"),
         "multipliers": prices["cache_multipliers"], "n_max": N_MAX,
         # the system prompt the page uses: the request's own, or the long one in its place

@@ -94,7 +94,7 @@ def context(page) -> dict:
 
     code = snippets(body)
     return {
-        "examples": example_links(page),
+        "examples": example_links(page) if page.engine.loaded.bundled else [],  # measured on the bundled model's replies
         "wide": True,
         "body_json": json_text(body),
         "body_figures": body_figures(body),  # characters and UTF-8 bytes of the compact JSON the SDKs send

@@ -7,7 +7,7 @@ to get its real usage, counts its input tokens exactly as ``/v1/messages/count_t
 and prices it at the requested model's list price. It shows the context window filling up, the
 real 400 that the engine answers when the prompt no longer fits, and three client-side
 strategies (from ``explainer.lifecycle.conversation``) side by side, the summary one written by
-the bundled model itself.
+the model that serves the scenario. A local model has no list price: its costs say so.
 
 A conversation of one question opens fast-forwarded: ``ff`` (default ``DEMO_REQUESTS``) is the number of
 requests the page plays out first, each one the history so far, the model's real reply and the next of
@@ -23,7 +23,7 @@ from dataclasses import asdict
 
 from explainer.lifecycle import conversation as cv
 from explainer.lifecycle import lru
-from explainer.lifecycle.engine import BUNDLED_MODEL_NAME, run_request
+from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.pricing import cost, price_of, table, usd
@@ -39,6 +39,7 @@ SUMMARY_ASK = "Summarise this conversation in two sentences:\n\n"
 MAX_N = 20
 DEMO_REQUESTS = 4  # a one-question conversation opens on this many requests (fewer if the window fills first)
 _BLANK_RUN = re.compile(r"(\n{3,})")
+NO_PRICE = "no per-token price"  # what a local model's cost cells say: it runs on this server
 
 DATA = {"conversation-data": "conversation_data"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS = {
@@ -128,7 +129,7 @@ def compact_bytes(body: dict) -> int:
     return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
 
 
-# ---- the bundled model as counter and summariser ----------------------------------------------
+# ---- the serving model as counter and summariser ----------------------------------------------
 
 def counter(engine, model: str):
     """``count(system, messages)``: the prompt tokens of that request, exactly as count_tokens counts them."""
@@ -144,7 +145,7 @@ _SUMMARIES = lru.LRU("conversation page: summaries")  # bounded by bytes (keys h
 
 
 def summary_request(engine, model: str, older: list[dict]) -> tuple[dict, int]:
-    """The request that asks the bundled model for a summary, cut to fit its window.
+    """The request that asks the model for a summary, cut to fit its window.
 
     The transcript loses its oldest lines first, then (if one line alone is too long) its
     oldest characters; returns the body and how many of the older messages it still covers.
@@ -172,8 +173,8 @@ def summary_request(engine, model: str, older: list[dict]) -> tuple[dict, int]:
 
 
 def summarise_with_model(engine, model: str, older: list[dict]) -> dict:
-    """Run the summary request on the bundled model (temperature 0: the same summary every time)."""
-    key = (model, tuple((m["role"], m["content"]) for m in older))
+    """Run the summary request on the engine's model (temperature 0: the same summary every time)."""
+    key = (model, engine.name, engine.loaded.fingerprint, tuple((m["role"], m["content"]) for m in older))
     cached = _SUMMARIES.get(key)
     if cached is not None:
         return cached
@@ -257,15 +258,22 @@ def headline(turns: list[dict], max_prompt: int, refused: bool) -> str:
     return text + f" {max(0, max_prompt - last['input_tokens']):,} tokens are left below the {max_prompt:,}-token limit."
 
 
-def _segments(engine, system: str | None, history: list[dict]) -> tuple[int, list[int], bool]:
-    """Tokens of the system prompt and of each message inside the prompt (role marker and <|end|> included)."""
+def _segments(engine, system: str | None, history: list[dict]) -> tuple[int, list[int], int]:
+    """Tokens of the system prompt and of each message inside the prompt (what the chat template writes
+    around each included), and of the template's opening of the reply (0 after a prefill)."""
     ids, ends = engine.tokenizer.encode_chat_segments(system, [(m["role"], m["content"]) for m in history])
     sys_n = ends.get("system", 0)
     sizes, prev = [], sys_n
     for i in range(len(history)):
         sizes.append(ends[f"messages.{i}"] - prev)
         prev = ends[f"messages.{i}"]
-    return sys_n, sizes, len(ids) > prev  # the last flag: a final "<|assistant|>" opens the reply
+    return sys_n, sizes, len(ids) - prev
+
+
+def _reply_opening(engine) -> int:
+    """How many tokens the chat template writes to open the assistant's reply."""
+    ids, ends = engine.tokenizer.encode_chat_segments(None, [("user", "x")])
+    return len(ids) - ends["messages.0"]
 
 
 def _turn_runs(page, history: list[dict], ends: list[int]) -> list:
@@ -315,7 +323,8 @@ def context(page) -> dict:
     window, max_prompt = eng.context_window, eng.max_prompt_tokens
     base = {
         "played": played, "ff": page.opts["ff"], "demo_requests": DEMO_REQUESTS,
-        "wide": False, "own_error_card": True, "window": window, "max_prompt": max_prompt, "served_by": BUNDLED_MODEL_NAME,
+        "wide": False, "own_error_card": True, "window": window, "max_prompt": max_prompt, "served_by": eng.name,
+        "local": not eng.loaded.bundled,
         "claude_windows": CLAUDE_WINDOWS,
         "caching_url": page.url("caching") if BY_SLUG["caching"].built else None, "compose_url": page.url("compose"),
         "n_choices": range(1, MAX_N + 1),
@@ -341,7 +350,9 @@ def context(page) -> dict:
     runs = _turn_runs(page, history, ends)
     outputs = [None if r.error else r.done["usage"]["output_tokens"] for r in runs]
     stats = cv.per_turn(system, history, count, outputs, model=s.model)
-    sys_n, sizes, opens_reply = _segments(eng, system, history)
+    sys_n, sizes, reply_opening = _segments(eng, system, history)
+    opening = reply_opening or _reply_opening(eng)  # an earlier request's, when this one ends on a prefill
+    money = (lambda x: NO_PRICE) if base["local"] else usd  # noqa: E731
     budget = cv.reply_budget(window, max_prompt, s.max_tokens)
 
     turns = []
@@ -355,8 +366,8 @@ def context(page) -> dict:
         sent_before = ends[k - 1] if k else 0  # what the previous request carried; its reply is new here
         for i in range(end):
             segs.append({"kind": history[i]["role"], "tokens": sizes[i], "index": i, "new": i >= sent_before})
-        if opens_reply or not is_last:  # "<|assistant|>": the model's reply starts here
-            segs.append({"kind": "reply-marker", "tokens": 1})
+        if reply_opening or not is_last:  # the template's opening of the reply: the model's reply starts here
+            segs.append({"kind": "reply-marker", "tokens": reply_opening or opening})
         turns.append({
             "turn": st.turn, "user": history[start]["content"], "start": start, "end": end,
             "user_pieces": pieces(history[start]["content"]),
@@ -366,8 +377,8 @@ def context(page) -> dict:
             "error": r.error, "stop_reason": (r.done or {}).get("stop_reason"),
             "input_tokens": st.input_tokens, "new_tokens": st.input_tokens - prev_in,
             "output_tokens": st.output_tokens, "cumulative_input": st.cumulative_input,
-            "cost": usd(st.cost) if st.output_tokens is not None else "not billed",
-            "cumulative_cost": usd(st.cumulative_cost), "cost_value": st.cost, "cumulative_cost_value": st.cumulative_cost,
+            "cost": money(st.cost) if st.output_tokens is not None else "not billed",
+            "cumulative_cost": money(st.cumulative_cost), "cost_value": st.cost, "cumulative_cost_value": st.cumulative_cost,
             "bytes": compact_bytes(body), "messages": end, "segments": segs,
             "over": st.input_tokens > max_prompt, "over_budget": st.input_tokens > budget,
         })
@@ -394,7 +405,7 @@ def context(page) -> dict:
         "summarise": cv.summarise(system, history, count, budget, summarise_fn, reserve=SUMMARY_MAX_TOKENS + 16),
     }
     if summary_info is not None:
-        summary_info = summary_info | {"cost": usd(_cost(s.model, summary_info))}
+        summary_info = summary_info | {"cost": money(_cost(s.model, summary_info))}
     strategies = [_strategy_view(page, results[k], history, summary_info if k == "summarise" else None) for k in cv.STRATEGIES]
 
     growth = (turns[-1]["input_tokens"] - turns[0]["input_tokens"]) / (n_turns - 1) if n_turns > 1 else None
@@ -404,7 +415,7 @@ def context(page) -> dict:
             p = cv.project(turns[0]["input_tokens"], growth, w, model=s.model)
             if p:
                 projections.append({"key": key, "window": w, "turns": p.turns, "last_input": p.last_input,
-                                    "total_input": p.total_input, "cost": usd(p.input_cost), "cost_value": p.input_cost})
+                                    "total_input": p.total_input, "cost": money(p.input_cost), "cost_value": p.input_cost})
     scale_words = None
     if len(projections) == 2:
         small, big = projections

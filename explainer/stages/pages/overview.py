@@ -14,5 +14,5 @@ def context(page) -> dict:
                       "url": page.url(x)} for x in REQUEST_STEPS],
         "prompt_text": last_user,
         "request_body": s.request_body(),
-        "examples": example_links(page),
+        "examples": example_links(page) if page.engine.loaded.bundled else [],  # measured on the bundled model's replies
     }

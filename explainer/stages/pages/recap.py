@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 
-from explainer.lifecycle.figures import body_figures, prompt_text_figures
+from explainer.lifecycle.figures import body_figures, chat_text_figures, request_chat_parts, text_figures
 from explainer.llm.generate import step_banned
 from explainer.stages.registry import REQUEST_STEPS
 from explainer.stages.words import stop_reason_in_words
@@ -35,7 +35,8 @@ def context(page) -> dict:
     run, s = page.run, page.scenario
     tok = page.engine.tokenizer
     n_prompt = len(run.prompt_ids or [])
-    text = prompt_text_figures(tok, run.prompt_ids or [])
+    # the text's own figures: what the chat template adds (special tokens, a role's name) left out
+    text = chat_text_figures(tok, request_chat_parts(tok, run.request)) if run.request is not None and n_prompt else text_figures("", 0)
     steps = []
     params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
     for st in run.steps[:SHOWN_DRAWS]:
@@ -54,7 +55,7 @@ def context(page) -> dict:
         "n_prompt": n_prompt,
         "text": text,
         "template_tokens": n_prompt - text.tokens,
-        "prompt_preview": run.prompt_tokens[:80],
+        "prompt_preview": [t | {"special": tok.is_special(t["id"])} for t in run.prompt_tokens[:80]],
         "prompt_more": max(0, n_prompt - 80),
         "vocab": tok.vocab_size,
         "model_info": {"layers": m.config.n_layer, "heads": m.config.n_head, "d_model": m.config.d_model,

@@ -1,10 +1,17 @@
 """Sampling: one step of the autoregressive loop, its real next-token distribution, and the
 knobs (temperature, top-k, top-p) that reshape it.
 
-The page sends the step's raw logits over the whole vocabulary to the browser, where
-``static/js/lib/sampling.js`` (a port of ``explainer/llm/sampling.py``) recomputes the
-distribution as the sliders move. The sliders are *view options* (``t``, ``k``, ``p``):
-they explore, they never change the request; absent, they follow the request's settings.
+The page sends the step's raw logits to the browser, where ``static/js/lib/sampling.js`` (a port
+of ``explainer/llm/sampling.py``) recomputes the distribution as the sliders move. The sliders are
+*view options* (``t``, ``k``, ``p``): they explore, they never change the request; absent, they
+follow the request's settings.
+
+A vocabulary of up to ``FULL_VOCAB_MAX`` ids (the bundled model's 4,096) travels whole: every
+logit, every token's text once per page. A real model's (49,152 to 151,936 ids) would be a
+megabyte a step, so its step travels compact (:func:`compact_step`): the ``TOP_EXACT`` most likely
+tokens exactly, with their texts, the engine's own pick wherever it ranks, and the rest as
+``TAIL_GROUPS`` runs of neighbours in rank, each one count and one representative score. The size
+does not grow with the vocabulary.
 """
 from __future__ import annotations
 
@@ -22,6 +29,9 @@ PROMPT_TAIL = 24  # prompt tokens shown before the reply in the step-through
 API_TEMPERATURE_MAX = 1.0
 EXPLORE_TEMPERATURE_MAX = 2.0  # 1–2 is outside the API's range: offered to explore, labelled as such
 TOP_K_SLIDER_MAX = 100
+FULL_VOCAB_MAX = 8192  # a larger vocabulary's steps travel compact
+TOP_EXACT = 512  # compact: the most likely tokens sent exactly (the table shows 50 at most, top_k's slider 100)
+TAIL_GROUPS = 256  # compact: the other drawable tokens, in this many runs of neighbours in rank
 
 _NUMBER = re.compile(r"\d{1,2}(\.\d{1,4})?")
 
@@ -85,8 +95,38 @@ def engine_uniform(seed: int, index: int) -> float:
     return float(np.random.default_rng(seed).random(index + 1)[index])
 
 
+def compact_step(logits: np.ndarray, banned: tuple[int, ...], token: int, temperature: float, label) -> dict:
+    """One step's distribution in a size that does not depend on the vocabulary's.
+
+    ``ids``/``logits``/``labels``: the ``top`` (``TOP_EXACT``) most likely drawable tokens, in rank
+    order (ties to the lower id, as the engine orders them), then the engine's ``token`` if it ranks
+    lower (its rank is ``token_rank``). ``tail``: every other drawable token, in rank order, as
+    ``[count, score]`` runs; a run's score is the log of its tokens' mean e^(z/T) times T at the
+    request's temperature, so at the request's settings each run carries exactly its tokens'
+    probability. The browser lays the runs out token by token (lib/sampling.js ``expandCompact``).
+    """
+    x = np.asarray(logits, dtype=np.float64).copy()
+    x[list(banned)] = -np.inf
+    ids = np.flatnonzero(np.isfinite(x))
+    order = ids[np.lexsort((ids, -x[ids]))]
+    rank = int(np.flatnonzero(order == token)[0])
+    exact = [int(t) for t in order[:TOP_EXACT]] + ([token] if rank >= TOP_EXACT else [])
+    rest = np.delete(order, rank)[TOP_EXACT:] if rank >= TOP_EXACT else order[TOP_EXACT:]
+    tail = []
+    for run in np.array_split(x[rest], min(TAIL_GROUPS, len(rest))) if len(rest) else []:
+        if temperature > 0:
+            top = run.max()
+            score = top + temperature * float(np.log(np.mean(np.exp((run - top) / temperature))))
+        else:
+            score = float(run.mean())
+        tail.append([len(run), round(score, 4)])
+    return {"ids": exact, "logits": [round(float(x[t]), 4) for t in exact], "labels": [label(t) for t in exact],
+            "top": min(TOP_EXACT, len(order)), "token_rank": rank, "tail": tail}
+
+
 def step_payload(page, index: int) -> dict:
-    """What the browser needs to redraw one step: the full logits row and the engine's own draw."""
+    """What the browser needs to redraw one step: the logits (whole, or compact for a large
+    vocabulary) and the engine's own draw."""
     run, eng = page.run, page.engine
     st = run.steps[index]
     req = request_params(page)
@@ -95,10 +135,13 @@ def step_payload(page, index: int) -> dict:
     dist = distribution(logits, SamplingParams(req["temperature"], req["top_k"], req["top_p"]), banned=banned)
     token = int(st["token"])
     rank = int(np.flatnonzero(dist.order == token)[0])
+    if logits.size > FULL_VOCAB_MAX:
+        whole = {"compact": compact_step(logits, banned, token, req["temperature"], eng.token_label)}
+    else:  # ~30 KB: the browser recomputes softmax over all of them
+        whole = {"logits": np.round(logits, 4).tolist(), "banned": list(banned)}
     return {
         "step": index,
-        "logits": np.round(logits, 4).tolist(),  # ~30 KB: the browser recomputes softmax over all of them
-        "banned": list(banned),
+        **whole,
         # tokens the word ban removed although the model gave them a real chance (blocklist.py)
         "banned_words": [{"token": b["token"], "label": visible(b["text"]), "word": masked(b["word"]), "probability": b["probability"]}
                          for b in st.get("banned_words", ())],
@@ -121,8 +164,10 @@ visible = visible_token  # the one way a token is shown (explainer/stages/words.
 
 def vocabulary_labels(eng) -> list[str]:
     """Every token's text, by id (~37 KB of JSON, sent once per page, not per step): at temperature 1
-    about a sixth of the draws fall outside the 200 most likely tokens, so the page needs them all."""
-    return [eng.token_label(t) for t in range(eng.model.config.vocab_size)]
+    about a sixth of the draws fall outside the 200 most likely tokens, so the page needs them all.
+    Empty for a vocabulary over ``FULL_VOCAB_MAX``: each compact step brings its own tokens' texts."""
+    vocab = eng.model.config.vocab_size
+    return [eng.token_label(t) for t in range(vocab)] if vocab <= FULL_VOCAB_MAX else []
 
 
 def _fmt(v) -> str:
@@ -184,6 +229,9 @@ def context(page) -> dict:
         "n_steps": n,
         "vocab": vocab,
         "drawable": vocab - len(set(page.engine.tokenizer.banned_ids)),
+        "compact": vocab > FULL_VOCAB_MAX,
+        "top_exact": TOP_EXACT,
+        "tail_groups": TAIL_GROUPS,
         "steps": steps,
         "labels": vocabulary_labels(page.engine),
         "prompt_tail": [{"text": t["text"], "special": page.engine.tokenizer.is_special(t["id"])} for t in tail],
@@ -192,7 +240,11 @@ def context(page) -> dict:
                    "k_max": max(TOP_K_SLIDER_MAX, req["top_k"] or 0, explore["top_k"])},
     }
     done = run.done or {}
+    tok = page.engine.tokenizer
     ctx = {
+        "never_drawn": [tok.token_str(t) for t in tok.banned_ids if tok.is_special(t)],
+        "unused_ids": sum(not tok.is_special(t) for t in tok.banned_ids),  # ids with no token (a padded vocabulary)
+        "stop_tokens": [tok.token_str(t) for t in tok.stop_ids],
         "wide": False,
         "stop_words": stop_reason_in_words(done.get("stop_reason")),
         "config": config,

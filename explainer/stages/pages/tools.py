@@ -5,10 +5,12 @@ temperature and seed) plus ONE of the engine's demo tools and the chosen ``tool_
 it through ``run_request``. With ``any`` or ``tool`` the engine decodes the call under the tool's
 JSON Schema (every step masked to the tokens that keep the JSON valid); the page then runs the
 tool for real with ``run_tool`` and sends the second request: the history, the assistant's
-``tool_use`` block and a user turn with the ``tool_result``. With ``auto`` or ``none`` the bundled
-model answers in text (it was never trained to call tools), so the loop stops after step 2.
+``tool_use`` block and a user turn with the ``tool_result``. With ``auto`` or ``none`` the model
+answers in text (the bundled one was never trained to call tools, and this app describes tools to a
+local model in its own words), so the loop stops after step 2.
 
-Only one tool goes in a request: each definition costs 170–380 input tokens of a 512-token window.
+Only one tool goes in a request: each definition costs 170–380 input tokens of the bundled model's
+512-token window.
 The second request leaves ``tools`` out for the same reason (the history alone must fit).
 Results are kept per (scenario, tool, choice) in a small LRU.
 
@@ -89,10 +91,10 @@ def stand_in(name) -> str:
     return json.dumps({"note": f"your code would run {name} here"}, ensure_ascii=False)
 
 
-def _refused(body: dict, message: str) -> Run:
+def _refused(body: dict, model: str, message: str) -> Run:
     """A 400 Run for a schema the constrained decoder cannot handle, should the engine ever raise instead of refusing."""
     error = {"type": "error", "error": {"type": "invalid_request_error",
-                                        "message": f"tools.0.input_schema: the bundled model cannot decode this schema: {message}"}}
+                                        "message": f"tools.0.input_schema: {model} cannot decode this schema: {message}"}}
     return Run(body, None, error, [], [], [], [], None)
 
 
@@ -100,7 +102,7 @@ def _run(engine, body: dict, seed: int) -> Run:
     try:
         return compact(run_request(engine, body, seed=seed), keep_logits=False)  # this page never reads logits
     except UnsupportedSchema as exc:
-        return _refused(body, str(exc))
+        return _refused(body, engine.name, str(exc))
 
 
 def first_body(scenario, tool: str, choice: str) -> dict:

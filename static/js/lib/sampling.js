@@ -136,3 +136,23 @@ export function mulberry32(seed) {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+// A compact step (pages/sampling.py compact_step: a large vocabulary's step in a bounded size) laid out
+// token by token in rank order, for distribution(): the `top` most likely tokens exactly, then the tail's
+// runs, each run's tokens at its one score, with the engine's own token at its exact rank.
+// Returns { logits, ids (the token's id, -1 for a tail token not sent), labels (index -> text), engine (its index) }.
+export function expandCompact(c) {
+  const n = c.ids.length + c.tail.reduce((sum, [count]) => sum + count, 0);
+  const logits = new Float64Array(n);
+  const ids = new Int32Array(n).fill(-1);
+  const labels = new Map();
+  const place = (at, k) => { logits[at] = c.logits[k]; ids[at] = c.ids[k]; labels.set(at, c.labels[k]); };
+  for (let k = 0; k < c.top; k++) place(k, k);
+  let at = c.top;
+  const engineHere = () => { if (at === c.token_rank && c.ids.length > c.top) { place(at, c.top); at++; } };
+  for (const [count, score] of c.tail) {
+    for (let j = 0; j < count; j++) { engineHere(); logits[at++] = score; }
+  }
+  engineHere();
+  return { logits, ids, labels, engine: c.token_rank };
+}

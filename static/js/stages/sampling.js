@@ -4,7 +4,7 @@
 // textContent only.
 import { dataUrl, readJSON, setViewOption } from "../stage.js";
 import { visibleToken } from "../lib/tokens.js";
-import { distribution, draw, entropyBits, mulberry32, orderOf } from "../lib/sampling.js";
+import { distribution, draw, entropyBits, expandCompact, mulberry32, orderOf } from "../lib/sampling.js";
 import { node } from "../lib/dom.js";
 
 const cfg = readJSON("sampling-config");
@@ -25,7 +25,14 @@ const req = {
 };
 const knobs = { ...cfg.explore };
 let data = null;         // the current step: logits, banned ids, the engine's draw
-let order = null;        // token ids, most likely first (depends on the logits only)
+// What the distribution is computed over. A whole vocabulary: index = token id, every logit, the banned ids.
+// A compact step (a large vocabulary, see pages/sampling.py): index = rank, the tail's tokens at their run's score.
+let scores = null;
+let banned = [];
+let order = null;        // indexes, most likely first (depends on the logits only)
+let idOf = (t) => t;     // an index's token id (-1: a tail token the page was not sent)
+let stepLabels = null;   // compact: index -> the token's text
+let engineAt = null;     // the index of the engine's own token
 let dist = null;
 let rowsShown = MOST_ROWS;
 let draws = null;        // {rng, log: [{u, token}], counts: Map}
@@ -33,7 +40,10 @@ let loading = 0;
 
 // A token's text with its whitespace made visible: the one way the app shows a token (the server too).
 const visible = visibleToken;
-const labelOf = (t) => (t < cfg.labels.length ? visible(cfg.labels[t]) : `#${t}`);
+const labelOf = (t) => {
+  if (stepLabels) return stepLabels.has(t) ? visible(stepLabels.get(t)) : `(rank ${(t + 1).toLocaleString("en")})`;
+  return t < cfg.labels.length ? visible(cfg.labels[t]) : `#${t}`;
+};
 // percentages: fixed digits, but tiny probabilities keep two significant digits instead of showing 0.00%
 const pct = (p, digits = 2) => (p > 0 && p * 100 < 10 ** -digits ? `${(p * 100).toPrecision(2)}%` : `${(p * 100).toFixed(digits)}%`);
 const fmtNum = (v) => (Number.isFinite(v) ? v.toFixed(2) : "−∞");
@@ -42,12 +52,31 @@ const sameAsRequest = () => knobs.temperature === req.temperature && knobs.top_k
 
 function loadStep(stepData) {
   data = stepData;
-  const masked = Float64Array.from(data.logits);
-  for (const b of data.banned) masked[b] = -Infinity;
-  order = orderOf(masked);
+  if (data.compact) {
+    const c = expandCompact(data.compact);
+    scores = c.logits;
+    banned = [];  // the server left them out
+    order = Array.from({ length: scores.length }, (_, i) => i);  // laid out in rank order
+    idOf = (t) => c.ids[t];
+    stepLabels = c.labels;
+    engineAt = c.engine;
+  } else {
+    scores = data.logits;
+    banned = data.banned;
+    const masked = Float64Array.from(scores);
+    for (const b of banned) masked[b] = -Infinity;
+    order = orderOf(masked);
+    idOf = (t) => t;
+    stepLabels = null;
+    engineAt = data.engine.token;
+  }
   renderWordBan();
   resetDraws();
 }
+
+// Where the engine's u lands with the sliders' settings. A compact step's tail tokens share their run's
+// score, so at the request's own settings the page takes the engine's word for it: its token.
+const landing = () => (data.compact && sameAsRequest() ? engineAt : draw(dist, data.engine.u));
 
 // Tokens the engine's word ban removed at this step (the server names the word masked).
 function renderWordBan() {
@@ -257,13 +286,13 @@ function renderTable() {
   let cum = 0;
   shown.forEach((t, i) => {
     cum += dist.final[t];
-    const tr = node("tr", { "data-token": t });
+    const tr = node("tr", { "data-token": idOf(t) });
     if (!(dist.final[t] > 0)) tr.classList.add("cut");
-    if (t === data.engine.token) tr.classList.add("engine");
+    if (t === engineAt) tr.classList.add("engine");
     if (draws.log.length && draws.log[draws.log.length - 1].token === t) tr.classList.add("last-draw");
     const tokCell = node("td");
-    tokCell.append(node("span", { className: "tok", title: `id ${t}` }, labelOf(t)));
-    if (t === data.engine.token) tokCell.append(node("span", { className: "tag" }, "engine's pick"));
+    tokCell.append(node("span", { className: "tok", title: `id ${idOf(t)}` }, labelOf(t)));
+    if (t === engineAt) tokCell.append(node("span", { className: "tag" }, "engine's pick"));
     const n = draws.counts.get(t) || 0;
     tr.append(
       node("td", { className: "rank" }, String(i + 1)), tokCell,
@@ -333,14 +362,14 @@ function renderStrip() {
   const width = strip.clientWidth || 600;
   const charW = projector() ? 15 : 8;  // one character of a segment's label (24 px on a projector)
   strip.replaceChildren();
-  const landed = draw(dist, data.engine.u);  // where the engine's u falls with these settings
+  const landed = landing();  // where the engine's u falls with these settings
   let landedInRest = false;
   let segs = 0, rest = 0, restStart = null, x = 0;
   for (const t of order) {
     const p = dist.final[t];
     if (!(p > 0)) continue;
     if (segs < MAX_SEGMENTS && p >= 0.004) {
-      const s = node("span", { className: "seg" + (segs % 2 ? " odd" : "") + (t === data.engine.token ? " engine" : "") + (t === landed ? " lands" : ""), title: `${labelOf(t)}: ${pct(p)}` });
+      const s = node("span", { className: "seg" + (segs % 2 ? " odd" : "") + (t === engineAt ? " engine" : "") + (t === landed ? " lands" : ""), title: `${labelOf(t)}: ${pct(p)}` });
       s.style.width = `${p * 100}%`;
       const label = labelOf(t);
       if (p * width >= [...label].length * charW + 8) s.textContent = label;  // only where the label fits
@@ -374,10 +403,10 @@ function renderStrip() {
 
 function renderReplay() {
   const e = data.engine;
-  const t = draw(dist, e.u);
+  const t = landing();
   const out = $("replay");
   out.replaceChildren();
-  if (t === e.token) {
+  if (t === engineAt) {
     out.append(`With ${sameAsRequest() ? "the request's settings" : "these settings"}, the engine's `, node("var", {}, "u"),
       ` = ${e.u.toFixed(4)} lands on `, node("span", { className: "tok current" }, labelOf(t)),
       ", the token the engine drew.");
@@ -400,7 +429,7 @@ function doDraws(n) {
   log.replaceChildren();
   for (const d of draws.log.slice(-MAX_LOG).reverse()) {
     const li = node("li", { title: `u = ${d.u.toFixed(4)}` });
-    li.append(node("span", { className: "tok" + (d.token === data.engine.token ? " current" : "") }, labelOf(d.token)));
+    li.append(node("span", { className: "tok" + (d.token === engineAt ? " current" : "") }, labelOf(d.token)));
     log.append(li);
   }
   const last = draws.log[draws.log.length - 1];
@@ -419,7 +448,7 @@ $("draw-reset").addEventListener("click", () => { resetDraws(); renderTable(); r
 // ---- all together ---------------------------------------------------------------------------
 
 function render() {
-  dist = distribution(data.logits, params(), data.banned, order);
+  dist = distribution(scores, params(), banned, order);
   const mode = $("knobs").dataset.state;
   syncKnobs();
   renderStats();

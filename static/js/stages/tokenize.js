@@ -4,7 +4,10 @@
 // Data ("tokenize-data", see pages/tokenize.py): for every pre-tokenised chunk, its text and the
 // ranks of the merges BPE applies with the whole merge list. With the first N merges BPE makes the
 // same merges and stops at the first rank >= N, so the browser re-tokenises any N by replaying
-// that prefix. Text from the scenario is only ever inserted with textContent / setAttribute.
+// that prefix. Ids are the model's own: bytes, merges and special tokens are not id ranges, so the
+// page gets the byte ids, the merges its chunks replay (rank -> pair, rank -> the id it makes) and
+// the special tokens it shows, never a table over the whole vocabulary.
+// Text from the scenario is only ever inserted with textContent / setAttribute.
 
 import { readJSON, setViewOption } from "../stage.js";
 import { visibleToken } from "../lib/tokens.js";
@@ -23,36 +26,49 @@ const looseUTF8 = new TextDecoder("utf-8");
 
 // ---- the tokenizer's data -----------------------------------------------------------------
 
-const isSpecial = (id) => id >= 256 && id < D.first;
-const rankOf = (id) => (id >= D.first ? id - D.first : null);
+const byteOf = new Map(D.byte_ids.map((id, b) => [id, b]));
+const rankMade = new Map(); // id -> the lowest shown rank that makes it
+for (const [r, id] of Object.entries(D.made)) if (!rankMade.has(id) || Number(r) < rankMade.get(id)) rankMade.set(id, Number(r));
+const isSpecial = (id) => Object.hasOwn(D.specials, id);
+const rankOf = (id) => (rankMade.has(id) ? rankMade.get(id) : null);
 const pair = (rank) => D.pairs[rank];
 
 const bytesCache = new Map();
 function tokenBytes(id) {
-  if (id < 256) return [id];
-  if (isSpecial(id)) return [...enc.encode(D.specials[id - 256])];
+  if (byteOf.has(id)) return [byteOf.get(id)];
+  if (isSpecial(id)) return [...enc.encode(D.specials[id])];
+  if (Object.hasOwn(D.bytes_of, id)) return D.bytes_of[id];
   let b = bytesCache.get(id);
   if (!b) {
-    const [a, c] = pair(rankOf(id));
-    b = [...tokenBytes(a), ...tokenBytes(c)];
+    const r = rankOf(id);
+    const [a, c] = r === null ? [] : pair(r);
+    b = r === null ? [] : [...tokenBytes(a), ...tokenBytes(c)];
     bytesCache.set(id, b);
   }
   return b;
 }
 
 // One pre-tokenised chunk: states[k] = its tokens after k merges (computed lazily, replaying BPE).
+// `extra` (pages/tokenize.py's _chunk_json): template (what the chat template adds), ids (kept as they
+// are at every size: a special token), start (not its bytes: an added token), whole ([n, id]: from n
+// merges on, one token) and states (every state, where replaying the ranks would not give them).
 class Chunk {
-  constructor(textValue, ranks) {
+  constructor(textValue, ranks, extra = {}) {
     this.text = textValue;
     this.ranks = ranks;
-    this.states = [[...enc.encode(textValue)]];
+    this.kind = extra.template ? "template" : "text";
+    this.fixed = extra.ids || null;
+    this.whole = extra.whole || null;
+    this.given = Boolean(extra.states);
+    this.states = extra.states || [extra.start || [...enc.encode(textValue)].map((b) => D.byte_ids[b])];
   }
   after(k) {
+    if (this.given) return this.states[Math.min(k, this.states.length - 1)];
     while (this.states.length <= k) {
       const prev = this.states[this.states.length - 1];
       const r = this.ranks[this.states.length - 1];
       const [a, b] = pair(r);
-      const id = D.first + r;
+      const id = D.made[r];
       const next = [];
       for (let i = 0; i < prev.length; i++) {
         if (i + 1 < prev.length && prev[i] === a && prev[i + 1] === b) { next.push(id); i++; } else next.push(prev[i]);
@@ -66,12 +82,18 @@ class Chunk {
     while (k < this.ranks.length && this.ranks[k] < n) k++;
     return k;
   }
-  tokensAt(n) { return this.after(this.stepsWithin(n)); }
+  tokensAt(n) {
+    if (this.fixed) return this.fixed;
+    if (this.whole && n >= this.whole[0]) return [this.whole[1]];
+    return this.after(this.stepsWithin(n));
+  }
 }
 
-const chunks = D.chunks.map(([t, r]) => new Chunk(t, r));
-const samples = Object.fromEntries(Object.entries(D.samples).map(([name, cs]) => [name, cs.map(([t, r]) => new Chunk(t, r))]));
-const ROLE_LABEL = { system: "system", user: "user", assistant: "assistant", prefill: "assistant (prefill)", reply: "reply starts" };
+const toChunk = ([t, r, extra]) => new Chunk(t, r, extra);
+const chunks = D.chunks.map(toChunk);
+const textChunks = chunks.filter((c) => c.kind === "text"); // the conversation's own text, not the template's
+const samples = Object.fromEntries(Object.entries(D.samples).map(([name, cs]) => [name, cs.map(toChunk)]));
+const ROLE_LABEL = { system: "system", user: "user", assistant: "assistant", prefill: "assistant (prefill)", reply: "reply starts", template: "template’s own" };
 
 // ---- showing a token ------------------------------------------------------------------------
 
@@ -108,7 +130,7 @@ function tokenInfo(id) {
   if (info) return info;
   const bytes = tokenBytes(id);
   if (isSpecial(id)) {
-    info = { bytes, label: D.specials[id - 256], text: D.specials[id - 256], partial: false };
+    info = { bytes, label: D.specials[id], text: D.specials[id], partial: false };
   } else {
     const pieces = utf8Pieces(bytes);
     const partial = pieces.some((p) => p.byte !== undefined);
@@ -123,15 +145,15 @@ function tokenInfo(id) {
 function hoverText(id) {
   const info = tokenInfo(id);
   const r = rankOf(id);
-  const kind = isSpecial(id) ? "special token" : r === null ? "byte" : `merge rank ${fmt(r)}`;
+  const kind = isSpecial(id) ? "special token" : byteOf.has(id) ? "byte" : r === null ? "token of the vocabulary" : `merge rank ${fmt(r)}`;
   const txt = info.partial ? "part of a character" : quoted(info.text);
   return `id ${id} · ${kind} · bytes ${info.bytes.map(hex).join(" ")} · ${txt}`;
 }
 
-function chip(id, { index = null, small = false } = {}) {
+function chip(id, { index = null, small = false, template = false } = {}) {
   const info = tokenInfo(id);
   const span = document.createElement("span");
-  span.className = "tk" + (isSpecial(id) ? " special" : "") + (info.partial ? " partial" : "") + (small ? " small" : "");
+  span.className = "tk" + (isSpecial(id) ? " special" : template ? " template" : "") + (info.partial ? " partial" : "") + (small ? " small" : "");
   if (index !== null && !isSpecial(id)) span.style.setProperty("--hue", String(Math.round((index * 137.508) % 360)));
   span.textContent = info.label;
   return span;
@@ -150,12 +172,13 @@ let tokens = []; // [{id, part, chunk}] for the current vocabulary
 function contextTokens(n) {
   const out = [];
   D.parts.forEach(([role, open, first, end, close], p) => {
-    out.push({ id: open, part: p, chunk: null, key: `${p}:open` });
+    if (open !== null) out.push({ id: open, part: p, chunk: null, key: `${p}:open` });
     for (let c = first; c < end; c++) {
       let off = 0;
+      const template = chunks[c].kind !== "text";
       for (const id of chunks[c].tokensAt(n)) {
         const len = tokenBytes(id).length;
-        out.push({ id, part: p, chunk: c, off, len });
+        out.push({ id, part: p, chunk: c, off, len, template });
         off += len;
       }
     }
@@ -206,7 +229,7 @@ function renderStrip() {
       turn.append(tag, group);
       frag.append(turn);
     }
-    const span = chip(t.id, { index: i });
+    const span = chip(t.id, { index: i, template: t.template });
     span.id = `tok-${i}`;
     span.dataset.i = String(i);
     span.dataset.id = String(t.id); // drawn under the token's text (CSS), and in the list of ids below
@@ -276,7 +299,7 @@ function renderDetail() {
   const where = document.createElement("p");
   where.className = "hint";
   where.textContent = `of positions 0–${fmt(tokens.length - 1)}, in the ${ROLE_LABEL[D.parts[t.part][0]]} turn`;
-  const big = chip(t.id, { index: state.token });
+  const big = chip(t.id, { index: state.token, template: t.template });
   big.classList.add("big");
   const dl = document.createElement("dl");
   dl.className = "tk-facts";
@@ -287,8 +310,10 @@ function renderDetail() {
   const r = rankOf(t.id);
   if (isSpecial(t.id)) {
     row(dl, "kind", "special token of the chat template (never made from text)");
+  } else if (byteOf.has(t.id)) {
+    row(dl, "kind", `byte (0x${hex(byteOf.get(t.id))}): one of the 256 base tokens`);
   } else if (r === null) {
-    row(dl, "kind", `byte (0x${hex(t.id)}): one of the 256 base tokens`);
+    row(dl, "kind", "a token of the vocabulary that the model takes whole, without merging");
   } else {
     const [a, b] = pair(r);
     const made = document.createElement("span");
@@ -305,8 +330,9 @@ function renderDetail() {
     code.textContent = quoted(info.text);
     row(dl, "text", code);
   }
+  if (t.template && !isSpecial(t.id)) row(dl, "from", "the chat template’s own text, not the conversation’s");
   detail.append(h, where, big, dl);
-  if (t.chunk !== null && chunks[t.chunk].ranks.length && wordSelect) {
+  if (t.chunk !== null && chunks[t.chunk].ranks.length && !chunks[t.chunk].fixed && wordSelect) {
     const btn = document.createElement("button");
     btn.type = "button";
     btn.className = "button small";
@@ -434,14 +460,14 @@ function setMerges(n, { fromSlider = false } = {}) {
   const out = $("vocab-out");
   if (out) out.textContent = fmt(n);
   const v = document.querySelector("[data-vocab]");
-  if (v) v.textContent = fmt(D.first + n);
+  if (v) v.textContent = fmt(D.base + n);
   const shown = document.querySelector("[data-shown]");
   if (shown) shown.textContent = fmt(count);
   const banner = $("vocab-banner");
   if (banner) {
     banner.replaceChildren();
     if (n !== MODEL) {
-      banner.append(`Shown with ${fmt(n)} merges, a vocabulary of ${fmt(D.first + n)}: ${fmt(count)} tokens. The model itself uses ${fmt(MODEL)} merges (${fmt(D.model_tokens)} tokens). `);
+      banner.append(`Shown with ${fmt(n)} merges, a vocabulary of ${fmt(D.base + n)}: ${fmt(count)} tokens. The model itself uses ${fmt(MODEL)} merges (${fmt(D.model_tokens)} tokens). `);
       const back = document.createElement("button");
       back.type = "button";
       back.className = "button small";
@@ -483,7 +509,7 @@ function stats(cs, n) {
 }
 
 function renderStats() {
-  const sets = { context: chunks, ...samples };
+  const sets = { context: textChunks, ...samples };
   for (const box of document.querySelectorAll(".tk-stat[data-sample]")) {
     const cs = sets[box.dataset.sample];
     if (!cs) continue;
@@ -549,7 +575,7 @@ function renderStepper() {
   const k = state.merge;
   const S = c.ranks.length;
   const within = c.stepsWithin(state.merges);
-  const made = k > 0 ? D.first + c.ranks[k - 1] : null;
+  const made = k > 0 ? D.made[c.ranks[k - 1]] : null;
   const frag = document.createDocumentFragment();
   c.after(k).forEach((id, i) => {
     const ch = chip(id, { index: i });
@@ -574,6 +600,10 @@ function renderStepper() {
       warn.textContent = ` Past a vocabulary of ${fmt(state.merges)} merges: BPE would have stopped after merge ${within}.`;
       what.append(warn);
     }
+  }
+  if (c.whole && k === S) {
+    what.append(" The model’s tokenizer skips these merges: the whole chunk is one token of its vocabulary, ",
+      chip(c.whole[1], { small: true }), ` (id ${c.whole[1]}).`);
   }
   pos.textContent = `Step ${k} of ${S} · ${fmt(c.after(k).length)} pieces`;
   $("merge-prev").disabled = k === 0;
@@ -650,7 +680,7 @@ function renderImage() {
   row(out, "estimate", strong);
   const prose = stats(samples.prose, MODEL);
   if (prose.chars_per_token) {
-    row(out, "as many tokens as", `about ${fmt(Math.round((est * prose.chars_per_token) / 100) * 100)} characters of the prose sample, with the bundled tokenizer`);
+    row(out, "as many tokens as", `about ${fmt(Math.round((est * prose.chars_per_token) / 100) * 100)} characters of the prose sample, with ${D.model}’s tokenizer`);
   }
 }
 
