@@ -53,7 +53,7 @@ def presenter(*students, mode="play", pace=0) -> RoomSession:
         p.presence("join", ch)
     p.take_roster()
     p.start_run(Req(), p.run_pace({"pace_ms": pace}), mode, "run1")
-    p.run_event({"type": "explainer.prompt", "input_tokens": 9}, t=0.0)
+    p.run_event({"type": "explainer.prompt", "input_tokens": 9, "model": {"served_by": "tiny-explainer-4l"}}, t=0.0)
     return p
 
 
@@ -217,10 +217,11 @@ def test_a_runs_frames_are_numbered_and_end_once():
     p = RoomSession("p1", "srcP", clean_nickname=clean)
     p.become_presenter()
     p.start_run(Req(messages=(Msg("user", "x" * 500),)), 0, "play", "r1")
-    [start] = p.run_event({"type": "explainer.prompt", "input_tokens": 3}, t=1.0)
+    [start] = p.run_event({"type": "explainer.prompt", "input_tokens": 3, "model": {"served_by": "tiny-llama"}}, t=1.0)
     assert start.to == ROOM and start.kind == "" and start.index is None
     assert start.frame == {"type": "room.run", "phase": "start", "run_id": "r1", "input_tokens": 3, "max_tokens": 6,
-                           "prompt": "x" * rules.MAX_PROMPT_CHARS, "mode": "play", "pace_ms": 0, "seq": 1, "src": "srcP"}
+                           "prompt": "x" * rules.MAX_PROMPT_CHARS, "mode": "play", "pace_ms": 0, "model": "tiny-llama",
+                           "seq": 1, "src": "srcP"}
     many = token(0, cands=[(f"t{i}", 0.1) for i in range(12)], text="t0")
     [tok] = p.run_event(many, t=2.5)
     assert tok.index == 0 and tok.frame["seq"] == 2 and tok.frame["t"] == 2.5

@@ -346,6 +346,32 @@ async def test_a_run_reaches_every_student_in_order():
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_a_run_uses_the_stage_s_local_model_and_says_so():
+    from explainer.stages.runs import run_of, stamp
+    from tests.conftest import LOCAL_MODEL
+
+    room, secret = await make_room()
+    p = await presenter(room, secret)
+    s, _ = await student(room)
+    local = stamp(Scenario(model=LOCAL_MODEL, max_tokens=8))
+    await p.send_json_to({"type": "state", "href": f"/learn/sampling/?s={codec().encode(local)}"})
+    await p.send_json_to({"type": "run", "pace_ms": 0})
+    start = (await until(s, "room.run"))[-1]
+    assert start["phase"] == "start" and start["model"] == LOCAL_MODEL
+    body = await until(s, "room.run")
+    expected = await database_sync_to_async(run_of)(local)
+    assert [f["token"] for f in body if f["type"] == "room.token"] == [st["token"] for st in expected.steps]
+
+    # a link made with other weights for that name is refused, never run on whatever answers the name here
+    other = local.replace(weights="0" * len(local.weights))
+    await p.send_json_to({"type": "state", "href": f"/learn/sampling/?s={codec().encode(other)}"})
+    await p.send_json_to({"type": "run", "pace_ms": 0})
+    err = (await until(p, "error"))[-1]["error"]
+    assert err["type"] == "invalid_request_error" and "other weights for " + LOCAL_MODEL in err["message"]
+    await close(p, s)
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_guess_the_next_token():
     room, secret = await make_room()
     p = await presenter(room, secret)

@@ -29,7 +29,7 @@ def check(client, lesson_id, scenario=None, **opts):
     r = client.get(f"/tutorial/check/{lesson_id}" + ("?" + urlencode(q) if q else ""))
     assert r.status_code == 200, r.content
     data = r.json()
-    assert set(data) == {"lesson", "done", "message"} and data["lesson"] == lesson_id and data["message"]
+    assert set(data) == {"lesson", "done", "message", "next_url"} and data["lesson"] == lesson_id and data["message"]
     return data
 
 
@@ -85,6 +85,7 @@ def _data(tmp_path, change):
     (lambda ls: ls[0].update(id="Bad Id!"), "id"),
     (lambda ls: ls[0]["start"]["options"].update(nope=1), "no option"),
     (lambda ls: ls[0].pop("hint"), "hint"),
+    (lambda ls: ls[0].update(bundled_only=True), "bundled_only"),
 ])
 def test_bad_lesson_data_is_refused_at_load(tmp_path, change, words):
     with pytest.raises(LessonDataError, match=words):
@@ -346,3 +347,52 @@ def test_every_lesson_names_the_part_of_its_page_the_task_needs(client):
     for x in lessons():
         html = client.get(x.start_url()).content.decode()
         assert f'id="{x.target[1:]}"' in html, f"{x.id}: no {x.target} on {x.start_url()}"
+
+
+# ---- on a local model ------------------------------------------------------------------------------------
+
+def test_lessons_start_on_a_local_model_chosen_on_the_path(client):
+    from explainer.stages.runs import stamp
+    from tests.conftest import LOCAL_MODEL
+
+    page = client.get("/tutorial/", {"model": LOCAL_MODEL}).content.decode()
+    assert f'href="/tutorial/start/same-dice?model={LOCAL_MODEL}"' in page
+    assert 'href="/tutorial/start/temperature"' in page and "On the bundled model only" in page  # its task is the bundled model's words
+    r = client.get("/tutorial/start/same-dice", {"model": LOCAL_MODEL})
+    q = parse_qs(urlparse(r["Location"]).query)
+    assert codec().decode(q["s"][0]) == stamp(start("same-dice").replace(model=LOCAL_MODEL)) and q["step"] == ["1"]
+    assert client.get("/tutorial/start/same-dice", {"model": "no-such-model"}).status_code == 404
+    assert "is not a local model on this server" in client.get("/tutorial/", {"model": "no-such-model"}).content.decode()
+    assert "On the bundled model only" not in client.get("/tutorial/").content.decode()
+
+
+def test_a_check_on_a_local_model_keeps_it_for_the_next_lesson_or_says_why_it_cannot(client):
+    from explainer.stages.runs import stamp
+    from tests.conftest import LOCAL_MODEL
+
+    local = stamp(start("same-dice").replace(model=LOCAL_MODEL))
+    data = check(client, "same-dice", local, step=1, k=1)
+    assert data["done"] is True and data["next_url"] == f"/tutorial/start/stop-sequence?model={LOCAL_MODEL}"
+    assert check(client, "same-dice", start("same-dice"), step=1)["next_url"] == "/tutorial/start/stop-sequence"
+    # the temperature lesson's word is the bundled model's: on another model the check says so, whatever the reply
+    data = check(client, "temperature", stamp(start("temperature").replace(model=LOCAL_MODEL, temperature=0.3)))
+    assert data["done"] is False and "needs the bundled model" in data["message"] and LOCAL_MODEL in data["message"]
+    assert check(client, "prefill", local)["next_url"] == "/tutorial/start/never-admitted?model=" + LOCAL_MODEL
+    assert check(client, "greedy", local)["next_url"] is None
+    # a link made with other weights for the name is refused, as the stage page refuses it
+    r = client.get("/tutorial/check/same-dice", {"s": codec().encode(local.replace(weights="0" * 12))})
+    assert r.status_code == 400 and "other weights" in r.json()["error"]
+
+
+def test_a_local_model_that_cannot_be_opened_says_why_instead_of_starting(client, settings, tmp_path):
+    from explainer.web.runner import catalog
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{", encoding="utf-8")
+    settings.EXPLAINER_MODELS_DIR = tmp_path
+    catalog.cache_clear()
+    try:
+        r = client.get("/tutorial/start/same-dice", {"model": "broken"})
+        assert r.status_code == 500 and "config.json" in r.content.decode()
+    finally:
+        catalog.cache_clear()  # the next test's catalog reads the suite's models directory again

@@ -7,7 +7,7 @@ commands do anything; a student's socket can only send a guess.
 Frames to the browser (JSON text):
     room.hello     on connect: role, code, the stage the presenter is on, limits
     room.state     the presenter moved: {"state": {"slug", "href", "title"}}
-    room.run       a run started ("phase": "start") or ended ("phase": "end")
+    room.run       a run started ("phase": "start", with the "model" that serves it) or ended ("phase": "end")
     room.token     one generated token with its top candidates
     room.guess     "guess the next token" is open: the choices to pick from
     room.reveal    the class's guesses beside the model's distribution, and the model's draw
@@ -58,6 +58,7 @@ from explainer.lifecycle.scenario import ScenarioError
 from explainer.rooms import rooms
 from explainer.rooms.models import Room
 from explainer.rooms.session import MAX_PACE_MS, ME, PRESENTERS, ROOM, Out, RoomSession
+from explainer.stages.runs import check_model
 from explainer.web.runner import run_events
 from explainer.web.sockets import CLOSE_TRY_AGAIN_LATER, JsonFrameConsumer
 
@@ -516,6 +517,10 @@ class RoomConsumer(JsonFrameConsumer):
             scenario = rooms.scenario_of(state)
         except ScenarioError as exc:
             raise APIError("invalid_request_error", f"The stage's scenario cannot be read: {exc}") from None
+        # a local model is opened here, off the event loop: the run then uses it, never the bundled model in its place
+        why = await asyncio.to_thread(check_model, scenario)
+        if why:
+            raise APIError("invalid_request_error", why)
         req = parse_request(scenario.request_body())
         run_id = secrets.token_hex(4)
         self.session.start_run(req, pace, frame.get("mode", "play"), run_id)

@@ -329,7 +329,8 @@ class RoomSession:
         run, kind = self.run, ev["type"]
         if kind == "explainer.prompt":
             return [self.broadcast({"type": "room.run", "phase": "start", "run_id": run.run_id, "input_tokens": ev["input_tokens"],
-                                    "max_tokens": run.max_tokens, "prompt": run.prompt, "mode": self.mode, "pace_ms": self.pace_ms})]
+                                    "max_tokens": run.max_tokens, "prompt": run.prompt, "mode": self.mode, "pace_ms": self.pace_ms,
+                                    "model": ev["model"]["served_by"]})]
         if kind == "explainer.token":
             return [self.broadcast({
                 "type": "room.token", "run_id": run.run_id, "index": ev["index"], "token": ev["token"], "text": ev["text"],

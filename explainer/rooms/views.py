@@ -13,9 +13,13 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from explainer import network
+from explainer.lifecycle.scenario import ScenarioError
+from explainer.llm.catalog import BUNDLED_NAME
+from explainer.llm.hf.errors import ModelLoadError
 from explainer.rooms import rooms
 from explainer.stages.examples import examples
 from explainer.stages.registry import built
+from explainer.stages.runs import engine
 from explainer.web.pages import bundled_info
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
@@ -39,6 +43,16 @@ def public_base(request) -> str:
 
 def _page(request, template: str, ctx: dict, status: int = 200):
     return render(request, template, {"bundled": bundled_info(), **ctx}, status=status)
+
+
+def _serving(room) -> dict:
+    """What the footer and the live run name: the model of the stage the room shows as the page loads (the
+    bundled one, or a local model); live.js follows the model of each run after that."""
+    try:
+        info = bundled_info(engine(rooms.scenario_of(room.state)))
+    except (ScenarioError, ModelLoadError):
+        info = bundled_info()
+    return {"bundled": info, "bundled_name": BUNDLED_NAME}
 
 
 def _stages() -> list[dict]:
@@ -89,6 +103,7 @@ def present(request, code: str):
         "qr_svg": mark_safe(qr.svg_inline(scale=5, border=4, dark="#000", light="#fff", omitsize=True,
                                           title=f"QR code for {join_url}")),
         "stages": _stages(), "examples": examples(), "local_only": settings.EXPLAINER_LOCAL_ONLY and base.split("//")[1].split(":")[0] in LOOPBACK,
+        **_serving(room),
     })
 
 
@@ -127,4 +142,4 @@ def student(request, code: str):
     if room is None:
         rooms.attempts.failed(_client(request))
         return _missing(request, code)
-    return _page(request, "rooms/student.html", {"room": room, "stages": _stages()})
+    return _page(request, "rooms/student.html", {"room": room, "stages": _stages(), **_serving(room)})

@@ -35,7 +35,8 @@ from django.utils import timezone
 from explainer.lifecycle.pricing import cost
 from explainer.shares.models import Trace
 from explainer.stages.pages.transformer import attention_rows, head_names
-from explainer.web.runner import get_engine
+from explainer.llm.catalog import BUNDLED_NAME
+from explainer.web.runner import engine_for, get_engine, is_local_model
 
 log = logging.getLogger(__name__)
 KEPT_HEADERS = ("anthropic-version", "anthropic-beta", "content-type", "user-agent", "x-stainless-lang", "x-stainless-package-version")
@@ -243,9 +244,11 @@ def attention_summary(prompt_ids: list[int], model=None) -> dict:
 def ensure_attention(trace: Trace) -> dict:
     """The attention summary is computed from the stored token ids when the trace is first opened,
     keeping a forward pass out of the API call's own time."""
-    if not trace.attention and trace.steps and trace.prompt_ids:
+    name = trace.model or ""
+    answered_here = name.startswith("claude-") or name == BUNDLED_NAME or is_local_model(name)
+    if not trace.attention and trace.steps and trace.prompt_ids and answered_here:  # a removed local model: nothing to run
         try:
-            trace.attention = attention_summary(trace.prompt_ids)
+            trace.attention = attention_summary(trace.prompt_ids, engine_for(trace.model).model)  # the model that answered
             Trace.objects.filter(pk=trace.pk).update(attention=trace.attention)
         except Exception:  # a summary is a nicety; never fail the page for it
             log.exception("attention summary failed")

@@ -17,6 +17,7 @@ from explainer.lifecycle import lru
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.generate import step_banned
 from explainer.llm.sampling import SamplingParams, distribution, draw
+from explainer.stages.pages.transformer import attention_rows, head_names
 
 
 @dataclass(frozen=True)
@@ -136,15 +137,20 @@ def previous_token_attention(model, ids: list[int]) -> np.ndarray:
     """[layers, heads]: each head's attention on the token just before, averaged over every position that has one.
 
     Example: a head that always looks one token back scores 1.0; one that looks only at itself, 0.0.
+    The weights are read a chunk of query rows at a time (``attention_rows``), so a 30 x 9-head model on
+    a long prompt never holds every head's full map at once.
     """
     c = model.config
-    out = model.forward(ids, want=("block_*_attn_head_*_weights",))
-    rows = np.arange(1, len(ids))
-    return np.array([[float(out.trace[f"block_{l}_attn_head_{h}_weights"][rows, rows - 1].mean()) for h in range(c.n_head)]
-                     for l in range(c.n_layer)])
+    names = head_names(c.n_layer, c.n_head)
+    total = np.zeros(len(names))
+    for q0, trace in attention_rows(model, ids):
+        q = np.arange(max(q0, 1), q0 + trace[names[0]].shape[0])  # this chunk's rows that have a token before them
+        total += [trace[n][q - q0, q - 1].sum(dtype=np.float64) for n in names]
+    return (total / max(len(ids) - 1, 1)).reshape(c.n_layer, c.n_head)
 
 
 def _cached_previous(key: str, model, ids: list[int]) -> np.ndarray:
+    """``key`` names the model's weights and the scenario: two models never share a score table."""
     return _PREV.get_or_compute(key, lambda: previous_token_attention(model, ids))
 
 
@@ -155,7 +161,7 @@ def previous_token_head(lesson, page, ctx) -> Verdict:
     ids = list(page.run.prompt_ids)
     if len(ids) < 3:
         return Verdict(False, "The prompt is too short to tell the heads apart: it needs at least three tokens.")
-    scores = _cached_previous(page.scenario.key(), page.engine.model, ids)
+    scores = _cached_previous(f"{page.engine.loaded.fingerprint}:{page.scenario.key()}", page.engine.model, ids)
     layer, head = page.opts["layer"], page.opts["head"]
     mine = scores[layer, head]
     best = np.unravel_index(int(np.argmax(scores)), scores.shape)

@@ -1,7 +1,9 @@
 """The tutorial's lessons, read from ``lessons.json``: one per stage, in walk-through order.
 
 A lesson names its stage, the scenario and view options it starts from, and the check (a
-function in ``checks.py``) that decides on the server whether its task is done.
+function in ``checks.py``) that decides on the server whether its task is done. A learner may
+do the lessons on a local model instead of the bundled one (the start scenario's ``model``);
+a lesson whose task rests on what the bundled model itself says names why in ``bundled_only``.
 
 Example:
     >>> lesson = by_id()["temperature"]
@@ -22,7 +24,7 @@ from django.urls import reverse
 from explainer.lifecycle.scenario import Scenario
 from explainer.stages.options import parse_options
 from explainer.stages.registry import BY_SLUG, STAGES, Stage
-from explainer.stages.runs import codec
+from explainer.stages.runs import codec, stamp
 
 DATA = Path(__file__).with_name("lessons.json")
 _ID = re.compile(r"[a-z][a-z0-9-]{0,39}")
@@ -46,18 +48,22 @@ class Lesson:
     options: dict  # the start view options, as the stage page's query string has them
     check: str  # the kind of check, a key of checks.CHECKS
     params: dict  # the check's own settings
+    bundled_only: str = ""  # why the task needs the bundled model's own replies ("" when any model will do)
 
     @property
     def stage(self) -> Stage:
         return BY_SLUG[self.stage_slug]
 
-    def start_scenario(self) -> Scenario:
-        return Scenario.from_changes(json.loads(json.dumps(self.scenario)))  # a fresh copy every time
+    def start_scenario(self, model: str | None = None) -> Scenario:
+        """The lesson's request; on ``model`` (a local model's name, stamped with its weights) when one is given."""
+        scenario = Scenario.from_changes(json.loads(json.dumps(self.scenario)))  # a fresh copy every time
+        return stamp(scenario.replace(model=model)) if model else scenario
 
-    def start_url(self) -> str:
-        """The stage page as the lesson starts: its scenario and view options (what /tutorial/start/<id> redirects to)."""
+    def start_url(self, model: str | None = None) -> str:
+        """The stage page as the lesson starts: its scenario (on ``model`` if given) and view options (what
+        /tutorial/start/<id> redirects to)."""
         query = {}
-        blob = codec().encode(self.start_scenario())
+        blob = codec().encode(self.start_scenario(model))
         if blob:
             query["s"] = blob
         query.update({k: str(v) for k, v in self.options.items()})
@@ -71,7 +77,7 @@ def _lesson(i: int, raw: dict, checks: dict) -> Lesson:
         lesson = Lesson(
             id=raw["id"], number=i + 1, stage_slug=raw["stage"], title=raw["title"], task=raw["task"],
             hint=raw["hint"], learned=raw["learned"], target=raw["target"], scenario=start.get("scenario", {}),
-            options=start.get("options", {}), check=check.pop("kind"), params=check,
+            options=start.get("options", {}), check=check.pop("kind"), params=check, bundled_only=raw.get("bundled_only", ""),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise LessonDataError(f"{where}: missing or malformed field {exc}") from None
@@ -86,6 +92,8 @@ def _lesson(i: int, raw: dict, checks: dict) -> Lesson:
     for name in ("title", "task", "hint", "learned"):
         if not isinstance(getattr(lesson, name), str) or not getattr(lesson, name).strip():
             raise LessonDataError(f"{where}: {name} must be text")
+    if not isinstance(lesson.bundled_only, str):
+        raise LessonDataError(f"{where}: bundled_only must be text (why the task needs the bundled model)")
     lesson.start_scenario()  # raises ScenarioError for a start the codec would refuse
     unknown = set(lesson.options) - set(lesson.stage.page.OPTIONS)
     if unknown:

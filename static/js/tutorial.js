@@ -94,7 +94,7 @@ function pathPage(list) {
   // keeps the path right when the learner comes straight back.
   document.addEventListener("click", (e) => {
     const a = e.target.closest("a[href^='/tutorial/start/']");
-    if (a) update({ active: a.getAttribute("href").split("/").pop(), resume: null });
+    if (a) update({ active: new URL(a.href).pathname.split("/").pop(), resume: null });  // the link may carry ?model=
   });
   resetBtn.addEventListener("click", () => {
     if (!window.confirm("Reset your tutorial progress? Every lesson will be marked as not done.")) return;
@@ -303,6 +303,7 @@ function buildPanel(lesson, lessons, pathUrl) {
         verdict.classList.add("bad");
         return;
       }
+      if (data.next_url) nextLink.href = data.next_url;  // the next lesson, on the model this page runs
       const before = load();
       if (data.done) {
         update({ done: { ...before.done, [lesson.id]: true } });

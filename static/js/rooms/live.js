@@ -34,8 +34,18 @@ function bars(list, rows, { valueText, highlight }) {
 
 const pct = (p) => (p >= 0.095 ? `${Math.round(p * 100)}%` : `${(p * 100).toFixed(1)}%`);
 
+// The page's footer names the model that computes what is on screen (templates/base.html's sentence): the
+// presenter may switch between the bundled model and a local one during the lesson, so each run renames it.
+function nameInFooter(name) {
+  const foot = document.querySelector("footer.site");
+  const bundledName = document.querySelector(".live")?.dataset.bundledName;
+  if (!foot || !bundledName) return;
+  const which = name === bundledName ? "the bundled model" : "the local model";
+  foot.textContent = `Every number here is computed by ${which} (${name}) running on this server, not by Claude.`;
+}
+
 export function createLive({ role, sendGuess }) {
-  const status = $("live-status"), text = $("live-text"), prompt = $("live-prompt");
+  const status = $("live-status"), text = $("live-text"), prompt = $("live-prompt"), model = $("live-model");
   const cands = $("live-candidates"), guess = $("guess"), reveal = $("reveal");
   let runId = null, guessIndex = null, lastIndex = -1;
   let guessOpen = false;
@@ -128,6 +138,9 @@ export function createLive({ role, sendGuess }) {
           text.replaceChildren();
           prompt.hidden = false;
           prompt.textContent = `Prompt (${frame.input_tokens} tokens): …${frame.prompt.slice(-160)}`;
+          model.hidden = !frame.model;  // the model that computes this run: the bundled one or a local model
+          model.textContent = frame.model ? `on ${frame.model}` : "";
+          if (frame.model) nameInFooter(frame.model);
           cands.hidden = true; guess.hidden = true; reveal.hidden = true;
           running = true;
           paused = frame.mode === "pause";
