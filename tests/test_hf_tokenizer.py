@@ -384,7 +384,7 @@ def _broken(pairs, change) -> dict:
      "pre_tokenizer 'Digits' after ByteLevel"),
     (lambda d: d.update(pre_tokenizer={"type": "Digits"}), "no ByteLevel step"),
     (lambda d: d.update(decoder={"type": "Metaspace"}), "decoder 'Metaspace' is not supported"),
-    (lambda d: d["model"].update(byte_fallback=True), "byte_fallback"),
+    (lambda d: d["model"].update(byte_fallback=True), "SentencePiece-style BPE with byte fallback"),
     (lambda d: d["model"].update(dropout=0.1), "dropout"),
     (lambda d: d["model"].update(continuing_subword_prefix="##"), "continuing_subword_prefix"),
     (lambda d: d["model"]["vocab"].pop("Ā"), "no token for byte 0x00"),

@@ -256,7 +256,8 @@ class HFTokenizer:
         if model.get("dropout"):
             raise ModelLoadError("tokenizer.json: BPE dropout is not supported (encoding must be deterministic).")
         if model.get("byte_fallback"):
-            raise ModelLoadError("tokenizer.json: the BPE model's byte_fallback is not supported; only byte-level BPE is.")
+            raise ModelLoadError("tokenizer.json: this is a SentencePiece-style BPE with byte fallback (as Llama 2's and "
+                                 "TinyLlama's are), which is not supported; only byte-level BPE (GPT-2, SmolLM2, Qwen2, Llama 3) is.")
         vocab = model.get("vocab")
         if not isinstance(vocab, dict) or not set(map(type, vocab.values())) <= {int} or min(vocab.values(), default=0) < 0:
             raise ModelLoadError("tokenizer.json: the BPE model's vocab must map token strings to non-negative ids.")
