@@ -124,3 +124,16 @@ async def test_a_foreign_origin_is_rejected():
     comm = WebsocketCommunicator(application, "/ws/stream/", headers=[(b"origin", b"http://evil.example")])
     connected, _ = await comm.connect()
     assert not connected
+
+
+async def test_the_greeting_names_the_default_and_the_local_models():
+    from tests.conftest import LOCAL_MODEL
+
+    comm = WebsocketCommunicator(application, "/ws/stream/", headers=ORIGIN)
+    await comm.connect()
+    hello = await comm.receive_json_from()
+    assert hello["default_model"] == "tiny-explainer-4l" and hello["local_models"] == [LOCAL_MODEL]
+    frames = await run(comm, {"model": LOCAL_MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]})
+    prompt = next(f for f in frames if f["type"] == "explainer.prompt")
+    assert prompt["model"]["served_by"] == LOCAL_MODEL
+    await comm.disconnect()

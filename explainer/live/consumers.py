@@ -21,7 +21,7 @@ from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.errors import invalid
 from explainer.lifecycle.gateway import OpenCounts, too_many
 from explainer.lifecycle.payload import parse_request
-from explainer.web.runner import run_events
+from explainer.web.runner import catalog, run_events
 from explainer.web.sockets import MAX_PACE_MS, JsonFrameConsumer
 
 
@@ -57,7 +57,8 @@ class StreamConsumer(JsonFrameConsumer):
                 f"Too many open stream sockets from this address: at most {cap}. Close one and retry.", 5)):
             return
         await self.send_json({
-            "type": "explainer.hello", "model": BUNDLED_MODEL_NAME,
+            # Each run's explainer.prompt frame names the model that serves it; these are the choices.
+            "type": "explainer.hello", "default_model": BUNDLED_MODEL_NAME, "local_models": catalog().names(),
             "limits": {"max_frame_bytes": settings.EXPLAINER_WS_MAX_FRAME_BYTES,
                        "frames_per_10s": settings.EXPLAINER_WS_FRAMES_PER_10S},
         })
