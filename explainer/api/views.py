@@ -29,7 +29,7 @@ from explainer.lifecycle import jsonlimits
 from explainer.lifecycle.gateway import (AddressBuckets, body_too_large, check_body_size, check_key, rate_limit_error,
                                          ratelimit_headers, too_many)
 from explainer.lifecycle.payload import parse_request
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.web.runner import catalog, engine_for, is_local_model, run_batches
 from explainer.shares.traces import TraceRecorder
 

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from explainer.llm.hf.errors import ModelLoadError
-from explainer.llm.interface import LoadedModel
+from explainer.llm.interface import LoadedModel, ModelLoadError
 
 BUNDLED_NAME = "tiny-explainer-4l"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

@@ -44,6 +44,10 @@ class TokenizerError(ValueError):
     """Text that cannot be encoded (for example a lone surrogate); the message says why."""
 
 
+class ModelLoadError(ValueError):
+    """A model folder that cannot be opened; the message names the file and what is wrong."""
+
+
 @runtime_checkable
 class Config(Protocol):
     vocab_size: int

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from explainer import network
 from explainer.lifecycle.scenario import ScenarioError
 from explainer.llm.catalog import BUNDLED_NAME
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.rooms import rooms
 from explainer.stages.examples import examples
 from explainer.stages.registry import built

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.catalog import BUNDLED_NAME
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.stages.runs import codec, stamp
 from explainer.web.pages import bundled_info, error_page
 from explainer.web.runner import catalog, engine_for, get_engine

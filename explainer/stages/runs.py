@@ -18,7 +18,7 @@ from django.conf import settings
 from explainer.lifecycle import lru
 from explainer.lifecycle.engine import Engine, Run, run_request
 from explainer.lifecycle.scenario import Scenario, ScenarioCodec
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.web.runner import engine_for, get_engine, is_local_model
 
 # The budget follows the setting (read at every store, so a changed setting applies at once).

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET
 
 from explainer.lifecycle.scenario import ScenarioError
 from explainer.llm.catalog import BUNDLED_NAME
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.stages.examples import examples
 from explainer.stages.options import OptionError, parse_options
 from explainer.stages.runs import check_model, codec

@@ -24,7 +24,7 @@ from django.conf import settings
 
 from explainer.lifecycle.engine import Cancelled, Engine
 from explainer.llm.catalog import BUNDLED_NAME, Catalog
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.gateway import overloaded
 from explainer.lifecycle.payload import MessagesRequest

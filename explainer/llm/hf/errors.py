@@ -1,5 +1,4 @@
-"""The one error a model folder raises when it cannot be opened."""
+"""The one error a model folder can raise (defined with the model interface, which callers import it from)."""
+from explainer.llm.interface import ModelLoadError
 
-
-class ModelLoadError(ValueError):
-    """A model folder that cannot be opened; the message names the file and what is wrong."""
+__all__ = ["ModelLoadError"]

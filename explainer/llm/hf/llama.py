@@ -36,7 +36,7 @@ import numpy as np
 
 from explainer.llm.hf.cache import KVCache, attend
 from explainer.llm.hf.config import HFConfig
-from explainer.llm.hf.threads import blas_threads
+from explainer.llm.threads import blas_threads
 from explainer.llm.interface import ContextWindowExceeded
 from explainer.llm.model import ForwardResult
 

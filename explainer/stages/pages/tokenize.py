@@ -26,7 +26,7 @@ from explainer.lifecycle import lru
 from explainer.lifecycle.figures import chat_text_figures, request_chat_parts, text_figures, tokenized_figures
 from explainer.lifecycle.tool_format import tools_system_prompt
 from explainer.llm.interface import ChatTokenizer
-from explainer.llm.tokenizer import TokenizerError
+from explainer.llm.interface import TokenizerError
 from explainer.stages.options import IntOption, OptionError
 
 DATA = {"tokenize-data": "tokenize_data"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data

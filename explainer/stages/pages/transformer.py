@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from explainer.lifecycle import lru
-from explainer.llm.hf.threads import blas_threads
+from explainer.llm.threads import blas_threads
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
 
 WINDOW = 64  # tokens shown at once (attention maps are W x W); fewer for a model whose logit lens is costly

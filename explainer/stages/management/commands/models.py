@@ -4,7 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from explainer.llm.catalog import BUNDLED_NAME, bundled
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.web.runner import catalog
 
 
