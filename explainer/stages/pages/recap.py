@@ -7,12 +7,12 @@ from collections import Counter
 
 import numpy as np
 
+from explainer.lifecycle import lru
 from explainer.lifecycle.figures import body_figures, chat_text_figures, request_chat_parts, text_figures
 from explainer.llm.generate import step_banned
 from explainer.stages.registry import REQUEST_STEPS
 from explainer.stages.words import stop_reason_in_words
-from explainer.llm.model import softmax
-from explainer.llm.sampling import SamplingParams, distribution
+from explainer.llm.sampling import SamplingParams, distribution, softmax
 
 OPTIONS: dict = {}
 SHOWN_DRAWS = 40
@@ -31,18 +31,28 @@ def _top_next(page, k: int = 5) -> list[dict]:
     return [{"text": page.engine.token_label(int(t)), "id": int(t), "p": float(p[t])} for t in order]
 
 
+_DRAWS = lru.LRU("recap draws")  # each shown draw re-sorts the vocabulary: once per scenario and model, not per visit
+
+
+def _draws(page) -> list[dict]:
+    """The first draws again, each with its probability after the filters and its rank."""
+    s, tok = page.scenario, page.engine.tokenizer
+    params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+    out = []
+    for st in page.run.steps[:SHOWN_DRAWS]:
+        dist = distribution(st["logits"], params, banned=step_banned(tok, st))
+        rank = int(np.flatnonzero(dist.order == st["token"])[0]) + 1
+        out.append({"index": st["index"], "text": st["text"], "p": float(dist.final[st["token"]]), "rank": rank})
+    return out
+
+
 def context(page) -> dict:
     run, s = page.run, page.scenario
     tok = page.engine.tokenizer
     n_prompt = len(run.prompt_ids or [])
     # the text's own figures: what the chat template adds (special tokens, a role's name) left out
     text = chat_text_figures(tok, request_chat_parts(tok, run.request)) if run.request is not None and n_prompt else text_figures("", 0)
-    steps = []
-    params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
-    for st in run.steps[:SHOWN_DRAWS]:
-        dist = distribution(st["logits"], params, banned=step_banned(tok, st))
-        rank = int(np.flatnonzero(dist.order == st["token"])[0]) + 1
-        steps.append({"index": st["index"], "text": st["text"], "p": float(dist.final[st["token"]]), "rank": rank})
+    steps = _DRAWS.get_or_compute((page.engine.loaded.fingerprint, s.key()), lambda: _draws(page))
     counts = Counter(e["type"] for e in run.events)
     m = page.engine.model
     entropy = None
