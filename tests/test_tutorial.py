@@ -393,6 +393,6 @@ def test_a_local_model_that_cannot_be_opened_says_why_instead_of_starting(client
     catalog.cache_clear()
     try:
         r = client.get("/tutorial/start/same-dice", {"model": "broken"})
-        assert r.status_code == 500 and "config.json" in r.content.decode()
+        assert r.status_code == 400 and "config.json" in r.content.decode()
     finally:
         catalog.cache_clear()  # the next test's catalog reads the suite's models directory again

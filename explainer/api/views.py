@@ -189,7 +189,8 @@ def _prepare(request, counting: bool):
     request.trace.set_body(body)
     req = parse_request(body, counting=counting)
     _check_model(req.model)
-    return req, _engine(req.model).prompt_ids(req)
+    engine = _engine(req.model)  # here, in the worker thread: opening a local model takes seconds
+    return req, engine.prompt_ids(req), engine
 
 
 async def _off_the_loop(fn, *args):
@@ -284,8 +285,7 @@ async def messages(request):
     rec: TraceRecorder = request.trace
     await _authenticate(request)
     try:
-        req, ids = await _off_the_loop(_prepare, request, False)
-        engine = _engine(req.model)
+        req, ids, engine = await _off_the_loop(_prepare, request, False)
         engine.check_fits(ids)
     except APIError as exc:
         if exc.status < 500:  # a refused request still costs a request from the key's bucket
@@ -429,7 +429,7 @@ async def _run_messages(request, req, rec, reserve: int):
 async def count_tokens(request):
     await _authenticate(request)
     headers = _charge_request(request)  # counting costs a request from the key's bucket, not tokens
-    _, ids = await _off_the_loop(_prepare, request, True)
+    _, ids, _ = await _off_the_loop(_prepare, request, True)
     resp = ApiJsonResponse({"input_tokens": len(ids)})
     for k, v in headers.items():
         resp[k] = v

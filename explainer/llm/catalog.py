@@ -54,9 +54,14 @@ def bundled() -> LoadedModel:
     return LoadedModel(BUNDLED_NAME, model, load_tokenizer(), _file_hash(WEIGHTS_PATH), bundled=True, card=card)
 
 
+def usable_name(name: str) -> bool:
+    """A name a local model may have: the pattern, and not one the bundled model answers."""
+    return bool(NAME_RE.fullmatch(name)) and not name.startswith("claude-") and name != BUNDLED_NAME
+
+
 def check_name(name: str) -> str:
     """A model name the API, menus and links can carry; ModelLoadError otherwise."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ModelLoadError(f"{name!r} is not a usable model name: use lower-case letters, digits, '.', '_' and '-' (at most 64).")
     if name.startswith("claude-") or name == BUNDLED_NAME:
         raise ModelLoadError(f"{name!r} is reserved: names starting with 'claude-' and {BUNDLED_NAME!r} are answered by the bundled model.")
@@ -84,13 +89,15 @@ class Catalog:
     def __init__(self, root: Path, max_context: int = 2048, keep: int = 2):
         self.root, self.max_context, self.keep = Path(root), max_context, keep
         self._open: dict[str, LoadedModel] = {}  # most recently used last
-        self._lock = threading.Lock()
+        self._failed: dict[str, tuple[tuple, str]] = {}  # name -> (the folder's files as last seen, why it failed)
+        self._lock = threading.Lock()  # guards the dicts only, never held through a load
+        self._loading: dict[str, threading.Lock] = {}  # one per name: a second request for it waits for the first load
 
     # ---- reading ------------------------------------------------------------------------
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / "config.json").is_file() and NAME_RE.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and usable_name(p.name) and (p / "config.json").is_file())
 
     def entries(self) -> list[Entry]:
         from explainer.llm.hf.loader import describe_folder
@@ -98,6 +105,10 @@ class Catalog:
         out = []
         for name in self.names():
             path = self.root / name
+            failed = self._failed.get(name)
+            if failed is not None and failed[0] == self._seen(name):
+                out.append(Entry(name, path, failed[1], False))  # its config reads, but the folder did not open
+                continue
             try:
                 out.append(Entry(name, path, describe_folder(path), True))
             except ModelLoadError as exc:
@@ -105,21 +116,49 @@ class Catalog:
         return out
 
     def has(self, name: str) -> bool:
-        return bool(NAME_RE.match(name)) and (self.root / name / "config.json").is_file()
+        return usable_name(name) and (self.root / name / "config.json").is_file()
+
+    def _seen(self, name: str) -> tuple:
+        """The folder's files as (name, size, mtime): a failure is remembered until one of them changes."""
+        try:
+            return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in (self.root / name).iterdir()))
+        except OSError:
+            return ()
 
     def load(self, name: str) -> LoadedModel:
-        """The model in folder ``name``, opened once and kept (the ``keep`` most recently used)."""
+        """The model in folder ``name``, opened once and kept (the ``keep`` most recently used).
+
+        An open model is returned at once, even while another is loading; two requests for the same
+        folder load it once; a folder that failed is not read again until its files change."""
         from explainer.llm.hf.loader import load_folder
 
         with self._lock:
             hit = self._open.pop(name, None)
-            if hit is None:
-                if not self.has(name):
-                    raise ModelLoadError(f"No model named {name!r} is installed in {self.root}.")
+            if hit is not None:
+                self._open[name] = hit
+                return hit
+            gate = self._loading.setdefault(name, threading.Lock())
+        with gate:
+            with self._lock:
+                hit = self._open.get(name)
+            if hit is not None:
+                return hit
+            if not self.has(name):
+                raise ModelLoadError(f"No model named {name!r} is installed on this server.")
+            seen = self._seen(name)
+            failed = self._failed.get(name)
+            if failed is not None and failed[0] == seen:
+                raise ModelLoadError(failed[1])
+            try:
                 hit = load_folder(self.root / name, name=name, max_context=self.max_context)
+            except ModelLoadError as exc:
+                self._failed[name] = (seen, str(exc))
+                raise
+            with self._lock:
+                self._failed.pop(name, None)
                 while len(self._open) >= self.keep:
                     self._open.pop(next(iter(self._open)))
-            self._open[name] = hit
+                self._open[name] = hit
             return hit
 
     # ---- changing -----------------------------------------------------------------------

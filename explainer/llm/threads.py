@@ -2,7 +2,8 @@
 side), every core for a large model's pass (its matrices are large enough to split)."""
 from __future__ import annotations
 
-from contextlib import nullcontext
+import threading
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 
 from threadpoolctl import ThreadpoolController
@@ -14,9 +15,34 @@ def _controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+_lock = threading.Lock()
+_wide = 0  # large-model passes running now
+_limits = None  # what restores the process default when the last of them ends
+
+
+@contextmanager
+def _counted(n: int):
+    """The limit is process-wide, so it is counted: the first large pass raises it, the last one lowers it
+    again. (threadpoolctl's own context restores what it saw on entry, which two overlapping passes would
+    leave raised for good, or lowered under a pass still running.)"""
+    global _wide, _limits
+    with _lock:
+        if _wide == 0:
+            _limits = _controller().limit(limits=n, user_api="blas")
+        _wide += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _wide -= 1
+            if _wide == 0 and _limits is not None:
+                _limits.restore_original_limits()
+                _limits = None
+
+
 def blas_threads(n: int):
     """A context running numpy's BLAS on ``n`` threads (the process default, one, outside it).
 
-    It is process-wide: a bundled-model pass that overlaps a large model's also gets ``n``
-    threads for that while, which costs it nothing worse than a little contention."""
-    return _controller().limit(limits=n, user_api="blas") if n > 1 else nullcontext()
+    A bundled-model pass that overlaps a large model's also gets ``n`` threads for that while, which
+    costs it nothing worse than a little contention."""
+    return _counted(n) if n > 1 else nullcontext()

@@ -18,6 +18,7 @@ from django.conf import settings
 from explainer.lifecycle import lru
 from explainer.lifecycle.engine import Engine, Run, run_request
 from explainer.lifecycle.scenario import Scenario, ScenarioCodec
+from explainer.llm.catalog import BUNDLED_NAME
 from explainer.llm.interface import ModelLoadError
 from explainer.web.runner import engine_for, get_engine, is_local_model
 
@@ -57,9 +58,9 @@ def check_model(scenario: Scenario) -> str | None:
             return (f"This link was made with other weights for {name} (fingerprint {scenario.weights[:12]}); this "
                     f"server's {name} has {fp}, so its run would not be the one the link shows.")
         return None
-    if scenario.weights:
-        return (f"This link was made with the local model {name} (fingerprint {scenario.weights[:12]}), "
-                "which is not installed on this server.")
+    if scenario.weights or not (name.startswith("claude-") or name == BUNDLED_NAME):
+        return (f"This link uses the model {name}, which is not installed on this server"
+                + (f" (the link was made with weights {scenario.weights[:12]})." if scenario.weights else "."))
     return None
 
 

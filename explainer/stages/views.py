@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from explainer.lifecycle import jsonlimits
 from explainer.lifecycle.engine import Run
 from explainer.llm.catalog import BUNDLED_NAME
+from explainer.llm.interface import ModelLoadError
 from explainer.lifecycle.pricing import priced_models
 from explainer.lifecycle.scenario import Scenario, ScenarioError
 from explainer.stages.options import OptionError, parse_options
@@ -46,13 +47,20 @@ class StagePage:
         return self._url(slug, scenario, False, opts)
 
     def _url(self, slug, scenario, embed: bool, opts: dict) -> str:
-        blob = self.blob if scenario is None else codec().encode(stamp(scenario))
+        blob = self.blob if scenario is None else codec().encode(_stamped(scenario))
         query = {"s": blob} if blob else {}
         query.update({k: v for k, v in opts.items() if v is not None})
         if embed:
             query["embed"] = "1"
         path = reverse("stage", args=[slug or self.stage.slug])
         return path + ("?" + urlencode(query) if query else "")
+
+
+def _stamped(scenario: Scenario) -> Scenario:
+    try:
+        return stamp(scenario)
+    except ModelLoadError:  # evicted and not reopenable since the page was checked: the link says so when opened
+        return scenario
 
 
 def _embed_flag(request) -> bool:

@@ -86,7 +86,7 @@ def start(request, lesson_id: str):
     except ModelLoadError as exc:  # installed, but its folder cannot be opened
         return render(request, "error.html", {
             "title": "This model cannot be opened", "message": str(exc), "back": reverse("tutorial"),
-            "bundled": bundled_info()}, status=500)
+            "bundled": bundled_info()}, status=400)
     return HttpResponseRedirect(f"{url}#tutorial={lesson.id}")
 
 

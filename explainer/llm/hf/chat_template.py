@@ -24,6 +24,7 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import TokenizerError
 
 # Plain text turns for a model trained without a chat template. Each turn ends with the end-of-text
 # token (the engine stops on it); the role's name sits on its own line, so the text of a turn is
@@ -40,7 +41,7 @@ _PRIVATE_USE = range(0xE000, 0xF900)
 _CACHE_MAX = 256  # sentinel renderings kept per template (keyed by the roles, not the texts)
 
 
-class ChatTemplateError(ModelLoadError):
+class ChatTemplateError(ModelLoadError, TokenizerError):
     """The chat template failed, or refused a conversation through its ``raise_exception``."""
 
 

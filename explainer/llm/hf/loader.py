@@ -38,11 +38,16 @@ def _weights_present(folder: Path) -> None:
                              "the weights must be in safetensors format.")
 
 
+def _head(path: Path, n: int = 4000) -> str:
+    with open(path, "rb") as f:  # only the start: a licence is stated at the top, and the file may be huge
+        return f.read(n).decode("utf-8", errors="replace")
+
+
 def licence_of(folder: Path) -> str:
     """The licence the folder states: a model card's ``license:`` front matter, else a LICENSE file's first line."""
     readme = folder / "README.md"
     if readme.is_file():
-        head = readme.read_text(encoding="utf-8", errors="replace")[:4000]
+        head = _head(readme)
         m = re.search(r"^---\s*$(.*?)^---\s*$", head, re.S | re.M)
         if m:
             lic = re.search(r"^license:\s*(\S.*)$", m.group(1), re.M)
@@ -50,7 +55,7 @@ def licence_of(folder: Path) -> str:
                 return lic.group(1).strip().strip("'\"")[:80]
     for f in sorted(folder.glob("LICEN[CS]E*")):
         if f.is_file():
-            for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
+            for line in _head(f).splitlines():
                 if line.strip():
                     return line.strip()[:80]
     return ""
@@ -72,6 +77,22 @@ def _count_params(c: HFConfig) -> int:
     return V * d * (1 if c.tie_word_embeddings else 2) + L * block + d
 
 
+def _as_load_error(fn):
+    """A hostile or damaged folder can raise more than ModelLoadError (a config nested 200,000 levels deep,
+    a 400-digit number, an unreadable file): each becomes one sentence naming the folder, never a 500."""
+    def wrapped(folder, *args, **kwargs):
+        try:
+            return fn(folder, *args, **kwargs)
+        except ModelLoadError:
+            raise
+        except (RecursionError, OverflowError, MemoryError, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise ModelLoadError(f"{Path(folder).name} cannot be opened: {why}") from None
+    wrapped.__doc__, wrapped.__name__ = fn.__doc__, fn.__name__
+    return wrapped
+
+
+@_as_load_error
 def describe_folder(folder: Path) -> str:
     """One line about a folder from its config alone (no weights read): for ``models list``."""
     cfg = HFConfig.from_file(_need(folder, "config.json"))
@@ -79,6 +100,7 @@ def describe_folder(folder: Path) -> str:
             f" · vocabulary {cfg.vocab_size:,} · context {cfg.max_position_embeddings:,}")
 
 
+@_as_load_error
 def load_folder(folder: Path, name: str | None = None, max_context: int = 2048) -> LoadedModel:
     """The model in ``folder``: checked file by file, then built; raises ModelLoadError, never half-loads."""
     folder = Path(folder)
@@ -87,11 +109,13 @@ def load_folder(folder: Path, name: str | None = None, max_context: int = 2048) 
     config = HFConfig.from_file(_need(folder, "config.json"), max_context=max_context)
     _need(folder, "tokenizer.json")
     _weights_present(folder)
+    # The weights' headers are checked against the config before anything vocabulary-sized is built, so a
+    # config claiming a huge vocabulary fails on the embedding's shape, not on an allocation.
+    weights = read_weights(folder, config)
     tokenizer = HFTokenizer.from_folder(folder, model_vocab_size=config.vocab_size)
     if tokenizer.vocab_size > config.vocab_size:
         raise ModelLoadError(f"{folder.name}/tokenizer.json has token ids up to {tokenizer.vocab_size - 1:,}, beyond the "
                              f"{config.vocab_size:,} rows of the embedding that config.json's vocab_size gives.")
-    weights = read_weights(folder, config)
     model = (GPT2Model if config.architecture == "gpt2" else LlamaModel)(config, weights)
     del weights
     fp = fingerprint(folder)

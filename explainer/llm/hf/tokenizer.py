@@ -34,6 +34,8 @@ _WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u
 _NORMALIZERS = {"NFC", "NFKC"}
 _BEHAVIORS = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"}
 
+MAX_TOKEN_ID = 1 << 22  # 4M: far above any real vocabulary (Qwen's is 152k), far below a list that could exhaust memory
+
 
 def _byte_chars() -> list[str]:
     """GPT-2's byte alphabet: byte b is the character ``BYTE_CHARS[b]`` (printable bytes are themselves)."""
@@ -261,6 +263,9 @@ class HFTokenizer:
         vocab = model.get("vocab")
         if not isinstance(vocab, dict) or not set(map(type, vocab.values())) <= {int} or min(vocab.values(), default=0) < 0:
             raise ModelLoadError("tokenizer.json: the BPE model's vocab must map token strings to non-negative ids.")
+        if max(vocab.values(), default=0) >= MAX_TOKEN_ID:
+            raise ModelLoadError(f"tokenizer.json: the BPE model's vocab has an id of {max(vocab.values()):,}; "
+                                 f"ids above {MAX_TOKEN_ID:,} are refused (no real vocabulary is that large).")
         self._vocab: dict[str, int] = vocab
         self._ignore_merges = bool(model.get("ignore_merges", False))
         self._strings: list[str | None] = [None] * (max(vocab.values(), default=-1) + 1)
@@ -304,6 +309,8 @@ class HFTokenizer:
                     self._added[tok.id] = tok
         except (KeyError, TypeError, ValueError):
             raise ModelLoadError("tokenizer.json: added_tokens must be objects with an id and a content.") from None
+        if any(not 0 <= i < MAX_TOKEN_ID for i in self._added):
+            raise ModelLoadError(f"tokenizer.json: an added token's id is outside 0..{MAX_TOKEN_ID - 1:,}.")
         size = max([len(self._bytes) - 1, *self._added]) + 1
         self._bytes += [b""] * (size - len(self._bytes))
         self._strings += [None] * (size - len(self._strings))

@@ -171,7 +171,7 @@ def _usage(run) -> dict | None:
 
 def compute(engine, scenario, tool: str, choice: str) -> dict:
     """Both requests of the loop, run through the engine (cached per scenario and options)."""
-    key = (scenario.key(), tool, choice)
+    key = (engine.loaded.fingerprint, scenario.key(), tool, choice)
     cached = _CACHE.get(key)
     if cached is not None:
         return cached
