@@ -191,3 +191,22 @@ async def test_a_flood_is_refused_and_closed_only_when_asked(close_on_flood):
     else:
         assert replies[8]["error"]["type"] == "rate_limit_error"
         await comm.disconnect()
+
+
+async def test_a_frame_for_a_socket_that_just_closed_is_dropped():
+    """A room message can arrive a moment after the socket closed; Daphne's protocol then raises
+    Disconnected from send. The consumer drops the frame instead of logging a traceback."""
+    from autobahn.exception import Disconnected
+
+    from explainer.web.sockets import JsonFrameConsumer
+
+    consumer = JsonFrameConsumer()
+
+    async def closed(message):
+        raise Disconnected("Attempt to send on a closed protocol")
+
+    consumer.base_send = closed
+    await consumer.send_json({"type": "room.token"})  # no exception
+    with pytest.raises(RuntimeError):  # anything else still surfaces
+        consumer.base_send = mock.AsyncMock(side_effect=RuntimeError("other"))
+        await consumer.send_json({"type": "room.token"})

@@ -10,6 +10,7 @@ import json
 import time
 from collections import deque
 
+from autobahn.exception import Disconnected  # what Daphne's WebSocket protocol raises on a send after close
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -75,6 +76,14 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
         raise NotImplementedError
 
     # ---- sending -------------------------------------------------------------------------------
+
+    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
+        """A frame for a socket that has just closed (the client left, or the server closed it while a
+        room message was on its way) is dropped: nobody can read it, and Daphne would raise."""
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except Disconnected:
+            pass
 
     async def send_json(self, frame: dict) -> None:
         await self.send(text_data=json.dumps(frame, ensure_ascii=False))
