@@ -28,16 +28,13 @@ Example:
 """
 from __future__ import annotations
 
-import fnmatch
 import math
-import re
 
 import numpy as np
 
 from explainer.llm.hf.cache import KVCache, attend
 from explainer.llm.hf.config import HFConfig
-from explainer.llm.threads import blas_threads
-from explainer.llm.interface import ContextWindowExceeded
+from explainer.llm.hf.passes import HFModel, recorder
 from explainer.llm.model import ForwardResult
 
 
@@ -58,7 +55,7 @@ def _linear(weights: dict[str, np.ndarray], names: list[str], bias: bool) -> tup
     return w, b
 
 
-class LlamaModel:
+class LlamaModel(HFModel):
     """Forward pass of a Llama-family checkpoint (float32 in memory)."""
 
     def __init__(self, config: HFConfig, weights: dict[str, np.ndarray]):
@@ -93,34 +90,12 @@ class LlamaModel:
     def _embed(self, ids: np.ndarray) -> np.ndarray:
         return self.embed[ids] if self.embed is not None else np.ascontiguousarray(self.lm_head[:, ids].T)
 
-    threads = 1  # BLAS threads for a pass (the loader gives a large model every core)
-
-    def forward(self, ids, cache: KVCache | None = None, want: tuple[str, ...] = ()) -> ForwardResult:
-        with blas_threads(self.threads):
-            return self._forward(ids, cache, want)
-
-    def _forward(self, ids, cache: KVCache | None, want: tuple[str, ...]) -> ForwardResult:
-        """Run ``ids`` (the new tokens) after whatever ``cache`` holds; returns logits for every new token."""
+    def _forward(self, ids, cache: KVCache, want: tuple[str, ...]) -> ForwardResult:
         c = self.config
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        cache = cache if cache is not None else self.new_cache()
-        start, T = cache.length, len(ids)
-        if T == 0:
-            raise ValueError("forward needs at least one token")
-        if start + T > c.n_ctx:
-            raise ContextWindowExceeded(f"{start + T} tokens do not fit the context window of {c.n_ctx}")
-        if ids.min() < 0 or ids.max() >= c.vocab_size:
-            raise ValueError(f"token ids must be in 0..{c.vocab_size - 1}")
-        end = start + T
-        cache.reserve(end)
-
-        trace: dict[str, np.ndarray] = {}
-        collect = bool(want)  # decoding asks for nothing: skip even building the names
-        wanted = re.compile("|".join(fnmatch.translate(p) for p in want)).match if collect else None
-
-        def keep(name: str, value: np.ndarray) -> None:
-            if wanted(name):
-                trace[name] = value
+        ids, start, end = self._begin(ids, cache)
+        T = end - start
+        trace, keep = recorder(want)
+        collect = keep is not None  # decoding asks for nothing: skip even building the names
 
         h, kv, hd, f, eps = c.n_head, c.n_kv_head, c.head_dim, c.d_ff, c.norm_eps
         nq, nqk = h * hd, (h + kv) * hd
