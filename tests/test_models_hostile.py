@@ -47,8 +47,11 @@ def test_a_hostile_config_is_a_sentence(tmp_path, config_text, why):
 
 def test_a_huge_vocabulary_fails_on_the_embeddings_shape_before_any_allocation(tmp_path):
     folder = copy_of(tmp_path)
-    edit_json(folder / "config.json", lambda d: d.update(vocab_size=100_000_000_000))
+    edit_json(folder / "config.json", lambda d: d.update(vocab_size=4_000_000))  # under the ceiling: the tensors say no
     with pytest.raises(ModelLoadError, match="shape"):
+        load_folder(folder)
+    edit_json(folder / "config.json", lambda d: d.update(vocab_size=100_000_000_000))
+    with pytest.raises(ModelLoadError, match=r"'vocab_size' is 100,000,000,000, above the 4,194,304 this app accepts"):
         load_folder(folder)
 
 

@@ -48,6 +48,11 @@ class ModelLoadError(ValueError):
     """A model folder that cannot be opened; the message names the file and what is wrong."""
 
 
+class ModelBusy(Exception):
+    """A sound model folder that cannot be opened right now: the models in use hold the memory it needs.
+    Unlike ModelLoadError it says nothing about the folder, and trying again in a moment may work."""
+
+
 @runtime_checkable
 class Config(Protocol):
     vocab_size: int

@@ -30,11 +30,24 @@ from typing import Any
 import numpy as np
 
 from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.hf.folder import ModelFolder, opened
 
 SUPPORTED = ("gpt2", "llama", "qwen2")
 GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # three names for 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
 SILU = ("silu", "swish")
 _MISSING = object()
+# Ceilings on what a config may claim, checked before anything is sized by it: generous for real checkpoints
+# (Llama 3.1 405B has 126 layers, hidden size 16,384, intermediate size 53,248 and 128 heads; Gemma's vocabulary
+# is 256k; a few models read a million positions), and far below a claim that could make the loader allocate
+# per claimed layer or row before the weights are compared (num_hidden_layers 10,000,000 with 3 layers of weights).
+MAX_CONFIG_BYTES = 1 << 20  # real ones are 1 to 5 KB
+MAX_LAYERS = 512
+MAX_WIDTH = 65_536  # hidden_size / n_embd
+MAX_FF = 262_144  # intermediate_size / n_inner
+MAX_HEADS = 1_024  # attention heads and key/value heads
+MAX_HEAD_DIM = 1_024
+MAX_VOCAB = 1 << 22  # the tokenizer's own ceiling on token ids
+MAX_POSITIONS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -77,21 +90,31 @@ class HFConfig:
     def from_file(cls, path: Path, max_context: int = 2048) -> "HFConfig":
         """Read and check ``path`` (a config.json); raises ModelLoadError naming the key that is wrong."""
         path = Path(path)
+        with opened(path.parent) as folder:
+            return cls.from_folder(folder, max_context, path.name)
+
+    @classmethod
+    def from_folder(cls, folder: ModelFolder, max_context: int = 2048, name: str = "config.json") -> "HFConfig":
+        """Read and check the folder's config.json (never through a link, at most MAX_CONFIG_BYTES)."""
+        text = folder.read_text(name, MAX_CONFIG_BYTES)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ModelLoadError(f"{path.name} cannot be read ({e.strerror or e}).") from None
+            data = json.loads(text)
         except ValueError as e:
-            raise ModelLoadError(f"{path.name} is not valid JSON ({e}).") from None
+            raise ModelLoadError(f"{name} is not valid JSON ({e}).") from None
+        return cls.from_dict(data, max_context, name)
+
+    @classmethod
+    def from_dict(cls, data: Any, max_context: int = 2048, name: str = "config.json") -> "HFConfig":
+        """Check a config already read (``name`` is the file every error names)."""
         if not isinstance(data, dict):
-            raise ModelLoadError(f"{path.name} must hold a JSON object, not {type(data).__name__}.")
-        r = _Reader(path.name, data)
+            raise ModelLoadError(f"{name} must hold a JSON object, not {type(data).__name__}.")
+        r = _Reader(name, data)
         model_type = r.get("model_type", str)
         if model_type not in SUPPORTED:
-            raise ModelLoadError(f"{path.name}: model_type '{model_type}' is not supported (supported: {', '.join(SUPPORTED)}).")
+            raise ModelLoadError(f"{name}: model_type '{model_type}' is not supported (supported: {', '.join(SUPPORTED)}).")
         c = _gpt2(r) if model_type == "gpt2" else _llama(r, model_type)
         config = cls(n_ctx=min(c["max_position_embeddings"], max_context), **c)
-        config._check(path.name)
+        config._check(name)
         return config
 
     def _check(self, name: str) -> None:
@@ -131,7 +154,8 @@ class _Reader:
     def __init__(self, name: str, data: dict[str, Any]):
         self.name, self.data = name, data
 
-    def get(self, key: str, kind: type, default: Any = _MISSING, section: dict | None = None, where: str = "") -> Any:
+    def get(self, key: str, kind: type, default: Any = _MISSING, section: dict | None = None, where: str = "",
+            ceiling: int | None = None) -> Any:
         data = self.data if section is None else section
         label = f"{where}.{key}" if where else key
         if key not in data or data[key] is None:
@@ -142,6 +166,9 @@ class _Reader:
         if kind is int:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ModelLoadError(f"{self.name}: '{label}' must be a positive integer, not {value!r}.")
+            if ceiling is not None and value > ceiling:
+                raise ModelLoadError(f"{self.name}: '{label}' is {value:,}, above the {ceiling:,} this app accepts "
+                                     "(no real checkpoint it can run is that large).")
         elif kind is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ModelLoadError(f"{self.name}: '{label}' must be a positive number, not {value!r}.")
@@ -157,10 +184,12 @@ def _gpt2(r: _Reader) -> dict[str, Any]:
     activation = r.get("activation_function", str, "gelu_new")
     if activation not in GELU_TANH:
         raise ModelLoadError(f"{r.name}: activation_function '{activation}' is not supported (supported: {', '.join(GELU_TANH)}).")
-    d, h = r.get("n_embd", int), r.get("n_head", int)
+    d, h = r.get("n_embd", int, ceiling=MAX_WIDTH), r.get("n_head", int, ceiling=MAX_HEADS)
     return dict(
-        architecture="gpt2", vocab_size=r.get("vocab_size", int), max_position_embeddings=r.get("n_positions", int),
-        n_layer=r.get("n_layer", int), n_head=h, n_kv_head=h, d_model=d, d_ff=r.get("n_inner", int, 4 * d),
+        architecture="gpt2", vocab_size=r.get("vocab_size", int, ceiling=MAX_VOCAB),
+        max_position_embeddings=r.get("n_positions", int, ceiling=MAX_POSITIONS),
+        n_layer=r.get("n_layer", int, ceiling=MAX_LAYERS), n_head=h, n_kv_head=h, d_model=d,
+        d_ff=r.get("n_inner", int, 4 * d, ceiling=MAX_FF),
         head_dim=d // h, norm_eps=r.get("layer_norm_epsilon", float, 1e-5),
         tie_word_embeddings=r.get("tie_word_embeddings", bool, True), activation="gelu_new",
         attn_scale_by_layer=r.get("scale_attn_by_inverse_layer_idx", bool, False),
@@ -176,15 +205,16 @@ def _llama(r: _Reader, model_type: str) -> dict[str, Any]:
         raise ModelLoadError(f"{r.name}: use_sliding_window is true, and sliding-window attention is not supported.")
     if r.get("partial_rotary_factor", float, 1.0) != 1.0:
         raise ModelLoadError(f"{r.name}: partial_rotary_factor is not 1, and only full rotary heads are supported.")
-    d, h = r.get("hidden_size", int), r.get("num_attention_heads", int)
-    max_pos = r.get("max_position_embeddings", int)
+    d, h = r.get("hidden_size", int, ceiling=MAX_WIDTH), r.get("num_attention_heads", int, ceiling=MAX_HEADS)
+    max_pos = r.get("max_position_embeddings", int, ceiling=MAX_POSITIONS)
     theta, scaling = _rope(r, max_pos)
     qwen = model_type == "qwen2"
     bias = r.get("attention_bias", bool, False)
     return dict(
-        architecture=model_type, vocab_size=r.get("vocab_size", int), max_position_embeddings=max_pos,
-        n_layer=r.get("num_hidden_layers", int), n_head=h, n_kv_head=r.get("num_key_value_heads", int, h), d_model=d,
-        d_ff=r.get("intermediate_size", int), head_dim=r.get("head_dim", int, d // h),
+        architecture=model_type, vocab_size=r.get("vocab_size", int, ceiling=MAX_VOCAB), max_position_embeddings=max_pos,
+        n_layer=r.get("num_hidden_layers", int, ceiling=MAX_LAYERS), n_head=h,
+        n_kv_head=r.get("num_key_value_heads", int, h, ceiling=MAX_HEADS), d_model=d,
+        d_ff=r.get("intermediate_size", int, ceiling=MAX_FF), head_dim=r.get("head_dim", int, d // h, ceiling=MAX_HEAD_DIM),
         norm_eps=r.get("rms_norm_eps", float, 1e-6), tie_word_embeddings=r.get("tie_word_embeddings", bool, False),
         activation="silu", rope_theta=theta, rope_scaling=scaling,
         attention_bias=qwen or bias, o_bias=bias and not qwen, mlp_bias=not qwen and r.get("mlp_bias", bool, False),

@@ -15,7 +15,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
         sub.add_parser("list", help="the installed models and whether each opens")
-        a = sub.add_parser("add", help="check a downloaded model folder and copy it into the models directory")
+        a = sub.add_parser("add", help="check a downloaded model folder and copy it into the models directory "
+                                       "(a folder holding symbolic links is refused: copy the files themselves)")
         a.add_argument("path")
         a.add_argument("--name", help="the name the API, menus and links use (default: the folder's name)")
         p = sub.add_parser("pull", help="download a model from the Hugging Face Hub, then add it")
@@ -43,3 +44,5 @@ class Command(BaseCommand):
                 self.stdout.write(f"added {e.name}: {e.summary}")
         except ModelLoadError as exc:
             raise CommandError(str(exc)) from None
+        except OSError as exc:  # the models directory cannot be written, the disk is full: a sentence, not a traceback
+            raise CommandError(f"{exc.filename or cat.root} cannot be written ({exc.strerror or exc}).") from None
