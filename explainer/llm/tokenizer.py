@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from explainer.llm.interface import TokenizerError
+from explainer.llm.tokentext import token_text
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TOKENIZER_PATH = WEIGHTS_DIR / "tokenizer.json"
@@ -122,8 +123,8 @@ class Tokenizer:
         return token - self.first_merge_id if token >= self.first_merge_id else None
 
     def token_str(self, token: int) -> str:
-        """Readable form of one token (invalid UTF-8 pieces shown with replacement marks)."""
-        return self._bytes[token].decode("utf-8", errors="replace")
+        """Readable form of one token: a byte that is not part of a whole character in it is written ‹E4›."""
+        return token_text(self._bytes[token])
 
     # ---- encoding ---------------------------------------------------------------
     def _limit(self, max_merges: int | None) -> int:

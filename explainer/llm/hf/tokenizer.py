@@ -9,20 +9,31 @@ the bundled one, bytes, merges and special tokens are not id ranges (see ``inter
 
 What is supported is what GPT-2, the Llama 3 and Qwen2 families and SmolLM use; anything else in
 the file is refused with a :class:`ModelLoadError` naming the component.
+
+The folder is untrusted: the files' sizes and every count and length in tokenizer.json are checked
+before anything is built from them, a pre-tokenizer's regular expression is tried on adversarial
+strings when the folder is opened and runs with a time limit on every text, and encoding checks
+the running request's budget (:mod:`explainer.llm.budget`) between chunks, so a cancelled request
+stops tokenizing at once.
 """
 from __future__ import annotations
 
 import heapq
 import json
+import time
 import unicodedata
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import regex
 
-from explainer.llm.hf.chat_template import SPECIAL_TOKEN_NAMES, ChatTemplate
+from explainer.llm import budget
+from explainer.llm.hf.chat_template import MAX_TEMPLATE_CHARS, SPECIAL_TOKEN_NAMES, ChatTemplate
 from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.hf.folder import ModelFolder
+from explainer.llm.tokentext import token_text
 from explainer.llm.tokenizer import (CACHE_MAX_BYTES, CACHE_MAX_CHUNK, TRACE_MAX_BYTES, MergeStep, TokenizerError,
                                      _entry_bytes)
 
@@ -35,6 +46,31 @@ _NORMALIZERS = {"NFC", "NFKC"}
 _BEHAVIORS = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"}
 
 MAX_TOKEN_ID = 1 << 22  # 4M: far above any real vocabulary (Qwen's is 152k), far below a list that could exhaust memory
+
+# What a folder's files may claim, checked before anything is built from the claim. Real byte-level BPE
+# tokenizers: Qwen2 151,643 tokens and 151,387 merges, Llama 3 128,000 tokens and 280,147 merges, tokenizer.json
+# 7-11 MB; Llama 3 has 256 added tokens and Mistral Nemo 1,000; the longest tokens are a few hundred bytes.
+MAX_TOKENIZER_JSON_BYTES = 32 * 1024 * 1024
+MAX_CONFIG_JSON_BYTES = 8 * 1024 * 1024  # tokenizer_config.json (with its added_tokens_decoder) and generation_config.json
+MAX_VOCAB = 1 << 20
+MAX_MERGES = 1 << 20
+MAX_ADDED_TOKENS = 1 << 13  # each is an alternative of one regular expression, which takes about 1 s to compile at 8,192
+MAX_TOKEN_CHARS = 1024
+MAX_PATTERN_CHARS = 4096  # real pre-tokenizer patterns are under 500 characters
+MAX_STEPS = 16  # normalizers, and pre-tokenizers, in one Sequence (real ones have at most three)
+
+# A Split pattern from tokenizer.json runs with the regex module's timeout: this much, plus this much per
+# character, of matching per text. Real patterns take about half a microsecond a character here, so a
+# loaded machine has room; catastrophic backtracking is stopped a quarter of a second into a short text.
+MATCH_SECONDS = 0.25
+MATCH_SECONDS_PER_CHAR = 4e-6
+# When the folder is opened, each pattern is tried on adversarial strings of this length, each within
+# PROBE_SECONDS of matching and all within PROBE_TOTAL_SECONDS: catastrophic backtracking (``(a|aa)+$``
+# on 48 'a's and '!') takes hours on such strings, a real pattern a millisecond.
+PROBE_CHARS = 4096
+PROBE_SECONDS = 0.05
+PROBE_RETRY_SECONDS = 0.5  # a probe over PROBE_SECONDS is tried once more with this much: a busy machine is not a pattern's fault
+PROBE_TOTAL_SECONDS = 2.0  # of this thread's own CPU time, which a busy machine does not inflate
 
 
 def _byte_chars() -> list[str]:
@@ -60,6 +96,11 @@ def _token_bytes(token: str) -> bytes:
         return bytes(map(_CHAR_BYTES.__getitem__, token))
     except KeyError:
         return token.encode("utf-8")
+
+
+class PatternTimeout(ModelLoadError, TokenizerError):
+    """A pre-tokenizer pattern from tokenizer.json ran past its time limit on a text: the folder's fault
+    when it is opened, the request's 400 when it is served."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +131,9 @@ class _AddedMatcher:
         """
         out: list[tuple[str, int | None]] = []
         cursor = 0
-        for m in self.regex.finditer(text):
+        for n, m in enumerate(self.regex.finditer(text)):
+            if not n & 255:
+                budget.check()
             tok = self.tokens[m.group()]
             start, stop = m.span()
             if tok.special and not specials:
@@ -112,12 +155,19 @@ class _AddedMatcher:
         return out
 
 
-def _split(text: str, rx: regex.Pattern, behavior: str, invert: bool = False) -> list[str]:
+def _split(text: str, rx: regex.Pattern, behavior: str, invert: bool = False, timeout: float | None = None) -> list[str]:
     """``tokenizers``' ``NormalizedString.split``: the matches of ``rx`` and the text between them,
-    kept apart, dropped or joined to a neighbour as ``behavior`` says."""
+    kept apart, dropped or joined to a neighbour as ``behavior`` says.
+
+    With ``timeout`` (a pattern from the folder), matching may take that many seconds in all, and
+    lets other threads run meanwhile; past it, TimeoutError.
+    """
     spans: list[tuple[int, int, bool]] = []
     prev = 0
-    for m in rx.finditer(text):
+    matches = rx.finditer(text) if timeout is None else rx.finditer(text, timeout=timeout, concurrent=True)
+    for n, m in enumerate(matches):
+        if not n & 255:
+            budget.check()
         a, b = m.span()
         if prev != a:
             spans.append((prev, a, invert))
@@ -165,15 +215,83 @@ def _apply_forms(forms: list[str], text: str) -> str:
     return text
 
 
-def _read_json(path: Path, required: bool = False) -> Any:
-    if not path.is_file():
-        if required:
-            raise ModelLoadError(f"{path.name} is missing.")
-        return None
+def _read_text(folder: ModelFolder, name: str, limit: int) -> str:
+    """A file's text, refused if it is larger than ``limit`` bytes; opened inside ``folder`` without following
+    a link (a link, a FIFO or a folder in its place is refused in a sentence)."""
+    with folder.open(name) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ModelLoadError(f"{name} is larger than {limit:,} bytes, far larger than any real one, so it is not read.")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path.name} is not valid JSON ({exc}).") from None
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{name} is not UTF-8 text.") from None
+
+
+def _read_json(folder: ModelFolder, name: str, required: bool = False, limit: int = MAX_CONFIG_JSON_BYTES) -> Any:
+    if not folder.exists(name):
+        if required:
+            raise ModelLoadError(f"{name} is missing.")
+        return None
+    text = _read_text(folder, name, limit)
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or a number of more than 4,300 digits
+        raise ModelLoadError(f"{name} is not valid JSON ({str(exc)[:200]}).") from None
+    except RecursionError:
+        raise ModelLoadError(f"{name} is nested too deeply to be read.") from None
+
+
+def _probes(source: str) -> list[str]:
+    """Adversarial strings for a pattern: long runs of one character (each of the pattern's own, and a
+    letter, a digit, a space, a newline, punctuation, non-ASCII), with and without a different last
+    character, pairs of characters alternating, and a fixed mixture of everything."""
+    own = [c for c in dict.fromkeys(source) if c.isprintable() and not c.isspace()][:32]
+    singles = list(dict.fromkeys([*own, "a", "A", "1", " ", "\n", "\t", "\r", "!", "'", "_", "-", "é", "日", "\u00a0", "\U0001f600"]))
+    out = []
+    for c in singles:
+        end = "!" if c != "!" else "?"
+        out += [c * 48 + end, c * PROBE_CHARS + end, c * PROBE_CHARS]
+    for pair in ("ab", "aA", "a1", "a ", " \n", "\r\n", "a!", "a'", "1 ", "a\u00e9", "a日", *(a + b for a, b in zip(own, own[1:16]))):
+        out += [pair * (PROBE_CHARS // 2) + "!", pair * 24 + "!"]
+    mixture = "aA1 \n\t!.,'-_é日\u00a0" + "".join(own)
+    state, chars = 12345, []
+    for _ in range(PROBE_CHARS):
+        state = (state * 1103515245 + 12345) & 0x7FFFFFFF  # a fixed pseudo-random walk: the same probes every time
+        chars.append(mixture[state % len(mixture)])
+    out.append("".join(chars))
+    return out
+
+
+class PatternTooSlow(ModelLoadError):
+    """A pre-tokenizer pattern that ran too long on a probe string. Measured in time, so a catalog does not
+    remember it as the folder's fault for good (``transient``): the next open probes again."""
+
+    transient = True
+
+
+def _probe(rx: regex.Pattern, source: str) -> None:
+    """Refuse a pattern that takes too long on some adversarial string (catastrophic backtracking)."""
+    started = time.thread_time()
+    for probe in _probes(source):
+        for limit in (PROBE_SECONDS, PROBE_RETRY_SECONDS):
+            try:
+                deque(rx.finditer(probe, timeout=limit, concurrent=True), maxlen=0)  # read at C speed
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise PatternTooSlow(f"tokenizer.json: the pre-tokenizer pattern {_shown(source)} takes too long on some inputs "
+                                 f"(catastrophic backtracking: over {PROBE_RETRY_SECONDS:g} s on {len(probe):,} characters "
+                                 f"such as {_shown(probe)}), so it is refused.")
+        if time.thread_time() - started > PROBE_TOTAL_SECONDS:
+            raise PatternTooSlow(f"tokenizer.json: the pre-tokenizer pattern {_shown(source)} takes too long on some inputs "
+                                 f"(over {PROBE_TOTAL_SECONDS:g} s on a few strings of {PROBE_CHARS:,} characters), so it is refused.")
+
+
+def _shown(text: str, n: int = 60) -> str:
+    """A pattern or a string in a sentence: its repr, cut to about ``n`` characters."""
+    return repr(text) if len(text) <= n else repr(text[:n]) + "…"
 
 
 def _content(value: Any) -> str | None:
@@ -220,25 +338,24 @@ class HFTokenizer:
         self._read_chat(config or {}, generation or {}, template)
 
     @classmethod
-    def from_folder(cls, folder: Path, model_vocab_size: int | None = None) -> "HFTokenizer":
+    def from_folder(cls, folder: "Path | ModelFolder", model_vocab_size: int | None = None) -> "HFTokenizer":
         """The tokenizer of a Hugging Face model folder: tokenizer.json, and when present tokenizer_config.json
         (special tokens, chat template), chat_template.jinja (a newer place for the template, preferred)
-        and generation_config.json (end-of-sequence ids)."""
-        folder = Path(folder)
-        data = _read_json(folder / "tokenizer.json", required=True)
-        config = _read_json(folder / "tokenizer_config.json") or {}
+        and generation_config.json (end-of-sequence ids). Every file is read inside the folder, never
+        through a link (``ModelFolder``); a path is opened as one first."""
+        if not isinstance(folder, ModelFolder):
+            with ModelFolder(folder) as opened:
+                return cls.from_folder(opened, model_vocab_size)
+        data = _read_json(folder, "tokenizer.json", required=True, limit=MAX_TOKENIZER_JSON_BYTES)
+        config = _read_json(folder, "tokenizer_config.json") or {}
         if not isinstance(config, dict):
             raise ModelLoadError("tokenizer_config.json: the file is not a JSON object.")
-        generation = _read_json(folder / "generation_config.json") or {}
+        generation = _read_json(folder, "generation_config.json") or {}
         if not isinstance(generation, dict):
             raise ModelLoadError("generation_config.json: the file is not a JSON object.")
-        jinja = folder / "chat_template.jinja"
         template = None
-        if jinja.is_file():
-            try:
-                template = (jinja.read_text(encoding="utf-8"), "chat_template.jinja")
-            except UnicodeDecodeError:
-                raise ModelLoadError("chat_template.jinja is not UTF-8 text.") from None
+        if folder.exists("chat_template.jinja"):
+            template = (_read_text(folder, "chat_template.jinja", 4 * MAX_TEMPLATE_CHARS), "chat_template.jinja")
         elif config.get("chat_template") is not None:
             template = (cls._config_template(config["chat_template"]), "tokenizer_config.json")
         return cls(data, config, generation, template, model_vocab_size)
@@ -261,11 +378,18 @@ class HFTokenizer:
             raise ModelLoadError("tokenizer.json: this is a SentencePiece-style BPE with byte fallback (as Llama 2's and "
                                  "TinyLlama's are), which is not supported; only byte-level BPE (GPT-2, SmolLM2, Qwen2, Llama 3) is.")
         vocab = model.get("vocab")
+        if isinstance(vocab, dict) and len(vocab) > MAX_VOCAB:
+            raise ModelLoadError(f"tokenizer.json: the BPE model's vocab has {len(vocab):,} tokens; at most {MAX_VOCAB:,} are "
+                                 "accepted (real vocabularies have up to about 260,000).")
         if not isinstance(vocab, dict) or not set(map(type, vocab.values())) <= {int} or min(vocab.values(), default=0) < 0:
             raise ModelLoadError("tokenizer.json: the BPE model's vocab must map token strings to non-negative ids.")
         if max(vocab.values(), default=0) >= MAX_TOKEN_ID:
             raise ModelLoadError(f"tokenizer.json: the BPE model's vocab has an id of {max(vocab.values()):,}; "
                                  f"ids above {MAX_TOKEN_ID:,} are refused (no real vocabulary is that large).")
+        longest = max(vocab, key=len, default="")
+        if len(longest) > MAX_TOKEN_CHARS:
+            raise ModelLoadError(f"tokenizer.json: the vocab has a token of {len(longest):,} characters ({_shown(longest, 30)}); "
+                                 f"at most {MAX_TOKEN_CHARS:,} are accepted.")
         self._vocab: dict[str, int] = vocab
         self._ignore_merges = bool(model.get("ignore_merges", False))
         self._strings: list[str | None] = [None] * (max(vocab.values(), default=-1) + 1)
@@ -278,6 +402,11 @@ class HFTokenizer:
                                  f"({len(missing)} of the 256 bytes are missing); only byte-level BPE is supported.")
         self._byte_ids = [vocab[c] for c in BYTE_CHARS]
         merges = model.get("merges") or []
+        if not isinstance(merges, list):
+            raise ModelLoadError("tokenizer.json: the BPE model's merges must be a list.")
+        if len(merges) > MAX_MERGES:
+            raise ModelLoadError(f"tokenizer.json: the BPE model has {len(merges):,} merges; at most {MAX_MERGES:,} are accepted "
+                                 "(real models have up to about 300,000).")
         try:  # the fast way; the slow one below finds what is wrong
             pairs = [m.split(" ", 1) if type(m) is str else m for m in merges]
             self.merges: list[tuple[int, int]] = [(vocab[a], vocab[b]) for a, b in pairs]
@@ -300,6 +429,11 @@ class HFTokenizer:
 
     def _read_added(self, entries: list) -> None:
         self._added: dict[int, AddedToken] = {}
+        if not isinstance(entries, list):
+            raise ModelLoadError("tokenizer.json: added_tokens must be a list.")
+        if len(entries) > MAX_ADDED_TOKENS:
+            raise ModelLoadError(f"tokenizer.json: there are {len(entries):,} added tokens; at most {MAX_ADDED_TOKENS:,} are "
+                                 "accepted (real models have up to about 1,000).")
         try:
             for e in entries:
                 tok = AddedToken(int(e["id"]), str(e["content"]), bool(e.get("special", False)), bool(e.get("lstrip", False)),
@@ -311,6 +445,10 @@ class HFTokenizer:
             raise ModelLoadError("tokenizer.json: added_tokens must be objects with an id and a content.") from None
         if any(not 0 <= i < MAX_TOKEN_ID for i in self._added):
             raise ModelLoadError(f"tokenizer.json: an added token's id is outside 0..{MAX_TOKEN_ID - 1:,}.")
+        long = next((t.content for t in self._added.values() if len(t.content) > MAX_TOKEN_CHARS), None)
+        if long is not None:
+            raise ModelLoadError(f"tokenizer.json: an added token has {len(long):,} characters ({_shown(long, 30)}); "
+                                 f"at most {MAX_TOKEN_CHARS:,} are accepted.")
         size = max([len(self._bytes) - 1, *self._added]) + 1
         self._bytes += [b""] * (size - len(self._bytes))
         self._strings += [None] * (size - len(self._strings))
@@ -342,7 +480,10 @@ class HFTokenizer:
             return None
         forms = []
         sequence = isinstance(spec, dict) and spec.get("type") == "Sequence"
-        for n in (spec.get("normalizers") or []) if sequence else [spec]:
+        parts = (spec.get("normalizers") or []) if sequence else [spec]
+        if not isinstance(parts, list) or len(parts) > MAX_STEPS:
+            raise ModelLoadError(f"tokenizer.json: the normalizer Sequence must be a list of at most {MAX_STEPS} normalizers.")
+        for n in parts:
             if not isinstance(n, dict) or n.get("type") not in _NORMALIZERS:
                 raise ModelLoadError(f"tokenizer.json: normalizer {self._kind(n)} is not supported; only NFC and NFKC "
                                      "(alone or in a Sequence) are.")
@@ -354,6 +495,8 @@ class HFTokenizer:
     def _read_pre_tokenizer(self, spec: Any) -> list[Callable[[str], list[str]]]:
         sequence = isinstance(spec, dict) and spec.get("type") == "Sequence"
         parts = (spec.get("pretokenizers") or []) if sequence else [spec]
+        if not isinstance(parts, list) or len(parts) > MAX_STEPS:
+            raise ModelLoadError(f"tokenizer.json: the pre_tokenizer Sequence must be a list of at most {MAX_STEPS} pre-tokenizers.")
         steps = []
         byte_level = False
         for p in parts:
@@ -395,12 +538,25 @@ class HFTokenizer:
         elif isinstance(pattern, dict) and isinstance(pattern.get("String"), str):
             source = regex.escape(pattern["String"])
         else:
-            raise ModelLoadError(f"tokenizer.json: Split pattern {pattern!r} is neither a Regex nor a String.")
+            raise ModelLoadError(f"tokenizer.json: Split pattern {_shown(repr(pattern))} is neither a Regex nor a String.")
+        if len(source) > MAX_PATTERN_CHARS:
+            raise ModelLoadError(f"tokenizer.json: the Split pattern has {len(source):,} characters; at most {MAX_PATTERN_CHARS:,} "
+                                 "are accepted.")
         try:
             rx = regex.compile(source)
-        except regex.error as exc:
-            raise ModelLoadError(f"tokenizer.json: the Split pattern {source!r} does not compile ({exc}).") from None
-        return lambda text: _split(text, rx, behavior, invert)
+        except (regex.error, RecursionError, OverflowError, ValueError) as exc:
+            raise ModelLoadError(f"tokenizer.json: the Split pattern {_shown(source)} does not compile ({exc}).") from None
+        _probe(rx, source)
+
+        def step(text: str) -> list[str]:
+            timeout = MATCH_SECONDS + MATCH_SECONDS_PER_CHAR * len(text)
+            try:
+                return _split(text, rx, behavior, invert, timeout=timeout)
+            except TimeoutError:
+                raise PatternTimeout(f"tokenizer.json: the pre-tokenizer pattern {_shown(source)} took over {timeout:.2g} s on "
+                                     f"this text of {len(text):,} characters (catastrophic backtracking), so it cannot be "
+                                     "encoded with this model.") from None
+        return step
 
     # ---- reading the chat side --------------------------------------------------
     @staticmethod
@@ -487,8 +643,8 @@ class HFTokenizer:
         return self._bytes[token]
 
     def token_str(self, token: int) -> str:
-        """Readable form of one token (invalid UTF-8 pieces shown with replacement marks)."""
-        return self._bytes[token].decode("utf-8", errors="replace")
+        """Readable form of one token: a byte that is not part of a whole character in it is written ‹E4›."""
+        return token_text(self._bytes[token])
 
     def byte_id(self, byte: int) -> int:
         return self._byte_ids[byte]
@@ -521,6 +677,7 @@ class HFTokenizer:
         out: list[tuple[str, int | None]] = []
         raw = self._raw_matcher.cut(text, specials) if self._raw_matcher else [(text, None)] if text else []
         for piece, token in raw:
+            budget.check()
             if token is not None:
                 out.append((piece, token))
                 continue
@@ -571,7 +728,11 @@ class HFTokenizer:
             if r is not None and r < limit:
                 heap.append((r, i, ids[i], ids[i + 1]))
         heapq.heapify(heap)
+        pops = 0
         while heap:
+            pops += 1
+            if not pops & 1023:  # a long chunk (a run of one letter) takes a while: stop when the request does
+                budget.check()
             r, i, a, b = heapq.heappop(heap)
             j = nxt[i] if alive[i] else n
             if j >= n or ids[i] != a or ids[j] != b:
@@ -612,7 +773,9 @@ class HFTokenizer:
         limit = self._limit(max_merges)
         out: list[int] = []
         cache = self._cache
-        for chunk, token in self._pieces(text, specials):
+        for n, (chunk, token) in enumerate(self._pieces(text, specials)):
+            if not n & 15:
+                budget.check()
             if token is not None:
                 out.append(token)
                 continue
@@ -657,6 +820,7 @@ class HFTokenizer:
         limit = self._limit(max_merges)
         result = []
         for chunk, token in self._pieces(text, False):
+            budget.check()
             data = chunk.encode("utf-8")
             if token is not None:
                 result.append({"text": chunk, "bytes": list(data), "start_ids": [token], "steps": [], "ids": [token],

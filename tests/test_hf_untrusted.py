@@ -1,0 +1,436 @@
+"""A model folder's chat template and tokenizer.json are untrusted code and data: every attack is a
+one-sentence refusal naming the file, quickly and without a large allocation, and a real template
+still renders exactly as transformers renders it.
+
+Each hostile call runs in a thread joined with a generous timeout: the timeout is a hang guard (the
+attack ran away), not a speed assertion.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import tracemalloc
+
+import pytest
+
+from explainer.lifecycle.engine import Engine
+from explainer.lifecycle.errors import APIError
+from explainer.lifecycle.payload import parse_request
+from explainer.llm import budget
+from explainer.llm.budget import Budget, Interrupted
+from explainer.llm.hf import chat_template as chat_template_module
+from explainer.llm.hf import tokenizer as tokenizer_module
+from explainer.llm.hf.chat_template import ChatTemplate, ChatTemplateBudgetError
+from explainer.llm.hf.loader import load_folder
+from explainer.llm.hf.tokenizer import HFTokenizer, PatternTimeout
+from explainer.llm.interface import ModelLoadError, TokenizerError
+from tests.conftest import FIXTURE_MODELS
+
+HANG_GUARD = 10  # seconds: far beyond any refusal here, short of a hang
+BODY = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+OVER_BUDGET = r"^tokenizer_config\.json: the chat template exceeded its render budget \([^\n]*\)\.$"
+
+
+def within(seconds, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a thread; fails if it is still running after ``seconds``."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 (handed back to the test)
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s: no limit stopped it"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _raised(fn):
+    """What ``fn()`` raised (None if nothing): for a thread whose failure the test inspects."""
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001
+        return exc
+    return None
+
+
+def copy_of(tmp_path, source="tiny-llama", name="m"):
+    folder = tmp_path / name
+    shutil.copytree(FIXTURE_MODELS / source, folder, ignore=shutil.ignore_patterns("golden.npz"))
+    return folder
+
+
+def edit_json(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def with_template(tmp_path, template):
+    folder = copy_of(tmp_path)
+    edit_json(folder / "tokenizer_config.json", lambda d: d.update(chat_template=template))
+    return folder
+
+
+def with_split_pattern(tmp_path, pattern):
+    folder = copy_of(tmp_path, "tiny-qwen2")
+    edit_json(folder / "tokenizer.json", lambda d: d["pre_tokenizer"]["pretokenizers"][0]["pattern"].update(Regex=pattern))
+    return folder
+
+
+def request(text):
+    return parse_request({"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": text}]})
+
+
+# ---- the chat template ---------------------------------------------------------------------------
+ATTACKS = {
+    "a huge string": "{{ 'x' * 100000000 }}",
+    "a huge string, the other way round": "{{ 100000000 * 'x' }}",
+    "lipsum": "{{ lipsum(n=200000) }}",
+    "a huge strftime format": "{{ strftime_now('%Y' * 10**6) }}",
+    "a long strftime format": "{{ strftime_now('%Y-%m-%d %H:%M:%S' * 20) }}",
+    "nested loops that never end": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "center": "{{ 'x'|center(10**9) }}",
+    "center, within the numbers": "{{ 'x'|center(200000) }}{{ 'x'|center(200000) }}",
+    "indent by a number": "{{ ('\\n' * 100000)|indent(width=100000) }}",
+    "indent by a string": "{{ ('\\n' * 100000)|indent(width='x' * 1000) }}",
+    "join": "{{ (['x'] * 20000)|join('y' * 1000) }}",
+    "format": "{{ '%999999999s'|format('x') }}",
+    "format with a star": "{{ '%*s'|format(200000, 'x') ~ '%*s'|format(200000, 'x') }}",
+    "the % operator": "{{ '%(a)s%(a)s%(a)s%(a)s%(a)s' % {'a': 'x' * 100000} }}",
+    "str.format": "{{ '{0}{0}{0}{0}{0}{0}'.format('x' * 100000) }}",
+    "replace": "{{ ('x' * 100000)|replace('x', 'y' * 100000) }}",
+    "str.replace": "{{ ('x' * 100000).replace('', 'y' * 1000) }}",
+    "wordwrap": "{{ ('x ' * 10000)|wordwrap(1, wrapstring='y' * 100000) }}",
+    "a list times a number": "{{ [1, 2, 3] * 100000000 }}",
+    "~ in a loop": "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+    "namespace accumulation": ("{% set ns = namespace(s='') %}{% for i in range(100000) %}"
+                               "{% set ns.s = ns.s ~ 'xxxxxxxxxx' %}{% endfor %}"),
+    "a list nested into itself": ("{% set ns = namespace(s=['x' * 100]) %}{% for i in range(64) %}"
+                                  "{% set ns.s = [ns.s, ns.s] %}{% endfor %}"),
+    "recursive macros": "{% macro m(n) %}{% if n < 60 %}{{ m(n + 1) }}{{ m(n + 1) }}{% endif %}{% endmacro %}{{ m(0) }}",
+    "a huge power": "{{ 9 ** (9 ** 9) }}",
+    "a macro's output": ("{% macro m() %}{% for i in range(100000) %}{% for j in range(100000) %}{{ 'y' * 100 }}"
+                         "{% endfor %}{% endfor %}{% endmacro %}{% set x = m() %}"),
+    "bytes": "{{ (1).to_bytes(1000000000, 'big') }}",
+    "batch": "{{ [1]|batch(1000000000, 'x')|list }}",
+    "round": "{{ 5|round(-1000000000) }}",
+    "sum of lists": "{{ (range(20000)|map('string')|map('list')|list)|sum(start=[])|length }}",
+    "tojson indent": "{{ (range(1000)|list)|tojson(indent=100000) }}",
+}
+
+
+@pytest.mark.parametrize("attack", ATTACKS.values(), ids=list(ATTACKS))
+def test_a_template_over_its_budget_is_refused_when_the_folder_is_opened(tmp_path, attack):
+    folder = with_template(tmp_path, attack + BODY)
+    with pytest.raises(ModelLoadError, match=OVER_BUDGET):
+        within(HANG_GUARD, load_folder, folder)
+
+
+def test_a_huge_string_is_refused_before_it_is_built(tmp_path):
+    folder = with_template(tmp_path, "{{ 'x' * 100000000 }}" + BODY)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ChatTemplateBudgetError, match=r"the '\*' operator would make 100,000,000 characters"):
+            within(HANG_GUARD, load_folder, folder)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 1024 * 1024, f"{peak / 1e6:.0f} MB at the peak"
+
+
+def test_a_template_that_loops_only_on_one_word_is_refused_per_request(tmp_path):
+    boom = ("{% for m in messages %}{% if 'BOOM' in m['content'] %}{% for i in range(100000) %}{% for j in range(100000) %}"
+            "{% endfor %}{% endfor %}{% endif %}{% endfor %}")
+    model = within(HANG_GUARD, load_folder, with_template(tmp_path, boom + BODY))  # the sample conversations pass
+    tok = model.tokenizer
+    assert tok.decode(tok.encode_chat(None, [("user", "hello")])).endswith("hello<|im_end|>\n<|im_start|>assistant\n")
+    with pytest.raises(ChatTemplateBudgetError, match=OVER_BUDGET) as exc:
+        within(HANG_GUARD, tok.encode_chat, None, [("user", "BOOM")])
+    assert "it ran for over" in str(exc.value)
+    assert isinstance(exc.value, TokenizerError) and isinstance(exc.value, ModelLoadError)  # a 400, and refused by add
+    engine = Engine(model)
+    assert engine.prompt_ids(request("hello"))
+    with pytest.raises(APIError) as api:
+        within(HANG_GUARD, engine.prompt_ids, request("say BOOM"))
+    assert api.value.status == 400 and "render budget" in api.value.body()["error"]["message"]
+
+
+def test_a_cancelled_request_stops_a_render(monkeypatch):
+    """Cancelled from another thread while it runs: only the cancel flag can stop this render here."""
+    monkeypatch.setattr(chat_template_module, "RENDER_SECONDS", 600)
+    template = ChatTemplate("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}" + BODY,
+                            "tokenizer_config.json", {"eos_token": "<|im_end|>"})
+    started = threading.Event()
+
+    class Watched(Budget):
+        def check(self):
+            started.set()
+            super().check()
+
+    run = Watched()
+
+    def render():
+        with budget.running(run):
+            template.render([("user", "hi")], True)
+
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(error=_raised(render)), daemon=True)
+    thread.start()
+    assert started.wait(HANG_GUARD)
+    run.cancel.set()
+    thread.join(HANG_GUARD)
+    assert not thread.is_alive()
+    assert isinstance(box["error"], Interrupted) and box["error"].reason == "cancelled"
+
+
+def test_a_render_past_the_requests_deadline_is_the_requests_deadline():
+    template = ChatTemplate(BODY, "tokenizer_config.json", {"eos_token": "<|im_end|>"})
+    with budget.running(Budget(seconds=0)):
+        with pytest.raises(Interrupted) as exc:
+            template.render([("user", "hi")], True)
+    assert exc.value.reason == "deadline"
+
+
+def test_the_renders_of_one_conversation_share_a_budget(monkeypatch):
+    """Cutting a conversation into turns renders it once per turn: a template slow on every render, each
+    within its own limit, still stops when their sum runs past the conversation's."""
+    monkeypatch.setattr(chat_template_module, "CONVERSATION_SECONDS", 0.3)
+    slow = "{% for i in range(3000) %}{% endfor %}" + BODY
+    template = ChatTemplate(slow, "tokenizer_config.json", {"eos_token": "<|im_end|>"})
+    template.pieces(None, [("user", "hi")])
+    turns = [("user" if i % 2 == 0 else "assistant", "hi") for i in range(400)]
+    with pytest.raises(ChatTemplateBudgetError, match="its renders for this conversation ran for over 0.3 s"):
+        within(HANG_GUARD, template.pieces, None, turns)
+
+
+def test_a_long_legitimate_prompt_fits_the_budget():
+    """The output limit grows with the conversation: a text longer than the fixed allowance renders."""
+    text = "word " * 80_000  # 400,000 characters, over RENDER_MAX_CHARS
+    template = ChatTemplate(BODY, "tokenizer_config.json", {"eos_token": "<|im_end|>"})
+    assert text in template.render([("system", text), ("user", text)], True)
+
+
+@pytest.mark.parametrize("source, why", [
+    ("{{ 1 }}" * 10_000, "at most 65,536 are accepted"),
+    ("{% if x %}" * 6_000, "cannot be compiled|is not valid Jinja"),  # nested 6,000 deep
+])
+def test_a_template_too_large_to_compile_is_refused(tmp_path, source, why):
+    with pytest.raises(ModelLoadError, match=f"^tokenizer_config.json: the chat template .*({why})"):
+        within(HANG_GUARD, load_folder, with_template(tmp_path, source + BODY))
+
+
+def test_a_huge_chat_template_file_is_not_read(tmp_path):
+    folder = copy_of(tmp_path)
+    (folder / "chat_template.jinja").write_text(BODY + " " * (4 * chat_template_module.MAX_TEMPLATE_CHARS))
+    with pytest.raises(ModelLoadError, match=r"^chat_template.jinja is larger than 262,144 bytes"):
+        load_folder(folder)
+
+
+# ---- a real template renders as transformers renders it -----------------------------------------
+# In the style of Meta-Llama-3.1/3.2-Instruct: a date from strftime_now, the system message taken apart.
+LLAMA31 = """{{- bos_token }}
+{%- if not date_string is defined %}
+    {%- set date_string = strftime_now("%d %b %Y") %}
+{%- endif %}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
+{{- "Cutting Knowledge Date: December 2023\\n" }}
+{{- "Today Date: " + date_string + "\\n\\n" }}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+{%- for message in messages %}
+    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}
+{%- endif %}
+"""
+# In the style of Qwen3: a namespace, a reversed walk, reasoning split off with str.split.
+QWEN3 = """{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if ns.multi_step_tool and message.role == "user" and not(message.content.startswith('<tool_response>')) %}
+        {%- set ns.multi_step_tool = false %}
+        {%- set ns.last_query_index = index %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- set content = message.content %}
+    {%- if message.role == "user" or message.role == "system" %}
+        {{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}
+    {%- elif message.role == "assistant" %}
+        {%- set reasoning_content = '' %}
+        {%- if '</think>' in content %}
+            {%- set reasoning_content = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}
+            {%- set content = content.split('</think>')[-1].lstrip('\\n') %}
+        {%- endif %}
+        {%- if loop.index0 > ns.last_query_index and (loop.last or reasoning_content) %}
+            {{- '<|im_start|>' + message.role + '\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n' }}
+            {{- content.lstrip('\\n') }}
+        {%- else %}
+            {{- '<|im_start|>' + message.role + '\\n' + content }}
+        {%- endif %}
+        {{- '<|im_end|>\\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+{%- endif %}
+"""
+# Everything the budget guards, used as a template may legitimately use it.
+KITCHEN_SINK = """{{ messages|map(attribute='role')|join(',') }}|{{ '%s-%d'|format('a', 3) }}|{{ '{}:{:>4}'.format(1, 2) }}|
+{{- 'ab'|center(6) }}|{{ 'a\\nb'|indent(2, first=true) }}|{{ messages|tojson(indent=2) }}|{{ messages|tojson }}|
+{{- messages|selectattr('role', 'equalto', 'user')|list|length }}|{{ (messages|last).content|upper }}|{{ [1, 2, 3]|sum }}|
+{{- range(3)|list }}|{{ {'b': 1, 'a': 2}|dictsort }}|{{ 'x' * 3 }}|{{ 3 * [0] }}|{{ 2 ** 10 }}|{{ 'a' ~ 1 ~ none }}|
+{%- for k, v in {'a': 1}.items() %}{{ k }}={{ v }}{% endfor %}|{{ 'abc'|replace('b', 'BB') }}|{{ 'abc'.replace('c', 'CC') }}|
+{{- 'hello big world'|wordwrap(5) }}|{{ 'hello'|truncate(3, true, '...', 0) }}|{{ [3, 1, 2]|sort|join }}|{{ [1, 1, 2]|unique|list }}|
+{%- for i in range(4) %}{{ loop.cycle('a', 'b') }}{% endfor %}|{{ "%5.1f" % 3.14159 }}|{{ [[1, 2], [3]]|sum(start=[]) }}|
+{%- macro box(x) %}[{{ x }}{{ caller() if caller is defined else '' }}]{% endmacro %}{{ box(1) }}{% call box(2) %}!{% endcall %}|
+{%- for item in [[1, [2]], [3]] recursive %}({{ loop(item) if item is iterable else item }}){% endfor %}|
+{%- filter upper %}shout{% endfilter %}|{% set block %}kept {{ 1 + 1 }}{% endset %}{{ block }}|{{ ['a', 'b'] + ['c'] }}|
+{{- ('a', 'b') }}|{{ {'k': [1, {'n': none}]} }}|{{ 'x'.ljust(3, '.') }}|{{ '-'.join(['a', 'b']) }}|{{ 'ab'|list }}|
+{{- messages|batch(2)|list|length }}|{{ messages|slice(2)|list|length }}|{{ messages|groupby('role')|length }}|
+{{- strftime_now('%Y')|length }}|{{ 10 // 3 }}{{ 7 % 4 }}{{ -2 }}|{{ 'A-b c'|title }}|{{ messages|pprint|length > 0 }}|
+{%- for m in messages %}{{ m.content }}{% endfor %}"""
+
+
+SHORT = [("system", " Be brief. "), ("user", "Hi there"), ("assistant", "<think>\nhm\n</think>\n\nHello!"), ("user", "Bye")]
+LONG = [("user", "x" * 300_000)]  # over the budget's fixed allowance: the limit grows with the texts
+
+
+@pytest.mark.parametrize("template, conversations", [(LLAMA31, [SHORT, LONG]), (QWEN3, [SHORT, LONG]), (KITCHEN_SINK, [SHORT])],
+                         ids=["llama3.1", "qwen3", "kitchen-sink"])
+def test_real_templates_render_as_transformers_renders_them(template, conversations):
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    variables = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
+    for messages in conversations:
+        ours = ChatTemplate(template, "tokenizer_config.json", variables).render(messages, True)
+        chat = [{"role": role, "content": text} for role, text in messages]
+        theirs = _compile_jinja_template(template).render(messages=chat, add_generation_prompt=True, tools=None,
+                                                          documents=None, **variables)
+        assert ours == theirs
+
+
+# ---- tokenizer.json ------------------------------------------------------------------------------
+def test_a_catastrophic_pre_tokenizer_pattern_is_refused_when_the_folder_is_opened(tmp_path):
+    folder = with_split_pattern(tmp_path, "(a|aa)+$")
+    with pytest.raises(ModelLoadError, match=r"^tokenizer\.json: the pre-tokenizer pattern '\(a\|aa\)\+\$' takes too long "
+                                             r"on some inputs \(catastrophic backtracking"):
+        within(HANG_GUARD, load_folder, folder)
+
+
+def test_a_pattern_that_slips_past_the_probe_still_times_out_on_the_text_that_trips_it(tmp_path):
+    """Exponential only on 'abc' repeated, which no probe contains: opened, then a 400 for that text."""
+    model = within(HANG_GUARD, load_folder, with_split_pattern(tmp_path, r"(?:abc|abcabc)+$|\p{L}+|\p{N}+|\s+|[^\s\p{L}\p{N}]+"))
+    tok = model.tokenizer
+    assert tok.decode(tok.encode("hello abc world")) == "hello abc world"
+    with pytest.raises(PatternTimeout, match=r"^tokenizer\.json: the pre-tokenizer pattern .* took over .* s on this text "
+                                             r"of 121 characters \(catastrophic backtracking\)") as exc:
+        within(HANG_GUARD, tok.encode, "abc" * 40 + "!")
+    assert isinstance(exc.value, TokenizerError) and isinstance(exc.value, ModelLoadError)
+    with pytest.raises(APIError) as api:
+        within(HANG_GUARD, Engine(model).prompt_ids, request("abc" * 40 + "!"))
+    assert api.value.status == 400 and "catastrophic backtracking" in api.value.body()["error"]["message"]
+
+
+def test_a_cancelled_request_stops_a_long_encode():
+    tok = HFTokenizer.from_folder(FIXTURE_MODELS / "tiny-qwen2")
+    started = threading.Event()
+
+    class Watched(Budget):
+        def check(self):
+            started.set()
+            super().check()
+
+    run = Watched()
+
+    def encode():
+        with budget.running(run):
+            tok.encode("a" * 2_000_000)  # one chunk: a heap of two million byte pairs to merge
+
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(error=_raised(encode)), daemon=True)
+    thread.start()
+    assert started.wait(HANG_GUARD)
+    run.cancel.set()
+    thread.join(HANG_GUARD)
+    assert not thread.is_alive()
+    assert isinstance(box["error"], Interrupted) and box["error"].reason == "cancelled"
+
+
+def test_encoding_looks_at_the_budget_as_it_goes():
+    """Between chunks and during a long chunk's merges: a cancel arriving mid-way is seen."""
+    tok = HFTokenizer.from_folder(FIXTURE_MODELS / "tiny-qwen2")
+
+    class CancelOnThird(Budget):
+        calls = 0
+
+        def check(self):
+            self.calls += 1
+            if self.calls == 3:
+                self.cancel.set()
+            super().check()
+
+    for text in ("Hello, world! " * 5_000, "a" * 200_000):
+        run = CancelOnThird()
+        with budget.running(run), pytest.raises(Interrupted):
+            tok.encode(text)
+        assert run.calls == 3
+
+
+def _tokenizer_json(tmp_path, change, source="tiny-qwen2"):
+    folder = copy_of(tmp_path, source)
+    edit_json(folder / "tokenizer.json", change)
+    return folder
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda d: d.update(added_tokens=[{"id": 5000 + i, "content": f"<t{i}>", "special": True} for i in range(8193)]),
+     r"there are 8,193 added tokens; at most 8,192"),
+    (lambda d: d.update(added_tokens=[{"id": 999, "content": "<" + "x" * 2000 + ">", "special": True}]),
+     r"an added token has 2,002 characters"),
+    (lambda d: d["model"]["vocab"].update({"x" * 2000: 1000}), r"the vocab has a token of 2,000 characters"),
+    (lambda d: d["model"].update(merges=["Ġ t"] * (1 << 20) + ["Ġ t"]), r"the BPE model has 1,048,577 merges"),
+    (lambda d: d["pre_tokenizer"]["pretokenizers"][0]["pattern"].update(Regex="a" * 5000), r"the Split pattern has 5,000 characters"),
+    (lambda d: d.update(normalizer={"type": "Sequence", "normalizers": [{"type": "NFKC"}] * 100}),
+     r"the normalizer Sequence must be a list of at most 16 normalizers"),
+    (lambda d: d["pre_tokenizer"].update(pretokenizers=[{"type": "Digits"}] * 100),
+     r"the pre_tokenizer Sequence must be a list of at most 16 pre-tokenizers"),
+])
+def test_what_tokenizer_json_claims_is_bounded(tmp_path, change, why):
+    folder = _tokenizer_json(tmp_path, change)
+    with pytest.raises(ModelLoadError, match=f"^tokenizer\\.json: {why}"):
+        within(HANG_GUARD, load_folder, folder)
+
+
+def test_a_vocabulary_over_the_ceiling_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """(A real one would be a million entries; the fixture's thousand meet a lowered ceiling the same way.)"""
+    monkeypatch.setattr(tokenizer_module, "MAX_VOCAB", 999)
+    with pytest.raises(ModelLoadError, match=r"^tokenizer\.json: the BPE model's vocab has 1,000 tokens; at most 999 are accepted"):
+        load_folder(copy_of(tmp_path, "tiny-qwen2"))
+
+
+@pytest.mark.parametrize("name, limit", [("tokenizer.json", tokenizer_module.MAX_TOKENIZER_JSON_BYTES),
+                                         ("tokenizer_config.json", tokenizer_module.MAX_CONFIG_JSON_BYTES),
+                                         ("generation_config.json", tokenizer_module.MAX_CONFIG_JSON_BYTES)])
+def test_an_oversized_file_is_refused_before_it_is_parsed(tmp_path, name, limit):
+    folder = copy_of(tmp_path)
+    path = folder / name
+    with open(path, "a") as f:  # still valid JSON: trailing whitespace
+        f.write(" " * (limit + 1 - path.stat().st_size))
+    with pytest.raises(ModelLoadError, match=f"^{name.replace('.', '[.]')} is larger than {limit:,} bytes"):
+        load_folder(folder)
