@@ -50,9 +50,12 @@ application = ProtocolTypeRouter({
 # about 100 ms for every student every few seconds.
 import gc  # noqa: E402
 
-from explainer.web.runner import get_engine  # noqa: E402
+from explainer.web.runner import get_engine, stop_with_the_server  # noqa: E402
 
 get_engine()
+# SIGTERM stops the engine's work first, then Daphne, and the process exits within seconds whatever
+# its workers are doing (explainer/web/runner.py).
+stop_with_the_server()
 # Imported now, not on the event loop (a second of work there): jsonschema, which the validator imports
 # lazily on the first request with tools, comes with the demo tools and the schema compiler.
 import explainer.lifecycle.demo_tools  # noqa: E402,F401

@@ -56,6 +56,12 @@ CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("EXPLAINER_CSRF_TRUSTE
 if _flag("EXPLAINER_BEHIND_PROXY"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
+    # Browsers reach this app only through the proxy's https: cookies never travel over plain
+    # http, and HSTS (sent on https requests only) keeps them on https. Left off otherwise, so a
+    # plain http://127.0.0.1 run keeps working.
+    CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("EXPLAINER_HSTS_SECONDS", 365 * 24 * 3600))
 
 INSTALLED_APPS = [
     "daphne",  # runserver serves HTTP and WebSockets through Daphne
@@ -76,6 +82,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "explainer.web.middleware.FailureMiddleware",  # a busy database is a 503, a JSON endpoint's failure JSON
 ]
 
 ROOT_URLCONF = "explainer.urls"
@@ -98,7 +105,10 @@ DATABASES = {
         "NAME": DATA_DIR / "db.sqlite3",
         # WAL: readers never wait for the writer, and a commit does not wait for the disk
         # twice; every API call writes a trace, so this is on the request's path.
-        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "transaction_mode": "IMMEDIATE"},
+        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "transaction_mode": "IMMEDIATE",
+                    # how long a write waits for another process's write lock before it gives up (Django's
+                    # default is 5 s): past it, the page is a 503 with Retry-After (explainer/web/middleware.py)
+                    "timeout": float(os.environ.get("EXPLAINER_DB_BUSY_TIMEOUT_S", 2))},
     }
 }
 
@@ -156,9 +166,17 @@ EXPLAINER_WS_MAX_FRAME_BYTES = int(os.environ.get("EXPLAINER_WS_MAX_FRAME_BYTES"
 EXPLAINER_WS_FRAMES_PER_10S = int(os.environ.get("EXPLAINER_WS_FRAMES_PER_10S", 20))
 EXPLAINER_ENGINE_WORKERS = int(os.environ.get("EXPLAINER_ENGINE_WORKERS", 2))
 EXPLAINER_ENGINE_QUEUE = int(os.environ.get("EXPLAINER_ENGINE_QUEUE", 32))  # runs that may wait; past it: 529
+# Local models (untrusted folders, maybe large or slow) have workers of their own, so that their work
+# never waits for, or delays, the bundled model's (explainer/web/runner.py).
+EXPLAINER_LOCAL_WORKERS = int(os.environ.get("EXPLAINER_LOCAL_WORKERS", 1))
+EXPLAINER_LOCAL_QUEUE = int(os.environ.get("EXPLAINER_LOCAL_QUEUE", 4))  # local-model work that may wait; past it: 529 (a page: 503)
+# A request (an API call, a stream, a page's computation) that runs longer is stopped: 504 timeout_error.
+EXPLAINER_REQUEST_TIMEOUT_S = float(os.environ.get("EXPLAINER_REQUEST_TIMEOUT_S", 60))
 # Hugging Face-layout model folders, one per model (manage.py models list | add PATH | pull HF_ID).
 EXPLAINER_MODELS_DIR = Path(os.environ.get("EXPLAINER_MODELS_DIR", BASE_DIR / "var" / "models"))
 EXPLAINER_MAX_CONTEXT = int(os.environ.get("EXPLAINER_MAX_CONTEXT", 2048))  # a local model's window is cut to this here
+# The local models kept open, all together: opening one more first closes unused ones, else waits or is refused.
+EXPLAINER_MODELS_MB = float(os.environ.get("EXPLAINER_MODELS_MB", 6144))
 EXPLAINER_CACHE_MB = float(os.environ.get("EXPLAINER_CACHE_MB", 128))  # all page caches together (explainer/lifecycle/lru.py)
 # Per client address (in one process): open stream sockets, runs at once on them, room sockets,
 # and failed authentications (wrong API keys) before a 429.

@@ -46,7 +46,7 @@ def daphne(data_dir: Path, **env_overrides: str):
                     if proc.poll() is not None or time.time() > deadline:
                         raise RuntimeError("Daphne did not start:\n" + log_path.read_text())
                     time.sleep(0.2)
-            yield {"url": f"http://127.0.0.1:{port}", "log": log_path, "api_key": API_KEY, "env": env, "pid": proc.pid}
+            yield {"url": f"http://127.0.0.1:{port}", "log": log_path, "api_key": API_KEY, "env": env, "pid": proc.pid, "proc": proc}
         finally:
             proc.terminate()
             try:

@@ -160,3 +160,23 @@ def test_an_undecodable_tool_schema_is_a_clear_400():
          "messages": [{"role": "user", "content": "x"}]}
     with pytest.raises(APIError, match="cannot decode this schema"):
         list(engine.stream(parse_request(b)))
+
+
+def test_the_cache_is_bounded_in_bytes_and_keeps_the_most_recent():
+    import numpy as np
+
+    class KV:  # a model's cache holding ``length`` positions of 1 KB each
+        def __init__(self, length):
+            self.length, self.data = length, np.zeros((length, 256), dtype=np.float32)
+
+        def copy(self, length=None):
+            return KV(self.length if length is None else length)
+
+    pc = PromptCache(clock=lambda: 0.0, max_bytes=300 * 1024)
+    for i in range(10):  # ten prompts of 100 positions (100 KB of keys and values each, plus a little): two fit
+        ids = [i] * 100
+        pc.store(pc.plan(ids, [(100, "5m")]), KV(100))
+    assert len(pc) == 2 and 200 * 1024 <= pc.nbytes <= 300 * 1024
+    assert pc.plan([9] * 100, [(100, "5m")]).read == 100 and pc.plan([0] * 100, [(100, "5m")]).read == 0
+    pc.store(pc.plan([42] * 400, [(400, "5m")]), KV(400))  # larger than the whole budget: not kept
+    assert pc.plan([42] * 400, [(400, "5m")]).read == 0 and pc.nbytes <= 300 * 1024

@@ -26,11 +26,12 @@ from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.pricing import known_models
 from explainer.lifecycle.errors import APIError, invalid
 from explainer.lifecycle import jsonlimits
-from explainer.lifecycle.gateway import (AddressBuckets, body_too_large, check_body_size, check_key, rate_limit_error,
-                                         ratelimit_headers, too_many)
+from explainer.lifecycle.gateway import (INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE, FailureLimiter, Ticket, body_too_large,
+                                         check_body_size, key_from_headers, rate_limit_error, ratelimit_headers, too_many)
 from explainer.lifecycle.payload import parse_request
 from explainer.llm.interface import ModelLoadError
-from explainer.web.runner import catalog, engine_for, is_local_model, run_batches
+from explainer.web.middleware import database_unavailable
+from explainer.web.runner import call, catalog, engine_for, is_local_model, request_budget, run_batches
 from explainer.shares.traces import TraceRecorder
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,13 @@ def api_view(methods: tuple[str, ...], trace: str | None = None):
                 resp = await fn(request, *args, **kwargs)
             except APIError as exc:
                 resp = error_response(exc, rid)
-            except Exception:
-                log.exception("API request %s failed", rid)
-                resp = error_response(APIError("api_error", "Internal server error."), rid)
+            except Exception as exc:
+                if database_unavailable(exc):  # busy or unreachable: trying again soon works, so a 503
+                    log.warning("API request %s: the database is unavailable (%s)", rid, exc)
+                    resp = error_response(unavailable("The database is busy or cannot be reached right now."), rid)
+                else:
+                    log.exception("API request %s failed", rid)
+                    resp = error_response(APIError("api_error", "Internal server error."), rid)
             resp["request-id"] = rid
             # A call that did not authenticate (401, or 429 for too many wrong keys, 405 before the key check)
             # leaves nothing behind: no trace, no link. Any other traced call's trace is saved (below, or
@@ -137,40 +142,65 @@ def client_address(request) -> str:
 
 
 @lru_cache(maxsize=1)
-def key_failures() -> AddressBuckets:
-    """Wrong or missing keys, per client address: a burst of twice the per-minute allowance, then 429."""
+def key_failures() -> FailureLimiter:
+    """Wrong or missing keys, per client address and per key prefix: a burst of twice the per-minute
+    allowance, then a wrong key is a 429 without any lookup. A right key is never refused for them:
+    ``_authenticate`` recognises it by the live keys' digests (``keys.live``) before asking the limiter.
+
+    Per process, also with ``REDIS_URL`` (the per-key rate limits live in Redis, these counts do not):
+    with several processes, each counts its own share of a client's failures."""
     n = max(1, settings.EXPLAINER_AUTH_FAILURES_PER_MINUTE)
-    return AddressBuckets(capacity=2 * n, per_minute=n)
+    return FailureLimiter(capacity=2 * n, per_minute=n)
+
+
+KEY_PREFIX_CHARS = 12  # failures are also counted per key prefix: what ``manage.py apikeys`` lists of a key
+
+
+def _throttled(ticket: Ticket) -> APIError:
+    return too_many("Too many requests with a missing or wrong API key from this address; "
+                    f"try again in {ticket.retry_after} seconds.", ticket.retry_after)
 
 
 async def _authenticate(request) -> None:
-    """The gateway's key check (``lifecycle.gateway.check_key``, as the gateway page runs it), with
-    failures limited per address, and a 503 when the key store cannot be reached."""
+    """The gateway's key check (as ``lifecycle.gateway.check_key`` runs it on the gateway page), with
+    failures limited per address and per key prefix without ever refusing a right key
+    (``key_failures``), and a 503 when the key store cannot be reached."""
     gw = request.trace.gateway if getattr(request, "trace", None) else {}
-    addr = client_address(request)
-    wait = key_failures().retry_after(addr)
-    if wait is not None:
-        gw["key"] = "throttled"
-        raise too_many("Too many requests with a missing or wrong API key from this address; "
-                       f"try again in {wait} seconds.", wait)
-    found: list = []
-
-    def is_valid(key: str) -> bool:
-        found.append(keys.check(key))
-        return found[-1] is not None
-
+    limiter, addr = key_failures(), client_address(request)
+    key = key_from_headers(request.headers)
+    if key is None:
+        ticket = limiter.failure(addr)
+        gw["key"] = "throttled" if ticket.over_budget else "missing"
+        raise _throttled(ticket) if ticket.over_budget else APIError("authentication_error", MISSING_KEY_MESSAGE)
+    proof = keys.digest(key) if len(key) <= 200 else None
+    known = proof is not None and keys.live.contains(proof, refresh=False)
+    # Reserved here, before the first await: concurrent requests cannot all pass one look at the budget.
+    # A key this process knows to be live reserves nothing: it is confirmed below without touching
+    # anyone's failure budget, so a right key passes whatever the failures from its address or prefix.
+    ticket = None if known else limiter.reserve(addr, key[:KEY_PREFIX_CHARS])
     try:
-        await sync_to_async(check_key)(request.headers, is_valid)
-    except APIError:
-        key_failures().failed(addr)
-        gw["key"] = "wrong" if found else "missing"
-        raise
+        if ticket is not None and not ticket.allowed:
+            if proof is None or not await sync_to_async(keys.live.contains)(proof):
+                gw["key"] = "throttled"
+                raise _throttled(ticket)
+            ticket = None  # a key created since this process last read the table: checked like a known one
+        found = await sync_to_async(keys.check)(key)
     except DatabaseError:
+        if ticket is not None:
+            limiter.refund(ticket)  # nothing was learned: the caller's budget is not charged for our outage
         log.warning("API key check: the database is unreachable", exc_info=True)
         raise unavailable("The API key store (the database) cannot be reached right now.") from None
+    # (A request cancelled while its key is checked keeps its failure counted: cancelling is no free check.)
+    if ticket is not None:
+        limiter.settle(ticket, ok=found is not None)
+    elif found is None:  # known a moment ago, revoked since: a failure like any other
+        ticket = limiter.failure(addr, key[:KEY_PREFIX_CHARS])
+    if found is None:
+        gw["key"] = "throttled" if ticket.over_budget else "wrong"
+        raise _throttled(ticket) if ticket.over_budget else APIError("authentication_error", INVALID_KEY_MESSAGE)
     gw["key"] = "valid"
-    gw["key_name"] = found[-1].name
-    request.api_key = found[-1]
+    gw["key_name"] = found.name
+    request.api_key = found
 
 
 def unavailable(message: str, retry_after: int = 5) -> APIError:
@@ -184,13 +214,32 @@ def _prepare(request, counting: bool):
 
     It runs in a worker thread (``_off_the_loop``), so a megabyte body never holds the event
     loop that serves every other client; the engine refuses text that cannot fit before BPE.
+    A local model's body is only read here: ids and engine are None, ``_prepared`` does the rest.
     """
     body = _json_body(request)
     request.trace.set_body(body)
     req = parse_request(body, counting=counting)
     _check_model(req.model)
-    engine = _engine(req.model)  # here, in the worker thread: opening a local model takes seconds
+    if is_local_model(req.model):
+        return req, None, None
+    return _tokenized(req)
+
+
+def _tokenized(req):
+    engine = _engine(req.model)  # in a worker thread: opening a local model takes seconds
     return req, engine.prompt_ids(req), engine
+
+
+async def _prepared(request, counting: bool):
+    """(request, prompt ids, engine) for the call, under the request's budget (``request.budget``, its
+    deadline from here to the end of its run). A local model is opened, and its tokenizer (an untrusted
+    folder's) run, in the local models' own workers (``runner.call``), never where Claude names are served:
+    a busy lane is a 529, a run past the deadline a 504."""
+    request.budget = request_budget()
+    req, ids, engine = await _off_the_loop(_prepare, request, counting)
+    if engine is None:
+        req, ids, engine = await call(req.model, _tokenized, req, budget=request.budget)
+    return req, ids, engine
 
 
 async def _off_the_loop(fn, *args):
@@ -285,7 +334,7 @@ async def messages(request):
     rec: TraceRecorder = request.trace
     await _authenticate(request)
     try:
-        req, ids, engine = await _off_the_loop(_prepare, request, False)
+        req, ids, engine = await _prepared(request, False)
         engine.check_fits(ids)
     except APIError as exc:
         if exc.status < 500:  # a refused request still costs a request from the key's bucket
@@ -348,12 +397,13 @@ def _settle(request, reserved: int, used: int) -> None:
 
 
 async def _run_messages(request, req, rec, reserve: int):
-    cancel = threading.Event()
+    budget = getattr(request, "budget", None) or request_budget()  # the deadline counts from _prepared
+    cancel = budget.cancel
     # The trace is fed in the engine's thread; only the API's own events cross to the event loop.
     # A plain answer is sent whole at the end: its events need not cross before then.
     rec.engine_started()
     batches = run_batches(req, seed=0, cancel=cancel, observe=rec.feed, keep=_for_the_api, finished=rec.engine_stopped,
-                          hold=stream_hold_seconds() if req.stream else NON_STREAMING_HOLD)
+                          hold=stream_hold_seconds() if req.stream else NON_STREAMING_HOLD, budget=budget)
     first = await anext(batches)  # message_start, or an error envelope (prompt too long, overloaded)
     if first[0]["type"] == "error":
         await batches.aclose()
@@ -429,7 +479,7 @@ async def _run_messages(request, req, rec, reserve: int):
 async def count_tokens(request):
     await _authenticate(request)
     headers = _charge_request(request)  # counting costs a request from the key's bucket, not tokens
-    _, ids, _ = await _off_the_loop(_prepare, request, True)
+    _, ids, _ = await _prepared(request, True)
     resp = ApiJsonResponse({"input_tokens": len(ids)})
     for k, v in headers.items():
         resp[k] = v

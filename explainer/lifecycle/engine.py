@@ -30,6 +30,7 @@ from explainer.lifecycle.prompt_cache import PromptCache
 from explainer.lifecycle.tool_format import TOOL_USE_PREFIX, tools_system_prompt
 from explainer.llm.constrained import (ChoiceConstraint, ConstrainedFinish, ConstrainedStep, JsonConstraint, Machine,
                                        UnsupportedSchema, constrained_generate, model_logits_fn, use_machine_cache)
+from explainer.llm.budget import Interrupted, check as check_budget
 from explainer.llm.catalog import BUNDLED_NAME, bundled
 from explainer.llm.generate import Finish, GenerationConfig, Step, generate
 from explainer.llm.interface import ChatTokenizer, LanguageModel, LoadedModel, TokenizerError
@@ -54,8 +55,19 @@ def new_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
 
 
-class Cancelled(Exception):
-    """The caller went away; generation stopped early."""
+class Cancelled(Interrupted):
+    """The caller went away; generation stopped early. The same as the run's budget ending with
+    ``Interrupted("cancelled")`` (``explainer.llm.budget``): catch ``Interrupted`` for both."""
+
+    def __init__(self) -> None:
+        super().__init__("cancelled")
+
+
+def _check(cancelled: Callable[[], bool]) -> None:
+    """Stop here if the caller's flag is up, or the run's budget (its cancel flag, its deadline) says so."""
+    if cancelled():
+        raise Cancelled()
+    check_budget()
 
 
 @dataclass
@@ -140,6 +152,7 @@ class Engine:
         With ``prompt_cache``, the request's cache breakpoints are looked up and written there.
         """
         started = time.perf_counter()
+        _check(cancelled)  # a run that waited for a worker may be over before it starts
         ids, ends = self.prompt_segments(req)
         self.check_fits(ids)
         if req.tools and req.tool_choice["type"] in ("any", "tool"):
@@ -220,8 +233,7 @@ class Engine:
         first_token_at = None
         finish: Finish | None = None
         for item in generate(self.model, self.tokenizer, ids, cfg, cache=kv):
-            if cancelled():
-                raise Cancelled()
+            _check(cancelled)
             if isinstance(item, Finish):
                 finish = item
                 break
@@ -280,8 +292,7 @@ class Engine:
             fn = logits_fn()
             out, finish = [], None
             for item in constrained_generate(fn, constraint, params, rng, budget(), n_candidates=n_candidates):
-                if cancelled():
-                    raise Cancelled()
+                _check(cancelled)
                 if isinstance(item, ConstrainedFinish):
                     finish = item
                     break
@@ -306,8 +317,7 @@ class Engine:
         fn = logits_fn()
         for item in constrained_generate(fn, JsonConstraint(by_name[name]["input_schema"], tok), params, rng, budget(),
                                          n_candidates=n_candidates):
-            if cancelled():
-                raise Cancelled()
+            _check(cancelled)
             if isinstance(item, ConstrainedFinish):
                 fin = item
                 break

@@ -9,6 +9,7 @@ STATUS = {
     "request_too_large": 413,
     "rate_limit_error": 429,
     "api_error": 500,
+    "timeout_error": 504,  # the request ran past the server's time limit (EXPLAINER_REQUEST_TIMEOUT_S)
     "overloaded_error": 529,
 }
 

@@ -37,7 +37,12 @@ from typing import Callable
 
 import numpy as np
 
+from explainer.lifecycle.lru import sizeof
+
 MIN_CACHEABLE_TOKENS = 64
+# Keys and values are large for a real model (2,000 tokens of a 135M Llama: about 92 MB), so the cache is
+# bounded in bytes as well as in entries: the least recently used entries go first.
+DEFAULT_MAX_BYTES = 256 * 2**20
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 
 
@@ -47,6 +52,7 @@ class Entry:
     length: int
     ttl: str
     expires_at: float
+    nbytes: int = 0  # what it keeps alive (lifecycle.lru.sizeof)
 
 
 @dataclass
@@ -83,12 +89,15 @@ def prefix_key(ids: list[int], model_id: str = "") -> str:
 
 
 class PromptCache:
-    """Prefix hash -> KV cache, with TTLs refreshed on every hit. Thread-safe; bounded (least recently used goes)."""
+    """Prefix hash -> KV cache, with TTLs refreshed on every hit. Thread-safe; bounded in entries and in
+    bytes (the least recently used goes; an entry larger than the whole budget is not kept)."""
 
     def __init__(self, model_id: str = "", max_entries: int = 32, min_tokens: int = MIN_CACHEABLE_TOKENS,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, max_bytes: int = DEFAULT_MAX_BYTES):
         self.model_id, self.max_entries, self.min_tokens, self.clock = model_id, max_entries, min_tokens, clock
+        self.max_bytes = max_bytes
         self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -106,6 +115,7 @@ class PromptCache:
                 e = self._entries.get(key)
                 if e is not None and e.expires_at <= now:
                     del self._entries[key]
+                    self._bytes -= e.nbytes
                     e = None
                 if e is not None and hit is None:
                     hit, hit_key, read = e, key, n
@@ -144,13 +154,27 @@ class PromptCache:
     def store(self, plan: Plan, kv, now: float | None = None) -> None:
         """After a run: keep the first n positions of ``kv`` for every prefix the plan writes."""
         now = self.clock() if now is None else now
+        copies = []
+        for n, ttl, key in plan.writes:  # copied and weighed outside the lock: megabytes for a real model
+            copy = kv.copy(length=n)
+            copies.append((key, Entry(copy, n, ttl, now + TTL_SECONDS[ttl], sizeof(copy))))
         with self._lock:
-            for n, ttl, key in plan.writes:
-                self._entries[key] = Entry(kv.copy(length=n), n, ttl, now + TTL_SECONDS[ttl])
-                self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            for key, entry in copies:
+                if entry.nbytes > self.max_bytes:
+                    continue
+                old = self._entries.pop(key, None)
+                self._bytes -= old.nbytes if old is not None else 0
+                self._entries[key] = entry
+                self._bytes += entry.nbytes
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                self._bytes -= self._entries.popitem(last=False)[1].nbytes
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the stored keys and values keep alive."""
+        return self._bytes
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._bytes = 0

@@ -58,7 +58,8 @@ class StreamConsumer(JsonFrameConsumer):
             return
         await self.send_json({
             # Each run's explainer.prompt frame names the model that serves it; these are the choices.
-            "type": "explainer.hello", "default_model": BUNDLED_MODEL_NAME, "local_models": catalog().names(),
+            "type": "explainer.hello", "default_model": BUNDLED_MODEL_NAME,
+            "local_models": await asyncio.to_thread(catalog().names),  # a directory listing: not on the event loop
             "limits": {"max_frame_bytes": settings.EXPLAINER_WS_MAX_FRAME_BYTES,
                        "frames_per_10s": settings.EXPLAINER_WS_FRAMES_PER_10S},
         })

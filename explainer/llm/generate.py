@@ -3,6 +3,9 @@
 Yields one :class:`Step` per generated token, with its text (only whole characters, and
 never text that might still turn out to be the start of a stop sequence), its candidate
 rows and timings, and finally the stop reason.
+
+The run's budget (``explainer.llm.budget``) is checked before every token, and by the model
+between its layers, so a cancelled or overdue run stops within one step.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from explainer.llm import budget
 from explainer.llm.blocklist import word_ban_for
 from explainer.llm.interface import Cache, ChatTokenizer, LanguageModel
 from explainer.llm.sampling import Candidate, SamplingParams, distribution, draw
@@ -102,6 +106,7 @@ def generate(model: LanguageModel, tok: ChatTokenizer, prompt: list[int], cfg: G
     stop_reason, stop_seq, n_out = None, None, 0
     decode_start = time.perf_counter()
     while stop_reason is None:
+        budget.check()
         t = time.perf_counter()
         words = ban.banned_next(generated) if ban is not None else {}
         dist = distribution(logits, cfg.sampling, banned=banned + tuple(words) if words else banned)

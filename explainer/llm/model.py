@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from explainer.llm import budget
 from explainer.llm.interface import ContextWindowExceeded
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "model.npz"
@@ -168,6 +169,7 @@ class TinyTransformer:
             keep("embedding_position", pos)
             keep("embedding", x)
         for l, b in enumerate(self.blocks):
+            budget.check()  # a cancelled or overdue run stops here, between layers
             a = layer_norm(x, b["ln_1.weight"], b["ln_1.bias"], c.ln_eps)
             qkv = a @ b["attn.qkv.weight"]  # [T, d] -> [T, 3d]
             q, k, v = (qkv[:, i * d:(i + 1) * d].reshape(T, h, hd).transpose(1, 0, 2) for i in range(3))  # [h, T, hd]

@@ -36,7 +36,8 @@ from explainer.lifecycle.pricing import cost
 from explainer.shares.models import Trace
 from explainer.stages.pages.transformer import attention_rows, head_names
 from explainer.llm.catalog import BUNDLED_NAME
-from explainer.web.runner import engine_for, get_engine, is_local_model
+from explainer.llm.budget import Interrupted
+from explainer.web.runner import engine_for, get_engine, is_local_model, stopping, submit
 
 log = logging.getLogger(__name__)
 KEPT_HEADERS = ("anthropic-version", "anthropic-beta", "content-type", "user-agent", "x-stainless-lang", "x-stainless-package-version")
@@ -47,6 +48,7 @@ MAX_STORED_DEPTH = 64  # deeper parts of a stored value are kept as "…"
 MAX_FAILURES_KEPT = 1000  # ids of traces whose write failed, remembered in this process to say why
 RECENT_SECONDS = 120  # an id this young that is not in the database yet may still be being written
 ENGINE_STOP_WAIT = 60.0  # seconds a write waits for a cancelled run's thread to stop adding steps
+STOPPING_ENGINE_WAIT = 0.5  # the same while the server stops: the writes queued behind this one must land before it exits
 SENT_WAIT = 1.0  # seconds a write waits for its response to be sent (a client that went away never gets it)
 SWEEP_EVERY = 60.0  # seconds between deletions of expired traces (an expired trace is never shown anyway)
 
@@ -243,16 +245,57 @@ def attention_summary(prompt_ids: list[int], model=None) -> dict:
 
 def ensure_attention(trace: Trace) -> dict:
     """The attention summary is computed from the stored token ids when the trace is first opened,
-    keeping a forward pass out of the API call's own time."""
+    keeping a forward pass out of the API call's own time.
+
+    A local model's summary (a pass over up to its whole window, on an untrusted folder) is computed
+    in the local models' workers, not here, where every synchronous page is served: this visit shows
+    none, a later one shows it once it is stored."""
     name = trace.model or ""
     answered_here = name.startswith("claude-") or name == BUNDLED_NAME or is_local_model(name)
     if not trace.attention and trace.steps and trace.prompt_ids and answered_here:  # a removed local model: nothing to run
+        if is_local_model(name):
+            with _pending_lock:
+                starting = trace.pk not in _summarising
+                _summarising.add(trace.pk)
+            if starting and not submit(name, _summarise, trace.pk, list(trace.prompt_ids), name):
+                with _pending_lock:
+                    _summarising.discard(trace.pk)
+            return trace.attention
         try:
             trace.attention = attention_summary(trace.prompt_ids, engine_for(trace.model).model)  # the model that answered
             Trace.objects.filter(pk=trace.pk).update(attention=trace.attention)
         except Exception:  # a summary is a nicety; never fail the page for it
             log.exception("attention summary failed")
     return trace.attention
+
+
+def _engine_stops(stopped: threading.Event) -> bool:
+    """Wait for a run's engine to stop: up to ENGINE_STOP_WAIT, or STOPPING_ENGINE_WAIT once the server is stopping
+    (every run is cancelled then; one that does not stop is stuck, and the process will not wait for it)."""
+    start = time.monotonic()
+    while not stopped.wait(0.1):
+        waited = time.monotonic() - start
+        if waited >= ENGINE_STOP_WAIT or (stopping() and waited >= STOPPING_ENGINE_WAIT):
+            return False
+    return True
+
+
+_summarising: set[str] = set()  # traces whose local model's attention summary is being computed
+
+
+def _summarise(trace_id: str, prompt_ids: list[int], model: str) -> None:
+    """A local model's attention summary, stored (in a worker of the local models' lane, under a budget)."""
+    try:
+        attention = attention_summary(prompt_ids, engine_for(model).model)
+        Trace.objects.filter(pk=trace_id).update(attention=attention)
+    except Interrupted:
+        raise
+    except Exception:  # a summary is a nicety
+        log.exception("attention summary failed")
+    finally:
+        with _pending_lock:
+            _summarising.discard(trace_id)
+        close_old_connections()
 
 
 class TraceRecorder:
@@ -323,8 +366,8 @@ class TraceRecorder:
         try:
             if after is not None:
                 after.wait(SENT_WAIT)
-            if self._engine_stopped is not None and not self._engine_stopped.wait(ENGINE_STOP_WAIT):
-                log.warning("trace %s: the engine's thread had not stopped after %ss; writing what it recorded", self.id, ENGINE_STOP_WAIT)
+            if self._engine_stopped is not None and not _engine_stops(self._engine_stopped):
+                log.warning("trace %s: the engine's thread had not stopped; writing what it recorded", self.id)
             self.save(status, response)
         except Exception as exc:  # the caller's answer matters more than its trace
             log.exception("saving trace %s failed", self.id)

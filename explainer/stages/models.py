@@ -1,5 +1,8 @@
 """The models' pages: ``/models/`` lists what this server can serve, ``/models/<name>/`` is one model's card,
-generated from its config and files, with its memory and its speed measured here."""
+generated from its config and files, with its memory and its speed measured here.
+
+Both read untrusted folders (the card opens its model and runs it), so they run in the local models'
+workers, under the request's deadline, never where the bundled model's pages run (``runner.model_view``)."""
 from __future__ import annotations
 
 import time
@@ -15,7 +18,7 @@ from explainer.llm.catalog import BUNDLED_NAME
 from explainer.llm.interface import ModelLoadError
 from explainer.stages.runs import codec, stamp
 from explainer.web.pages import bundled_info, error_page
-from explainer.web.runner import catalog, engine_for, get_engine
+from explainer.web.runner import LOCAL_MODELS, catalog, engine_for, get_engine, model_view, refused_page
 
 _SPEED: dict[tuple[str, str], dict] = {}  # (name, fingerprint) -> measured once per process
 
@@ -46,6 +49,7 @@ def _kv_bytes_per_token(engine: Engine) -> int:
     return 2 * c.n_layer * kv_heads * c.head_dim * 4
 
 
+@model_view(lambda request: LOCAL_MODELS, refused_page)  # reads every folder's config
 @require_GET
 def models_index(request):
     rows = [{"name": BUNDLED_NAME, "summary": f"bundled · {get_engine().model.n_params / 1e6:.1f}M parameters · answers every Claude name", "ok": True}]
@@ -53,6 +57,7 @@ def models_index(request):
     return render(request, "stages/models.html", {"rows": rows, "models_dir": catalog().root, "bundled": None})
 
 
+@model_view(lambda request, name: name, refused_page)
 @require_GET
 def model_card(request, name: str):
     if name != BUNDLED_NAME and not catalog().has(name):

@@ -20,6 +20,7 @@ from explainer.lifecycle.engine import Engine, Run, run_request
 from explainer.lifecycle.scenario import Scenario, ScenarioCodec
 from explainer.llm.catalog import BUNDLED_NAME
 from explainer.llm.interface import ModelLoadError
+from explainer.web.pages import MAX_QUERY_CHARS
 from explainer.web.runner import engine_for, get_engine, is_local_model
 
 # The budget follows the setting (read at every store, so a changed setting applies at once).
@@ -36,6 +37,16 @@ def codec() -> ScenarioCodec:
 def engine(scenario: Scenario | None = None) -> Engine:
     """The engine that runs ``scenario`` (its ``model`` names a local model, or the bundled one answers)."""
     return engine_for(scenario.model) if scenario is not None else get_engine()
+
+
+def link_model(request, *args, **kwargs) -> str | None:
+    """The model a stage link's scenario (``?s=``) names, read without opening it: what decides where the
+    page is computed (``explainer.web.runner.model_view``). None for no scenario; a link that does not
+    decode raises, and its page says why."""
+    if len(request.META.get("QUERY_STRING", "")) > MAX_QUERY_CHARS:
+        return None
+    blob = request.GET.get("s", "")
+    return codec().decode(blob).model if blob else None
 
 
 def stamp(scenario: Scenario) -> Scenario:

@@ -17,11 +17,11 @@ from explainer.llm.catalog import BUNDLED_NAME
 from explainer.llm.interface import ModelLoadError
 from explainer.lifecycle.pricing import priced_models
 from explainer.lifecycle.scenario import Scenario, ScenarioError
-from explainer.stages.options import OptionError, parse_options
+from explainer.stages.options import OptionError, parse_options, single
 from explainer.stages.registry import BY_SLUG, LAST_NUMBER, STAGES, Stage, neighbours
-from explainer.stages.runs import check_model, codec, engine, run_of, stamp
+from explainer.stages.runs import check_model, codec, engine, link_model, run_of, stamp
 from explainer.web.pages import MAX_QUERY_CHARS, bundled_info, error_page, frameable
-from explainer.web.runner import catalog
+from explainer.web.runner import catalog, model_view, refused_json, refused_page
 
 MODEL_NAMES = priced_models()  # the models a page offers: the known ones whose price is known
 
@@ -65,7 +65,7 @@ def _stamped(scenario: Scenario) -> Scenario:
 
 def _embed_flag(request) -> bool:
     """``embed=1`` shows a stage without the site's chrome, for an iframe; ``0`` or absent is the full page."""
-    raw = request.GET.get("embed")
+    raw = single(request.GET, "embed")
     if raw in (None, "", "0"):
         return False
     if raw == "1":
@@ -78,9 +78,10 @@ def _og_image(request, slug: str) -> str:
     return request.build_absolute_uri(static(f"og/{slug}.png"))
 
 
+@model_view(link_model, refused_page)  # a local model's page is computed in its own workers (runner.py)
 @require_GET
 def home(request):
-    return stage(request, "overview")
+    return stage.__wrapped__(request, "overview")
 
 
 class Refused(Exception):
@@ -101,9 +102,9 @@ def computed(request, slug: str) -> tuple[Stage, StagePage, dict]:
     path = reverse("stage", args=[slug])
     if len(request.META.get("QUERY_STRING", "")) > MAX_QUERY_CHARS:
         raise Refused(400, "Link too long", f"This link is longer than {MAX_QUERY_CHARS:,} characters, so it is not read.", path)
-    blob = request.GET.get("s", "")
     try:
         embed = _embed_flag(request)
+        blob = single(request.GET, "s") or ""
     except OptionError as exc:
         raise Refused(400, "This link cannot be shown", str(exc), path) from None
     try:
@@ -124,6 +125,7 @@ def page_data(st: Stage, ctx: dict) -> dict:
     return {element: ctx[key] for element, key in getattr(st.page, "DATA", {}).items() if key in ctx}
 
 
+@model_view(link_model, refused_json())
 @require_GET
 def stage_data(request, slug: str):
     """``/learn/<slug>/data?<the page's query string>``: the same data the page embeds, as JSON, for
@@ -136,6 +138,7 @@ def stage_data(request, slug: str):
     return JsonResponse({"stage": slug, "data": page_data(st, ctx)}, json_dumps_params={"ensure_ascii": False})
 
 
+@model_view(link_model, refused_page)
 @require_GET
 def stage(request, slug: str):
     try:
@@ -165,6 +168,13 @@ def stage(request, slug: str):
     return frameable(render(request, st.template, common | ctx), embed)
 
 
+def _body_model(request) -> str | None:
+    """The model a scenario body names (stamping a local model's link opens it: that runs in its workers)."""
+    data = jsonlimits.loads(request.body or b"{}") if len(request.body) <= 64 * 1024 else None
+    return data.get("model") if isinstance(data, dict) else None
+
+
+@model_view(_body_model, refused_json(lambda exc: {"error": exc.message}))
 @csrf_exempt  # a pure function of its input: it changes nothing on the server
 @require_POST
 def encode_scenario(request):

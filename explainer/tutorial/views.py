@@ -18,11 +18,11 @@ from explainer.lifecycle.scenario import ScenarioError
 from explainer.llm.catalog import BUNDLED_NAME
 from explainer.llm.interface import ModelLoadError
 from explainer.stages.examples import examples
-from explainer.stages.options import OptionError, parse_options
-from explainer.stages.runs import check_model, codec
+from explainer.stages.options import OptionError, parse_options, single
+from explainer.stages.runs import check_model, codec, link_model
 from explainer.stages.views import StagePage
 from explainer.web.pages import MAX_QUERY_CHARS, bundled_info
-from explainer.web.runner import catalog, is_local_model
+from explainer.web.runner import catalog, is_local_model, model_view, refused_json, refused_page
 from explainer.tutorial.checks import CHECKS, Verdict
 from explainer.tutorial.lessons import Lesson, by_id, following, lessons
 
@@ -67,6 +67,7 @@ def lessons_json(request):
     return JsonResponse({"lessons": [_lesson_json(x) for x in lessons()], "path_url": reverse("tutorial")})
 
 
+@model_view(lambda request, lesson_id: request.GET.get("model"), refused_page)  # a local model opens in its workers
 @require_GET
 def start(request, lesson_id: str):
     """The lesson's stage with its start scenario (on ``?model=``, a local model, if given) and options; the
@@ -108,6 +109,7 @@ def _refuse(status: int, message: str) -> JsonResponse:
     return JsonResponse({"done": False, "error": message}, status=status)
 
 
+@model_view(link_model, refused_json(lambda exc: {"done": False, "error": exc.message}))
 @require_GET
 def check(request, lesson_id: str):
     """``GET /tutorial/check/<lesson>?<the stage page's own query string>`` -> ``{"done", "message", "next_url"}``.
@@ -123,8 +125,8 @@ def check(request, lesson_id: str):
     if len(request.META.get("QUERY_STRING", "")) > MAX_QUERY_CHARS:
         return _refuse(400, f"This link is longer than {MAX_QUERY_CHARS:,} characters, so it is not read.")
     st = lesson.stage
-    blob = request.GET.get("s", "")
     try:
+        blob = single(request.GET, "s") or ""
         scenario = codec().decode(blob)
         why = check_model(scenario)
         if why:

@@ -79,7 +79,7 @@ async def test_a_full_engine_answers_overloaded_and_still_calls_finished(setting
     assert len(batches) == 1 and len(batches[0]) == 1
     assert batches[0][0]["type"] == "error" and batches[0][0]["error"]["type"] == "overloaded_error"
     assert seen == [] and calls == ["finished after 0 observed"]
-    assert runner._admitted == 0
+    assert runner.admitted() == 0
 
 
 async def test_a_bad_request_is_an_error_envelope_at_the_end():
@@ -96,11 +96,11 @@ async def test_leaving_early_stops_the_engine_and_frees_its_place():
     events = runner.run_batches(body, 0, cancel, finished=stopped.set, hold=0.01)
     first = await anext(events)
     assert first[0]["type"] == "explainer.prompt"
-    assert runner._admitted == 1
+    assert runner.admitted() == 1
     await events.aclose()
     assert cancel.is_set()
     assert stopped.wait(10), "the engine's thread did not stop after the caller left"
-    assert runner._admitted == 0  # freed by the engine's thread as it stopped
+    assert runner.admitted() == 0  # freed by the engine's thread as it stopped
 
 
 async def test_the_slot_is_free_when_the_engine_finishes_not_when_a_slow_reader_does():
@@ -108,16 +108,16 @@ async def test_the_slot_is_free_when_the_engine_finishes_not_when_a_slow_reader_
     stopped = threading.Event()
     events = runner.run_batches(parse_request({**BODY, "max_tokens": 8}), 0, threading.Event(), finished=stopped.set)
     first = await anext(events)
-    assert first[0]["type"] == "explainer.prompt" and runner._admitted == 1
+    assert first[0]["type"] == "explainer.prompt" and runner.admitted() == 1
     # the reader takes nothing more; the engine finishes on its own
     assert stopped.wait(30), "the engine did not finish"
-    assert runner._admitted == 0, "a finished run still holds an engine slot while its events wait to be read"
+    assert runner.admitted() == 0, "a finished run still holds an engine slot while its events wait to be read"
     rest = [e for batch in [b async for b in events] for e in batch]
     assert rest[-1]["type"] == "explainer.done"  # nothing was lost by freeing the slot early
 
 
 @pytest.fixture(autouse=True)
 def _nothing_admitted_between_tests():
-    assert runner._admitted == 0
+    assert runner.admitted() == 0
     yield
-    assert runner._admitted == 0
+    assert runner.admitted() == 0

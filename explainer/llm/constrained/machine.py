@@ -15,6 +15,7 @@ cache given to :func:`use_machine_cache` (the engine puts them under the app's c
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Protocol
@@ -34,12 +35,15 @@ class _TokenTrie:
     max_len: int
 
 
-_TOKEN_TRIES: dict[int, tuple[Tokenizer, _TokenTrie]] = {}
+# One trie per tokenizer, kept while the tokenizer lives (the machines that use it hold it): a closed
+# local model's tokenizer and trie go with its last machine, never kept here for good.
+_TOKEN_TRIES: dict[int, tuple[weakref.ref, _TokenTrie]] = {}
+_TRIES_LOCK = threading.Lock()
 
 
 def _token_trie(tok: Tokenizer) -> _TokenTrie:
     hit = _TOKEN_TRIES.get(id(tok))
-    if hit is not None and hit[0] is tok:  # the tokenizer is kept alive beside its trie, so its id stays unique
+    if hit is not None and hit[0]() is tok:  # a dead tokenizer's id may be reused: the weak reference says which
         return hit[1]
     children: list[dict[int, int]] = [{}]
     ends: list[list[int]] = [[]]
@@ -57,8 +61,16 @@ def _token_trie(tok: Tokenizer) -> _TokenTrie:
         ends[node].append(t)
     edges = [[(b, c, tuple(ends[c]), bool(children[c])) for b, c in sorted(kids.items())] for kids in children]
     trie = _TokenTrie(edges, max(len(tok.token_bytes(t)) for t in range(tok.vocab_size)))
-    _TOKEN_TRIES[id(tok)] = (tok, trie)
+    key = id(tok)
+    with _TRIES_LOCK:
+        _TOKEN_TRIES[key] = (weakref.ref(tok, lambda _ref, key=key: _forget_trie(key, _ref)), trie)
     return trie
+
+
+def _forget_trie(key: int, ref: weakref.ref) -> None:
+    with _TRIES_LOCK:
+        if (hit := _TOKEN_TRIES.get(key)) is not None and hit[0] is ref:
+            del _TOKEN_TRIES[key]
 
 
 class Machine:

@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache, attend
 from explainer.llm.hf.config import HFConfig
 from explainer.llm.hf.passes import HFModel, recorder
@@ -75,6 +76,7 @@ class GPT2Model(HFModel):
             keep("embedding_position", pos)
             keep("embedding", x)
         for l, b in enumerate(self.blocks):
+            budget.check()  # a cancelled or overdue run stops here, between layers
             a = layer_norm(x, b["ln_1.weight"], b["ln_1.bias"], eps)
             qkv = a @ b["attn.c_attn.weight"] + b["attn.c_attn.bias"]  # [T, 3d]
             q, k, v = (qkv[:, i * d:(i + 1) * d].reshape(T, h, hd).transpose(1, 0, 2) for i in range(3))  # [h, T, hd]
@@ -97,7 +99,7 @@ class GPT2Model(HFModel):
                 keep(f"block_{l}_resid_out", x)
         cache.length = end
         x = layer_norm(x, *self.ln_f, eps)
-        logits = x @ self.lm_head  # [T, V]
+        logits = self._head(x)  # [T, V]
         if collect:
             keep("final_ln", x)
             keep("logits", logits)

@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 
+from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache, attend
 from explainer.llm.hf.config import HFConfig
 from explainer.llm.hf.passes import HFModel, recorder
@@ -106,6 +107,7 @@ class LlamaModel(HFModel):
             keep("embedding_token", x)
             keep("embedding", x)
         for l, (ln_1, w_qkv, b_qkv, w_o, b_o, ln_2, w_gu, b_gu, w_down, b_down) in enumerate(self.blocks):
+            budget.check()  # a cancelled or overdue run stops here, between layers
             a = rms_norm(x, ln_1, eps)
             qkv = a @ w_qkv  # [T, (h + 2kv) hd]
             if b_qkv is not None:
@@ -144,7 +146,7 @@ class LlamaModel(HFModel):
                 keep(f"block_{l}_resid_out", x)
         cache.length = end
         x = rms_norm(x, self.norm, eps)
-        logits = x @ self.lm_head  # [T, V]
+        logits = self._head(x)  # [T, V]
         if collect:
             keep("final_ln", x)
             keep("logits", logits)

@@ -1,30 +1,82 @@
-"""What every Hugging Face model's forward pass does before its own layers: the BLAS threads for the
-pass, the checks on the new ids against the window and the vocabulary, and the named-intermediate
-recorder (``want`` glob patterns, compiled once; nothing is built when a decode step asks for none)."""
+"""What every Hugging Face model's forward pass does around its own layers: the BLAS threads for the
+pass, the checks on the new ids against the window and the vocabulary, the named-intermediate
+recorder (``want`` glob patterns, compiled once; nothing is built when a decode step asks for none),
+and the run's budget (``explainer.llm.budget``).
+
+A pass checks its budget before every layer, and a long prompt that asks for no intermediates is
+run in chunks of positions, each a pass of its own over the cache: one layer of a 2,000-token prompt
+on a 135M model is about a second of numpy that nothing could interrupt, one layer of a chunk is a few
+tens of milliseconds. So a cancelled or overdue run stops within a step, whatever the prompt's length."""
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from typing import Callable
 
 import numpy as np
 
+from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
 from explainer.llm.interface import ContextWindowExceeded
 from explainer.llm.model import ForwardResult
 from explainer.llm.threads import blas_threads
 
+# Floating-point operations one uninterrupted step of a pass may take (a layer over a chunk of
+# positions, a block of rows of the head): about 10-25 ms of one core's float32 products.
+STEP_FLOPS = 5e8
+MIN_CHUNK, MAX_CHUNK = 16, 1024  # positions per chunk of a long prefill, whatever the model's size
+HEAD_ROWS = 32  # rows of the head's product at least, per block (about 25 ms for a 49k-token vocabulary)
+
+
+def _spare_cores() -> int:
+    """BLAS threads a Hugging Face model's pass may take: every core but one. The BLAS thread count is the
+    process's, and while it is raised the bundled model's small products wait behind the large ones (with two
+    threads on two cores, an 8-token bundled reply went from 50 ms to 600 ms during a local prefill): one core
+    is left for the bundled model, the pages and the event loop."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
 
 class HFModel:
     """The shared half of GPT2Model and LlamaModel: ``forward`` runs the subclass's ``_forward`` on the
-    model's BLAS threads (the loader gives a large model every core)."""
+    model's BLAS threads (the loader gives a large model every core, of which it gets all but one), a long
+    prefill in chunks."""
 
     threads = 1
 
     def forward(self, ids, cache: KVCache | None = None, want: tuple[str, ...] = ()) -> ForwardResult:
         """Run ``ids`` (the new tokens) after whatever ``cache`` holds; returns logits for every new token."""
-        with blas_threads(self.threads):
-            return self._forward(ids, cache if cache is not None else self.new_cache(), want)
+        cache = cache if cache is not None else self.new_cache()
+        with blas_threads(min(self.threads, _spare_cores())):
+            ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+            step = self.prefill_chunk
+            if want or len(ids) <= step:  # intermediates are [T, S] for the whole pass: asked for, it is one pass
+                return self._forward(ids, cache, want)
+            # Checked once here for the whole prompt, so a prompt that cannot fit changes nothing in the cache.
+            self._begin(ids, cache)
+            parts = [self._forward(ids[i:i + step], cache, ()).logits for i in range(0, len(ids), step)]
+            return ForwardResult(np.concatenate(parts), cache, {})
+
+    @property
+    def prefill_chunk(self) -> int:
+        """Positions per chunk of a long prefill: what one layer does in about ``STEP_FLOPS``."""
+        per_layer = max(1, (self.n_params - self.lm_head.size) // max(1, self.config.n_layer))
+        return int(min(MAX_CHUNK, max(MIN_CHUNK, STEP_FLOPS // (2 * per_layer))))
+
+    def _head(self, x: np.ndarray) -> np.ndarray:
+        """The logits of the rows of ``x`` [T, d] -> [T, V], in blocks of rows for a large vocabulary (a 49k-token
+        head over 100 positions is 6 GFLOP), with the budget checked between blocks. A block is at least
+        HEAD_ROWS rows: each reads the whole head matrix (113 MB for SmolLM2's), and fewer rows would spend
+        the time reading it again rather than computing."""
+        d, V = self.lm_head.shape
+        rows = max(HEAD_ROWS, int(STEP_FLOPS // (2 * d * V)))
+        if len(x) <= rows:
+            return x @ self.lm_head
+        out = np.empty((len(x), V), np.float32)
+        for i in range(0, len(x), rows):
+            budget.check()
+            np.matmul(x[i:i + rows], self.lm_head, out=out[i:i + rows])
+        return out
 
     def _begin(self, ids, cache: KVCache) -> tuple[np.ndarray, int, int]:
         """The new ids as an array, and the positions [start, end) they take in ``cache`` (room reserved)."""
