@@ -14,8 +14,10 @@ from tests.test_rooms import close, make_room, presenter, scenario_href, student
 @pytest.fixture(autouse=True)
 def _fresh_attempts():
     rooms.attempts.reset()
+    rooms.secret_attempts.reset()
     yield
     rooms.attempts.reset()
+    rooms.secret_attempts.reset()
 
 
 # ---- the check itself ------------------------------------------------------------------------------

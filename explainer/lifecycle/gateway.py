@@ -219,54 +219,171 @@ class RateLimiter:
         return out
 
 
-# ---- per client address: failed attempts and open connections --------------------------------
+# ---- failed guesses, per client address: wrong API keys, room codes, room secrets -----------------
 
-class AddressBuckets:
-    """A token bucket per client address, for failures: wrong API keys, room codes, room secrets.
+@dataclass(eq=False)
+class Ticket:
+    """One attempt to present a secret (an API key, a room code), as :meth:`FailureLimiter.reserve` answers it.
 
-    Each failure takes one token; an address whose bucket is empty is refused until it refills
-    (``retry_after``). Kept in one process; a flood of distinct addresses resets the table
-    rather than growing it.
-
-    Example:
-        >>> b = AddressBuckets(capacity=2, per_minute=6)
-        >>> b.failed("1.2.3.4", now=0.0); b.failed("1.2.3.4", now=0.0)
-        >>> b.retry_after("1.2.3.4", now=0.0), b.retry_after("5.6.7.8", now=0.0)
-        (10, None)
+    ``allowed``: check the secret now; the failure it may turn out to be is already counted, and
+    :meth:`FailureLimiter.settle` gives it back if the secret was right. Otherwise the failure
+    budget is spent (``over_budget``): answer 429 without checking, after ``retry_after`` whole
+    seconds, when the limit named by ``limited_by`` ("address", "subject" or "total") has room again.
     """
 
-    def __init__(self, capacity: int = 20, per_minute: float = 10.0, max_clients: int = 10_000):
-        self.capacity, self.rate, self.max_clients = capacity, per_minute / 60.0, max_clients
-        self._buckets: dict[str, TokenBucket] = {}
-        self._lock = threading.Lock()
+    allowed: bool
+    over_budget: bool = False
+    retry_after: int | None = None
+    limited_by: str | None = None
+    taken: tuple = ()
+    done: bool = False
 
-    def _bucket(self, who: str, now: float) -> TokenBucket:
-        b = self._buckets.get(who)
+
+class _Buckets:
+    """Token buckets by name. Past ``max_entries`` names the least recently used is forgotten (it
+    gets a fresh bucket if it comes back): a flood of distinct names costs bounded memory and
+    pushes out only old names, never the whole table."""
+
+    def __init__(self, capacity: int, per_minute: float, max_entries: int):
+        self.capacity, self.rate, self.max_entries = capacity, per_minute / 60.0, max_entries
+        self._table: dict[str, TokenBucket] = {}
+
+    def get(self, name: str, now: float) -> TokenBucket:
+        b = self._table.pop(name, None)  # popped and put back: the dict's order is the order of use
         if b is None:
-            if len(self._buckets) >= self.max_clients:
-                self._buckets.clear()
-            b = self._buckets[who] = TokenBucket(self.capacity, self.rate, now)
+            if len(self._table) >= self.max_entries:
+                del self._table[next(iter(self._table))]
+            b = TokenBucket(self.capacity, self.rate, now)
+        self._table[name] = b
         return b
 
-    def retry_after(self, who: str, now: float | None = None) -> float | None:
-        """Seconds until ``who`` may try again, or None when it may try now."""
+    def clear(self) -> None:
+        self._table.clear()
+
+
+def _wait(bucket: TokenBucket, now: float) -> int:
+    """Whole seconds until ``bucket`` holds one token again (at least 1: this is for a 429)."""
+    return max(1, math.ceil((1 - bucket.level(now)) / bucket.refill_per_second - EPS))
+
+
+class FailureLimiter:
+    """Failed attempts at a secret, limited so that guessing stays bounded and nobody is locked out
+    by somebody else's failures.
+
+    What a failure limit must not do is what a plain "N failures per address, then 429" does: one
+    wrong key a second from an address kept the right key from the same address out on every call,
+    and a whole class behind one router shares an address. And "is it blocked?" then "count the
+    failure" as two steps let 100 concurrent wrong keys all be checked. So:
+
+    * Failures are counted per client address and per ``subject`` (what was presented: a key's
+      first characters, a room code) separately, and optionally across all addresses (``total``).
+      A bucket per name: ``capacity`` failures at once, ``per_minute`` back each minute.
+    * Each check reserves first: :meth:`reserve` takes a failure's token from every bucket, in one
+      lock, before the secret is looked at, and :meth:`settle` gives them back when the secret was
+      right. The count cannot be raced: of 100 concurrent wrong attempts, at most ``capacity`` are
+      checked while the budget lasts, not 100. A caller
+      on an event loop reserves before its first ``await``.
+    * Slow the failures, not the successes: the limiter only ever refuses attempts, so a caller lets a
+      right secret through before asking it, by a proof that cannot be guessed: the API knows its live
+      keys' digests (``explainer.api.keys.LiveDigests``), so a right key never reserves anything; a
+      room gives whoever got in a signed cookie for that room, so a joined student or the presenter
+      never looks a code up again. What reaches the limiter is a guess, refused past the budget
+      before any lookup.
+
+    Kept in this process (with several processes, each has its own counts).
+
+    Example:
+        >>> lim = FailureLimiter(capacity=2, per_minute=6)
+        >>> t = lim.reserve("1.2.3.4", now=0.0)
+        >>> lim.settle(t, ok=True, now=0.0)              # it was right: its token is given back
+        >>> for _ in range(2):                           # two wrong ones: the budget is spent
+        ...     lim.settle(lim.reserve("1.2.3.4", now=0.0), ok=False, now=0.0)
+        >>> t = lim.reserve("1.2.3.4", now=0.0)
+        >>> t.allowed, t.over_budget, t.retry_after      # refused unchecked, for 10 seconds
+        (False, True, 10)
+        >>> lim.reserve("5.6.7.8", now=0.0).allowed      # another address is not affected
+        True
+    """
+
+    def __init__(self, capacity: int = 20, per_minute: float = 10.0, *, total: tuple[int, float] | None = None,
+                 max_entries: int = 10_000):
+        self._addresses = _Buckets(capacity, per_minute, max_entries)
+        self._subjects = _Buckets(capacity, per_minute, max_entries)
+        self._total_limit = total
+        self._total: TokenBucket | None = None
+        self._lock = threading.Lock()
+
+    def _failure_buckets(self, who: str, subject: str | None, now: float) -> list[tuple[str, TokenBucket]]:
+        out = [("address", self._addresses.get(who, now))]
+        if subject is not None:
+            out.append(("subject", self._subjects.get(subject, now)))
+        if self._total_limit is not None:
+            if self._total is None:
+                self._total = TokenBucket(self._total_limit[0], self._total_limit[1] / 60.0, now)
+            out.append(("total", self._total))
+        return out
+
+    def _over(self, buckets, now: float) -> tuple[str, int] | None:
+        """The limit that is spent (the one that refills last), or None when every bucket has a token."""
+        short = [(name, _wait(b, now)) for name, b in buckets if not b.check(1, now).allowed]
+        return max(short, key=lambda s: s[1]) if short else None
+
+    def reserve(self, who: str, subject: str | None = None, now: float | None = None) -> Ticket:
+        """Before checking a secret that ``who`` presents: may it be checked (its failure counted already)?"""
         now = time.monotonic() if now is None else now
         with self._lock:
-            level = self._bucket(who, now).level(now)
-        return None if level >= 1 else math.ceil((1 - level) / self.rate)
+            buckets = self._failure_buckets(who, subject, now)
+            over = self._over(buckets, now)
+            if over is not None:
+                return Ticket(False, True, over[1], over[0])
+            for _, b in buckets:
+                b.take(1, now)
+            return Ticket(True, taken=tuple(b for _, b in buckets))
 
-    def blocked(self, who: str) -> bool:
-        return self.retry_after(who) is not None
-
-    def failed(self, who: str, now: float | None = None) -> None:
+    def settle(self, ticket: Ticket, ok: bool, now: float | None = None) -> None:
+        """After the check: a right secret gives back what its ticket took; a wrong one keeps it counted."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._bucket(who, now).take(1, now)
+            if ticket.done or not ticket.allowed:
+                return
+            ticket.done = True
+            if ok:
+                for b in ticket.taken:
+                    b.give_back(1, now)
+
+    def refund(self, ticket: Ticket, now: float | None = None) -> None:
+        """Nothing was learned (the key store was down): give back what the ticket took, as if never asked."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if ticket.done or not ticket.allowed:
+                return
+            ticket.done = True
+            for b in ticket.taken:
+                b.give_back(1, now)
+
+    def failure(self, who: str, subject: str | None = None, now: float | None = None) -> Ticket:
+        """A failure that needed no check (a missing key, a wrong room secret): counted, never an extra check.
+
+        ``over_budget`` on the answer says to refuse it with 429 (after ``retry_after``) rather than as wrong.
+        """
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            buckets = self._failure_buckets(who, subject, now)
+            over = self._over(buckets, now)
+            if over is not None:
+                return Ticket(False, True, over[1], over[0])
+            for _, b in buckets:
+                b.take(1, now)
+            return Ticket(True, done=True)
 
     def reset(self) -> None:
         with self._lock:
-            self._buckets.clear()
+            self._addresses.clear()
+            self._subjects.clear()
+            self._total = None
 
+
+# ---- per client address: open connections ---------------------------------------------------
 
 class OpenCounts:
     """How many connections (or runs) each client address holds open, with a cap.

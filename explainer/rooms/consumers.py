@@ -59,7 +59,8 @@ from explainer.rooms import rooms
 from explainer.rooms.models import Room
 from explainer.rooms.session import MAX_PACE_MS, ME, PRESENTERS, ROOM, Out, RoomSession
 from explainer.stages.runs import check_model
-from explainer.web.runner import run_events
+from explainer.web.middleware import RETRY_AFTER_S, UNAVAILABLE, database_unavailable
+from explainer.web.runner import call, run_events
 from explainer.web.sockets import CLOSE_TRY_AGAIN_LATER, JsonFrameConsumer
 
 log = logging.getLogger(__name__)
@@ -328,6 +329,16 @@ class RoomConsumer(JsonFrameConsumer):
             await super().dispatch(message)
         except LayerDown as exc:
             await self.interrupt(exc)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            # SQLite locked by another process, PostgreSQL restarting: the page's 503, in a frame
+            log.warning("room socket: the database is unavailable (%s)", exc)
+            if not self.accepted:
+                await self.accept()
+            await self.send_json({"type": "error", "error": {"type": "api_error", "message": UNAVAILABLE},
+                                  "retry_after": RETRY_AFTER_S})
+            await self.close(CLOSE_INTERRUPTED)
 
     async def websocket_disconnect(self, message):
         try:
@@ -369,13 +380,14 @@ class RoomConsumer(JsonFrameConsumer):
             return
 
         code = rooms.normalize_code(self.scope["url_route"]["kwargs"].get("code", ""))
-        if rooms.attempts.blocked(self.addr):
+        # Reserved before any await (a browser holding this room's pass is not limited: rooms.reserve_lookup).
+        ticket = rooms.reserve_lookup(code, self.addr, rooms.cookies_of(self.scope))
+        if not ticket.allowed:
             await self.send_json(_err("rate_limit_error", "Too many wrong room codes from this address; wait a minute."))
             await self.close(CLOSE_FLOOD)
             return
-        room = await database_sync_to_async(rooms.live_room)(code)
+        room = await database_sync_to_async(rooms.look_up)(code, ticket)
         if room is None:
-            rooms.attempts.failed(self.addr)
             await self.send_json(_err("not_found_error", "There is no live room with this code: it has ended or never existed."))
             await self.close(CLOSE_NOT_FOUND)
             return
@@ -468,10 +480,9 @@ class RoomConsumer(JsonFrameConsumer):
     async def _auth(self, secret) -> None:
         if self.session.role == "presenter":
             return
-        if rooms.attempts.blocked(self.addr):
-            raise APIError("rate_limit_error", "Too many wrong secrets from this address; wait a minute.")
-        if not rooms.secret_ok(self.room, secret):
-            rooms.attempts.failed(self.addr)
+        if not rooms.secret_ok(self.room, secret):  # a right secret always passes; wrong ones are counted
+            if rooms.secret_attempts.failure(self.addr).over_budget:
+                raise APIError("rate_limit_error", "Too many wrong secrets from this address; wait a minute.")
             raise APIError("authentication_error", "This is not the presenter's link for this room.")
         await self.deliver(self.session.become_presenter())
         await self.channel_layer.group_add(self.presenters, self.channel_name)
@@ -517,8 +528,9 @@ class RoomConsumer(JsonFrameConsumer):
             scenario = rooms.scenario_of(state)
         except ScenarioError as exc:
             raise APIError("invalid_request_error", f"The stage's scenario cannot be read: {exc}") from None
-        # a local model is opened here, off the event loop: the run then uses it, never the bundled model in its place
-        why = await asyncio.to_thread(check_model, scenario)
+        # a local model is opened here, in its own workers (its lane in runner.py): the run then uses it, never the
+        # bundled model in its place; a busy lane or one past the deadline is the APIError the presenter sees
+        why = await call(scenario.model, check_model, scenario)
         if why:
             raise APIError("invalid_request_error", why)
         req = parse_request(scenario.request_body())

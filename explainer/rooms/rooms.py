@@ -2,8 +2,9 @@
 presenter may put on every student's screen.
 
 Codes are six characters from an alphabet without look-alikes (0/O, 1/I/L): about 887
-million codes, and failed lookups are limited per address, so live rooms cannot be found
-by trying codes in bulk. The presenter's secret is 256 random bits, stored as a SHA-256 hash.
+million codes, and failed lookups are limited per address and in all, so live rooms cannot be
+found by trying codes in bulk; a browser that found its room holds a pass, so nobody else's
+wrong codes lock it out. The presenter's secret is 256 random bits, stored as a SHA-256 hash.
 """
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from django.conf import settings
+from django.core import signing
+from django.http import parse_cookie
 from django.utils import timezone
 
-from explainer.lifecycle.gateway import AddressBuckets
+from explainer.lifecycle.gateway import FailureLimiter, Ticket
 from explainer.lifecycle.scenario import ScenarioError
 from explainer.llm.blocklist import find_blocked
 from explainer.rooms.models import Room
@@ -136,10 +140,96 @@ def scenario_of(state: dict):
     return codec().decode(q.get("s", ""))
 
 
-# ---- failed lookups, per address --------------------------------------------------------------
+# ---- looking codes up, and the pass of those who got in -------------------------------------------
+#
+# A code can be guessed (887 million of them, and a live room is one hit), so each lookup of a code
+# is a guess: lookups that find nothing are limited per address (a burst of 20, then 10 a minute), per
+# code tried, and across all addresses (CODE_FAILURES_TOTAL: many addresses trying codes together),
+# and an address over its budget is refused before any lookup. The limiter is the gateway's own
+# (lifecycle.gateway.FailureLimiter): each lookup reserves its failure first and gets it back when the
+# room is found, in one lock, so 100 concurrent wrong codes make at most 20 lookups, not 100.
+#
+# What must not happen is that someone else's wrong codes lock out a class sharing the address
+# (one router): so whoever found the room once gets a pass, a signed cookie for that code
+# (``give_pass``) set by the join redirect, the student page, the presenter page and "start a room".
+# The pages and the socket of a room whose pass the browser holds look the room up without the limit.
+# Only new lookups are limited. The counts are kept per process (also with REDIS_URL).
 
-# The bucket is the gateway's own: one implementation for wrong room codes, room secrets and API keys.
-attempts = AddressBuckets()
+CODE_FAILURES_TOTAL = (200, 100)  # wrong codes from every address together: a burst, then per minute
+attempts = FailureLimiter(capacity=20, per_minute=10, total=CODE_FAILURES_TOTAL)
+# Wrong presenter secrets: 256 random bits, checked in memory, so a right one is always let through and a
+# wrong one only counted (a 429 past the budget). Counted apart from codes: they cannot find a room.
+secret_attempts = FailureLimiter(capacity=20, per_minute=10)
+PASS_SALT = "explainer.rooms.pass"
+
+
+def pass_name(code: str) -> str:
+    return f"room_{code}"
+
+
+def give_pass(response, code: str, secure: bool) -> None:
+    """Let this browser look ``code`` up again without the limit on wrong codes (for as long as a room lasts)."""
+    response.set_cookie(pass_name(code), _signer(code).sign(code), max_age=int(ttl().total_seconds()),
+                        httponly=True, samesite="Lax", secure=secure)
+
+
+def holds_pass(cookies: Mapping[str, str], code: str | None) -> bool:
+    """Whether ``cookies`` (a request's, or a socket's: ``cookies_of``) hold a valid pass for ``code``."""
+    value = cookies.get(pass_name(code)) if code else None
+    if not value:
+        return False
+    try:
+        return _signer(code).unsign(value, max_age=ttl()) == code
+    except signing.BadSignature:  # forged, another room's, or older than a room lasts
+        return False
+
+
+def _signer(code: str) -> signing.TimestampSigner:
+    return signing.TimestampSigner(salt=f"{PASS_SALT}.{code}")  # keyed with SECRET_KEY
+
+
+def cookies_of(scope) -> dict[str, str]:
+    """The cookies a WebSocket handshake carries (the browser sends the page's cookies with it)."""
+    raw = "; ".join(v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"cookie")
+    return parse_cookie(raw) if raw else {}
+
+
+JOIN_TOKEN_CHARS = 16
+
+
+def join_token(code: str) -> str:
+    """What the room's own join link carries (its QR code, the link on the projector and the presenter's
+    page): a signature of the code, so whoever opens that link came from the room, not from guessing, and is
+    never limited by other people's wrong codes. A code typed at /join is a guess to the server, and limited.
+
+    >>> len(join_token("ABC234")) == JOIN_TOKEN_CHARS and join_token("ABC234") != join_token("ABC235")
+    True
+    """
+    return signing.Signer(salt=f"{PASS_SALT}.join").signature(code)[:JOIN_TOKEN_CHARS]
+
+
+def reserve_lookup(code: str | None, addr: str, cookies: Mapping[str, str], token: str | None = None) -> Ticket:
+    """Before looking ``code`` up for ``addr``: may it be looked up (``allowed``), or the 429 and its ``retry_after``.
+
+    A pass holder's lookup, one from the room's own join link (``token``), and a code that cannot be one
+    (no lookup happens), are not limited. Call it before any ``await``, then :func:`look_up` with the ticket.
+    """
+    if code is None or holds_pass(cookies, code):
+        return Ticket(True)  # reserves nothing
+    if isinstance(token, str) and len(token) == JOIN_TOKEN_CHARS and hmac.compare_digest(token, join_token(code)):
+        return Ticket(True)
+    return attempts.reserve(addr, code)
+
+
+def look_up(code: str | None, ticket: Ticket) -> Room | None:
+    """The live room for ``code``; a room found gives back the failure ``ticket`` reserved, none keeps it counted."""
+    try:
+        room = live_room(code)
+    except BaseException:
+        attempts.refund(ticket)  # the database failed: nothing was learned
+        raise
+    attempts.settle(ticket, ok=room is not None)
+    return room
 
 
 # ---- nicknames ---------------------------------------------------------------------------------

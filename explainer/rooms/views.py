@@ -15,12 +15,11 @@ from django.views.decorators.http import require_GET, require_POST
 from explainer import network
 from explainer.lifecycle.scenario import ScenarioError
 from explainer.llm.catalog import BUNDLED_NAME
-from explainer.llm.interface import ModelLoadError
 from explainer.rooms import rooms
 from explainer.stages.examples import examples
 from explainer.stages.registry import built
-from explainer.stages.runs import engine
 from explainer.web.pages import bundled_info
+from explainer.web.runner import is_local_model
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
@@ -47,11 +46,14 @@ def _page(request, template: str, ctx: dict, status: int = 200):
 
 def _serving(room) -> dict:
     """What the footer and the live run name: the model of the stage the room shows as the page loads (the
-    bundled one, or a local model); live.js follows the model of each run after that."""
+    bundled one, or a local model); live.js follows the model of each run after that. A local model is
+    named, never opened here: this runs on the one thread Django gives every synchronous view, and
+    opening a folder takes seconds (runs open it in the local models' own workers)."""
     try:
-        info = bundled_info(engine(rooms.scenario_of(room.state)))
-    except (ScenarioError, ModelLoadError):
-        info = bundled_info()
+        model = rooms.scenario_of(room.state).model
+    except ScenarioError:
+        model = None
+    info = {"name": model, "is_bundled": False} if is_local_model(model) else bundled_info()
     return {"bundled": info, "bundled_name": BUNDLED_NAME}
 
 
@@ -69,7 +71,13 @@ def landing(request):
 @require_POST
 def create(request):
     room, secret = rooms.create_room()
-    return HttpResponseRedirect(reverse("room-present", args=[room.code]) + "#k=" + secret, status=303)
+    resp = HttpResponseRedirect(reverse("room-present", args=[room.code]) + "#k=" + secret, status=303)
+    rooms.give_pass(resp, room.code, _secure(request))
+    return resp
+
+
+def _secure(request) -> bool:
+    return request.is_secure() or settings.CSRF_COOKIE_SECURE  # behind a TLS proxy, cookies are Secure too
 
 
 def _missing(request, code: str, status: int = 404):
@@ -78,23 +86,36 @@ def _missing(request, code: str, status: int = 404):
         "code": code[:12]}, status=status)
 
 
-def _limited(request):
-    return _page(request, "rooms/join.html", {"error": "Too many wrong codes from this device. Wait a minute and try again."}, status=429)
+def _limited(request, ticket):
+    error = ("Too many wrong room codes have been tried on this server lately. Wait a minute and try again."
+             if ticket.limited_by == "total" else "Too many wrong codes from this device. Wait a minute and try again.")
+    resp = _page(request, "rooms/join.html", {"error": error}, status=429)
+    resp["Retry-After"] = str(ticket.retry_after)
+    return resp
+
+
+def _find(request, norm: str | None, token: str | None = None):
+    """(the live room for a normalized code, None) or (None, the 429 page): only a browser without this
+    room's pass or its join link's ``token`` is limited, and its lookups that find nothing are counted
+    (``rooms.reserve_lookup``)."""
+    ticket = rooms.reserve_lookup(norm, _client(request), request.COOKIES, token)
+    if not ticket.allowed:
+        return None, _limited(request, ticket)
+    return rooms.look_up(norm, ticket), None
 
 
 @require_GET
 def present(request, code: str):
-    norm = rooms.normalize_code(code)
-    if rooms.attempts.blocked(_client(request)):
-        return _limited(request)
-    room = rooms.live_room(norm)
+    room, refused = _find(request, rooms.normalize_code(code))
+    if refused:
+        return refused
     if room is None:
-        rooms.attempts.failed(_client(request))
         return _missing(request, code)
     base = public_base(request)
-    join_url = f"{base}{reverse('room-student', args=[room.code])}"
+    # the join link carries the code's signature: a phone that scans it is never limited by others' wrong codes
+    join_url = f"{base}{reverse('room-student', args=[room.code])}?j={rooms.join_token(room.code)}"
     qr = segno.make(join_url, error="m")
-    return _page(request, "rooms/present.html", {
+    resp = _page(request, "rooms/present.html", {
         "room": room, "join_url": join_url, "join_short": f"{base}{reverse('room-join')}",
         # what a student types into a phone's address bar: the address without its scheme, which browsers add
         "join_short_display": f"{base}{reverse('room-join')}".split("://", 1)[-1],
@@ -105,6 +126,8 @@ def present(request, code: str):
         "stages": _stages(), "examples": examples(), "local_only": settings.EXPLAINER_LOCAL_ONLY and base.split("//")[1].split(":")[0] in LOOPBACK,
         **_serving(room),
     })
+    rooms.give_pass(resp, room.code, _secure(request))
+    return resp
 
 
 @require_GET
@@ -112,14 +135,14 @@ def join(request):
     raw = request.GET.get("code")
     if raw is None:
         return _page(request, "rooms/join.html", {})
-    if rooms.attempts.blocked(_client(request)):
-        return _limited(request)
     norm = rooms.normalize_code(raw)
     if norm is None:
         return _page(request, "rooms/join.html", {
             "error": f"A room code is {rooms.CODE_LENGTH} letters and digits, like “K7QM3P”.", "code": raw[:12]}, status=400)
-    if rooms.live_room(norm) is None:
-        rooms.attempts.failed(_client(request))
+    room, refused = _find(request, norm)
+    if refused:
+        return refused
+    if room is None:
         return _missing(request, raw)
     # An optional nickname: checked here to say at once what is wrong with it, and again by the room's
     # socket, which is what keeps it (this page never stores it). It travels on in the fragment.
@@ -127,19 +150,22 @@ def join(request):
     try:
         nick = rooms.clean_nickname(raw_nick)
     except rooms.NicknameError as exc:
-        return _page(request, "rooms/join.html", {"error": str(exc), "error_field": "nickname", "code": raw[:12],
+        resp = _page(request, "rooms/join.html", {"error": str(exc), "error_field": "nickname", "code": raw[:12],
                                                   "nickname": raw_nick[:40]}, status=400)
-    target = reverse("room-student", args=[norm])
-    return HttpResponseRedirect(target + ("#" + urlencode({"nick": nick}, quote_via=quote) if nick else ""))
+    else:
+        target = reverse("room-student", args=[norm])
+        resp = HttpResponseRedirect(target + ("#" + urlencode({"nick": nick}, quote_via=quote) if nick else ""))
+    rooms.give_pass(resp, room.code, _secure(request))  # the code was right: asking again is not a guess
+    return resp
 
 
 @require_GET
 def student(request, code: str):
-    if rooms.attempts.blocked(_client(request)):
-        return _limited(request)
-    norm = rooms.normalize_code(code)
-    room = rooms.live_room(norm)
+    room, refused = _find(request, rooms.normalize_code(code), request.GET.get("j"))
+    if refused:
+        return refused
     if room is None:
-        rooms.attempts.failed(_client(request))
         return _missing(request, code)
-    return _page(request, "rooms/student.html", {"room": room, "stages": _stages(), **_serving(room)})
+    resp = _page(request, "rooms/student.html", {"room": room, "stages": _stages(), **_serving(room)})
+    rooms.give_pass(resp, room.code, _secure(request))  # so the socket, and a reload, are never refused for others' codes
+    return resp
