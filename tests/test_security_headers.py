@@ -192,3 +192,84 @@ def test_the_filter_keeps_escaping_and_plain_text():
     assert render("line\n\ttab é 日本") == "line\n\ttab é 日本"
     # markup smuggled next to a control character stays text
     assert "<img" not in render("\u202e<img src=x onerror=alert(1)>")
+
+
+# ---- behind the TLS proxy (EXPLAINER_BEHIND_PROXY): Secure cookies and HSTS -------------------------
+
+def _settings_of(tmp_path, **env) -> dict:
+    """The security settings a fresh process builds from ``env``."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import json, django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'explainer.settings'; django.setup(); "
+             "from django.conf import settings as s; "
+             "print(json.dumps({k: getattr(s, k) for k in ('SECURE_PROXY_SSL_HEADER', 'CSRF_COOKIE_SECURE', "
+             "'SESSION_COOKIE_SECURE', 'SECURE_HSTS_SECONDS', 'USE_X_FORWARDED_HOST')}))")
+    base = {k: v for k, v in os.environ.items() if k != "EXPLAINER_BEHIND_PROXY"}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                         text=True, check=True, env={**base, "EXPLAINER_DATA_DIR": str(tmp_path), **env}).stdout
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def proxy_settings(tmp_path_factory):
+    return _settings_of(tmp_path_factory.mktemp("proxy"), EXPLAINER_BEHIND_PROXY="1")
+
+
+def test_behind_the_proxy_cookies_are_secure_and_hsts_is_on(proxy_settings, tmp_path):
+    assert proxy_settings["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    assert proxy_settings["CSRF_COOKIE_SECURE"] is True and proxy_settings["SESSION_COOKIE_SECURE"] is True
+    assert proxy_settings["SECURE_HSTS_SECONDS"] >= 180 * 24 * 3600
+    plain = _settings_of(tmp_path)  # plain http://127.0.0.1: none of it
+    assert plain["SECURE_PROXY_SSL_HEADER"] is None and plain["CSRF_COOKIE_SECURE"] is False and plain["SECURE_HSTS_SECONDS"] == 0
+    assert _settings_of(tmp_path, EXPLAINER_BEHIND_PROXY="1", EXPLAINER_HSTS_SECONDS="600")["SECURE_HSTS_SECONDS"] == 600
+
+
+def test_through_the_proxy_the_csrf_cookie_says_secure_and_hsts_is_sent(client, settings, proxy_settings):
+    for k, v in proxy_settings.items():
+        setattr(settings, k, tuple(v) if isinstance(v, list) else v)
+    r = client.get("/rooms/", HTTP_X_FORWARDED_PROTO="https")
+    assert r.status_code == 200
+    cookie = r.cookies["csrftoken"]
+    assert cookie["secure"] is True and cookie["samesite"] == "Lax"
+    assert r["Strict-Transport-Security"] == f"max-age={proxy_settings['SECURE_HSTS_SECONDS']}"
+    assert "Secure" in r.cookies.output()
+
+
+@pytest.mark.django_db
+def test_plain_http_development_keeps_plain_cookies_and_no_hsts(client):
+    r = client.get("/rooms/")
+    assert r.status_code == 200
+    assert not r.cookies["csrftoken"]["secure"]
+    assert "Strict-Transport-Security" not in r
+    # and the form still works over plain http: the cookie comes back and the room starts
+    from django.test import Client
+
+    c = Client(enforce_csrf_checks=True)
+    html = c.get("/rooms/").content.decode()
+    import re
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+    assert c.post("/rooms/new", {"csrfmiddlewaretoken": token}).status_code == 303
+
+
+# ---- trace pages are never cached -------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_trace_pages_say_no_store(client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from explainer.shares.models import Trace
+
+    t = Trace.objects.create(expires_at=timezone.now() + timedelta(hours=1), endpoint="messages", status=200,
+                             model="claude-haiku-4-5", request={"method": "POST", "path": "/v1/messages", "headers": {}, "body": {
+                                 "model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "secret"}]}})
+    answers = [client.get(f"/traces/{t.id}/"), client.get("/traces/"), client.get("/traces/no-such-trace/"),
+               client.get("/traces/", REMOTE_ADDR="192.0.2.7"), client.post(f"/traces/{t.id}/delete")]
+    assert [r.status_code for r in answers] == [200, 200, 404, 403, 302]
+    for r in answers:
+        assert r["Cache-Control"] == "no-store", r["Cache-Control"]

@@ -7,6 +7,7 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
 from explainer.lifecycle.scenario import Scenario, ScenarioError
@@ -60,6 +61,7 @@ WRITE_WAIT = 5.0  # seconds; a write normally lands within milliseconds of the c
 RECORDING_RECHECK = 2  # seconds between the "being recorded" page's checks
 
 
+@cache_control(no_store=True)  # a list of other people's calls: no browser cache or proxy keeps it
 @require_GET
 def trace_list(request):
     if not _from_this_machine(request):
@@ -69,6 +71,7 @@ def trace_list(request):
     return render(request, "shares/traces.html", {"traces": traces, "bundled": bundled_info()})
 
 
+@cache_control(no_store=True)  # someone's recorded call, prompt and reply included: no browser cache or proxy keeps it
 @require_GET
 def trace_detail(request, trace_id: str):
     trace = _written(trace_id)
@@ -120,6 +123,7 @@ def _clean_for_the_page(trace: Trace) -> None:
     trace.model = clean.text(trace.model)
 
 
+@cache_control(no_store=True)
 @require_POST
 def trace_delete(request, trace_id: str):
     recorder.wait_until_written(trace_id[:32], timeout=WRITE_WAIT)  # else the pending write would bring it back
