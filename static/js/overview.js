@@ -142,6 +142,11 @@ function showUsage(done) {
   }
 }
 
+// A token of a frame as every stage shows it (lib/tokens.js). The frame's text comes from the engine; should
+// it hold U+FFFD for a byte of a cut character (an engine that does not write such a byte ‹E4›), the byte is
+// not in the frame, so it is shown as ‹?›, never as �.
+const frameToken = (text) => visibleToken(text ?? "").replace(/\uFFFD/g, "‹?›");
+
 function showPromptTokens(frame) {
   tokensEl.replaceChildren();
   const head = document.createElement("p");
@@ -152,7 +157,7 @@ function showPromptTokens(frame) {
     const span = document.createElement("span");
     span.className = "tok" + (t.text.startsWith("<|") ? " special" : "");
     span.style.setProperty("--hue", String((i * 47) % 360));
-    span.textContent = t.text;
+    span.textContent = frameToken(t.text);
     span.title = `id ${t.id}`;
     tokensEl.append(span);
   });
@@ -200,7 +205,7 @@ function onFrame(frame) {
       light("sampling");
       const drawn = (frame.candidates || []).find((c) => c.token === frame.token);
       const p = drawn ? ` (p ${drawn.final_probability.toFixed(2)})` : "";
-      note("sampling", `token ${seen.tokens}: ${visibleToken(frame.text ?? "")}${p}`);
+      note("sampling", `token ${seen.tokens}: ${frameToken(frame.text)}${p}`);
       setStatus("Sampling and streaming: one token at a time, each sent as soon as it is drawn.");
       break;
     }

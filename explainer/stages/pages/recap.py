@@ -11,7 +11,7 @@ from explainer.lifecycle import lru
 from explainer.lifecycle.figures import body_figures, chat_text_figures, request_chat_parts, text_figures
 from explainer.llm.generate import step_banned
 from explainer.stages.registry import REQUEST_STEPS
-from explainer.stages.words import stop_reason_in_words
+from explainer.stages.words import stop_reason_in_words, token_label, token_row, visible_token
 from explainer.llm.sampling import SamplingParams, distribution, softmax
 
 OPTIONS: dict = {}
@@ -28,7 +28,8 @@ def _top_next(page, k: int = 5) -> list[dict]:
     logits = np.asarray(page.run.steps[0]["logits"], dtype=np.float64)
     p = softmax(logits)
     order = np.argsort(-p)[:k]
-    return [{"text": page.engine.token_label(int(t)), "id": int(t), "p": float(p[t])} for t in order]
+    return [{"text": (text := token_label(page.engine.tokenizer, t)), "label": visible_token(text), "id": int(t), "p": float(p[t])}
+            for t in order]
 
 
 _DRAWS = lru.LRU("recap draws")  # each shown draw re-sorts the vocabulary: once per scenario and model, not per visit
@@ -39,10 +40,12 @@ def _draws(page) -> list[dict]:
     s, tok = page.scenario, page.engine.tokenizer
     params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
     out = []
-    for st in page.run.steps[:SHOWN_DRAWS]:
+    shown = page.run.steps[:SHOWN_DRAWS]
+    for st, t in zip(shown, token_row(tok, [st["token"] for st in shown])):  # a cut character: its bytes, then it once
         dist = distribution(st["logits"], params, banned=step_banned(tok, st))
         rank = int(np.flatnonzero(dist.order == st["token"])[0]) + 1
-        out.append({"index": st["index"], "text": st["text"], "p": float(dist.final[st["token"]]), "rank": rank})
+        out.append({"index": st["index"], "text": visible_token(t["text"]), "part": t["part"], "joins": t["joins"],
+                    "p": float(dist.final[st["token"]]), "rank": rank})
     return out
 
 
@@ -65,7 +68,9 @@ def context(page) -> dict:
         "n_prompt": n_prompt,
         "text": text,
         "template_tokens": n_prompt - text.tokens,
-        "prompt_preview": [t | {"special": tok.is_special(t["id"])} for t in run.prompt_tokens[:80]],
+        # each token's text from its bytes: a byte of a cut character is ‹E4›, and the character follows its run once
+        "prompt_preview": [t | {"special": tok.is_special(t["id"]), "label": visible_token(t["text"])}
+                           for t in token_row(tok, run.prompt_ids[:80])],
         "prompt_more": max(0, n_prompt - 80),
         "vocab": tok.vocab_size,
         "model_info": {"layers": m.config.n_layer, "heads": m.config.n_head, "d_model": m.config.d_model,

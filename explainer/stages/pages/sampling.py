@@ -15,15 +15,12 @@ does not grow with the vocabulary.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import numpy as np
 
 from explainer.llm.generate import step_banned
 from explainer.llm.sampling import SamplingParams, distribution
-from explainer.stages.options import IntOption, OptionError
-from explainer.stages.words import stop_reason_in_words, visible_token
+from explainer.stages.options import DecimalOption, IntOption, OptionalIntOption, OptionError
+from explainer.stages.words import stop_reason_in_words, token_label, token_row, visible_token
 
 PROMPT_TAIL = 24  # prompt tokens shown before the reply in the step-through
 API_TEMPERATURE_MAX = 1.0
@@ -32,44 +29,6 @@ TOP_K_SLIDER_MAX = 100
 FULL_VOCAB_MAX = 8192  # a larger vocabulary's steps travel compact
 TOP_EXACT = 512  # compact: the most likely tokens sent exactly (the table shows 50 at most, top_k's slider 100)
 TAIL_GROUPS = 256  # compact: the other drawable tokens, in this many runs of neighbours in rank
-
-_NUMBER = re.compile(r"\d{1,2}(\.\d{1,4})?")
-
-
-@dataclass(frozen=True)
-class DecimalOption:
-    """A number like ``0.7`` in the query string; absent means "the request's own value" (None)."""
-
-    low: float
-    high: float
-    low_open: bool = False  # top_p: 0 itself is not allowed
-    default: None = None
-
-    def parse(self, name: str, raw: str | None) -> float | None:
-        if raw is None or raw == "":
-            return None
-        if not _NUMBER.fullmatch(raw):
-            raise OptionError(f"“{name}” must be a number like 0.7.")
-        v = float(raw)
-        if v < self.low or v > self.high or (self.low_open and v == self.low):
-            lo = f"above {self.low:g}" if self.low_open else f"from {self.low:g}"
-            raise OptionError(f"“{name}” must be {lo} to {self.high:g}; got {raw}.")
-        return v
-
-
-@dataclass(frozen=True)
-class OptionalIntOption:
-    """A whole number in the query string; absent means "the request's own value" (None)."""
-
-    low: int
-    high: int
-    default: None = None
-
-    def parse(self, name: str, raw: str | None) -> int | None:
-        if raw is None or raw == "":
-            return None
-        return IntOption(0, self.low, self.high).parse(name, raw)
-
 
 DATA = {"sampling-config": "config", "sampling-step": "step"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS = {
@@ -136,17 +95,17 @@ def step_payload(page, index: int) -> dict:
     token = int(st["token"])
     rank = int(np.flatnonzero(dist.order == token)[0])
     if logits.size > FULL_VOCAB_MAX:
-        whole = {"compact": compact_step(logits, banned, token, req["temperature"], eng.token_label)}
+        whole = {"compact": compact_step(logits, banned, token, req["temperature"], lambda t: token_label(eng.tokenizer, t))}
     else:  # ~30 KB: the browser recomputes softmax over all of them
         whole = {"logits": np.round(logits, 4).tolist(), "banned": list(banned)}
     return {
         "step": index,
         **whole,
         # tokens the word ban removed although the model gave them a real chance (blocklist.py)
-        "banned_words": [{"token": b["token"], "label": visible(b["text"]), "word": masked(b["word"]), "probability": b["probability"]}
+        "banned_words": [{"token": b["token"], "label": visible(token_label(eng.tokenizer, b["token"])), "word": masked(b["word"]), "probability": b["probability"]}
                          for b in st.get("banned_words", ())],
         "engine": {
-            "token": token, "label": eng.token_label(token), "rank": rank,
+            "token": token, "label": token_label(eng.tokenizer, token), "rank": rank,
             "u": engine_uniform(page.scenario.seed, index),
             "probability": float(dist.probs[token]), "final_probability": float(dist.final[token]),
             "kept": int(np.count_nonzero(dist.final)),
@@ -163,11 +122,12 @@ visible = visible_token  # the one way a token is shown (explainer/stages/words.
 
 
 def vocabulary_labels(eng) -> list[str]:
-    """Every token's text, by id (~37 KB of JSON, sent once per page, not per step): at temperature 1
+    """Every token's text, by id (~37 KB of JSON, sent once per page, not per step; a byte that is not a
+    whole character is written ‹E4›, words.token_text): at temperature 1
     about a sixth of the draws fall outside the 200 most likely tokens, so the page needs them all.
     Empty for a vocabulary over ``FULL_VOCAB_MAX``: each compact step brings its own tokens' texts."""
     vocab = eng.model.config.vocab_size
-    return [eng.token_label(t) for t in range(vocab)] if vocab <= FULL_VOCAB_MAX else []
+    return [token_label(eng.tokenizer, t) for t in range(vocab)] if vocab <= FULL_VOCAB_MAX else []
 
 
 def _fmt(v) -> str:
@@ -184,7 +144,7 @@ def try_this(page, index: int) -> list[dict]:
     dist = lambda t, k, p: distribution(logits, SamplingParams(t, k, p), banned=banned)  # noqa: E731
     now = dist(req["temperature"], req["top_k"], req["top_p"])
     top = int(now.order[0])
-    label = visible(eng.token_label(top))
+    label = visible(token_label(eng.tokenizer, top))
     keep = {"step": index or None}
     out = [{"action": "temperature 0", "url": page.url(**keep, t="0"),
             "result": f"greedy: only “{label}” is left, so every draw gives it"}]
@@ -218,10 +178,16 @@ def context(page) -> dict:
         "top_p": (req["top_p"] if req["top_p"] is not None else 1.0) if opts["p"] is None else opts["p"],
     }
     keep = {k: v for k, v in (("t", opts["t"]), ("k", opts["k"]), ("p", opts["p"])) if v is not None}
-    steps = [{"token": s["token"], "label": s["text"],
-              "p": next((c["final_probability"] for c in s["candidates"] if c["token"] == s["token"]), None)}
-             for s in run.steps]
-    tail = run.prompt_tokens[-PROMPT_TAIL:]
+    # the prompt and the reply as one row of tokens: a character the tokenizer cut shows as its bytes,
+    # and once whole, after the run of tokens that makes it (words.token_runs)
+    tok = page.engine.tokenizer
+    n_prompt = len(run.prompt_ids)
+    row = token_row(tok, [*run.prompt_ids, *(s["token"] for s in run.steps)])
+    joined = lambda t: {"part": t["part"], "joins": t["joins"]}  # noqa: E731
+    steps = [{"token": s["token"], "label": t["text"],
+              "p": next((c["final_probability"] for c in s["candidates"] if c["token"] == s["token"]), None)} | joined(t)
+             for s, t in zip(run.steps, row[n_prompt:])]
+    tail = row[max(0, n_prompt - PROMPT_TAIL):n_prompt]
     config = {
         "seed": page.scenario.seed,
         "request": req,
@@ -234,13 +200,12 @@ def context(page) -> dict:
         "tail_groups": TAIL_GROUPS,
         "steps": steps,
         "labels": vocabulary_labels(page.engine),
-        "prompt_tail": [{"text": t["text"], "special": page.engine.tokenizer.is_special(t["id"])} for t in tail],
-        "prompt_more": max(0, len(run.prompt_tokens) - PROMPT_TAIL),
+        "prompt_tail": [{"text": t["text"], "special": tok.is_special(t["id"])} | joined(t) for t in tail],
+        "prompt_more": max(0, n_prompt - PROMPT_TAIL),
         "ranges": {"t_api_max": API_TEMPERATURE_MAX, "t_max": EXPLORE_TEMPERATURE_MAX,
                    "k_max": max(TOP_K_SLIDER_MAX, req["top_k"] or 0, explore["top_k"])},
     }
     done = run.done or {}
-    tok = page.engine.tokenizer
     ctx = {
         "never_drawn": [tok.token_str(t) for t in tok.banned_ids if tok.is_special(t)],
         "unused_ids": sum(not tok.is_special(t) for t in tok.banned_ids),  # ids with no token (a padded vocabulary)
@@ -254,16 +219,16 @@ def context(page) -> dict:
         "explore": explore,
         "n_steps": n,
         "step_index": i,
-        "prompt_tail": [{"text": visible(t["text"]), "special": page.engine.tokenizer.is_special(t["id"])} for t in tail],
+        "prompt_tail": [{"text": visible(t["text"]), "special": tok.is_special(t["id"])} | joined(t) for t in tail],
         "prompt_more": config["prompt_more"],
     }
     if n:
         ctx["step"] = step_payload(page, i)
         ctx["engine_label"] = visible(ctx["step"]["engine"]["label"])
-        ctx["candidates"] = [c | {"label": visible(page.engine.token_label(c["token"]))} for c in run.steps[i]["candidates"]]
+        ctx["candidates"] = [c | {"label": visible(token_label(tok, c["token"]))} for c in run.steps[i]["candidates"]]
         ctx["prev_url"] = page.url(step=i - 1 or None, **keep) if i > 0 else None
         ctx["next_url"] = page.url(step=i + 1, **keep) if i + 1 < n else None
         ctx["try_this"] = try_this(page, i)
-        ctx["so_far"] = [{"index": j, "label": visible(s["text"]), "url": page.url(step=j or None, **keep), "current": j == i}
-                         for j, s in enumerate(run.steps[: i + 1])]
+        ctx["so_far"] = [{"index": j, "label": visible(s["label"]), "url": page.url(step=j or None, **keep), "current": j == i,
+                          "part": s["part"], "joins": s["joins"]} for j, s in enumerate(steps[: i + 1])]
     return ctx

@@ -13,7 +13,7 @@ import json
 from explainer.lifecycle.figures import text_figures
 from explainer.web.sockets import MAX_PACE_MS
 from explainer.stages.options import ChoiceOption, IntOption
-from explainer.stages.words import stop_reason_in_words
+from explainer.stages.words import stop_reason_in_words, token_label
 
 PACE_MAX = min(500, MAX_PACE_MS)
 DATA = {"request-body": "request_body", "stream-config": "stream_config"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
@@ -29,31 +29,33 @@ def sse(event: dict) -> dict:
     return {"name": event["type"], "data": data, "bytes": text_figures(f"event: {event['type']}\ndata: {data}\n\n", 0).bytes}
 
 
-def token_gist(step: dict) -> dict:
-    """An explainer.token frame without its bulk (the page's script shows live frames the same way)."""
+def token_gist(step: dict, label=None) -> dict:
+    """An explainer.token frame without its bulk (the page's script shows live frames the same way).
+    ``label(id)`` names a token from its bytes (words.token_label: a byte of a cut character is ‹E4›)."""
     top = step["candidates"][0]
-    return {"index": step["index"], "token": step["token"], "text": step["text"], "piece": step["piece"], "ms": step["ms"],
-            "candidates": f"[{len(step['candidates'])}; top {json.dumps(top['text'], ensure_ascii=False)} p={top['final_probability']}]"}
+    name = (lambda c: label(c["token"])) if label else (lambda c: c["text"])
+    return {"index": step["index"], "token": step["token"], "text": name(step), "piece": step["piece"], "ms": step["ms"],
+            "candidates": f"[{len(step['candidates'])}; top {json.dumps(name(top), ensure_ascii=False)} p={top['final_probability']}]"}
 
 
 def explainer_line(name: str, data: dict) -> dict:
     return {"name": name, "data": json.dumps(data, ensure_ascii=False, separators=(",", ":")), "explainer": True}
 
 
-def transcript(run) -> list[dict]:
+def transcript(run, label=None) -> list[dict]:
     """The recorded run's frames in the order the socket sent them: API events as SSE, with the
     explainer's token frames put back before the text delta each one produced."""
     out, steps, si = [], run.steps, 0
     for raw in run.events:
         if raw["type"] == "content_block_delta":
             while si < len(steps) and not steps[si]["piece"]:
-                out.append(explainer_line("explainer.token", token_gist(steps[si])))
+                out.append(explainer_line("explainer.token", token_gist(steps[si], label)))
                 si += 1
             if si < len(steps):
-                out.append(explainer_line("explainer.token", token_gist(steps[si])))
+                out.append(explainer_line("explainer.token", token_gist(steps[si], label)))
                 si += 1
         elif raw["type"] == "content_block_stop":
-            out += [explainer_line("explainer.token", token_gist(st)) for st in steps[si:]]
+            out += [explainer_line("explainer.token", token_gist(st, label)) for st in steps[si:]]
             si = len(steps)
         line = sse(raw)
         if raw["type"] == "message_start":
@@ -80,7 +82,7 @@ def sdk_args(page) -> dict:
 
 def context(page) -> dict:
     run, s = page.run, page.scenario
-    events = transcript(run)
+    events = transcript(run, lambda t: token_label(page.engine.tokenizer, t))
     api = [e for e in events if not e.get("explainer")]
     done = run.done or {}
     n_deltas = sum(1 for e in run.events if e["type"] == "content_block_delta")

@@ -35,6 +35,7 @@ from explainer.lifecycle.scenario import Scenario
 from explainer.llm.constrained import UnsupportedSchema
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
 from explainer.stages.runs import compact
+from explainer.stages.words import token_label, token_row
 
 TOOL_NAMES = tuple(DEMO_TOOLS)
 OWN = "own"  # the learner's own tool: the scenario's tools[0]
@@ -200,10 +201,14 @@ def compute(engine, scenario, tool: str, choice: str) -> dict:
     return out
 
 
-def step_rows(run, block_name: str | None, choice: str) -> list[dict]:
-    """What the mask panel draws for every generated token (rounded, top rows only)."""
+def step_rows(run, block_name: str | None, choice: str, tokenizer) -> list[dict]:
+    """What the mask panel draws for every generated token (rounded, top rows only). A token's text comes
+    from its bytes (words.token_text: a byte of a cut character is ‹E4›), and ``joins`` is the character a
+    run of such tokens makes, on its last one."""
     rows, name_text = [], ""
     naming = choice == "any"
+    label = lambda t: token_label(tokenizer, t)  # noqa: E731
+    texts = token_row(tokenizer, [s["token"] for s in run.steps])
     for i, s in enumerate(run.steps):
         phase = "text"
         if s.get("constrained"):
@@ -217,11 +222,12 @@ def step_rows(run, block_name: str | None, choice: str) -> list[dict]:
         # masking keeps the order of the allowed tokens, so an allowed token of before's top rows is among after's
         allowed = {c["token"] for c in s["candidates"] if c["logit"] is not None and c["final_probability"] > 0}
         rows.append({
-            "i": i, "text": s["text"], "phase": phase, "constrained": bool(s.get("constrained")),
+            "i": i, "text": texts[i]["text"], "part": texts[i]["part"], "joins": texts[i]["joins"],
+            "phase": phase, "constrained": bool(s.get("constrained")),
             "n_allowed": s.get("n_allowed"), "mass_removed": s.get("mass_removed", 0.0),
-            "before": [{"t": c["text"], "p": round(c["probability"], 4), "ok": c["token"] in allowed or not s.get("constrained")}
+            "before": [{"t": label(c["token"]), "p": round(c["probability"], 4), "ok": c["token"] in allowed or not s.get("constrained")}
                        for c in before[:TOP]],
-            "after": [{"t": c["text"], "p": round(c["final_probability"], 4)} for c in s["candidates"][:TOP]
+            "after": [{"t": label(c["token"]), "p": round(c["final_probability"], 4)} for c in s["candidates"][:TOP]
                       if c["final_probability"] > 0],
         })
     return rows
@@ -291,7 +297,7 @@ def context(page) -> dict:
     data = compute(engine, scenario, tool, choice)
     run1, run2 = data["run1"], data["run2"]
     block = data["block"]
-    steps = step_rows(run1, block["name"] if block else None, choice) if run1.error is None else []
+    steps = step_rows(run1, block["name"] if block else None, choice, engine.tokenizer) if run1.error is None else []
     if steps and o["step"] >= len(steps):
         raise OptionError(f"“step” must be from 0 to {len(steps) - 1} for this request; got {o['step']}.")
     if not steps and o["step"] != 0:

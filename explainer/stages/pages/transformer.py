@@ -31,6 +31,7 @@ import numpy as np
 from explainer.lifecycle import lru
 from explainer.llm.threads import blas_threads
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
+from explainer.stages.words import token_label, token_row
 
 WINDOW = 64  # tokens shown at once (attention maps are W x W); fewer for a model whose logit lens is costly
 MIN_WINDOW = 16
@@ -42,7 +43,7 @@ THUMBS = (8, 6)  # at most this many layers and heads get one thumbnail per head
 ROWS_BYTES = 128 << 20  # attention weights one chunk of ``attention_rows`` may hold (bigger chunks: faster BLAS)
 LENS_BYTES = 64 << 20  # float32 vocabulary scores one pass may hold (logit lens, prefill)
 
-DATA = {"tf-data": "data", "tf-tokens": "tokens", "tf-view": "view"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
+DATA = {"tf-data": "data", "tf-tokens": "tokens", "tf-parts": "cut_parts", "tf-view": "view"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS = {
     "layer": IntOption(0, 0, label="selected layer"),
     "head": IntOption(0, 0, label="selected head"),
@@ -319,7 +320,7 @@ def context(page) -> dict:
     start = window_start(T, token, size)
     first = run.steps[0]["token"] if run.steps else None
     key = f"{e.loaded.fingerprint}:{page.scenario.key()}"  # two models never share an entry
-    computed = cached_compute(key, model, e.token_label, ids, start, first, size)
+    computed = cached_compute(key, model, lambda t: token_label(e.tokenizer, t), ids, start, first, size)
     layers = choose_layers(c.n_layer, c.n_head, computed["end"] - start, opts["layer"])
     data = {k: v for k, v in computed.items() if k != "maps"} | {"attention": attention_payload(computed, layers)}
 
@@ -331,6 +332,7 @@ def context(page) -> dict:
         "next": row["next"], "next_rank": row["next_rank"],
     } for d, row in enumerate(lens_row["depths"])]
     nxt = lens_row["next"]
+    row = token_row(e.tokenizer, ids)  # each token's text from its bytes: a byte of a cut character is ‹E4›, never U+FFFD
     grid = "thumbs" if len(layers) == c.n_layer and c.n_layer <= THUMBS[0] and c.n_head <= THUMBS[1] else "compact"
     return base | {
         "layers": range(c.n_layer),
@@ -338,15 +340,18 @@ def context(page) -> dict:
         "grid": grid,
         "try_heads": _try_heads(page, data, c, opts),
         "data": data,
-        "tokens": [[t["id"], t["text"]] for t in run.prompt_tokens],
+        "tokens": [[t["id"], t["text"]] for t in row],
+        # the tokens that hold part of a character, by position: "" or, on the last token of a run that
+        # makes whole characters, those characters (words.token_runs)
+        "cut_parts": {str(i): t["joins"] or "" for i, t in enumerate(row) if t["part"]},
         "view": {"layer": opts["layer"], "head": opts["head"], "token": token, "default_token": T - 1,
                  "scale": opts["scale"], "default_scale": OPTIONS["scale"].default, "grid": grid,
                  "specials": sorted(e.tokenizer.special_id(s) for s in e.tokenizer.specials)},
         "token": token,
-        "token_text": run.prompt_tokens[token]["text"],
+        "token_text": row[token]["text"],
         "window": {"start": start, "end": data["end"], "size": data["end"] - start, "windowed": T > size,
                    "limit": size if size < WINDOW else None},
         "lens_table": lens_table,
-        "lens_next": None if nxt is None else {"id": nxt, "text": e.token_label(nxt), "sampled": token == T - 1},
+        "lens_next": None if nxt is None else {"id": nxt, "text": token_label(e.tokenizer, nxt), "sampled": token == T - 1},
         "attn_name": f"block_{opts['layer']}_attn_head_{opts['head']}_weights",
     }

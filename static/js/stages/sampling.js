@@ -3,7 +3,7 @@
 // draw, and a step-through of the autoregressive loop. Text from the server is set with
 // textContent only.
 import { dataUrl, readJSON, setViewOption } from "../stage.js";
-import { visibleToken } from "../lib/tokens.js";
+import { visibleToken, withJoined } from "../lib/tokens.js";
 import { distribution, draw, entropyBits, expandCompact, mulberry32, orderOf } from "../lib/sampling.js";
 import { node } from "../lib/dom.js";
 
@@ -112,12 +112,16 @@ function renderLoop() {
   const box = $("so-far");
   box.replaceChildren();
   if (cfg.prompt_more) box.append(node("span", { className: "sm-more" }, `… ${cfg.prompt_more} earlier prompt tokens`));
-  for (const t of cfg.prompt_tail) box.append(node("span", { className: "tok prompt" + (t.special ? " special" : "") }, visible(t.text)));
+  // a token that holds part of a character shows its bytes (‹E4›); the run's character follows it once
+  const part = (t) => (t.part ? " part" : "");
+  for (const t of cfg.prompt_tail) {
+    box.append(withJoined(node("span", { className: "tok prompt" + (t.special ? " special" : "") + part(t) }, visible(t.text)), t.joins));
+  }
   cfg.steps.slice(0, i + 1).forEach((s, j) => {
-    const a = node("a", { className: "tok gen" + (j === i ? " current" : ""), href: stepUrl(j), "data-step": j }, visible(s.label));
+    const a = node("a", { className: "tok gen" + (j === i ? " current" : "") + part(s), href: stepUrl(j), "data-step": j }, visible(s.label));
     if (j === i) a.setAttribute("aria-current", "step");
     if (s.p != null) a.title = `step ${j + 1}: drawn with probability ${s.p.toFixed(4)}`;
-    box.append(a);
+    box.append(withJoined(a, s.joins));
   });
   const e = data.engine;
   const drew = $("engine-drew");

@@ -10,7 +10,7 @@
 // Text from the scenario is only ever inserted with textContent / setAttribute.
 
 import { readJSON, setViewOption } from "../stage.js";
-import { visibleToken } from "../lib/tokens.js";
+import { tokenRuns, tokenText, utf8Characters, visibleToken, withJoined } from "../lib/tokens.js";
 import { el, svg, text } from "../lib/svg.js";
 import { textFigures } from "../lib/figures.js";
 
@@ -21,7 +21,6 @@ const fmt = (n) => NF.format(n);
 const L = D.n_merges;
 const MODEL = D.model_merges;
 const enc = new TextEncoder();
-const strictUTF8 = new TextDecoder("utf-8", { fatal: true });
 const looseUTF8 = new TextDecoder("utf-8");
 
 // ---- the tokenizer's data -----------------------------------------------------------------
@@ -107,23 +106,6 @@ function quoted(str) {
   return JSON.stringify(str).replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu, (c) => `\\u${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`);
 }
 
-// Split bytes into valid UTF-8 characters and stray bytes: [{text} | {byte}]
-function utf8Pieces(bytes) {
-  const out = [];
-  let i = 0;
-  while (i < bytes.length) {
-    const b = bytes[i];
-    const n = b < 0x80 ? 1 : b >> 5 === 6 ? 2 : b >> 4 === 14 ? 3 : b >> 3 === 30 ? 4 : 0;
-    let ok = n > 0 && i + n <= bytes.length;
-    let s = null;
-    if (ok) {
-      try { s = strictUTF8.decode(new Uint8Array(bytes.slice(i, i + n))); } catch { ok = false; }
-    }
-    if (ok) { out.push({ text: s }); i += n; } else { out.push({ byte: b }); i += 1; }
-  }
-  return out;
-}
-
 const labelCache = new Map();
 function tokenInfo(id) {
   let info = labelCache.get(id);
@@ -132,10 +114,9 @@ function tokenInfo(id) {
   if (isSpecial(id)) {
     info = { bytes, label: D.specials[id], text: D.specials[id], partial: false };
   } else {
-    const pieces = utf8Pieces(bytes);
-    const partial = pieces.some((p) => p.byte !== undefined);
-    const label = pieces.map((p) => (p.byte !== undefined ? `‹${hex(p.byte)}›` : visible(p.text))).join("");
-    info = { bytes, label, text: partial ? null : looseUTF8.decode(new Uint8Array(bytes)), partial };
+    // a byte that is not part of a whole character in the token is shown ‹E4› (lib/tokens.js tokenText)
+    const partial = utf8Characters(bytes).some(([, , ch]) => ch === null);
+    info = { bytes, label: visible(tokenText(bytes)), text: partial ? null : looseUTF8.decode(new Uint8Array(bytes)), partial };
   }
   labelCache.set(id, info);
   return info;
@@ -149,6 +130,12 @@ function hoverText(id) {
   const txt = info.partial ? "part of a character" : quoted(info.text);
   return `id ${id} · ${kind} · bytes ${info.bytes.map(hex).join(" ")} · ${txt}`;
 }
+
+// For each of `ids`, the characters a run of byte tokens ending there makes (null elsewhere): shown once,
+// after the run (lib/tokens.js tokenRuns, joinedMark), as on every stage.
+const joinsOf = (ids) => tokenRuns(ids.map(tokenBytes)).map((r) => r.joins);
+// inside the listbox only options speak: the token's own label says what its run makes
+const joined = (chipEl, joins) => withJoined(chipEl, joins, { hidden: true });
 
 function chip(id, { index = null, small = false, template = false } = {}) {
   const info = tokenInfo(id);
@@ -212,6 +199,7 @@ function renderStrip() {
   const frag = document.createDocumentFragment();
   let group = null;
   let part = -1;
+  const joins = joinsOf(tokens.map((t) => t.id));
   tokens.forEach((t, i) => {
     if (t.part !== part) {
       part = t.part;
@@ -235,10 +223,10 @@ function renderStrip() {
     span.dataset.id = String(t.id); // drawn under the token's text (CSS), and in the list of ids below
     span.setAttribute("role", "option");
     span.setAttribute("aria-selected", i === state.token ? "true" : "false");
-    span.setAttribute("aria-label", `${tokenInfo(t.id).label}, id ${t.id}`);
+    span.setAttribute("aria-label", `${tokenInfo(t.id).label}, id ${t.id}${joins[i] ? `, completes ${joins[i]}` : ""}`);
     span.title = hoverText(t.id);
     span.tabIndex = i === state.token ? 0 : -1;
-    group.append(span);
+    group.append(joined(span, joins[i]));
     const info = tokenInfo(t.id);
     if (!isSpecial(t.id) && info.text !== null && info.text.includes("\n")) {
       const br = document.createElement("span");
@@ -522,9 +510,12 @@ function renderStats() {
     if (sampleStrip) {
       const frag = document.createDocumentFragment();
       let i = 0;
+      const ids = cs.flatMap((c) => c.tokensAt(state.merges));
+      const joins = joinsOf(ids);
       for (const c of cs) {
         for (const id of c.tokensAt(state.merges)) {
-          frag.append(chip(id, { index: i++, small: true }));
+          frag.append(joined(chip(id, { index: i, small: true }), joins[i]));
+          i++;
           if (tokenInfo(id).text?.includes("\n")) {
             const br = document.createElement("span");
             br.className = "tk-break";
@@ -577,10 +568,11 @@ function renderStepper() {
   const within = c.stepsWithin(state.merges);
   const made = k > 0 ? D.made[c.ranks[k - 1]] : null;
   const frag = document.createDocumentFragment();
+  const joins = joinsOf(c.after(k));
   c.after(k).forEach((id, i) => {
     const ch = chip(id, { index: i });
     if (id === made) ch.classList.add("just-made");
-    frag.append(ch);
+    frag.append(withJoined(ch, joins[i]));
   });
   pieces.replaceChildren(frag);
   pieces.dataset.count = String(c.after(k).length);

@@ -1,6 +1,6 @@
 // Tools stage: the mask panel for one step of the tool call (top candidates before and after the mask).
 import { encodeScenario, readJSON, setViewOption } from "../stage.js";
-import { visibleToken } from "../lib/tokens.js";
+import { visibleToken, withJoined } from "../lib/tokens.js";
 import { viridis } from "../lib/colors.js";
 
 const data = readJSON("tools-data");
@@ -78,12 +78,12 @@ function select(i, push = true) {
 
 if (data && data.steps.length && range) {
   data.steps.forEach((s, i) => {
-    const b = node("button", "tl-chip " + s.phase, show(s.text));
+    const b = node("button", "tl-chip " + s.phase + (s.part ? " part" : ""), show(s.text));
     b.type = "button";
     b.dataset.step = String(i);
-    b.setAttribute("aria-label", `step ${i}: ${show(s.text)}`);
+    b.setAttribute("aria-label", `step ${i}: ${show(s.text)}${s.part ? ", part of a character" : ""}`);
     b.addEventListener("click", () => select(i));
-    strip.append(b);
+    strip.append(withJoined(b, s.joins));  // a byte token's character, once its run is whole
   });
   range.addEventListener("input", () => select(Number(range.value)));
   select(Math.min(data.step, data.steps.length - 1), false);

@@ -5,12 +5,15 @@
 // Every string from the scenario is inserted with textContent or setAttribute, never as markup.
 
 import { dataUrl, readJSON, setViewOption } from "../stage.js";
-import { visibleToken } from "../lib/tokens.js";
+import { visibleToken, withJoined } from "../lib/tokens.js";
 import { el, svg, text } from "../lib/svg.js";
 import { legend, viridis } from "../lib/colors.js";
 
 const data = readJSON("tf-data");
-const tokens = readJSON("tf-tokens"); // [[id, text], ...] for the whole prompt
+const tokens = readJSON("tf-tokens"); // [[id, text], ...] for the whole prompt (a byte of a cut character is ‹E4›)
+// position -> "" for a token that holds part of a character, or, on the last token of a run of them,
+// the characters the run makes (explainer/stages/words.py token_runs): shown once, after the run
+const parts = readJSON("tf-parts") || {};
 const view = readJSON("tf-view");
 const state = { layer: view.layer, head: view.head, token: view.token, scale: view.scale };
 
@@ -58,6 +61,16 @@ function short(s, n = 12) {
   const chars = [...shown(s)];
   return chars.length > n ? chars.slice(0, n - 1).join("") + "…" : chars.join("");
 }
+// A chart's label for the token at `pos`, at most n characters: [its text, and "=中" after the last token of
+// a run that makes a whole character]; the characters are kept whole, the bytes shortened to make room.
+function tokLabel(pos, n = 12) {
+  const joins = parts[pos];
+  if (!joins) return [short(tokText(pos), n), ""];
+  const tail = `=${joins}`;
+  return [short(tokText(pos), Math.max(2, n - [...tail].length)), tail];
+}
+// The same in a line of text: “‹AD›” (=中)
+const said = (pos) => `“${shown(tokText(pos))}”${parts[pos] ? ` (=${parts[pos]})` : ""}`;
 function chip(str, id = null) {
   const span = document.createElement("span");
   span.className = "tok" + (id !== null && isSpecial(id) ? " special" : "");
@@ -123,25 +136,44 @@ function cellAt(s, ev, x0, y0, cw, ch, rows, cols) {
 
 function labelStep(cell, font) { return Math.max(1, Math.ceil((font - 1) / cell)); }
 
+// A label's text: a string, or [a token's text, "=中"] whose second part (the character a run of byte
+// tokens makes) is set apart in bold.
+function labelText(t, label) {
+  const [main, tail] = Array.isArray(label) ? label : [label, ""];
+  t.textContent = main;
+  if (tail) el("tspan", { class: "lbl-joined" }, t).textContent = tail;
+  return t;
+}
+// Which of `count` labels to draw when only one in `step` fits, never two closer than that: first those
+// that end a run of byte tokens (they carry its character), then the others in order. Without such
+// runs that is every step-th label from the first.
+function thinned(count, labelOf, step) {
+  const labels = Array.from({ length: count }, (_, i) => labelOf(i));
+  if (step <= 1) return labels.map((label, i) => [i, label]);
+  const joins = (i) => Array.isArray(labels[i]) && labels[i][1] !== "";
+  const taken = new Uint8Array(count);
+  const free = (i) => { for (let d = 1 - step; d < step; d++) if (taken[i + d]) return false; return true; };
+  const order = [...labels.keys()].sort((a, b) => joins(b) - joins(a) || a - b);
+  for (const i of order) if (free(i)) taken[i] = 1;
+  return labels.map((label, i) => [i, label]).filter(([i]) => taken[i]);
+}
 // Row labels (tokens) down the left side, right-aligned, thinned out when rows are small.
 function rowLabels(g, x, y0, ch, count, labelOf, font) {
-  const step = labelStep(ch, font);
-  for (let i = 0; i < count; i += step) {
-    text(g, x, y0 + i * ch + ch / 2, labelOf(i), { "text-anchor": "end", "dominant-baseline": "central", "font-size": font, class: "lbl" });
+  for (const [i, label] of thinned(count, labelOf, labelStep(ch, font))) {
+    labelText(text(g, x, y0 + i * ch + ch / 2, "", { "text-anchor": "end", "dominant-baseline": "central", "font-size": font, class: "lbl" }), label);
   }
 }
 // Column labels under a grid, written upwards.
 function colLabels(g, x0, y, cw, count, labelOf, font) {
-  const step = labelStep(cw, font);
-  for (let j = 0; j < count; j += step) {
+  for (const [j, label] of thinned(count, labelOf, labelStep(cw, font))) {
     const cx = x0 + j * cw + cw / 2;
-    text(g, cx, y, labelOf(j), { "text-anchor": "end", "dominant-baseline": "central", "font-size": font, class: "lbl", transform: `rotate(-90 ${cx} ${y})` });
+    labelText(text(g, cx, y, "", { "text-anchor": "end", "dominant-baseline": "central", "font-size": font, class: "lbl", transform: `rotate(-90 ${cx} ${y})` }), label);
   }
 }
 
 function readout(id, str) { document.getElementById(id).textContent = str || ""; }  // .readout keeps its line's height
 
-const where = (pos) => `“${shown(tokText(pos))}” (position ${pos})`;
+const where = (pos) => `${said(pos)} (position ${pos})`;
 
 // ---- 1. token strip ------------------------------------------------------------------------
 
@@ -151,17 +183,17 @@ function buildStrip() {
   tokens.forEach(([id, str], pos) => {
     const b = document.createElement("button");
     b.type = "button";
-    b.className = "tok" + (isSpecial(id) ? " special" : "") + (pos < START || pos >= END ? " outside" : "");
+    b.className = "tok" + (isSpecial(id) ? " special" : "") + (pos < START || pos >= END ? " outside" : "") + (pos in parts ? " part" : "");
     b.textContent = shown(str);
     b.dataset.pos = pos;
-    b.setAttribute("aria-label", `${shown(str)}, position ${pos}`);
-    b.title = `position ${pos}`;
+    b.setAttribute("aria-label", `${shown(str)}, position ${pos}${pos in parts ? ", part of a character" : ""}`);
+    b.title = `position ${pos}${pos in parts ? ": part of a character, its bytes shown" : ""}`;
     b.addEventListener("click", () => selectToken(pos));
-    strip.append(b);
+    strip.append(withJoined(b, parts[pos]));  // after the last byte token of a run: the character it makes, once
   });
 }
 function markStrip() {
-  for (const b of strip.children) {
+  for (const b of strip.querySelectorAll("button")) {
     const on = Number(b.dataset.pos) === state.token;
     b.setAttribute("aria-pressed", String(on));
     if (on && strip.scrollWidth > strip.clientWidth + 1) {
@@ -193,7 +225,7 @@ function buildEmbedding() {
   const s = chart(x0 + D * cw + 14, y0 + W * ch + 36, { label: `Embedding matrix: ${W} tokens by ${D} numbers, colour is the value`, className: "heat" });
   const url = heatURL(W, D, (i, j) => (emb[i * D + j] / EMB_MAX + 1) / 2, 768);
   image(s, url, x0, y0, D * cw, W * ch);
-  rowLabels(s, x0 - 4, y0, ch, W, (i) => short(tokText(START + i)), FONT);
+  rowLabels(s, x0 - 4, y0, ch, W, (i) => tokLabel(START + i), FONT);
   const tick = D > 512 ? 128 : D >= 256 ? 64 : 16;
   for (let j = 0; j < D; j += tick) if (D - 1 - j >= tick / 2) text(s, x0 + j * cw + cw / 2, y0 + W * ch + 14, String(j), { "text-anchor": "middle", "font-size": FONT, class: "lbl" });
   text(s, x0 + (D - 1) * cw + cw / 2, y0 + W * ch + 14, String(D - 1), { "text-anchor": "middle", "font-size": FONT, class: "lbl" });
@@ -435,8 +467,8 @@ function buildBig() {
   s.style.maxWidth = "100%";
   if (!proj) {
     image(s, mapURL(l, h), x0, y0, size, size);
-    rowLabels(s, x0 - 4, y0, cell, W, (i) => short(tokText(START + i), chars), font);
-    colLabels(s, x0, y0 + size + 4, cell, W, (j) => short(tokText(START + j), chars), font);
+    rowLabels(s, x0 - 4, y0, cell, W, (i) => tokLabel(START + i, chars), font);
+    colLabels(s, x0, y0 + size + 4, cell, W, (j) => tokLabel(START + j, chars), font);
     text(s, x0 - 6, y0 + size + 16, "query ↓", { "text-anchor": "end", "font-size": font, class: "lbl axis" });
     text(s, x0 - 6, y0 + size + 32, "key →", { "text-anchor": "end", "font-size": font, class: "lbl axis" });
   } else {
@@ -448,8 +480,8 @@ function buildBig() {
       const cx = BIG.rowW + 2 + cell / 2;
       text(s, cx, y0 + size + 6, "earlier", { "text-anchor": "end", "dominant-baseline": "central", "font-size": font, class: "lbl axis", transform: `rotate(-90 ${cx} ${y0 + size + 6})` });
     }
-    rowLabels(s, BIG.rowW - 4, y0, cell, k, (i) => short(tokText(START + s0 + i), chars), font);
-    colLabels(s, x0, y0 + size + 6, cell, k, (j) => short(tokText(START + s0 + j), chars), font);
+    rowLabels(s, BIG.rowW - 4, y0, cell, k, (i) => tokLabel(START + s0 + i, chars), font);
+    colLabels(s, x0, y0 + size + 6, cell, k, (j) => tokLabel(START + s0 + j, chars), font);
   }
   const rowSel = el("rect", { x: x0 - 1, y: 0, width: size + 2, height: cell, class: "sel-outline" }, s);
   const hover = el("rect", { x: 0, y: 0, width: cell, height: cell, class: "hover-outline", visibility: "hidden" }, s);
@@ -542,7 +574,7 @@ function buildAllHeads(i) {
     text(s, x0 - 4, y0 + r * ch + ch / 2, `L${l} H${h}`, { "text-anchor": "end", "dominant-baseline": "central", "font-size": FONT, class: "lbl" });
   });
   if (!COMPACT) for (let l = 1; l < L; l++) el("line", { x1: 0, x2: x0 + cols * cw, y1: y0 + l * H * ch, y2: y0 + l * H * ch, class: "sep" }, s);
-  colLabels(s, x0, y0 + n * ch + 4, cw, cols, (j) => short(tokText(START + j), 11), FONT);
+  colLabels(s, x0, y0 + n * ch + 4, cw, cols, (j) => tokLabel(START + j, 11), FONT);
   const sel = heads.findIndex(([l, h]) => l === state.layer && h === state.head);
   el("rect", { x: 1, y: y0 + sel * ch, width: cols * cw + x0 - 1, height: ch, class: "sel-outline" }, s);
   const pick = (ev) => {
@@ -576,7 +608,7 @@ function buildMlp() {
   const s = chart(x0 + W * cw + 4, y0 + L * ch + Math.ceil(11 * CHAR_W) + 10, { label: "MLP activity: mean absolute activation per layer and token", className: "heat" });
   image(s, heatURL(L, W, (l, j) => vals[l][j] / max, 512), x0, y0, W * cw, L * ch);
   for (let l = 0; l < L; l++) text(s, x0 - 4, y0 + l * ch + ch / 2, `layer ${l}`, { "text-anchor": "end", "dominant-baseline": "central", "font-size": FONT, class: "lbl" });
-  colLabels(s, x0, y0 + L * ch + 4, cw, W, (j) => short(tokText(START + j), 11), font);
+  colLabels(s, x0, y0 + L * ch + 4, cw, W, (j) => tokLabel(START + j, 11), font);
   mlpSel = el("rect", { x: 0, y: y0 - 2, width: cw, height: L * ch + 4, class: "sel-outline" }, s);
   s.addEventListener("mousemove", (ev) => {
     const c = cellAt(s, ev, x0, y0, cw, ch, L, W);
