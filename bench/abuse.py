@@ -15,6 +15,14 @@ and noisy, so the reference says what "quiet" looked like at the time):
 3. **Memory**: the server's resident memory while ``--scenarios`` distinct long scenarios are
    opened, one stage after another in walk-through order, plus 20 requests of 1 MB. Target:
    under 400 MB, and flat after warm-up (the caches are bounded in bytes).
+4. **Hostile model folders** (``bench/abuse_folders.py``): for each folder (a licence linked to a
+   secret, chat templates without bounds, a config claiming 10 million layers, a million-tensor
+   header, a backtracking pre-tokenizer pattern), the time to answer, the peak memory and the
+   longest event-loop stall while its card, ``/scenario/encode`` and an API call ask for it.
+5. **Lock-out**: whether wrong keys and room codes from an address lock out the right key and a
+   joined student there, and how many of 100 concurrent wrong ones are checked.
+
+``--only folders`` runs 4 and 5 alone.
 """
 from __future__ import annotations
 
@@ -44,6 +52,9 @@ from explainer.stages.registry import built  # noqa: E402
 from tests.api import raw  # noqa: E402
 from tests.live_server import daphne  # noqa: E402
 from tests.urls import stage_url  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import abuse_folders  # noqa: E402
 
 MB = 1024 * 1024
 HI = [{"role": "user", "content": "What is a foreign key?"}]
@@ -175,29 +186,44 @@ def memory(srv, n_scenarios: int) -> dict:
     return {"rss_mb": samples, "statuses": sorted(statuses)}
 
 
+def three_figures(srv, args) -> None:
+    s = asyncio.run(stall(srv, args.big))
+    print(f"1. stall: longest event-loop stall {s['attack_max_ms']:.1f} ms under attack "
+          f"(median ping {s['attack_p50_ms']:.1f} ms, {s['pings']} pings); quiet reference: longest "
+          f"{s['quiet_max_ms']:.1f} ms, median {s['quiet_p50_ms']:.1f} ms; ratio of longest stalls "
+          f"{s['attack_max_ms'] / max(s['quiet_max_ms'], 0.001):.1f}x; statuses {s['statuses']}. Target: under 100 ms.")
+    a = asyncio.run(admission(srv, args.sockets))
+    print(f"2. admission: a normal request took {a['with_sockets_ms']:.0f} ms with {args.sockets} paced sockets open, "
+          f"{a['alone_ms']:.0f} ms alone ({a['with_sockets_ms'] / a['alone_ms']:.1f}x); statuses {a['statuses']}. "
+          "Target: under 1 s.")
+    m = memory(srv, args.scenarios)
+    print(f"3. memory: server RSS (MB) by scenarios opened {m['rss_mb']}; statuses {m['statuses']}. "
+          "Target: under 400 MB, flat after warm-up.")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--big", type=int, default=12, help="1 MB bodies per endpoint (and 64 KB socket frames)")
     ap.add_argument("--sockets", type=int, default=50)
     ap.add_argument("--scenarios", type=int, default=300)
+    ap.add_argument("--only", choices=("all", "folders"), default="all", help="folders: figures 4 and 5 only")
     args = ap.parse_args()
     env = {"EXPLAINER_RATE_REQUESTS_PER_MINUTE": "100000", "EXPLAINER_RATE_INPUT_TOKENS_PER_MINUTE": "100000000",
            "EXPLAINER_RATE_OUTPUT_TOKENS_PER_MINUTE": "100000000", "EXPLAINER_WS_SOCKETS_PER_ADDRESS": "1000",
            "EXPLAINER_WS_RUNS_PER_ADDRESS": "1000"}
-    with tempfile.TemporaryDirectory() as tmp, daphne(Path(tmp), **env) as srv:
-        print(f"server RSS at start: {rss_mb(srv['pid']):.0f} MB")
-        s = asyncio.run(stall(srv, args.big))
-        print(f"1. stall: longest event-loop stall {s['attack_max_ms']:.1f} ms under attack "
-              f"(median ping {s['attack_p50_ms']:.1f} ms, {s['pings']} pings); quiet reference: longest "
-              f"{s['quiet_max_ms']:.1f} ms, median {s['quiet_p50_ms']:.1f} ms; ratio of longest stalls "
-              f"{s['attack_max_ms'] / max(s['quiet_max_ms'], 0.001):.1f}x; statuses {s['statuses']}. Target: under 100 ms.")
-        a = asyncio.run(admission(srv, args.sockets))
-        print(f"2. admission: a normal request took {a['with_sockets_ms']:.0f} ms with {args.sockets} paced sockets open, "
-              f"{a['alone_ms']:.0f} ms alone ({a['with_sockets_ms'] / a['alone_ms']:.1f}x); statuses {a['statuses']}. "
-              "Target: under 1 s.")
-        m = memory(srv, args.scenarios)
-        print(f"3. memory: server RSS (MB) by scenarios opened {m['rss_mb']}; statuses {m['statuses']}. "
-              "Target: under 400 MB, flat after warm-up.")
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"
+        models.mkdir()
+        cases = abuse_folders.make_folders(models)
+        with daphne(Path(tmp), EXPLAINER_MODELS_DIR=str(models), **env) as srv:
+            print(f"server RSS at start: {rss_mb(srv['pid']):.0f} MB")
+            if args.only == "all":
+                three_figures(srv, args)
+            abuse_folders.folders(srv, cases)
+        lockout_dir = Path(tmp) / "lockout"  # a fresh server with the default failure limits
+        lockout_dir.mkdir()
+        with daphne(lockout_dir, EXPLAINER_MODELS_DIR=str(models)) as srv:
+            abuse_folders.lockout(srv)
 
 
 if __name__ == "__main__":
