@@ -7,8 +7,6 @@ attack ran away), not a speed assertion.
 """
 from __future__ import annotations
 
-import json
-import shutil
 import threading
 import tracemalloc
 
@@ -26,30 +24,12 @@ from explainer.llm.hf.loader import load_folder
 from explainer.llm.hf.tokenizer import HFTokenizer, PatternTimeout
 from explainer.llm.interface import ModelLoadError, TokenizerError
 from tests.conftest import FIXTURE_MODELS
+from tests.model_folders import copy_of, edit_json, within
 
 HANG_GUARD = 10  # seconds: far beyond any refusal here, short of a hang
 BODY = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 OVER_BUDGET = r"^tokenizer_config\.json: the chat template exceeded its render budget \([^\n]*\)\.$"
-
-
-def within(seconds, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` in a thread; fails if it is still running after ``seconds``."""
-    box = {}
-
-    def run():
-        try:
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 (handed back to the test)
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still running after {seconds} s: no limit stopped it"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def _raised(fn):
@@ -61,16 +41,6 @@ def _raised(fn):
     return None
 
 
-def copy_of(tmp_path, source="tiny-llama", name="m"):
-    folder = tmp_path / name
-    shutil.copytree(FIXTURE_MODELS / source, folder, ignore=shutil.ignore_patterns("golden.npz"))
-    return folder
-
-
-def edit_json(path, change):
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
 
 
 def with_template(tmp_path, template):
@@ -80,7 +50,7 @@ def with_template(tmp_path, template):
 
 
 def with_split_pattern(tmp_path, pattern):
-    folder = copy_of(tmp_path, "tiny-qwen2")
+    folder = copy_of(tmp_path, source="tiny-qwen2")
     edit_json(folder / "tokenizer.json", lambda d: d["pre_tokenizer"]["pretokenizers"][0]["pattern"].update(Regex=pattern))
     return folder
 
@@ -393,7 +363,7 @@ def test_encoding_looks_at_the_budget_as_it_goes():
 
 
 def _tokenizer_json(tmp_path, change, source="tiny-qwen2"):
-    folder = copy_of(tmp_path, source)
+    folder = copy_of(tmp_path, source=source)
     edit_json(folder / "tokenizer.json", change)
     return folder
 
@@ -421,7 +391,7 @@ def test_a_vocabulary_over_the_ceiling_is_refused_before_it_is_read(tmp_path, mo
     """(A real one would be a million entries; the fixture's thousand meet a lowered ceiling the same way.)"""
     monkeypatch.setattr(tokenizer_module, "MAX_VOCAB", 999)
     with pytest.raises(ModelLoadError, match=r"^tokenizer\.json: the BPE model's vocab has 1,000 tokens; at most 999 are accepted"):
-        load_folder(copy_of(tmp_path, "tiny-qwen2"))
+        load_folder(copy_of(tmp_path, source="tiny-qwen2"))
 
 
 @pytest.mark.parametrize("name, limit", [("tokenizer.json", tokenizer_module.MAX_TOKENIZER_JSON_BYTES),

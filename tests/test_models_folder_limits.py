@@ -17,43 +17,15 @@ from explainer.llm.hf.weights import MAX_HEADER_BYTES, MAX_TENSORS, fingerprint,
 from explainer.llm.interface import ModelBusy, ModelLoadError
 from explainer.web.runner import catalog
 from tests.conftest import FIXTURE_MODELS
+from tests.model_folders import copy_of, edit_json, within
 
 SECRET = "SECRET_KEY = 'django-insecure-0123456789abcdef-do-not-show'"
 
 
-def copy_of(tmp_path, name="m", source="tiny-llama"):
-    folder = tmp_path / name
-    shutil.copytree(FIXTURE_MODELS / source, folder, ignore=shutil.ignore_patterns("golden.npz"))
-    return folder
-
-
-def edit_json(path, change):
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
 
 
 def one_sentence(message: str) -> bool:
     return message.endswith((".", ")", "?")) and message.count(". ") == 0 and "\n" not in message
-
-
-def within(seconds, fn, *args, **kwargs):
-    """fn(*args, **kwargs) in a thread, as a hang guard: it must finish at all within ``seconds``."""
-    out = {}
-
-    def run():
-        try:
-            out["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test
-            out["error"] = exc
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"{fn.__name__} still runs after {seconds} s"
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
 
 
 @pytest.fixture

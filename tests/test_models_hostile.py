@@ -15,18 +15,9 @@ from explainer.llm.interface import ModelLoadError
 from explainer.stages.runs import codec
 from explainer.web.runner import catalog
 from tests.conftest import FIXTURE_MODELS
+from tests.model_folders import copy_of, edit_json
 
 
-def copy_of(tmp_path, name="m", source="tiny-llama"):
-    folder = tmp_path / name
-    shutil.copytree(FIXTURE_MODELS / source, folder, ignore=shutil.ignore_patterns("golden.npz"))
-    return folder
-
-
-def edit_json(path, change):
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
 
 
 @pytest.mark.parametrize("config_text, why", [
@@ -127,8 +118,7 @@ def test_overlapping_large_passes_leave_one_blas_thread_behind():
 
 
 def test_the_models_page_survives_a_broken_folder(client, models_dir):
-    folder = models_dir / "zz-broken"
-    shutil.copytree(FIXTURE_MODELS / "tiny-llama", folder, ignore=shutil.ignore_patterns("golden.npz"))
+    folder = copy_of(models_dir, "zz-broken")
     (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     try:
         r = client.get("/models/")

@@ -328,17 +328,21 @@ class FailureLimiter:
         short = [(name, _wait(b, now)) for name, b in buckets if not b.check(1, now).allowed]
         return max(short, key=lambda s: s[1]) if short else None
 
+    def _spend(self, who: str, subject: str | None, now: float) -> Ticket:
+        """Take a failure's token from every bucket of ``who`` and ``subject``, or say which limit is spent (the lock is held)."""
+        buckets = self._failure_buckets(who, subject, now)
+        over = self._over(buckets, now)
+        if over is not None:
+            return Ticket(False, True, over[1], over[0])
+        for _, b in buckets:
+            b.take(1, now)
+        return Ticket(True, taken=tuple(b for _, b in buckets))
+
     def reserve(self, who: str, subject: str | None = None, now: float | None = None) -> Ticket:
         """Before checking a secret that ``who`` presents: may it be checked (its failure counted already)?"""
         now = time.monotonic() if now is None else now
         with self._lock:
-            buckets = self._failure_buckets(who, subject, now)
-            over = self._over(buckets, now)
-            if over is not None:
-                return Ticket(False, True, over[1], over[0])
-            for _, b in buckets:
-                b.take(1, now)
-            return Ticket(True, taken=tuple(b for _, b in buckets))
+            return self._spend(who, subject, now)
 
     def settle(self, ticket: Ticket, ok: bool, now: float | None = None) -> None:
         """After the check: a right secret gives back what its ticket took; a wrong one keeps it counted."""
@@ -368,13 +372,9 @@ class FailureLimiter:
         """
         now = time.monotonic() if now is None else now
         with self._lock:
-            buckets = self._failure_buckets(who, subject, now)
-            over = self._over(buckets, now)
-            if over is not None:
-                return Ticket(False, True, over[1], over[0])
-            for _, b in buckets:
-                b.take(1, now)
-            return Ticket(True, done=True)
+            ticket = self._spend(who, subject, now)
+        ticket.done = True  # counted for good: nothing to settle
+        return ticket
 
     def reset(self) -> None:
         with self._lock:
