@@ -209,6 +209,13 @@ def test_a_step_needs_a_run_and_a_second_run_waits_for_the_first():
     assert p.running
     p.run_over("r1")
     assert not p.running and p.run_pace({"pace_ms": 0}) == 0
+    # once the class heard a run's end, the next may start while the first one's task is still finishing
+    p.start_run(Req(), 0, "play", "r2")
+    p.run_event({"type": "explainer.done", "stop_reason": "end_turn", "usage": {}}, t=1)
+    assert p.run_pace({}) == rules.DEFAULT_PACE_MS
+    p.start_run(Req(), 0, "play", "r3")
+    p.run_over("r2")  # r2's task ends only now: r3 goes on
+    assert p.running and p.run.run_id == "r3"
 
 
 # ---- the run's frames ----------------------------------------------------------------------------
@@ -287,9 +294,12 @@ def test_the_roster_counts_students_and_caps_the_names(monkeypatch):
         p.presence("join", f"s{i}", name)
     outs = p.take_roster()
     assert not p.roster_unsent
-    assert frames(outs) == [{"type": "room.students", "count": 5, "names": ["A", "B"], "more": 1}]
+    # 5 here, 3 of them named (2 listed, 1 more): 2 joined without a nickname (None, and 5, which is not a name)
+    assert frames(outs) == [{"type": "room.students", "count": 5, "names": ["A", "B"], "more": 1, "unnamed": 2}]
     p.presence("leave", "s0")
-    assert frames(p.take_roster())[0]["names"] == ["B", "C"]
+    assert frames(p.take_roster())[0] == {"type": "room.students", "count": 4, "names": ["B", "C"], "more": 0, "unnamed": 2}
+    p.presence("name", "s1", "D")  # one of them names themself
+    assert frames(p.take_roster())[0]["unnamed"] == 1
 
 
 def test_becoming_a_presenter_leaves_the_students_and_asks_who_is_here():

@@ -142,6 +142,7 @@ def test_wrong_codes_are_limited_per_address(client):
 def test_the_join_link_points_at_this_machine_on_the_network(client, settings, monkeypatch):
     room, _ = rooms.create_room()
     monkeypatch.setattr("explainer.network.lan_address", lambda: "10.1.2.3")
+    monkeypatch.setattr("explainer.rooms.views.listens_on", lambda addr, port: (addr, port) == ("10.1.2.3", 8000))
     # the presenter browses at localhost: students get the network address, same port
     html = client.get(f"/rooms/{room.code}/present", HTTP_HOST="127.0.0.1:8000").content.decode()
     assert f"http://10.1.2.3:8000/r/{room.code}/" in html and "http://127.0.0.1:8000/r/" not in html
@@ -151,10 +152,43 @@ def test_the_join_link_points_at_this_machine_on_the_network(client, settings, m
     assert f"http://teacher.local:8000/r/{room.code}/" in html
     settings.EXPLAINER_LOCAL_ONLY = True
     html = client.get(f"/rooms/{room.code}/present", HTTP_HOST="127.0.0.1:8000").content.decode()
-    assert f"http://127.0.0.1:8000/r/{room.code}/" in html and "only listens on this computer" in html
+    assert "Phones cannot join yet" in html and "EXPLAINER_LOCAL_ONLY is set" in html and "<svg" not in html
+    assert f"http://127.0.0.1:8000/r/{room.code}/" in html  # for this computer only, said so
     settings.EXPLAINER_PUBLIC_URL = "http://classroom.example:8000"
     html = client.get(f"/rooms/{room.code}/present").content.decode()
-    assert f"http://classroom.example:8000/r/{room.code}/" in html
+    assert f"http://classroom.example:8000/r/{room.code}/" in html and "Phones cannot join" not in html and "<svg" in html
+
+
+@pytest.mark.django_db
+def test_the_lobby_says_when_phones_cannot_reach_this_server(client, monkeypatch):
+    """Issue 21, item 11: a server bound to 127.0.0.1 (daphne -b 127.0.0.1) while this computer has a network
+    address. The address of the network would reach nobody: the lobby says so and how to fix it, with no QR code."""
+    room, _ = rooms.create_room()
+    monkeypatch.setattr("explainer.network.lan_address", lambda: "10.1.2.3")
+    tried = []
+    monkeypatch.setattr("explainer.rooms.views.listens_on", lambda addr, port: tried.append((addr, port)) and False)
+    html = client.get(f"/rooms/{room.code}/present", HTTP_HOST="127.0.0.1:8000").content.decode()
+    assert tried == [("10.1.2.3", 8000)]
+    assert "Phones cannot join yet" in html and "listens on 127.0.0.1 only, so phones cannot reach it at 10.1.2.3" in html
+    assert "daphne -b 0.0.0.0" in html and "Reload this page" in html
+    assert "10.1.2.3:8000/r/" not in html and "<svg" not in html and 'id="qr-toggle"' not in html
+    # no network at all
+    monkeypatch.setattr("explainer.network.lan_address", lambda: None)
+    html = client.get(f"/rooms/{room.code}/present", HTTP_HOST="localhost:8000").content.decode()
+    assert "not on a network" in html and "Connect it to the Wi-Fi" in html and "<svg" not in html
+
+
+def test_listens_on_tells_a_listening_port_from_a_closed_one():
+    import socket
+
+    from explainer.rooms.views import listens_on
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        assert listens_on("127.0.0.1", port)
+    assert not listens_on("127.0.0.1", port)  # closed now: refused
 
 
 # ---- the socket --------------------------------------------------------------------------------
@@ -346,6 +380,42 @@ async def test_a_run_reaches_every_student_in_order():
         runs.append([t["token"] for t in tokens])
     assert runs[0] == runs[1] == runs[2]
     await close(p, *students)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_run_runs_the_stage_it_names_and_the_room_follows():
+    """Issue 21, item 1: the presenter typed a new question into the stage and pressed Run. The run names the
+    stage's address: every screen goes there, the room keeps it, and the class gets a run of the typed prompt."""
+    room, secret = await make_room()  # on the overview, with the default prompt
+    p = await presenter(room, secret)
+    s, _ = await student(room)
+    typed = "Why is the sky blue? (typed on the projector)"
+    edited = codec().encode(Scenario(messages=[{"role": "user", "content": typed}], max_tokens=3))
+    await p.send_json_to({"type": "run", "pace_ms": 0, "href": f"/learn/overview/?s={edited}&embed=1"})
+    seen = await until(s, "room.run")
+    assert [f["type"] for f in seen] == ["room.state", "room.run"]  # the stage first, then the run of its request
+    assert seen[0]["state"]["href"] == f"/learn/overview/?s={edited}"
+    assert seen[1]["phase"] == "start" and seen[1]["prompt"] == typed
+    assert (await until(s, "room.run"))[-1]["phase"] == "end"
+    stored = (await database_sync_to_async(rooms.live_room)(room.code)).state
+    assert stored == {"slug": "overview", "href": f"/learn/overview/?s={edited}"}
+    late, hello = await student(room)  # who joins now sees that stage
+    assert hello["state"]["href"] == stored["href"]
+
+    # a run without an address runs the room's stage as it is: the edited one
+    await p.send_json_to({"type": "run", "pace_ms": 0})
+    start = (await until(s, "room.run"))[-1]
+    assert start["phase"] == "start" and start["prompt"] == typed
+    assert (await until(s, "room.run"))[-1]["phase"] == "end"
+
+    # an address that is not a stage, or a tampered scenario, is refused: no run, and the room stays where it was
+    for bad in ("https://evil.example/learn/overview/", "/learn/overview/?s=tampered", 42):
+        await p.send_json_to({"type": "run", "pace_ms": 0, "href": bad})
+        err = (await until(p, "error"))[-1]["error"]
+        assert err["type"] == "invalid_request_error" and err["message"].startswith("href:"), bad
+    assert await s.receive_nothing(timeout=0.3)
+    assert (await database_sync_to_async(rooms.live_room)(room.code)).state == stored
+    await close(p, s, late)
 
 
 @pytest.mark.django_db(transaction=True)

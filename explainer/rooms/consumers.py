@@ -15,7 +15,8 @@ Frames to the browser (JSON text):
     room.guessed   (student only) the guess the server took
     room.mode      (presenter only) the run's pacing changed: {"mode", "pace_ms"}
     room.students  (presenter only) how many students are connected, and the nicknames of the first
-                   SHOWN_NAMES of them: {"count", "names": [str], "more": named students not listed}
+                   SHOWN_NAMES of them: {"count", "names": [str], "more": named students not listed,
+                   "unnamed": students without a nickname}
     room.tally     (presenter only) the guesses so far
     room.answers   (presenter only) while a guess is open: {"index", "answered", "connected"}, how many of
                    the connected students have answered (sent as guesses arrive, debounced)
@@ -27,7 +28,8 @@ Frames to the browser (JSON text):
 Every broadcast frame carries ``seq`` (consecutive per presenter connection ``src``), so a
 client can tell that nothing was lost or reordered.
 
-Frames from a presenter: auth, state {href}, run {pace_ms?}, pause, play, step, pace {pace_ms},
+Frames from a presenter: auth, state {href}, run {pace_ms?, mode?, href?} (with href: the stage to show, and
+whose scenario runs, as "state" would set it first), pause, play, step, pace {pace_ms},
 guess, reveal, stop, end. From a student: guess {text}, nickname {name} (optional, never required;
 checked by rooms.clean_nickname, kept in this socket's memory only, at most NICKNAME_CHANGES per minute).
 
@@ -498,13 +500,7 @@ class RoomConsumer(JsonFrameConsumer):
     async def _command(self, kind: str, frame: dict) -> None:
         await database_sync_to_async(rooms.touch)(self.room)
         if kind == "state":
-            try:
-                st = rooms.stage_state(frame.get("href"))
-            except rooms.StateError as exc:
-                raise APIError("invalid_request_error", str(exc)) from None
-            self.room.state = {"slug": st.slug, "href": st.href}
-            await database_sync_to_async(Room.objects.filter(pk=self.room.pk).update)(state=self.room.state)
-            await self.deliver(self.session.show_state(st.to_dict()))
+            await self._show(frame.get("href"))
         elif kind == "run":
             await self._start_run(frame)
         elif kind == "stop":
@@ -520,7 +516,23 @@ class RoomConsumer(JsonFrameConsumer):
             # frames above, so that a revealed token follows its room.reveal
             self.wake.set()
 
+    async def _show(self, href) -> None:
+        """Every screen of the room goes to the stage at ``href`` (checked by rooms.stage_state), and so does
+        the room's scenario: what the next run runs."""
+        try:
+            st = rooms.stage_state(href)
+        except rooms.StateError as exc:
+            raise APIError("invalid_request_error", str(exc)) from None
+        self.room.state = {"slug": st.slug, "href": st.href}
+        await database_sync_to_async(Room.objects.filter(pk=self.room.pk).update)(state=self.room.state)
+        await self.deliver(self.session.show_state(st.to_dict()))
+
     async def _start_run(self, frame: dict) -> None:
+        # A run names the stage it runs (the presenter's screen after an edit there: a new prompt typed into the
+        # overview, an unapplied Compose form): the room's stage and scenario follow it first, even when the run
+        # is then refused, so that the class runs, and sees, what the projector shows.
+        if "href" in frame:
+            await self._show(frame["href"])
         pace = self.session.run_pace(frame)
         room = await database_sync_to_async(rooms.live_room)(self.room.code)
         state = (room or self.room).state

@@ -222,12 +222,12 @@ class RoomSession:
         return Out(ch, frame, kind="guess" if snap["guess"] else "", index=snap["guess"]["index"] if snap["guess"] else None)
 
     def take_roster(self) -> list[Out]:
-        """How many students are here and their nicknames (and, while the class answers, how many
-        of them have)."""
+        """How many students are here, their nicknames and how many chose none (and, while the class
+        answers, how many of them have)."""
         self.roster_unsent = False
         named = [n for n in self.students.values() if n]
         outs = [Out(ME, {"type": "room.students", "count": len(self.students), "names": named[:SHOWN_NAMES],
-                         "more": max(0, len(named) - SHOWN_NAMES)})]
+                         "more": max(0, len(named) - SHOWN_NAMES), "unnamed": len(self.students) - len(named)})]
         return outs + self.answers()
 
     def answers(self) -> list[Out]:
@@ -310,8 +310,10 @@ class RoomSession:
             raise _error("No run is going: start one with “run”.")
 
     def run_pace(self, frame: dict) -> int:
-        """A "run" command's pace, checked before the stage's scenario is read."""
-        if self.run is not None:
+        """A "run" command's pace, checked before the stage's scenario is read. A run whose end the class
+        has heard is over, even while its task finishes (``run_over`` then leaves the new run alone): the
+        presenter's Run is enabled by that end frame."""
+        if self.run is not None and not self.run.ended:
             raise _error("A run is already going: stop it first.")
         return pace_ms(frame.get("pace_ms"))
 

@@ -1,6 +1,8 @@
 """Classroom pages: start a room, the presenter's screen, joining by code, the student's screen."""
 from __future__ import annotations
 
+import socket
+from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 import segno
@@ -28,16 +30,53 @@ def _client(request) -> str:
     return request.META.get("REMOTE_ADDR") or "?"
 
 
-def public_base(request) -> str:
-    """The address students use. A presenter browsing at localhost would otherwise hand the
-    class a link that points at each student's own phone."""
-    if settings.EXPLAINER_PUBLIC_URL:
-        return settings.EXPLAINER_PUBLIC_URL
+PROBE_TIMEOUT_S = 0.5
+
+
+def listens_on(addr: str, port: int) -> bool:
+    """Whether this server answers at ``addr``:``port``. A server bound to 127.0.0.1 refuses a connection
+    to the machine's network address even from the machine itself, as it refuses every phone."""
+    try:
+        socket.create_connection((addr, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """Why phones cannot join (``why``), and what the presenter can do about it (``fix``)."""
+    why: str
+    fix: str
+
+
+def join_base(request) -> tuple[str, Unreachable | None]:
+    """The address students use, and why no phone can reach it (None: they can). A presenter browsing at
+    localhost would otherwise hand the class a link that points at each student's own phone, or at the
+    network address of a server that only listens on 127.0.0.1 (``daphne -b 127.0.0.1``, EXPLAINER_LOCAL_ONLY):
+    then the lobby says so, and how to fix it, instead of showing an address nobody can reach."""
+    if settings.EXPLAINER_PUBLIC_URL:  # set by whoever runs the server (a proxy, a name on the network): trusted
+        return settings.EXPLAINER_PUBLIC_URL, None
     host = request.get_host()
+    here = f"{request.scheme}://{host}"
     name, port = split_domain_port(host)
-    if name in LOOPBACK and not settings.EXPLAINER_LOCAL_ONLY and (lan := network.lan_address()):
-        return f"{request.scheme}://{lan}{':' + port if port else ''}"
-    return f"{request.scheme}://{host}"
+    if name not in LOOPBACK:  # the presenter reached this server by a name or address of the network
+        return here, None
+    if settings.EXPLAINER_LOCAL_ONLY:
+        return here, Unreachable(
+            "This server listens on this computer only (EXPLAINER_LOCAL_ONLY is set), so phones cannot reach it.",
+            "Stop it (Ctrl-C) and start it again without EXPLAINER_LOCAL_ONLY: scripts/run.sh then listens on your network.")
+    lan = network.lan_address()
+    if not lan:
+        return here, Unreachable(
+            "This computer is not on a network, so phones cannot reach it.",
+            "Connect it to the Wi-Fi (or network) the phones use.")
+    if not listens_on(lan, int(port or (443 if request.is_secure() else 80))):  # no port in Host: the scheme's
+        return here, Unreachable(
+            f"This server listens on 127.0.0.1 only, so phones cannot reach it at {lan}.",
+            "Stop it (Ctrl-C) and start it again listening on your network: scripts/run.sh (without HOST=127.0.0.1), "
+            "or daphne -b 0.0.0.0.")
+    return f"{request.scheme}://{lan}{':' + port if port else ''}", None
 
 
 def _page(request, template: str, ctx: dict, status: int = 200):
@@ -111,19 +150,19 @@ def present(request, code: str):
         return refused
     if room is None:
         return _missing(request, code)
-    base = public_base(request)
+    base, unreachable = join_base(request)
     # the join link carries the code's signature: a phone that scans it is never limited by others' wrong codes
     join_url = f"{base}{reverse('room-student', args=[room.code])}?j={rooms.join_token(room.code)}"
-    qr = segno.make(join_url, error="m")
     resp = _page(request, "rooms/present.html", {
         "room": room, "join_url": join_url, "join_short": f"{base}{reverse('room-join')}",
         # what a student types into a phone's address bar: the address without its scheme, which browsers add
         "join_short_display": f"{base}{reverse('room-join')}".split("://", 1)[-1],
         # A viewBox and no fixed size: CSS scales the code to its box, never clipping it; a quiet zone
         # of 4 modules, as the QR standard asks, so phone cameras find its edge.
-        "qr_svg": mark_safe(qr.svg_inline(scale=5, border=4, dark="#000", light="#fff", omitsize=True,
-                                          title=f"QR code for {join_url}")),
-        "stages": _stages(), "examples": examples(), "local_only": settings.EXPLAINER_LOCAL_ONLY and base.split("//")[1].split(":")[0] in LOOPBACK,
+        # None when phones cannot reach this server: a code for an address only this computer answers helps nobody.
+        "qr_svg": None if unreachable else mark_safe(segno.make(join_url, error="m").svg_inline(
+            scale=5, border=4, dark="#000", light="#fff", omitsize=True, title=f"QR code for {join_url}")),
+        "stages": _stages(), "examples": examples(), "unreachable": unreachable,
         **_serving(room),
     })
     rooms.give_pass(resp, room.code, _secure(request))

@@ -58,6 +58,26 @@ function notifyParent() {
   }
 }
 
+// ---- in a classroom room: the request on screen is the one the class runs ----------------------------
+// The presenter's page (templates/rooms/present.html) shows a stage in a frame marked data-room="presenter", and
+// its Run runs the stage's request for every phone (static/js/rooms/presenter.js). A stage whose request can be
+// edited in place offers the edit: apply() resolves to the page's address for an edit not yet sent (made the
+// page's scenario in place where the page can: setScenarioBlob), or null when the page shows its own scenario;
+// it throws with a sentence when the edit cannot become a request.
+export function offerEdit(apply) {
+  window.explainerApplyEdit = apply;
+}
+
+// Whether this page is the stage a room's presenter shows: its Send then runs the request for the class.
+export function inPresentersRoom() {
+  try { return window.frameElement?.dataset.room === "presenter"; } catch { return false; }
+}
+
+// Hand the request on screen to the room, which applies the edit (offerEdit) and runs it for everyone.
+export function runInRoom() {
+  window.parent.postMessage({ type: "explainer.run" }, location.origin);
+}
+
 // A stage page's address -> its data's (the JSON the page embeds): /learn/<slug>/?q -> /learn/<slug>/data?q
 export function dataUrl(pageUrl) {
   const u = new URL(pageUrl, location.href);

@@ -10,6 +10,18 @@ from tests.browser.conftest import assert_fits_phone
 pytestmark = pytest.mark.browser
 
 
+@pytest.fixture(scope="module")
+def class_server(tmp_path_factory):
+    """A server whose join address phones can reach, as far as the app can tell: the suite's server listens on
+    127.0.0.1 only, so its lobby rightly says that phones cannot join (test_rooms_lobby.py). Here
+    EXPLAINER_PUBLIC_URL names the address students use, as whoever runs the server behind a proxy sets it;
+    the tests only decode that address from the QR code, they never open it."""
+    from tests.live_server import daphne
+
+    with daphne(tmp_path_factory.mktemp("classroom"), EXPLAINER_PUBLIC_URL="http://classroom.test:8000") as srv:
+        yield srv
+
+
 def frame_at(pg, path: str) -> None:
     pg.wait_for_function("p => { const f = document.getElementById('stage-frame'); try { return f.contentWindow.location.pathname === p "
                          "&& f.contentDocument.readyState === 'complete'; } catch (e) { return false; } }", arg=path)
@@ -31,7 +43,6 @@ def start_room(page, server, close_lobby: bool = True) -> tuple[str, str]:
 
 def test_a_lesson_with_a_presenter_and_two_students(page, phone, browser, server, shoot, axe):
     code, presenter_url = start_room(page, server)
-    assert page.locator(".qr svg").count() == 1
     axe(page)
 
     # one student types the code, one opens the link
@@ -135,13 +146,13 @@ def _decode_qr(png: bytes) -> list[str]:
 
 
 @pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)])
-def test_the_qr_code_scans_to_the_join_link(browser, server, shoot, size):
+def test_the_qr_code_scans_to_the_join_link(browser, class_server, shoot, size):
     """Decoded from a screenshot with a real QR decoder, as a phone's camera would: the code in the room's
     header and the large one both give the join link, and neither is clipped by its box."""
     pg = browser.new_context(viewport={"width": size[0], "height": size[1]}).new_page()
-    code, _ = start_room(pg, server)
+    code, _ = start_room(pg, class_server)
     join_url = pg.locator(".join-direct a").get_attribute("href")
-    assert f"/r/{code}/?j=" in join_url  # the room's own link: signed, so a phone scanning it is never limited
+    assert join_url.startswith(f"http://classroom.test:8000/r/{code}/?j=")  # signed: a phone scanning it is never limited
     small = pg.locator("#qr-toggle svg")
     box, svg_box = pg.locator("#qr-toggle").bounding_box(), small.bounding_box()
     assert svg_box["width"] >= 100 and svg_box["x"] >= box["x"] and svg_box["x"] + svg_box["width"] <= box["x"] + box["width"] + 0.5

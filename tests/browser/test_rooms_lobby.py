@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import ROOT, assert_fits_phone
-from tests.browser.test_rooms import _decode_qr, start_room
+from tests.browser.test_rooms import _decode_qr, class_server, start_room  # noqa: F401 - class_server: a fixture
 
 pytestmark = pytest.mark.browser
 
@@ -30,12 +30,12 @@ def no_sideways_scroll(pg, width: int) -> None:
 
 
 @pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)])
-def test_the_lobby_fills_the_projector_and_its_qr_code_scans(browser, server, axe, size):
+def test_the_lobby_fills_the_projector_and_its_qr_code_scans(browser, class_server, axe, size):
     w, h = size
     pg = browser.new_context(viewport={"width": w, "height": h}).new_page()
     errors = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    code, _ = start_room(pg, server, close_lobby=False)
+    code, _ = start_room(pg, class_server, close_lobby=False)
     lobby = pg.locator("#lobby")
     expect(lobby).to_be_visible()
     expect(pg.get_by_role("dialog", name="Join the class")).to_be_visible()
@@ -53,7 +53,7 @@ def test_the_lobby_fills_the_projector_and_its_qr_code_scans(browser, server, ax
 
     # the QR code: scaled with the screen, never clipped, and it decodes to the join link
     join_url = pg.locator(".lobby-qr figcaption a").get_attribute("href")
-    assert join_url.endswith(f"/r/{code}/")
+    assert join_url.startswith(f"http://classroom.test:8000/r/{code}/")
     qr = pg.locator(".lobby-qr svg")
     qb = qr.bounding_box()
     assert qb["width"] >= 0.45 * h and abs(qb["width"] - qb["height"]) < 1, qb
@@ -205,16 +205,17 @@ class Crowd:
             await s.ws.close()
 
 
-def test_a_full_class_in_the_lobby(browser, server, axe):
-    """65 students with 20-character nicknames and 5 without: the first 60 names and "and 5 more", the Start
-    button still on screen at 1280x720, nothing wider than the screen, and the names scroll within their box."""
+def test_a_full_class_in_the_lobby(browser, class_server, axe):
+    """65 students with 20-character nicknames and 5 without: the first 60 names, "and 5 more, and 5 without a
+    nickname", the Start button still on screen at 1280x720, nothing wider than the screen, and the names scroll
+    within their box."""
     pg = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
-    code, _ = start_room(pg, server, close_lobby=False)
+    code, _ = start_room(pg, class_server, close_lobby=False)
     names = [f"Student number {i:02d}…"[:20] for i in range(65)] + [None] * 5
-    with Crowd(server["url"], code, names):
+    with Crowd(class_server["url"], code, names):
         expect(pg.locator("#lobby-count")).to_have_text("70", timeout=30_000)
         expect(pg.locator("#lobby-names li")).to_have_count(60)
-        expect(pg.locator("#lobby-more")).to_have_text("and 5 more")
+        expect(pg.locator("#lobby-more")).to_have_text("and 5 more, and 5 without a nickname")
         start = pg.locator("#lobby-start").bounding_box()
         assert start["y"] + start["height"] <= 720, start
         no_sideways_scroll(pg, 1280)
@@ -256,3 +257,45 @@ def test_a_students_phone_is_one_page_that_scrolls(page, browser, server, shoot)
     assert not scrollers, scrollers
     assert ph.evaluate("document.documentElement.scrollWidth") <= 390
     shoot(ph, "room-student-phone-tokenize")
+
+
+def test_the_lobby_says_that_phones_cannot_join_a_server_on_127_0_0_1(browser, server, axe):
+    """Issue 21, item 11. The suite's server listens on 127.0.0.1 only (as ``daphne -b 127.0.0.1`` or
+    EXPLAINER_LOCAL_ONLY): no phone can reach it, whatever this computer's network address. The projected lobby
+    says so and how to fix it, in type the back row reads, with no QR code and no address of the network; and
+    "3 students joined" with 2 names says that one joined without a nickname."""
+    from explainer.network import lan_address
+
+    pg = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    code, _ = start_room(pg, server, close_lobby=False)
+    expect(pg.get_by_role("dialog", name="Phones cannot join yet")).to_be_visible()
+    why, fix = pg.locator("#lobby-why"), pg.locator("#lobby-fix li")
+    expect(why).to_contain_text("phones cannot reach it")
+    expect(fix.first).to_contain_text("start it again")
+    expect(fix.last).to_have_text("Reload this page: the address and the QR code to join appear here.")
+    lobby_text = pg.locator("#lobby").inner_text()
+    lan = lan_address()
+    assert "/r/" not in lobby_text and (not lan or f"{lan}:" not in lobby_text)  # no address a phone would try
+    assert pg.locator("#lobby svg, #qr-toggle, #qr-big").count() == 0
+    for el in (why, fix.first, fix.last):
+        size = el.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
+        assert size >= 24, size
+        b = el.bounding_box()
+        assert b["x"] >= 0 and b["x"] + b["width"] <= 1280 and b["y"] >= 0 and b["y"] + b["height"] <= 720, b
+    assert "Phones cannot join." in pg.locator(".join-warning").inner_text()  # the room bar says it too
+    no_sideways_scroll(pg, 1280)
+
+    with Crowd(server["url"], code, ["Ana", None, "Bo"]):
+        expect(pg.locator("#lobby-count")).to_have_text("3")
+        expect(pg.locator("#lobby-names li")).to_have_text(["Ana", "Bo"])
+        expect(pg.locator("#lobby-more")).to_have_text("and 1 without a nickname")
+        axe(pg)
+        screen(pg, "room-lobby-local-only-1280x720")
+    with Crowd(server["url"], code, [None, None]):  # nobody named
+        expect(pg.locator("#lobby-count")).to_have_text("2")
+        expect(pg.locator("#lobby-names li")).to_have_count(0)
+        expect(pg.locator("#lobby-more")).to_have_text("2 without a nickname")
+    assert not errors
+    pg.context.close()

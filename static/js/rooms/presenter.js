@@ -1,6 +1,6 @@
 // The presenter's screen: drives the room. The secret is in the link's #k= fragment, which
 // never reaches the server's logs; it is sent once, in the socket's auth frame.
-import { roomSocket, embedded, frameHref } from "./socket.js";
+import { roomSocket, embedded, frameHref, stageHref } from "./socket.js";
 import { createLive } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
@@ -12,7 +12,7 @@ const projectorCss = root.dataset.projectorCss;
 const secret = new URLSearchParams(location.hash.slice(1)).get("k") || sessionStorage.getItem(`room-secret-${code}`) || "";
 if (secret) sessionStorage.setItem(`room-secret-${code}`, secret);
 
-let lastSent = null, mode = "play", running = false, held = false, guessOpen = false, isPresenter = false;
+let lastSent = null, mode = "play", running = false, held = false, guessOpen = false, isPresenter = false, starting = false;
 const live = createLive({ role: "presenter" });
 
 function showError(msg) {
@@ -120,7 +120,9 @@ frame.addEventListener("load", () => {
   report();
 });
 window.addEventListener("message", (e) => {
-  if (e.origin === location.origin && e.data && e.data.type === "explainer.location") report();
+  if (e.origin !== location.origin || !e.data || e.source !== frame.contentWindow) return;
+  if (e.data.type === "explainer.location") report();
+  if (e.data.type === "explainer.run") runShown();  // the stage's own Send (stage.js, runInRoom)
 });
 $("stage-select").addEventListener("change", (e) => goStage(e.target.value));
 // An example question (chosen by measurement on the server): the same stage, with that request.
@@ -140,7 +142,39 @@ $("pace").addEventListener("input", (e) => {
   $("pace-out").textContent = `${e.target.value} ms`;
 });
 $("pace").addEventListener("change", (e) => { if (running) send({ type: "pace", pace_ms: Number(e.target.value) }); });
-$("run").addEventListener("click", () => send({ type: "run", pace_ms: Number($("pace").value) }));
+// The class runs the request the stage shows. An edit there not yet sent (a new prompt typed into the
+// overview, a Compose form not applied, a next message typed on Conversation) becomes the stage's scenario
+// first (stage.js, offerEdit), and the run names the stage's address: the room's stage and scenario follow
+// it, so the phones get what the projector shows.
+async function runShown(runMode = "play") {
+  if (starting || !isPresenter) return;
+  if (running) { showError("A run is already going: stop it first, then run the stage's request."); return; }
+  starting = true;
+  try {
+    let href = frameHref(frame);
+    let apply = null;
+    try { apply = frame.contentWindow.explainerApplyEdit; } catch { /* between pages */ }
+    const edited = apply ? await apply() : null;
+    if (edited) {
+      href = stageHref(edited);
+      if (frameHref(frame) !== href) frame.src = embedded(href);  // a stage that loads its applied page (Compose)
+    }
+    const f = { type: "run", pace_ms: Number($("pace").value), mode: runMode };
+    if (href) {
+      f.href = href;
+      lastSent = href;  // the run sets the room's stage: no separate "state" for it
+      $("stage-select").value = href.split("/")[2];
+      showStageName();
+    }
+    showError("");
+    send(f);
+  } catch (err) {
+    showError(`The request on the stage cannot run: ${err.message}`);
+  } finally {
+    starting = false;
+  }
+}
+$("run").addEventListener("click", () => runShown());
 $("pause").addEventListener("click", () => { live.closeReveal(); send({ type: mode === "pause" ? "play" : "pause" }); });
 $("step").addEventListener("click", () => { live.closeReveal(); send({ type: "step" }); });
 $("guess-open").addEventListener("click", () => send({ type: "guess" }));
@@ -181,21 +215,27 @@ function showArrivals(f) {
     li.textContent = name;
     return li;
   }));
+  // "3 students joined" with 2 names: say that one joined without a nickname (an older server sends no "unnamed")
+  const unnamed = f.unnamed ?? Math.max(0, f.count - (f.names || []).length - (f.more || 0));
+  const parts = [];
+  if (f.more > 0) parts.push(`${f.more} more`);
+  if (unnamed > 0) parts.push(`${unnamed} without a nickname`);
   const more = $("lobby-more");
-  more.hidden = !(f.more > 0);
-  more.textContent = f.more > 0 ? `and ${f.more} more` : "";
+  more.hidden = !parts.length;
+  more.textContent = !parts.length ? "" : (f.names || []).length ? `and ${parts.join(", and ")}` : `${unnamed} without a nickname`;
 }
 
 if (!sessionStorage.getItem(lobbyKey)) openLobby();
 
 // ---- QR code and projector mode -----------------------------------------------------------------
 
-$("qr-toggle").addEventListener("click", () => {
+// (no QR code where phones cannot reach this server: the page says why instead)
+$("qr-toggle")?.addEventListener("click", () => {
   const big = $("qr-big");
   big.hidden = !big.hidden;
   $("qr-toggle").setAttribute("aria-expanded", String(!big.hidden));
 });
-$("qr-big").addEventListener("click", () => { $("qr-big").hidden = true; $("qr-toggle").setAttribute("aria-expanded", "false"); });
+$("qr-big")?.addEventListener("click", () => { $("qr-big").hidden = true; $("qr-toggle").setAttribute("aria-expanded", "false"); });
 
 function styleFrame() {
   let doc;
@@ -252,7 +292,7 @@ function onKey(e, doc) {
   const actions = {
     ArrowLeft: () => move(-1),
     ArrowRight: () => move(1),
-    " ": () => { if (!running) send({ type: "run", pace_ms: Number($("pace").value), mode: "pause" }); else if (mode !== "pause") send({ type: "pause" }); else if (!guessOpen) send({ type: "step" }); },
+    " ": () => { if (!running) runShown("pause"); else if (mode !== "pause") send({ type: "pause" }); else if (!guessOpen) send({ type: "step" }); },
     p: () => running && send({ type: mode === "pause" ? "play" : "pause" }),
     g: () => running && !guessOpen && send({ type: "guess" }),
     r: () => guessOpen && send({ type: "reveal" }),

@@ -2,7 +2,7 @@
 // scenario fields to /scenario/encode and reload the page for that scenario, so the server (the real
 // validator, the snippets) has the last word. Text from the form is only ever set with textContent.
 
-import { copyText, encodeScenario, readJSON, setViewOption } from "../stage.js";
+import { copyText, encodeScenario, offerEdit, readJSON, setViewOption } from "../stage.js";
 import { bodyFigures } from "../lib/figures.js";
 
 const data = readJSON("compose-data");
@@ -229,18 +229,37 @@ form.addEventListener("submit", async (e) => {
   button.disabled = true;
   status.textContent = "Checking…";
   try {
-    const blob = await encodeScenario(fields);
-    const url = new URL(data.page_url, location.href);
-    if (blob) url.searchParams.set("s", blob);
-    const snippet = new URL(location.href).searchParams.get("snippet");
-    if (snippet) url.searchParams.set("snippet", snippet);
+    const url = await appliedUrl(fields);
     status.textContent = "Loading…";
-    location.href = url.pathname + url.search;
+    location.href = url;
   } catch (err) {
     status.textContent = "";
     showError(`This request cannot be applied: ${err.message}`);
     button.disabled = false;
   }
+});
+
+// The page's address for these fields, once the server's encoder took them (it throws with its sentence).
+async function appliedUrl(fields) {
+  const blob = await encodeScenario(fields);
+  const url = new URL(data.page_url, location.href);
+  if (blob) url.searchParams.set("s", blob);
+  const snippet = new URL(location.href).searchParams.get("snippet");
+  if (snippet) url.searchParams.set("snippet", snippet);
+  return url.pathname + url.search;
+}
+
+// In a classroom room the form on screen is the request the class runs (stage.js, offerEdit): an edit not
+// applied is checked as Apply checks it (a field out of range is shown beside it), and the room opens its page.
+offerEdit(async () => {
+  const { fields, problem } = readFields();
+  if (JSON.stringify([bodyOf(fields), fields.seed]) === applied) return null;
+  if (problem) {
+    form.requestSubmit();  // says why beside the field, and stays here
+    throw new Error(problem === "seed" ? "seed must be a whole number from 0 to 4294967295."
+      : data.field_errors[problem]?.error?.message || "a field of the form is out of the API's range.");
+  }
+  return appliedUrl(fields);
 });
 
 // Back from the applied page (bfcache): the button must work again.

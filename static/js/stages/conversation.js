@@ -4,7 +4,7 @@
 // turn) and opening it. Every number comes from "conversation-data" (pages/conversation.py);
 // text from the scenario is only ever inserted with textContent.
 
-import { encodeScenario, readJSON, setViewOption } from "../stage.js";
+import { encodeScenario, inPresentersRoom, offerEdit, readJSON, runInRoom, setViewOption } from "../stage.js";
 import { el, svg, text } from "../lib/svg.js";
 import { setText } from "../lib/text.js";
 
@@ -285,6 +285,11 @@ async function send(e) {
   const box = $("next-message");
   const msg = box.value.trim();
   if (!msg) { setStatus("Type a message first.", true); box.focus(); return; }
+  if (inPresentersRoom()) {  // in a classroom room the class runs it: the room opens the next request and runs it
+    runInRoom();
+    setStatus("Sent to the room: every phone and the live run beside this stage show the reply.");
+    return;
+  }
   busy(true);
   $("ff-stop").hidden = true;
   setStatus("Encoding the next request and sending it…");
@@ -380,6 +385,13 @@ function init() {
   });
   const form = $("send-form");
   form.addEventListener("submit", send);
+  // In a classroom room a message typed here and not sent is the request the class runs (stage.js, offerEdit).
+  offerEdit(async () => {
+    const msg = $("next-message").value.trim();
+    if (!msg || D.refused) return null;
+    const { url } = await nextUrl(msg);
+    return url.pathname + url.search;
+  });
   $("next-message").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); form.requestSubmit(); }
   });
