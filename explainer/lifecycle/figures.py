@@ -12,20 +12,38 @@ definitions for the figures a page recomputes in the browser:
   tokens such as ``<|user|>``, and for many models a role's name or a line break) excluded, so a
   ratio says something about the text, not about the template.
 
-A request body is counted as the compact JSON the SDKs send (no spaces after separators).
+A request body is counted as the compact JSON the SDKs send (no spaces after separators), written as
+the browser's ``JSON.stringify`` writes it (``1.0`` is ``1``), so that a page and its script count the same
+body alike; the app's own ``explainer`` field (the seed and pace the WebSocket reads) is not part of the
+request the API reads, and is not counted.
+
+A run is counted once too (:func:`run_figures`): its body, its input tokens, and its stream, where
+**events** are the Messages API's stream events (what ``POST /v1/messages`` sends as Server-Sent Events:
+``message_start`` … ``message_stop``) and never the explainer's own ``explainer.*`` frames, and **deltas**
+are its ``content_block_delta`` events.
 
 >>> f = text_figures("Hello, world!", 4)
 >>> f.characters, f.bytes, f.words, f.tokens, f.chars_per_token, f.tokens_per_word
 (13, 13, 2, 4, 3.25, 2.0)
 >>> body_figures({"model": "m", "messages": []})["bytes"]
 27
+>>> body_figures({"model": "m", "messages": [], "explainer": {"seed": 3}})["bytes"]
+27
+>>> compact_json({"t": 1.0, "p": 0.7, "e": 1e-07, "n": [1, True, None]})
+'{"t":1,"p":0.7,"e":1e-7,"n":[1,true,null]}'
+>>> stream_figures([{"type": "explainer.prompt"}, {"type": "message_start"}, {"type": "content_block_delta",
+...     "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}, {"type": "message_stop"}])["events"]
+3
 """
 from __future__ import annotations
 
+import decimal
 import json
+import math
 import re
 from dataclasses import asdict, dataclass
 
+from explainer.lifecycle.errors import STATUS
 from explainer.lifecycle.tool_format import tools_system_prompt
 
 WORD = re.compile(r"[^ \t\n\r\f\v]+")  # the same class as figures.js's WORD
@@ -61,14 +79,118 @@ def tokenized_figures(tokenizer, text: str, max_merges: int | None = None) -> Te
     return text_figures(text, len(tokenizer.encode(text, max_merges=max_merges)) if text else 0)
 
 
+# The Messages API's stream events, in the order they come (ping may come at any time). An ``error`` is
+# reported on its own: before the stream it is an HTTP error status, not an event of a stream.
+API_EVENTS = ("message_start", "content_block_start", "ping", "content_block_delta", "content_block_stop",
+              "message_delta", "message_stop")
+APP_FIELD = "explainer"  # the app's own field of a body sent over its WebSocket: never part of the API request
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def js_number(x) -> str:
+    """A number as JavaScript writes it (ECMAScript's Number::toString): the shortest digits that read
+    back as the same float, as Python's ``repr`` finds them, laid out JavaScript's way.
+
+    >>> [js_number(v) for v in (0.7, 1.0, -0.0, 1e-05, 1e-07, 1.5e21, 123456789012345680000.0, 12)]
+    ['0.7', '1', '0', '0.00001', '1e-7', '1.5e+21', '123456789012345680000', '12']
+    """
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise TypeError(f"not a number: {x!r}")
+    if isinstance(x, int):
+        return str(x)
+    if not math.isfinite(x):
+        return "null"  # what JSON.stringify writes for NaN and the infinities
+    if x == 0:
+        return "0"
+    if x < 0:
+        return "-" + js_number(-x)
+    t = decimal.Decimal(repr(x)).normalize().as_tuple()
+    digits = "".join(map(str, t.digits))
+    k, n = len(digits), t.exponent + len(digits)  # x = 0.digits × 10^n
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * -n + digits
+    e = n - 1
+    return digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + ("+" if e >= 0 else "-") + str(abs(e))
+
+
+def _js_string(s: str) -> str:
+    # JSON.stringify writes a lone surrogate as an escape (\ud800), where json.dumps would leave it as it is
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(s, ensure_ascii=False))
+
+
 def compact_json(body) -> str:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    """``body`` as the browser's ``JSON.stringify`` writes it: no spaces, text as it is (not \\u-escaped),
+    numbers in JavaScript's form. (A body's depth is bounded before it gets here: scenarios and requests
+    are checked by ``jsonlimits``.)"""
+    if isinstance(body, dict):
+        return "{" + ",".join(_js_string(str(k)) + ":" + compact_json(v) for k, v in body.items()) + "}"
+    if isinstance(body, (list, tuple)):
+        return "[" + ",".join(compact_json(v) for v in body) + "]"
+    if isinstance(body, str):
+        return _js_string(body)
+    if isinstance(body, (int, float)) and not isinstance(body, bool):
+        return js_number(body)
+    return json.dumps(body)  # true, false, null
+
+
+def api_body(body):
+    """The request the API reads: a body without the app's own ``explainer`` field."""
+    return {k: v for k, v in body.items() if k != APP_FIELD} if isinstance(body, dict) else body
 
 
 def body_figures(body) -> dict:
-    """A request body as it travels: compact JSON, its characters and its UTF-8 bytes."""
-    text = compact_json(body)
+    """A request body as it travels: compact JSON, its characters and its UTF-8 bytes (the app's own
+    ``explainer`` field left out: the API never reads it)."""
+    text = compact_json(api_body(body))
     return {"characters": len(text), "bytes": len(text.encode("utf-8", "surrogatepass"))}
+
+
+def sse_text(event: dict) -> str:
+    """One stream event as the API writes it on the wire: an ``event:`` line, a ``data:`` line of compact JSON, a blank line."""
+    return f"event: {event['type']}\ndata: {compact_json(event)}\n\n"
+
+
+def stream_figures(frames) -> dict:
+    """A stream's figures from its frames, in any mix (the WebSocket's explainer frames are not counted):
+    its API events, its deltas (``content_block_delta``), those that carry text, and its bytes as
+    Server-Sent Events."""
+    events = [f for f in frames if f.get("type") in API_EVENTS]
+    deltas = [f for f in events if f["type"] == "content_block_delta"]
+    return {"events": len(events), "deltas": len(deltas),
+            "text_deltas": sum(1 for f in deltas if (f.get("delta") or {}).get("type") == "text_delta"),
+            "wire_bytes": sum(len(sse_text(f).encode("utf-8", "surrogatepass")) for f in events)}
+
+
+def run_figures(run, max_prompt_tokens: int) -> dict:
+    """The figures of one run (an ``engine.Run``) that several pages show, counted once so that every page
+    says the same: the body, the prompt's tokens, what the model did and the stream it sent back.
+
+    A refused run says what did not happen: ``input_tokens`` is None when the prompt was refused on its
+    length before it was cut into tokens (the engine's error says how long it is at least), ``ran`` is
+    False (the model read nothing, drew nothing, streamed nothing), and ``output_tokens`` is None (nothing
+    is billed)."""
+    error = run.error["error"] if run.error else None
+    n_in = len(run.prompt_ids) if run.prompt_ids else None
+    done = run.done or {}
+    return {
+        **{f"body_{k}": v for k, v in body_figures(run.body).items()},
+        "refused": error is not None,
+        "status": STATUS.get(error["type"]) if error else None,
+        "error_type": error["type"] if error else None,
+        "error_message": error["message"] if error else None,
+        "input_tokens": n_in,
+        "max_prompt_tokens": max_prompt_tokens,
+        "over_window": n_in is not None and n_in > max_prompt_tokens,
+        "ran": run.done is not None,
+        "draws": len(run.steps),
+        "output_tokens": done["usage"]["output_tokens"] if done else None,
+        "stop_reason": done.get("stop_reason"),
+        **stream_figures(run.events),
+    }
 
 
 def prompt_text_figures(tokenizer, ids) -> TextFigures:

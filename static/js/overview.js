@@ -1,9 +1,9 @@
 // The overview page: send one request over ws/stream/ and show its events as they arrive.
 // All text from the server is inserted with textContent, never as HTML.
 
-import { encodeScenario, readJSON, setScenarioBlob } from "./stage.js";
+import { encodeScenario, inPresentersRoom, offerEdit, readJSON, runInRoom, setScenarioBlob } from "./stage.js";
 import { stopReasonInWords } from "./lib/text.js";
-import { bodyFigures } from "./lib/figures.js";
+import { STATUS, bodyFigures, streamFigures } from "./lib/figures.js";
 import { visibleToken } from "./lib/tokens.js";
 
 const $ = (id) => document.getElementById(id);
@@ -27,7 +27,14 @@ const TOKEN_MS = 90;
 const queue = [];
 let playing = false;
 let instant = false;
-let seen = { tokens: 0, deltas: 0, events: 0 };
+let seen = { tokens: 0, deltas: 0 };
+// This run's frames from the server: its figures are counted from them with lib/figures.js, the twin of the
+// function every stage counts with, so "40 events" here is the Streaming stage's 40 events. Whether the
+// request has passed the checks is known only from the server's first frame: a prompt over the window is
+// refused there, before any model runs.
+let frames = [];
+let checked = false;
+const AFTER_GATEWAY = ["tokenize", "transformer", "sampling", "streaming"];
 
 // Which pipeline step an incoming frame belongs to.
 const STEP_OF = {
@@ -65,9 +72,21 @@ function note(step, text) {
   if (el) el.textContent = text;
 }
 
+// A refused request: the gateway's card says so, and every later stage says it did not run.
+function refused(error) {
+  light("gateway");
+  const li = document.querySelector('#pipeline li[data-step="gateway"]');
+  if (li) li.classList.add("refused");
+  note("gateway", `refused: ${STATUS[error.type] ?? "error"} ${error.type}`);
+  for (const step of AFTER_GATEWAY) note(step, "not reached");
+  for (const li of document.querySelectorAll("#pipeline li")) {
+    if (AFTER_GATEWAY.includes(li.dataset.step)) li.classList.add("skipped");
+  }
+}
+
 function clearNotes() {
   for (const el of document.querySelectorAll("[data-note]")) el.textContent = "";
-  for (const li of document.querySelectorAll("#pipeline li")) { li.classList.remove("done", "active"); li.removeAttribute("aria-current"); }
+  for (const li of document.querySelectorAll("#pipeline li")) { li.classList.remove("done", "active", "refused", "skipped"); li.removeAttribute("aria-current"); }
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -179,13 +198,18 @@ function onFrame(frame) {
     return;
   }
   if (frame.type === "local.gateway") {
+    if (frame.error) {
+      refused(frame.error);
+      setStatus(`Gateway: refused with ${STATUS[frame.error.type] ?? "an error"} ${frame.error.type}. No model ran: nothing was generated, streamed or billed.`);
+      return;
+    }
     light("gateway");
-    note("gateway", "accepted");
-    setStatus("Gateway: the request is checked before any model sees it.");
+    note("gateway", "passed");
+    setStatus("Gateway: the request passed the checks, and goes on to the model.");
     return;
   }
   logEvent(frame);
-  seen.events++;
+  frames.push(frame);
   if (STEP_OF[frame.type]) light(STEP_OF[frame.type]);
   switch (frame.type) {
     case "explainer.hello":
@@ -214,20 +238,28 @@ function onFrame(frame) {
         out.append(document.createTextNode(frame.delta.text));
         seen.deltas++;
         if (seen.deltas === 1) bringIntoView(out);
-        note("streaming", `${seen.deltas} text deltas`);
+        note("streaming", `${seen.deltas} deltas`);
       }
       break;
-    case "explainer.done":
+    case "explainer.done": {
       showUsage(frame);
       light("streaming");
-      note("streaming", `${seen.deltas} text deltas, ${seen.events} events`);
+      const f = streamFigures(frames);
+      note("streaming", `${f.events} events, ${f.deltas} deltas`);
       finish(`Done: stopped because ${stopReasonInWords(frame.stop_reason)}.`);
       bringIntoView(out);
       break;
+    }
     case "error":
       out.classList.add("has-error");
       out.append(document.createTextNode(`\n[${frame.error.type}] ${frame.error.message}`));
-      if (running) finish("The request failed; see the error.");
+      if (frames.some((f) => f.type === "explainer.prompt")) {  // it failed while running: say where it stopped
+        const f = streamFigures(frames);
+        note("streaming", `stopped by ${frame.error.type} after ${f.events} events`);
+        if (running) finish("The request failed while it ran; see the error.");
+      } else if (running) {
+        finish(`Refused with ${STATUS[frame.error.type] ?? "an error"} ${frame.error.type}: no model ran, nothing was generated or billed.`);
+      }
       break;
   }
 }
@@ -244,6 +276,11 @@ function connect() {
       let frame;
       try { frame = JSON.parse(e.data); } catch (err) { console.error(err); return; }
       if (frame.type === "explainer.hello" && !running) { onFrame(frame); return; }
+      if (running && !checked && frame.type !== "explainer.hello") {
+        // the server's first frame for this request: it passed the checks, or this is the refusal
+        checked = true;
+        enqueue({ type: "local.gateway", error: frame.type === "error" ? frame.error : null });
+      }
       enqueue(frame);
     });
   });
@@ -257,30 +294,39 @@ function withPrompt(text) {
   return history.map((m, k) => (k === i ? { role: "user", content: text } : m));
 }
 
+// The scenario's request (its tools, top_p, top_k and stop sequences too) with what the form edits: the run,
+// and its size, are the ones the stages show for the same scenario.
 function body() {
   const system = $("system").value.trim();
   const b = {
+    ...(readJSON("request-body") || {}),
     model: $("model").value,
     max_tokens: Number($("max_tokens").value) || 1,
     temperature: Number($("temperature").value),
-    stream: true,
     messages: withPrompt($("prompt").value),
-    explainer: { seed: Number($("seed").value) || 0 },
   };
-  if (system) b.system = system;
+  if (system) b.system = system; else delete b.system;
+  b.explainer = { seed: Number($("seed").value) || 0 };  // the app's own field: not counted as part of the request
   return b;
 }
 
 form.addEventListener("submit", async (e) => {
   e.preventDefault();
   if (running) return;
+  if (inPresentersRoom()) {  // in a classroom room the class runs it, at the room's pace, beside this stage
+    runInRoom();
+    setStatus("Sent to the room: every phone and the live run beside this stage show it.");
+    return;
+  }
   out.replaceChildren();
   out.classList.remove("has-error");
   usageEl.replaceChildren();
   events.replaceChildren();
   queue.length = 0;
   clearNotes();
-  seen = { tokens: 0, deltas: 0, events: 0 };
+  seen = { tokens: 0, deltas: 0 };
+  frames = [];
+  checked = false;
   instant = !watchBox.checked;
   setStatus("Sending…");
   // On a phone the pipeline and the reply are above the form: bring them into view to be watched.
@@ -293,7 +339,6 @@ form.addEventListener("submit", async (e) => {
     cancelBtn.hidden = false;
     const b = body();
     enqueue({ type: "local.compose", body: b });
-    enqueue({ type: "local.gateway" });
     ws.send(JSON.stringify(b));
     rememberScenario(b);
   } catch (err) {
@@ -309,7 +354,7 @@ watchBox.addEventListener("change", () => {
 });
 
 // The request just sent becomes the page's scenario, so the permalink and the walk-through follow it.
-async function rememberScenario(b) {
+async function rememberScenario(b, { strict = false } = {}) {
   const base = readJSON("request-body") || {};
   const fields = {
     system: b.system || "",
@@ -319,12 +364,26 @@ async function rememberScenario(b) {
   if (base.top_p !== undefined) fields.top_p = base.top_p;
   if (base.top_k !== undefined) fields.top_k = base.top_k;
   if (base.stop_sequences) fields.stop_sequences = base.stop_sequences;
+  if (base.tools) fields.tools = base.tools;
+  if (!base.stream) fields.stream = false;
   try {
     setScenarioBlob(await encodeScenario(fields));
+    shown = JSON.stringify(b);
   } catch (err) {
+    if (strict) throw err;
     setStatus(`Sent, but this request cannot become a link: ${err.message}`);
   }
 }
+
+// In a classroom room the request on screen is the one the class gets (stage.js, offerEdit): a prompt or a
+// setting changed here and not sent becomes the page's scenario before the room runs it.
+let shown = JSON.stringify(body());  // the page's scenario, as the form shows it
+offerEdit(async () => {
+  const b = body();
+  if (JSON.stringify(b) === shown) return null;
+  await rememberScenario(b, { strict: true });
+  return location.pathname + location.search;
+});
 
 cancelBtn.addEventListener("click", () => {
   if (socket) socket.send(JSON.stringify({ type: "cancel" }));

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from django.urls import reverse
 
 from explainer.lifecycle.errors import STATUS, APIError
-from explainer.lifecycle.figures import body_figures
+from explainer.lifecycle.figures import body_figures, run_figures
 from explainer.lifecycle.payload import MAX_STOP_SEQUENCES, parse_request
 from explainer.lifecycle.snippets import json_text, snippets
 from explainer.stages.options import ChoiceOption
@@ -93,7 +93,9 @@ def context(page) -> dict:
         verdict = {"ok": True, "turns": len(body["messages"]), "merged": len(req.messages), "prefill": req.prefill is not None}
 
     code = snippets(body)
+    figures = run_figures(run, page.engine.max_prompt_tokens)  # the one count every page shows (bytes, tokens, refusal)
     return {
+        "figures": figures,
         "examples": example_links(page) if page.engine.loaded.bundled else [],  # measured on the bundled model's replies
         "wide": True,
         "body_json": json_text(body),
@@ -113,5 +115,6 @@ def context(page) -> dict:
             "encode_url": "/scenario/encode",
             "page_url": reverse("stage", args=["compose"]),
             "max_stop_sequences": MAX_STOP_SEQUENCES,
+            "figures": {k: figures[k] for k in ("body_bytes", "body_characters", "input_tokens", "output_tokens", "refused", "status")},
         },
     }

@@ -25,6 +25,7 @@ from explainer.lifecycle import conversation as cv
 from explainer.lifecycle import lru
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.errors import APIError
+from explainer.lifecycle.figures import body_figures
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.pricing import cost, price_of, table, usd
 from explainer.lifecycle.scenario import ScenarioError
@@ -126,7 +127,8 @@ def pieces(text: str | None) -> list[dict]:
 
 
 def compact_bytes(body: dict) -> int:
-    return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+    """A request's size as every page counts it (figures.body_figures: the compact JSON the SDKs send)."""
+    return body_figures(body)["bytes"]
 
 
 # ---- the serving model as counter and summariser ----------------------------------------------
@@ -247,6 +249,9 @@ def growth_words(inputs: list[int]) -> str:
 def headline(turns: list[dict], max_prompt: int, refused: bool) -> str:
     """The caption under the per-request chart, from its numbers."""
     first, last = turns[0], turns[-1]
+    if len(turns) == 1 and refused:  # no reply came back, so there is nothing to follow up
+        return (f"One request so far: {first['input_tokens']:,} input tokens, over the {max_prompt:,}-token limit, so the API "
+                "refuses it: no reply came back, so there is nothing to follow up, and nothing was billed. The client has to send less.")
     if len(turns) == 1:
         return (f"One request so far: {first['input_tokens']:,} input tokens. Send a follow-up, and the next request carries "
                 "this one and its reply as well.")
@@ -336,7 +341,13 @@ def context(page) -> dict:
     count = counter(eng, s.model)
     try:
         n_prompt = count(system, history)
-    except APIError:  # text the tokenizer cannot encode (a lone surrogate): refused, and not for its length
+    except APIError as exc:
+        # refused before it is counted: text too long for the window however it is cut (the engine's first check),
+        # or text the tokenizer cannot encode (a lone surrogate), which is not about its length
+        try:
+            eng.check_size(system, [(m["role"], m["content"]) for m in history])
+        except APIError:
+            return base | {"ok": False, "too_long": True, "refusal": exc.message}
         return base | {"ok": False}
     if run.error is not None and n_prompt <= max_prompt:
         return base | {"ok": False}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from explainer.lifecycle.errors import STATUS, APIError
-from explainer.lifecycle.figures import body_figures
+from explainer.lifecycle.figures import run_figures
 from explainer.lifecycle.gateway import (
     CACHE_TTL_SECONDS, DIMENSIONS, INVALID_KEY_MESSAGE, Limits, RateLimiter, body_too_large, check_body_size,
     check_key, overloaded, prefix_chain, prefix_key, rate_limit_error, ratelimit_headers, rfc3339,
@@ -77,7 +77,10 @@ def _prefix_chain(page) -> tuple[list[dict], dict]:
     run, engine = page.run, page.engine
     if run.request is None:
         return [], {}
-    ids, ends = engine.prompt_segments(run.request)
+    try:
+        ids, ends = engine.prompt_segments(run.request)
+    except APIError:  # refused on its length before it is cut into tokens: there is no prefix to key
+        return [], {}
     cache = engine.prompt_cache
     chain = prefix_chain(ids, ends, cache.model_id)
     live = {p["length"]: p for p in cache.peek(ids, [(n, "5m") for n in ends.values()])}
@@ -87,7 +90,8 @@ def _prefix_chain(page) -> tuple[list[dict], dict]:
 def context(page) -> dict:
     s, run = page.scenario, page.run
     body = s.request_body()
-    n_bytes = body_figures(body)["bytes"]  # the compact JSON the SDKs send
+    figures = run_figures(run, page.engine.max_prompt_tokens)  # the one count every page shows
+    n_bytes = figures["body_bytes"]  # the compact JSON the SDKs send
     size_limit = settings.EXPLAINER_API_MAX_BODY_BYTES
     n_in = len(run.prompt_ids)
     n_out = run.done["usage"]["output_tokens"] if run.done else 0
@@ -170,6 +174,7 @@ def context(page) -> dict:
         "prefix_blocks": len(chain),
         "cache_ttl": CACHE_TTL_SECONDS,
         "example_time": EXAMPLE_TIME,
+        "figures": {k: figures[k] for k in ("body_bytes", "input_tokens", "output_tokens", "refused", "status")},
     }
     rpm = SIM_LIMITS.requests_per_minute
     back = max(0, s.max_tokens - n_out)
@@ -191,6 +196,8 @@ def context(page) -> dict:
         "key_case": page.opts["key"],
         "key_cases": [{"case": c, "label": KEY_LABELS[c], "header": _header_line(KEY_CASES[c]), "error": keys[c]} for c in KEY_CASES],
         "key_error": keys[page.opts["key"]],
+        # a check that fails without firing anything (size, key, format): the checks after it are not reached
+        "stopped_before": bool(size_error or keys[page.opts["key"]] or validation),
         "validation": validation,
         "limits": SIM_LIMITS,
         "needs": needs,

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 
 from explainer.lifecycle import lru
-from explainer.lifecycle.figures import body_figures, chat_text_figures, request_chat_parts, text_figures
+from explainer.lifecycle.figures import body_figures, chat_text_figures, request_chat_parts, run_figures, text_figures
 from explainer.llm.generate import step_banned
 from explainer.stages.registry import REQUEST_STEPS
 from explainer.stages.words import stop_reason_in_words, token_label, token_row, visible_token
@@ -57,12 +57,14 @@ def context(page) -> dict:
     text = chat_text_figures(tok, request_chat_parts(tok, run.request)) if run.request is not None and n_prompt else text_figures("", 0)
     steps = _DRAWS.get_or_compute((page.engine.loaded.fingerprint, s.key()), lambda: _draws(page))
     counts = Counter(e["type"] for e in run.events)
+    figures = run_figures(run, page.engine.max_prompt_tokens)  # the one count every page shows (events, bytes, tokens)
     m = page.engine.model
     entropy = None
     if run.steps:
         p = softmax(np.asarray(run.steps[0]["logits"], dtype=np.float64) / max(s.temperature, 1e-6))
         entropy = float(-(p * np.log(p + 1e-30)).sum())
     return {
+        "figures": figures,
         "body_json": json.dumps(s.request_body(), indent=2, ensure_ascii=False),
         "body": body_figures(s.request_body()),
         "n_prompt": n_prompt,
@@ -82,7 +84,7 @@ def context(page) -> dict:
         "n_draws": len(run.steps),
         "event_counts": sorted(counts.items(), key=lambda kv: EVENT_ORDER.index(kv[0]) if kv[0] in EVENT_ORDER else len(EVENT_ORDER)),
         "done": run.done,
-        "event_total": sum(counts.values()),
+        "event_total": figures["events"],
         "stop_words": stop_reason_in_words(run.done["stop_reason"]) if run.done else None,
         "links": {slug: page.url(slug) for slug in REQUEST_STEPS},
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from explainer.lifecycle.figures import text_figures
+from explainer.lifecycle.figures import compact_json, run_figures, sse_text, text_figures
 from explainer.web.sockets import MAX_PACE_MS
 from explainer.stages.options import ChoiceOption, IntOption
 from explainer.stages.words import stop_reason_in_words, token_label
@@ -24,9 +24,9 @@ OPTIONS = {
 
 
 def sse(event: dict) -> dict:
-    """One event as the API writes it on the wire: an ``event:`` line and a ``data:`` line of compact JSON."""
-    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    return {"name": event["type"], "data": data, "bytes": text_figures(f"event: {event['type']}\ndata: {data}\n\n", 0).bytes}
+    """One event as the API writes it on the wire: an ``event:`` line and a ``data:`` line of compact JSON
+    (its bytes counted by figures.sse_text, as every page counts them)."""
+    return {"name": event["type"], "data": compact_json(event), "bytes": text_figures(sse_text(event), 0).bytes}
 
 
 def token_gist(step: dict, label=None) -> dict:
@@ -83,15 +83,15 @@ def sdk_args(page) -> dict:
 def context(page) -> dict:
     run, s = page.run, page.scenario
     events = transcript(run, lambda t: token_label(page.engine.tokenizer, t))
-    api = [e for e in events if not e.get("explainer")]
     done = run.done or {}
-    n_deltas = sum(1 for e in run.events if e["type"] == "content_block_delta")
+    figures = run_figures(run, page.engine.max_prompt_tokens)  # the one count of events and deltas every page shows
     return {
         "wide": False,
         "events": events,
-        "n_api_events": len(api),
-        "wire_bytes": sum(e["bytes"] for e in api),
-        "n_deltas": n_deltas,
+        "figures": figures,
+        "n_api_events": figures["events"],
+        "wire_bytes": figures["wire_bytes"],
+        "n_deltas": figures["deltas"],
         "recorded_text": run.text,
         "text_characters": text_figures(run.text, len(run.steps)).characters,
         # the text as its deltas carried it, one piece each (they join up to the text)
@@ -107,6 +107,8 @@ def context(page) -> dict:
         "stream_config": {
             "seed": s.seed, "pace": page.opts["pace"], "pace_default": OPTIONS["pace"].default, "frames": page.opts["frames"], "pace_max": PACE_MAX,
             "recorded_text": run.text,
+            "figures": {k: figures[k] for k in ("events", "deltas", "text_deltas", "wire_bytes", "input_tokens",
+                                                "output_tokens", "refused", "status")},
         },
         "sdk": sdk_args(page),
     }

@@ -31,6 +31,8 @@ from dataclasses import asdict
 from explainer.lifecycle import lru
 from explainer.lifecycle.demo_tools import DEMO_TOOLS, run_tool
 from explainer.lifecycle.engine import Run, run_request
+from explainer.lifecycle.tool_format import tools_system_prompt
+from explainer.llm.interface import TokenizerError
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.constrained import UnsupportedSchema
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
@@ -233,6 +235,29 @@ def step_rows(run, block_name: str | None, choice: str, tokenizer) -> list[dict]
     return rows
 
 
+def tools_tokens(engine, system: str | None, definition) -> int:
+    """What the tool definition adds to the prompt, in tokens: the system turn as the engine writes it with the
+    tool (its definition and the lines that introduce it) against the same turn without. The turns that follow
+    are cut apart from it, so this is exactly what leaving the tools out of a request saves."""
+    tok = engine.tokenizer
+    try:
+        with_tools = tok.encode_chat_segments(tools_system_prompt(system, [definition]), [])[0]
+        return len(with_tools) - len(tok.encode_chat_segments(system, [])[0])
+    except (KeyError, TypeError, AttributeError, TokenizerError):  # a definition the API refuses: its own text, roughly
+        d = definition if isinstance(definition, dict) else {}
+        return len(tok.encode("\n".join([f"- {d.get('name', '')}: {d.get('description', '')}",
+                                         "  input schema: " + json.dumps(d.get("input_schema"), ensure_ascii=False, separators=(",", ":"))])))
+
+
+def second_request_sizes(run1, run2, tools: int) -> dict | None:
+    """Why request 2's size differs from request 1's, in the engine's own token counts: request 2 leaves the
+    tools out (−``tools``) and adds the ``tool_use`` turn and its ``tool_result`` (+``added``). None until both ran."""
+    if run1.done is None or run2 is None or run2.done is None:
+        return None
+    n1, n2 = run1.done["usage"]["input_tokens"], run2.done["usage"]["input_tokens"]
+    return {"first": n1, "second": n2, "tools": tools, "added": n2 - (n1 - tools), "fewer": n1 - n2}
+
+
 def asks_default(scenario) -> bool:
     """The request still asks the default question (the learner has written none of their own)."""
     return scenario.messages == Scenario().messages
@@ -304,10 +329,8 @@ def context(page) -> dict:
         raise OptionError("“step” must be 0: this request generated no tokens.")
     vocab = engine.model.config.vocab_size
     definition = definition_of(scenario, tool)
-    d = definition if isinstance(definition, dict) else {}
-    def_tokens = len(engine.tokenizer.encode(
-        "\n".join([f"- {d.get('name', '')}: {d.get('description', '')}",
-                   "  input schema: " + json.dumps(d.get("input_schema"), ensure_ascii=False, separators=(",", ":"))])))
+    def_tokens = tools_tokens(engine, scenario.system or None, definition)
+    sizes = second_request_sizes(run1, run2, def_tokens)
     own_name = name_of(definition) if tool == OWN else None
     # the form starts from the learner's tool when there is one, else from a small example
     start = own_tools[0] if own_tools and isinstance(own_tools[0], dict) else OWN_EXAMPLE
@@ -355,6 +378,7 @@ def context(page) -> dict:
         "body2_json": _json(data["body2"]) if data["body2"] else "",
         "run2": run2, "run2_error_json": _json(run2.error) if run2 is not None and run2.error else "",
         "usage2": _usage(run2) if run2 is not None else None,
+        "sizes": sizes,
         "usage2_json": _json(_usage(run2)) if run2 is not None and run2.done else "",
         "stop2": run2.done["stop_reason"] if run2 is not None and run2.done else None,
         "text2": text_of(run2) if run2 is not None and run2.error is None else "",

@@ -6,12 +6,12 @@
 
 import { readJSON, setViewOption } from "../stage.js";
 import { el, svg, text } from "../lib/svg.js";
+import { STATUS } from "../lib/figures.js";
 
 const sim = readJSON("gateway-sim");
 const DIMS = ["requests", "input_tokens", "output_tokens"];
 const HEADER = { requests: "requests", input_tokens: "input-tokens", output_tokens: "output-tokens" };
 const LABEL = { requests: "requests", input_tokens: "input tokens", output_tokens: "output tokens" };
-const STATUS = { invalid_request_error: 400, authentication_error: 401, request_too_large: 413, rate_limit_error: 429, overloaded_error: 529 };
 const EPS = 1e-9;
 const STORE = "explainer.gateway.v1";
 const MAX_LOG = 50;
@@ -367,7 +367,9 @@ $("reset").addEventListener("click", () => {
   renderLog();
   $("last").hidden = true;
   $("outcome").textContent = "";
-  showSteps({ size: stepOfStatic("size"), key: stepOfStatic("key"), validate: stepOfStatic("validate") }, null);
+  // the checks that need no firing; after one that fails, the rest are not reached (as the page first showed them)
+  const still = { size: stepOfStatic("size"), key: stepOfStatic("key"), validate: stepOfStatic("validate") };
+  showSteps(still, ["size", "key", "validate"].find((c) => still[c].state === "fail") ?? null);
   drawGauges();
   showCache();
 });

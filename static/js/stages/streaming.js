@@ -4,7 +4,7 @@
 import { readJSON, setViewOption } from "../stage.js";
 import { el, svg, text as svgText } from "../lib/svg.js";
 import { stopReasonInWords } from "../lib/text.js";
-import { textFigures } from "../lib/figures.js";
+import { isApiEvent, sseBytes, textFigures } from "../lib/figures.js";
 
 const $ = (id) => document.getElementById(id);
 const body = readJSON("request-body");
@@ -78,8 +78,10 @@ function logFrame(frame) {
     data.append(node("span", "k", "data: "), node("span", "data", json));
     li.append(line, data);
     if (frame.type === "content_block_delta") addTail(li, json);
-    run.bytes += textFigures(`event: ${frame.type}\ndata: ${json}\n\n`, 0).bytes;
-    run.events++;
+    if (isApiEvent(frame)) {  // counted as every page counts a stream (lib/figures.js): an error is not an event
+      run.bytes += sseBytes(frame);
+      run.events++;
+    }
     let note = null;
     if (frame.type === "message_start") note = `input_tokens: ${frame.message.usage.input_tokens}, known before any output`;
     if (frame.type === "message_delta") note = `output_tokens: ${frame.usage.output_tokens}, known only now, at the end`;
