@@ -1,11 +1,9 @@
 // Shared by every stage page: arrow-key navigation and the "Copy link" button.
 
-function typingIn(el) {
-  return el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
-}
+import { arrowsBelongTo } from "./lib/keys.js";
 
 document.addEventListener("keydown", (e) => {
-  if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey || typingIn(document.activeElement)) return;
+  if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey || arrowsBelongTo(document.activeElement)) return;
   const which = e.key === "ArrowLeft" ? "prev" : e.key === "ArrowRight" ? "next" : null;
   if (!which) return;
   const link = document.querySelector(`a[data-nav="${which}"]`);

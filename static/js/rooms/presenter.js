@@ -2,6 +2,7 @@
 // never reaches the server's logs; it is sent once, in the socket's auth frame.
 import { roomSocket, embedded, frameHref, stageHref } from "./socket.js";
 import { createLive } from "./live.js";
+import { arrowsBelongTo, typingIn } from "../lib/keys.js";
 
 const $ = (id) => document.getElementById(id);
 const root = $("room");
@@ -283,12 +284,13 @@ showStageName();
 
 // ---- keys, also while the focus is inside the stage frame ---------------------------------------
 
-function typingIn(el) {
-  return el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
-}
-
 function onKey(e, doc) {
   if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey || typingIn(doc.activeElement)) return;
+  // The stage's own widgets keep their keys: arrows in the transformer's grid of heads, tokenize's listbox or
+  // Compose's tabs move there, not the room's stage; in the stage, Space presses a focused control (a head
+  // of the grid) rather than starting a run.
+  if (e.key.startsWith("Arrow") && arrowsBelongTo(doc.activeElement)) return;
+  if (e.key === " " && doc !== document && doc.activeElement?.closest("button, a, summary, [role]")) return;
   const actions = {
     ArrowLeft: () => move(-1),
     ArrowRight: () => move(1),

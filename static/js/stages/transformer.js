@@ -260,30 +260,27 @@ function mapURL(l, h) {
 const grid = document.getElementById("attn-grid");
 function buildGrid() {
   const layers = COMPACT ? [state.layer] : [...Array(L).keys()];
-  grid.style.setProperty("--heads", COMPACT ? Math.min(H, Math.ceil(Math.sqrt(H))) : H);
+  const across = COMPACT ? Math.min(H, Math.ceil(Math.sqrt(H))) : H;  // thumbnails a row
+  grid.style.setProperty("--heads", across);
   grid.replaceChildren();
   if (!COMPACT) {
-    grid.append(document.createElement("span"));
-    for (let h = 0; h < H; h++) {
-      const c = document.createElement("span");
-      c.className = "col-head";
-      c.textContent = `head ${h}`;
-      grid.append(c);
-    }
+    const top = gridRow(grid);
+    labelCell(top, "gridcell");  // the corner over the layers' labels
+    for (let h = 0; h < H; h++) labelCell(top, "columnheader", "col-head").textContent = `head ${h}`;
   }
+  let row = null;
   for (const l of layers) {
-    if (!COMPACT) {
-      const r = document.createElement("span");
-      r.className = "row-head";
-      r.textContent = `layer ${l}`;
-      grid.append(r);
-    }
+    if (!COMPACT) labelCell(row = gridRow(grid), "rowheader", "row-head").textContent = `layer ${l}`;
     for (let h = 0; h < H; h++) {
+      if (COMPACT && h % across === 0) row = gridRow(grid);
       const b = document.createElement("button");
       b.type = "button";
       b.className = "attn-cell";
       b.dataset.layer = l;
       b.dataset.head = h;
+      // where the arrow keys find it: rows are layers and columns heads, or (one layer) rows of `across` heads
+      [b.dataset.r, b.dataset.c] = COMPACT ? [Math.floor(h / across), h % across] : [l, h];
+      b.tabIndex = -1;
       b.title = mapName(l, h);
       b.setAttribute("aria-label", `L${l} · H${h}: layer ${l} · head ${h} (${mapName(l, h)})`);
       const img = document.createElement("img");
@@ -294,15 +291,79 @@ function buildGrid() {
       cap.textContent = `L${l} · H${h}`;
       b.append(img, cap);
       b.addEventListener("click", () => selectHead(l, h));
-      grid.append(b);
+      buttonCell(row, b);
     }
   }
 }
+
+// ---- the keyboard in the pickers ---------------------------------------------------------------
+// Each picker of heads is one Tab stop, the chosen head's button (the WAI-ARIA grid pattern, a "roving
+// tabindex"). Inside it the arrow keys move the focus one button at a time as the buttons are laid out
+// (data-r, data-c: row and column), Home and End to the first and last of the row, Ctrl+Home and Ctrl+End
+// to the first and last of the grid; Enter or Space, the button's own, shows that head. The keys a picker
+// uses never reach stage.js, which would otherwise go to the next stage on →.
+// The ARIA rows and cells have no box of their own: the buttons and labels stay the CSS grid's items.
+function gridRow(parent) {
+  const r = document.createElement("div");
+  r.setAttribute("role", "row");
+  r.style.display = "contents";
+  parent.append(r);
+  return r;
+}
+// A label of the grid (a grid item itself): a row's or a column's header, or the empty corner.
+function labelCell(row, role, className = "") {
+  const c = document.createElement("span");
+  c.setAttribute("role", role);
+  c.className = className;
+  row.append(c);
+  return c;
+}
+// A button's cell: the button is the grid item.
+function buttonCell(row, button) {
+  const c = document.createElement("span");
+  c.setAttribute("role", "gridcell");
+  c.style.display = "contents";
+  c.append(button);
+  row.append(c);
+}
+const pickers = [];
+// The picker's Tab stop: the focused button while the focus is inside it, else the chosen head's.
+function restTabStop(box, keepFocus = true) {
+  const buttons = [...box.querySelectorAll("button[data-c]")];
+  const stop = (keepFocus && buttons.find((b) => b === document.activeElement))
+    || buttons.find((b) => b.getAttribute("aria-pressed") === "true") || buttons[0];
+  for (const b of buttons) b.tabIndex = b === stop ? 0 : -1;
+}
+function roving(box, { rows = true } = {}) {
+  pickers.push(box);
+  box.addEventListener("keydown", (ev) => {
+    const b = ev.target.closest("button[data-c]");
+    if (!b || !box.contains(b) || ev.altKey || ev.metaKey || ev.shiftKey) return;
+    const r = Number(b.dataset.r), c = Number(b.dataset.c);
+    const lastOf = (row) => Math.max(...[...box.querySelectorAll(`button[data-r="${row}"]`)].map((x) => Number(x.dataset.c)));
+    const lastRow = () => Math.max(...[...box.querySelectorAll("button[data-r]")].map((x) => Number(x.dataset.r)));
+    const moves = {
+      ArrowLeft: () => [r, c - 1], ArrowRight: () => [r, c + 1],
+      ArrowUp: rows && (() => [r - 1, c]), ArrowDown: rows && (() => [r + 1, c]),
+      Home: () => (ev.ctrlKey ? [0, 0] : [r, 0]),
+      End: () => { const lr = ev.ctrlKey ? lastRow() : r; return [lr, lastOf(lr)]; },
+    };
+    if (!moves[ev.key] || (ev.ctrlKey && !["Home", "End"].includes(ev.key))) return;
+    ev.preventDefault();  // at an edge too: the focus stays, the stage does not change
+    const [tr, tc] = moves[ev.key]();
+    const next = box.querySelector(`button[data-r="${tr}"][data-c="${tc}"]`);
+    if (!next) return;
+    for (const x of box.querySelectorAll("button[data-c]")) x.tabIndex = x === next ? 0 : -1;
+    next.focus();
+  });
+  // leaving it without choosing: Tab comes back to the chosen head
+  box.addEventListener("focusout", (ev) => { if (!box.contains(ev.relatedTarget)) restTabStop(box, false); });
+}
+
 function markGrid() {
   for (const b of document.querySelectorAll(".attn-cell, .head-cell")) {
     const on = Number(b.dataset.layer) === state.layer && Number(b.dataset.head) === state.head;
     b.setAttribute("aria-pressed", String(on));
-    if (b.classList.contains("head-cell")) b.tabIndex = on ? 0 : -1;
   }
   if (COMPACT) {
     document.getElementById("attn-grid-title").textContent = `The ${H} heads of layer ${state.layer}`;
@@ -310,9 +371,15 @@ function markGrid() {
   }
   for (const b of document.querySelectorAll("[data-pick-layer]")) b.setAttribute("aria-pressed", String(Number(b.dataset.pickLayer) === state.layer));
   for (const b of document.querySelectorAll("[data-pick-head]")) b.setAttribute("aria-pressed", String(Number(b.dataset.pickHead) === state.head));
+  for (const box of pickers) restTabStop(box);
 }
 for (const b of document.querySelectorAll("[data-pick-layer]")) b.addEventListener("click", () => selectHead(Number(b.dataset.pickLayer), state.head));
 for (const b of document.querySelectorAll("[data-pick-head]")) b.addEventListener("click", () => selectHead(state.layer, Number(b.dataset.pickHead)));
+// The main visual's layer and head buttons (a small model): two toolbars, ← and → move along each.
+for (const bar of document.querySelectorAll(".tf-seg[role=toolbar]")) {
+  bar.querySelectorAll("button").forEach((b, i) => { b.dataset.r = 0; b.dataset.c = i; });
+  roving(bar, { rows: false });
+}
 
 // COMPACT: the picker is one small cell per head (layers across, heads down), coloured by how much
 // weight the head gives the token right before each token (habits.prev); the arrow keys move between cells.
@@ -327,50 +394,37 @@ function buildHeadGrid() {
   headGrid.style.setProperty("--layers", L);
   headGrid.style.setProperty("--heads", H);
   const step = L > 20 ? 5 : L > 10 ? 2 : 1;  // layer numbers that fit over cells of about 11 px
-  const corner = document.createElement("span");
-  corner.className = "hg-corner";
-  corner.textContent = "head";
-  headGrid.replaceChildren(corner);
+  headGrid.replaceChildren();
+  const top = gridRow(headGrid);
+  labelCell(top, "columnheader", "hg-corner").textContent = "head";
   for (let l = 0; l < L; l++) {
-    const c = document.createElement("span");
-    c.className = "hg-col";
+    const c = labelCell(top, "columnheader", "hg-col");
     c.textContent = l % step === 0 ? String(l) : "";
-    headGrid.append(c);
+    c.setAttribute("aria-label", `layer ${l}`);
   }
   for (let h = 0; h < H; h++) {
-    const r = document.createElement("span");
-    r.className = "hg-row";
+    const row = gridRow(headGrid);
+    const r = labelCell(row, "rowheader", "hg-row");
     r.textContent = String(h);
-    headGrid.append(r);
+    r.setAttribute("aria-label", `head ${h}`);
     for (let l = 0; l < L; l++) {
       const b = document.createElement("button");
       b.type = "button";
       b.className = "head-cell";
       b.dataset.layer = l;
       b.dataset.head = h;
+      [b.dataset.r, b.dataset.c] = [h, l];  // as drawn: layers across, heads down
+      b.tabIndex = -1;
       b.style.background = viridis(habit(l, h).prev);
       b.setAttribute("aria-label", headWords(l, h));
       b.addEventListener("click", () => selectHead(l, h));
       b.addEventListener("mouseenter", () => readout("head-grid-readout", headLine(l, h)));
       b.addEventListener("focus", () => readout("head-grid-readout", headLine(l, h)));
-      headGrid.append(b);
+      buttonCell(row, b);
     }
   }
   headGrid.addEventListener("mouseleave", () => readout("head-grid-readout", ""));
-  headGrid.addEventListener("keydown", (ev) => {
-    const b = ev.target.closest(".head-cell");
-    if (!b) return;
-    let l = Number(b.dataset.layer), h = Number(b.dataset.head);
-    const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1], Home: [-l, 0], End: [L - 1 - l, 0] };
-    if (!moves[ev.key]) return;
-    ev.preventDefault();
-    l = Math.max(0, Math.min(L - 1, l + moves[ev.key][0]));
-    h = Math.max(0, Math.min(H - 1, h + moves[ev.key][1]));
-    const next = headGrid.querySelector(`.head-cell[data-layer="${l}"][data-head="${h}"]`);
-    for (const c of headGrid.querySelectorAll('.head-cell[tabindex="0"]')) c.tabIndex = -1;
-    next.tabIndex = 0;
-    next.focus();
-  });
+  roving(headGrid);
 }
 
 // Another layer's maps, from the page's own /data with that layer chosen. The window is the one this
@@ -816,6 +870,7 @@ buildStrip();
 buildEmbedding();
 if (COMPACT) buildHeadGrid();
 buildGrid();
+roving(grid);
 attnLegend();
 buildBig();
 buildMlp();
