@@ -98,13 +98,13 @@ SCREENS = {"laptop": (1366, 768), "phone": (390, 844)}  # the sizes the stage pa
 
 @pytest.fixture
 def screen_page(browser):
-    """screen_page("phone") -> a page at that screen's size (a touch device for the phone), its page
-    errors collected in ``.js_errors``; closed after the test."""
+    """screen_page("phone") or screen_page((320, 640)) -> a page at that screen's size (a touch device below
+    700 px, as the phone), its page errors collected in ``.js_errors``; closed after the test."""
     contexts = []
 
-    def _open(screen: str):
-        w, h = SCREENS[screen]
-        phone = screen == "phone"
+    def _open(screen):
+        w, h = SCREENS[screen] if isinstance(screen, str) else screen
+        phone = w < 700
         ctx = browser.new_context(viewport={"width": w, "height": h}, is_mobile=phone, has_touch=phone)
         contexts.append(ctx)
         pg = ctx.new_page()

@@ -21,22 +21,9 @@ CULPRITS = """(w) => [...document.querySelectorAll('body *')].filter(e => {
 
 
 @pytest.fixture
-def sized(browser):
+def sized(screen_page):
     """sized(w, h) -> a page at that size (a touch phone below 700 px), its page errors in ``.js_errors``."""
-    contexts = []
-
-    def _open(w: int, h: int):
-        phone = w < 700
-        ctx = browser.new_context(viewport={"width": w, "height": h}, is_mobile=phone, has_touch=phone)
-        contexts.append(ctx)
-        pg = ctx.new_page()
-        pg.js_errors = []
-        pg.on("pageerror", lambda e: pg.js_errors.append(str(e)))
-        return pg
-
-    yield _open
-    for ctx in contexts:
-        ctx.close()
+    return lambda w, h: screen_page((w, h))
 
 
 def assert_no_sideways_scroll(pg, w: int, where: str) -> None:
