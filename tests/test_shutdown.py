@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -47,11 +46,9 @@ def test_sigterm_stops_a_busy_server_within_seconds_and_loses_nothing_finished(t
             assert stream.until("message_start") is not None  # the local model's prefill holds a worker now
             cut_trace = stream.response.getheader("x-explainer-trace").rstrip("/").rsplit("/", 1)[1]
             proc = srv["proc"]
-            started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             rest = stream.rest()
-            proc.wait(STOPPED_WITHIN)  # raises if the server is still up
-            took = time.monotonic() - started
+            proc.wait(STOPPED_WITHIN)  # raises if the server is still up (how fast it stops is bench/'s to say)
         finally:
             stream.close()
         log = srv["log"].read_text()
@@ -61,7 +58,6 @@ def test_sigterm_stops_a_busy_server_within_seconds_and_loses_nothing_finished(t
     # it stopped by cancelling its work, not by the watchdog's last resort (which exits with 1)
     assert proc.returncode == 0, log[-2000:]
     assert "exiting now" not in log
-    print(f"stopped {took:.2f} s after SIGTERM")
     traces = _traces(tmp_path)
     assert traces[finished_trace][0] == 200 and '"type": "message"' in traces[finished_trace][2]
     assert cut_trace in traces and "overloaded_error" in traces[cut_trace][2]  # the cut call's trace says how it ended
@@ -83,11 +79,11 @@ def test_interpreter_exit_cancels_running_work_instead_of_waiting_for_it():
         started = threading.Event()
 
         def forever():  # work that only stops when its budget says so
-            with budget.running(runner.request_budget()):
+            b = runner.request_budget()
+            with budget.running(b):
                 started.set()
-                while True:
-                    budget.check()
-                    time.sleep(0.01)
+                b.cancel.wait()  # until the exit cancels it
+                budget.check()
 
         runner._bundled_work().submit(forever)
         started.wait(10)
@@ -100,7 +96,7 @@ def test_a_thread_stuck_where_no_flag_is_read_cannot_hold_the_process():
     """The watchdog's last resort: exit anyway (with 1) a few seconds after the signal."""
     done = _run("""
         from explainer.web import runner
-        threading.Thread(target=time.sleep, args=(3600,)).start()  # the exit would wait for it for an hour
+        threading.Thread(target=threading.Event().wait).start()  # a flag nobody sets: the exit would wait for ever
         runner._start_watchdog(0.5)
         runner._exit_armed.set()  # what the signal does
         print("leaving")
