@@ -5,9 +5,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.waiting import wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-exp-test-key-for-the-suite-0123456789"
@@ -37,15 +38,10 @@ def daphne(data_dir: Path, **env_overrides: str):
         proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "explainer.asgi:application"],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.time() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.time() > deadline:
-                        raise RuntimeError("Daphne did not start:\n" + log_path.read_text())
-                    time.sleep(0.2)
+            try:
+                wait_for_port(port, proc, timeout=30, what="Daphne")
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}:\n" + log_path.read_text()) from None
             yield {"url": f"http://127.0.0.1:{port}", "log": log_path, "api_key": API_KEY, "env": env, "pid": proc.pid, "proc": proc}
         finally:
             proc.terminate()

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from explainer.lifecycle.scenario import Scenario
 from explainer.stages.runs import codec
 from tests.live_server import daphne, free_port
 from tests.room_client import connect_presenter, connect_student, start_room, until_closed, ws_url
+from tests.waiting import until_true, wait_for_port, wait_until
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 CLOSE_INTERRUPTED = 4503
@@ -41,15 +40,7 @@ class Redis:
         self.proc = subprocess.Popen([REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "no", "--daemonize", "no"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
+        wait_for_port(self.port, self.proc, timeout=10, what="redis-server")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -86,12 +77,15 @@ def log_text(server) -> str:
 def settled_log(server, before: str = "", timeout: float = 15.0) -> str:
     """The server's log once every socket opened since ``before`` has been closed and logged (Daphne
     logs WSCONNECT and WSDISCONNECT): what a closing socket logs is in it, with no fixed wait."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def settled() -> bool:
         log = log_text(server)[len(before):]
-        if log.count("WSDISCONNECT ") >= log.count("WSCONNECT ") or time.monotonic() > deadline:
-            return log
-        time.sleep(0.05)
+        return log.count("WSDISCONNECT ") >= log.count("WSCONNECT ")
+
+    try:
+        wait_until(settled, timeout)
+    except AssertionError:
+        pass  # the assertions on the log say what is wrong with it
+    return log_text(server)[len(before):]
 
 
 def assert_interrupted(frames: list[dict], code: int | None) -> dict:
@@ -104,11 +98,11 @@ def assert_interrupted(frames: list[dict], code: int | None) -> dict:
 
 
 async def join_when_back(base_url: str, code: str, timeout: float = 20.0):
-    """Connect as a student until the server accepts again (it refuses with 4503 while Redis is down)."""
+    """Connect as a student until the server accepts again (it refuses with 4503 while Redis is down,
+    until its probe reaches Redis again)."""
     import websockets
 
-    deadline = time.monotonic() + timeout
-    while True:
+    async def joined():
         ws = await websockets.connect(ws_url(base_url, code), origin=base_url, open_timeout=30)
         first = json.loads(await asyncio.wait_for(ws.recv(), 10))
         if first["type"] == "room.hello":
@@ -116,8 +110,9 @@ async def join_when_back(base_url: str, code: str, timeout: float = 20.0):
         assert first["type"] == "room.interrupted", first
         frames, close = await until_closed(ws)
         assert close == CLOSE_INTERRUPTED
-        assert time.monotonic() < deadline, "the room did not come back after Redis did"
-        await asyncio.sleep(0.5)
+        return None
+
+    return await until_true(joined, timeout, "the room did not come back after Redis did", every=0.2)
 
 
 def test_redis_dies_mid_run(server, redis_up):
@@ -134,12 +129,11 @@ def test_redis_dies_mid_run(server, redis_up):
         await student.read_until(lambda f: f["type"] == "room.token", timeout=120)  # the run is going
 
         redis.kill()
-        killed = time.monotonic()
         (p_frames, p_close), (s_frames, s_close) = await asyncio.gather(until_closed(presenter, 15), until_closed(student.ws, 15))
-        elapsed = time.monotonic() - killed
         assert_interrupted(p_frames, p_close)
         assert_interrupted(s_frames, s_close)
-        assert elapsed < 8, elapsed
+        # told mid-run (40 tokens at 300 ms a token), not once the run had ended
+        assert not any(f["type"] == "room.run" and f.get("phase") == "end" for f in p_frames + s_frames), s_frames
 
         # a newcomer while Redis is down is told the same, at once
         import websockets
@@ -178,10 +172,8 @@ def test_redis_dies_while_the_room_is_idle(server, redis_up):
     async def scenario():
         presenter = await connect_presenter(server["url"], code, secret)
         students = [await connect_student(server["url"], code) for _ in range(3)]
-        redis.kill()
-        killed = time.monotonic()
+        redis.kill()  # nobody sends anything from here on: only the server's probe can notice
         results = await asyncio.gather(until_closed(presenter, 15), *(until_closed(s.ws, 15) for s in students))
-        assert time.monotonic() - killed < 8
         for frames, close in results:
             assert_interrupted(frames, close)
         redis.start()
@@ -259,11 +251,7 @@ async def test_a_run_that_cannot_broadcast_stops_and_the_room_comes_back(monkeyp
     assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": CLOSE_INTERRUPTED}
 
     monkeypatch.undo()  # the layer answers again: the probe lets sockets in
-    for _ in range(50):
-        if not layer_health().down:
-            break
-        await asyncio.sleep(0.1)
-    assert not layer_health().down
+    await until_true(lambda: not layer_health().down, 10, "the probe did not find the layer again")
     s2, hello = await student(room)
     assert hello["code"] == room.code
     for c in (p, s, comm, s2):

@@ -33,21 +33,25 @@ def test_redis_and_postgres_from_the_environment(tmp_path):
 
 
 async def test_the_in_process_layer_still_expires_old_messages(monkeypatch):
-    import asyncio
+    from types import SimpleNamespace
+
+    import channels.layers
 
     from explainer.live import layers
 
     layer = layers.SweepingInMemoryChannelLayer(expiry=0.05)
-    clock = [1000.0]
+    clock = [1000.0]  # the sweep's clock
+    wall = [1_700_000_000.0]  # Channels' own (time.time), which dates each message
     monkeypatch.setattr(layers, "_now", lambda: clock[0])
+    monkeypatch.setattr(channels.layers, "time", SimpleNamespace(time=lambda: wall[0]))
     await layer.group_add("room", "student.inmemory!a")
     await layer.send("student.inmemory!a", {"type": "old"})
-    await asyncio.sleep(0.1)  # the message is past its expiry
+    wall[0] += 0.1  # the message is past its expiry
     layer._clean_expired()
     assert "student.inmemory!a" not in layer.channels and not layer.groups.get("room")
     await layer.group_add("room", "student.inmemory!b")
     await layer.send("student.inmemory!b", {"type": "old"})
-    await asyncio.sleep(0.1)
+    wall[0] += 0.1
     clock[0] += 0.5
     layer._clean_expired()  # within a second of the last sweep: skipped
     assert "student.inmemory!b" in layer.channels
