@@ -2,6 +2,8 @@
 
 EXPLAINER_DEBUG=1            debug pages (never in front of an audience)
 EXPLAINER_SECRET_KEY         secret; by default one is generated once into var/secret.key
+EXPLAINER_SECRET_KEY_FALLBACKS  former secrets, comma-separated: what they signed (links, room passes)
+                             is still accepted while they are listed (key rotation)
 EXPLAINER_ALLOWED_HOSTS      comma-separated, added to localhost, 127.0.0.1 and ::1
 EXPLAINER_DATA_DIR           where the SQLite database and the generated secret live (default var/)
 DATABASE_URL                 e.g. postgres://user@host:5432/name: PostgreSQL instead of the SQLite file
@@ -42,6 +44,8 @@ def _secret_key() -> str:
 
 DEBUG = _flag("EXPLAINER_DEBUG")
 SECRET_KEY = _secret_key()
+# Rotation: set the new EXPLAINER_SECRET_KEY and list the old one here until its links may stop working.
+SECRET_KEY_FALLBACKS = [k.strip() for k in os.environ.get("EXPLAINER_SECRET_KEY_FALLBACKS", "").split(",") if k.strip()]
 
 
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"] + [

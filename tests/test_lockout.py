@@ -251,3 +251,14 @@ def test_100_concurrent_wrong_codes_on_the_pages_make_at_most_the_budget_of_look
         statuses = [s for batch in pool.map(attack, [codes[i::20] for i in range(20)]) for s in batch]
     assert len(looked_up) <= 20, len(looked_up)
     assert statuses.count(404) == len(looked_up) and statuses.count(429) == 100 - len(looked_up)
+
+
+def test_a_join_token_signed_before_a_key_rotation_still_counts(settings):
+    settings.SECRET_KEY = "the-old-secret"
+    before = rooms.join_token("ABC234")
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the-new-secret", ["the-old-secret"]
+    assert rooms.join_token("ABC234") != before
+    assert rooms.is_join_token(before, "ABC234") and rooms.is_join_token(rooms.join_token("ABC234"), "ABC234")
+    assert not rooms.is_join_token(before, "ABC235") and not rooms.is_join_token(before[:-1], "ABC234")
+    settings.SECRET_KEY_FALLBACKS = []
+    assert not rooms.is_join_token(before, "ABC234")

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explainer.lifecycle.scenario import MAX_BLOB_CHARS, Scenario, ScenarioCodec, ScenarioError, _b64
+from explainer.lifecycle.scenario import MAX_BLOB_CHARS, Scenario, ScenarioCodec, ScenarioError
 
 codec = ScenarioCodec(b"test-key")
 
@@ -56,10 +56,58 @@ def test_a_link_from_another_server_is_refused():
         codec.decode(blob)
 
 
+# A link made by the 0.1 release (HMAC cut to 9 bytes, keyed with SHA-256 of the salt and the secret), encoded by
+# that release's code with SECRET_KEY = RELEASE_SECRET. Links already shared must keep opening.
+RELEASE_SECRET = "a-secret-of-the-0.1-release"
+RELEASE_LINK = ("eNodjcEJwkAURFtZ5hxCEEHYi2ADFmAkrHEMYrIb9-8eJKQAW_BiHZ5tyBL8ehve8GYmyE0SB1hsaA7xzFOJAgNFXEeB3U2Ioaf2WRi1aoNP9EnB9v0ylGR6ZzoXadbm83zcMe8L6OLI6FKOalblQkkYmwvssiogvyy8Zvr2f4Ha1x6qCXmEXc1fIQMy_w"
+                ".2KHV6B6jdYei")
+RELEASE_SCENARIO = Scenario(system="Be brief.", messages=[{"role": "user", "content": "Où est la gare ? 🚉"}],
+                            temperature=0.2, top_k=40, stop_sequences=["\n\n"], seed=7)
+
+
+def test_a_link_made_by_the_previous_release_still_opens():
+    assert ScenarioCodec(RELEASE_SECRET).decode(RELEASE_LINK) == RELEASE_SCENARIO
+    assert ScenarioCodec("a-new-secret", [RELEASE_SECRET]).decode(RELEASE_LINK) == RELEASE_SCENARIO  # rotated out
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda b: b[:-1] + ("A" if b[-1] != "A" else "B"),  # a changed signature
+    lambda b: "A" + b[1:],                                # a changed payload
+    lambda b: b[:-2],                                     # cut off
+])
+def test_a_tampered_link_of_the_previous_release_is_refused(mangle):
+    with pytest.raises(ScenarioError, match="^This link"):
+        ScenarioCodec(RELEASE_SECRET).decode(mangle(RELEASE_LINK))
+    with pytest.raises(ScenarioError, match="altered or was made by another server"):
+        ScenarioCodec("another-secret").decode(RELEASE_LINK)
+
+
+def test_new_links_are_signed_with_the_current_key_and_old_keys_still_open_theirs():
+    old, new = ScenarioCodec("old"), ScenarioCodec("new", ["old"])
+    s = Scenario(seed=11, temperature=0.3)
+    assert new.decode(old.encode(s)) == s  # made before the rotation, opened after it
+    assert new.encode(s) != old.encode(s)
+    assert ScenarioCodec("new").decode(new.encode(s)) == s  # signed with the current key, not a fallback
+    with pytest.raises(ScenarioError, match="altered or was made by another server"):
+        ScenarioCodec("new").decode(old.encode(s))  # the old key removed from the fallbacks: its links close
+
+
+def test_the_site_opens_links_signed_with_a_fallback_key(client, settings):
+    from explainer.stages.runs import codec as site_codec
+
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the-new-secret", [RELEASE_SECRET]
+    assert site_codec().decode(RELEASE_LINK) == RELEASE_SCENARIO
+    assert client.get("/learn/overview/", {"s": RELEASE_LINK}).status_code == 200
+    assert client.get("/learn/overview/data", {"s": RELEASE_LINK}).status_code == 200
+    assert site_codec().decode(site_codec().encode(RELEASE_SCENARIO)) == RELEASE_SCENARIO
+    settings.SECRET_KEY_FALLBACKS = []
+    r = client.get("/learn/overview/data", {"s": RELEASE_LINK})
+    assert r.status_code == 400 and "altered" in r.json()["error"]["message"]
+
+
 def test_a_signed_but_invalid_scenario_is_refused():
     def signed(obj) -> str:
-        payload = zlib.compress(json.dumps(obj).encode())
-        return _b64(payload) + "." + _b64(codec._sig(payload))
+        return codec.seal(zlib.compress(json.dumps(obj).encode()))
 
     for obj in ({"temperature": 3}, {"max_tokens": 0}, {"messages": "hi"}, {"nope": 1}, [1, 2], {"seed": -1},
                 {"messages": [{"role": "system", "content": "x"}]}):
@@ -69,7 +117,7 @@ def test_a_signed_but_invalid_scenario_is_refused():
 
 def test_a_decompression_bomb_is_refused():
     payload = zlib.compress(json.dumps({"system": "a" * 3_000_000}).encode(), 9)
-    blob = _b64(payload) + "." + _b64(codec._sig(payload))
+    blob = codec.seal(payload)
     assert len(blob) < MAX_BLOB_CHARS
     with pytest.raises(ScenarioError, match="too large"):
         codec.decode(blob)

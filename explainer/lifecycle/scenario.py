@@ -3,9 +3,11 @@
 A scenario is everything a stage page needs to show the same thing every time: the
 request (system, messages, parameters), the seed of the draw, and cache breakpoints.
 It travels in the URL as ``?s=<blob>``: compact JSON of the fields that differ from the
-defaults, deflated, base64url-encoded, followed by an HMAC so that an altered or
-truncated link is recognised and refused with a clear message instead of showing
-something nobody sent.
+defaults, deflated, base64url-encoded, followed by its signature (itsdangerous, HMAC-SHA256) so
+that an altered or truncated link is recognised and refused with a clear message instead of
+showing something nobody sent. The codec is keyed with the server's secret and may be given
+older secrets too (key rotation): a link signed with any of them still opens, new links are
+signed with the current one.
 
 Example:
     >>> codec = ScenarioCodec(b"key")
@@ -21,7 +23,10 @@ import hashlib
 import hmac
 import json
 import zlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
+
+from itsdangerous import Signer
 
 from explainer.lifecycle import jsonlimits
 
@@ -29,7 +34,8 @@ DEFAULT_PROMPT = "How does Apache Airflow schedule DAGs in production?"
 DEFAULT_MODEL = "claude-sonnet-4-6"
 MAX_BLOB_CHARS = 6000  # a link this long still works in every browser and server
 MAX_JSON_BYTES = 64 * 1024  # what a blob may inflate to: no decompression bombs
-SIG_BYTES = 9
+SALT = b"explainer.scenario-link"
+LEGACY_SIG_CHARS = 12  # the 0.1 release's links: a 9-byte HMAC, base64url, see ScenarioCodec._legacy_valid
 MAX_FIELD_DEPTH = jsonlimits.MAX_JSON_DEPTH - 1  # a field sits one level down in the link's JSON object
 
 
@@ -152,13 +158,20 @@ class Scenario:
 
 
 class ScenarioCodec:
-    """Scenario <-> URL-safe, signed, compressed text."""
+    """Scenario <-> URL-safe, signed, compressed text.
 
-    def __init__(self, key: bytes):
-        self.key = key
+    ``secret`` signs new links; a link signed with it or with one of ``fallbacks`` (secrets being
+    rotated out, as Django's ``SECRET_KEY_FALLBACKS``) opens.
+    """
 
-    def _sig(self, payload: bytes) -> bytes:
-        return hmac.new(self.key, payload, hashlib.sha256).digest()[:SIG_BYTES]
+    def __init__(self, secret: str | bytes, fallbacks: Iterable[str | bytes] = ()):
+        self.secrets = [_bytes(secret), *(_bytes(k) for k in fallbacks)]  # newest first
+        # itsdangerous signs with the last key of its list and checks a signature against every one.
+        self._signer = Signer(self.secrets[::-1], salt=SALT, key_derivation="hmac", digest_method=hashlib.sha256)
+
+    def seal(self, payload: bytes) -> str:
+        """The link text of a deflated payload: ``<payload>.<signature>``, base64url both."""
+        return self._signer.sign(_b64(payload)).decode("ascii")
 
     def encode(self, scenario: Scenario) -> str:
         """"" for the default scenario; otherwise ``<payload>.<signature>``."""
@@ -166,8 +179,7 @@ class ScenarioCodec:
         if not changes:
             return ""
         raw = json.dumps(changes, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
-        payload = zlib.compress(raw, 9)
-        text = _b64(payload) + "." + _b64(self._sig(payload))
+        text = self.seal(zlib.compress(raw, 9))
         if len(text) > MAX_BLOB_CHARS:
             raise ScenarioError(f"This scenario is too large for a link ({len(text):,} characters; the limit is {MAX_BLOB_CHARS:,}). Shorten the prompt or the history.")
         return text
@@ -179,10 +191,11 @@ class ScenarioCodec:
             raise ScenarioError(f"This link is too long ({len(text):,} characters; the limit is {MAX_BLOB_CHARS:,}).")
         try:
             body, sig = text.split(".")
-            payload, sig = _unb64(body), _unb64(sig)
+            payload, _ = _unb64(body), _unb64(sig)
         except (ValueError, binascii.Error):
             raise ScenarioError("This link is damaged: it may have been cut off when it was copied.") from None
-        if not hmac.compare_digest(sig, self._sig(payload)):
+        valid = self._legacy_valid(payload, sig) if len(sig) == LEGACY_SIG_CHARS else self._signer.validate(text)
+        if not valid:
             raise ScenarioError("This link has been altered or was made by another server, so it is not shown.")
         try:
             d = zlib.decompressobj()
@@ -200,6 +213,19 @@ class ScenarioCodec:
             return Scenario.from_changes(data)
         except TypeError:
             raise ScenarioError("This link does not describe a scenario.") from None
+
+    def _legacy_valid(self, payload: bytes, sig: str) -> bool:
+        """Whether ``sig`` is the signature the 0.1 release gave ``payload``: HMAC-SHA256, cut to 9 bytes, keyed
+        with SHA-256 of the salt and the secret. Links already shared keep opening; no new link is made so."""
+        for secret in self.secrets:
+            key = hashlib.sha256(SALT + b":" + secret).digest()
+            if hmac.compare_digest(_b64(hmac.new(key, payload, hashlib.sha256).digest()[:9]), sig):
+                return True
+        return False
+
+
+def _bytes(key: str | bytes) -> bytes:
+    return key.encode("utf-8") if isinstance(key, str) else key
 
 
 def _b64(b: bytes) -> str:

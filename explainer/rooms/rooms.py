@@ -197,7 +197,7 @@ def cookies_of(scope) -> dict[str, str]:
 JOIN_TOKEN_CHARS = 16
 
 
-def join_token(code: str) -> str:
+def join_token(code: str, key: str | None = None) -> str:
     """What the room's own join link carries (its QR code, the link on the projector and the presenter's
     page): a signature of the code, so whoever opens that link came from the room, not from guessing, and is
     never limited by other people's wrong codes. A code typed at /join is a guess to the server, and limited.
@@ -205,7 +205,14 @@ def join_token(code: str) -> str:
     >>> len(join_token("ABC234")) == JOIN_TOKEN_CHARS and join_token("ABC234") != join_token("ABC235")
     True
     """
-    return signing.Signer(salt=f"{PASS_SALT}.join").signature(code)[:JOIN_TOKEN_CHARS]
+    return signing.Signer(salt=f"{PASS_SALT}.join").signature(code, key)[:JOIN_TOKEN_CHARS]
+
+
+def is_join_token(token: object, code: str) -> bool:
+    """Whether ``token`` is ``code``'s join token, signed with SECRET_KEY or a key of SECRET_KEY_FALLBACKS
+    (a QR code already on the projector outlives a key rotation, as the passes do)."""
+    return isinstance(token, str) and len(token) == JOIN_TOKEN_CHARS and any(
+        hmac.compare_digest(token, join_token(code, key)) for key in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS))
 
 
 def reserve_lookup(code: str | None, addr: str, cookies: Mapping[str, str], token: str | None = None) -> Ticket:
@@ -216,7 +223,7 @@ def reserve_lookup(code: str | None, addr: str, cookies: Mapping[str, str], toke
     """
     if code is None or holds_pass(cookies, code):
         return Ticket(True)  # reserves nothing
-    if isinstance(token, str) and len(token) == JOIN_TOKEN_CHARS and hmac.compare_digest(token, join_token(code)):
+    if is_join_token(token, code):
         return Ticket(True)
     return attempts.reserve(addr, code)
 

@@ -9,9 +9,6 @@ bounded by bytes under one shared budget, ``settings.EXPLAINER_CACHE_MB``.
 """
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
-
 import numpy as np
 from django.conf import settings
 
@@ -29,9 +26,10 @@ lru.BUDGET.configure(source=lambda: getattr(settings, "EXPLAINER_CACHE_MB", lru.
 _RUNS = lru.LRU("stage runs")
 
 
-@lru_cache(maxsize=1)
 def codec() -> ScenarioCodec:
-    return ScenarioCodec(hashlib.sha256(b"explainer.scenario-link:" + settings.SECRET_KEY.encode()).digest())
+    """The permalink codec: new links are signed with SECRET_KEY; those signed with a key of
+    SECRET_KEY_FALLBACKS (being rotated out, README "Configuration") still open."""
+    return ScenarioCodec(settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS)
 
 
 def engine(scenario: Scenario | None = None) -> Engine:
