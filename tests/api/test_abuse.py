@@ -12,6 +12,7 @@ from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.payload import parse_request
 from tests.api import raw
 from tests.live_server import daphne
+from tests.waiting import until_true
 
 HI = [{"role": "user", "content": "Hi"}]
 MB = 1024 * 1024
@@ -139,9 +140,16 @@ def test_stream_sockets_are_capped_per_address(tmp_path):
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await asyncio.wait_for(extra.recv(), 10)
             await held[0].close()
-            await asyncio.sleep(0.3)
-            again = await websockets.connect(url, origin=srv["url"])  # a slot is free again
-            hello = json.loads(await again.recv())
+
+            async def slot_free():  # once the server has seen the close, a slot is free again
+                ws = await websockets.connect(url, origin=srv["url"])
+                first = json.loads(await ws.recv())
+                if first["type"] == "explainer.hello":
+                    return ws, first
+                await ws.close()
+                return None
+
+            again, hello = await until_true(slot_free, 30, "no slot was free after a socket closed", every=0.1)
             for ws in held[1:] + [again]:
                 await ws.close()
             return frame, closed.value.rcvd.code, hello
@@ -194,14 +202,34 @@ def test_paced_sockets_do_not_starve_the_api(tmp_path):
                 await ws.send(json.dumps({"model": "claude-haiku-4-5", "max_tokens": 40, "messages": HI,
                                           "explainer": {"pace_ms": 2000}}))
                 socks.append(ws)
-            await asyncio.sleep(3)  # every engine run has finished; the sockets are still replaying
-            r = await asyncio.to_thread(post, srv, "/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 2, "messages": HI})
+            seen: list[tuple[int, str]] = []  # (socket, frame type), in the order they arrived
+
+            async def read(i, ws):
+                try:
+                    async for raw_frame in ws:
+                        seen.append((i, json.loads(raw_frame)["type"]))
+                except websockets.ConnectionClosed:
+                    pass
+
+            readers = [asyncio.create_task(read(i, ws)) for i, ws in enumerate(socks)]
+
+            async def answered():  # 529 while the engine still runs the sockets' requests
+                r = await asyncio.to_thread(post, srv, "/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 2, "messages": HI})
+                return r if r.status_code != 529 else None
+
+            r = await until_true(answered, 60, "the API stayed overloaded while the sockets replayed", every=0.5)
+            replaying = [i for i in range(len(socks)) if any(s == (i, "explainer.token") for s in seen)
+                         and not any(s in ((i, "explainer.done"), (i, "error")) for s in seen)]
+            for task in readers:
+                task.cancel()
             for ws in socks:
                 await ws.close()
-            return r
+            return r, replaying, seen
 
-        r = asyncio.run(scenario())
+        r, replaying, seen = asyncio.run(scenario())
         assert r.status_code == 200, r.text
+        # ... while sockets were still replaying their runs at 2 s a token (their runs had left the engine)
+        assert replaying, seen
 
 
 def test_deep_json_is_a_400_never_a_500(api_server):
