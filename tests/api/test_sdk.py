@@ -1,7 +1,9 @@
 """The official anthropic SDK against a live Daphne: it must work unchanged."""
 import anthropic
-from tests.api import raw
 import pytest
+
+from tests.api import raw
+from tests.waiting import wait_until
 
 MODEL = "claude-sonnet-4-6"
 HI = [{"role": "user", "content": "What is a primary key?"}]
@@ -107,7 +109,6 @@ def test_the_stream_carries_every_engine_event_in_order_and_the_trace_records_th
     """Events travel in batches (explainer.web.runner): none may be lost, repeated or reordered, here or in the trace."""
     import json
     import sqlite3
-    import time
     from pathlib import Path
 
     from explainer.lifecycle.payload import parse_request
@@ -128,11 +129,8 @@ def test_the_stream_carries_every_engine_event_in_order_and_the_trace_records_th
     assert got == want
     trace_id = r.headers["x-explainer-trace"].rstrip("/").rsplit("/", 1)[1]
     db = sqlite3.connect(Path(api_server["log"]).parent / "db.sqlite3")
-    for _ in range(100):  # written just after the answer
-        row = db.execute("select events, steps, usage from shares_trace where id = ?", (trace_id,)).fetchone()
-        if row:
-            break
-        time.sleep(0.05)
+    row = wait_until(lambda: db.execute("select events, steps, usage from shares_trace where id = ?", (trace_id,)).fetchone(),
+                     message="the trace was not written after the answer")
     events, steps, usage = (json.loads(x) for x in row)
     events[0]["message"]["id"] = "msg_"
     assert events == got

@@ -13,6 +13,7 @@ import pytest
 from explainer.shares.traces import MAX_STORED_BODY, MAX_STORED_BODY_COUNT_TOKENS, MAX_TRACE_BYTES
 from tests.api import raw
 from tests.live_server import daphne
+from tests.waiting import wait_until
 
 MODEL = "claude-haiku-4-5"
 
@@ -33,14 +34,17 @@ def rows(srv, sql: str, *args):
 def trace_page(url: str, timeout: float = 15.0):
     """The trace page once written: the writer runs after the answer, and a page asked for too early
     answers 202 ("being recorded") and asks again, as the browser's page does."""
-    import time
+    pages = []
 
-    deadline = time.monotonic() + timeout
-    while True:
-        page = raw.request("GET", url)
-        if page.status_code != 202 or time.monotonic() > deadline:
-            return page
-        time.sleep(0.2)
+    def written() -> bool:
+        pages.append(raw.request("GET", url))
+        return pages[-1].status_code != 202
+
+    try:
+        wait_until(written, timeout, every=0.1)
+    except AssertionError:
+        pass  # the caller's assertion on the page (still 202) says what is wrong
+    return pages[-1]
 
 
 def trace_id(resp) -> str:
