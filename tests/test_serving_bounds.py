@@ -31,6 +31,7 @@ from tests.api.raw import request
 from tests.live_server import daphne
 from tests.slow_model import LONG_PROMPT, NAME, Stream, long_request, make_slow_model
 from tests.urls import data_url, stage_url
+from tests.waiting import until_true, wait_until
 
 HI = {"model": "claude-haiku-4-5", "max_tokens": 4, "temperature": 0, "messages": [{"role": "user", "content": "Hi"}]}
 HANG = 30  # seconds: a hang guard, never a measure
@@ -219,22 +220,20 @@ def test_a_busy_local_model_delays_neither_claude_names_nor_the_bundled_pages(bu
     finally:
         stream.close()  # the client hangs up in the middle of the prefill
     # ... and its worker is free again within a step: a local call is admitted (polled, with a hang guard)
-    for _ in range(HANG * 10):
+    def admitted():
         r = request("POST", url + "/v1/messages", json_body={**HI, "model": NAME, "max_tokens": 1}, headers=_key(srv))
-        if r.status_code != 529:
-            break
-        threading.Event().wait(0.1)
+        return r if r.status_code != 529 else None
+
+    r = wait_until(admitted, HANG, "the local lane stayed busy after the caller hung up", every=0.1)
     assert r.status_code == 200, r.text[:300]
+
     # because the hang-up stopped it: its trace (written once the engine stopped) has no end
-    events = None
-    for _ in range(HANG * 10):
+    def trace_row():
         with sqlite3.connect(Path(srv["env"]["EXPLAINER_DATA_DIR"]) / "db.sqlite3") as db:
-            row = db.execute("SELECT events FROM shares_trace WHERE id = ?", (cut,)).fetchone()
-        if row:
-            events = [e["type"] for e in json.loads(row[0])]
-            break
-        threading.Event().wait(0.1)
-    assert events is not None and "message_stop" not in events, events
+            return db.execute("SELECT events FROM shares_trace WHERE id = ?", (cut,)).fetchone()
+
+    events = [e["type"] for e in json.loads(wait_until(trace_row, HANG, "the cut call's trace was never written")[0])]
+    assert "message_stop" not in events, events
 
 
 @pytest.fixture(scope="module")
@@ -278,11 +277,8 @@ async def test_a_caller_gone_while_its_work_waits_for_a_worker_gives_its_place_b
     assert await asyncio.to_thread(started.wait, 20)
     ran = []
     waiting = [asyncio.create_task(runner.call(runner.LOCAL_MODELS, ran.append, i)) for i in range(3)]
-    for _ in range(100):  # until each has taken its place and waits for the one worker
-        if lane.admitted == before + 4:
-            break
-        await asyncio.sleep(0)
-    assert lane.admitted == before + 4
+    # until each has taken its place and waits for the one worker
+    await until_true(lambda: lane.admitted == before + 4, HANG, f"admitted {lane.admitted - before}, not 4")
     for task in waiting:
         task.cancel()
     await asyncio.gather(*waiting, return_exceptions=True)
