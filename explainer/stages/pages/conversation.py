@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 from explainer.lifecycle import conversation as cv
 from explainer.lifecycle import lru
@@ -300,6 +301,73 @@ def _link(page, messages: list[dict], **opts) -> str | None:
         return None
 
 
+class Segment(TypedDict, total=False):
+    """One part of a request's bar: the system prompt, a message, or the template's opening of the reply."""
+    kind: str
+    tokens: int
+    index: int
+    new: bool
+
+
+class TurnView(TypedDict):
+    """One request of the conversation, as its row, its bubbles and its costs show it."""
+    turn: int
+    user: str
+    start: int
+    end: int
+    user_pieces: list[dict]
+    reply_pieces: list[dict]
+    reply: str | None
+    stored_reply: str | None
+    edited: bool
+    error: dict | None
+    stop_reason: str | None
+    input_tokens: int
+    new_tokens: int
+    output_tokens: int | None
+    cumulative_input: int
+    cost: str
+    cumulative_cost: str
+    cost_value: float | None
+    cumulative_cost_value: float | None
+    bytes: int
+    messages: int
+    segments: list[Segment]
+    over: bool
+    over_budget: bool
+
+
+class Projection(TypedDict):
+    key: str
+    window: int
+    turns: int
+    last_input: int
+    total_input: int
+    cost: str
+    cost_value: float | None
+
+
+@dataclass
+class Setting:
+    """What every step of the page reads: the conversation shown, its history and how to count and price it."""
+    page: View
+    history: list[dict]
+    system: str | None
+    count: object  # count(system, messages) -> prompt tokens, as count_tokens counts them
+    money: object  # money(dollars) -> the text a cost cell shows
+    window: int
+    max_prompt: int
+    budget: int  # the most a prompt may use and still leave the requested reply room
+
+    @property
+    def scenario(self):
+        return self.page.scenario
+
+    @property
+    def engine(self):
+        return self.page.engine
+
+
 def _strategy_view(page, t: cv.Trimmed, history: list[dict], summary_info: dict | None) -> dict:
     s = page.scenario
     title, what = STRATEGY_TEXT[t.strategy]
@@ -312,7 +380,6 @@ def _strategy_view(page, t: cv.Trimmed, history: list[dict], summary_info: dict 
                       "summary": t.summary is not None and i == 0} for i, m in enumerate(t.messages)],
         "body_json": body_json(body),
         "bytes": compact_bytes(body),
-        "fill": round(min(1.0, t.tokens / max(1, page.engine.context_window)) * 100, 2),
         "continue_url": None if unchanged or not t.fits else _link(page, t.messages),
     }
     if t.strategy == "summarise" and summary_info is not None:
@@ -320,25 +387,24 @@ def _strategy_view(page, t: cv.Trimmed, history: list[dict], summary_info: dict 
     return view
 
 
-def context(page) -> dict:
-    original = page
-    s, run, played = fast_forward(page)
-    page = View(original, s, run)
+def _base(page, played: int) -> dict:
+    """What the page shows whether or not the conversation could be counted."""
     eng = page.engine
-    window, max_prompt = eng.context_window, eng.max_prompt_tokens
-    base = {
+    return {
         "played": played, "ff": page.opts["ff"], "demo_requests": DEMO_REQUESTS,
-        "wide": False, "own_error_card": True, "window": window, "max_prompt": max_prompt, "served_by": eng.name,
-        "local": not eng.loaded.bundled,
+        "wide": False, "own_error_card": True, "window": eng.context_window, "max_prompt": eng.max_prompt_tokens,
+        "served_by": eng.name, "local": not eng.loaded.bundled,
         "claude_windows": CLAUDE_WINDOWS,
         "caching_url": page.url("caching") if BY_SLUG["caching"].built else None, "compose_url": page.url("compose"),
         "n_choices": range(1, MAX_N + 1),
     }
+
+
+def _refusal(page, count, system, history: list[dict]) -> dict | None:
+    """Why the conversation cannot be shown request by request (``ok`` False), or None when it can."""
+    run, eng = page.run, page.engine
     if run.request is None:  # refused for another reason than its length: the error card above says why
-        return base | {"ok": False}
-    history = cv.normalise([(m.role, m.text) for m in run.request.messages])
-    system = run.request.system
-    count = counter(eng, s.model)
+        return {"ok": False}
     try:
         n_prompt = count(system, history)
     except APIError as exc:
@@ -347,143 +413,184 @@ def context(page) -> dict:
         try:
             eng.check_size(system, [(m["role"], m["content"]) for m in history])
         except APIError:
-            return base | {"ok": False, "too_long": True, "refusal": exc.message}
-        return base | {"ok": False}
-    if run.error is not None and n_prompt <= max_prompt:
-        return base | {"ok": False}
-    ends = cv.request_ends(history)
-    n_turns = len(ends)
+            return {"ok": False, "too_long": True, "refusal": exc.message}
+        return {"ok": False}
+    if run.error is not None and n_prompt <= eng.max_prompt_tokens:
+        return {"ok": False}
+    return None
+
+
+def _selected(page, n_turns: int) -> int:
+    """The request shown in full (the ``turn`` option; 0 is the last)."""
     turn = page.opts["turn"]
     if turn > n_turns:
         raise OptionError(f"“turn” must be from 0 to {n_turns}: this conversation has {n_turns} request{'s' if n_turns != 1 else ''}.")
-    selected = turn or n_turns
+    return turn or n_turns
 
-    runs = _turn_runs(page, history, ends)
+
+def _bar(history: list[dict], ends: list[int], k: int, sys_n: int, sizes: list[int], reply_opening: int, opening: int) -> list[Segment]:
+    """Request ``k``'s bar: the system prompt, each message (strong when new in this request), the reply's opening."""
+    end = ends[k]
+    segs: list[Segment] = [{"kind": "system", "tokens": sys_n}] if sys_n else []
+    sent_before = ends[k - 1] if k else 0  # what the previous request carried; its reply is new here
+    segs += [{"kind": history[i]["role"], "tokens": sizes[i], "index": i, "new": i >= sent_before} for i in range(end)]
+    if reply_opening or k < len(ends) - 1:  # the template's opening of the reply: the model's reply starts here
+        segs.append({"kind": "reply-marker", "tokens": reply_opening or opening})
+    return segs
+
+
+def _turn_view(st: Setting, stat, r, end: int, prev_in: int, segs: list[Segment]) -> TurnView:
+    history = st.history
+    start = end - 1 if history[end - 1]["role"] == "user" else end - 2  # this turn's user message
+    stored = history[end]["content"] if end < len(history) and history[end]["role"] == "assistant" else None
+    body = st.scenario.replace(messages=[dict(m) for m in history[:end]]).request_body()
+    reply = r.text if r.error is None else None
+    return {
+        "turn": stat.turn, "user": history[start]["content"], "start": start, "end": end,
+        "user_pieces": pieces(history[start]["content"]),
+        "reply_pieces": pieces(stored if stored is not None else reply),
+        "reply": reply,
+        "stored_reply": stored, "edited": stored is not None and reply is not None and stored != reply,
+        "error": r.error, "stop_reason": (r.done or {}).get("stop_reason"),
+        "input_tokens": stat.input_tokens, "new_tokens": stat.input_tokens - prev_in,
+        "output_tokens": stat.output_tokens, "cumulative_input": stat.cumulative_input,
+        "cost": st.money(stat.cost) if stat.output_tokens is not None else "not billed",
+        "cumulative_cost": st.money(stat.cumulative_cost), "cost_value": stat.cost,
+        "cumulative_cost_value": stat.cumulative_cost,
+        "bytes": compact_bytes(body), "messages": end, "segments": segs,
+        "over": stat.input_tokens > st.max_prompt, "over_budget": stat.input_tokens > st.budget,
+    }
+
+
+def _turn_views(st: Setting, ends: list[int]) -> list[TurnView]:
+    """Every request of the conversation: its real run, its usage and cost, and its bar's segments."""
+    runs = _turn_runs(st.page, st.history, ends)
     outputs = [None if r.error else r.done["usage"]["output_tokens"] for r in runs]
-    stats = cv.per_turn(system, history, count, outputs, model=s.model)
-    sys_n, sizes, reply_opening = _segments(eng, system, history)
-    opening = reply_opening or _reply_opening(eng)  # an earlier request's, when this one ends on a prefill
-    money = (lambda x: NO_PRICE) if base["local"] else usd  # noqa: E731
-    budget = cv.reply_budget(window, max_prompt, s.max_tokens)
+    stats = cv.per_turn(st.system, st.history, st.count, outputs, model=st.scenario.model)
+    sys_n, sizes, reply_opening = _segments(st.engine, st.system, st.history)
+    opening = reply_opening or _reply_opening(st.engine)  # an earlier request's, when this one ends on a prefill
+    turns: list[TurnView] = []
+    for k, (stat, r, end) in enumerate(zip(stats, runs, ends)):
+        segs = _bar(st.history, ends, k, sys_n, sizes, reply_opening, opening)
+        turns.append(_turn_view(st, stat, r, end, turns[-1]["input_tokens"] if turns else 0, segs))
+    return turns
 
-    turns = []
-    prev_in = 0
-    for k, (st, r, end) in enumerate(zip(stats, runs, ends)):
-        start = end - 1 if history[end - 1]["role"] == "user" else end - 2  # this turn's user message
-        stored = history[end]["content"] if end < len(history) and history[end]["role"] == "assistant" else None
-        body = s.replace(messages=[dict(m) for m in history[:end]]).request_body()
-        is_last = k == n_turns - 1
-        segs = [{"kind": "system", "tokens": sys_n}] if sys_n else []
-        sent_before = ends[k - 1] if k else 0  # what the previous request carried; its reply is new here
-        for i in range(end):
-            segs.append({"kind": history[i]["role"], "tokens": sizes[i], "index": i, "new": i >= sent_before})
-        if reply_opening or not is_last:  # the template's opening of the reply: the model's reply starts here
-            segs.append({"kind": "reply-marker", "tokens": reply_opening or opening})
-        turns.append({
-            "turn": st.turn, "user": history[start]["content"], "start": start, "end": end,
-            "user_pieces": pieces(history[start]["content"]),
-            "reply_pieces": pieces(stored if stored is not None else (r.text if r.error is None else None)),
-            "reply": r.text if r.error is None else None,
-            "stored_reply": stored, "edited": stored is not None and r.error is None and stored != r.text,
-            "error": r.error, "stop_reason": (r.done or {}).get("stop_reason"),
-            "input_tokens": st.input_tokens, "new_tokens": st.input_tokens - prev_in,
-            "output_tokens": st.output_tokens, "cumulative_input": st.cumulative_input,
-            "cost": money(st.cost) if st.output_tokens is not None else "not billed",
-            "cumulative_cost": money(st.cumulative_cost), "cost_value": st.cost, "cumulative_cost_value": st.cumulative_cost,
-            "bytes": compact_bytes(body), "messages": end, "segments": segs,
-            "over": st.input_tokens > max_prompt, "over_budget": st.input_tokens > budget,
-        })
-        prev_in = st.input_tokens
-    scale_max = max(window, max(t["input_tokens"] for t in turns))
-    for t in turns:
-        for seg in t["segments"]:
-            seg["width"] = round(seg["tokens"] / scale_max * 100, 3)
-        t["width"] = round(t["input_tokens"] / scale_max * 100, 3)
 
-    last = turns[-1]
-    refused = run.error is not None
-    # strategies: what a client could send instead of the whole history
+def _strategies(st: Setting) -> list[dict]:
+    """What a client could send instead of the whole history, by each strategy, the summary one by the model."""
     summary_info = None
 
     def summarise_fn(older):
         nonlocal summary_info
-        summary_info = summarise_with_model(eng, s.model, older)
+        summary_info = summarise_with_model(st.engine, st.scenario.model, older)
         return summary_info["text"]
 
+    system, history, count, budget = st.system, st.history, st.count, st.budget
     results = {
         "drop_oldest": cv.drop_oldest(system, history, count, budget),
-        "keep_last_n": cv.keep_last_n(system, history, count, budget, page.opts["n"]),
+        "keep_last_n": cv.keep_last_n(system, history, count, budget, st.page.opts["n"]),
         "summarise": cv.summarise(system, history, count, budget, summarise_fn, reserve=SUMMARY_MAX_TOKENS + 16),
     }
     if summary_info is not None:
-        summary_info = summary_info | {"cost": money(_cost(s.model, summary_info))}
-    strategies = [_strategy_view(page, results[k], history, summary_info if k == "summarise" else None) for k in cv.STRATEGIES]
+        summary_info = summary_info | {"cost": st.money(_cost(st.scenario.model, summary_info))}
+    return [_strategy_view(st.page, results[k], history, summary_info if k == "summarise" else None) for k in cv.STRATEGIES]
 
+
+def _projections(st: Setting, turns: list[TurnView]) -> tuple[float | None, list[Projection], str | None]:
+    """(growth a request, how many requests each Claude window holds at that pace, the two compared in words)."""
+    n_turns = len(turns)
     growth = (turns[-1]["input_tokens"] - turns[0]["input_tokens"]) / (n_turns - 1) if n_turns > 1 else None
-    projections = []
-    if growth and growth > 0:
-        for key, w in CLAUDE_WINDOWS.items():
-            p = cv.project(turns[0]["input_tokens"], growth, w, model=s.model)
-            if p:
-                projections.append({"key": key, "window": w, "turns": p.turns, "last_input": p.last_input,
-                                    "total_input": p.total_input, "cost": money(p.input_cost), "cost_value": p.input_cost})
-    scale_words = None
-    if len(projections) == 2:
-        small, big = projections
-        scale_words = (f"A window {big['window'] / small['window']:g} times larger holds {big['turns'] / small['turns']:.1f} times as many "
-                       f"requests at this pace, and bills {big['total_input'] / small['total_input']:.1f} times as much input to fill.")
+    projections: list[Projection] = []
+    for key, w in CLAUDE_WINDOWS.items() if growth and growth > 0 else ():
+        p = cv.project(turns[0]["input_tokens"], growth, w, model=st.scenario.model)
+        if p:
+            projections.append({"key": key, "window": w, "turns": p.turns, "last_input": p.last_input,
+                                "total_input": p.total_input, "cost": st.money(p.input_cost), "cost_value": p.input_cost})
+    if len(projections) != 2:
+        return growth, projections, None
+    small, big = projections
+    words = (f"A window {big['window'] / small['window']:g} times larger holds {big['turns'] / small['turns']:.1f} times as many "
+             f"requests at this pace, and bills {big['total_input'] / small['total_input']:.1f} times as much input to fill.")
+    return growth, projections, words
 
-    # what "Send" builds on: the history plus this run's reply
-    next_history = None
-    if not refused:
-        if history[-1]["role"] == "assistant":  # a prefill: the reply continues it
-            next_history = history[:-1] + [cv.assistant(history[-1]["content"] + run.text)]
-        else:
-            next_history = history + [cv.assistant(run.text)]
+
+def _next_history(run, history: list[dict]) -> list[dict] | None:
+    """What "Send" builds on: the history plus this run's reply (None when the request was refused)."""
+    if run.error is not None:
+        return None
+    if history[-1]["role"] == "assistant":  # a prefill: the reply continues it
+        return history[:-1] + [cv.assistant(history[-1]["content"] + run.text)]
+    return history + [cv.assistant(run.text)]
+
+
+def _script_data(st: Setting, ends: list[int], selected: int, turns: list[TurnView],
+                 growth: float | None, projections: list[Projection]) -> dict:
+    """The page script's data (``conversation-data``, also served by /learn/conversation/data)."""
+    s, run = st.scenario, st.page.run
     body = s.request_body()
     keys = list(body)
     at = keys.index("messages")
     fields = asdict(s)
     fields.pop("messages")
-    price = price_of(s.model)
+    return {
+        "window": st.window, "max_prompt": st.max_prompt, "budget": st.budget, "refused": run.error is not None,
+        "selected": selected, "strategy": st.page.opts["strategy"], "scale": st.page.opts["scale"],
+        "head": {k: body[k] for k in keys[:at]}, "tail": {k: body[k] for k in keys[at + 1:]},
+        "history": st.history, "next_history": _next_history(run, st.history), "fields": fields,
+        "ends": ends, "price_known": price_of(s.model) is not None,
+        "turns": [{"turn": t["turn"], "input": t["input_tokens"], "new": t["new_tokens"], "output": t["output_tokens"],
+                   "cum_input": t["cumulative_input"], "cost": _round(t["cost_value"]), "cum_cost": _round(t["cumulative_cost_value"]),
+                   "refused": t["error"] is not None, "bytes": t["bytes"]} for t in turns],
+        "projections": [{k: p[k] for k in ("key", "window", "turns", "last_input", "total_input")} | {"cost": _round(p["cost_value"])}
+                        for p in projections],
+        "first": turns[0]["input_tokens"], "growth": growth,
+        "canned": list(CANNED_TURNS),
+    }
+
+
+def context(page) -> dict:
+    s, run, played = fast_forward(page)
+    page = View(page, s, run)
+    eng = page.engine
+    base = _base(page, played)
+    history = cv.normalise([(m.role, m.text) for m in run.request.messages]) if run.request is not None else []
+    system = run.request.system if run.request is not None else None
+    count = counter(eng, s.model)
+    refusal = _refusal(page, count, system, history)
+    if refusal is not None:
+        return base | refusal
+    st = Setting(page, history, system, count, money=(lambda x: NO_PRICE) if base["local"] else usd,
+                 window=eng.context_window, max_prompt=eng.max_prompt_tokens,
+                 budget=cv.reply_budget(eng.context_window, eng.max_prompt_tokens, s.max_tokens))
+    ends = cv.request_ends(history)
+    n_turns = len(ends)
+    selected = _selected(page, n_turns)
+    turns = _turn_views(st, ends)
+    last, refused = turns[-1], run.error is not None
+    growth, projections, scale_words = _projections(st, turns)
     selected_body = s.replace(messages=[dict(m) for m in history[:ends[selected - 1]]]).request_body()
     return base | {
         "ok": True,
         "system": system, "turns": turns, "n_turns": n_turns, "selected": selected,
-        "last": last, "refused": refused, "budget": budget, "reserve": window - budget, "reserve_capped": s.max_tokens >= window,
+        "last": last, "refused": refused, "budget": st.budget, "reserve": st.window - st.budget,
+        "reserve_capped": s.max_tokens >= st.window,
         "stop_reason": (run.done or {}).get("stop_reason"),
-        "strategies": strategies, "strategy": page.opts["strategy"], "n": page.opts["n"],
-        "over_budget": last["input_tokens"] > budget,
+        "strategies": _strategies(st), "strategy": page.opts["strategy"], "n": page.opts["n"],
+        "over_budget": last["input_tokens"] > st.budget,
         "growth": round(growth, 1) if growth else None, "projections": projections, "scale": page.opts["scale"],
-        "price": price, "price_checked": table().get("checked"), "model": s.model,
+        "price": price_of(s.model), "price_checked": table().get("checked"), "model": s.model,
         "total_cost": last["cumulative_cost"], "total_input": last["cumulative_input"],
-        "stair": {"budget_at": round(budget / scale_max * 100, 3), "max_at": round(max_prompt / scale_max * 100, 3)},
+        # the bars' scale: the window, or the longest request when one is over it (widths are the template's CSS)
+        "scale_max": max(st.window, max(t["input_tokens"] for t in turns)),
         "selected_json": body_json(selected_body),
         "start_over_url": _link(page, [history[0]], ff=1) if n_turns > 1 else None,
         # a lone question: the fast-forwarded opening is one link away
         "ff_url": page.url(scenario=s) if n_turns == 1 and page.opts["ff"] == 1 and len(s.messages) == 1 else None,
-        "headline": headline(turns, max_prompt, refused), "scale_words": scale_words,
+        "headline": headline(turns, st.max_prompt, refused), "scale_words": scale_words,
         "cumulative_words": " → ".join(f"{t['cumulative_input']:,}" for t in turns),
         "limit_error_json": json.dumps(run.error, indent=2, ensure_ascii=False) if run.error else "",
-        "gauge": {
-            "fill": round(min(last["input_tokens"], window) / window * 100, 2),
-            "budget_at": round(budget / window * 100, 2), "max_at": round(max_prompt / window * 100, 2),
-            "left": max(0, max_prompt - last["input_tokens"]),
-        },
-        "conversation_data": {
-            "window": window, "max_prompt": max_prompt, "budget": budget, "refused": refused,
-            "selected": selected, "strategy": page.opts["strategy"], "scale": page.opts["scale"],
-            "head": {k: body[k] for k in keys[:at]}, "tail": {k: body[k] for k in keys[at + 1:]},
-            "history": history, "next_history": next_history, "fields": fields,
-            "ends": ends, "price_known": price is not None,
-            "turns": [{"turn": t["turn"], "input": t["input_tokens"], "new": t["new_tokens"], "output": t["output_tokens"],
-                       "cum_input": t["cumulative_input"], "cost": _round(t["cost_value"]), "cum_cost": _round(t["cumulative_cost_value"]),
-                       "refused": t["error"] is not None, "bytes": t["bytes"]} for t in turns],
-            "projections": [{k: p[k] for k in ("key", "window", "turns", "last_input", "total_input")} | {"cost": _round(p["cost_value"])}
-                            for p in projections],
-            "first": turns[0]["input_tokens"], "growth": growth,
-            "canned": list(CANNED_TURNS),
-        },
+        "left": max(0, st.max_prompt - last["input_tokens"]),
+        "conversation_data": _script_data(st, ends, selected, turns, growth, projections),
     }
 
 
