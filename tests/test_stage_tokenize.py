@@ -1,7 +1,6 @@
 """The tokenize page through Django's test client: the numbers it shows are the tokenizer's and
 the engine's, bad view options are 400 pages, hostile text stays text."""
 import re
-import time
 from urllib.parse import urlencode
 
 import pytest
@@ -12,7 +11,8 @@ from explainer.lifecycle.figures import prompt_text_figures, text_figures, token
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.tokenizer import load_tokenizer
 from explainer.stages.pages import tokenize as page_mod
-from explainer.stages.runs import codec, run_of
+from explainer.stages.runs import codec, engine, run_of
+from tests.work import count_forward_passes
 
 tok = load_tokenizer()
 SCENARIO = Scenario(
@@ -193,26 +193,24 @@ def test_hostile_text_is_escaped_and_long_text_is_cut_with_a_note(client):
         messages=[{"role": "user", "content": '<img src=x onerror=alert(1)>\u202eevil\u202c ' + "😀" * 3000}],
         max_tokens=4,
     )
-    t = time.perf_counter()
     r = get(client, hostile)
     assert r.status_code == 200
     html = r.content.decode()
     assert "<script>alert" not in html and "<img src=x" not in html
     assert "first 4,000 bytes" in html
     assert len(r.content) < 150_000
-    assert time.perf_counter() - t < 5
-    data = data_of(r)["tokenize-data"]
+    data = data_of(r)["tokenize-data"]  # the merge trace covers the first 4,000 bytes only
     assert data["truncated"] and sum(len(c[0].encode()) for c in data["chunks"]) <= page_mod.MAX_TEXT_BYTES
 
 
-def test_a_long_context_stays_small_and_fast(client):
+def test_a_long_context_stays_small_and_runs_once(client, monkeypatch):
     text = "The planner estimates the cost of each plan and picks the cheapest one. " * 120
     s = Scenario(messages=[{"role": "user", "content": text}], max_tokens=2)
     get(client, s)  # the run itself is cached per scenario
-    t = time.perf_counter()
+    passes = count_forward_passes(monkeypatch, engine().model)
     r = get(client, s, merges=64)
     assert r.status_code == 200 and len(r.content) < 150_000
-    assert time.perf_counter() - t < 0.5
+    assert passes == []  # another vocabulary size re-tokenizes the text, never runs the model again
 
 
 def test_a_refused_request_still_renders(client):
