@@ -22,7 +22,12 @@ and noisy, so the reference says what "quiet" looked like at the time):
 5. **Lock-out**: whether wrong keys and room codes from an address lock out the right key and a
    joined student there, and how many of 100 concurrent wrong ones are checked.
 
-``--only folders`` runs 4 and 5 alone.
+6. **JSON depth scan**: the time ``jsonlimits.check_text`` (run on every JSON the app reads) takes
+   on 1, 2 and 4 MB of the texts that would hurt a scan that recurses or backtracks (escaped strings,
+   then nothing but brackets), in this process. Target: linear (the same ms per MB at every size),
+   about 10 ms per MB on a quiet machine (tests/test_json_depth.py once asked for 2 s on 1.6 MB).
+
+``--only folders`` runs 4 and 5 alone; ``--only json`` runs 6 alone (no server).
 """
 from __future__ import annotations
 
@@ -201,13 +206,43 @@ def three_figures(srv, args) -> None:
           "Target: under 400 MB, flat after warm-up.")
 
 
+def json_scan() -> None:
+    from explainer.lifecycle import jsonlimits
+
+    def texts(mb: int) -> dict[str, str]:
+        n = mb * MB
+        return {"valid, many strings": json.dumps([["ab", {"x": 1}] for _ in range(n // 18)]),
+                "strings then brackets": '"\\\\", ' * (n // 16) + "[" * (n // 2)}
+
+    print("6. JSON depth scan (jsonlimits.check_text, median of 5): ms per MB by size")
+    for mb in (1, 2, 4):
+        for name, text in texts(mb).items():
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                try:
+                    jsonlimits.check_text(text)
+                except jsonlimits.TooDeep:
+                    pass
+                times.append(time.perf_counter() - t)
+            size = len(text) / MB
+            print(f"   {name:>22}: {size:4.1f} MB in {statistics.median(times) * 1000:6.1f} ms "
+                  f"({statistics.median(times) * 1000 / size:5.1f} ms per MB)")
+    print("   Target: the same ms per MB at every size (linear), about 10 ms per MB on a quiet machine.")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--big", type=int, default=12, help="1 MB bodies per endpoint (and 64 KB socket frames)")
     ap.add_argument("--sockets", type=int, default=50)
     ap.add_argument("--scenarios", type=int, default=300)
-    ap.add_argument("--only", choices=("all", "folders"), default="all", help="folders: figures 4 and 5 only")
+    ap.add_argument("--only", choices=("all", "folders", "json"), default="all",
+                    help="folders: figures 4 and 5 only; json: figure 6 only")
     args = ap.parse_args()
+    if args.only in ("all", "json"):
+        json_scan()
+    if args.only == "json":
+        return
     env = {"EXPLAINER_RATE_REQUESTS_PER_MINUTE": "100000", "EXPLAINER_RATE_INPUT_TOKENS_PER_MINUTE": "100000000",
            "EXPLAINER_RATE_OUTPUT_TOKENS_PER_MINUTE": "100000000", "EXPLAINER_WS_SOCKETS_PER_ADDRESS": "1000",
            "EXPLAINER_WS_RUNS_PER_ADDRESS": "1000"}
