@@ -3,7 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explainer.llm.model import ContextWindowExceeded, attention, load_model, softmax
+from explainer.llm.interface import ContextWindowExceeded
+from explainer.llm.layers import attend, softmax
+from explainer.llm.model import load_model
 from explainer.llm.tokenizer import load_tokenizer
 
 GOLDEN = Path(__file__).parent / "golden" / "forward_logits.npz"
@@ -47,7 +49,7 @@ def test_vectorised_attention_equals_a_per_head_loop():
     h, T, S, hd = 4, 5, 9, 16
     q, k, v = rng.normal(size=(h, T, hd)), rng.normal(size=(h, S, hd)), rng.normal(size=(h, S, hd))
     start = S - T
-    out, w = attention(q, k, v, start)
+    out, w = attend(q, k, v, start, 1.0 / np.sqrt(hd))
     for head in range(h):
         for i in range(T):
             visible = start + i + 1

@@ -8,7 +8,8 @@ import pytest
 from tests.urls import data_of, stage_data
 
 from explainer.lifecycle.scenario import Scenario
-from explainer.llm.model import load_model, softmax
+from explainer.llm.layers import softmax
+from explainer.llm.model import load_model
 from explainer.stages.pages import transformer
 from explainer.stages.runs import codec, engine, run_of
 from tests.work import count_forward_passes

@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from explainer.lifecycle.scenario import Scenario
-from explainer.llm.model import softmax
+from explainer.llm.layers import softmax
 from explainer.shares.traces import attention_summary
 from explainer.stages.pages import transformer
 from explainer.stages.runs import codec, engine, run_of, stamp

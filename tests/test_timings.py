@@ -12,7 +12,7 @@ import pytest
 from explainer.lifecycle.demo_tools import DEMO_TOOLS
 from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.payload import parse_request
-from explainer.llm.model import TinyTransformer, read_weights
+from explainer.llm.model import bundled_model, read_weights
 
 UNIT = 0.001  # one token of model work is one millisecond on the fake clock
 
@@ -21,7 +21,7 @@ UNIT = 0.001  # one token of model work is one millisecond on the fake clock
 def model_clock(monkeypatch):
     # a model of its own: the shared one may still serve an engine thread left by another test
     config, weights, _ = read_weights()
-    eng = Engine(model=TinyTransformer(config, weights))
+    eng = Engine(model=bundled_model(config, weights))
     clock = {"now": 1000.0, "fed": []}
     real_forward = eng.model.forward
 

@@ -1,8 +1,10 @@
 """The model interface: what everything above ``explainer.llm`` may use of a model.
 
-Two kinds of model implement it: the bundled tiny transformer (``model.py`` + ``tokenizer.py``)
-and checkpoints opened from a Hugging Face-layout folder (``explainer.llm.hf``: GPT-2 and the
-Llama family). The engine, the stage pages, the API, rooms, the tutorial, constrained decoding
+One forward pass per architecture family implements it: ``explainer.llm.hf.gpt2`` (GPT-2
+checkpoints, and the bundled model, a GPT-2-style checkpoint that ``model.py`` loads into it)
+and ``explainer.llm.hf.llama`` (the Llama family), all on the arithmetic of ``layers.py``, one
+KV cache (``hf/cache.py``) and one BPE merge routine (``bpe.py``) under two tokenizers (the
+bundled ``tokenizer.py`` and ``hf/tokenizer.py`` for ``tokenizer.json``). The engine, the stage pages, the API, rooms, the tutorial, constrained decoding
 and the prompt cache talk to these three protocols and to :class:`LoadedModel`, never to a
 concrete class, so a stage that works for one model works for the other.
 

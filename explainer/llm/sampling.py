@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from explainer.llm.model import softmax
+from explainer.llm.layers import softmax
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,6 @@
-"""The key/value cache of the Hugging Face models, and causal attention over it.
+"""The key/value cache every model's forward pass writes into (attention over it is ``explainer.llm.layers.attend``).
 
-Unlike the bundled model's cache (allocated for the whole window at once), this one grows:
-a real model's window of 2,048 positions times 30 layers would hold tens of megabytes for
+It grows: a real model's window of 2,048 positions times 30 layers would hold tens of megabytes for
 every cached prompt, most of it empty. It starts small and doubles (up to ``n_ctx``) when a
 pass needs more room, so the prompt cache stores what was computed, not what might be.
 
@@ -59,29 +58,3 @@ class KVCache:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.k) + sum(a.nbytes for a in self.v)
 
-
-def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Causal attention of T new queries over S cached keys, grouped-query style.
-
-    q: [h, T, hd]; k and v: [kv, S, hd] with h a multiple of kv (query head i reads key/value head
-    i // (h // kv), as transformers' ``repeat_kv``); query t sits at position ``start + t``.
-    Returns (output [h, T, hd], weights [h, T, S]). ``scale`` must be a Python float: a float64
-    numpy scalar would promote the pass to float64 (NumPy 2 rules).
-    """
-    h, T, hd = q.shape
-    kv, S = k.shape[0], k.shape[1]
-    g = h // kv
-    # The g query heads sharing a key head become g*T rows of one product: no copy of the keys per head.
-    qg = q.reshape(kv, g * T, hd)
-    if T <= 8:  # decoding: OpenBLAS computes k @ q^T about twice as fast as q @ k^T for so few rows
-        scores = (k @ qg.transpose(0, 2, 1)).transpose(0, 2, 1).reshape(h, T, S)  # a (small) C-order copy
-    else:  # a prompt: here the transposed copy of [h, T, S] would cost more than it saves
-        scores = (qg @ k.transpose(0, 2, 1)).reshape(h, T, S)
-    scores *= scale
-    if T > 1:
-        scores[:, np.arange(S)[None, :] > (start + np.arange(T))[:, None]] = -np.inf
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
-    out = (scores.reshape(kv, g * T, S) @ v).reshape(h, T, hd)
-    return out, scores

@@ -1,11 +1,13 @@
-"""GPT-2-family checkpoints in numpy: the bundled model's architecture, with biases and real sizes.
+"""The GPT-2 family in numpy: GPT-2 checkpoints, and the bundled model (a GPT-2-style checkpoint without biases).
 
 Token + learned position embeddings, ``n_layer`` pre-LayerNorm blocks (causal multi-head
 attention through a fused QKV projection, then a tanh-GELU MLP), a final LayerNorm and a head
 (tied to the token embedding unless the config unties it). Conv1D weights are stored [in, out]
 already, so the hot path is ``x @ W + b`` with the file's own matrices.
 
-Same API and trace names as ``explainer.llm.model.TinyTransformer`` (see ``explainer.llm.interface``).
+The bundled model is loaded into this class too (``explainer.llm.model`` turns its file into GPT-2's
+tensor names, with zero biases where it has none), so there is one forward pass for the family.
+The trace names are those of ``explainer.llm.interface``.
 
 Example:
     >>> from pathlib import Path
@@ -25,10 +27,13 @@ import math
 import numpy as np
 
 from explainer.llm import budget
-from explainer.llm.hf.cache import KVCache, attend
+from explainer.llm.hf.cache import KVCache
 from explainer.llm.hf.config import HFConfig
-from explainer.llm.hf.passes import HFModel, recorder
-from explainer.llm.model import ForwardResult, gelu, layer_norm
+from explainer.llm.hf.passes import ForwardResult, HFModel, recorder
+from explainer.llm.layers import attend, gelu, layer_norm, merge_heads, split_heads
+
+BLOCK_TENSORS = ("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
+                 "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")
 
 
 class GPT2Model(HFModel):
@@ -47,10 +52,7 @@ class GPT2Model(HFModel):
         del wte
         self.wpe = np.ascontiguousarray(take("wpe.weight")[:c.n_ctx])
         self.ln_f = (take("ln_f.weight"), take("ln_f.bias"))
-        self.blocks = [{k: take(f"h.{l}.{k}") for k in (
-            "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
-            "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")}
-            for l in range(c.n_layer)]
+        self.blocks = [{k: take(f"h.{l}.{k}") for k in BLOCK_TENSORS} for l in range(c.n_layer)]
         base = 1.0 / math.sqrt(c.head_dim) if c.attn_scale_weights else 1.0
         self.scales = [base / (l + 1) if c.attn_scale_by_layer else base for l in range(c.n_layer)]
 
@@ -61,36 +63,45 @@ class GPT2Model(HFModel):
     def _embed(self, ids: np.ndarray) -> np.ndarray:
         return self.wte[ids] if self.wte is not None else np.ascontiguousarray(self.lm_head[:, ids].T)
 
+    def _attention(self, l: int, a: np.ndarray, cache: KVCache, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """Block ``l``'s attention over the normed stream ``a`` [T, d]: the new keys and values go into the
+        cache, the queries attend over everything cached. Returns (output [T, d], weights [h, T, S])."""
+        b, d, h = self.blocks[l], self.config.d_model, self.config.n_head
+        qkv = a @ b["attn.c_attn.weight"] + b["attn.c_attn.bias"]  # [T, 3d]
+        q, k, v = (split_heads(qkv[:, i * d:(i + 1) * d], h) for i in range(3))  # [h, T, hd] each
+        cache.k[l][:, start:end] = k
+        cache.v[l][:, start:end] = v
+        y, att = attend(q, cache.k[l][:, :end], cache.v[l][:, :end], start, self.scales[l])
+        return merge_heads(y) @ b["attn.c_proj.weight"] + b["attn.c_proj.bias"], att
+
+    def _mlp(self, l: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Block ``l``'s MLP over the normed stream: (hidden activations [T, d_ff], output [T, d])."""
+        b = self.blocks[l]
+        hidden = gelu(x @ b["mlp.c_fc.weight"] + b["mlp.c_fc.bias"])
+        return hidden, hidden @ b["mlp.c_proj.weight"] + b["mlp.c_proj.bias"]
+
     def _forward(self, ids, cache: KVCache, want: tuple[str, ...]) -> ForwardResult:
         c = self.config
         ids, start, end = self._begin(ids, cache)
-        T = end - start
         trace, keep = recorder(want)
-        collect = keep is not None  # decoding asks for nothing: skip even building the names
+        eps = c.norm_eps
 
-        h, hd, d, eps = c.n_head, c.head_dim, c.d_model, c.norm_eps
         tok, pos = self._embed(ids), self.wpe[start:end]
         x = tok + pos
-        if collect:
+        if keep:
             keep("embedding_token", tok)
             keep("embedding_position", pos)
             keep("embedding", x)
         for l, b in enumerate(self.blocks):
             budget.check()  # a cancelled or overdue run stops here, between layers
             a = layer_norm(x, b["ln_1.weight"], b["ln_1.bias"], eps)
-            qkv = a @ b["attn.c_attn.weight"] + b["attn.c_attn.bias"]  # [T, 3d]
-            q, k, v = (qkv[:, i * d:(i + 1) * d].reshape(T, h, hd).transpose(1, 0, 2) for i in range(3))  # [h, T, hd]
-            cache.k[l][:, start:end] = k
-            cache.v[l][:, start:end] = v
-            y, att = attend(q, cache.k[l][:, :end], cache.v[l][:, :end], start, self.scales[l])
-            y = y.transpose(1, 0, 2).reshape(T, d) @ b["attn.c_proj.weight"] + b["attn.c_proj.bias"]
+            y, att = self._attention(l, a, cache, start, end)
             x_mid = x + y
-            hidden = gelu(layer_norm(x_mid, b["ln_2.weight"], b["ln_2.bias"], eps) @ b["mlp.c_fc.weight"] + b["mlp.c_fc.bias"])
-            m = hidden @ b["mlp.c_proj.weight"] + b["mlp.c_proj.bias"]
+            hidden, m = self._mlp(l, layer_norm(x_mid, b["ln_2.weight"], b["ln_2.bias"], eps))
             x = x_mid + m
-            if collect:
+            if keep:  # decoding asks for nothing: not even the names are built
                 keep(f"block_{l}_ln_1", a)
-                for hi in range(h):
+                for hi in range(c.n_head):
                     keep(f"block_{l}_attn_head_{hi}_weights", att[hi])
                 keep(f"block_{l}_attn_out", y)
                 keep(f"block_{l}_resid_mid", x_mid)
@@ -100,7 +111,7 @@ class GPT2Model(HFModel):
         cache.length = end
         x = layer_norm(x, *self.ln_f, eps)
         logits = self._head(x)  # [T, V]
-        if collect:
+        if keep:
             keep("final_ln", x)
             keep("logits", logits)
         return ForwardResult(logits, cache, trace)

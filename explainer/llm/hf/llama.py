@@ -12,7 +12,7 @@ matrices, and fused: q, k and v into one [d, (h + 2 kv) * hd] matrix, gate and u
 largest product runs fastest that way); tied, token embeddings are read from its columns, so
 the vocabulary matrix is kept once.
 
-Same API and trace names as ``explainer.llm.model.TinyTransformer``, plus
+The trace names of ``explainer.llm.interface``, with
 ``block_{l}_attn_q_rotated`` / ``block_{l}_attn_k_rotated`` and without ``embedding_position``.
 
 Example:
@@ -33,20 +33,10 @@ import math
 import numpy as np
 
 from explainer.llm import budget
-from explainer.llm.hf.cache import KVCache, attend
+from explainer.llm.hf.cache import KVCache
 from explainer.llm.hf.config import HFConfig
-from explainer.llm.hf.passes import HFModel, recorder
-from explainer.llm.model import ForwardResult
-
-
-def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    """As transformers' LlamaRMSNorm in float32: x / sqrt(mean(x^2) + eps), times the gain."""
-    return x * (1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)) * w
-
-
-def silu(x: np.ndarray) -> np.ndarray:
-    """x * sigmoid(x), the sigmoid written with tanh: no overflow (and no warning) for very negative x."""
-    return x * (0.5 + 0.5 * np.tanh(0.5 * x))
+from explainer.llm.hf.passes import ForwardResult, HFModel, recorder
+from explainer.llm.layers import apply_rotary, attend, merge_heads, rms_norm, silu
 
 
 def _linear(weights: dict[str, np.ndarray], names: list[str], bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -96,14 +86,12 @@ class LlamaModel(HFModel):
         ids, start, end = self._begin(ids, cache)
         T = end - start
         trace, keep = recorder(want)
-        collect = keep is not None  # decoding asks for nothing: skip even building the names
 
         h, kv, hd, f, eps = c.n_head, c.n_kv_head, c.head_dim, c.d_ff, c.norm_eps
         nq, nqk = h * hd, (h + kv) * hd
-        half = hd // 2
         cos, sin = self.cos[start:end, None, :], self.sin[start:end, None, :]  # [T, 1, hd]: broadcast over heads
         x = self._embed(ids)
-        if collect:
+        if keep:
             keep("embedding_token", x)
             keep("embedding", x)
         for l, (ln_1, w_qkv, b_qkv, w_o, b_o, ln_2, w_gu, b_gu, w_down, b_down) in enumerate(self.blocks):
@@ -113,15 +101,12 @@ class LlamaModel(HFModel):
             if b_qkv is not None:
                 qkv += b_qkv
             # Rotary positions on the queries and keys together: [T, h + kv, hd], rotate-half convention.
-            qk = qkv[:, :nqk].reshape(T, h + kv, hd)
-            rot = qk * cos
-            rot[..., :half] -= qk[..., half:] * sin[..., :half]
-            rot[..., half:] += qk[..., :half] * sin[..., half:]
+            rot = apply_rotary(qkv[:, :nqk].reshape(T, h + kv, hd), cos, sin)
             q = rot[:, :h].transpose(1, 0, 2)  # [h, T, hd]
             cache.k[l][:, start:end] = rot[:, h:].transpose(1, 0, 2)
             cache.v[l][:, start:end] = qkv[:, nqk:].reshape(T, kv, hd).transpose(1, 0, 2)
             y, att = attend(q, cache.k[l][:, :end], cache.v[l][:, :end], start, self.scale)
-            y = y.transpose(1, 0, 2).reshape(T, nq) @ w_o
+            y = merge_heads(y) @ w_o
             if b_o is not None:
                 y += b_o
             x_mid = x + y
@@ -133,7 +118,7 @@ class LlamaModel(HFModel):
             if b_down is not None:
                 m += b_down
             x = x_mid + m
-            if collect:
+            if keep:  # decoding asks for nothing: not even the names are built
                 keep(f"block_{l}_ln_1", a)
                 keep(f"block_{l}_attn_q_rotated", rot[:, :h].reshape(T, nq))
                 keep(f"block_{l}_attn_k_rotated", rot[:, h:].reshape(T, kv * hd))
@@ -147,7 +132,7 @@ class LlamaModel(HFModel):
         cache.length = end
         x = rms_norm(x, self.norm, eps)
         logits = self._head(x)  # [T, V]
-        if collect:
+        if keep:
             keep("final_ln", x)
             keep("logits", logits)
         return ForwardResult(logits, cache, trace)

@@ -1,4 +1,4 @@
-"""What every Hugging Face model's forward pass does around its own layers: the BLAS threads for the
+"""What every model's forward pass (the bundled one's included) does around its own layers: the BLAS threads for the
 pass, the checks on the new ids against the window and the vocabulary, the named-intermediate
 recorder (``want`` glob patterns, compiled once; nothing is built when a decode step asks for none),
 and the run's budget (``explainer.llm.budget``).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,7 +20,6 @@ import numpy as np
 from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
 from explainer.llm.interface import ContextWindowExceeded
-from explainer.llm.model import ForwardResult
 from explainer.llm.threads import blas_threads
 
 # Floating-point operations one uninterrupted step of a pass may take (a layer over a chunk of
@@ -27,6 +27,13 @@ from explainer.llm.threads import blas_threads
 STEP_FLOPS = 5e8
 MIN_CHUNK, MAX_CHUNK = 16, 1024  # positions per chunk of a long prefill, whatever the model's size
 HEAD_ROWS = 32  # rows of the head's product at least, per block (about 25 ms for a 49k-token vocabulary)
+
+
+@dataclass
+class ForwardResult:
+    logits: np.ndarray  # [T, V]
+    cache: KVCache
+    trace: dict[str, np.ndarray]  # the named intermediates ``want`` asked for
 
 
 def _spare_cores() -> int:
@@ -38,7 +45,7 @@ def _spare_cores() -> int:
 
 
 class HFModel:
-    """The shared half of GPT2Model and LlamaModel: ``forward`` runs the subclass's ``_forward`` on the
+    """The shared half of GPT2Model (the bundled model is one) and LlamaModel: ``forward`` runs the subclass's ``_forward`` on the
     model's BLAS threads (the loader gives a large model every core, of which it gets all but one), a long
     prefill in chunks."""
 
@@ -59,8 +66,12 @@ class HFModel:
 
     @property
     def prefill_chunk(self) -> int:
-        """Positions per chunk of a long prefill: what one layer does in about ``STEP_FLOPS``."""
+        """Positions per chunk of a long prefill: what one layer does in about ``STEP_FLOPS``. A model whose
+        whole window takes no more than that per layer (the bundled model: 512 positions of a 0.8M-parameter
+        layer) runs a prompt in one pass."""
         per_layer = max(1, (self.n_params - self.lm_head.size) // max(1, self.config.n_layer))
+        if 2 * per_layer * self.config.n_ctx <= 2 * STEP_FLOPS:
+            return self.config.n_ctx
         return int(min(MAX_CHUNK, max(MIN_CHUNK, STEP_FLOPS // (2 * per_layer))))
 
     def _head(self, x: np.ndarray) -> np.ndarray:
