@@ -16,7 +16,6 @@ Example:
 """
 from __future__ import annotations
 
-import heapq
 import json
 import re
 import sys
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from explainer.llm import bpe
+from explainer.llm.bpe import MergeStep
 from explainer.llm.interface import TokenizerError
 from explainer.llm.tokentext import token_text
 
@@ -34,7 +35,6 @@ TOKENIZER_PATH = WEIGHTS_DIR / "tokenizer.json"
 # [^\W\d_] is "a letter", (?:[^\s\w]|_) is "punctuation or symbol".
 PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
 SPECIAL_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
-_HEAP_FROM = 48  # chunks longer than this (bytes) use the heap-based merge loop
 TRACE_MAX_BYTES = 256  # longer chunks are encoded without a merge trace
 
 
@@ -46,17 +46,6 @@ def _entry_bytes(chunk: str, ids: tuple[int, ...]) -> int:
     """About what one cache entry costs: the key tuple, its string, the ids tuple and its ints
     (a merged id is a new int object), the dict slot."""
     return 64 + sys.getsizeof(chunk) + 40 + 36 * len(ids) + 100
-
-
-@dataclass(frozen=True)
-class MergeStep:
-    """One step of BPE on one chunk: ``left`` + ``right`` became ``token`` (merge ``rank``)."""
-
-    rank: int
-    left: int
-    right: int
-    token: int
-    pieces: tuple[int, ...]  # the chunk's token ids after this step
 
 
 @dataclass
@@ -73,6 +62,7 @@ class Tokenizer:
         self.n_special = len(self.specials)
         self.first_merge_id = 256 + self.n_special
         self._ranks = {pair: r for r, pair in enumerate(self.merges)}
+        self._merge_ids = range(self.first_merge_id, self.first_merge_id + len(self.merges))  # merge r makes id first + r
         self._bytes = [bytes([i]) for i in range(256)] + [s.encode() for s in self.specials]
         for a, b in self.merges:
             self._bytes.append(self._bytes[a] + self._bytes[b])
@@ -147,80 +137,8 @@ class Tokenizer:
             ) from None
 
     def _bpe(self, chunk: bytes, limit: int, trace: list[MergeStep] | None = None) -> tuple[int, ...]:
-        if trace is None and len(chunk) > _HEAP_FROM:
-            return self._bpe_heap(chunk, limit)
-        ids = list(chunk)
-        ranks = self._ranks
-        first = self.first_merge_id
-        while len(ids) > 1:
-            best, best_rank = None, limit
-            for pair in zip(ids, ids[1:]):
-                r = ranks.get(pair)
-                if r is not None and r < best_rank:
-                    best, best_rank = pair, r
-            if best is None:
-                break
-            new_id = first + best_rank
-            merged, i = [], 0
-            while i < len(ids):
-                if i + 1 < len(ids) and ids[i] == best[0] and ids[i + 1] == best[1]:
-                    merged.append(new_id)
-                    i += 2
-                else:
-                    merged.append(ids[i])
-                    i += 1
-            ids = merged
-            if trace is not None:
-                trace.append(MergeStep(best_rank, best[0], best[1], new_id, tuple(ids)))
-        return tuple(ids)
-
-    def _bpe_heap(self, chunk: bytes, limit: int) -> tuple[int, ...]:
-        """The same merges as :meth:`_bpe`, in O(n log n) for a long chunk (a long run of letters).
-
-        ``_bpe`` rescans the whole chunk after every merge, which is quadratic: a 1 MB word took
-        minutes. Here the candidate pairs wait in a heap ordered by (rank, position) and a merge
-        only looks at its two neighbours. The result is identical: ``_bpe`` merges the lowest-ranked
-        pair everywhere, left to right, before any other; a merge made from a pair of rank r can
-        only form new pairs of rank above r (a merge is learned after its parts), so taking one
-        occurrence at a time, lowest rank then leftmost first, makes the same merges.
-        """
-        ids = list(chunk)
-        n = len(ids)
-        ranks, first = self._ranks, self.first_merge_id
-        nxt = list(range(1, n + 1))  # n means "no next"
-        prv = list(range(-1, n - 1))
-        alive = [True] * n
-        heap = []
-        for i in range(n - 1):
-            r = ranks.get((ids[i], ids[i + 1]))
-            if r is not None and r < limit:
-                heap.append((r, i, ids[i], ids[i + 1]))
-        heapq.heapify(heap)
-        while heap:
-            r, i, a, b = heapq.heappop(heap)
-            j = nxt[i] if alive[i] else n
-            if j >= n or ids[i] != a or ids[j] != b:
-                continue  # stale: one side was merged since this pair was queued
-            ids[i] = first + r
-            alive[j] = False
-            k = nxt[j]
-            nxt[i] = k
-            if k < n:
-                prv[k] = i
-            p = prv[i]
-            if p >= 0:
-                rp = ranks.get((ids[p], ids[i]))
-                if rp is not None and rp < limit:
-                    heapq.heappush(heap, (rp, p, ids[p], ids[i]))
-            if k < n:
-                rk = ranks.get((ids[i], ids[k]))
-                if rk is not None and rk < limit:
-                    heapq.heappush(heap, (rk, i, ids[i], ids[k]))
-        out, i = [], 0
-        while i < n:
-            out.append(ids[i])
-            i = nxt[i]
-        return tuple(out)
+        """The chunk's bytes (ids 0..255 here) merged with the first ``limit`` merges (``explainer.llm.bpe``)."""
+        return bpe.merge(list(chunk), self._ranks, self._merge_ids, limit, trace)
 
     def encode(self, text: str, max_merges: int | None = None) -> list[int]:
         """Text -> token ids using the first ``max_merges`` merges (default: the model's)."""
@@ -254,7 +172,7 @@ class Tokenizer:
             data = chunk.encode("utf-8")
             steps: list[MergeStep] = []
             # each step keeps the chunk's ids: a long chunk's trace would be quadratic in time and memory
-            ids = self._bpe(data, limit, steps) if len(data) <= TRACE_MAX_BYTES else self._bpe_heap(data, limit)
+            ids = self._bpe(data, limit, steps if len(data) <= TRACE_MAX_BYTES else None)
             result.append({"text": chunk, "bytes": list(data), "steps": steps, "ids": list(ids),
                            "traced": len(data) <= TRACE_MAX_BYTES})
         return result

@@ -45,16 +45,31 @@ def test_the_engine_refuses_text_that_cannot_fit_before_any_bpe(monkeypatch):
     assert getattr(err.value, "status", None) == 400 and "prompt is too long: at least" in err.value.message
 
 
-def test_a_long_word_gets_the_same_merges_from_the_heap_loop(monkeypatch):
-    from explainer.llm import tokenizer as T
+def _textbook_bpe(ids: list[int], ranks: dict, first: int, limit: int) -> tuple[int, ...]:
+    """The quadratic loop of the textbook: merge every occurrence of the lowest-ranked pair, look again."""
+    while len(ids) > 1:
+        r = min((ranks.get(p, limit) for p in zip(ids, ids[1:])), default=limit)
+        if r >= limit:
+            break
+        pair, merged, i = next(p for p, q in ranks.items() if q == r), [], 0
+        while i < len(ids):
+            if ids[i:i + 2] == list(pair):
+                merged.append(first + r)
+                i += 2
+            else:
+                merged.append(ids[i])
+                i += 1
+        ids = merged
+    return tuple(ids)
 
+
+def test_a_long_word_gets_the_merges_of_the_textbook_loop():
+    """The one merge routine (a heap, O(n log n)) makes the textbook loop's merges for the bundled merge list."""
     tok = Engine().tokenizer
-    for word in ("pneumonoultramicroscopicsilicovolcanoconiosis" * 40, "ab" * 3000, "x" * 5000):
-        fast = tok._bpe(word.encode(), tok.model_merges)  # long: the heap-based loop
-        monkeypatch.setattr(T, "_HEAP_FROM", 10**9)
-        reference = tok._bpe(word.encode(), tok.model_merges)  # the quadratic reference loop
-        monkeypatch.setattr(T, "_HEAP_FROM", 48)
-        assert fast == reference
+    by_rank = {pair: r for r, pair in enumerate(tok.merges)}
+    for word in ("pneumonoultramicroscopicsilicovolcanoconiosis" * 4, "ab" * 300, "x" * 500, "naïve café 你好"):
+        assert tok._bpe(word.encode(), tok.model_merges) == _textbook_bpe(list(word.encode()), by_rank, tok.first_merge_id,
+                                                                         tok.model_merges)
 
 
 def test_megabyte_prompts_are_refused_at_once_on_both_endpoints(api_server):

@@ -18,7 +18,6 @@ stops tokenizing at once.
 """
 from __future__ import annotations
 
-import heapq
 import json
 import time
 import unicodedata
@@ -29,13 +28,13 @@ from typing import Any, Callable
 
 import regex
 
-from explainer.llm import budget
+from explainer.llm import bpe, budget
 from explainer.llm.hf.chat_template import MAX_TEMPLATE_CHARS, SPECIAL_TOKEN_NAMES, ChatTemplate
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.llm.hf.folder import ModelFolder
 from explainer.llm.tokentext import token_text
-from explainer.llm.tokenizer import (CACHE_MAX_BYTES, CACHE_MAX_CHUNK, TRACE_MAX_BYTES, MergeStep, TokenizerError,
-                                     _entry_bytes)
+from explainer.llm.bpe import MergeStep
+from explainer.llm.tokenizer import CACHE_MAX_BYTES, CACHE_MAX_CHUNK, TRACE_MAX_BYTES, TokenizerError, _entry_bytes
 
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 _NUMBER = regex.compile(r"\p{N}")  # Rust's char::is_numeric, which the Digits pre-tokenizer uses
@@ -707,66 +706,9 @@ class HFTokenizer:
         return None if token in self._special_set else token
 
     def _bpe(self, chunk: bytes, limit: int, trace: list[MergeStep] | None = None) -> tuple[int, ...]:
-        """Merge a chunk's byte tokens as the ``tokenizers`` library does: one occurrence at a time, the
-        lowest-ranked pair first, then the leftmost; O(n log n) with a heap of candidate pairs.
-
-        This is not the bundled tokenizer's rank loop (every occurrence of the best pair per pass): the
-        two differ when a merge's rank is lower than a merge that makes one of its parts, which
-        ``tokenizer.json`` files allow. ``trace`` gets one step per rank, as the rank loop's: the merges
-        of one rank that follow each other (all occurrences of one pair) make one step.
-        """
-        byte_ids = self._byte_ids
-        ids = [byte_ids[b] for b in chunk]
-        n = len(ids)
-        ranks, merge_ids = self._ranks, self._merge_ids
-        nxt = list(range(1, n + 1))  # n means "no next"
-        prv = list(range(-1, n - 1))
-        alive = [True] * n
-        heap = []
-        for i in range(n - 1):
-            r = ranks.get((ids[i], ids[i + 1]))
-            if r is not None and r < limit:
-                heap.append((r, i, ids[i], ids[i + 1]))
-        heapq.heapify(heap)
-        pops = 0
-        while heap:
-            pops += 1
-            if not pops & 1023:  # a long chunk (a run of one letter) takes a while: stop when the request does
-                budget.check()
-            r, i, a, b = heapq.heappop(heap)
-            j = nxt[i] if alive[i] else n
-            if j >= n or ids[i] != a or ids[j] != b:
-                continue  # stale: one side was merged since this pair was queued
-            ids[i] = merge_ids[r]
-            alive[j] = False
-            k = nxt[j]
-            nxt[i] = k
-            if k < n:
-                prv[k] = i
-            p = prv[i]
-            if p >= 0:
-                rp = ranks.get((ids[p], ids[i]))
-                if rp is not None and rp < limit:
-                    heapq.heappush(heap, (rp, p, ids[p], ids[i]))
-            if k < n:
-                rk = ranks.get((ids[i], ids[k]))
-                if rk is not None and rk < limit:
-                    heapq.heappush(heap, (rk, i, ids[i], ids[k]))
-            if trace is not None:
-                step = MergeStep(r, a, b, ids[i], self._alive(ids, nxt))
-                if trace and trace[-1].rank == r:
-                    trace[-1] = step
-                else:
-                    trace.append(step)
-        return self._alive(ids, nxt)
-
-    @staticmethod
-    def _alive(ids: list[int], nxt: list[int]) -> tuple[int, ...]:
-        out, i = [], 0
-        while i < len(ids):
-            out.append(ids[i])
-            i = nxt[i]
-        return tuple(out)
+        """The chunk's byte tokens merged with the first ``limit`` merges, as the ``tokenizers`` library merges
+        (``explainer.llm.bpe``; the bundled tokenizer shares the routine: for its merge list the order is the same)."""
+        return bpe.merge([self._byte_ids[b] for b in chunk], self._ranks, self._merge_ids, limit, trace)
 
     def _encode(self, text: str, max_merges: int | None, specials: bool) -> list[int]:
         self._utf8(text)
