@@ -36,7 +36,8 @@ from pathlib import Path
 
 from explainer.llm.blocklist import find_blocked
 from explainer.llm.generate import Finish, GenerationConfig, generate
-from explainer.llm.model import WEIGHTS_PATH, TinyTransformer, read_weights
+from explainer.llm.hf.gpt2 import GPT2Model
+from explainer.llm.model import WEIGHTS_PATH, bundled_model, read_weights
 from explainer.llm.sampling import SamplingParams
 from explainer.llm.tokenizer import load_tokenizer
 
@@ -53,12 +54,12 @@ class EvaluationError(Exception):
     """Bad input to the evaluation: the message is one sentence for the user."""
 
 
-def load_weights(path: Path) -> TinyTransformer:
+def load_weights(path: Path) -> GPT2Model:
     if not path.is_file():
         raise EvaluationError(f"weights file {path} not found")
     try:
         config, weights, _ = read_weights(path)
-        return TinyTransformer(config, weights)
+        return bundled_model(config, weights)
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise EvaluationError(f"{path} is not a readable model weights file ({reason})") from None
@@ -89,7 +90,7 @@ def repeated_trigram_share(text: str) -> float:
     return (len(grams) - len(set(grams))) / len(grams)
 
 
-def reply(model: TinyTransformer, prompt: str, seed: int, ban: bool = True,
+def reply(model: GPT2Model, prompt: str, seed: int, ban: bool = True,
           temperature: float = TEMPERATURE, max_tokens: int = MAX_TOKENS) -> Finish:
     tok = load_tokenizer()
     ids = tok.encode_chat(None, [("user", prompt)])
@@ -103,7 +104,7 @@ def reply(model: TinyTransformer, prompt: str, seed: int, ban: bool = True,
     return finish
 
 
-def measure(model: TinyTransformer, prompts: list[str], seeds=SEEDS, ban: bool = True, progress=None) -> dict:
+def measure(model: GPT2Model, prompts: list[str], seeds=SEEDS, ban: bool = True, progress=None) -> dict:
     rows = []
     for prompt in prompts:
         for seed in seeds:
@@ -125,7 +126,7 @@ def measure(model: TinyTransformer, prompts: list[str], seeds=SEEDS, ban: bool =
     }
 
 
-def choose_examples(model: TinyTransformer, candidates: list[str], n: int = N_EXAMPLES) -> dict:
+def choose_examples(model: GPT2Model, candidates: list[str], n: int = N_EXAMPLES) -> dict:
     measured = []
     for prompt in candidates:
         m = measure(model, [prompt])
@@ -160,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unbanned-seeds", type=int, default=25, help="seeds for the count of blocked words with the ban off")
     ap.add_argument("--out", type=Path, default=None, help=f"where to write the figures (default {BEHAVIOUR_PATH} for the shipped weights)")
     ap.add_argument("--choose-examples", action="store_true", help=f"measure {CANDIDATES_PATH.name} and write {EXAMPLES_PATH.name}")
+    ap.add_argument("--tools", action="store_true", help="measure the tool loop on the held-out split (tool_eval)")
+    ap.add_argument("--corpus", type=Path, default=Path("data/corpus"), help="the built corpus (--tools reads its held-out split)")
+    ap.add_argument("--per-kind", type=int, default=30, help="--tools: held-out conversations of each kind, per seed")
     args = ap.parse_args(argv)
+    if args.tools:
+        return tools_main(args)
     try:
         model = load_weights(args.weights)
         if args.choose_examples:
@@ -189,8 +195,34 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.out or (BEHAVIOUR_PATH if args.weights.resolve() == WEIGHTS_PATH.resolve() else None)
     if out:
+        if out.is_file() and "tools" in (old := json.loads(out.read_text())):
+            figures["tools"] = old["tools"]  # written by --tools
         out.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps({k: v for k, v in figures.items() if k != "samples"}, indent=2))
+    return 0
+
+
+def tools_main(args) -> int:
+    """``--tools``: the held-out tool loop through the engine, written under ``tools`` in the behaviour file."""
+    from explainer.lifecycle.engine import Engine
+    from explainer.llm.training import tool_eval
+
+    try:
+        model = load_weights(args.weights)
+        if not (args.corpus / "val.jsonl").is_file():
+            raise EvaluationError(f"{args.corpus} holds no built corpus: run python -m explainer.llm.training.corpus first")
+    except EvaluationError as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    convs = tool_eval.heldout(args.corpus)
+    total = args.per_kind * len(tool_eval.SEEDS) * 5
+    figures = tool_eval.measure(Engine(model=model), convs, per_kind=args.per_kind, progress=_progress(total, "tools"))
+    out = args.out or (BEHAVIOUR_PATH if args.weights.resolve() == WEIGHTS_PATH.resolve() else None)
+    if out:
+        whole = json.loads(out.read_text()) if out.is_file() else {}
+        whole["tools"] = figures
+        out.write_text(json.dumps(whole, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps({k: v for k, v in figures.items() if k != "samples"}, indent=2, ensure_ascii=False))
     return 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from explainer.llm.model import WEIGHTS_PATH, ModelConfig, TinyTransformer, read_weights
+from explainer.llm.model import WEIGHTS_PATH, ModelConfig, read_weights, save_weights
 from explainer.llm.tokenizer import load_tokenizer
 from explainer.llm.training.torch_model import TinyGPT
 
@@ -51,7 +51,7 @@ def main() -> None:
     val = [r for r in val if "val_loss" in r and r["step"] <= ck["step"]]
     meta = {"step": ck["step"], "tokens_seen": ck["tokens_seen"], "train_seconds": round(ck["train_seconds"]),
             "val_loss": val[-1]["val_loss"] if val else None}
-    TinyTransformer(cfg, model.numpy_weights()).save(WEIGHTS_PATH, meta=meta)
+    save_weights(cfg, model.numpy_weights(), WEIGHTS_PATH, meta=meta)
 
     tok = load_tokenizer()
     ref = torch_from_npz()

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from explainer.llm.model import WEIGHTS_PATH, TinyTransformer, load_model, read_weights, softmax
+from explainer.llm.hf.gpt2 import GPT2Model
+from explainer.llm.layers import softmax
+from explainer.llm.model import WEIGHTS_PATH, bundled_model, load_model, read_weights
 from explainer.llm.tokenizer import load_tokenizer
 
 WEIGHTS_DIR = WEIGHTS_PATH.parent
-def model_val_loss(val: np.ndarray, model: TinyTransformer | None = None) -> float:
+def model_val_loss(val: np.ndarray, model: GPT2Model | None = None) -> float:
     model = model or load_model()
     n_ctx = model.config.n_ctx
     total, count = 0.0, 0
@@ -133,7 +135,7 @@ a final LayerNorm and an output layer tied to the token embedding. No biases in 
 | context window | {c['n_ctx']} tokens |
 | vocabulary | {c['vocab_size']:,} (256 bytes, 4 chat-template specials, the first {r['model_merges']:,} of {r['merges']:,} BPE merges) |
 | weights | `model.npz`, float16, {r['size_mb']:.1f} MB |
-| runtime | pure numpy (`explainer/llm/model.py`), float32 |
+| runtime | pure numpy, float32: the GPT-2 forward pass (`explainer/llm/hf/gpt2.py`) every GPT-2 checkpoint runs, loaded by `explainer/llm/model.py` |
 | golden test | numpy against PyTorch {r['golden']['torch']} on the same weights: largest difference {r['golden']['max_abs_diff']:.1e} over {r['golden']['logits']:,} logits (the test allows 2e-3) |
 
 ## Training data
@@ -225,7 +227,7 @@ def main() -> None:
     previous = None
     if args.previous_weights:
         p_config, p_weights, _ = read_weights(args.previous_weights)
-        p_loss = model_val_loss(val, TinyTransformer(p_config, p_weights))
+        p_loss = model_val_loss(val, bundled_model(p_config, p_weights))
         previous = {"val_loss": p_loss, "val_ppl": math.exp(p_loss)}
     behaviour = json.loads((WEIGHTS_DIR / "behaviour.json").read_text())
     report = {"val_loss": m_loss, "val_ppl": math.exp(m_loss), "bigram_loss": b_loss, "bigram_ppl": math.exp(b_loss),

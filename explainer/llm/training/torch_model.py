@@ -1,6 +1,6 @@
 """The bundled model in PyTorch, for training and as the reference the numpy forward pass is checked against.
 
-Same architecture as ``explainer/llm/model.py``: GPT-2 style pre-LayerNorm decoder,
+Same architecture as the numpy forward pass (``explainer/llm/hf/gpt2.py``, loaded by ``explainer/llm/model.py``): GPT-2 style pre-LayerNorm decoder,
 learned positions, tanh-GELU MLP, tied input/output embeddings, no biases in linears.
 """
 from __future__ import annotations
