@@ -14,7 +14,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import PreTrainedTokenizerFast  # noqa: E402
 
 from explainer.llm.hf.chat_template import FALLBACK_TEMPLATE, ChatTemplate, ChatTemplateError  # noqa: E402
-from explainer.llm.hf.errors import ModelLoadError  # noqa: E402
+from explainer.llm.interface import ModelLoadError  # noqa: E402
 from explainer.llm.hf.tokenizer import HFTokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ from safetensors.numpy import load_file, save_file
 
 from explainer.llm.hf.cache import INITIAL_CAPACITY
 from explainer.llm.hf.config import HFConfig
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.llm.hf.gpt2 import GPT2Model
 from explainer.llm.hf.llama import LlamaModel
 from explainer.llm.hf.weights import fingerprint, read_weights

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
 
-from explainer.llm.hf.errors import ModelLoadError  # noqa: E402
+from explainer.llm.interface import ModelLoadError  # noqa: E402
 from explainer.llm.hf.tokenizer import BYTE_CHARS, HFTokenizer  # noqa: E402
 from explainer.llm.tokenizer import TRACE_MAX_BYTES, TokenizerError  # noqa: E402
 

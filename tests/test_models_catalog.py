@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.catalog import BUNDLED_NAME, Catalog
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.stages.runs import codec, stamp
 from explainer.web.runner import catalog, engine_for, get_engine
 from tests.conftest import FIXTURE_MODELS, LOCAL_MODEL

@@ -46,7 +46,7 @@ from jinja2.visitor import NodeTransformer
 
 from explainer.llm import budget
 from explainer.llm.budget import Interrupted
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.llm.interface import TokenizerError
 
 # Plain text turns for a model trained without a chat template. Each turn ends with the end-of-text

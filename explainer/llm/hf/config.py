@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.llm.hf.folder import ModelFolder, opened
 
 SUPPORTED = ("gpt2", "llama", "qwen2")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from explainer.llm.hf.config import HFConfig
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.llm.hf.folder import ModelFolder, opened
 from explainer.llm.hf.gpt2 import GPT2Model
 from explainer.llm.hf.llama import LlamaModel

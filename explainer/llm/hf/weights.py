@@ -46,7 +46,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from explainer.llm.hf.config import HFConfig
-from explainer.llm.hf.errors import ModelLoadError
+from explainer.llm.interface import ModelLoadError
 from explainer.llm.hf.folder import ModelFolder, fd_path, opened
 
 SINGLE = "model.safetensors"
