@@ -207,7 +207,7 @@ def three_figures(srv, args) -> None:
 
 
 def json_scan() -> None:
-    from explainer.lifecycle import jsonlimits
+    from explainer.llm import jsonlimits
 
     def texts(mb: int) -> dict[str, str]:
         n = mb * MB

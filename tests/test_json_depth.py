@@ -1,4 +1,4 @@
-"""One depth limit for every JSON the app accepts (explainer/lifecycle/jsonlimits.py): too deep a
+"""One depth limit for every JSON the app accepts (explainer/llm/jsonlimits.py): too deep a
 document is refused with a clear 400 or error frame before anything recurses over it, and
 RecursionError never escapes (no 500 page, no WebSocket closed with 1011)."""
 import json
@@ -9,9 +9,9 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from explainer.asgi import application
-from explainer.lifecycle import jsonlimits
+from explainer.llm import jsonlimits
 from explainer.lifecycle.demo_tools import validate_input
-from explainer.lifecycle.jsonlimits import MAX_JSON_DEPTH, TooDeep
+from explainer.llm.jsonlimits import MAX_JSON_DEPTH, TooDeep
 from explainer.lifecycle.scenario import Scenario, ScenarioError
 from explainer.llm.constrained import JsonConstraint, UnsupportedSchema
 from explainer.stages.registry import built

@@ -25,7 +25,7 @@ from explainer.api import keys, ratelimits
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.pricing import known_models
 from explainer.lifecycle.errors import APIError, invalid
-from explainer.lifecycle import jsonlimits
+from explainer.llm import jsonlimits
 from explainer.lifecycle.gateway import (INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE, FailureLimiter, Ticket, body_too_large,
                                          check_body_size, key_from_headers, rate_limit_error, ratelimit_headers, too_many)
 from explainer.lifecycle.payload import parse_request

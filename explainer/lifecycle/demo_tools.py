@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from explainer.lifecycle import jsonlimits
+from explainer.llm import jsonlimits
 
 DEMO_DATA_DIR = Path(__file__).resolve().parent / "demo_data"
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from itsdangerous import Signer
 
-from explainer.lifecycle import jsonlimits
+from explainer.llm import jsonlimits
 
 DEFAULT_PROMPT = "How does Apache Airflow schedule DAGs in production?"
 DEFAULT_MODEL = "claude-sonnet-4-6"

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from explainer.lifecycle import jsonlimits
+from explainer.llm import jsonlimits
 from explainer.lifecycle.engine import Run
 from explainer.llm.catalog import BUNDLED_NAME
 from explainer.llm.interface import ModelLoadError

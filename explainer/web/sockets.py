@@ -15,7 +15,7 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from explainer.lifecycle import jsonlimits
+from explainer.llm import jsonlimits
 from explainer.lifecycle.errors import APIError, invalid
 from explainer.lifecycle.gateway import OpenCounts
 

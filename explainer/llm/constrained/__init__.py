@@ -31,7 +31,7 @@ Choices that keep the automaton small (the output is still plain JSON that valid
   and annotations (``description``, ``title``, ``format``…). Anything else that could
   reject a value (``minimum``, ``pattern``, ``anyOf``, ``$ref``…) raises
   :class:`UnsupportedSchema` rather than being silently ignored; so does a schema nested
-  deeper than ``explainer.llm.jsondepth.MAX_JSON_DEPTH`` levels of JSON.
+  deeper than ``explainer.llm.jsonlimits.MAX_JSON_DEPTH`` levels of JSON.
 
 The modules, from the schema to the sampled tokens:
 

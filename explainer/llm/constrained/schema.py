@@ -20,7 +20,7 @@ from typing import Any, Callable
 from jsonschema import Draft202012Validator
 
 from explainer.llm.constrained.automaton import Array, Literal, Node, Number, Object, String, Union
-from explainer.llm.jsondepth import MAX_JSON_DEPTH, TooDeep, check_depth
+from explainer.llm.jsonlimits import MAX_JSON_DEPTH, TooDeep, check_depth
 
 MAX_NESTING = 8  # containers inside containers; tool schemas in the family go to 3
 UNBOUNDED_STRING_CHARS = 64  # where the decoder ends a string whose schema has no maxLength

@@ -1,4 +1,4 @@
-"""One depth limit for every JSON document the app accepts.
+"""One depth limit for every JSON document the app accepts, and the scans that enforce it without recursion.
 
 Python's ``json`` module, ``json.dumps``, ``dataclasses.asdict``, ``jsonschema`` and the
 schema compiler all recurse once per level of nesting, so a few kilobytes of ``[[[[…`` can
@@ -6,22 +6,21 @@ raise ``RecursionError`` anywhere downstream (a 500, or a WebSocket closed with 
 JSON the app reads from outside (API bodies, WebSocket frames, scenario links) goes through
 :func:`loads`, which refuses a document nested deeper than :data:`MAX_JSON_DEPTH` arrays and
 objects *before* parsing it, with one linear scan that never recurses. Values that were
-parsed elsewhere, or built in code, can be checked with :func:`check_depth` (iterative).
+parsed elsewhere, or built in code (a tool's schema, before constrained decoding compiles it),
+are checked with :func:`check_depth` (iterative).
 
 Real documents stay far below the limit: a Messages API body with a tool whose
-``input_schema`` nests ten objects deep is about 25 levels.
-
-:data:`MAX_JSON_DEPTH`, :class:`TooDeep`, :func:`depth_of` and :func:`check_depth` live in
-``explainer.llm.jsondepth`` (the model core's schema compiler needs them, and the core imports
-nothing of the lifecycle); they are imported here, so this module remains the place to use them.
-
-This module imports neither Django nor anything of the app but ``explainer.llm.jsondepth`` (and numpy).
+``input_schema`` nests ten objects deep is about 25 levels. The module lives in the model core
+because the core's schema compiler needs it and the core imports nothing of the lifecycle; it
+imports nothing but the standard library and numpy.
 
 Example:
     >>> loads('{"a": [1, {"b": "[[[["}]}')
     {'a': [1, {'b': '[[[['}]}
     >>> depth_of([[[]]])
     3
+    >>> check_depth({"a": [1, 2]})
+    {'a': [1, 2]}
     >>> try:
     ...     loads("[" * 40 + "]" * 40)
     ... except TooDeep as exc:
@@ -36,9 +35,47 @@ from typing import Any
 
 import numpy as np
 
-from explainer.llm.jsondepth import MAX_JSON_DEPTH, TooDeep, check_depth, depth_of
+MAX_JSON_DEPTH = 32
 
-__all__ = ["MAX_JSON_DEPTH", "TooDeep", "check_depth", "check_text", "depth_of", "loads"]
+
+class TooDeep(ValueError):
+    """A JSON document (or value) nests deeper than the limit; the message is safe to show."""
+
+    def __init__(self, limit: int = MAX_JSON_DEPTH, what: str = "arrays and objects"):
+        super().__init__(f"{what} nest deeper than {limit} levels")
+        self.limit = limit
+
+
+def depth_of(value: Any, limit: int | None = None) -> int:
+    """How deeply lists/tuples/dicts nest in ``value`` (a scalar is 0, ``[]`` is 1); iterative.
+
+    With ``limit``, raises :class:`TooDeep` as soon as the depth passes it (a value that
+    contains itself therefore raises instead of looping forever).
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            children = v.values()
+        elif isinstance(v, (list, tuple)):
+            children = v
+        else:
+            continue
+        d += 1
+        if limit is not None and d > limit:
+            raise TooDeep(limit)
+        if d > deepest:
+            deepest = d
+        stack.extend((c, d) for c in children if isinstance(c, (dict, list, tuple)))
+    return deepest
+
+
+def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> Any:
+    """``value`` itself when it nests at most ``limit`` deep; else :class:`TooDeep`. Iterative."""
+    depth_of(value, limit)
+    return value
+
 
 # A string; its end quote may be missing (an unterminated string runs to the end of the text),
 # so the pattern always matches once it starts and the regex engine never backtracks over it.
