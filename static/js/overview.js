@@ -34,16 +34,15 @@ let seen = { tokens: 0, deltas: 0 };
 // refused there, before any model runs.
 let frames = [];
 let checked = false;
-const AFTER_GATEWAY = ["tokenize", "transformer", "sampling", "streaming"];
 
-// Which pipeline step an incoming frame belongs to.
-const STEP_OF = {
-  "explainer.prompt": "tokenize",
-  "message_start": "transformer",
-  "explainer.token": "sampling",
-  "content_block_delta": "streaming",
-  "message_stop": "streaming",
-};
+// The pipeline's steps are the registry's request steps, in order; each says which frames light it (data-lit-by:
+// the engine's event types, and this page's own local.compose and local.gateway). Nothing here names a stage.
+const STEPS = [...document.querySelectorAll("#pipeline li")].map((li) => li.dataset.step);
+const STEP_OF = Object.fromEntries([...document.querySelectorAll("#pipeline li")].flatMap(
+  (li) => (li.dataset.litBy || "").split(" ").filter(Boolean).map((type) => [type, li.dataset.step])));
+const CHECKS = STEP_OF["local.gateway"];  // the step whose answer may be a refusal
+const AFTER_CHECKS = STEPS.slice(STEPS.indexOf(CHECKS) + 1);  // what a refused request never reaches
+const LAST = STEP_OF["explainer.done"];  // where a run that fails midway says it stopped
 
 let socket = null;
 let running = false;
@@ -74,13 +73,13 @@ function note(step, text) {
 
 // A refused request: the gateway's card says so, and every later stage says it did not run.
 function refused(error) {
-  light("gateway");
-  const li = document.querySelector('#pipeline li[data-step="gateway"]');
+  light(CHECKS);
+  const li = document.querySelector(`#pipeline li[data-step="${CSS.escape(CHECKS)}"]`);
   if (li) li.classList.add("refused");
-  note("gateway", `refused: ${STATUS[error.type] ?? "error"} ${error.type}`);
-  for (const step of AFTER_GATEWAY) note(step, "not reached");
+  note(CHECKS, `refused: ${STATUS[error.type] ?? "error"} ${error.type}`);
+  for (const step of AFTER_CHECKS) note(step, "not reached");
   for (const li of document.querySelectorAll("#pipeline li")) {
-    if (AFTER_GATEWAY.includes(li.dataset.step)) li.classList.add("skipped");
+    if (AFTER_CHECKS.includes(li.dataset.step)) li.classList.add("skipped");
   }
 }
 
@@ -190,10 +189,11 @@ function finish(text) {
 }
 
 function onFrame(frame) {
+  const step = STEP_OF[frame.type];
   if (frame.type === "local.compose") {
-    light("compose");
+    light(step);
     const f = bodyFigures(frame.body);
-    note("compose", `${f.bytes.toLocaleString()} bytes of JSON`);
+    note(step, `${f.bytes.toLocaleString()} bytes of JSON`);
     setStatus("Compose: your prompt and settings become one JSON body.");
     return;
   }
@@ -203,33 +203,32 @@ function onFrame(frame) {
       setStatus(`Gateway: refused with ${STATUS[frame.error.type] ?? "an error"} ${frame.error.type}. No model ran: nothing was generated, streamed or billed.`);
       return;
     }
-    light("gateway");
-    note("gateway", "passed");
+    light(step);
+    note(step, "passed");
     setStatus("Gateway: the request passed the checks, and goes on to the model.");
     return;
   }
   logEvent(frame);
   frames.push(frame);
-  if (STEP_OF[frame.type]) light(STEP_OF[frame.type]);
+  if (step) light(step);
   switch (frame.type) {
     case "explainer.hello":
       if (!running) setStatus("Connected. Ready: press Send.");
       break;
     case "explainer.prompt":
       showPromptTokens(frame);
-      note("tokenize", `${frame.input_tokens} tokens`);
+      note(step, `${frame.input_tokens} tokens`);
       setStatus(`Tokenize: the text becomes ${frame.input_tokens} token ids.`);
       break;
     case "message_start":
-      note("transformer", "scoring every next token");
+      note(step, "scoring every next token");
       setStatus("Transformer: the model reads every token at once and scores the next one.");
       break;
     case "explainer.token": {
       seen.tokens++;
-      light("sampling");
       const drawn = (frame.candidates || []).find((c) => c.token === frame.token);
       const p = drawn ? ` (p ${drawn.final_probability.toFixed(2)})` : "";
-      note("sampling", `token ${seen.tokens}: ${frameToken(frame.text)}${p}`);
+      note(step, `token ${seen.tokens}: ${frameToken(frame.text)}${p}`);
       setStatus("Sampling and streaming: one token at a time, each sent as soon as it is drawn.");
       break;
     }
@@ -238,14 +237,13 @@ function onFrame(frame) {
         out.append(document.createTextNode(frame.delta.text));
         seen.deltas++;
         if (seen.deltas === 1) bringIntoView(out);
-        note("streaming", `${seen.deltas} deltas`);
+        note(step, `${seen.deltas} deltas`);
       }
       break;
     case "explainer.done": {
       showUsage(frame);
-      light("streaming");
       const f = streamFigures(frames);
-      note("streaming", `${f.events} events, ${f.deltas} deltas`);
+      note(step, `${f.events} events, ${f.deltas} deltas`);
       finish(`Done: stopped because ${stopReasonInWords(frame.stop_reason)}.`);
       bringIntoView(out);
       break;
@@ -255,7 +253,7 @@ function onFrame(frame) {
       out.append(document.createTextNode(`\n[${frame.error.type}] ${frame.error.message}`));
       if (frames.some((f) => f.type === "explainer.prompt")) {  // it failed while running: say where it stopped
         const f = streamFigures(frames);
-        note("streaming", `stopped by ${frame.error.type} after ${f.events} events`);
+        note(LAST, `stopped by ${frame.error.type} after ${f.events} events`);
         if (running) finish("The request failed while it ran; see the error.");
       } else if (running) {
         finish(`Refused with ${STATUS[frame.error.type] ?? "an error"} ${frame.error.type}: no model ran, nothing was generated or billed.`);

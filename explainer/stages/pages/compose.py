@@ -2,6 +2,7 @@
 validated by the same code that answers /v1/messages, with the error body the API would return."""
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict
 
@@ -118,3 +119,9 @@ def context(page) -> dict:
             "figures": {k: figures[k] for k in ("body_bytes", "body_characters", "input_tokens", "output_tokens", "refused", "status")},
         },
     }
+
+
+def recap(page) -> dict:
+    """Compose's row and card on the recap: the body's size, and the body."""
+    body = page.scenario.request_body()
+    return {"body": body_figures(body), "body_json": json.dumps(body, indent=2, ensure_ascii=False)}

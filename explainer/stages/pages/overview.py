@@ -12,8 +12,9 @@ def context(page) -> dict:
     s = page.scenario
     last_user = next((m["content"] for m in reversed(s.messages) if m["role"] == "user" and isinstance(m["content"], str)), "")
     return {
+        # the registry's request steps, each with the frames that light it (the script reads them from the page)
         "pipeline": [{"slug": x, "title": BY_SLUG[x].title, "summary": BY_SLUG[x].summary, "number": BY_SLUG[x].number,
-                      "url": page.url(x)} for x in REQUEST_STEPS],
+                      "lit_by": " ".join(BY_SLUG[x].lit_by), "url": page.url(x)} for x in REQUEST_STEPS],
         "prompt_text": last_user,
         "request_body": s.request_body(),
         # what the journey's notes say when this scenario is sent unchanged: the page's script counts the live

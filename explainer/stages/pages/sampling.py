@@ -15,10 +15,13 @@ does not grow with the vocabulary.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from explainer.lifecycle import lru
 from explainer.llm.generate import step_banned
-from explainer.llm.sampling import SamplingParams, distribution
+from explainer.llm.sampling import SamplingParams, distribution, softmax
 from explainer.stages.options import DecimalOption, IntOption, OptionalIntOption, OptionError
 from explainer.stages.words import stop_reason_in_words, token_label, token_row, visible_token
 
@@ -232,3 +235,35 @@ def context(page) -> dict:
         ctx["so_far"] = [{"index": j, "label": visible(s["label"]), "url": page.url(step=j or None, **keep), "current": j == i,
                           "part": s["part"], "joins": s["joins"]} for j, s in enumerate(steps[: i + 1])]
     return ctx
+
+
+RECAP_DRAWS = 40  # the recap shows the first draws
+_RECAP_DRAWS = lru.LRU("recap draws")  # each shown draw re-sorts the vocabulary: once per scenario and model, not per visit
+
+
+def _draws(page) -> list[dict]:
+    """The first draws again, each with its probability after the filters and its rank."""
+    s, tok = page.scenario, page.engine.tokenizer
+    params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+    out = []
+    shown = page.run.steps[:RECAP_DRAWS]
+    for st, t in zip(shown, token_row(tok, [st["token"] for st in shown])):  # a cut character: its bytes, then it once
+        dist = distribution(st["logits"], params, banned=step_banned(tok, st))
+        rank = int(np.flatnonzero(dist.order == st["token"])[0]) + 1
+        out.append({"index": st["index"], "text": visible_token(t["text"]), "part": t["part"], "joins": t["joins"],
+                    "p": float(dist.final[st["token"]]), "rank": rank})
+    return out
+
+
+def recap(page) -> dict:
+    """Sampling's row and card on the recap: the draws, and how many tokens the first one chose among."""
+    run, s = page.run, page.scenario
+    entropy = None
+    if run.steps:
+        p = softmax(np.asarray(run.steps[0]["logits"], dtype=np.float64) / max(s.temperature, 1e-6))
+        entropy = float(-(p * np.log(p + 1e-30)).sum())
+    return {
+        "steps": _RECAP_DRAWS.get_or_compute((page.engine.loaded.fingerprint, s.key()), lambda: _draws(page)),
+        "n_draws": len(run.steps),
+        "perplexity_like": math.exp(entropy) if entropy is not None else None,
+    }

@@ -9,6 +9,7 @@ engine never waits, and its own timings are reported beside the ones the browser
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from explainer.lifecycle.figures import compact_json, run_figures, sse_text, text_figures
 from explainer.web.sockets import MAX_PACE_MS
@@ -112,3 +113,14 @@ def context(page) -> dict:
         },
         "sdk": sdk_args(page),
     }
+
+
+EVENT_ORDER = ("message_start", "content_block_start", "ping", "content_block_delta", "content_block_stop",
+               "message_delta", "message_stop")
+
+
+def recap(page) -> dict:
+    """Streaming's card on the recap: how many events of each type carried the reply, in the order they come."""
+    counts = Counter(e["type"] for e in page.run.events)
+    order = sorted(counts.items(), key=lambda kv: EVENT_ORDER.index(kv[0]) if kv[0] in EVENT_ORDER else len(EVENT_ORDER))
+    return {"event_counts": order}

@@ -28,6 +28,7 @@ from explainer.lifecycle.tool_format import tools_system_prompt
 from explainer.llm.interface import ChatTokenizer
 from explainer.llm.interface import TokenizerError
 from explainer.stages.options import IntOption, OptionError
+from explainer.stages.words import token_row, visible_token
 
 DATA = {"tokenize-data": "tokenize_data"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS: dict = {
@@ -498,3 +499,22 @@ def _first_token_of(ctx: Context, word: int, n: int) -> int:
             i += len(ctx.chunks[k].tokens_at(n))
         i += p.close is not None
     return 0
+
+
+RECAP_TOKENS = 80  # the recap shows the prompt's first tokens
+
+
+def recap(page) -> dict:
+    """Tokenize's row and card on the recap: the text's own figures (the chat template's tokens apart) and the
+    prompt's first tokens, each from its bytes (a byte of a cut character is ‹E4›, the character follows its run once)."""
+    run, tok = page.run, page.engine.tokenizer
+    n_prompt = len(run.prompt_ids or [])
+    text = chat_text_figures(tok, request_chat_parts(tok, run.request)) if run.request is not None and n_prompt else text_figures("", 0)
+    return {
+        "text": text,
+        "template_tokens": n_prompt - text.tokens,
+        "prompt_preview": [t | {"special": tok.is_special(t["id"]), "label": visible_token(t["text"])}
+                           for t in token_row(tok, run.prompt_ids[:RECAP_TOKENS])],
+        "prompt_more": max(0, n_prompt - RECAP_TOKENS),
+        "vocab": tok.vocab_size,
+    }

@@ -29,9 +29,10 @@ from typing import Iterator
 import numpy as np
 
 from explainer.lifecycle import lru
+from explainer.llm.sampling import softmax
 from explainer.llm.threads import blas_threads
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
-from explainer.stages.words import token_label, token_row
+from explainer.stages.words import token_label, token_row, visible_token
 
 WINDOW = 64  # tokens shown at once (attention maps are W x W); fewer for a model whose logit lens is costly
 MIN_WINDOW = 16
@@ -354,4 +355,25 @@ def context(page) -> dict:
         "lens_table": lens_table,
         "lens_next": None if nxt is None else {"id": nxt, "text": token_label(e.tokenizer, nxt), "sampled": token == T - 1},
         "attn_name": f"block_{opts['layer']}_attn_head_{opts['head']}_weights",
+    }
+
+
+def _top_next(page, k: int = 5) -> list[dict]:
+    """The model's top predictions at the end of the prompt, from the first step's real logits."""
+    if not page.run.steps:
+        return []
+    p = softmax(np.asarray(page.run.steps[0]["logits"], dtype=np.float64))
+    order = np.argsort(-p)[:k]
+    return [{"text": (text := token_label(page.engine.tokenizer, t)), "label": visible_token(text), "id": int(t), "p": float(p[t])}
+            for t in order]
+
+
+def recap(page) -> dict:
+    """Transformer's row and card on the recap: the model's shape and its favourites for the first token."""
+    m = page.engine.model
+    return {
+        "model_info": {"layers": m.config.n_layer, "heads": m.config.n_head, "d_model": m.config.d_model,
+                       "params": m.n_params, "n_ctx": m.config.n_ctx, "maps": m.config.n_layer * m.config.n_head},
+        "vocab": page.engine.tokenizer.vocab_size,
+        "top_next": _top_next(page),
     }
