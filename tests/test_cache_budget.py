@@ -189,6 +189,7 @@ def test_fifty_long_scenarios_stay_under_the_budget(settings):
 # ---- the tokenizer's chunk cache -------------------------------------------------------------------------
 
 def test_the_tokenizer_cache_stays_under_its_cap():
+    from explainer.llm import bpe
     from explainer.llm import tokenizer as tk
 
     tok = dataclasses.replace(tk.load_tokenizer())  # a fresh instance: an empty cache of its own
@@ -201,10 +202,10 @@ def test_the_tokenizer_cache_stays_under_its_cap():
     text = " ".join(words)[:1_000_000]
     ids = tok.encode(text)
     assert tok.decode(ids) == text
-    assert tok._cache_bytes <= tk.CACHE_MAX_BYTES + 1_000
-    assert sizeof(tok._cache) <= tk.CACHE_MAX_BYTES * 1.1  # the estimate is not optimistic
-    assert len(tok._cache) > 0  # still caching
-    long_word = "x" * (tk.CACHE_MAX_CHUNK + 10)
+    assert tok._cache.nbytes <= bpe.CACHE_MAX_BYTES + 1_000
+    assert sizeof(tok._cache.entries) <= bpe.CACHE_MAX_BYTES * 1.1  # the estimate is not optimistic
+    assert len(tok._cache.entries) > 0  # still caching
+    long_word = "x" * (bpe.CACHE_MAX_CHUNK + 10)
     tok.encode(" " + long_word)
-    assert all(len(chunk) < tk.CACHE_MAX_CHUNK for chunk, _ in tok._cache)
+    assert all(len(chunk) < bpe.CACHE_MAX_CHUNK for chunk, _ in tok._cache.entries)
     assert tok.encode("hello world") == tk.load_tokenizer().encode("hello world")

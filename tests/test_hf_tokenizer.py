@@ -16,7 +16,8 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 
 from explainer.llm.interface import ModelLoadError  # noqa: E402
 from explainer.llm.hf.tokenizer import BYTE_CHARS, HFTokenizer  # noqa: E402
-from explainer.llm.tokenizer import TRACE_MAX_BYTES, TokenizerError  # noqa: E402
+from explainer.llm.interface import TokenizerError  # noqa: E402
+from explainer.llm.tokenizer import TRACE_MAX_BYTES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "models"

@@ -2,7 +2,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explainer.llm.tokenizer import SPECIAL_TOKENS, TokenizerError, load_tokenizer
+from explainer.llm.interface import TokenizerError
+from explainer.llm.tokenizer import SPECIAL_TOKENS, load_tokenizer
 
 tok = load_tokenizer()
 

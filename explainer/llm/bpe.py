@@ -25,10 +25,16 @@ Example (two merges: (1, 2) -> 10, then (10, 3) -> 11):
 from __future__ import annotations
 
 import heapq
+import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from explainer.llm import budget
+from explainer.llm.interface import TokenizerError
+
+
+CACHE_MAX_CHUNK = 64  # characters: longer chunks are encoded every time, never cached
+CACHE_MAX_BYTES = 4 * 1024 * 1024  # the chunk cache of one tokenizer, approximately
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,24 @@ class MergeStep:
     right: int
     token: int
     pieces: tuple[int, ...]  # the chunk's token ids after this step
+
+
+def utf8(text: str) -> bytes:
+    """The text's UTF-8 bytes; a lone surrogate (not valid Unicode) is a :class:`TokenizerError` saying where."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TokenizerError(
+            f"text contains a lone surrogate (U+{ord(text[exc.start]):04X} at index {exc.start}); "
+            "it is not valid Unicode and cannot be encoded as UTF-8"
+        ) from None
+
+
+def merge_limit(max_merges: int | None, default: int, available: int) -> int:
+    """How many merges an encoding uses: ``default`` (the model's) unless asked, never more than there are."""
+    if max_merges is None:
+        return default
+    return max(0, min(int(max_merges), available))
 
 
 def merge(ids: list[int], ranks: dict[tuple[int, int], int], merge_ids: Sequence[int], limit: int | None = None,
@@ -99,3 +123,37 @@ def _alive(ids: list[int], nxt: list[int]) -> tuple[int, ...]:
         out.append(ids[i])
         i = nxt[i]
     return tuple(out)
+
+
+def _entry_bytes(chunk: str, ids: tuple[int, ...]) -> int:
+    """About what one cache entry costs: the key tuple, its string, the ids tuple and its ints
+    (a merged id is a new int object), the dict slot."""
+    return 64 + sys.getsizeof(chunk) + 40 + 36 * len(ids) + 100
+
+
+class ChunkCache:
+    """A tokenizer's memory of chunks it has merged: (chunk, merge limit) -> ids.
+
+    Text repeats its words, so most chunks are looked up rather than merged again. Only chunks
+    shorter than ``CACHE_MAX_CHUNK`` characters are kept (long ones are rare repeats, not worth
+    their bytes), and when the entries' estimated size reaches ``CACHE_MAX_BYTES`` the cache starts
+    over, rather than track recency on the hot path.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, int], tuple[int, ...]] = {}
+        self.nbytes = 0
+
+    def ids(self, chunk: str, limit: int, compute: Callable[[], tuple[int, ...]]) -> tuple[int, ...]:
+        """The cached ids of ``chunk`` at ``limit``, or ``compute()``'s (kept if the chunk is short)."""
+        key = (chunk, limit)
+        ids = self.entries.get(key)
+        if ids is None:
+            ids = compute()
+            if len(chunk) < CACHE_MAX_CHUNK:
+                if self.nbytes >= CACHE_MAX_BYTES:
+                    self.entries.clear()
+                    self.nbytes = 0
+                self.entries[key] = ids
+                self.nbytes += _entry_bytes(chunk, ids)
+        return ids

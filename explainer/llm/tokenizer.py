@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from explainer.llm import bpe
 from explainer.llm.bpe import MergeStep
-from explainer.llm.interface import TokenizerError
 from explainer.llm.tokentext import token_text
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -36,16 +34,6 @@ TOKENIZER_PATH = WEIGHTS_DIR / "tokenizer.json"
 PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
 SPECIAL_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 TRACE_MAX_BYTES = 256  # longer chunks are encoded without a merge trace
-
-
-CACHE_MAX_CHUNK = 64  # characters: longer chunks are encoded every time, never cached
-CACHE_MAX_BYTES = 4 * 1024 * 1024  # the chunk cache of one tokenizer, approximately
-
-
-def _entry_bytes(chunk: str, ids: tuple[int, ...]) -> int:
-    """About what one cache entry costs: the key tuple, its string, the ids tuple and its ints
-    (a merged id is a new int object), the dict slot."""
-    return 64 + sys.getsizeof(chunk) + 40 + 36 * len(ids) + 100
 
 
 @dataclass
@@ -66,9 +54,7 @@ class Tokenizer:
         self._bytes = [bytes([i]) for i in range(256)] + [s.encode() for s in self.specials]
         for a, b in self.merges:
             self._bytes.append(self._bytes[a] + self._bytes[b])
-        # chunk -> ids, for chunks shorter than CACHE_MAX_CHUNK characters; bounded in bytes
-        self._cache: dict[tuple[str, int], tuple[int, ...]] = {}
-        self._cache_bytes = 0
+        self._cache = bpe.ChunkCache()
 
     # ---- vocabulary -------------------------------------------------------------
     @property
@@ -118,23 +104,13 @@ class Tokenizer:
 
     # ---- encoding ---------------------------------------------------------------
     def _limit(self, max_merges: int | None) -> int:
-        if max_merges is None:
-            return self.model_merges
-        return max(0, min(int(max_merges), len(self.merges)))
+        return bpe.merge_limit(max_merges, self.model_merges, len(self.merges))
 
     def chunks(self, text: str) -> list[str]:
         """Pre-tokenisation: split text into the pieces BPE works on independently."""
         return self._regex.findall(text)
 
-    @staticmethod
-    def _utf8(text: str) -> bytes:
-        try:
-            return text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise TokenizerError(
-                f"text contains a lone surrogate (U+{ord(text[exc.start]):04X} at index {exc.start}); "
-                "it is not valid Unicode and cannot be encoded as UTF-8"
-            ) from None
+    _utf8 = staticmethod(bpe.utf8)
 
     def _bpe(self, chunk: bytes, limit: int, trace: list[MergeStep] | None = None) -> tuple[int, ...]:
         """The chunk's bytes (ids 0..255 here) merged with the first ``limit`` merges (``explainer.llm.bpe``)."""
@@ -145,19 +121,8 @@ class Tokenizer:
         self._utf8(text)
         limit = self._limit(max_merges)
         out: list[int] = []
-        cache = self._cache
         for chunk in self._regex.findall(text):
-            key = (chunk, limit)
-            ids = cache.get(key)
-            if ids is None:
-                ids = self._bpe(chunk.encode("utf-8"), limit)
-                if len(chunk) < CACHE_MAX_CHUNK:  # long chunks are rare repeats: not worth their bytes
-                    if self._cache_bytes >= CACHE_MAX_BYTES:
-                        cache.clear()  # start over rather than track recency on the hot path
-                        self._cache_bytes = 0
-                    cache[key] = ids
-                    self._cache_bytes += _entry_bytes(chunk, ids)
-            out.extend(ids)
+            out.extend(self._cache.ids(chunk, limit, lambda: self._bpe(chunk.encode("utf-8"), limit)))
         return out
 
     def encode_with_trace(self, text: str, max_merges: int | None = None) -> list[dict]:

@@ -29,12 +29,12 @@ from typing import Any, Callable
 import regex
 
 from explainer.llm import bpe, budget
-from explainer.llm.hf.chat_template import MAX_TEMPLATE_CHARS, SPECIAL_TOKEN_NAMES, ChatTemplate
-from explainer.llm.interface import ModelLoadError
-from explainer.llm.hf.folder import ModelFolder
-from explainer.llm.tokentext import token_text
 from explainer.llm.bpe import MergeStep
-from explainer.llm.tokenizer import CACHE_MAX_BYTES, CACHE_MAX_CHUNK, TRACE_MAX_BYTES, TokenizerError, _entry_bytes
+from explainer.llm.hf.chat_template import MAX_TEMPLATE_CHARS, SPECIAL_TOKEN_NAMES, ChatTemplate
+from explainer.llm.hf.folder import ModelFolder
+from explainer.llm.interface import ModelLoadError, TokenizerError
+from explainer.llm.tokenizer import TRACE_MAX_BYTES
+from explainer.llm.tokentext import token_text
 
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 _NUMBER = regex.compile(r"\p{N}")  # Rust's char::is_numeric, which the Digits pre-tokenizer uses
@@ -331,9 +331,7 @@ class HFTokenizer:
         self._vocab_size = max(model_vocab_size or 0, len(self._bytes))
         self._bytes += [b""] * (self._vocab_size - len(self._bytes))
         self._holes = tuple(i for i, s in enumerate(self._strings) if s is None) + tuple(range(len(self._strings), self._vocab_size))
-        # chunk -> ids, for chunks shorter than CACHE_MAX_CHUNK characters; bounded in bytes
-        self._cache: dict[tuple[str, int], tuple[int, ...]] = {}
-        self._cache_bytes = 0
+        self._cache = bpe.ChunkCache()
         self._read_chat(config or {}, generation or {}, template)
 
     @classmethod
@@ -657,19 +655,9 @@ class HFTokenizer:
 
     # ---- encoding ---------------------------------------------------------------
     def _limit(self, max_merges: int | None) -> int:
-        if max_merges is None:
-            return self.model_merges
-        return max(0, min(int(max_merges), len(self.merges)))
+        return bpe.merge_limit(max_merges, self.model_merges, len(self.merges))
 
-    @staticmethod
-    def _utf8(text: str) -> bytes:
-        try:
-            return text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise TokenizerError(
-                f"text contains a lone surrogate (U+{ord(text[exc.start]):04X} at index {exc.start}); "
-                "it is not valid Unicode and cannot be encoded as UTF-8"
-            ) from None
+    _utf8 = staticmethod(bpe.utf8)
 
     def _pieces(self, text: str, specials: bool) -> list[tuple[str, int | None]]:
         """Chunks of ``text`` (normalized), each with its added token's id or None for BPE to encode."""
@@ -705,6 +693,10 @@ class HFTokenizer:
         token = self._vocab.get(data.decode("latin-1").translate(_TO_BYTE_CHARS))
         return None if token in self._special_set else token
 
+    def _merge_chunk(self, data: bytes, limit: int) -> tuple[int, ...]:
+        whole = self._whole(data, limit)
+        return (whole,) if whole is not None else self._bpe(data, limit)
+
     def _bpe(self, chunk: bytes, limit: int, trace: list[MergeStep] | None = None) -> tuple[int, ...]:
         """The chunk's byte tokens merged with the first ``limit`` merges, as the ``tokenizers`` library merges
         (``explainer.llm.bpe``; the bundled tokenizer shares the routine: for its merge list the order is the same)."""
@@ -714,26 +706,13 @@ class HFTokenizer:
         self._utf8(text)
         limit = self._limit(max_merges)
         out: list[int] = []
-        cache = self._cache
         for n, (chunk, token) in enumerate(self._pieces(text, specials)):
             if not n & 15:
                 budget.check()
             if token is not None:
                 out.append(token)
                 continue
-            key = (chunk, limit)
-            ids = cache.get(key)
-            if ids is None:
-                data = chunk.encode("utf-8")
-                whole = self._whole(data, limit)
-                ids = (whole,) if whole is not None else self._bpe(data, limit)
-                if len(chunk) < CACHE_MAX_CHUNK:  # long chunks are rare repeats: not worth their bytes
-                    if self._cache_bytes >= CACHE_MAX_BYTES:
-                        cache.clear()  # start over rather than track recency on the hot path
-                        self._cache_bytes = 0
-                    cache[key] = ids
-                    self._cache_bytes += _entry_bytes(chunk, ids)
-            out.extend(ids)
+            out.extend(self._cache.ids(chunk, limit, lambda: self._merge_chunk(chunk.encode("utf-8"), limit)))
         return out
 
     def encode(self, text: str, max_merges: int | None = None) -> list[int]:
