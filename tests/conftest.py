@@ -33,3 +33,24 @@ def _models_dir(models_dir):
 
     settings.EXPLAINER_MODELS_DIR = models_dir
     catalog.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _socket_frames_follow_the_schema(monkeypatch):
+    """Every frame a test's WebsocketCommunicator receives from ws/stream/ or ws/rooms/<code>/ is checked against
+    the committed JSON Schema of the frames (static/schema/frames.json), the contract the JavaScript reads."""
+    from channels.testing import WebsocketCommunicator
+
+    from tests.frame_schema import assert_frames
+
+    receive_from = WebsocketCommunicator.receive_from
+
+    async def checked(self, timeout=1):
+        data = await receive_from(self, timeout)
+        path = self.scope.get("path", "")
+        root = "StreamFrame" if path == "/ws/stream/" else "RoomFrame" if path.startswith("/ws/rooms/") else None
+        if root and isinstance(data, str):
+            assert_frames([data], root)
+        return data
+
+    monkeypatch.setattr(WebsocketCommunicator, "receive_from", checked)

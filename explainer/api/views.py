@@ -22,6 +22,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from explainer.api import keys, ratelimits
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.pricing import known_models
 from explainer.lifecycle.errors import APIError, invalid
@@ -326,7 +327,7 @@ def _sse_chunk(events: list[dict]) -> bytes:
 
 def _for_the_api(event: dict) -> bool:
     """The explainer's own frames (prompt tokens, candidates, timings) stay in the engine's thread, for the trace."""
-    return not event["type"].startswith("explainer.")
+    return not fr.is_explainer(event)
 
 
 @api_view(("POST",), trace="messages")
@@ -405,7 +406,7 @@ async def _run_messages(request, req, rec, reserve: int):
     batches = run_batches(req, seed=0, cancel=cancel, observe=rec.feed, keep=_for_the_api, finished=rec.engine_stopped,
                           hold=stream_hold_seconds() if req.stream else NON_STREAMING_HOLD, budget=budget)
     first = await anext(batches)  # message_start, or an error envelope (prompt too long, overloaded)
-    if first[0]["type"] == "error":
+    if first[0]["type"] == fr.ERROR:
         await batches.aclose()
         err = first[0]["error"]
         raise APIError(err["type"], err["message"])
@@ -417,7 +418,7 @@ async def _run_messages(request, req, rec, reserve: int):
                 batch = first
                 while True:
                     for k, event in enumerate(batch):
-                        if event["type"] == "error":  # the envelope as any error response has it, with request_id
+                        if event["type"] == fr.ERROR:  # the envelope as any error response has it, with request_id
                             batch[k] = failed = {**event, "request_id": request.request_id}
                             rec.feed(failed)
                     yield _sse_chunk(batch)
@@ -441,27 +442,27 @@ async def _run_messages(request, req, rec, reserve: int):
         while batch is not None:
             for event in batch:
                 t = event["type"]
-                if t == "message_start":  # a copy: the trace keeps the event as it was sent
+                if t == fr.MESSAGE_START:  # a copy: the trace keeps the event as it was sent
                     message = {**event["message"], "usage": dict(event["message"]["usage"])}
-                elif t == "content_block_start":
+                elif t == fr.CONTENT_BLOCK_START:
                     blocks.append(dict(event["content_block"]))
-                elif t == "content_block_delta":
+                elif t == fr.CONTENT_BLOCK_DELTA:
                     d = event["delta"]
-                    if d["type"] == "text_delta":
+                    if d["type"] == fr.TEXT_DELTA:
                         blocks[event["index"]]["text"] += d["text"]
-                    elif d["type"] == "input_json_delta":
+                    elif d["type"] == fr.INPUT_JSON_DELTA:
                         partial[event["index"]] = partial.get(event["index"], "") + d["partial_json"]
-                elif t == "content_block_stop" and blocks[event["index"]]["type"] == "tool_use":
+                elif t == fr.CONTENT_BLOCK_STOP and blocks[event["index"]]["type"] == fr.TOOL_USE:
                     text = partial.get(event["index"], "")
                     try:
                         blocks[event["index"]]["input"] = json.loads(text) if text else {}
                     except ValueError:  # cut off by max_tokens: the API returns what was produced
                         blocks[event["index"]]["input"] = {}
-                elif t == "message_delta":
+                elif t == fr.MESSAGE_DELTA:
                     message["stop_reason"] = event["delta"]["stop_reason"]
                     message["stop_sequence"] = event["delta"]["stop_sequence"]
                     message["usage"].update(event["usage"])  # cumulative, as the SDK's accumulator reads it
-                elif t == "error":
+                elif t == fr.ERROR:
                     rec.feed(event)
                     err = event["error"]
                     raise APIError(err["type"], err["message"])

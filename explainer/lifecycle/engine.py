@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle import lru
 from explainer.lifecycle.errors import APIError, invalid
 from explainer.lifecycle.payload import MessagesRequest, parse_request
@@ -171,18 +172,18 @@ class Engine:
         usage = {"input_tokens": len(ids), "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
         if plan is not None:
             usage = {**plan.usage(), "output_tokens": 0}
-        yield {
-            "type": "explainer.prompt",
-            "input_tokens": len(ids),
-            "context_window": self.context_window,
-            "tokens": [{"id": t, "text": self.token_label(t)} for t in ids],
-            "model": {"requested": req.model, "served_by": self.name, "parameters": self.model.n_params},
-            "cache": {"read": plan.read, "written": plan.write, "breakpoints": plan.breakpoints} if plan else None,
-        }
-        yield {"type": "message_start", "message": {
-            "id": new_id("msg_"), "type": "message", "role": "assistant", "content": [], "model": req.model,
-            "stop_reason": None, "stop_sequence": None, "usage": dict(usage),
-        }}
+        yield fr.Prompt(
+            type=fr.PROMPT,
+            input_tokens=len(ids),
+            context_window=self.context_window,
+            tokens=[fr.PromptToken(id=t, text=self.token_label(t)) for t in ids],
+            model=fr.ServedModel(requested=req.model, served_by=self.name, parameters=self.model.n_params),
+            cache=fr.CacheUse(read=plan.read, written=plan.write, breakpoints=plan.breakpoints) if plan else None,
+        )
+        yield fr.MessageStart(type=fr.MESSAGE_START, message=fr.Message(
+            id=new_id("msg_"), type="message", role="assistant", content=[], model=req.model,
+            stop_reason=None, stop_sequence=None, usage=fr.Usage(**usage),
+        ))
         first_token_at = None
         kv_start = kv.length
         if req.tools and req.tool_choice["type"] in ("any", "tool"):
@@ -196,21 +197,25 @@ class Engine:
         usage["output_tokens"] = finish.output_tokens
         # As the live API: message_delta's usage is the request's cumulative usage (input and cache
         # counts too, not only output_tokens); clients such as LangChain read streamed input usage here.
-        yield {"type": "message_delta", "delta": {"stop_reason": finish.stop_reason, "stop_sequence": finish.stop_sequence},
-               "usage": {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")}}
-        yield {"type": "message_stop"}
+        yield fr.MessageDelta(type=fr.MESSAGE_DELTA,
+                              delta=fr.StopDelta(stop_reason=finish.stop_reason, stop_sequence=finish.stop_sequence),
+                              usage=fr.Usage(input_tokens=usage["input_tokens"],
+                                             cache_creation_input_tokens=usage["cache_creation_input_tokens"],
+                                             cache_read_input_tokens=usage["cache_read_input_tokens"],
+                                             output_tokens=usage["output_tokens"]))
+        yield fr.MessageStop(type=fr.MESSAGE_STOP)
         total = time.perf_counter() - started
-        yield {
-            "type": "explainer.done", "usage": usage, "stop_reason": finish.stop_reason,
-            "timings": {
-                "prefill_ms": round(finish.prefill_seconds * 1000, 2),
-                "prefill_tokens": len(ids) - kv_start,
-                "time_to_first_token_ms": round(((first_token_at or time.perf_counter()) - started) * 1000, 2),
-                "decode_ms": round(finish.decode_seconds * 1000, 2),
-                "tokens_per_second": round(finish.output_tokens / finish.decode_seconds, 1) if finish.decode_seconds > 0 else None,
-                "total_ms": round(total * 1000, 2),
-            },
-        }
+        yield fr.Done(
+            type=fr.DONE, usage=fr.Usage(**usage), stop_reason=finish.stop_reason,
+            timings=fr.Timings(
+                prefill_ms=round(finish.prefill_seconds * 1000, 2),
+                prefill_tokens=len(ids) - kv_start,
+                time_to_first_token_ms=round(((first_token_at or time.perf_counter()) - started) * 1000, 2),
+                decode_ms=round(finish.decode_seconds * 1000, 2),
+                tokens_per_second=round(finish.output_tokens / finish.decode_seconds, 1) if finish.decode_seconds > 0 else None,
+                total_ms=round(total * 1000, 2),
+            ),
+        )
 
     def _check_decodable(self, req: MessagesRequest) -> None:
         """A 400 before anything runs when a tool's schema is outside what constrained decoding supports."""
@@ -224,8 +229,8 @@ class Engine:
 
     def _text_reply(self, req, ids, kv, seed, n_candidates, cancelled, keep_logits):
         """The text content block, token by token; returns the Finish."""
-        yield {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-        yield {"type": "ping"}
+        yield fr.ContentBlockStart(type=fr.CONTENT_BLOCK_START, index=0, content_block=fr.TextBlock(type=fr.TEXT, text=""))
+        yield fr.Ping(type=fr.PING)
         cfg = GenerationConfig(
             max_tokens=req.max_tokens, seed=seed, n_candidates=n_candidates, stop_sequences=req.stop_sequences,
             sampling=SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p),
@@ -240,23 +245,23 @@ class Engine:
             step: Step = item
             if first_token_at is None:
                 first_token_at = time.perf_counter()
-            frame = {
-                "type": "explainer.token", "index": step.index, "token": step.token,
-                "text": self.token_label(step.token), "piece": step.text, "ms": round(step.seconds * 1000, 3),
-                "candidates": [c.to_dict() | {"text": self.token_label(c.token)} for c in step.candidates],
-            }
+            frame = fr.Token(
+                type=fr.TOKEN, index=step.index, token=step.token,
+                text=self.token_label(step.token), piece=step.text, ms=round(step.seconds * 1000, 3),
+                candidates=self._candidates(step.candidates),
+            )
             if step.word_ban_p:  # a blocked word's token that the model really considered was removed
                 frame["banned_words"] = [
-                    {"token": t, "text": self.token_label(t), "word": step.word_ban[t], "probability": round(p, 6)}
+                    fr.BannedWord(token=t, text=self.token_label(t), word=step.word_ban[t], probability=round(p, 6))
                     for t, p in sorted(step.word_ban_p.items(), key=lambda kv: -kv[1])]
             if keep_logits:
                 frame["logits"] = step.logits  # numpy, for in-process callers only (not JSON)
                 frame["word_ban"] = tuple(step.word_ban)  # every id the ban removed, to redraw this step exactly
             yield frame
             if step.text:
-                yield {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": step.text}}
+                yield fr.ContentBlockDelta(type=fr.CONTENT_BLOCK_DELTA, index=0, delta=fr.TextDelta(type=fr.TEXT_DELTA, text=step.text))
         assert finish is not None
-        yield {"type": "content_block_stop", "index": 0}
+        yield fr.ContentBlockStop(type=fr.CONTENT_BLOCK_STOP, index=0)
         finish.first_token_at = first_token_at
         return finish
 
@@ -308,9 +313,9 @@ class Engine:
             steps, fin = run(ChoiceConstraint([n + "\n" for n in by_name], tok))
             name = fin.text.rstrip("\n")
             seq = seq + [s.token for s in steps]
-        yield {"type": "content_block_start", "index": 0,
-               "content_block": {"type": "tool_use", "id": new_id("toolu_"), "name": name, "input": {}}}
-        yield {"type": "ping"}
+        yield fr.ContentBlockStart(type=fr.CONTENT_BLOCK_START, index=0,
+                                   content_block=fr.ToolUseBlock(type=fr.TOOL_USE, id=new_id("toolu_"), name=name, input={}))
+        yield fr.Ping(type=fr.PING)
         sent = len(frames)
         yield from frames
         steps, fin = [], None
@@ -326,8 +331,9 @@ class Engine:
             steps.append(item)
             yield self._constrained_frame(sent + len(steps) - 1, item)
             if item.piece:
-                yield {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": item.piece}}
-        yield {"type": "content_block_stop", "index": 0}
+                yield fr.ContentBlockDelta(type=fr.CONTENT_BLOCK_DELTA, index=0,
+                                           delta=fr.InputJsonDelta(type=fr.INPUT_JSON_DELTA, partial_json=item.piece))
+        yield fr.ContentBlockStop(type=fr.CONTENT_BLOCK_STOP, index=0)
         # forced call line + chosen name + the JSON, and the <|end|> that closes the turn when complete
         n_out = (len(seq) - len(ids)) + len(steps) + (1 if fin.complete else 0)
         stop = {"complete": "tool_use"}.get(fin.stop_reason, fin.stop_reason)
@@ -335,16 +341,20 @@ class Engine:
         return Finish(stop, None, n_out, fin.text, prefill_end - t0, now - prefill_end,
                       first_token_at=first_sampled[0] if first_sampled else None)
 
-    def _constrained_frame(self, index: int, item: ConstrainedStep) -> dict:
+    def _constrained_frame(self, index: int, item: ConstrainedStep) -> fr.Token:
         """The ``explainer.token`` frame of one constrained token (the tool's name or its input):
         the candidates after the mask, and the distribution the model gave before it."""
-        return {
-            "type": "explainer.token", "index": index, "token": item.token, "text": self.token_label(item.token),
-            "piece": item.piece, "ms": round(item.mask_ms, 3), "constrained": True,
-            "n_allowed": int(item.n_allowed), "mass_removed": round(float(item.mass_removed), 6),
-            "candidates": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.after],
-            "unconstrained": [c.to_dict() | {"text": self.token_label(c.token)} for c in item.before],
-        }
+        return fr.Token(
+            type=fr.TOKEN, index=index, token=item.token, text=self.token_label(item.token),
+            piece=item.piece, ms=round(item.mask_ms, 3), constrained=True,
+            n_allowed=int(item.n_allowed), mass_removed=round(float(item.mass_removed), 6),
+            candidates=self._candidates(item.after),
+            unconstrained=self._candidates(item.before),
+        )
+
+    def _candidates(self, candidates) -> list[fr.Candidate]:
+        """A step's candidates as a frame lists them: the sampler's numbers and each token's text."""
+        return [fr.Candidate(**c.to_dict(), text=self.token_label(c.token)) for c in candidates]
 
 
 @dataclass
@@ -383,7 +393,7 @@ def run_request(engine: Engine, body: dict, seed: int = 0, n_candidates: int = 1
     return Run(
         body=body, request=req, error=None,
         prompt_ids=[t["id"] for t in prompt["tokens"]], prompt_tokens=prompt["tokens"],
-        events=[e for e in events if not e["type"].startswith("explainer.")],
-        steps=[e for e in events if e["type"] == "explainer.token"],
+        events=[e for e in events if not fr.is_explainer(e)],
+        steps=[e for e in events if e["type"] == fr.TOKEN],
         done=events[-1],
     )

@@ -1,6 +1,8 @@
 """Errors in the Messages API's envelope: ``{"type": "error", "error": {"type": T, "message": M}, "request_id": "req_…"}``."""
 from __future__ import annotations
 
+from explainer.lifecycle.frames import ERROR, Error, ErrorDetail
+
 STATUS = {
     "invalid_request_error": 400,
     "authentication_error": 401,
@@ -24,10 +26,10 @@ class APIError(Exception):
         self.status = status or STATUS[type]
         self.headers = headers or {}
 
-    def body(self, request_id: str | None = None) -> dict:
+    def body(self, request_id: str | None = None) -> Error:
         """The envelope; with ``request_id``, the top-level ``request_id`` the live API sends (equal to the
         ``request-id`` header). Pages that show an error outside an HTTP call leave it out."""
-        body = {"type": "error", "error": {"type": self.type, "message": self.message}}
+        body = Error(type=ERROR, error=ErrorDetail(type=self.type, message=self.message))
         if request_id:
             body["request_id"] = request_id
         return body

@@ -43,6 +43,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle.errors import STATUS
 from explainer.lifecycle.tool_format import tools_system_prompt
 
@@ -81,8 +82,7 @@ def tokenized_figures(tokenizer, text: str, max_merges: int | None = None) -> Te
 
 # The Messages API's stream events, in the order they come (ping may come at any time). An ``error`` is
 # reported on its own: before the stream it is an HTTP error status, not an event of a stream.
-API_EVENTS = ("message_start", "content_block_start", "ping", "content_block_delta", "content_block_stop",
-              "message_delta", "message_stop")
+API_EVENTS = fr.API_EVENTS
 APP_FIELD = "explainer"  # the app's own field of a body sent over its WebSocket: never part of the API request
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -159,9 +159,9 @@ def stream_figures(frames) -> dict:
     its API events, its deltas (``content_block_delta``), those that carry text, and its bytes as
     Server-Sent Events."""
     events = [f for f in frames if f.get("type") in API_EVENTS]
-    deltas = [f for f in events if f["type"] == "content_block_delta"]
+    deltas = [f for f in events if f["type"] == fr.CONTENT_BLOCK_DELTA]
     return {"events": len(events), "deltas": len(deltas),
-            "text_deltas": sum(1 for f in deltas if (f.get("delta") or {}).get("type") == "text_delta"),
+            "text_deltas": sum(1 for f in deltas if (f.get("delta") or {}).get("type") == fr.TEXT_DELTA),
             "wire_bytes": sum(len(sse_text(f).encode("utf-8", "surrogatepass")) for f in events)}
 
 

@@ -8,7 +8,8 @@ Frames from the browser:
 Frames to the browser: ``explainer.hello`` on connect; then per request the engine's
 events (API stream events with their API ``type``, plus ``explainer.*`` frames);
 errors as the API's envelope ``{"type": "error", "error": {...}}``. An error never
-closes the socket.
+closes the socket. The frames both ways are declared in explainer/lifecycle/frames.py
+(``StreamFrame``, ``StreamCommand``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import threading
 
 from django.conf import settings
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.errors import invalid
 from explainer.lifecycle.gateway import OpenCounts, too_many
@@ -56,13 +58,13 @@ class StreamConsumer(JsonFrameConsumer):
         if not await self.accept_counted(open_sockets, cap, too_many(
                 f"Too many open stream sockets from this address: at most {cap}. Close one and retry.", 5)):
             return
-        await self.send_json({
+        await self.send_json(fr.Hello(
             # Each run's explainer.prompt frame names the model that serves it; these are the choices.
-            "type": "explainer.hello", "default_model": BUNDLED_MODEL_NAME,
-            "local_models": await asyncio.to_thread(catalog().names),  # a directory listing: not on the event loop
-            "limits": {"max_frame_bytes": settings.EXPLAINER_WS_MAX_FRAME_BYTES,
-                       "frames_per_10s": settings.EXPLAINER_WS_FRAMES_PER_10S},
-        })
+            type=fr.HELLO, default_model=BUNDLED_MODEL_NAME,
+            local_models=await asyncio.to_thread(catalog().names),  # a directory listing: not on the event loop
+            limits=fr.SocketLimits(max_frame_bytes=settings.EXPLAINER_WS_MAX_FRAME_BYTES,
+                                   frames_per_10s=settings.EXPLAINER_WS_FRAMES_PER_10S),
+        ))
 
     async def disconnect(self, code):
         self.cancel.set()
@@ -74,7 +76,7 @@ class StreamConsumer(JsonFrameConsumer):
         return settings.EXPLAINER_WS_MAX_FRAME_BYTES, settings.EXPLAINER_WS_FRAMES_PER_10S
 
     async def on_frame(self, frame) -> None:
-        if isinstance(frame, dict) and frame.get("type") == "cancel":
+        if isinstance(frame, dict) and frame.get("type") == fr.CANCEL:
             self.cancel.set()
             if self.task:
                 self.task.cancel()
@@ -107,13 +109,13 @@ class StreamConsumer(JsonFrameConsumer):
                     open_runs.release(self.addr)
         try:
             async for event in run_events(req, seed, cancel, finished=release):
-                if event["type"] in ("explainer.done", "error"):
+                if event["type"] in (fr.DONE, fr.ERROR):
                     # the client may send the next request as soon as it sees this frame, so the
                     # run stops counting against its address before the frame leaves
                     release()
                     self.running = False
                 await self.send_json(event)
-                if pace_ms and event["type"] == "explainer.token":
+                if pace_ms and event["type"] == fr.TOKEN:
                     await asyncio.sleep(pace_ms / 1000)
         finally:
             release()

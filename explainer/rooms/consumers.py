@@ -26,7 +26,8 @@ Frames to the browser (JSON text):
     room.interrupted  the channel layer (Redis) is unreachable: {"message", "retry_after"}; the socket
                    then closes with 4503 and the client reconnects after retry_after seconds
 Every broadcast frame carries ``seq`` (consecutive per presenter connection ``src``), so a
-client can tell that nothing was lost or reordered.
+client can tell that nothing was lost or reordered. The frames both ways are declared in
+explainer/lifecycle/frames.py (``RoomFrame``, ``RoomCommand``).
 
 Frames from a presenter: auth, state {href}, run {pace_ms?, mode?, href?} (with href: the stage to show, and
 whose scenario runs, as "state" would set it first), pause, play, step, pace {pace_ms},
@@ -53,6 +54,7 @@ from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.gateway import OpenCounts
 from explainer.lifecycle.payload import parse_request
@@ -66,14 +68,13 @@ from explainer.web.runner import call, run_events
 from explainer.web.sockets import CLOSE_TRY_AGAIN_LATER, JsonFrameConsumer
 
 log = logging.getLogger(__name__)
-PRESENTER_COMMANDS = ("state", "run", "pause", "play", "step", "pace", "guess", "reveal", "stop", "end")
 CLOSE_NOT_FOUND, CLOSE_FLOOD, CLOSE_ENDED = 4404, CLOSE_TRY_AGAIN_LATER, 4410
 ROSTER_DELAY_S = 0.2  # students joining (or naming themselves) at once: a few room.students frames, not hundreds
 open_room_sockets = OpenCounts()  # per client address, in this process
 
 
-def _err(kind: str, message: str) -> dict:
-    return {"type": "error", "error": {"type": kind, "message": message}}
+def _err(kind: str, message: str) -> fr.Error:
+    return fr.Error(type=fr.ERROR, error=fr.ErrorDetail(type=kind, message=message))
 
 
 # ---- the channel layer's backend (Redis) unreachable ---------------------------------------------
@@ -274,8 +275,8 @@ async def _refuse_interrupted(receive, send) -> None:
     await send({"type": "websocket.close", "code": CLOSE_INTERRUPTED})
 
 
-def _interrupted_frame() -> dict:
-    return {"type": "room.interrupted", "message": INTERRUPTED_MESSAGE, "retry_after": INTERRUPTED_RETRY_AFTER}
+def _interrupted_frame() -> fr.RoomInterrupted:
+    return fr.RoomInterrupted(type=fr.ROOM_INTERRUPTED, message=INTERRUPTED_MESSAGE, retry_after=INTERRUPTED_RETRY_AFTER)
 
 
 
@@ -338,8 +339,8 @@ class RoomConsumer(JsonFrameConsumer):
             log.warning("room socket: the database is unavailable (%s)", exc)
             if not self.accepted:
                 await self.accept()
-            await self.send_json({"type": "error", "error": {"type": "api_error", "message": UNAVAILABLE},
-                                  "retry_after": RETRY_AFTER_S})
+            await self.send_json(fr.Error(type=fr.ERROR, error=fr.ErrorDetail(type="api_error", message=UNAVAILABLE),
+                                          retry_after=RETRY_AFTER_S))
             await self.close(CLOSE_INTERRUPTED)
 
     async def websocket_disconnect(self, message):
@@ -397,13 +398,13 @@ class RoomConsumer(JsonFrameConsumer):
         self.group = f"room.{room.code}"
         self.presenters = f"room.{room.code}.presenters"
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.send_json({"type": "room.hello", "role": "student", "code": room.code, "state": self._state_dict(room.state),
-                              "limits": {"max_frame_bytes": settings.EXPLAINER_ROOM_MAX_FRAME_BYTES,
-                                         "frames_per_10s": settings.EXPLAINER_ROOM_STUDENT_FRAMES_PER_10S}})
+        await self.send_json(fr.RoomHello(type=fr.ROOM_HELLO, role="student", code=room.code, state=self._state_dict(room.state),
+                                          limits=fr.SocketLimits(max_frame_bytes=settings.EXPLAINER_ROOM_MAX_FRAME_BYTES,
+                                                                 frames_per_10s=settings.EXPLAINER_ROOM_STUDENT_FRAMES_PER_10S)))
         await self.deliver([self.session.announce("join")])
 
     @staticmethod
-    def _state_dict(state: dict) -> dict:
+    def _state_dict(state: dict) -> fr.StageState:
         try:
             return rooms.stage_state(state.get("href", "/learn/overview/")).to_dict()
         except rooms.StateError:
@@ -433,7 +434,7 @@ class RoomConsumer(JsonFrameConsumer):
             if out.kind is None:  # a message for the sessions of other sockets
                 await self.channel_layer.group_send(group, out.frame)
                 continue
-            message = {"type": "room.frame", "text": json.dumps(out.frame, ensure_ascii=False), "kind": out.kind,
+            message = {"type": fr.ROOM_FRAME, "text": json.dumps(out.frame, ensure_ascii=False), "kind": out.kind,
                        "index": out.index}
             if group is not None:
                 await self.channel_layer.group_send(group, message)
@@ -467,13 +468,13 @@ class RoomConsumer(JsonFrameConsumer):
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             raise APIError("invalid_request_error", "type: each frame is an object with a string \"type\".")
         kind, role = frame["type"], self.session.role
-        if kind == "auth":
+        if kind == fr.AUTH:
             return await self._auth(frame.get("secret"))
-        if kind == "guess" and role == "student":
+        if kind == fr.GUESS and role == "student":
             return await self.deliver(self.session.send_guess(frame.get("text")))
-        if kind == "nickname":
+        if kind == fr.NICKNAME:
             return await self.deliver(self.session.set_nickname(frame.get("name"), time.monotonic()))
-        if kind in PRESENTER_COMMANDS:
+        if kind in fr.PRESENTER_COMMANDS:
             if role != "presenter":
                 raise APIError("permission_error", f"Only the presenter can send “{kind}”.")
             return await self._command(kind, frame)
@@ -488,26 +489,26 @@ class RoomConsumer(JsonFrameConsumer):
             raise APIError("authentication_error", "This is not the presenter's link for this room.")
         await self.deliver(self.session.become_presenter())
         await self.channel_layer.group_add(self.presenters, self.channel_name)
-        await self.send_json({"type": "room.hello", "role": "presenter", "code": self.room.code,
-                              "state": self._state_dict(self.room.state),
-                              "limits": {"max_frame_bytes": settings.EXPLAINER_ROOM_MAX_FRAME_BYTES,
-                                         "frames_per_10s": settings.EXPLAINER_ROOM_PRESENTER_FRAMES_PER_10S,
-                                         "max_pace_ms": MAX_PACE_MS}, "pace_ms": self.session.pace_ms})
+        await self.send_json(fr.RoomHello(type=fr.ROOM_HELLO, role="presenter", code=self.room.code,
+                                          state=self._state_dict(self.room.state),
+                                          limits=fr.SocketLimits(max_frame_bytes=settings.EXPLAINER_ROOM_MAX_FRAME_BYTES,
+                                                                 frames_per_10s=settings.EXPLAINER_ROOM_PRESENTER_FRAMES_PER_10S,
+                                                                 max_pace_ms=MAX_PACE_MS), pace_ms=self.session.pace_ms))
         await self.deliver(self.session.presenter_ready())
 
     # ---- presenter commands --------------------------------------------------------------------
 
     async def _command(self, kind: str, frame: dict) -> None:
         await database_sync_to_async(rooms.touch)(self.room)
-        if kind == "state":
+        if kind == fr.STATE:
             await self._show(frame.get("href"))
-        elif kind == "run":
+        elif kind == fr.RUN:
             await self._start_run(frame)
-        elif kind == "stop":
+        elif kind == fr.STOP:
             self.session.need_run()
             self.cancel.set()
             self.run_task.cancel()
-        elif kind == "end":
+        elif kind == fr.END:
             await database_sync_to_async(rooms.end)(self.room)
             await self.deliver(self.session.end_room())
         else:  # pacing and guesses
@@ -557,7 +558,7 @@ class RoomConsumer(JsonFrameConsumer):
         session = self.session
         try:
             async for ev in run_events(req, seed, cancel):
-                if ev["type"] == "explainer.token":
+                if ev["type"] == fr.TOKEN:
                     await self._gate(ev)
                 await self.deliver(session.run_event(ev, time.time()))
         except asyncio.CancelledError:

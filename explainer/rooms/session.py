@@ -23,6 +23,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle.errors import APIError
 
 DEFAULT_PACE_MS = 300
@@ -72,17 +73,17 @@ def _norm(text: str) -> str:
     return text.strip().casefold()
 
 
-def tally(guesses: dict[str, str], candidates: list[dict]) -> tuple[list[dict], int]:
+def tally(guesses: dict[str, str], candidates: list[dict]) -> tuple[list[fr.Bar], int]:
     """The class's guesses as histogram bars. A typed guess counts for the model's candidate
     it matches when spaces and case are ignored (students type "the", the token is " the")."""
     by_norm: dict[str, str] = {}
     for c in candidates:
         by_norm.setdefault(_norm(c["text"]), c["text"])
     counts = Counter(by_norm.get(_norm(g), g.strip()) for g in guesses.values())
-    bars = [{"text": t, "count": n} for t, n in counts.most_common(SHOWN_GUESSES)]
+    bars = [fr.Bar(text=t, count=n) for t, n in counts.most_common(SHOWN_GUESSES)]
     other = sum(counts.values()) - sum(b["count"] for b in bars)
     if other:
-        bars.append({"text": None, "count": other})
+        bars.append(fr.Bar(text=None, count=other))
     return bars, sum(counts.values())
 
 
@@ -135,13 +136,13 @@ class RoomSession:
 
     def announce(self, op: str) -> Out:
         """Tell the presenters this student joined (op "join") or changed their nickname ("name")."""
-        return Out(PRESENTERS, {"type": "presence", "op": op, "ch": self.channel, "name": self.nickname})
+        return Out(PRESENTERS, {"type": fr.PRESENCE, "op": op, "ch": self.channel, "name": self.nickname})
 
     def leaving(self) -> list[Out]:
         """This socket closes."""
         if self.role == "presenter":
             return []
-        return [Out(PRESENTERS, {"type": "presence", "op": "leave", "ch": self.channel})]
+        return [Out(PRESENTERS, {"type": fr.PRESENCE, "op": "leave", "ch": self.channel})]
 
     def presence_query(self) -> list[Out]:
         """A presenter (new, or reconnected) asks who is here."""
@@ -160,8 +161,8 @@ class RoomSession:
             raise _error("No guess is open right now.")
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_GUESS_CHARS:
             raise _error(f"text: a guess of 1 to {MAX_GUESS_CHARS} characters")
-        return [Out(PRESENTERS, {"type": "guess.in", "index": self.guess_index, "ch": self.channel, "text": text}),
-                Out(ME, {"type": "room.guessed", "index": self.guess_index, "text": text})]
+        return [Out(PRESENTERS, {"type": fr.GUESS_IN, "index": self.guess_index, "ch": self.channel, "text": text}),
+                Out(ME, fr.RoomGuessed(type=fr.ROOM_GUESSED, index=self.guess_index, text=text))]
 
     def set_nickname(self, raw, now: float) -> list[Out]:
         """A student names (or un-names, with an empty name) themselves, at ``now`` (seconds). A
@@ -180,13 +181,13 @@ class RoomSession:
             except ValueError as exc:
                 raise _error(str(exc)) from None
         except APIError as exc:
-            return [Out(ME, {**exc.body(), "frame": "nickname"})]
+            return [Out(ME, fr.Error(**exc.body(), frame=fr.NICKNAME))]
         self.renames.append(now)
         outs = []
         if name != self.nickname:
             self.nickname = name
             outs.append(self.announce("name"))
-        return outs + [Out(ME, {"type": "room.nickname", "name": name})]
+        return outs + [Out(ME, fr.RoomNickname(type=fr.ROOM_NICKNAME, name=name))]
 
     # ---- becoming a presenter, and who is here -----------------------------------------------------
 
@@ -194,11 +195,11 @@ class RoomSession:
         """The secret was right. What to send before this socket joins the presenters: it is no
         longer one of the students."""
         self.role = "presenter"
-        return [Out(PRESENTERS, {"type": "presence", "op": "leave", "ch": self.channel})]
+        return [Out(PRESENTERS, {"type": fr.PRESENCE, "op": "leave", "ch": self.channel})]
 
     def presenter_ready(self) -> list[Out]:
         """After the presenter's hello: who is here so far, and a question to every student."""
-        return self.take_roster() + [Out(ROOM, {"type": "presence.query"})]
+        return self.take_roster() + [Out(ROOM, {"type": fr.PRESENCE_QUERY})]
 
     def presence(self, op: str, ch: str, name=None) -> list[Out]:
         """A student joined ("join"), renamed ("name") or left ("leave"). A student this presenter
@@ -218,7 +219,8 @@ class RoomSession:
 
     def catchup(self, ch: str) -> Out:
         snap = self.snapshot
-        frame = {"type": "room.catchup", **snap, "tokens": list(snap["tokens"])}
+        frame = fr.RoomCatchup(type=fr.ROOM_CATCHUP, run=snap["run"], tokens=list(snap["tokens"]), last=snap["last"],
+                               guess=snap["guess"], reveal=snap["reveal"], end=snap["end"])
         return Out(ch, frame, kind="guess" if snap["guess"] else "", index=snap["guess"]["index"] if snap["guess"] else None)
 
     def take_roster(self) -> list[Out]:
@@ -226,8 +228,8 @@ class RoomSession:
         answers, how many of them have)."""
         self.roster_unsent = False
         named = [n for n in self.students.values() if n]
-        outs = [Out(ME, {"type": "room.students", "count": len(self.students), "names": named[:SHOWN_NAMES],
-                         "more": max(0, len(named) - SHOWN_NAMES), "unnamed": len(self.students) - len(named)})]
+        outs = [Out(ME, fr.RoomStudents(type=fr.ROOM_STUDENTS, count=len(self.students), names=named[:SHOWN_NAMES],
+                                        more=max(0, len(named) - SHOWN_NAMES), unnamed=len(self.students) - len(named)))]
         return outs + self.answers()
 
     def answers(self) -> list[Out]:
@@ -236,7 +238,7 @@ class RoomSession:
         if g is None:
             return []
         answered = sum(1 for ch in g.guesses if ch in self.students)  # of those still here
-        return [Out(ME, {"type": "room.answers", "index": g.index, "answered": answered, "connected": len(self.students)})]
+        return [Out(ME, fr.RoomAnswers(type=fr.ROOM_ANSWERS, index=g.index, answered=answered, connected=len(self.students)))]
 
     # ---- guesses coming in ----------------------------------------------------------------------
 
@@ -264,7 +266,7 @@ class RoomSession:
             return []
         g.unsent = False
         bars, total = tally(g.guesses, g.candidates)
-        return self.answers() + [Out(ME, {"type": "room.tally", "index": g.index, "guesses": bars, "total": total})]
+        return self.answers() + [Out(ME, fr.RoomTally(type=fr.ROOM_TALLY, index=g.index, guesses=bars, total=total))]
 
     # ---- broadcasting -----------------------------------------------------------------------------
 
@@ -278,26 +280,26 @@ class RoomSession:
     def _remember(self, frame: dict) -> None:
         """What a student who joins in the middle of a run needs to catch up."""
         t = frame["type"]
-        if t == "room.run" and frame["phase"] == "start":
+        if t == fr.ROOM_RUN and frame["phase"] == "start":
             self.snapshot = {"run": frame, "tokens": [], "last": None, "guess": None, "reveal": None, "end": None}
         elif self.snapshot is None:
             return
-        elif t == "room.token":
-            self.snapshot["tokens"].append({"index": frame["index"], "piece": frame["piece"]})
+        elif t == fr.ROOM_TOKEN:
+            self.snapshot["tokens"].append(fr.CatchupToken(index=frame["index"], piece=frame["piece"]))
             self.snapshot["last"] = frame
-        elif t == "room.guess":
+        elif t == fr.ROOM_GUESS:
             self.snapshot["guess"], self.snapshot["reveal"] = frame, None
-        elif t == "room.reveal":
+        elif t == fr.ROOM_REVEAL:
             self.snapshot["guess"], self.snapshot["reveal"] = None, frame
-        elif t == "room.run":
+        elif t == fr.ROOM_RUN:
             self.snapshot["end"], self.snapshot["guess"] = frame, None
 
     def show_state(self, state: dict) -> list[Out]:
         """The presenter moved to another stage (``state``: a checked rooms.StageState, as a dict)."""
-        return [self.broadcast({"type": "room.state", "state": state})]
+        return [self.broadcast(fr.RoomState(type=fr.ROOM_STATE, state=state))]
 
     def end_room(self) -> list[Out]:
-        return [self.broadcast({"type": "room.ended"}, kind="ended")]
+        return [self.broadcast(fr.RoomEnded(type=fr.ROOM_ENDED), kind="ended")]
 
     # ---- the run --------------------------------------------------------------------------------
 
@@ -329,23 +331,23 @@ class RoomSession:
     def run_event(self, ev: dict, t: float) -> list[Out]:
         """One event of the engine (a token once it was let go, see :meth:`hold`), at wall-clock ``t``."""
         run, kind = self.run, ev["type"]
-        if kind == "explainer.prompt":
-            return [self.broadcast({"type": "room.run", "phase": "start", "run_id": run.run_id, "input_tokens": ev["input_tokens"],
-                                    "max_tokens": run.max_tokens, "prompt": run.prompt, "mode": self.mode, "pace_ms": self.pace_ms,
-                                    "model": ev["model"]["served_by"]})]
-        if kind == "explainer.token":
-            return [self.broadcast({
-                "type": "room.token", "run_id": run.run_id, "index": ev["index"], "token": ev["token"], "text": ev["text"],
-                "piece": ev.get("piece", ""), "t": t,
-                "candidates": [{"token": c["token"], "text": c["text"], "p": c["final_probability"]} for c in ev["candidates"][:CHOICES]],
-            })]
-        if kind == "explainer.done":
+        if kind == fr.PROMPT:
+            return [self.broadcast(fr.RoomRunStart(
+                type=fr.ROOM_RUN, phase="start", run_id=run.run_id, input_tokens=ev["input_tokens"], max_tokens=run.max_tokens,
+                prompt=run.prompt, mode=self.mode, pace_ms=self.pace_ms, model=ev["model"]["served_by"]))]
+        if kind == fr.TOKEN:
+            return [self.broadcast(fr.RoomToken(
+                type=fr.ROOM_TOKEN, run_id=run.run_id, index=ev["index"], token=ev["token"], text=ev["text"],
+                piece=ev.get("piece", ""), t=t,
+                candidates=[fr.RoomCandidate(token=c["token"], text=c["text"], p=c["final_probability"]) for c in ev["candidates"][:CHOICES]],
+            ))]
+        if kind == fr.DONE:
             run.ended = True
-            return [self.broadcast({"type": "room.run", "phase": "end", "run_id": run.run_id, "stop_reason": ev["stop_reason"],
-                                    "usage": ev["usage"]}, kind="run_end")]
-        if kind == "error":
+            return [self.broadcast(fr.RoomRunEnd(type=fr.ROOM_RUN, phase="end", run_id=run.run_id, stop_reason=ev["stop_reason"],
+                                                 usage=ev["usage"]), kind="run_end")]
+        if kind == fr.ERROR:
             run.ended = True
-            return [self.broadcast({"type": "room.run", "phase": "end", "run_id": run.run_id, "error": ev["error"]}, kind="run_end")]
+            return [self.broadcast(fr.RoomRunEnd(type=fr.ROOM_RUN, phase="end", run_id=run.run_id, error=ev["error"]), kind="run_end")]
         return []
 
     def run_stopped(self) -> list[Out]:
@@ -354,15 +356,16 @@ class RoomSession:
         if run is None or run.ended:
             return []
         run.ended = True
-        return [self.broadcast({"type": "room.run", "phase": "end", "run_id": run.run_id, "stop_reason": "stopped"}, kind="run_end")]
+        return [self.broadcast(fr.RoomRunEnd(type=fr.ROOM_RUN, phase="end", run_id=run.run_id, stop_reason="stopped"), kind="run_end")]
 
     def run_failed(self) -> list[Out]:
         run = self.run
         if run is None:
             return []
         run.ended = True
-        return [self.broadcast({"type": "room.run", "phase": "end", "run_id": run.run_id,
-                                "error": {"type": "api_error", "message": "The run failed on the server."}}, kind="run_end")]
+        return [self.broadcast(fr.RoomRunEnd(type=fr.ROOM_RUN, phase="end", run_id=run.run_id,
+                                             error=fr.ErrorDetail(type="api_error", message="The run failed on the server.")),
+                               kind="run_end")]
 
     def run_over(self, run_id: str) -> None:
         """The run's task is over (ended, stopped, failed or interrupted); a later run is left alone."""
@@ -376,7 +379,7 @@ class RoomSession:
         The presenter running the run hears that it is ready (``room.ready``): a guess can open now."""
         self.held = ev
         self.deadline = now + self.pace_ms / 1000
-        return [Out(ME, {"type": "room.ready", "index": ev["index"]})]
+        return [Out(ME, fr.RoomReady(type=fr.ROOM_READY, index=ev["index"]))]
 
     def token_wait(self, now: float) -> float | None:
         """How long the held token still waits before asking again: 0 when it goes now (the session
@@ -395,24 +398,24 @@ class RoomSession:
 
     def control(self, kind: str, frame: dict) -> list[Out]:
         """A presenter's pacing or guess command: "pause", "play", "pace", "step", "guess", "reveal"."""
-        if kind in ("pause", "play"):
+        if kind in (fr.PAUSE, fr.PLAY):
             self.mode = kind
             return [self._mode()]
-        if kind == "pace":
+        if kind == fr.PACE:
             self.pace_ms = pace_ms(frame.get("pace_ms"))
             return [self._mode()]
-        if kind == "step":
+        if kind == fr.STEP:
             self.need_run()
             self.release = True
             return []
-        if kind == "guess":
+        if kind == fr.GUESS:
             return self.open_guess()
-        if kind == "reveal":
+        if kind == fr.REVEAL:
             return self.reveal()
         raise ValueError(f"not a pacing command: {kind}")
 
     def _mode(self) -> Out:
-        return Out(ME, {"type": "room.mode", "mode": self.mode, "pace_ms": self.pace_ms})
+        return Out(ME, fr.RoomMode(type=fr.ROOM_MODE, mode=self.mode, pace_ms=self.pace_ms))
 
     def open_guess(self) -> list[Out]:
         """The class guesses the held token: the run pauses, students get the choices."""
@@ -426,7 +429,7 @@ class RoomSession:
         cands = held["candidates"][:CHOICES]
         self.guess = GuessRound(held["index"], cands)
         choices = sorted({c["text"] for c in cands}, key=str.casefold)
-        return [self._mode(), self.broadcast({"type": "room.guess", "index": held["index"], "choices": choices}, kind="guess"),
+        return [self._mode(), self.broadcast(fr.RoomGuess(type=fr.ROOM_GUESS, index=held["index"], choices=choices), kind="guess"),
                 *self.answers()]
 
     def reveal(self) -> list[Out]:
@@ -437,12 +440,12 @@ class RoomSession:
         bars, total = tally(g.guesses, g.candidates)
         drawn = ev["text"]
         right = sum(b["count"] for b in bars if b["text"] == drawn)
-        out = self.broadcast({
-            "type": "room.reveal", "index": g.index, "guesses": bars, "total": total, "right": right,
-            "model": [{"text": c["text"], "p": c["final_probability"]} for c in g.candidates],
-            "drawn": {"text": drawn, "token": ev["token"],
-                      "p": next((c["final_probability"] for c in ev["candidates"] if c["token"] == ev["token"]), None)},
-        }, kind="reveal")
+        out = self.broadcast(fr.RoomReveal(
+            type=fr.ROOM_REVEAL, index=g.index, guesses=bars, total=total, right=right,
+            model=[fr.ModelBar(text=c["text"], p=c["final_probability"]) for c in g.candidates],
+            drawn=fr.Drawn(text=drawn, token=ev["token"],
+                           p=next((c["final_probability"] for c in ev["candidates"] if c["token"] == ev["token"]), None)),
+        ), kind="reveal")
         self.guess = None
         self.release = True
         return [out]

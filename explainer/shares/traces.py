@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle.pricing import cost
 from explainer.shares.models import Trace
 from explainer.stages.pages.transformer import attention_rows, head_names
@@ -338,16 +339,16 @@ class TraceRecorder:
     def feed(self, event: dict) -> None:
         """Record one engine event; runs in the engine's thread for a call's run (``runner.run_batches``'s observe)."""
         t = event["type"]
-        if t == "explainer.prompt":
+        if t == fr.PROMPT:
             self.prompt_ids = [x["id"] for x in event["tokens"]]
             if event.get("cache"):
                 self.gateway["prompt_cache"] = event["cache"]
-        elif t == "explainer.token":
+        elif t == fr.TOKEN:
             self.steps.append({"index": event["index"], "token": event["token"], "text": event["text"],
                                "candidates": event["candidates"][:5]})
-        elif t == "explainer.done":
+        elif t == fr.DONE:
             self.done = event
-        elif not t.startswith("explainer."):
+        elif not fr.is_explainer(event):
             self.events.append(event)
 
     def save_later(self, status: int, response, after: threading.Event | None = None) -> None:

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle.scenario import Scenario, ScenarioError
 from explainer.shares import traces as recorder
 from explainer.shares.models import Trace
@@ -105,7 +106,7 @@ def trace_detail(request, trace_id: str):
     if trace.response and isinstance(trace.response, dict) and trace.response.get("type") == "message":
         text = "".join(b.get("text", "") for b in trace.response.get("content", []) if b.get("type") == "text")
     elif trace.events:
-        text = "".join(e["delta"].get("text", "") for e in trace.events if e["type"] == "content_block_delta")
+        text = "".join(e["delta"].get("text", "") for e in trace.events if e["type"] == fr.CONTENT_BLOCK_DELTA)
     return render(request, "shares/trace.html", {
         "trace": trace, "links": links, "link_error": link_error, "attention": attention, "text": text,
         "request_json": json.dumps(trace.request, indent=2, ensure_ascii=False),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle import lru
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.generate import step_banned
@@ -211,7 +212,7 @@ def stop_sequence(lesson, page, ctx) -> Verdict:
     run, s = page.run, page.scenario
     if run.error:
         return Verdict(False, _refused(run))
-    delta = next((e for e in run.events if e["type"] == "message_delta"), None)
+    delta = next((e for e in run.events if e["type"] == fr.MESSAGE_DELTA), None)
     reason = delta["delta"]["stop_reason"] if delta else None
     if reason == "stop_sequence":
         return Verdict(True, f"The stream ended on {_q(delta['delta']['stop_sequence'])} after "

@@ -39,6 +39,7 @@ from typing import AsyncIterator, Callable, Iterator
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.gateway import overloaded
@@ -474,7 +475,7 @@ async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, 
                     if observe is not None:
                         observe(event)
                     if keep is None or keep(event):
-                        urgent = first_delta and event["type"] == "content_block_delta"  # the reply's first output goes at once
+                        urgent = first_delta and event["type"] == fr.CONTENT_BLOCK_DELTA  # the reply's first output goes at once
                         first_delta = first_delta and not urgent
                         put(event, urgent)
         except APIError as exc:
