@@ -6,18 +6,16 @@ import pytest
 
 from explainer.stages.registry import built
 from tests.browser.conftest import SCREENS, assert_fits_phone
+from tests.browser.settle import settled
 
 SLUGS = [s.slug for s in built()]
 
 
 def main_visual_box(pg) -> dict:
     pg.wait_for_load_state("load")
-    # polled from here: a wait_for_function predicate would need eval, which the pages' CSP refuses
-    for _ in range(50):
-        if pg.evaluate("() => { const el = document.querySelector('[data-main-visual]'); return !!el && el.getBoundingClientRect().height > 0; }"):
-            break
-        pg.wait_for_timeout(100)
-    pg.wait_for_timeout(400)  # charts draw after their data loads
+    # a function, not an expression: an expression would need eval, which the pages' CSP refuses
+    pg.wait_for_function("() => { const el = document.querySelector('[data-main-visual]'); return !!el && el.getBoundingClientRect().height > 0; }")
+    settled(pg)  # charts draw after their data loads
     return pg.evaluate("""() => {
         const el = document.querySelector('[data-main-visual]');
         const r = el.getBoundingClientRect();

@@ -123,16 +123,22 @@ def test_the_journey_is_watched_stage_by_stage_then_skipped(server, browser, sho
     pg.goto(server["url"] + "/")
     pg.locator("#prompt").fill("What is a PostgreSQL index?")
     pg.locator("#max_tokens").fill("40")
+    # every step that lights up, in order, with the reply's text at that moment (recorded in the page)
+    pg.evaluate("""() => {
+        window.__lit = [];
+        new MutationObserver(() => {
+            const li = document.querySelector('#pipeline li.active');
+            const step = li ? li.dataset.step : null;
+            const last = window.__lit[window.__lit.length - 1];
+            if (step && (!last || last[0] !== step)) window.__lit.push([step, document.querySelector('#output').innerText]);
+        }).observe(document.getElementById('pipeline'), {subtree: true, attributes: true, attributeFilter: ['class']});
+    }""")
     pg.locator("#send").click()
-    lit, text_when = [], {}
-    for _ in range(60):
-        step = pg.evaluate("(document.querySelector('#pipeline li.active') || {dataset: {}}).dataset.step || null")
-        if step and (not lit or lit[-1] != step):
-            lit.append(step)
-            text_when[step] = pg.locator("#output").inner_text()
-        if "sampling" in lit:
-            break
-        pg.wait_for_timeout(100)
+    pg.wait_for_function("() => window.__lit.some(([step]) => step === 'sampling')")
+    journal = pg.evaluate("() => window.__lit")
+    lit, text_when = [step for step, _ in journal], {}
+    for step, text in journal:
+        text_when.setdefault(step, text)
     assert lit[:5] == ["compose", "gateway", "tokenize", "transformer", "sampling"], lit
     assert text_when["transformer"] == "", "the reply arrived before the request reached the model"
     notes = pg.locator("[data-note=tokenize]").inner_text()

@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from explainer.stages.registry import built
+from tests.browser.settle import settled
 from tests.browser.test_rooms import frame_at, start_room
 
 pytestmark = pytest.mark.browser
@@ -80,7 +81,7 @@ def test_every_stage_fills_the_projector_with_its_main_visual(projector, slug, s
     fr = pg.frame_locator("#stage-frame")
     expect(fr.locator("html.projector")).to_have_count(1)
     inner = next(f for f in pg.frames if f.url and f"/learn/{slug}/" in f.url)
-    inner.wait_for_timeout(600)  # charts draw after load
+    settled(inner)  # charts draw after their data loads
     box = inner.evaluate(BOX)
     shoot(pg, f"projector-{slug}-1280x720")
     assert box["sw"] <= box["vw"], f"{slug}: the projected stage scrolls sideways ({box['sw']} > {box['vw']}): {box['wide']}"

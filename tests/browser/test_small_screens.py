@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from explainer.stages.registry import built
+from tests.browser.settle import settled
 from tests.browser.test_first_screen import main_visual_box
 
 SLUGS = [s.slug for s in built()]
@@ -46,7 +47,7 @@ def test_nothing_scrolls_sideways_at_320(sized, server, url):
     assert_no_sideways_scroll(pg, w, url)
     # and with every fold (and every download menu) open: what a learner reads next fits too
     pg.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
-    pg.wait_for_timeout(300)  # a fold's charts draw when it opens
+    settled(pg)  # a fold's charts draw when it opens
     assert_no_sideways_scroll(pg, w, url + " with its folds open")
     assert not pg.js_errors, pg.js_errors
 

@@ -6,6 +6,7 @@ import pytest
 
 from explainer.tutorial.lessons import lessons
 from tests.browser.conftest import SCREENS
+from tests.browser.settle import settled
 
 IDS = [x.id for x in lessons()]
 
@@ -29,7 +30,7 @@ def test_the_panel_never_covers_what_the_task_needs(screen_page, server, lesson_
     pg = screen_page(screen)
     pg.goto(f"{server['url']}/tutorial/start/{lesson_id}")
     pg.wait_for_selector("#tut-panel")
-    pg.wait_for_timeout(500)
+    settled(pg)  # the stage drew its charts, the panel docked
     assert pg.locator(lesson.target).count() == 1, f"{lesson_id}: no {lesson.target} on the {lesson.stage_slug} page"
     b = pg.evaluate(BOXES, lesson.target)
     assert not overlap(b["panel"], b["target"]), f"{lesson_id} at {w}x{h}: the panel covers {lesson.target} on arrival: {b}"
@@ -39,7 +40,7 @@ def test_the_panel_never_covers_what_the_task_needs(screen_page, server, lesson_
         assert b["panel"]["right"] >= w - 1 and b["panel"]["w"] <= 360, b["panel"]  # a column along the right
     assert b["sw"] <= w, f"the docked panel makes the page scroll sideways: {b['sw']}"
     pg.locator("#tut-show").click()
-    pg.wait_for_timeout(300)
+    settled(pg)  # scrolled to the target
     b = pg.evaluate(BOXES, lesson.target)
     shoot(pg, f"tutorial-dock-{lesson_id}-{screen}")
     t = b["target"]
@@ -57,9 +58,11 @@ def test_collapsing_the_panel_gives_the_page_back(browser, server):
     pg = ctx.new_page()
     pg.goto(f"{server['url']}/tutorial/start/temperature")
     pg.wait_for_selector("#tut-panel")
+    settled(pg)
     open_width = pg.evaluate("document.querySelector('main').getBoundingClientRect().width")
     pg.locator(".tut-toggle").click()
-    pg.wait_for_timeout(200)
+    pg.wait_for_selector("#tut-panel-body", state="hidden")
+    settled(pg)  # the page took the panel's column back
     closed_width = pg.evaluate("document.querySelector('main').getBoundingClientRect().width")
     assert closed_width > open_width + 80
     assert not pg.locator("#tut-panel-body").is_visible()

@@ -38,9 +38,10 @@ def test_walk_the_stages_edit_on_the_way_and_share(server, browser, shoot):
     assert visible_text(other).replace("Link copied.", "") == recap_here.replace("Link copied.", "")
     # and walks back with the left arrow to the same sampling page
     while "/learn/sampling/" not in pg.url:
+        before = pg.url
         pg.keyboard.press("ArrowLeft")
+        pg.wait_for_url(lambda u, before=before: u != before)  # the previous stage
         pg.wait_for_load_state()
-        pg.wait_for_timeout(50)
     other.goto(pg.url)
     assert other.locator(".scenario-bar").inner_text() == pg.locator(".scenario-bar").inner_text()
     assert other.locator("main").inner_text() == pg.locator("main").inner_text()
