@@ -81,7 +81,7 @@ def merge(ids: list[int], ranks: dict[tuple[int, int], int], merge_ids: Sequence
     prv = list(range(-1, n - 1))
     alive = [True] * n
 
-    def queue(heap: list, i: int, j: int) -> None:
+    def queue(heap: list[tuple[int, int, int, int]], i: int, j: int) -> None:
         r = ranks.get((ids[i], ids[j]))
         if r is not None and r < limit:
             heapq.heappush(heap, (r, i, ids[i], ids[j]))

@@ -24,34 +24,40 @@ def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.nd
     """LayerNorm over the last axis: centre, divide by the standard deviation, then gain and bias."""
     d = x - x.mean(axis=-1, keepdims=True)
     var = (d * d).mean(axis=-1, keepdims=True)  # the same as x.var(), without centring twice
-    return d / np.sqrt(var + eps) * w + b
+    out: np.ndarray = d / np.sqrt(var + eps) * w + b  # (numpy's stubs type this arithmetic as Any)
+    return out
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     """As transformers' LlamaRMSNorm in float32: x / sqrt(mean(x^2) + eps), times the gain."""
-    return x * (1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)) * w
+    out: np.ndarray = x * (1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)) * w
+    return out
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
     """tanh approximation, as ``torch.nn.functional.gelu(approximate="tanh")`` (GPT-2's ``gelu_new``)."""
-    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+    out: np.ndarray = 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+    return out
 
 
 def silu(x: np.ndarray) -> np.ndarray:
     """x * sigmoid(x), the sigmoid written with tanh: no overflow (and no warning) for very negative x."""
-    return x * (0.5 + 0.5 * np.tanh(0.5 * x))
+    out: np.ndarray = x * (0.5 + 0.5 * np.tanh(0.5 * x))
+    return out
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Probabilities from scores along ``axis``; the maximum is subtracted first, so large scores cannot overflow."""
     e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    out: np.ndarray = e / e.sum(axis=axis, keepdims=True)
+    return out
 
 
 def rotate_half(x: np.ndarray) -> np.ndarray:
     """[x1, x2] -> [-x2, x1] along the last axis (transformers' ``rotate_half``)."""
     half = x.shape[-1] // 2
-    return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    out: np.ndarray = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return out
 
 
 def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
@@ -60,7 +66,7 @@ def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     x: [T, heads, hd]; cos and sin: [T, 1, hd] (the half-width angle table repeated twice).
     """
     half = x.shape[-1] // 2
-    out = x * cos
+    out: np.ndarray = x * cos
     out[..., :half] -= x[..., half:] * sin[..., :half]
     out[..., half:] += x[..., :half] * sin[..., half:]
     return out

@@ -24,6 +24,7 @@ import json
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ def bundled_model(config: ModelConfig, weights: dict[str, np.ndarray]) -> GPT2Mo
     return model
 
 
-def read_weights(path: Path = WEIGHTS_PATH) -> tuple[ModelConfig, dict[str, np.ndarray], dict]:
+def read_weights(path: Path = WEIGHTS_PATH) -> tuple[ModelConfig, dict[str, np.ndarray], dict[str, Any]]:
     """(config, tensors under the training code's names, training metadata) of a bundled-format file."""
     with np.load(path) as data:
         config = ModelConfig(**json.loads(bytes(data["__config__"]).decode()))
@@ -89,12 +90,12 @@ def read_weights(path: Path = WEIGHTS_PATH) -> tuple[ModelConfig, dict[str, np.n
     return config, weights, meta
 
 
-def save_weights(config: ModelConfig, weights: dict[str, np.ndarray], path: Path = WEIGHTS_PATH, meta: dict | None = None) -> None:
+def save_weights(config: ModelConfig, weights: dict[str, np.ndarray], path: Path = WEIGHTS_PATH, meta: dict[str, Any] | None = None) -> None:
     """Write tensors (the training code's names) as float16, with the config and ``meta`` as JSON."""
     arrays = {k: np.asarray(v).astype(np.float16) for k, v in weights.items()}
     arrays["__config__"] = np.frombuffer(json.dumps(asdict(config)).encode(), dtype=np.uint8)
     arrays["__meta__"] = np.frombuffer(json.dumps(meta or {}).encode(), dtype=np.uint8)
-    np.savez_compressed(path, **arrays)
+    np.savez_compressed(path, allow_pickle=False, **arrays)  # (named, so no tensor's name can be taken for the flag)
 
 
 @lru_cache(maxsize=2)

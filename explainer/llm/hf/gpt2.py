@@ -80,7 +80,7 @@ class GPT2Model(HFModel):
         hidden = gelu(x @ b["mlp.c_fc.weight"] + b["mlp.c_fc.bias"])
         return hidden, hidden @ b["mlp.c_proj.weight"] + b["mlp.c_proj.bias"]
 
-    def _forward(self, ids, cache: KVCache, want: tuple[str, ...]) -> ForwardResult:
+    def _forward(self, ids: np.ndarray, cache: KVCache, want: tuple[str, ...]) -> ForwardResult:
         c = self.config
         ids, start, end = self._begin(ids, cache)
         trace, keep = recorder(want)
@@ -118,4 +118,5 @@ class GPT2Model(HFModel):
 
     def logit_lens(self, resid: np.ndarray) -> np.ndarray:
         """Decode a residual-stream state [.., d] straight to vocabulary scores through the final LayerNorm."""
-        return layer_norm(resid, *self.ln_f, self.config.norm_eps) @ self.lm_head
+        scores: np.ndarray = layer_norm(resid, *self.ln_f, self.config.norm_eps) @ self.lm_head
+        return scores

@@ -81,7 +81,7 @@ class LlamaModel(HFModel):
     def _embed(self, ids: np.ndarray) -> np.ndarray:
         return self.embed[ids] if self.embed is not None else np.ascontiguousarray(self.lm_head[:, ids].T)
 
-    def _forward(self, ids, cache: KVCache, want: tuple[str, ...]) -> ForwardResult:
+    def _forward(self, ids: np.ndarray, cache: KVCache, want: tuple[str, ...]) -> ForwardResult:
         c = self.config
         ids, start, end = self._begin(ids, cache)
         T = end - start
@@ -139,4 +139,5 @@ class LlamaModel(HFModel):
 
     def logit_lens(self, resid: np.ndarray) -> np.ndarray:
         """Decode a residual-stream state [.., d] straight to vocabulary scores through the final RMSNorm."""
-        return rms_norm(resid, self.norm, self.config.norm_eps) @ self.lm_head
+        scores: np.ndarray = rms_norm(resid, self.norm, self.config.norm_eps) @ self.lm_head
+        return scores

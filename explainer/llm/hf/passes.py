@@ -12,13 +12,15 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
 from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
+from explainer.llm.hf.config import HFConfig
 from explainer.llm.interface import ContextWindowExceeded
 from explainer.llm.threads import blas_threads
 
@@ -44,14 +46,26 @@ def _spare_cores() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
 
-class HFModel:
+class HFModel(ABC):
     """The shared half of GPT2Model (the bundled model is one) and LlamaModel: ``forward`` runs the subclass's ``_forward`` on the
     model's BLAS threads (the loader gives a large model every core, of which it gets all but one), a long
     prefill in chunks."""
 
     threads = 1
+    # Set by each architecture's __init__.
+    config: HFConfig
+    n_params: int
+    lm_head: np.ndarray  # [d, V]
 
-    def forward(self, ids, cache: KVCache | None = None, want: tuple[str, ...] = ()) -> ForwardResult:
+    @abstractmethod
+    def new_cache(self) -> KVCache:
+        """An empty KV cache shaped for this model."""
+
+    @abstractmethod
+    def _forward(self, ids: np.ndarray, cache: KVCache, want: tuple[str, ...]) -> ForwardResult:
+        """The architecture's own pass over the new ``ids`` [T] (int64); it takes its positions from ``_begin``."""
+
+    def forward(self, ids: Iterable[int] | np.ndarray, cache: KVCache | None = None, want: tuple[str, ...] = ()) -> ForwardResult:
         """Run ``ids`` (the new tokens) after whatever ``cache`` holds; returns logits for every new token."""
         cache = cache if cache is not None else self.new_cache()
         with blas_threads(min(self.threads, _spare_cores())):
@@ -82,14 +96,15 @@ class HFModel:
         d, V = self.lm_head.shape
         rows = max(HEAD_ROWS, int(STEP_FLOPS // (2 * d * V)))
         if len(x) <= rows:
-            return x @ self.lm_head
+            logits: np.ndarray = x @ self.lm_head
+            return logits
         out = np.empty((len(x), V), np.float32)
         for i in range(0, len(x), rows):
             budget.check()
             np.matmul(x[i:i + rows], self.lm_head, out=out[i:i + rows])
         return out
 
-    def _begin(self, ids, cache: KVCache) -> tuple[np.ndarray, int, int]:
+    def _begin(self, ids: Iterable[int] | np.ndarray, cache: KVCache) -> tuple[np.ndarray, int, int]:
         """The new ids as an array, and the positions [start, end) they take in ``cache`` (room reserved)."""
         c = self.config
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
