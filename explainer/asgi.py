@@ -50,9 +50,10 @@ application = ProtocolTypeRouter({
 # about 100 ms for every student every few seconds.
 import gc  # noqa: E402
 
-from explainer.web.runner import get_engine, stop_with_the_server  # noqa: E402
+from explainer.web import services  # noqa: E402
+from explainer.web.runner import stop_with_the_server  # noqa: E402
 
-get_engine()
+services.start()  # the engine, the catalog, the lanes: built once from the settings, the model loaded
 # SIGTERM stops the engine's work first, then Daphne, and the process exits within seconds whatever
 # its workers are doing (explainer/web/runner.py).
 stop_with_the_server()

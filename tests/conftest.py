@@ -26,13 +26,29 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _models_dir(models_dir):
-    """Set once for the session, before any server fixture starts (session fixtures come first)."""
+    """Set once for the session, before any server fixture starts (session fixtures come first); the
+    session's services (explainer.web.services) are built from it."""
     from django.conf import settings
 
-    from explainer.web.runner import catalog
+    from explainer.web.services import Services, installed
 
     settings.EXPLAINER_MODELS_DIR = models_dir
-    catalog.cache_clear()
+    with installed(Services.from_settings()):
+        yield
+
+
+@pytest.fixture
+def own_services(settings):
+    """Build services from this test's settings (change them first) and use them for the rest of the test:
+    ``own_services()`` returns them. The bundled engine is shared (it only reads its weights); the
+    catalog (unless ``own_services(catalog=...)`` passes one on), the lanes, their workers and the
+    shutdown state are the test's own."""
+    from contextlib import ExitStack
+
+    from explainer.web.services import Services, current, installed
+
+    with ExitStack() as stack:
+        yield lambda **reuse: stack.enter_context(installed(Services.from_settings(engine=current().engine, **reuse)))
 
 
 @pytest.fixture(autouse=True)

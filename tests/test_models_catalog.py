@@ -67,25 +67,22 @@ def test_pull_says_why_it_cannot_download(tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
-def test_manage_py_models_list_and_add(tmp_path, settings):
+def test_manage_py_models_list_and_add(tmp_path, settings, own_services):
     settings.EXPLAINER_MODELS_DIR = tmp_path
-    catalog.cache_clear()
-    try:
-        out = io.StringIO()
-        call_command("models", "add", str(FIXTURE_MODELS / "tiny-gpt2"), "--name", "gpt2-small", stdout=out)
-        assert "added gpt2-small" in out.getvalue()
-        out = io.StringIO()
-        call_command("models", "list", stdout=out)
-        lines = out.getvalue().splitlines()
-        assert lines[0].startswith(BUNDLED_NAME) and lines[1].startswith("gpt2-small") and "gpt2" in lines[1]
-        (tmp_path / "gpt2-small" / "config.json").write_text('{"model_type": "bert"}')
-        out = io.StringIO()
-        call_command("models", "list", stdout=out)
-        assert "CANNOT OPEN" in out.getvalue() and "bert" in out.getvalue()
-        with pytest.raises(CommandError, match="is not a folder"):
-            call_command("models", "add", str(tmp_path / "nowhere"))
-    finally:
-        catalog.cache_clear()
+    own_services()
+    out = io.StringIO()
+    call_command("models", "add", str(FIXTURE_MODELS / "tiny-gpt2"), "--name", "gpt2-small", stdout=out)
+    assert "added gpt2-small" in out.getvalue()
+    out = io.StringIO()
+    call_command("models", "list", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith(BUNDLED_NAME) and lines[1].startswith("gpt2-small") and "gpt2" in lines[1]
+    (tmp_path / "gpt2-small" / "config.json").write_text('{"model_type": "bert"}')
+    out = io.StringIO()
+    call_command("models", "list", stdout=out)
+    assert "CANNOT OPEN" in out.getvalue() and "bert" in out.getvalue()
+    with pytest.raises(CommandError, match="is not a folder"):
+        call_command("models", "add", str(tmp_path / "nowhere"))
 
 
 def test_a_local_model_runs_a_whole_request():

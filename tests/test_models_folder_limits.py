@@ -15,7 +15,6 @@ from explainer.llm.hf.folder import ModelFolder
 from explainer.llm.hf.loader import describe_folder, licence_of, load_folder, recognise_licence
 from explainer.llm.hf.weights import MAX_HEADER_BYTES, MAX_TENSORS, fingerprint, weight_files
 from explainer.llm.interface import ModelBusy, ModelLoadError
-from explainer.web.runner import catalog
 from tests.conftest import FIXTURE_MODELS
 from tests.model_folders import copy_of, edit_json, within
 
@@ -428,7 +427,8 @@ def test_attached_objects_go_with_their_model(three):
 
 
 # ---- served: the card page -----------------------------------------------------------------------
-def test_the_card_of_a_hostile_folder_is_a_sentence_and_shows_no_secret(client, models_dir, tmp_path, secret):
+def test_the_card_of_a_hostile_folder_is_a_sentence_and_shows_no_secret(client, models_dir, tmp_path, secret, own_services):
+    own_services()  # a catalog of this test's own, which forgets these folders with it
     linked = copy_of(models_dir, "zz-linked")
     (linked / "LICENSE").symlink_to(secret)
     layers = copy_of(models_dir, "zz-layers")
@@ -442,7 +442,6 @@ def test_the_card_of_a_hostile_folder_is_a_sentence_and_shows_no_secret(client, 
     finally:
         shutil.rmtree(linked)
         shutil.rmtree(layers)
-        catalog.cache_clear()
 
 
 def test_the_tensor_count_is_exact_even_when_the_key_is_spelt_with_escapes(tmp_path, monkeypatch):
@@ -454,21 +453,18 @@ def test_the_tensor_count_is_exact_even_when_the_key_is_spelt_with_escapes(tmp_p
         load_folder(folder)
 
 
-def test_manage_py_models_add_refuses_a_linked_folder_in_a_sentence(tmp_path, settings, secret):
+def test_manage_py_models_add_refuses_a_linked_folder_in_a_sentence(tmp_path, settings, secret, own_services):
     from django.core.management import CommandError, call_command
 
     folder = copy_of(tmp_path, "my-model")
     (folder / "LICENSE").symlink_to(secret)
     settings.EXPLAINER_MODELS_DIR = tmp_path / "models"
-    catalog.cache_clear()
-    try:
-        with pytest.raises(CommandError) as exc:
-            call_command("models", "add", str(folder))
-        assert str(exc.value) == "my-model/LICENSE is a symbolic link; model folders may not contain links (found: LICENSE); " \
-            "copy the folder with its links resolved (cp -rL) and add the copy."
-        assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
-    finally:
-        catalog.cache_clear()
+    own_services()
+    with pytest.raises(CommandError) as exc:
+        call_command("models", "add", str(folder))
+    assert str(exc.value) == "my-model/LICENSE is a symbolic link; model folders may not contain links (found: LICENSE); " \
+        "copy the folder with its links resolved (cp -rL) and add the copy."
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
 
 
 def test_a_tokenizer_file_swapped_for_a_link_before_the_tokenizer_reads_it_is_refused(tmp_path, secret, monkeypatch):

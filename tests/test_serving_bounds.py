@@ -26,7 +26,7 @@ from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.budget import Interrupted
 from explainer.stages.runs import stamp
-from explainer.web import runner
+from explainer.web import runner, services
 from tests.api.raw import request
 from tests.live_server import daphne
 from tests.slow_model import LONG_PROMPT, NAME, Stream, long_request, make_slow_model
@@ -45,12 +45,11 @@ def slow_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def slow(settings, slow_dir):
-    """The slow model is the one local model installed (for this test, in this process)."""
+def slow(settings, slow_dir, own_services):
+    """The slow model is the one local model installed (for this test, in this process: the test's own services)."""
     settings.EXPLAINER_MODELS_DIR = slow_dir
-    runner.catalog.cache_clear()
-    yield runner.engine_for(NAME)
-    runner.catalog.cache_clear()
+    own_services()
+    return runner.engine_for(NAME)
 
 
 class Passes:
@@ -83,7 +82,6 @@ async def _all(batches) -> list[dict]:
 def _nothing_admitted_between_tests():
     assert runner.admitted() == 0
     yield
-    runner._stopping.clear()  # a test that shut the runner down
     assert runner.admitted() == 0
 
 
@@ -98,7 +96,7 @@ async def test_a_cancelled_run_frees_its_worker_in_the_middle_of_a_prefill(slow,
     first = await anext(events)
     assert first[0]["type"] == "explainer.prompt"  # tokenized: the prefill begins
     assert passes.began.wait(HANG)
-    assert runner.LOCAL.admitted == 1 and runner.BUNDLED.admitted == 0  # a local model's run is in its own lane
+    assert services.current().local.admitted == 1 and services.current().bundled.admitted == 0  # a local model's run is in its own lane
     cancel.set()
     passes.release.set()
     assert stopped.wait(HANG), "the engine did not stop"
@@ -135,8 +133,9 @@ async def test_shutting_down_cuts_a_run_with_an_error_event_and_admits_nothing_n
         runner.request_budget().check()
 
 
-async def test_a_full_local_lane_refuses_local_work_but_never_the_bundled_model_s(slow, monkeypatch, settings):
+async def test_a_full_local_lane_refuses_local_work_but_never_the_bundled_model_s(slow, monkeypatch, settings, own_services):
     settings.EXPLAINER_LOCAL_WORKERS, settings.EXPLAINER_LOCAL_QUEUE = 1, 0
+    own_services(catalog=services.current().catalog)  # lanes of those sizes, on the slow model's catalog
     passes = Passes(slow, monkeypatch, hold=True)
     cancel, stopped = threading.Event(), threading.Event()
     busy = runner.run_batches(parse_request(long_request()), 0, cancel, finished=stopped.set)
@@ -160,7 +159,7 @@ async def test_a_full_local_lane_refuses_local_work_but_never_the_bundled_model_
         assert ran[-1]["type"] == "explainer.done"
         for url in ("/", stage_url("tokenize"), stage_url("sampling"), "/models/tiny-explainer-4l/"):
             assert (await client.get(url)).status_code == 200, url
-        assert not stopped.is_set() and runner.LOCAL.admitted == 1  # all of that while the local run still held its worker
+        assert not stopped.is_set() and services.current().local.admitted == 1  # all of that while the local run still held its worker
     finally:
         cancel.set()
         passes.release.set()
@@ -265,7 +264,7 @@ async def test_a_caller_gone_while_its_work_waits_for_a_worker_gives_its_place_b
     its place must come back all the same, or five hang-ups would close the lane for good."""
     import asyncio
 
-    lane = runner.LOCAL
+    lane = services.current().local
     before = lane.admitted
     started, release = threading.Event(), threading.Event()
 

@@ -74,7 +74,7 @@ def test_interpreter_exit_cancels_running_work_instead_of_waiting_for_it():
     """Whatever the server, exiting stops budgeted work before the interpreter joins the worker threads."""
     done = _run("""
         from explainer.llm import budget
-        from explainer.web import runner
+        from explainer.web import runner, services
         runner.stop_with_the_server()
         started = threading.Event()
 
@@ -85,7 +85,7 @@ def test_interpreter_exit_cancels_running_work_instead_of_waiting_for_it():
                 b.cancel.wait()  # until the exit cancels it
                 budget.check()
 
-        runner._bundled_work().submit(forever)
+        services.current().work.submit(forever)
         started.wait(10)
         print("leaving")
     """)

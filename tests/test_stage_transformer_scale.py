@@ -60,13 +60,14 @@ def make_wide(folder: Path, n_layer: int = 12, n_head: int = 8, n_kv_head: int =
 @pytest.fixture(scope="module")
 def wide_model(models_dir):
     """``wide-llama`` installed in the suite's models directory for this module's tests, then removed again."""
-    from explainer.web.runner import catalog
+    from explainer.web.services import Services, current, installed
 
     folder = make_wide(models_dir / WIDE)
-    catalog.cache_clear()
+    services = installed(Services.from_settings(engine=current().engine))  # a catalog that sees the new folder
+    services.__enter__()
     yield WIDE
+    services.__exit__(None, None, None)
     shutil.rmtree(folder)
-    catalog.cache_clear()
 
 
 def page_url(scenario: Scenario, **opts) -> str:

@@ -384,15 +384,10 @@ def test_a_check_on_a_local_model_keeps_it_for_the_next_lesson_or_says_why_it_ca
     assert r.status_code == 400 and "other weights" in r.json()["error"]
 
 
-def test_a_local_model_that_cannot_be_opened_says_why_instead_of_starting(client, settings, tmp_path):
-    from explainer.web.runner import catalog
-
+def test_a_local_model_that_cannot_be_opened_says_why_instead_of_starting(client, settings, tmp_path, own_services):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{", encoding="utf-8")
     settings.EXPLAINER_MODELS_DIR = tmp_path
-    catalog.cache_clear()
-    try:
-        r = client.get("/tutorial/start/same-dice", {"model": "broken"})
-        assert r.status_code == 400 and "config.json" in r.content.decode()
-    finally:
-        catalog.cache_clear()  # the next test's catalog reads the suite's models directory again
+    own_services()  # the next test's services read the suite's models directory again
+    r = client.get("/tutorial/start/same-dice", {"model": "broken"})
+    assert r.status_code == 400 and "config.json" in r.content.decode()

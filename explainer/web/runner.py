@@ -30,10 +30,8 @@ import signal
 import sys
 import threading
 import time
-import weakref
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from functools import lru_cache, partial, wraps
+from functools import partial, wraps
 from typing import AsyncIterator, Callable, Iterator
 
 from asgiref.sync import sync_to_async
@@ -47,20 +45,20 @@ from explainer.lifecycle.payload import MessagesRequest
 from explainer.llm.budget import Budget, Interrupted, check, running
 from explainer.llm.catalog import BUNDLED_NAME, Catalog
 from explainer.llm.interface import ModelBusy, ModelLoadError
+from explainer.web import services
+from explainer.web.services import Lane
 
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=1)
 def get_engine() -> Engine:
     """The bundled model's engine: what every Claude model name is answered by."""
-    return Engine()
+    return services.current().engine
 
 
-@lru_cache(maxsize=1)
 def catalog() -> Catalog:
-    return Catalog(settings.EXPLAINER_MODELS_DIR, max_context=settings.EXPLAINER_MAX_CONTEXT,
-                   max_bytes=int(settings.EXPLAINER_MODELS_MB * 2**20))
+    """The local models' catalog (their folders, the open ones, their memory budget)."""
+    return services.current().catalog
 
 
 def is_local_model(name: str | None) -> bool:
@@ -99,11 +97,6 @@ def _holding(model) -> Iterator[None]:
 
 # ---- budgets: the request's deadline, and stopping everything -----------------------------------
 
-_stopping = threading.Event()
-_cancels: "weakref.WeakSet[threading.Event]" = weakref.WeakSet()  # the cancel flag of every budget alive now
-_cancels_lock = threading.Lock()
-
-
 def request_timeout() -> float | None:
     """Seconds a request may run (``EXPLAINER_REQUEST_TIMEOUT_S``); None (0 or less): no limit."""
     seconds = float(getattr(settings, "EXPLAINER_REQUEST_TIMEOUT_S", 60))
@@ -116,16 +109,13 @@ def request_budget(cancel: threading.Event | None = None) -> Budget:
     Shutdown sets the flag of every budget alive (``shut_down``); one made after it starts out cancelled.
     """
     b = Budget(request_timeout(), cancel if cancel is not None else threading.Event())
-    with _cancels_lock:
-        _cancels.add(b.cancel)
-    if _stopping.is_set():
-        b.cancel.set()
+    services.current().stop.watch(b.cancel)
     return b
 
 
 def stopping() -> bool:
     """Has the server begun to shut down?"""
-    return _stopping.is_set()
+    return services.current().stop.is_set()
 
 
 def timed_out(seconds: float | None) -> APIError:
@@ -149,86 +139,23 @@ def interrupted(exc: Interrupted) -> APIError:
 
 # ---- lanes: workers and admission per kind of model --------------------------------------------
 
-class Lane:
-    """Worker threads and an admission bound for one kind of model work.
-
-    ``admitted`` counts the pieces of work holding a place: running, or waiting for a worker. A place
-    is freed by the worker itself as soon as the work stops, however slowly the caller then reads.
-    """
-
-    def __init__(self, name: str, workers: tuple[str, int], queue: tuple[str, int], busy: Callable[[], APIError],
-                 nice: int = 0):
-        self.name, self._workers, self._queue, self.busy, self.nice = name, workers, queue, busy, nice
-        self.admitted = 0
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-
-    def workers(self) -> int:
-        return int(getattr(settings, self._workers[0], self._workers[1]))
-
-    def capacity(self) -> int:
-        return self.workers() + int(getattr(settings, self._queue[0], self._queue[1]))
-
-    def enter(self) -> bool:
-        """Take a place, if there is one (never while the server is stopping)."""
-        with self._lock:
-            if _stopping.is_set() or self.admitted >= self.capacity():
-                return False
-            self.admitted += 1
-            return True
-
-    def leave(self) -> None:
-        with self._lock:
-            self.admitted -= 1
-
-    def executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=max(1, self.workers()), thread_name_prefix=f"{self.name}-model",
-                                                initializer=_lower_priority, initargs=(self.nice,))
-            return self._pool
-
-
-def _lower_priority(nice: int) -> None:
-    """Give this worker thread a lower CPU priority (Linux schedules threads, and keeps a nice value per thread), so
-    that on a busy machine the bundled model's work, the pages and the event loop get the cores first. Only this
-    thread is lowered: the BLAS threads a large matrix product starts are not, which is why a local model's pass
-    also leaves one core free (``explainer.llm.threads``)."""
-    if nice > 0 and hasattr(os, "setpriority"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
-        except OSError:
-            pass
-
-
-def _local_busy() -> APIError:
-    return APIError("overloaded_error", "The workers for this server's local models are all busy; try again in a few seconds.",
-                    headers={"retry-after": "5"})
-
-
-BUNDLED = Lane("bundled", ("EXPLAINER_ENGINE_WORKERS", 2), ("EXPLAINER_ENGINE_QUEUE", 32), overloaded)
-LOCAL = Lane("local", ("EXPLAINER_LOCAL_WORKERS", 1), ("EXPLAINER_LOCAL_QUEUE", 4), _local_busy, nice=10)
 LOCAL_MODELS = object()  # for ``call`` and ``model_view``: work on the local models as a whole (a listing of them)
 
 
 def lane_for(model) -> Lane:
     """The local models' lane for a local model's name (or LOCAL_MODELS); the bundled model's for anything else."""
-    return LOCAL if model is LOCAL_MODELS or (isinstance(model, str) and is_local_model(model)) else BUNDLED
+    s = services.current()
+    return s.local if model is LOCAL_MODELS or (isinstance(model, str) and is_local_model(model)) else s.bundled
 
 
 def admitted() -> int:
     """Engine runs and local-model work holding a place now (running or waiting for a worker), in every lane."""
-    return BUNDLED.admitted + LOCAL.admitted
+    return services.current().admitted()
 
 
 def max_admitted() -> int:
     """Runs the bundled model's lane admits at once."""
-    return BUNDLED.capacity()
-
-
-@lru_cache(maxsize=1)
-def _bundled_work() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="bundled-work")
+    return services.current().bundled.capacity()
 
 
 async def call(model, fn: Callable, *args, budget: Budget | None = None):
@@ -239,10 +166,11 @@ async def call(model, fn: Callable, *args, budget: Budget | None = None):
     the bundled model's, quick) runs in a small pool of its own. Work its budget stops raises the
     client's error (``interrupted``); if the caller is cancelled, the budget's flag stops the work.
     """
-    lane = LOCAL if lane_for(model) is LOCAL else None
+    s = services.current()
+    lane = s.local if lane_for(model) is s.local else None
     b = budget or request_budget()
     if lane is not None and not lane.enter():
-        raise shutting_down() if _stopping.is_set() else lane.busy()
+        raise shutting_down() if s.stop.is_set() else lane.busy()
 
     def work():
         try:
@@ -255,7 +183,7 @@ async def call(model, fn: Callable, *args, budget: Budget | None = None):
                 lane.leave()
 
     try:
-        job = (lane.executor() if lane else _bundled_work()).submit(work)
+        job = (lane.executor() if lane else s.work).submit(work)
     except RuntimeError:  # the pool is shut down: the interpreter is exiting
         if lane is not None:
             lane.leave()
@@ -269,7 +197,7 @@ async def call(model, fn: Callable, *args, budget: Budget | None = None):
     except Interrupted as exc:
         raise interrupted(exc) from None
     except ModelBusy:
-        raise LOCAL.busy() from None
+        raise s.local.busy() from None
     except asyncio.CancelledError:
         b.cancel.set()
         raise
@@ -278,7 +206,8 @@ async def call(model, fn: Callable, *args, budget: Budget | None = None):
 def submit(model, fn: Callable, *args) -> bool:
     """Start ``fn(*args)`` in a worker of ``model``'s lane under a request's budget, and return at once: for
     work a synchronous view need not wait for (its result is stored somewhere). False when the lane is full."""
-    lane = LOCAL if lane_for(model) is LOCAL else None
+    s = services.current()
+    lane = s.local if lane_for(model) is s.local else None
     if lane is not None and not lane.enter():
         return False
     b = request_budget()
@@ -295,7 +224,7 @@ def submit(model, fn: Callable, *args) -> bool:
             if lane is not None:
                 lane.leave()
     try:
-        (lane.executor() if lane else _bundled_work()).submit(work)
+        (lane.executor() if lane else s.work).submit(work)
     except RuntimeError:  # the interpreter is exiting
         if lane is not None:
             lane.leave()
@@ -326,7 +255,7 @@ def model_view(model_of: Callable, refuse: Callable):
                 model = model_of(request, *args, **kwargs)
             except Exception:  # a link that does not decode: the view itself says what is wrong with it
                 model = None
-            if lane_for(model) is LOCAL:
+            if lane_for(model) is services.current().local:
                 try:
                     return await call(model, partial(view, request, *args, **kwargs))
                 except APIError as exc:
@@ -446,11 +375,12 @@ async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, 
     seconds (fewer, larger batches; an event waits at most that long); see ``_Handoff``.
     """
     global _live_runs
+    s = services.current()
     lane = lane_for(req.model)
     if not lane.enter():
         if finished is not None:
             finished()
-        yield [(shutting_down() if _stopping.is_set() else lane.busy()).body()]
+        yield [(shutting_down() if s.stop.is_set() else lane.busy()).body()]
         return
     run_budget = budget if budget is not None else request_budget(cancel)
     released = threading.Event()
@@ -483,9 +413,9 @@ async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, 
         except ModelLoadError as exc:  # an installed folder that no longer opens: say why, as the API does
             put(APIError("invalid_request_error", f"model: {req.model} is installed but cannot be opened: {exc}").body(), urgent=True)
         except ModelBusy:  # the models in use hold the memory it needs: try again in a moment
-            put(LOCAL.busy().body(), urgent=True)
+            put(s.local.busy().body(), urgent=True)
         except Interrupted as exc:  # the caller left (nothing to say), the deadline passed, or the server is stopping
-            if exc.reason == "deadline" or _stopping.is_set():
+            if exc.reason == "deadline" or s.stop.is_set():
                 put(interrupted(exc).body(), urgent=True)
         except Exception:  # a bug, not bad input: log it, tell the client without details
             log.exception("engine run failed")
@@ -550,11 +480,7 @@ def shut_down() -> None:
     """Stop all work: no new work is admitted, and every budget's flag is set, so each worker stops within a step.
 
     A cut run ends with ``shutting_down``'s error event. Safe to call more than once, from any thread."""
-    _stopping.set()
-    with _cancels_lock:
-        flags = list(_cancels)
-    for flag in flags:
-        flag.set()
+    services.current().stop.set()
 
 
 _exit_armed = threading.Event()  # set by the signal: the watchdog's countdown starts
@@ -625,7 +551,7 @@ def _wrap_signal_handlers(reactor) -> None:
 
 def _handler(reactor, previous: Callable):
     def on_signal(signum, frame):
-        if _stopping.is_set():  # a second signal: stop now
+        if stopping():  # a second signal: stop now
             previous(signum, frame)
             return
         # The handler may have interrupted the loop's thread anywhere, even holding a lock that shutting down
@@ -636,7 +562,7 @@ def _handler(reactor, previous: Callable):
 
 
 def _begin_stopping(signum: int, previous: Callable) -> None:
-    if _stopping.is_set():
+    if stopping():
         return
     log.info("signal %s: stopping the work, then the server", signum)
     shut_down()

@@ -73,8 +73,9 @@ async def test_a_hold_sends_few_batches_but_never_holds_the_first_output_or_the_
     assert batches[-1][-1]["type"] == "message_stop"
 
 
-async def test_a_full_engine_answers_overloaded_and_still_calls_finished(settings):
+async def test_a_full_engine_answers_overloaded_and_still_calls_finished(settings, own_services):
     settings.EXPLAINER_ENGINE_WORKERS, settings.EXPLAINER_ENGINE_QUEUE = 0, 0
+    own_services()
     batches, seen, calls = await collect()
     assert len(batches) == 1 and len(batches[0]) == 1
     assert batches[0][0]["type"] == "error" and batches[0][0]["error"]["type"] == "overloaded_error"

@@ -18,13 +18,14 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def wide(models_dir):
     """``wide-llama`` (12 layers x 8 heads) in the suite's models directory, which the test server reads too."""
-    from explainer.web.runner import catalog
+    from explainer.web.services import Services, current, installed
 
     folder = make_wide(models_dir / WIDE)
-    catalog.cache_clear()
+    services = installed(Services.from_settings(engine=current().engine))  # a catalog that sees the new folder
+    services.__enter__()
     yield stamp(LONG.replace(model=WIDE))
+    services.__exit__(None, None, None)
     shutil.rmtree(folder)
-    catalog.cache_clear()
 
 
 def query(pg) -> dict:
