@@ -4,9 +4,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from tests.frame_schema import assert_frames
 from tests.live_server import daphne
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +40,29 @@ def browser():
         b.close()
 
 
+def watch_sockets(pg) -> list[tuple[str, str]]:
+    """Record every text frame the page's WebSockets receive and send, with the root of the frames' JSON Schema
+    (static/schema/frames.json) it must fit: what ws/stream/ and ws/rooms/<code>/ send the JavaScript, and what
+    the JavaScript sends them."""
+    frames: list[tuple[str, str]] = []
+
+    def on_socket(ws) -> None:
+        path = urlsplit(ws.url).path
+        roots = (("StreamFrame", "StreamCommand") if path == "/ws/stream/" else
+                 ("RoomFrame", "RoomCommand") if path.startswith("/ws/rooms/") else None)
+        if roots:
+            ws.on("framereceived", lambda payload: frames.append((roots[0], payload)) if isinstance(payload, str) else None)
+            ws.on("framesent", lambda payload: frames.append((roots[1], payload)) if isinstance(payload, str) else None)
+    pg.on("websocket", on_socket)
+    return frames
+
+
+def check_sockets(frames: list[tuple[str, str]]) -> None:
+    """The frames :func:`watch_sockets` recorded fit the schema (a page that opened no socket has none)."""
+    for root, text in frames:
+        assert_frames([text], root)
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 720})
@@ -45,8 +70,10 @@ def page(browser):
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.js_errors = errors
+    pg.socket_frames = watch_sockets(pg)
     yield pg
     context.close()
+    check_sockets(pg.socket_frames)
 
 
 @pytest.fixture
@@ -89,8 +116,10 @@ def phone(browser):
     pg = ctx.new_page()
     pg.js_errors = []
     pg.on("pageerror", lambda e: pg.js_errors.append(str(e)))
+    pg.socket_frames = watch_sockets(pg)
     yield pg
     ctx.close()
+    check_sockets(pg.socket_frames)
 
 
 SCREENS = {"laptop": (1366, 768), "phone": (390, 844)}  # the sizes the stage pages promise their first screen at

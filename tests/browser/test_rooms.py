@@ -1,11 +1,12 @@
 """A class in the browser: the presenter starts a room on a laptop, students join on phones,
 follow the presenter's stage, watch a run and guess the next token."""
+import json
 import re
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import assert_fits_phone
+from tests.browser.conftest import assert_fits_phone, check_sockets
 
 pytestmark = pytest.mark.browser
 
@@ -108,6 +109,10 @@ def test_a_lesson_with_a_presenter_and_two_students(page, phone, browser, server
     axe(page)
     assert laptop.locator("#live-text").inner_text() == page.locator("#live-text").inner_text()
     assert not page.js_errors and not phone.js_errors
+    # the presenter's commands and the student's guess, and every frame back, fit the frames' schema
+    sent = {json.loads(t)["type"] for root, t in page.socket_frames + phone.socket_frames if root == "RoomCommand"}
+    assert {"auth", "run", "step", "guess", "reveal", "play"} <= sent
+    check_sockets(page.socket_frames + phone.socket_frames)
 
     # a student who explores on their own can rejoin the presenter
     laptop.frame_locator("#stage-frame").locator("a", has_text="edit the request").first.click()

@@ -7,6 +7,7 @@ import pytest
 
 from explainer.lifecycle.scenario import Scenario
 from explainer.stages.runs import run_of
+from tests.browser.conftest import check_sockets
 
 pytestmark = pytest.mark.browser
 SCENARIO = Scenario(messages=[{"role": "user", "content": "How do I create a table in SQL?"}], max_tokens=16, seed=21, temperature=0.9)
@@ -64,6 +65,11 @@ def test_it_streams_live_with_the_same_text(server, page, link, shoot, axe):
     assert page.locator("[data-metric=ttft-browser]").inner_text().endswith("ms")
     assert float(page.locator("[data-metric=tps-browser]").inner_text()) > 0
     assert page.locator("#timeline svg line").count() >= run.done["usage"]["output_tokens"]
+    # what the socket carried both ways was recorded (the page fixture checks it against the frames' schema)
+    received = [json.loads(t) for root, t in page.socket_frames if root == "StreamFrame"]
+    assert [f["type"] for f in received].count("explainer.token") == run.done["usage"]["output_tokens"]
+    assert [root for root, _ in page.socket_frames].count("StreamCommand") == 1
+    check_sockets(page.socket_frames)
     axe(page)
     shoot(page, "streaming-1280")
 
