@@ -181,7 +181,7 @@ class Engine:
             cache=fr.CacheUse(read=plan.read, written=plan.write, breakpoints=plan.breakpoints) if plan else None,
         )
         yield fr.MessageStart(type=fr.MESSAGE_START, message=fr.Message(
-            id=new_id("msg_"), type="message", role="assistant", content=[], model=req.model,
+            id=new_id("msg_"), type=fr.MESSAGE, role="assistant", content=[], model=req.model,
             stop_reason=None, stop_sequence=None, usage=fr.Usage(**usage),
         ))
         first_token_at = None

@@ -49,7 +49,8 @@ ERROR: Final = "error"  # the API's error envelope, as an event of a stream or a
 # in the order they come (ping may come at any time); an error is reported on its own
 API_EVENTS: Final = (MESSAGE_START, CONTENT_BLOCK_START, PING, CONTENT_BLOCK_DELTA, CONTENT_BLOCK_STOP,
                      MESSAGE_DELTA, MESSAGE_STOP)
-# a content block's delta, and a content block
+# the message object (a reply, and what message_start opens), a content block's delta, and a content block
+MESSAGE: Final = "message"
 TEXT_DELTA: Final = "text_delta"
 INPUT_JSON_DELTA: Final = "input_json_delta"
 TEXT: Final = "text"

@@ -103,8 +103,8 @@ def trace_detail(request, trace_id: str):
         parts = name.split("_")  # block_{l}_attn_head_{h}_weights
         attention.append({"name": name, "layer": int(parts[1]), "head": int(parts[4]), **row})
     text = ""
-    if trace.response and isinstance(trace.response, dict) and trace.response.get("type") == "message":
-        text = "".join(b.get("text", "") for b in trace.response.get("content", []) if b.get("type") == "text")
+    if trace.response and isinstance(trace.response, dict) and trace.response.get("type") == fr.MESSAGE:
+        text = "".join(b.get("text", "") for b in trace.response.get("content", []) if b.get("type") == fr.TEXT)
     elif trace.events:
         text = "".join(e["delta"].get("text", "") for e in trace.events if e["type"] == fr.CONTENT_BLOCK_DELTA)
     return render(request, "shares/trace.html", {
