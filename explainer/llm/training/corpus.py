@@ -16,6 +16,10 @@ Passages, in the order they are preferred:
 
 Passages whose text contains a blocked word (``explainer/llm/blocklist.txt``) are dropped.
 
+After the text, ``train.jsonl`` gets the tool-use conversations of ``tool_corpus`` (calls, text
+answers with tools offered, answers to a tool result), and ``tools_heldout.jsonl`` the held-out
+ones that ``evaluate --tools`` measures.
+
 The build is reproducible: files are read in sorted order and every choice (question
 wording, system prompt, train/validation split) is a hash of the source path and the
 passage's key, never a random draw.
@@ -41,6 +45,7 @@ import warnings
 from bs4 import BeautifulSoup, Tag, XMLParsedAsHTMLWarning
 
 from explainer.llm.blocklist import find_blocked
+from explainer.llm.training import tool_corpus
 
 def _sphinx(name: str, package: str, licence: str, changes: str) -> dict:
     """A Sphinx-built documentation package: its index pages, sources and changelog are skipped."""
@@ -89,6 +94,8 @@ SYSTEM_PROMPTS = [
     "You explain technical documentation in plain English.",
     "You are a concise technical writer.",
 ]
+
+TOOL_CONVERSATIONS, TOOL_HELDOUT = 5000, 600  # tool_corpus: the split the model trains on, the one it is measured on
 
 MAX_ANSWER_CHARS = 420
 MIN_ANSWER_CHARS = 90
@@ -412,11 +419,12 @@ def conversations(source: dict) -> tuple[list[dict], int]:
     return out, dropped
 
 
-def build(out_dir: Path) -> dict:
+def build(out_dir: Path, tool_conversations: int = TOOL_CONVERSATIONS, tool_heldout: int = TOOL_HELDOUT) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     stats: dict = {"sources": []}
     lengths: list[int] = []
     kinds: dict[str, int] = {}
+    text: dict[str, list[dict]] = {"train": [], "val": []}
     files = {split: (out_dir / f"{split}.jsonl").open("w", encoding="utf-8") for split in ("train", "val")}
     try:
         for source in SOURCES:
@@ -424,12 +432,24 @@ def build(out_dir: Path) -> dict:
                 raise SystemExit(f"{source['root']} is missing: apt-get install {source['package']}")
             convs, dropped = conversations(source)
             for c in convs:
+                text[c["split"]].append(c)
                 files[c["split"]].write(json.dumps(c, ensure_ascii=False) + "\n")
                 lengths.append(len(c["messages"][-1]["content"]))
                 kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
             chars = sum(len(m["content"]) for c in convs for m in c["messages"])
             stats["sources"].append({k: source[k] for k in ("name", "package", "licence")}
                                     | {"conversations": len(convs), "characters": chars, "dropped_blocked": dropped})
+        # Tool-use conversations (tool_corpus), after the text: documentation questions asked with
+        # tools offered come from the text's own splits; the held-out split is for evaluate --tools only.
+        tools = tool_corpus.build(tool_conversations, tool_heldout, text["train"], text["val"])
+        for c in tools["train"]:
+            files["train"].write(json.dumps(c, ensure_ascii=False) + "\n")
+        with (out_dir / "tools_heldout.jsonl").open("w", encoding="utf-8") as f:
+            for c in tools["heldout"]:
+                f.write(json.dumps(c, ensure_ascii=False) + "\n")
+        stats["tools"] = {split: {"conversations": len(convs), **{k: sum(c["kind"] == k for c in convs) for k in ("call", "text", "result")},
+                                  "families": len({c["family"] for c in convs})}
+                          for split, convs in tools.items()}
     finally:
         for f in files.values():
             f.close()
@@ -443,7 +463,10 @@ def build(out_dir: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("data/corpus"))
-    print(json.dumps(build(ap.parse_args().out), indent=2))
+    ap.add_argument("--tool-conversations", type=int, default=TOOL_CONVERSATIONS, help="tool-use conversations in train.jsonl")
+    ap.add_argument("--tool-heldout", type=int, default=TOOL_HELDOUT, help="held-out tool conversations (tools_heldout.jsonl)")
+    args = ap.parse_args()
+    print(json.dumps(build(args.out, args.tool_conversations, args.tool_heldout), indent=2))
 
 
 if __name__ == "__main__":

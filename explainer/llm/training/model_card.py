@@ -26,6 +26,7 @@ from explainer.llm.hf.gpt2 import GPT2Model
 from explainer.llm.layers import softmax
 from explainer.llm.model import WEIGHTS_PATH, bundled_model, load_model, read_weights
 from explainer.llm.tokenizer import load_tokenizer
+from explainer.llm.training.tool_eval import ARTICLE_QUESTION
 
 WEIGHTS_DIR = WEIGHTS_PATH.parent
 def model_val_loss(val: np.ndarray, model: GPT2Model | None = None) -> float:
@@ -90,6 +91,47 @@ def golden_difference() -> dict:
 
 def _quote(text: str) -> str:
     return "\n".join("> " + line if line else ">" for line in (text or "(empty reply)").splitlines())
+
+
+TOOL_ROWS = (("forced_argument", "forced call (`tool_choice` tool): the argument equals the identifier in the question"),
+             ("any_argument", "`tool_choice` any: the right tool, and the argument equals the identifier"),
+             ("auto_call", "`auto`, the question needs the tool: a tool call"),
+             ("auto_right_tool", "`auto`: a call of the right tool"),
+             ("auto_text", "`auto`, the tools are not needed or cannot answer: text"),
+             ("result_fact", "after a `tool_result`: the answer states the result's key fact"))
+
+
+def tools_section(t: dict | None, corpus: dict | None) -> str:
+    """The tool loop's figures (``evaluate --tools``), when they were measured."""
+    if not t:
+        return ""
+    f, n, targets = t["figures"], t["counts"], t.get("targets", {})
+    rows = "\n".join(f"| {label} | {f[k]:.0%} of {n[k]} | {f'≥ {targets[k]:.0%}' if k in targets else ''} |"
+                     for k, label in TOOL_ROWS if f.get(k) is not None)
+    a = t.get("article") or {}
+    call, answer = a.get("auto") or {}, a.get("answer") or {}
+    said = (f"`tool_use {call.get('name')}` `{json.dumps(call.get('input'), ensure_ascii=False)}`" if call.get("type") == "tool_use"
+            else f"text, not a call (\"{call.get('text', '')[:120]}\")")
+    held = ""
+    if corpus:
+        held = (f" The corpus held {corpus['train']['conversations']:,} tool conversations in training and "
+                f"{corpus['heldout']['conversations']:,} held out.")
+    return f"""
+### The tool loop
+Measured by `python -m explainer.llm.training.evaluate --tools` through the engine the API uses
+(`explainer/lifecycle/engine.py`, requests parsed as the API parses them), on the held-out split of
+`explainer/llm/training/tool_corpus.py`: tools, argument names and identifiers that never occur in
+training. Seeds {", ".join(map(str, t['seeds']))}, temperature {t['temperature']}.{held}
+
+| | measured | target |
+|---|---:|---:|
+{rows}
+
+The article's example, "{ARTICLE_QUESTION}" with a `get_dag_status` tool under `auto` (seed 0): {said}.
+After its result, the answer:
+
+{_quote(answer.get('text', '(a tool call)'))}
+"""
 
 
 def render(r: dict) -> str:
@@ -199,7 +241,7 @@ app's own sampler.
 Five unedited replies from that run (seed 0, the first five prompts):
 
 {sample_md}
-
+{tools_section(b.get("tools"), r.get("tools_corpus"))}
 ## Limits
 - It knows only what nine sets of software documentation say, and mixes them up freely.
 - It has no notion of truth or refusal; it has never seen a conversation with more than one turn.

@@ -28,12 +28,12 @@ import torch.nn.functional as F
 
 from explainer.llm.model import ModelConfig
 from explainer.llm.tokenizer import load_tokenizer
+from explainer.llm.training.tool_corpus import encode_conversation
 from explainer.llm.training.torch_model import TinyGPT
 
 
 def tokenize_corpus(corpus: Path, out: Path) -> dict[str, np.ndarray]:
     tok = load_tokenizer()
-    end = tok.special_id("<|end|>")
     streams = {}
     for split in ("train", "val"):
         path = out / f"tokens_{split}.npy"
@@ -43,13 +43,10 @@ def tokenize_corpus(corpus: Path, out: Path) -> dict[str, np.ndarray]:
         ids: list[int] = []
         with (corpus / f"{split}.jsonl").open(encoding="utf-8") as f:
             for line in f:
-                conv = json.loads(line)
-                msgs = [(m["role"], m["content"]) for m in conv["messages"]]
-                ids += tok.encode_chat(conv["system"], msgs, add_generation_prompt=False)
                 # The chat template leaves a final assistant turn open (a prefill the reply continues).
-                # Here it is a whole answer: close it, or the model never learns to end a reply.
-                if msgs[-1][0] == "assistant":
-                    ids.append(end)
+                # Here it is a whole answer: it is closed, or the model never learns to end a reply.
+                # A tool call is cut into tokens the way the engine writes it (tool_corpus).
+                ids += encode_conversation(tok, json.loads(line))
         arr = np.asarray(ids, dtype=np.uint16)
         np.save(path, arr)
         streams[split] = arr
