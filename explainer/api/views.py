@@ -10,8 +10,7 @@ import json
 import logging
 import secrets
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache, wraps
+from functools import wraps
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -31,6 +30,7 @@ from explainer.lifecycle.gateway import (INVALID_KEY_MESSAGE, MISSING_KEY_MESSAG
                                          check_body_size, key_from_headers, rate_limit_error, ratelimit_headers, too_many)
 from explainer.lifecycle.payload import parse_request
 from explainer.llm.interface import ModelLoadError
+from explainer.web import services
 from explainer.web.middleware import database_unavailable
 from explainer.web.runner import call, catalog, engine_for, is_local_model, request_budget, run_batches
 from explainer.shares.traces import TraceRecorder
@@ -142,16 +142,15 @@ def client_address(request) -> str:
     return request.META.get("REMOTE_ADDR") or "?"
 
 
-@lru_cache(maxsize=1)
 def key_failures() -> FailureLimiter:
-    """Wrong or missing keys, per client address and per key prefix: a burst of twice the per-minute
-    allowance, then a wrong key is a 429 without any lookup. A right key is never refused for them:
-    ``_authenticate`` recognises it by the live keys' digests (``keys.live``) before asking the limiter.
+    """Wrong or missing keys, per client address and per key prefix (``EXPLAINER_AUTH_FAILURES_PER_MINUTE``;
+    built with the app's services): a burst of twice the per-minute allowance, then a wrong key is a 429
+    without any lookup. A right key is never refused for them: ``_authenticate`` recognises it by the live
+    keys' digests (``keys.live``) before asking the limiter.
 
     Per process, also with ``REDIS_URL`` (the per-key rate limits live in Redis, these counts do not):
     with several processes, each counts its own share of a client's failures."""
-    n = max(1, settings.EXPLAINER_AUTH_FAILURES_PER_MINUTE)
-    return FailureLimiter(capacity=2 * n, per_minute=n)
+    return services.current().key_failures
 
 
 KEY_PREFIX_CHARS = 12  # failures are also counted per key prefix: what ``manage.py apikeys`` lists of a key
@@ -244,12 +243,7 @@ async def _prepared(request, counting: bool):
 
 
 async def _off_the_loop(fn, *args):
-    return await asyncio.get_running_loop().run_in_executor(_tokenizer_pool(), fn, *args)
-
-
-@lru_cache(maxsize=1)
-def _tokenizer_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize")
+    return await asyncio.get_running_loop().run_in_executor(services.current().tokenize, fn, *args)
 
 
 def _json_body(request) -> object:

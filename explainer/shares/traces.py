@@ -23,9 +23,7 @@ import re
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from functools import lru_cache
 
 import numpy as np
 from django.conf import settings
@@ -38,6 +36,7 @@ from explainer.shares.models import Trace
 from explainer.stages.pages.transformer import attention_rows, head_names
 from explainer.llm.catalog import BUNDLED_NAME
 from explainer.llm.budget import Interrupted
+from explainer.web import services
 from explainer.web.runner import engine_for, get_engine, is_local_model, stopping, submit
 
 log = logging.getLogger(__name__)
@@ -210,12 +209,6 @@ def _cap_trace(fields: dict, notes: list[str]) -> None:
                          f"a trace keeps at most {MAX_TRACE_BYTES:,} bytes.")
 
 
-@lru_cache(maxsize=1)
-def _writer() -> ThreadPoolExecutor:
-    # Its thread is joined when the interpreter exits, so writes queued before a shutdown still land.
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-writer")
-
-
 def redact(key: str | None) -> str:
     return (key[:7] + "…redacted") if key else ""
 
@@ -359,7 +352,7 @@ class TraceRecorder:
         with _pending_lock:
             _pending[self.id] = done
         try:
-            _writer().submit(self._write, status, response, after, done)
+            services.current().traces.submit(self._write, status, response, after, done)
         except RuntimeError:  # the interpreter is shutting down: write it here rather than lose it
             self._write(status, response, None, done)
 

@@ -2,8 +2,9 @@
 
 One :class:`Services` holds what every request shares: the bundled model's engine (which answers
 every Claude model name), the catalog of local models and its memory budget, the two lanes of
-model work with their workers and admission bounds, the small pool for quick bundled work, and
-the shutdown state (the flag, and the cancel flag of every budget alive). It is built from the
+model work with their workers and admission bounds, the small pools for quick bundled work, for the
+API's tokenizing and for writing traces, the API's limit on wrong keys, and the shutdown state (the
+flag, and the cancel flag of every budget alive). It is built from the
 settings at start-up (``explainer.asgi`` calls :func:`start`, before the first request), or on
 first use in a process that never started the server (``manage.py`` commands, the test client).
 
@@ -28,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.errors import APIError
-from explainer.lifecycle.gateway import overloaded
+from explainer.lifecycle.gateway import FailureLimiter, overloaded
 from explainer.llm.catalog import Catalog
 
 
@@ -130,7 +131,11 @@ class Services:
     stop: Stop
     bundled: Lane
     local: Lane
+    key_failures: FailureLimiter  # wrong or missing API keys, per address and per key prefix (explainer.api.views)
     work: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="bundled-work"))
+    tokenize: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize"))
+    # One writer: its thread is joined when the interpreter exits, so traces queued before a shutdown still land.
+    traces: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-writer"))
 
     @classmethod
     def from_settings(cls, settings: Any = None, engine: Engine | None = None, catalog: Catalog | None = None) -> "Services":
@@ -142,6 +147,7 @@ class Services:
             settings = django_settings
         get = lambda name, default: getattr(settings, name, default)  # noqa: E731
         stop = Stop()
+        failures = max(1, int(get("EXPLAINER_AUTH_FAILURES_PER_MINUTE", 10)))
         return cls(
             engine=engine if engine is not None else Engine(),
             catalog=catalog if catalog is not None else Catalog(
@@ -149,6 +155,8 @@ class Services:
             stop=stop,
             bundled=Lane("bundled", int(get("EXPLAINER_ENGINE_WORKERS", 2)), int(get("EXPLAINER_ENGINE_QUEUE", 32)), overloaded, stop),
             local=Lane("local", int(get("EXPLAINER_LOCAL_WORKERS", 1)), int(get("EXPLAINER_LOCAL_QUEUE", 4)), local_busy, stop, nice=10),
+            # a burst of twice the per-minute allowance, then a wrong key is a 429 without any lookup
+            key_failures=FailureLimiter(capacity=2 * failures, per_minute=failures),
         )
 
     def admitted(self) -> int:
@@ -159,7 +167,9 @@ class Services:
         """Let the workers go (work already running finishes; nothing queued starts)."""
         for lane in (self.bundled, self.local):
             lane.close()
-        self.work.shutdown(wait=False, cancel_futures=True)
+        for pool in (self.work, self.tokenize):
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.traces.shutdown(wait=False)  # what is queued is still written
 
 
 _current: Services | None = None

@@ -15,11 +15,10 @@ NAT = "10.20.30.40"  # an office behind one router
 
 
 @pytest.fixture(autouse=True)
-def _fresh_limits():
-    views.key_failures.cache_clear()
+def _fresh_limits(own_services):
+    own_services()  # failure counts of this test's own
     keys.live.forget()
     yield
-    views.key_failures.cache_clear()
     keys.live.forget()
 
 
