@@ -93,7 +93,7 @@ def test_one_budget_holds_across_two_caches():
     assert budget.used() <= 500_000
 
 
-def test_the_budget_follows_a_source_and_the_setting(settings):
+def test_the_budget_follows_a_source_and_the_setting(settings, own_services):
     limit = {"bytes": 1_000_000}
     budget = Budget(source=lambda: limit["bytes"])
     c = LRU("t", budget=budget)
@@ -102,10 +102,12 @@ def test_the_budget_follows_a_source_and_the_setting(settings):
     limit["bytes"] = 450_000
     c.put("x", blob(100_000))
     assert budget.used() <= 450_000
-    # the process-wide budget follows settings.EXPLAINER_CACHE_MB
+    # the process-wide budget is settings.EXPLAINER_CACHE_MB when the app's services are built
     settings.EXPLAINER_CACHE_MB = 3
+    own_services()
     assert lru.BUDGET.max_bytes == 3 * lru.MB
     settings.EXPLAINER_CACHE_MB = 128
+    own_services()
     assert lru.BUDGET.max_bytes == 128 * lru.MB
 
 
@@ -165,8 +167,9 @@ def test_a_cached_run_keeps_rows_not_the_prefill_matrix():
     assert run_of(s) is run  # and it is cached
 
 
-def test_fifty_long_scenarios_stay_under_the_budget(settings):
+def test_fifty_long_scenarios_stay_under_the_budget(settings, own_services):
     settings.EXPLAINER_CACHE_MB = 2
+    own_services()
     lru.BUDGET.clear()
     limit = 2 * lru.MB
     st = BY_SLUG["transformer"]

@@ -47,9 +47,11 @@ def _weigh(x) -> int:
     return x.approx_bytes() if isinstance(x, Machine) else lru.sizeof(x)
 
 
-# The automata that constrained decoding compiles per schema count against the process-wide
-# cache budget, with the app's other caches (the model core knows no budget).
-use_machine_cache(lru.LRU("schema automata", sizeof=_weigh, max_entries=64))
+def share_automata() -> None:
+    """Keep the automata that constrained decoding compiles per schema in a cache under the process-wide
+    cache budget, with the app's other caches (the model core knows no budget). The app's services call
+    this when they are built (``explainer.web.services``); until then the core keeps its own small cache."""
+    use_machine_cache(lru.LRU("schema automata", sizeof=_weigh, max_entries=64))
 
 
 def new_id(prefix: str) -> str:

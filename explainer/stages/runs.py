@@ -20,9 +20,6 @@ from explainer.llm.interface import ModelLoadError
 from explainer.web.pages import MAX_QUERY_CHARS
 from explainer.web.runner import engine_for, get_engine, is_local_model
 
-# The budget follows the setting (read at every store, so a changed setting applies at once).
-lru.BUDGET.configure(source=lambda: getattr(settings, "EXPLAINER_CACHE_MB", lru.DEFAULT_CACHE_MB) * lru.MB)
-
 _RUNS = lru.LRU("stage runs")
 
 

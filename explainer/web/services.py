@@ -3,8 +3,10 @@
 One :class:`Services` holds what every request shares: the bundled model's engine (which answers
 every Claude model name), the catalog of local models and its memory budget, the two lanes of
 model work with their workers and admission bounds, the small pools for quick bundled work, for the
-API's tokenizing and for writing traces, the API's limit on wrong keys, and the shutdown state (the
-flag, and the cancel flag of every budget alive). It is built from the
+API's tokenizing and for writing traces, the API's limit on wrong keys, the size of the page caches'
+shared budget (``EXPLAINER_CACHE_MB``; the caches themselves are memo tables of the stage pages, which
+register with the process's one budget, ``lifecycle.lru.BUDGET``) and the shutdown state (the flag,
+and the cancel flag of every budget alive). It is built from the
 settings at start-up (``explainer.asgi`` calls :func:`start`, before the first request), or on
 first use in a process that never started the server (``manage.py`` commands, the test client).
 
@@ -27,7 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from explainer.lifecycle.engine import Engine
+from explainer.lifecycle import lru
+from explainer.lifecycle.engine import Engine, share_automata
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.gateway import FailureLimiter, overloaded
 from explainer.llm.catalog import Catalog
@@ -132,6 +135,7 @@ class Services:
     bundled: Lane
     local: Lane
     key_failures: FailureLimiter  # wrong or missing API keys, per address and per key prefix (explainer.api.views)
+    cache_bytes: int  # all page caches together (EXPLAINER_CACHE_MB)
     work: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="bundled-work"))
     tokenize: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize"))
     # One writer: its thread is joined when the interpreter exits, so traces queued before a shutdown still land.
@@ -157,7 +161,14 @@ class Services:
             local=Lane("local", int(get("EXPLAINER_LOCAL_WORKERS", 1)), int(get("EXPLAINER_LOCAL_QUEUE", 4)), local_busy, stop, nice=10),
             # a burst of twice the per-minute allowance, then a wrong key is a 429 without any lookup
             key_failures=FailureLimiter(capacity=2 * failures, per_minute=failures),
+            cache_bytes=int(float(get("EXPLAINER_CACHE_MB", lru.DEFAULT_CACHE_MB)) * lru.MB),
         )
+
+    def apply(self) -> None:
+        """Set what is the process's, not this object's: the page caches' budget (shrinking them at once) and
+        a fresh cache for the schema automata of constrained decoding, under that budget."""
+        lru.BUDGET.configure(max_bytes=self.cache_bytes)
+        share_automata()
 
     def admitted(self) -> int:
         """Engine runs and local-model work holding a place now (running or waiting for a worker), in every lane."""
@@ -183,6 +194,7 @@ def current() -> Services:
         with _lock:
             if _current is None:
                 _current = Services.from_settings()
+                _current.apply()
     return _current
 
 
@@ -197,9 +209,12 @@ def installed(services: Services) -> Iterator[Services]:
     global _current
     with _lock:
         previous, _current = _current, services
+        services.apply()
     try:
         yield services
     finally:
         with _lock:
             _current = previous
+            if previous is not None:
+                previous.apply()
         services.close()
