@@ -24,6 +24,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterable
+
+from explainer.llm.interface import ChatTokenizer
 
 BLOCKLIST_PATH = Path(__file__).resolve().parent / "blocklist.txt"
 
@@ -37,7 +40,7 @@ def blocked_words() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=1)
-def _pattern() -> re.Pattern:
+def _pattern() -> re.Pattern[str]:
     alternatives = "|".join(sorted((re.escape(w) for w in blocked_words()), key=len, reverse=True))
     return re.compile(rf"(?<![^\W\d_])(?:{alternatives})(?![^\W\d_])", re.IGNORECASE)
 
@@ -76,7 +79,7 @@ class WordBan:
     probe per possible prefix length (the longest spelling is a handful of tokens).
     """
 
-    def __init__(self, token_bytes: list[bytes], text_ids) -> None:
+    def __init__(self, token_bytes: list[bytes], text_ids: Iterable[int]) -> None:
         vocab = {token_bytes[t]: t for t in text_ids}
         self._token_bytes = token_bytes
         max_len = max(len(b) for b in vocab)
@@ -123,11 +126,11 @@ class WordBan:
         return out
 
 
-def word_ban_for(tok) -> WordBan:
+def word_ban_for(tok: ChatTokenizer) -> WordBan:
     """The ban for a tokenizer, built once (about a second) and kept on the tokenizer."""
     ban = getattr(tok, "_word_ban", None)
     if ban is None:
         ban = WordBan([tok.token_bytes(t) for t in range(tok.vocab_size)],
                       [t for t in range(tok.vocab_size) if not tok.is_special(t) and tok.token_bytes(t)])
-        tok._word_ban = ban
+        setattr(tok, "_word_ban", ban)  # a memo on the tokenizer, which its protocol does not declare
     return ban

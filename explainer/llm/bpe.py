@@ -26,26 +26,14 @@ from __future__ import annotations
 
 import heapq
 import sys
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from explainer.llm import budget
-from explainer.llm.interface import TokenizerError
+from explainer.llm.interface import MergeStep, TokenizerError
 
 
 CACHE_MAX_CHUNK = 64  # characters: longer chunks are encoded every time, never cached
 CACHE_MAX_BYTES = 4 * 1024 * 1024  # the chunk cache of one tokenizer, approximately
-
-
-@dataclass(frozen=True)
-class MergeStep:
-    """One step of BPE on one chunk: ``left`` + ``right`` became ``token`` (merge ``rank``)."""
-
-    rank: int
-    left: int
-    right: int
-    token: int
-    pieces: tuple[int, ...]  # the chunk's token ids after this step
 
 
 def utf8(text: str) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import codecs
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return hold
 
 
-def step_banned(tok: ChatTokenizer, step: dict) -> tuple[int, ...]:
+def step_banned(tok: ChatTokenizer, step: Mapping[str, Any]) -> tuple[int, ...]:
     """Every id the engine could not draw at a recorded step: the role markers, and what the word ban removed."""
     return tok.banned_ids + tuple(step.get("word_ban", ()))
 

@@ -33,7 +33,7 @@ Named intermediates of ``forward(..., want=patterns)`` (T new tokens, S keys, d 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, runtime_checkable
+from typing import Any, Iterable, NotRequired, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
@@ -77,18 +77,56 @@ class Cache(Protocol):
     def copy(self, length: int | None = None) -> "Cache": ...
 
 
+class Forward(Protocol):
+    """What a forward pass returns."""
+
+    @property
+    def logits(self) -> np.ndarray: ...  # [T, V]
+
+    @property
+    def cache(self) -> Cache: ...  # the cache passed in (or a new one), now holding the new positions too
+
+    @property
+    def trace(self) -> dict[str, np.ndarray]: ...  # the named intermediates ``want`` asked for
+
+
 @runtime_checkable
 class LanguageModel(Protocol):
-    config: Config
     n_params: int
+
+    @property
+    def config(self) -> Config: ...
 
     def new_cache(self) -> Cache: ...
 
-    def forward(self, ids: Iterable[int], cache: Cache | None = None, want: tuple[str, ...] = ()) -> Any:
-        """Returns an object with ``logits`` [T, V], ``cache`` and ``trace`` {name: array}."""
+    def forward(self, ids: Iterable[int], cache: Cache | None = None, want: tuple[str, ...] = ()) -> Forward:
+        """Run ``ids`` after what ``cache`` holds (a cache this model's ``new_cache`` made; None: an empty one)."""
 
     def logit_lens(self, resid: np.ndarray) -> np.ndarray:
         """A residual-stream state [..., d] decoded straight to vocabulary scores (final norm, then the head)."""
+
+
+@dataclass(frozen=True)
+class MergeStep:
+    """One step of BPE on one chunk: ``left`` + ``right`` became ``token`` (merge ``rank``)."""
+
+    rank: int
+    left: int
+    right: int
+    token: int
+    pieces: tuple[int, ...]  # the chunk's token ids after this step
+
+
+class ChunkTrace(TypedDict):
+    """One pre-tokenised chunk of ``encode_with_trace``: how BPE turned its bytes into its ids."""
+
+    text: str
+    bytes: list[int]  # its UTF-8 bytes
+    steps: list[MergeStep]  # the merge steps, in order (none when not ``traced``)
+    ids: list[int]  # the final ids
+    traced: bool  # False for a chunk over the tokenizer's TRACE_MAX_BYTES, whose steps are not kept
+    start_ids: NotRequired[list[int]]  # (tokenizer.json) the byte tokens it starts as; the bundled model's are its bytes
+    shortcut: NotRequired[bool]  # (tokenizer.json) ``ignore_merges`` made it one token that the steps do not reach
 
 
 @runtime_checkable
@@ -123,7 +161,7 @@ class ChatTokenizer(Protocol):
     def rank_of(self, token: int) -> int | None: ...
     def chunks(self, text: str) -> list[str]: ...
     def encode(self, text: str, max_merges: int | None = None) -> list[int]: ...
-    def encode_with_trace(self, text: str, max_merges: int | None = None) -> list[dict]: ...
+    def encode_with_trace(self, text: str, max_merges: int | None = None) -> list[ChunkTrace]: ...
     def decode(self, ids: list[int]) -> str: ...
     def decode_bytes(self, ids: list[int]) -> bytes: ...
 
@@ -146,6 +184,6 @@ class LoadedModel:
     tokenizer: ChatTokenizer
     fingerprint: str  # 12 hex digits of a hash of the weight files: a permalink names it
     bundled: bool = False
-    card: dict = field(default_factory=dict)  # architecture, parameters, layers, heads, vocabulary, context, licence, memory
+    card: dict[str, Any] = field(default_factory=dict)  # architecture, parameters, layers, heads, vocabulary, context, licence, memory
     limits: list[str] = field(default_factory=list)  # sentences a page shows: what this app does differently for this model
     threads: int = 1  # BLAS threads this model's passes should use

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -56,6 +56,7 @@ def depth_of(value: Any, limit: int | None = None) -> int:
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         v, d = stack.pop()
+        children: Iterable[Any]
         if isinstance(v, dict):
             children = v.values()
         elif isinstance(v, (list, tuple)):
@@ -101,7 +102,7 @@ def check_text(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> None:
         raise TooDeep(limit)
 
 
-def loads(text: str | bytes, limit: int = MAX_JSON_DEPTH, **kwargs) -> Any:
+def loads(text: str | bytes, limit: int = MAX_JSON_DEPTH, **kwargs: Any) -> Any:
     """``json.loads`` that refuses documents nested deeper than ``limit`` before parsing them
     (``kwargs`` go to ``json.loads``: ``parse_float``, ``parse_constant``…).
 

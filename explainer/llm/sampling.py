@@ -14,6 +14,7 @@ filtering, cumulative probability) so the sampling page can show the whole table
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class Candidate:
     final_probability: float  # after filtering and renormalising (what the draw uses)
     cumulative: float  # running sum of final_probability in this (descending) order
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready: a masked token's -inf score becomes null (JSON has no infinities)."""
         return {
             "token": self.token, "logit": _finite(self.logit, 4), "scaled_logit": _finite(self.scaled_logit, 4),

@@ -3,8 +3,9 @@ side), every core for a large model's pass (its matrices are large enough to spl
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
+from typing import Iterator
 
 from threadpoolctl import ThreadpoolController
 
@@ -21,7 +22,7 @@ _limits = None  # what restores the process default when the last of them ends
 
 
 @contextmanager
-def _counted(n: int):
+def _counted(n: int) -> Iterator[None]:
     """The limit is process-wide, so it is counted: the first large pass raises it, the last one lowers it
     again. (threadpoolctl's own context restores what it saw on entry, which two overlapping passes would
     leave raised for good, or lowered under a pass still running.)"""
@@ -40,7 +41,7 @@ def _counted(n: int):
                 _limits = None
 
 
-def blas_threads(n: int):
+def blas_threads(n: int) -> AbstractContextManager[None]:
     """A context running numpy's BLAS on ``n`` threads (the process default, one, outside it).
 
     A bundled-model pass that overlaps a large model's also gets ``n`` threads for that while, which

@@ -21,9 +21,10 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from explainer.llm import bpe
-from explainer.llm.bpe import MergeStep
+from explainer.llm.interface import ChunkTrace, MergeStep
 from explainer.llm.tokentext import token_text
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -125,14 +126,14 @@ class Tokenizer:
             out.extend(self._cache.ids(chunk, limit, lambda: self._bpe(chunk.encode("utf-8"), limit)))
         return out
 
-    def encode_with_trace(self, text: str, max_merges: int | None = None) -> list[dict]:
+    def encode_with_trace(self, text: str, max_merges: int | None = None) -> list[ChunkTrace]:
         """Per pre-tokenised chunk: its bytes, the merge steps applied, and the final ids.
 
         Example: ``tok.encode_with_trace("hello")[0]["steps"][0].rank``
         """
         self._utf8(text)
         limit = self._limit(max_merges)
-        result = []
+        result: list[ChunkTrace] = []
         for chunk in self._regex.findall(text):
             data = chunk.encode("utf-8")
             steps: list[MergeStep] = []
@@ -201,14 +202,14 @@ class Tokenizer:
         return parts
 
     # ---- persistence ------------------------------------------------------------
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"pattern": self.pattern, "specials": list(self.specials), "model_merges": self.model_merges, "merges": [list(m) for m in self.merges]}
 
     def save(self, path: Path = TOKENIZER_PATH) -> None:
         path.write_text(json.dumps(self.to_dict(), separators=(",", ":")))
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Tokenizer":
+    def from_dict(cls, data: dict[str, Any]) -> "Tokenizer":
         return cls(merges=[tuple(m) for m in data["merges"]], model_merges=int(data["model_merges"]), pattern=data["pattern"], specials=tuple(data["specials"]))
 
 

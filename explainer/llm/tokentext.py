@@ -7,13 +7,15 @@ as ‹E4›. ``explainer.stages.words`` builds on this for runs of tokens that t
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 
 def _utf8_length(lead: int) -> int:
     """How many bytes a UTF-8 sequence starting with ``lead`` claims (0: a byte no character starts with)."""
     return 1 if lead < 0x80 else 2 if lead >> 5 == 6 else 3 if lead >> 4 == 14 else 4 if lead >> 3 == 30 else 0
 
 
-def _characters(data: bytes):
+def _characters(data: bytes) -> Iterator[tuple[int, int, str | None]]:
     """(start, end, text or None) for each whole UTF-8 character of ``data``, and for each byte that is not
     part of one (text None), in order. A byte is a stray one when the character it starts is cut off or
     not valid UTF-8 (an overlong form, a surrogate, past U+10FFFF); the next byte is then read afresh."""

@@ -154,7 +154,7 @@ class _Reader:
     def __init__(self, name: str, data: dict[str, Any]):
         self.name, self.data = name, data
 
-    def get(self, key: str, kind: type, default: Any = _MISSING, section: dict | None = None, where: str = "",
+    def get(self, key: str, kind: type, default: Any = _MISSING, section: dict[str, Any] | None = None, where: str = "",
             ceiling: int | None = None) -> Any:
         data = self.data if section is None else section
         label = f"{where}.{key}" if where else key

@@ -46,7 +46,7 @@ class ModelFolder:
     Refusals are :class:`ModelLoadError` sentences naming the folder and the file.
     """
 
-    def __init__(self, path: str | os.PathLike, root: str | os.PathLike | None = None, label: str | None = None):
+    def __init__(self, path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, label: str | None = None):
         """``label`` is the name sentences give the folder (the source's name for a copy being checked)."""
         self.path = Path(path)
         self.name = label or self.path.name or str(self.path)
@@ -109,7 +109,7 @@ class ModelFolder:
     def __enter__(self) -> "ModelFolder":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -195,7 +195,7 @@ def fd_path(f: BinaryIO, fallback: Path) -> str:
 
 
 @contextmanager
-def opened(folder: "str | os.PathLike | ModelFolder", root: str | os.PathLike | None = None) -> Iterator["ModelFolder"]:
+def opened(folder: "str | os.PathLike[str] | ModelFolder", root: str | os.PathLike[str] | None = None) -> Iterator["ModelFolder"]:
     """``folder`` as a :class:`ModelFolder`: the one given, or one opened (and closed) here for a path."""
     if isinstance(folder, ModelFolder):
         yield folder

@@ -21,7 +21,7 @@ import numpy as np
 from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
 from explainer.llm.hf.config import HFConfig
-from explainer.llm.interface import ContextWindowExceeded
+from explainer.llm.interface import Cache, ContextWindowExceeded
 from explainer.llm.threads import blas_threads
 
 # Floating-point operations one uninterrupted step of a pass may take (a layer over a chunk of
@@ -65,9 +65,12 @@ class HFModel(ABC):
     def _forward(self, ids: np.ndarray, cache: KVCache, want: tuple[str, ...]) -> ForwardResult:
         """The architecture's own pass over the new ``ids`` [T] (int64); it takes its positions from ``_begin``."""
 
-    def forward(self, ids: Iterable[int] | np.ndarray, cache: KVCache | None = None, want: tuple[str, ...] = ()) -> ForwardResult:
+    def forward(self, ids: Iterable[int] | np.ndarray, cache: Cache | None = None, want: tuple[str, ...] = ()) -> ForwardResult:
         """Run ``ids`` (the new tokens) after whatever ``cache`` holds; returns logits for every new token."""
-        cache = cache if cache is not None else self.new_cache()
+        if cache is None:
+            cache = self.new_cache()
+        elif not isinstance(cache, KVCache):  # the interface's Cache: only this model's own kind will do
+            raise TypeError(f"a {type(cache).__name__} is not a KV cache of this model")
         with blas_threads(min(self.threads, _spare_cores())):
             ids = np.asarray(ids, dtype=np.int64).reshape(-1)
             step = self.prefill_chunk

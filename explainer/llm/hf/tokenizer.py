@@ -23,16 +23,16 @@ import time
 import unicodedata
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import regex
 
 from explainer.llm import bpe, budget
-from explainer.llm.bpe import MergeStep
 from explainer.llm.hf.chat_template import MAX_TEMPLATE_CHARS, SPECIAL_TOKEN_NAMES, ChatTemplate
 from explainer.llm.hf.folder import ModelFolder
-from explainer.llm.interface import ModelLoadError, TokenizerError
+from explainer.llm.interface import ChunkTrace, MergeStep, ModelLoadError, TokenizerError
 from explainer.llm.tokenizer import TRACE_MAX_BYTES
 from explainer.llm.tokentext import token_text
 
@@ -42,6 +42,7 @@ _WORD = regex.compile(r"\w")  # Rust regex's \w (Unicode), for an added token's 
 # Unicode's White_Space property (Rust's char::is_whitespace), for an added token's lstrip/rstrip
 _WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B))))
 _NORMALIZERS = {"NFC", "NFKC"}
+NormalForm = Literal["NFC", "NFKC"]
 _BEHAVIORS = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"}
 
 MAX_TOKEN_ID = 1 << 22  # 4M: far above any real vocabulary (Qwen's is 152k), far below a list that could exhaust memory
@@ -154,7 +155,7 @@ class _AddedMatcher:
         return out
 
 
-def _split(text: str, rx: regex.Pattern, behavior: str, invert: bool = False, timeout: float | None = None) -> list[str]:
+def _split(text: str, rx: regex.Pattern[str], behavior: str, invert: bool = False, timeout: float | None = None) -> list[str]:
     """``tokenizers``' ``NormalizedString.split``: the matches of ``rx`` and the text between them,
     kept apart, dropped or joined to a neighbour as ``behavior`` says.
 
@@ -207,7 +208,7 @@ def _split(text: str, rx: regex.Pattern, behavior: str, invert: bool = False, ti
     return [text[a:b] for a, b in out if a < b]
 
 
-def _apply_forms(forms: list[str], text: str) -> str:
+def _apply_forms(forms: list[NormalForm], text: str) -> str:
     """A normalizer Sequence: each Unicode normal form in turn."""
     for form in forms:
         text = unicodedata.normalize(form, text)
@@ -269,7 +270,7 @@ class PatternTooSlow(ModelLoadError):
     transient = True
 
 
-def _probe(rx: regex.Pattern, source: str) -> None:
+def _probe(rx: regex.Pattern[str], source: str) -> None:
     """Refuse a pattern that takes too long on some adversarial string (catastrophic backtracking)."""
     started = time.thread_time()
     for probe in _probes(source):
@@ -311,7 +312,7 @@ def _ids(value: Any) -> list[int]:
 class HFTokenizer:
     """A Hugging Face byte-level BPE tokenizer and its chat template (the ``ChatTokenizer`` protocol)."""
 
-    def __init__(self, data: dict, config: dict | None = None, generation: dict | None = None,
+    def __init__(self, data: dict[str, Any], config: dict[str, Any] | None = None, generation: dict[str, Any] | None = None,
                  template: tuple[str, str] | None = None, model_vocab_size: int | None = None):
         """``data`` is tokenizer.json; ``config`` tokenizer_config.json; ``generation`` generation_config.json;
         ``template`` the chat template's (source, file name)."""
@@ -362,7 +363,7 @@ class HFTokenizer:
     def _kind(component: Any) -> str:
         return repr(component.get("type")) if isinstance(component, dict) else repr(component)
 
-    def _read_model(self, model: dict) -> None:
+    def _read_model(self, model: dict[str, Any]) -> None:
         kind = model.get("type", "BPE" if "merges" in model else None)
         if kind != "BPE":
             raise ModelLoadError(f"tokenizer.json: model type {kind!r} is not supported; only byte-level BPE is.")
@@ -397,7 +398,7 @@ class HFTokenizer:
         if missing:
             raise ModelLoadError(f"tokenizer.json: the vocabulary has no token for byte 0x{missing[0]:02X} "
                                  f"({len(missing)} of the 256 bytes are missing); only byte-level BPE is supported.")
-        self._byte_ids = [vocab[c] for c in BYTE_CHARS]
+        self._byte_ids: list[int] = [vocab[c] for c in BYTE_CHARS]
         merges = model.get("merges") or []
         if not isinstance(merges, list):
             raise ModelLoadError("tokenizer.json: the BPE model's merges must be a list.")
@@ -424,7 +425,7 @@ class HFTokenizer:
         for r, token in enumerate(self._merge_ids):
             self._rank_of.setdefault(token, r)
 
-    def _read_added(self, entries: list) -> None:
+    def _read_added(self, entries: list[Any]) -> None:
         self._added: dict[int, AddedToken] = {}
         if not isinstance(entries, list):
             raise ModelLoadError("tokenizer.json: added_tokens must be a list.")
@@ -460,8 +461,8 @@ class HFTokenizer:
         """The added tokens matched in the raw text, and those matched after normalization (``normalized``)."""
         # special tokens first, then the others, as tokenizers orders them (it matters only for equal patterns)
         ordered = sorted(self._added.values(), key=lambda t: (not t.special, t.id))
-        raw = {}
-        norm = {}
+        raw: dict[str, AddedToken] = {}
+        norm: dict[str, AddedToken] = {}
         for t in ordered:
             if t.normalized:
                 pattern = self._normalize(t.content) if self._normalize else t.content
@@ -475,7 +476,7 @@ class HFTokenizer:
     def _read_normalizer(self, spec: Any) -> Callable[[str], str] | None:
         if spec is None:
             return None
-        forms = []
+        forms: list[NormalForm] = []
         sequence = isinstance(spec, dict) and spec.get("type") == "Sequence"
         parts = (spec.get("normalizers") or []) if sequence else [spec]
         if not isinstance(parts, list) or len(parts) > MAX_STEPS:
@@ -494,7 +495,7 @@ class HFTokenizer:
         parts = (spec.get("pretokenizers") or []) if sequence else [spec]
         if not isinstance(parts, list) or len(parts) > MAX_STEPS:
             raise ModelLoadError(f"tokenizer.json: the pre_tokenizer Sequence must be a list of at most {MAX_STEPS} pre-tokenizers.")
-        steps = []
+        steps: list[Callable[[str], list[str]]] = []
         byte_level = False
         for p in parts:
             kind = p.get("type") if isinstance(p, dict) else None
@@ -507,7 +508,7 @@ class HFTokenizer:
                 steps.append(self._split_step(p))
             elif kind == "Digits":
                 behavior = "Isolated" if p.get("individual_digits", False) else "Contiguous"
-                steps.append(lambda text, behavior=behavior: _split(text, _NUMBER, behavior))
+                steps.append(partial(_split, rx=_NUMBER, behavior=behavior))
             else:
                 raise ModelLoadError(f"tokenizer.json: pre_tokenizer {self._kind(p)} is not supported; only ByteLevel, "
                                      "Split and Digits (alone or in a Sequence) are.")
@@ -526,7 +527,7 @@ class HFTokenizer:
         return step
 
     @staticmethod
-    def _split_step(p: dict) -> Callable[[str], list[str]]:
+    def _split_step(p: dict[str, Any]) -> Callable[[str], list[str]]:
         pattern, behavior, invert = p.get("pattern"), p.get("behavior"), bool(p.get("invert", False))
         if behavior not in _BEHAVIORS:
             raise ModelLoadError(f"tokenizer.json: Split behavior {behavior!r} is not supported.")
@@ -562,8 +563,9 @@ class HFTokenizer:
             return value
         if isinstance(value, list):
             for entry in value:
-                if isinstance(entry, dict) and entry.get("name") == "default" and isinstance(entry.get("template"), str):
-                    return entry["template"]
+                template = entry.get("template") if isinstance(entry, dict) else None
+                if isinstance(template, str) and entry.get("name") == "default":
+                    return template
         raise ModelLoadError("tokenizer_config.json: chat_template is neither a template nor a list with one named 'default'.")
 
     def _token_id(self, text: str) -> int | None:
@@ -572,15 +574,15 @@ class HFTokenizer:
                 return tok.id
         return self._vocab.get(text)
 
-    def _read_chat(self, config: dict, generation: dict, template: tuple[str, str] | None) -> None:
+    def _read_chat(self, config: dict[str, Any], generation: dict[str, Any], template: tuple[str, str] | None) -> None:
         eos_ids = _ids(generation.get("eos_token_id"))
         for i in eos_ids:
             if i >= len(self._strings) or self._strings[i] is None:
                 raise ModelLoadError(f"generation_config.json: eos_token_id {i} is not a token of tokenizer.json.")
-        variables = {name: _content(config.get(name)) for name in SPECIAL_TOKEN_NAMES}
-        if variables["eos_token"] is None and eos_ids:
-            variables["eos_token"] = self._strings[eos_ids[0]]
-        variables = {k: v for k, v in variables.items() if v is not None}
+        named = {name: _content(config.get(name)) for name in SPECIAL_TOKEN_NAMES}
+        if named["eos_token"] is None and eos_ids:
+            named["eos_token"] = self._strings[eos_ids[0]]
+        variables = {k: v for k, v in named.items() if v is not None}
         if template is None and "eos_token" not in variables:
             raise ModelLoadError("tokenizer_config.json: there is no chat template and no eos_token to end the plain-text turns with.")
         source, origin = template if template is not None else (None, "tokenizer_config.json")
@@ -730,7 +732,7 @@ class HFTokenizer:
         template's own text only, never for a conversation's."""
         return self._encode(text, max_merges, specials=True)
 
-    def encode_with_trace(self, text: str, max_merges: int | None = None) -> list[dict]:
+    def encode_with_trace(self, text: str, max_merges: int | None = None) -> list[ChunkTrace]:
         """Per chunk: its text, its UTF-8 ``bytes``, the byte tokens it starts as (``start_ids``), the merge
         steps, the final ``ids`` and whether it was ``traced`` (chunks over TRACE_MAX_BYTES are not).
 
@@ -739,7 +741,7 @@ class HFTokenizer:
         """
         self._utf8(text)
         limit = self._limit(max_merges)
-        result = []
+        result: list[ChunkTrace] = []
         for chunk, token in self._pieces(text, False):
             budget.check()
             data = chunk.encode("utf-8")
@@ -754,7 +756,7 @@ class HFTokenizer:
             whole = self._whole(data, limit)
             shortcut = whole is not None and ids != (whole,)
             result.append({"text": chunk, "bytes": list(data), "start_ids": [self._byte_ids[b] for b in data],
-                           "steps": steps, "ids": [whole] if shortcut else list(ids), "traced": traced, "shortcut": shortcut})
+                           "steps": steps, "ids": [whole] if shortcut and whole is not None else list(ids), "traced": traced, "shortcut": shortcut})
         return result
 
     def decode_bytes(self, ids: list[int]) -> bytes:

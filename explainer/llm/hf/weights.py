@@ -37,6 +37,7 @@ import os
 import re
 import struct
 from pathlib import Path
+from typing import Any
 
 # Imported for its side effect: it registers bfloat16 with numpy, which safetensors' numpy reader
 # needs (without it, get_tensor raises "data type 'bfloat16' not understood"); astype(float32) is
@@ -247,7 +248,7 @@ def _headers(f: ModelFolder, file: str) -> dict[str, tuple[tuple[int, ...], str]
                              "(a real checkpoint holds a few thousand at most).")
     count = 0
 
-    def counted(pairs):  # called once per JSON object, as it is parsed: a tensor's entry is one
+    def counted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:  # called once per JSON object, as it is parsed: a tensor's entry is one
         nonlocal count
         count += 1
         if count > MAX_TENSORS + 2:  # the tensors, the metadata and the header itself
