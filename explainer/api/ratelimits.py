@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from functools import lru_cache
 
 from django.conf import settings
 
@@ -108,10 +107,17 @@ class RedisStore:
         return self._as_limiter(levels, now).snapshot(now)
 
 
-@lru_cache(maxsize=1)
-def store():
+def build_store(settings):
+    """The per-key rate limits' store: Redis when ``REDIS_URL`` is set (shared by the server's processes), else this process's memory."""
     url = getattr(settings, "REDIS_URL", "")
     return RedisStore(url) if url else MemoryStore()
+
+
+def store():
+    """The store the API app built when it started (``ApiConfig.ready``)."""
+    from django.apps import apps
+
+    return apps.get_app_config("api").store
 
 
 def now() -> float:
