@@ -357,6 +357,45 @@ _DONE = object()
 _live_runs = 0  # run_batches generators not yet closed: their callers may still be sending events
 
 
+def _stream(req: MessagesRequest, seed: int, cancel: threading.Event, put: Callable, observe: Callable[[dict], None] | None,
+            keep: Callable[[dict], bool] | None) -> None:
+    """The engine's run of ``req``, in the lane's worker: every event to ``observe``, the kept ones to ``put``."""
+    engine = engine_for(req.model)  # here, in the lane's worker: opening a local model takes seconds
+    first_delta = True
+    for event in engine.stream(req, seed=seed, cancelled=cancel.is_set, prompt_cache=engine.prompt_cache):
+        if observe is not None:
+            observe(event)
+        if keep is None or keep(event):
+            urgent = first_delta and event["type"] == fr.CONTENT_BLOCK_DELTA  # the reply's first output goes at once
+            first_delta = first_delta and not urgent
+            put(event, urgent)
+
+
+def _error_event(exc: Exception, model: str | None, s: services.Services) -> dict | None:
+    """The error envelope that ends a run stopped by ``exc``; None when there is nobody to tell (the caller left)."""
+    if isinstance(exc, APIError):
+        return exc.body()
+    if isinstance(exc, ModelLoadError):  # an installed folder that no longer opens: say why, as the API does
+        return APIError("invalid_request_error", f"model: {model} is installed but cannot be opened: {exc}").body()
+    if isinstance(exc, ModelBusy):  # the models in use hold the memory it needs: try again in a moment
+        return s.local.busy().body()
+    if isinstance(exc, Interrupted):  # the caller left (nothing to say), the deadline passed, or the server is stopping
+        return interrupted(exc).body() if exc.reason == "deadline" or s.stop.is_set() else None
+    # a bug, not bad input: log it, tell the client without details
+    log.error("engine run failed", exc_info=exc)
+    return APIError("api_error", "Internal error while generating.").body()
+
+
+def _call_quietly(fn: Callable[[], None] | None) -> None:
+    """``fn()`` if there is one; a failure is logged, never raised into the run's clean-up."""
+    if fn is None:
+        return
+    try:
+        fn()
+    except Exception:
+        log.exception("run_batches: finished() failed")
+
+
 async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, *,
                       observe: Callable[[dict], None] | None = None,
                       keep: Callable[[dict], bool] | None = None,
@@ -399,34 +438,14 @@ async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, 
     def work() -> None:
         try:
             with running(run_budget), _holding(req.model):  # _holding checks the budget before it opens anything
-                engine = engine_for(req.model)  # here, in the lane's worker: opening a local model takes seconds
-                first_delta = True
-                for event in engine.stream(req, seed=seed, cancelled=cancel.is_set, prompt_cache=engine.prompt_cache):
-                    if observe is not None:
-                        observe(event)
-                    if keep is None or keep(event):
-                        urgent = first_delta and event["type"] == fr.CONTENT_BLOCK_DELTA  # the reply's first output goes at once
-                        first_delta = first_delta and not urgent
-                        put(event, urgent)
-        except APIError as exc:
-            put(exc.body(), urgent=True)
-        except ModelLoadError as exc:  # an installed folder that no longer opens: say why, as the API does
-            put(APIError("invalid_request_error", f"model: {req.model} is installed but cannot be opened: {exc}").body(), urgent=True)
-        except ModelBusy:  # the models in use hold the memory it needs: try again in a moment
-            put(s.local.busy().body(), urgent=True)
-        except Interrupted as exc:  # the caller left (nothing to say), the deadline passed, or the server is stopping
-            if exc.reason == "deadline" or s.stop.is_set():
-                put(interrupted(exc).body(), urgent=True)
-        except Exception:  # a bug, not bad input: log it, tell the client without details
-            log.exception("engine run failed")
-            put(APIError("api_error", "Internal error while generating.").body(), urgent=True)
+                _stream(req, seed, cancel, put, observe, keep)
+        except Exception as exc:
+            error = _error_event(exc, req.model, s)
+            if error is not None:
+                put(error, urgent=True)
         finally:
             release()
-            if finished is not None:
-                try:
-                    finished()
-                except Exception:
-                    log.exception("run_batches: finished() failed")
+            _call_quietly(finished)
         put(_DONE, urgent=True)
 
     _live_runs += 1
