@@ -30,10 +30,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar, cast
 
 from explainer.llm import budget
 from explainer.llm.interface import LoadedModel, ModelBusy, ModelLoadError
+
+if TYPE_CHECKING:  # the loader is imported when a folder is first read, not with the catalog
+    from explainer.llm.hf.folder import ModelFolder
 
 BUNDLED_NAME = "tiny-explainer-4l"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -45,6 +48,7 @@ DEFAULT_MAX_BYTES = 6 << 30  # the open models' arrays, all together (the server
 MAX_MODELS = 1_000  # folders of the models directory looked at
 MAX_FILES = 10_000  # files of one folder looked at
 T = TypeVar("T")
+Seen = tuple[tuple[str, int, int, int], ...]  # a folder's files as (name, size, mtime, kind)
 
 
 def _regular(path: Path) -> bool:
@@ -59,14 +63,14 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:,.1f} MB" if n < 10 * 2**20 else f"{n / 2**20:,.0f} MB"
 
 
-def _copy(src, file: str, dest: Path) -> None:
+def _copy(src: ModelFolder, file: str, dest: Path) -> None:
     """One file of a ModelFolder copied, read without following a link and written as a new file."""
     with src.open(file) as fin, open(dest, "xb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 @lru_cache(maxsize=1)
-def _malloc_trim():
+def _malloc_trim() -> Callable[[int], int] | None:
     try:
         return ctypes.CDLL(None).malloc_trim  # glibc only
     except (OSError, AttributeError):
@@ -160,9 +164,9 @@ class Catalog:
         self._open: dict[str, LoadedModel] = {}  # most recently used last
         self._bytes: dict[str, int] = {}  # name -> bytes of an open model
         self._users: dict[str, int] = {}  # name -> requests using it now (never closed while above 0)
-        self._extras: dict[str, dict] = {}  # name -> objects attached to the open model
+        self._extras: dict[str, dict[str, Any]] = {}  # name -> objects attached to the open model
         self._reserved = 0  # bytes claimed by opens in progress
-        self._failed: dict[str, tuple[tuple, str]] = {}  # name -> (the folder's files as last seen, why it failed)
+        self._failed: dict[str, tuple[Seen, str]] = {}  # name -> (the folder's files as last seen, why it failed)
         self._lock = threading.Lock()  # guards the dicts only, never held through a load
         self._changed = threading.Condition(self._lock)  # a model closed or was released: room may have been made
         self._loading: dict[str, threading.Lock] = {}  # one per name: a second request for it waits for the first load
@@ -204,11 +208,11 @@ class Catalog:
             return False
         return is_dir and _regular(self.root / name / "config.json")
 
-    def _seen(self, name: str) -> tuple:
+    def _seen(self, name: str) -> Seen:
         """The folder's files as (name, size, mtime), never through a link: a failure is remembered until one changes."""
         try:
             with os.scandir(self.root / name) as it:
-                out = []
+                out: list[tuple[str, int, int, int]] = []
                 for e in it:
                     if len(out) >= MAX_FILES:
                         break
@@ -252,12 +256,12 @@ class Catalog:
         with self._lock:
             have = self._extras.get(loaded.name, {}).get(key) if self._open.get(loaded.name) is loaded else None
         if have is not None:
-            return have
+            return cast(T, have)  # what ``make`` made for this key
         made = make(loaded)
         with self._lock:
             if self._open.get(loaded.name) is not loaded:
                 return made
-            return self._extras.setdefault(loaded.name, {}).setdefault(key, made)
+            return cast(T, self._extras.setdefault(loaded.name, {}).setdefault(key, made))
 
     def _load(self, name: str, hold: bool) -> LoadedModel:
         from explainer.llm.hf.loader import estimate_bytes, load_folder

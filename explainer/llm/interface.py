@@ -57,12 +57,25 @@ class ModelBusy(Exception):
 
 @runtime_checkable
 class Config(Protocol):
-    vocab_size: int
-    n_ctx: int  # the longest sequence this app runs (a large model's may be capped below its own; see LoadedModel.limits)
-    n_layer: int
-    n_head: int
-    d_model: int
-    d_ff: int
+    """A model's shape; read-only, so a frozen dataclass satisfies it."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def n_ctx(self) -> int: ...  # the longest sequence this app runs (a large model's may be capped below its own; see LoadedModel.limits)
+
+    @property
+    def n_layer(self) -> int: ...
+
+    @property
+    def n_head(self) -> int: ...
+
+    @property
+    def d_model(self) -> int: ...
+
+    @property
+    def d_ff(self) -> int: ...
 
     @property
     def head_dim(self) -> int: ...
@@ -164,6 +177,9 @@ class ChatTokenizer(Protocol):
     def encode_with_trace(self, text: str, max_merges: int | None = None) -> list[ChunkTrace]: ...
     def decode(self, ids: list[int]) -> str: ...
     def decode_bytes(self, ids: list[int]) -> bytes: ...
+
+    def encode_chat(self, system: str | None, messages: list[tuple[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """The chat template's ids for a conversation (a final assistant turn is left open: a prefill)."""
 
     def encode_chat_segments(self, system: str | None, messages: list[tuple[str, str]],
                              add_generation_prompt: bool = True) -> tuple[list[int], dict[str, int]]:

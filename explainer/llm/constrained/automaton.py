@@ -16,7 +16,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 MAX_INT_DIGITS, MAX_FRAC_DIGITS, MAX_EXP_DIGITS = 15, 15, 2
 
@@ -24,6 +24,12 @@ MAX_INT_DIGITS, MAX_FRAC_DIGITS, MAX_EXP_DIGITS = 15, 15, 2
 # to the new top of the stack (a number ends at the first byte that cannot continue it).
 SET, PUSH, PUSH_AGAIN, POP, POP_AGAIN, SWAP_AGAIN = range(6)
 _POP_ACT, _POP_AGAIN_ACT = (POP,), (POP_AGAIN,)
+
+Frame: TypeAlias = tuple[int, ...]  # (node index, the node's counters...)
+State: TypeAlias = tuple[Frame, ...]  # the stack of open values, innermost last; () is a complete document
+# (kind, frames...): SET and SWAP_AGAIN carry the new top frame, PUSH and PUSH_AGAIN the parent's and the
+# child's, POP and POP_AGAIN nothing. Which items follow depends on the kind's value, which a type cannot say.
+Action: TypeAlias = tuple[Any, ...]
 
 _QUOTE, _BACKSLASH, _COMMA = 0x22, 0x5C, 0x2C
 _LBRACE, _RBRACE, _LBRACKET, _RBRACKET = 0x7B, 0x7D, 0x5B, 0x5D
@@ -79,13 +85,13 @@ class Node:
     idx: int
     first: frozenset[int]  # bytes a value of this node can start with
 
-    def initial(self) -> tuple:
+    def initial(self) -> Frame:
         raise NotImplementedError
 
-    def step(self, f: tuple, b: int):
+    def step(self, f: Frame, b: int) -> Action | None:
         raise NotImplementedError
 
-    def canon(self, f: tuple, cap: int) -> tuple:
+    def canon(self, f: Frame, cap: int) -> Frame:
         return f
 
 
@@ -96,10 +102,10 @@ class Literal(Node):
         self.idx, self.trie = idx, _Trie([(o, True) for o in options])
         self.first = frozenset(o[0] for o in options)
 
-    def initial(self) -> tuple:
+    def initial(self) -> Frame:
         return (self.idx, 0)
 
-    def step(self, f, b):
+    def step(self, f: Frame, b: int) -> Action | None:
         children = self.trie.children
         nxt = children[f[1]].get(b)
         if nxt is not None:
@@ -120,10 +126,10 @@ class String(Node):
     def __init__(self, idx: int, min_len: int, max_len: int | None):
         self.idx, self.min_len, self.max_len = idx, min_len, max_len
 
-    def initial(self) -> tuple:
+    def initial(self) -> Frame:
         return (self.idx, 0, -1 if self.max_len is None else self.max_len, self.min_len, 0, 0, 0)
 
-    def step(self, f, b):
+    def step(self, f: Frame, b: int) -> Action | None:
         idx, phase, left, need, rem, lo, hi = f
         if phase == 1:
             if rem:
@@ -143,7 +149,7 @@ class String(Node):
             return (SET, (idx, 1, left, need, 0, 0, 0)) if b == _QUOTE else None
         return (SET, (idx, 1, left, need, 0, 0, 0)) if b in _ESCAPES else None  # phase 2: the escaped char
 
-    def canon(self, f, cap):
+    def canon(self, f: Frame, cap: int) -> Frame:
         idx, phase, left, need, rem, lo, hi = f
         return (idx, phase, _clamp(left, cap), _clamp(need, cap), rem, lo, hi)
 
@@ -160,10 +166,10 @@ class Number(Node):
     def __init__(self, idx: int, integer: bool):
         self.idx, self.integer = idx, integer
 
-    def initial(self) -> tuple:
+    def initial(self) -> Frame:
         return (self.idx, _N_START, 0)
 
-    def step(self, f, b):
+    def step(self, f: Frame, b: int) -> Action | None:
         idx, sub, k = f
         digit = 0x30 <= b <= 0x39
         if sub == _N_START or sub == _N_MINUS:
@@ -217,10 +223,10 @@ class Object(Node):
             stop = i + 1 if i < n_required else len(props)
             self.keys.append(_Trie([(props[j][0], j) for j in range(i, stop)]))
 
-    def initial(self) -> tuple:
+    def initial(self) -> Frame:
         return (self.idx, 0, 0, 0)
 
-    def _key(self, i: int, pos: int, b: int):
+    def _key(self, i: int, pos: int, b: int) -> Action | None:
         trie = self.keys[i]
         nxt = trie.children[pos].get(b)
         if nxt is None:
@@ -230,7 +236,7 @@ class Object(Node):
             return (SET, (self.idx, 2, i, nxt))
         return (PUSH, (self.idx, 3, j + 1, 0), self.props[j][1].initial())  # the colon was the last byte
 
-    def step(self, f, b):
+    def step(self, f: Frame, b: int) -> Action | None:
         idx, phase, i, pos = f
         if phase == 2:
             return self._key(i, pos, b)
@@ -253,10 +259,10 @@ class Array(Node):
     def __init__(self, idx: int, item: Node, min_items: int, max_items: int | None):
         self.idx, self.item, self.min_items, self.max_items = idx, item, min_items, max_items
 
-    def initial(self) -> tuple:
+    def initial(self) -> Frame:
         return (self.idx, 0, -1 if self.max_items is None else self.max_items, self.min_items)
 
-    def step(self, f, b):
+    def step(self, f: Frame, b: int) -> Action | None:
         idx, phase, left, need = f
         if phase == 0:
             return (SET, (idx, 1, left, need)) if b == _LBRACKET else None
@@ -268,7 +274,7 @@ class Array(Node):
             return None
         return (PUSH_AGAIN, (idx, 2, _dec(left), need - 1 if need else 0), self.item.initial())
 
-    def canon(self, f, cap):
+    def canon(self, f: Frame, cap: int) -> Frame:
         idx, phase, left, need = f
         return (idx, phase, _clamp(left, cap), _clamp(need, cap))
 
@@ -280,9 +286,9 @@ class Union(Node):
         self.idx, self.by_first = idx, {b: n for n in branches for b in n.first}
         self.first = frozenset(self.by_first)
 
-    def initial(self) -> tuple:
+    def initial(self) -> Frame:
         return (self.idx,)
 
-    def step(self, f, b):
+    def step(self, f: Frame, b: int) -> Action | None:
         node = self.by_first.get(b)
         return None if node is None else (SWAP_AGAIN, node.initial())

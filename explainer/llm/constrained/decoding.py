@@ -11,15 +11,15 @@ import codecs
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Self
 
 import numpy as np
 
-from explainer.llm.constrained.automaton import Literal, Node
+from explainer.llm.constrained.automaton import Literal, Node, State
 from explainer.llm.constrained.machine import Machine, machine_for
 from explainer.llm.constrained.schema import Compiler, UnsupportedSchema, check_schema_depth
 from explainer.llm.interface import ChatTokenizer as Tokenizer
-from explainer.llm.interface import ContextWindowExceeded, LanguageModel
+from explainer.llm.interface import Cache, ContextWindowExceeded, LanguageModel
 from explainer.llm.sampling import Candidate, SamplingParams, distribution, draw
 
 class Constraint:
@@ -28,7 +28,7 @@ class Constraint:
     def __init__(self, machine: Machine):
         self.machine = machine
         self.tokenizer = machine.tok
-        self.state: tuple = machine.start
+        self.state: State = machine.start
         self.tokens: list[int] = []
         self._bytes = bytearray()
 
@@ -70,7 +70,7 @@ class Constraint:
         """The output so far (a character cut mid-way shows as U+FFFD until it is complete)."""
         return self._bytes.decode("utf-8", errors="replace")
 
-    def copy(self):
+    def copy(self) -> Self:
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.tokens, new._bytes = list(self.tokens), bytearray(self._bytes)
@@ -89,7 +89,7 @@ class JsonConstraint(Constraint):
         (True, False)
     """
 
-    def __init__(self, schema: dict, tokenizer: Tokenizer, shared: bool = True):
+    def __init__(self, schema: dict[str, Any], tokenizer: Tokenizer, shared: bool = True):
         """``shared=False`` compiles a private automaton with empty caches (a reference for tests)."""
         if not isinstance(schema, dict) or schema.get("type") != "object":
             raise UnsupportedSchema("a tool's input_schema must have type 'object'")
@@ -204,21 +204,27 @@ def constrained_generate(logits_fn: Callable[[int | None], np.ndarray], constrai
     yield ConstrainedFinish(constraint.text(), complete, reason, n, value)
 
 
-def model_logits_fn(model: LanguageModel, prompt_ids: list[int], cache=None,
-                    first_logits: np.ndarray | None = None) -> Callable[[int | None], np.ndarray]:
+class ModelLogits:
     """A ``logits_fn`` over a model: prefill ``prompt_ids`` (after what ``cache``
-    holds) on the first call, then one token per call, reusing the KV cache.
+    holds) on the first call, then one token per call, reusing the KV cache (``.cache``:
+    the caller appends <|end|> to it after the call)."""
+
+    def __init__(self, model: LanguageModel, prompt_ids: list[int], cache: Cache, first_logits: np.ndarray | None):
+        self.model, self.prompt_ids, self.cache = model, prompt_ids, cache
+        self._pending = [first_logits] if first_logits is not None else []
+
+    def __call__(self, prev: int | None) -> np.ndarray:
+        if prev is None and self._pending:
+            return self._pending.pop()
+        ids = self.prompt_ids[self.cache.length:] if prev is None else [prev]
+        last: np.ndarray = self.model.forward(ids, cache=self.cache).logits[-1]
+        return last
+
+
+def model_logits_fn(model: LanguageModel, prompt_ids: list[int], cache: Cache | None = None,
+                    first_logits: np.ndarray | None = None) -> ModelLogits:
+    """The ``logits_fn`` of ``model`` for a prompt: see :class:`ModelLogits`.
 
     ``first_logits``: the caller already ran the prefill (to time it where it happens); the
     first call returns these instead of running the model."""
-    cache = cache if cache is not None else model.new_cache()
-    pending = [first_logits] if first_logits is not None else []
-
-    def logits_fn(prev: int | None) -> np.ndarray:
-        if prev is None and pending:
-            return pending.pop()
-        ids = prompt_ids[cache.length:] if prev is None else [prev]
-        return model.forward(ids, cache=cache).logits[-1]
-
-    logits_fn.cache = cache  # the caller appends <|end|> to it after the call
-    return logits_fn
+    return ModelLogits(model, prompt_ids, cache if cache is not None else model.new_cache(), first_logits)

@@ -18,11 +18,12 @@ import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Hashable, Protocol
 
 import numpy as np
 
-from explainer.llm.constrained.automaton import POP, POP_AGAIN, PUSH, PUSH_AGAIN, SET, Node
+from explainer.llm.constrained.automaton import POP, POP_AGAIN, PUSH, PUSH_AGAIN, SET, Node, State
 from explainer.llm.constrained.schema import Compiler
 from explainer.llm.interface import ChatTokenizer as Tokenizer
 
@@ -37,7 +38,7 @@ class _TokenTrie:
 
 # One trie per tokenizer, kept while the tokenizer lives (the machines that use it hold it): a closed
 # local model's tokenizer and trie go with its last machine, never kept here for good.
-_TOKEN_TRIES: dict[int, tuple[weakref.ref, _TokenTrie]] = {}
+_TOKEN_TRIES: dict[int, tuple[weakref.ref[Tokenizer], _TokenTrie]] = {}
 _TRIES_LOCK = threading.Lock()
 
 
@@ -63,11 +64,11 @@ def _token_trie(tok: Tokenizer) -> _TokenTrie:
     trie = _TokenTrie(edges, max(len(tok.token_bytes(t)) for t in range(tok.vocab_size)))
     key = id(tok)
     with _TRIES_LOCK:
-        _TOKEN_TRIES[key] = (weakref.ref(tok, lambda _ref, key=key: _forget_trie(key, _ref)), trie)
+        _TOKEN_TRIES[key] = (weakref.ref(tok, partial(_forget_trie, key)), trie)
     return trie
 
 
-def _forget_trie(key: int, ref: weakref.ref) -> None:
+def _forget_trie(key: int, ref: weakref.ref[Tokenizer]) -> None:
     with _TRIES_LOCK:
         if (hit := _TOKEN_TRIES.get(key)) is not None and hit[0] is ref:
             del _TOKEN_TRIES[key]
@@ -84,12 +85,12 @@ class Machine:
         self.nodes, self.tok = nodes, tok
         self.trie = _token_trie(tok)
         self.cap = self.trie.max_len + 1  # one token adds at most max_len characters or items
-        self.start: tuple = (root.initial(),)
+        self.start: State = (root.initial(),)
         self.end_id = tok.end_id
-        self._index: dict[tuple, int] = {}
-        self._states: list[tuple] = []
+        self._index: dict[State, int] = {}
+        self._states: list[State] = []
         self._rows: list[list[int | None]] = []  # per state id: next state id per byte, -1 dead
-        self._masks: dict[tuple, np.ndarray] = {}
+        self._masks: dict[State, np.ndarray] = {}
         self._lock = threading.Lock()
         done = np.zeros(tok.vocab_size, dtype=bool)
         done[self.end_id] = True
@@ -104,7 +105,7 @@ class Machine:
         return 2048 + 400 * len(self.nodes) + per_state * len(self._states) + per_mask * len(self._masks)
 
     # ---- the automaton itself (pure: no memo) -------------------------------------------
-    def step(self, state: tuple, b: int) -> tuple | None:
+    def step(self, state: State, b: int) -> State | None:
         """The state after byte ``b``, or None when ``b`` cannot come next."""
         nodes = self.nodes
         while state:
@@ -127,7 +128,7 @@ class Machine:
                 state = state[:-1] + (act[1],)
         return None  # after the document, nothing may follow
 
-    def walk(self, state: tuple | None, data: bytes) -> tuple | None:
+    def walk(self, state: State | None, data: bytes) -> State | None:
         for b in data:
             if state is None:
                 return None
@@ -135,11 +136,11 @@ class Machine:
         return state
 
     # ---- masks ---------------------------------------------------------------------------
-    def canon(self, state: tuple) -> tuple:
+    def canon(self, state: State) -> State:
         nodes, cap = self.nodes, self.cap
         return tuple(nodes[f[0]].canon(f, cap) for f in state)
 
-    def mask(self, state: tuple) -> np.ndarray:
+    def mask(self, state: State) -> np.ndarray:
         """Read-only boolean mask [vocab] of the tokens allowed in ``state``."""
         if not state:
             return self.done_mask
@@ -152,7 +153,7 @@ class Machine:
                     m = self._masks[key] = self._compute(key)
         return m
 
-    def _intern(self, state: tuple) -> int:
+    def _intern(self, state: State) -> int:
         sid = self._index.get(state)
         if sid is None:
             sid = self._index[state] = len(self._states)
@@ -166,7 +167,7 @@ class Machine:
         self._rows[sid][b] = ns
         return ns
 
-    def _compute(self, state: tuple) -> np.ndarray:
+    def _compute(self, state: State) -> np.ndarray:
         """Depth-first over the token trie: a subtree is skipped at its first failing byte."""
         edges, rows = self.trie.edges, self._rows
         allowed: list[int] = []
@@ -239,7 +240,7 @@ def use_machine_cache(cache: MachineCache) -> None:
 def machine_for(key: str, tok: Tokenizer, build: Callable[[Compiler], Node]) -> Machine:
     """The shared machine of the grammar named ``key`` over ``tok``; ``build`` compiles it on a miss."""
     cache_key = (key, id(tok))
-    m = _MACHINES.get(cache_key)
+    m: Machine | None = _MACHINES.get(cache_key)
     if m is None or m.tok is not tok:
         compiler = Compiler()
         root = build(compiler)

@@ -84,7 +84,7 @@ class Compiler:
             raise UnsupportedSchema(f"{path}: nested deeper than {MAX_NESTING} containers")
         return self._BY_TYPE[kind](self, schema, path, depth)
 
-    def _literals(self, schema: dict, path: str) -> Node:
+    def _literals(self, schema: dict[str, Any], path: str) -> Node:
         """``enum`` or ``const``: the values that validate against the whole schema, as literals."""
         options = schema["enum"] if "enum" in schema else [schema["const"]]
         if not isinstance(options, list):
@@ -96,7 +96,7 @@ class Compiler:
             raise UnsupportedSchema(f"{path}: no enum value validates against the schema")
         return self.add(lambda i: Literal(i, literals))
 
-    def _union(self, schema: dict, types: list[str], path: str, depth: int) -> Node:
+    def _union(self, schema: dict[str, Any], types: list[str], path: str, depth: int) -> Node:
         """Several types, told apart by the first byte of their values."""
         # Each branch keeps the keywords of its own type (maxLength means nothing to null).
         others = set().union(*_KEYWORDS.values())
@@ -107,7 +107,7 @@ class Compiler:
             raise UnsupportedSchema(f"{path}: types {types} cannot be told apart by their first byte")
         return self.add(lambda i: Union(i, branches))
 
-    def _string(self, schema: dict, path: str, depth: int) -> Node:
+    def _string(self, schema: dict[str, Any], path: str, depth: int) -> Node:
         lo, hi = int(schema.get("minLength", 0)), schema.get("maxLength")
         if hi is not None and int(hi) < lo:
             raise UnsupportedSchema(f"{path}: maxLength < minLength")
@@ -115,19 +115,19 @@ class Compiler:
         hi = max(lo, UNBOUNDED_STRING_CHARS) if hi is None else int(hi)
         return self.add(lambda i: String(i, lo, hi))
 
-    def _integer(self, schema: dict, path: str, depth: int) -> Node:
+    def _integer(self, schema: dict[str, Any], path: str, depth: int) -> Node:
         return self.add(lambda i: Number(i, True))
 
-    def _number(self, schema: dict, path: str, depth: int) -> Node:
+    def _number(self, schema: dict[str, Any], path: str, depth: int) -> Node:
         return self.add(lambda i: Number(i, False))
 
-    def _boolean(self, schema: dict, path: str, depth: int) -> Node:
+    def _boolean(self, schema: dict[str, Any], path: str, depth: int) -> Node:
         return self.add(lambda i: Literal(i, [b"true", b"false"]))
 
-    def _null(self, schema: dict, path: str, depth: int) -> Node:
+    def _null(self, schema: dict[str, Any], path: str, depth: int) -> Node:
         return self.add(lambda i: Literal(i, [b"null"]))
 
-    def _array(self, schema: dict, path: str, depth: int) -> Node:
+    def _array(self, schema: dict[str, Any], path: str, depth: int) -> Node:
         if "items" not in schema:
             raise UnsupportedSchema(f"{path}: an array needs an 'items' schema")
         item = self.compile(schema["items"], f"{path}/items", depth + 1)
@@ -136,7 +136,7 @@ class Compiler:
             raise UnsupportedSchema(f"{path}: maxItems < minItems")
         return self.add(lambda i: Array(i, item, lo, None if hi is None else int(hi)))
 
-    def _object(self, schema: dict, path: str, depth: int) -> Node:
+    def _object(self, schema: dict[str, Any], path: str, depth: int) -> Node:
         props = schema.get("properties", {})
         required = schema.get("required", [])
         if not isinstance(props, dict) or not isinstance(required, list) or not all(isinstance(r, str) for r in required):
@@ -150,13 +150,13 @@ class Compiler:
         return self.add(lambda i: Object(i, compiled, len(set(required))))
 
     # the dispatch table: one method per type name of _KEYWORDS
-    _BY_TYPE: dict[str, Callable[[Compiler, dict, str, int], Node]] = {
+    _BY_TYPE: dict[str, Callable[[Compiler, dict[str, Any], str, int], Node]] = {
         "string": _string, "integer": _integer, "number": _number, "boolean": _boolean, "null": _null,
         "array": _array, "object": _object,
     }
 
 
-def _type_of(schema: dict, path: str) -> str | list[str]:
+def _type_of(schema: dict[str, Any], path: str) -> str | list[str]:
     """The schema's type: one name of :data:`_KEYWORDS`, or a list of two or more names."""
     types = schema.get("type")
     if isinstance(types, list):

@@ -15,6 +15,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Callable, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from explainer.llm.hf.gpt2 import GPT2Model
 from explainer.llm.hf.llama import LlamaModel
 from explainer.llm.hf.tokenizer import HFTokenizer
 from explainer.llm.hf.weights import fingerprint, read_weights
-from explainer.llm.interface import LoadedModel
+from explainer.llm.interface import LanguageModel, LoadedModel
 
 ARCHITECTURES = {"gpt2": "GPT-2 family: learned positions, LayerNorm, GELU",
                  "llama": "Llama family: RoPE, RMSNorm, SwiGLU",
@@ -55,7 +56,7 @@ def _weights_present(folder: ModelFolder) -> None:
 # known by; never by its own words (a "LICENSE" can be anything: a link to a secret was once shown
 # here by its first line). An identifier from a model card's metadata is shown only if it looks like one.
 SPDX_LIKE = re.compile(r"^[A-Za-z0-9.+-]{1,64}$")
-_LICENCE_TEXTS: list[tuple[re.Pattern, str]] = [(re.compile(p, re.I | re.S), name) for p, name in [
+_LICENCE_TEXTS: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.I | re.S), name) for p, name in [
     (r"apache license.{0,40}version 2\.0", "Apache-2.0"),
     (r"gnu affero general public license.{0,40}version 3", "AGPL-3.0"),
     (r"gnu lesser general public license.{0,40}version 3", "LGPL-3.0"),
@@ -166,10 +167,14 @@ def _count_params(c: HFConfig) -> int:
     return V * d * (1 if c.tie_word_embeddings else 2) + L * block + d
 
 
-def _as_load_error(fn):
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _as_load_error(fn: Callable[Concatenate[Path | ModelFolder, P], R]) -> Callable[Concatenate[Path | ModelFolder, P], R]:
     """A hostile or damaged folder can raise more than ModelLoadError (a config nested 200,000 levels deep,
     a 400-digit number, an unreadable file): each becomes one sentence naming the folder, never a 500."""
-    def wrapped(folder, *args, **kwargs):
+    def wrapped(folder: Path | ModelFolder, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(folder, *args, **kwargs)
         except ModelLoadError:
@@ -271,11 +276,11 @@ def _load(f: ModelFolder, name: str | None, max_context: int, max_bytes: int | N
     return LoadedModel(name or f.name, model, tokenizer, fp, bundled=False, card=card, limits=limits, threads=threads)
 
 
-def model_bytes(model) -> int:
+def model_bytes(model: LanguageModel) -> int:
     """The bytes a built model's arrays hold (weights, and tables such as RoPE's), counted once each."""
     seen: dict[int, int] = {}
 
-    def visit(x, depth: int = 0) -> None:
+    def visit(x: object, depth: int = 0) -> None:
         if isinstance(x, np.ndarray):
             base = x if x.base is None else x.base
             if isinstance(base, np.ndarray):
