@@ -220,7 +220,7 @@ async def test_a_run_that_cannot_broadcast_stops_and_the_room_comes_back(monkeyp
     from channels.layers import get_channel_layer
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from explainer.rooms.consumers import layer_health
+    from explainer.rooms.layer import layer_health
     from tests.test_rooms import join, make_room, presenter, scenario_href, student, until
 
     layer = get_channel_layer()
