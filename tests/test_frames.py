@@ -11,7 +11,7 @@ from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.prompt_cache import PromptCache
-from explainer.rooms.session import ME, ROOM, RoomSession
+from explainer.rooms.session import ME, RoomSession
 from tests.frame_schema import assert_frames, validator
 
 WEATHER = {"name": "get_weather", "description": "The weather in a city.",

@@ -26,12 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, Union
+from typing import Any, Final, Literal, NotRequired
 
 from pydantic import ConfigDict, TypeAdapter, with_config
 from pydantic.json_schema import SkipJsonSchema
-from typing_extensions import NotRequired, TypedDict  # pydantic reads typing's TypedDict only from Python 3.12 on
+
+# typing_extensions' TypedDict, not typing's: pydantic reads that one only from Python 3.12 on
+from typing_extensions import TypedDict
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "static" / "schema" / "frames.json"
 
@@ -107,13 +110,13 @@ PRESENCE_QUERY: Final = "presence.query"  # a presenter asks who is here
 GUESS_IN: Final = "guess.in"  # a student's guess, for the presenters
 
 
-def is_explainer(frame: dict) -> bool:
+def is_explainer(frame: Mapping[str, Any]) -> bool:
     """Whether ``frame`` is one of the explainer's own frames (not the API's).
 
     >>> is_explainer({"type": TOKEN}), is_explainer({"type": PING})
     (True, False)
     """
-    return frame["type"].startswith(EXPLAINER_PREFIX)
+    return str(frame["type"]).startswith(EXPLAINER_PREFIX)
 
 
 # ---- the shapes -------------------------------------------------------------------------------------
@@ -362,9 +365,9 @@ class Hello(TypedDict):
     limits: SocketLimits
 
 
-ApiEvent = Union[MessageStart, ContentBlockStart, Ping, ContentBlockDelta, ContentBlockStop, MessageDelta, MessageStop]
-ExplainerFrame = Union[Prompt, Token, Done]
-EngineEvent = Union[ApiEvent, ExplainerFrame]
+ApiEvent = MessageStart | ContentBlockStart | Ping | ContentBlockDelta | ContentBlockStop | MessageDelta | MessageStop
+ExplainerFrame = Prompt | Token | Done
+EngineEvent = ApiEvent | ExplainerFrame
 
 # -- ws/stream/
 
@@ -390,8 +393,8 @@ class StreamRequest(TypedDict):
     explainer: NotRequired[StreamOptions]
 
 
-StreamFrame = Union[Hello, EngineEvent, Error]
-StreamCommand = Union[Cancel, StreamRequest]
+StreamFrame = Hello | EngineEvent | Error
+StreamCommand = Cancel | StreamRequest
 
 # -- ws/rooms/<code>/ to the browser. A broadcast frame (room.state, room.run, room.token, room.guess,
 # room.reveal, room.ended) carries ``seq`` (consecutive per presenter connection) and ``src`` (that
@@ -604,10 +607,10 @@ class RoomInterrupted(TypedDict):
     retry_after: int
 
 
-RoomRun = Union[RoomRunStart, RoomRunEnd]
-RoomFrame = Union[RoomHello, RoomState, RoomRunStart, RoomRunEnd, RoomToken, RoomReady, RoomGuess, RoomReveal,
-                  RoomCatchup, RoomGuessed, RoomMode, RoomStudents, RoomTally, RoomAnswers, RoomNickname, RoomEnded,
-                  RoomInterrupted, Error]
+RoomRun = RoomRunStart | RoomRunEnd
+RoomFrame = (RoomHello | RoomState | RoomRunStart | RoomRunEnd | RoomToken | RoomReady | RoomGuess | RoomReveal
+             | RoomCatchup | RoomGuessed | RoomMode | RoomStudents | RoomTally | RoomAnswers | RoomNickname | RoomEnded
+             | RoomInterrupted | Error)
 
 # -- ws/rooms/<code>/ from the browser (the consumer checks each field and says what is wrong)
 
@@ -656,16 +659,16 @@ class Nickname(TypedDict):
     name: str | None
 
 
-RoomCommand = Union[Auth, ShowState, StartRun, Pace, Control, Guess, Nickname]
+RoomCommand = Auth | ShowState | StartRun | Pace | Control | Guess | Nickname
 
 # ---- the JSON Schema ---------------------------------------------------------------------------------
 
-ROOTS: Final = {"EngineEvent": EngineEvent, "StreamFrame": StreamFrame, "StreamCommand": StreamCommand,
+ROOTS: Final[dict[str, Any]] = {"EngineEvent": EngineEvent, "StreamFrame": StreamFrame, "StreamCommand": StreamCommand,
                 "RoomFrame": RoomFrame, "RoomCommand": RoomCommand}
 _REF: Final = "#/$defs/{model}"
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     """The JSON Schema of every frame: each TypedDict under ``$defs`` by its name, the five roots
     (``ROOTS``) beside them, and the document itself any frame of any root."""
     defs: dict[str, Any] = {}
