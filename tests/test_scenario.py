@@ -5,7 +5,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explainer.lifecycle.scenario import MAX_BLOB_CHARS, Scenario, ScenarioCodec, ScenarioError
+from explainer.lifecycle.scenario import (
+    MAX_BLOB_CHARS,
+    Scenario,
+    ScenarioCodec,
+    ScenarioError,
+)
 
 codec = ScenarioCodec(b"test-key")
 
