@@ -15,6 +15,7 @@ Example:
 """
 from __future__ import annotations
 
+import itertools
 import secrets
 import string
 import time
@@ -192,7 +193,13 @@ class Engine:
             finish = yield from self._tool_call(req, ids, kv, seed, n_candidates, cancelled)
             first_token_at = finish.first_token_at
         else:
-            finish = yield from self._text_reply(req, ids, kv, seed, n_candidates, cancelled, keep_logits)
+            reply = self._text_generator(req, ids, kv, seed, n_candidates)
+            opened = self._open(reply, cancelled)
+            if self._opens_call(req, ids, opened[0]):  # tool_choice auto: the reply's first token opens a call
+                finish = yield from self._tool_call(req, ids, kv, seed, n_candidates, cancelled)
+                finish.prefill_seconds += opened[1]  # the prompt's prefill ran in the text reply's first step
+            else:
+                finish = yield from self._text_reply(cancelled, keep_logits, reply, opened)
             first_token_at = finish.first_token_at
         if plan is not None and plan.writes:
             prompt_cache.store(plan, kv)
@@ -219,6 +226,35 @@ class Engine:
             ),
         )
 
+    def _open(self, reply, cancelled) -> tuple:
+        """The text reply's first item (the prompt's prefill, then its first token drawn), the seconds
+        it took, and when it came."""
+        _check(cancelled)
+        t0 = time.perf_counter()
+        first = next(reply)
+        now = time.perf_counter()
+        return first, now - t0, now
+
+    def _opens_call(self, req: MessagesRequest, ids: list[int], first) -> bool:
+        """With tool_choice auto: does the reply open with a tool call?
+
+        It does when its first token, drawn as any first token of a text reply, is the first token
+        of ``tool_use `` (the format the model was trained to answer in when a tool is needed); the
+        call then goes on as with tool_choice any. A tool whose schema cannot be decoded, or a call
+        line that would not fit in the window, leaves that token to the text.
+        """
+        opening = self.tokenizer.encode(TOOL_USE_PREFIX)
+        if not (req.tools and req.tool_choice["type"] == "auto" and isinstance(first, Step) and first.token == opening[0]):
+            return False
+        if len(ids) + len(opening) > self.max_prompt_tokens:
+            return False
+        for t in req.tools:
+            try:
+                JsonConstraint(t["input_schema"], self.tokenizer)
+            except UnsupportedSchema:
+                return False
+        return True
+
     def _check_decodable(self, req: MessagesRequest) -> None:
         """A 400 before anything runs when a tool's schema is outside what constrained decoding supports."""
         names = [req.tool_choice["name"]] if req.tool_choice["type"] == "tool" else [t["name"] for t in req.tools]
@@ -229,24 +265,27 @@ class Engine:
                 except UnsupportedSchema as exc:
                     raise invalid(f"tools.{i}.input_schema: {self.name} cannot decode this schema: {exc}") from None
 
-    def _text_reply(self, req, ids, kv, seed, n_candidates, cancelled, keep_logits):
-        """The text content block, token by token; returns the Finish."""
-        yield fr.ContentBlockStart(type=fr.CONTENT_BLOCK_START, index=0, content_block=fr.TextBlock(type=fr.TEXT, text=""))
-        yield fr.Ping(type=fr.PING)
+    def _text_generator(self, req, ids, kv, seed, n_candidates):
         cfg = GenerationConfig(
             max_tokens=req.max_tokens, seed=seed, n_candidates=n_candidates, stop_sequences=req.stop_sequences,
             sampling=SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p),
         )
-        first_token_at = None
+        return generate(self.model, self.tokenizer, ids, cfg, cache=kv)
+
+    def _text_reply(self, cancelled, keep_logits, reply, opened):
+        """The text content block, token by token (``opened``: its first item, already drawn); returns the Finish."""
+        yield fr.ContentBlockStart(type=fr.CONTENT_BLOCK_START, index=0, content_block=fr.TextBlock(type=fr.TEXT, text=""))
+        yield fr.Ping(type=fr.PING)
+        first, _, first_token_at = opened
+        if not isinstance(first, Step):
+            first_token_at = None
         finish: Finish | None = None
-        for item in generate(self.model, self.tokenizer, ids, cfg, cache=kv):
+        for item in itertools.chain([first], reply):
             _check(cancelled)
             if isinstance(item, Finish):
                 finish = item
                 break
             step: Step = item
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
             frame = fr.Token(
                 type=fr.TOKEN, index=step.index, token=step.token,
                 text=self.token_label(step.token), piece=step.text, ms=round(step.seconds * 1000, 3),
