@@ -21,7 +21,7 @@ from explainer.llm.hf import chat_template as chat_template_module
 from explainer.llm.hf import tokenizer as tokenizer_module
 from explainer.llm.hf.chat_template import ChatTemplate, ChatTemplateBudgetError
 from explainer.llm.hf.loader import load_folder
-from explainer.llm.hf.tokenizer import HFTokenizer, PatternTimeout
+from explainer.llm.hf.tokenizer import HFTokenizer
 from explainer.llm.interface import ModelLoadError, TokenizerError
 from tests.conftest import FIXTURE_MODELS
 from tests.model_folders import copy_of, edit_json, within

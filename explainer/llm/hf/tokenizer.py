@@ -19,31 +19,24 @@ stops tokenizing at once.
 from __future__ import annotations
 
 import json
-import time
-import unicodedata
-from collections import deque
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any
 
 import regex
 
 from explainer.llm import bpe, budget
 from explainer.llm.hf.chat_template import MAX_TEMPLATE_CHARS, SPECIAL_TOKEN_NAMES, ChatTemplate
+from explainer.llm.hf import pretokenize
 from explainer.llm.hf.folder import ModelFolder
-from explainer.llm.interface import ChunkTrace, MergeStep, ModelLoadError, TokenizerError
+from explainer.llm.hf.pretokenize import PatternTimeout  # noqa: F401 (a tokenizer's error: callers import it from here)
+from explainer.llm.interface import ChunkTrace, MergeStep, ModelLoadError
 from explainer.llm.tokenizer import TRACE_MAX_BYTES
 from explainer.llm.tokentext import token_text
 
-GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-_NUMBER = regex.compile(r"\p{N}")  # Rust's char::is_numeric, which the Digits pre-tokenizer uses
 _WORD = regex.compile(r"\w")  # Rust regex's \w (Unicode), for an added token's single_word
 # Unicode's White_Space property (Rust's char::is_whitespace), for an added token's lstrip/rstrip
 _WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B))))
-_NORMALIZERS = {"NFC", "NFKC"}
-NormalForm = Literal["NFC", "NFKC"]
-_BEHAVIORS = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"}
 
 MAX_TOKEN_ID = 1 << 22  # 4M: far above any real vocabulary (Qwen's is 152k), far below a list that could exhaust memory
 
@@ -56,21 +49,6 @@ MAX_VOCAB = 1 << 20
 MAX_MERGES = 1 << 20
 MAX_ADDED_TOKENS = 1 << 13  # each is an alternative of one regular expression, which takes about 1 s to compile at 8,192
 MAX_TOKEN_CHARS = 1024
-MAX_PATTERN_CHARS = 4096  # real pre-tokenizer patterns are under 500 characters
-MAX_STEPS = 16  # normalizers, and pre-tokenizers, in one Sequence (real ones have at most three)
-
-# A Split pattern from tokenizer.json runs with the regex module's timeout: this much, plus this much per
-# character, of matching per text. Real patterns take about half a microsecond a character here, so a
-# loaded machine has room; catastrophic backtracking is stopped a quarter of a second into a short text.
-MATCH_SECONDS = 0.25
-MATCH_SECONDS_PER_CHAR = 4e-6
-# When the folder is opened, each pattern is tried on adversarial strings of this length, each within
-# PROBE_SECONDS of matching and all within PROBE_TOTAL_SECONDS: catastrophic backtracking (``(a|aa)+$``
-# on 48 'a's and '!') takes hours on such strings, a real pattern a millisecond.
-PROBE_CHARS = 4096
-PROBE_SECONDS = 0.05
-PROBE_RETRY_SECONDS = 0.5  # a probe over PROBE_SECONDS is tried once more with this much: a busy machine is not a pattern's fault
-PROBE_TOTAL_SECONDS = 2.0  # of this thread's own CPU time, which a busy machine does not inflate
 
 
 def _byte_chars() -> list[str]:
@@ -96,11 +74,6 @@ def _token_bytes(token: str) -> bytes:
         return bytes(map(_CHAR_BYTES.__getitem__, token))
     except KeyError:
         return token.encode("utf-8")
-
-
-class PatternTimeout(ModelLoadError, TokenizerError):
-    """A pre-tokenizer pattern from tokenizer.json ran past its time limit on a text: the folder's fault
-    when it is opened, the request's 400 when it is served."""
 
 
 @dataclass(frozen=True)
@@ -155,66 +128,6 @@ class _AddedMatcher:
         return out
 
 
-def _split(text: str, rx: regex.Pattern[str], behavior: str, invert: bool = False, timeout: float | None = None) -> list[str]:
-    """``tokenizers``' ``NormalizedString.split``: the matches of ``rx`` and the text between them,
-    kept apart, dropped or joined to a neighbour as ``behavior`` says.
-
-    With ``timeout`` (a pattern from the folder), matching may take that many seconds in all, and
-    lets other threads run meanwhile; past it, TimeoutError.
-    """
-    spans: list[tuple[int, int, bool]] = []
-    prev = 0
-    matches = rx.finditer(text) if timeout is None else rx.finditer(text, timeout=timeout, concurrent=True)
-    for n, m in enumerate(matches):
-        if not n & 255:
-            budget.check()
-        a, b = m.span()
-        if prev != a:
-            spans.append((prev, a, invert))
-        spans.append((a, b, not invert))
-        prev = b
-    if prev != len(text):
-        spans.append((prev, len(text), invert))
-    out: list[list[int]] = []
-    if behavior == "Isolated":
-        out = [[a, b] for a, b, _ in spans]
-    elif behavior == "Removed":
-        out = [[a, b] for a, b, is_match in spans if not is_match]
-    elif behavior == "Contiguous":
-        previous = False
-        for a, b, is_match in spans:
-            if is_match == previous and out:
-                out[-1][1] = b
-            else:
-                out.append([a, b])
-            previous = is_match
-    elif behavior == "MergedWithPrevious":
-        previous = False
-        for a, b, is_match in spans:
-            if is_match and not previous and out:
-                out[-1][1] = b
-            else:
-                out.append([a, b])
-            previous = is_match
-    else:  # MergedWithNext
-        following = False
-        for a, b, is_match in reversed(spans):
-            if is_match and not following and out:
-                out[-1][0] = a
-            else:
-                out.append([a, b])
-            following = is_match
-        out.reverse()
-    return [text[a:b] for a, b in out if a < b]
-
-
-def _apply_forms(forms: list[NormalForm], text: str) -> str:
-    """A normalizer Sequence: each Unicode normal form in turn."""
-    for form in forms:
-        text = unicodedata.normalize(form, text)
-    return text
-
-
 def _read_text(folder: ModelFolder, name: str, limit: int) -> str:
     """A file's text, refused if it is larger than ``limit`` bytes; opened inside ``folder`` without following
     a link (a link, a FIFO or a folder in its place is refused in a sentence)."""
@@ -240,58 +153,6 @@ def _read_json(folder: ModelFolder, name: str, required: bool = False, limit: in
         raise ModelLoadError(f"{name} is not valid JSON ({str(exc)[:200]}).") from None
     except RecursionError:
         raise ModelLoadError(f"{name} is nested too deeply to be read.") from None
-
-
-def _probes(source: str) -> list[str]:
-    """Adversarial strings for a pattern: long runs of one character (each of the pattern's own, and a
-    letter, a digit, a space, a newline, punctuation, non-ASCII), with and without a different last
-    character, pairs of characters alternating, and a fixed mixture of everything."""
-    own = [c for c in dict.fromkeys(source) if c.isprintable() and not c.isspace()][:32]
-    singles = list(dict.fromkeys([*own, "a", "A", "1", " ", "\n", "\t", "\r", "!", "'", "_", "-", "é", "日", "\u00a0", "\U0001f600"]))
-    out = []
-    for c in singles:
-        end = "!" if c != "!" else "?"
-        out += [c * 48 + end, c * PROBE_CHARS + end, c * PROBE_CHARS]
-    for pair in ("ab", "aA", "a1", "a ", " \n", "\r\n", "a!", "a'", "1 ", "a\u00e9", "a日", *(a + b for a, b in zip(own, own[1:16]))):
-        out += [pair * (PROBE_CHARS // 2) + "!", pair * 24 + "!"]
-    mixture = "aA1 \n\t!.,'-_é日\u00a0" + "".join(own)
-    state, chars = 12345, []
-    for _ in range(PROBE_CHARS):
-        state = (state * 1103515245 + 12345) & 0x7FFFFFFF  # a fixed pseudo-random walk: the same probes every time
-        chars.append(mixture[state % len(mixture)])
-    out.append("".join(chars))
-    return out
-
-
-class PatternTooSlow(ModelLoadError):
-    """A pre-tokenizer pattern that ran too long on a probe string. Measured in time, so a catalog does not
-    remember it as the folder's fault for good (``transient``): the next open probes again."""
-
-    transient = True
-
-
-def _probe(rx: regex.Pattern[str], source: str) -> None:
-    """Refuse a pattern that takes too long on some adversarial string (catastrophic backtracking)."""
-    started = time.thread_time()
-    for probe in _probes(source):
-        for limit in (PROBE_SECONDS, PROBE_RETRY_SECONDS):
-            try:
-                deque(rx.finditer(probe, timeout=limit, concurrent=True), maxlen=0)  # read at C speed
-                break
-            except TimeoutError:
-                continue
-        else:
-            raise PatternTooSlow(f"tokenizer.json: the pre-tokenizer pattern {_shown(source)} takes too long on some inputs "
-                                 f"(catastrophic backtracking: over {PROBE_RETRY_SECONDS:g} s on {len(probe):,} characters "
-                                 f"such as {_shown(probe)}), so it is refused.")
-        if time.thread_time() - started > PROBE_TOTAL_SECONDS:
-            raise PatternTooSlow(f"tokenizer.json: the pre-tokenizer pattern {_shown(source)} takes too long on some inputs "
-                                 f"(over {PROBE_TOTAL_SECONDS:g} s on a few strings of {PROBE_CHARS:,} characters), so it is refused.")
-
-
-def _shown(text: str, n: int = 60) -> str:
-    """A pattern or a string in a sentence: its repr, cut to about ``n`` characters."""
-    return repr(text) if len(text) <= n else repr(text[:n]) + "…"
 
 
 def _content(value: Any) -> str | None:
@@ -323,9 +184,9 @@ class HFTokenizer:
             raise ModelLoadError("tokenizer.json: there is no model object.")
         self._read_model(model)
         self._read_added(data.get("added_tokens") or [])
-        self._normalize = self._read_normalizer(data.get("normalizer"))
+        self._normalize = pretokenize.read_normalizer(data.get("normalizer"))
         self._build_matchers()
-        self._steps = self._read_pre_tokenizer(data.get("pre_tokenizer"))
+        self._steps = pretokenize.read_pre_tokenizer(data.get("pre_tokenizer"))
         decoder = data.get("decoder")
         if decoder is not None and (not isinstance(decoder, dict) or decoder.get("type") != "ByteLevel"):
             raise ModelLoadError(f"tokenizer.json: decoder {self._kind(decoder)} is not supported; only ByteLevel is.")
@@ -386,7 +247,7 @@ class HFTokenizer:
                                  f"ids above {MAX_TOKEN_ID:,} are refused (no real vocabulary is that large).")
         longest = max(vocab, key=len, default="")
         if len(longest) > MAX_TOKEN_CHARS:
-            raise ModelLoadError(f"tokenizer.json: the vocab has a token of {len(longest):,} characters ({_shown(longest, 30)}); "
+            raise ModelLoadError(f"tokenizer.json: the vocab has a token of {len(longest):,} characters ({pretokenize.shown(longest, 30)}); "
                                  f"at most {MAX_TOKEN_CHARS:,} are accepted.")
         self._vocab: dict[str, int] = vocab
         self._ignore_merges = bool(model.get("ignore_merges", False))
@@ -445,7 +306,7 @@ class HFTokenizer:
             raise ModelLoadError(f"tokenizer.json: an added token's id is outside 0..{MAX_TOKEN_ID - 1:,}.")
         long = next((t.content for t in self._added.values() if len(t.content) > MAX_TOKEN_CHARS), None)
         if long is not None:
-            raise ModelLoadError(f"tokenizer.json: an added token has {len(long):,} characters ({_shown(long, 30)}); "
+            raise ModelLoadError(f"tokenizer.json: an added token has {len(long):,} characters ({pretokenize.shown(long, 30)}); "
                                  f"at most {MAX_TOKEN_CHARS:,} are accepted.")
         size = max([len(self._bytes) - 1, *self._added]) + 1
         self._bytes += [b""] * (size - len(self._bytes))
@@ -472,89 +333,6 @@ class HFTokenizer:
                 raw.setdefault(t.content, t)
         self._raw_matcher = _AddedMatcher(raw) if raw else None
         self._norm_matcher = _AddedMatcher(norm) if norm else None
-
-    def _read_normalizer(self, spec: Any) -> Callable[[str], str] | None:
-        if spec is None:
-            return None
-        forms: list[NormalForm] = []
-        sequence = isinstance(spec, dict) and spec.get("type") == "Sequence"
-        parts = (spec.get("normalizers") or []) if sequence else [spec]
-        if not isinstance(parts, list) or len(parts) > MAX_STEPS:
-            raise ModelLoadError(f"tokenizer.json: the normalizer Sequence must be a list of at most {MAX_STEPS} normalizers.")
-        for n in parts:
-            if not isinstance(n, dict) or n.get("type") not in _NORMALIZERS:
-                raise ModelLoadError(f"tokenizer.json: normalizer {self._kind(n)} is not supported; only NFC and NFKC "
-                                     "(alone or in a Sequence) are.")
-            forms.append(n["type"])
-        if not forms:
-            return None
-        return lambda text: _apply_forms(forms, text)
-
-    def _read_pre_tokenizer(self, spec: Any) -> list[Callable[[str], list[str]]]:
-        sequence = isinstance(spec, dict) and spec.get("type") == "Sequence"
-        parts = (spec.get("pretokenizers") or []) if sequence else [spec]
-        if not isinstance(parts, list) or len(parts) > MAX_STEPS:
-            raise ModelLoadError(f"tokenizer.json: the pre_tokenizer Sequence must be a list of at most {MAX_STEPS} pre-tokenizers.")
-        steps: list[Callable[[str], list[str]]] = []
-        byte_level = False
-        for p in parts:
-            kind = p.get("type") if isinstance(p, dict) else None
-            if byte_level:
-                raise ModelLoadError(f"tokenizer.json: pre_tokenizer {self._kind(p)} after ByteLevel is not supported.")
-            if kind == "ByteLevel":
-                byte_level = True
-                steps.append(self._byte_level_step(bool(p.get("add_prefix_space", True)), bool(p.get("use_regex", True))))
-            elif kind == "Split":
-                steps.append(self._split_step(p))
-            elif kind == "Digits":
-                behavior = "Isolated" if p.get("individual_digits", False) else "Contiguous"
-                steps.append(partial(_split, rx=_NUMBER, behavior=behavior))
-            else:
-                raise ModelLoadError(f"tokenizer.json: pre_tokenizer {self._kind(p)} is not supported; only ByteLevel, "
-                                     "Split and Digits (alone or in a Sequence) are.")
-        if not byte_level:
-            raise ModelLoadError("tokenizer.json: the pre_tokenizer has no ByteLevel step; only byte-level BPE is supported.")
-        return steps
-
-    @staticmethod
-    def _byte_level_step(add_prefix_space: bool, use_regex: bool) -> Callable[[str], list[str]]:
-        rx = regex.compile(GPT2_PATTERN)
-
-        def step(text: str) -> list[str]:
-            if add_prefix_space and not text.startswith(" "):
-                text = " " + text
-            return _split(text, rx, "Isolated") if use_regex else [text]
-        return step
-
-    @staticmethod
-    def _split_step(p: dict[str, Any]) -> Callable[[str], list[str]]:
-        pattern, behavior, invert = p.get("pattern"), p.get("behavior"), bool(p.get("invert", False))
-        if behavior not in _BEHAVIORS:
-            raise ModelLoadError(f"tokenizer.json: Split behavior {behavior!r} is not supported.")
-        if isinstance(pattern, dict) and isinstance(pattern.get("Regex"), str):
-            source = pattern["Regex"]
-        elif isinstance(pattern, dict) and isinstance(pattern.get("String"), str):
-            source = regex.escape(pattern["String"])
-        else:
-            raise ModelLoadError(f"tokenizer.json: Split pattern {_shown(repr(pattern))} is neither a Regex nor a String.")
-        if len(source) > MAX_PATTERN_CHARS:
-            raise ModelLoadError(f"tokenizer.json: the Split pattern has {len(source):,} characters; at most {MAX_PATTERN_CHARS:,} "
-                                 "are accepted.")
-        try:
-            rx = regex.compile(source)
-        except (regex.error, RecursionError, OverflowError, ValueError) as exc:
-            raise ModelLoadError(f"tokenizer.json: the Split pattern {_shown(source)} does not compile ({exc}).") from None
-        _probe(rx, source)
-
-        def step(text: str) -> list[str]:
-            timeout = MATCH_SECONDS + MATCH_SECONDS_PER_CHAR * len(text)
-            try:
-                return _split(text, rx, behavior, invert, timeout=timeout)
-            except TimeoutError:
-                raise PatternTimeout(f"tokenizer.json: the pre-tokenizer pattern {_shown(source)} took over {timeout:.2g} s on "
-                                     f"this text of {len(text):,} characters (catastrophic backtracking), so it cannot be "
-                                     "encoded with this model.") from None
-        return step
 
     # ---- reading the chat side --------------------------------------------------
     @staticmethod
