@@ -28,10 +28,11 @@ import re
 import threading
 import time
 import types
-from collections.abc import ItemsView, Iterator, KeysView, ValuesView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, ValuesView
 from dataclasses import dataclass
 from datetime import datetime
 from string import Formatter
+from typing import Any, NoReturn, TypeGuard, TypeVar
 
 import jinja2
 import regex
@@ -39,6 +40,7 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.ext import Extension, loopcontrols
 from jinja2.filters import make_attrgetter
+from jinja2.runtime import Context
 from jinja2.runtime import str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, generate_lorem_ipsum
@@ -127,7 +129,7 @@ class _RenderBudget:
         self.broken: str | None = None
         self.steps = 0
 
-    def refuse(self, reason: str):
+    def refuse(self, reason: str) -> NoReturn:
         self.broken = reason
         raise _OverBudget(reason)
 
@@ -153,7 +155,7 @@ class _RenderBudget:
         if n > self.limit:
             self.refuse(f"{what} would make {n:,} characters, over the {self.limit:,} this conversation allows")
 
-    def built(self, value, what: str) -> None:
+    def built(self, value: Any, what: str) -> None:
         """A value the template just made: its printed size within the limit (so neither printing it nor
         comparing or hashing it can cost more), its own size counted towards the work limit."""
         if isinstance(value, (str, bytes)):
@@ -170,10 +172,11 @@ class _RenderBudget:
 
 
 _state = threading.local()
+T = TypeVar("T")
 
 
 def _active() -> _RenderBudget:
-    b = getattr(_state, "budget", None)
+    b: _RenderBudget | None = getattr(_state, "budget", None)
     if b is None:
         raise _NotRendering()
     return b
@@ -181,12 +184,12 @@ def _active() -> _RenderBudget:
 
 def _pulse() -> None:
     """Inside a long step (measuring a large value): the render's budget, if one is running."""
-    b = getattr(_state, "budget", None)
+    b: _RenderBudget | None = getattr(_state, "budget", None)
     if b is not None:
         b.check_now()
 
 
-def _size(value, cap: int) -> int:
+def _size(value: Any, cap: int) -> int:
     """About how many characters ``str(value)`` has, counted until ``cap`` is passed (the answer is then
     just over ``cap``). Containers count their elements as often as they hold them, so a list nested
     into itself ten times over is as large as it prints."""
@@ -240,7 +243,7 @@ def _size(value, cap: int) -> int:
     return total
 
 
-def _shape(value, cap: int) -> tuple[int, int, int]:
+def _shape(value: Any, cap: int) -> tuple[int, int, int]:
     """For JSON and pprint: characters, values and nesting depth, counted until ``cap`` characters."""
     chars, count, depth, stack = 0, 0, 0, [(value, 1)]
     while stack and chars <= cap:
@@ -260,7 +263,7 @@ def _shape(value, cap: int) -> tuple[int, int, int]:
     return chars, count, depth
 
 
-def _text(b: _RenderBudget, value, what: str) -> str:
+def _text(b: _RenderBudget, value: object, what: str) -> str:
     """``str(value)``, once its size is known to be within the limit."""
     if not isinstance(value, str):
         b.need(_size(value, b.limit), what)
@@ -269,7 +272,7 @@ def _text(b: _RenderBudget, value, what: str) -> str:
     return value
 
 
-def _materialize(b: _RenderBudget, iterable) -> list | tuple | str:
+def _materialize(b: _RenderBudget, iterable: Iterable[Any]) -> list[Any] | tuple[Any, ...] | str:
     """An iterable as a sequence, read one item at a time under the budget (a generator may be endless)."""
     if isinstance(iterable, (list, tuple, str)):
         return iterable
@@ -282,7 +285,7 @@ def _materialize(b: _RenderBudget, iterable) -> list | tuple | str:
     return out
 
 
-def _is_int(x) -> bool:
+def _is_int(x: object) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
@@ -301,8 +304,9 @@ def _widths(b: _RenderBudget, fmt: str) -> int:
     return total
 
 
-def _percent_cost(b: _RenderBudget, fmt: str, args) -> int:
+def _percent_cost(b: _RenderBudget, fmt: str, args: Any) -> int:
     """``fmt % args``: the format's text, its widths, and each field's value."""
+    values: list[Any]
     if isinstance(args, dict):  # ``%(key)s`` fields name its values; a plain ``%s`` prints the whole dict
         values, by_key = [args], args
     else:
@@ -325,7 +329,7 @@ def _percent_cost(b: _RenderBudget, fmt: str, args) -> int:
     return cost
 
 
-def _format_cost(b: _RenderBudget, fmt: str, args: tuple, kwargs: dict) -> int:
+def _format_cost(b: _RenderBudget, fmt: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """``fmt.format(*args, **kwargs)``: the format's text, its widths, and each field's value (a field
     may name the same value many times, or take its width from an argument)."""
     values = [*args, *kwargs.values()]
@@ -354,7 +358,7 @@ def _format_cost(b: _RenderBudget, fmt: str, args: tuple, kwargs: dict) -> int:
     return cost
 
 
-def _string_method_cost(b: _RenderBudget, s: str | bytes, name: str, args: tuple, kwargs: dict) -> int | None:
+def _string_method_cost(b: _RenderBudget, s: str | bytes, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
     """What a str (or bytes) method that can return more than it is given would return; None for the rest."""
     n = len(s)
     if name in ("center", "ljust", "rjust", "zfill"):
@@ -362,10 +366,12 @@ def _string_method_cost(b: _RenderBudget, s: str | bytes, name: str, args: tuple
         return max(n, width) if _is_int(width) else None
     if name == "expandtabs":
         tabsize = args[0] if args else kwargs.get("tabsize", 8)
-        return n + s.count("\t" if isinstance(s, str) else b"\t") * max(0, tabsize) if _is_int(tabsize) else None
+        tabs = s.count("\t") if isinstance(s, str) else s.count(b"\t")
+        return n + tabs * max(0, tabsize) if _is_int(tabsize) else None
     kind = str if isinstance(s, str) else bytes
     if name == "replace" and len(args) >= 2 and isinstance(args[0], kind) and isinstance(args[1], kind):
-        old, new = args[0], args[1]
+        old: Any = args[0]  # of the same kind as ``s``, which the checker cannot follow through ``kind``
+        new: Any = args[1]
         count = args[2] if len(args) > 2 else kwargs.get("count", -1)
         k = s.count(old) if old else n + 1
         if _is_int(count) and count >= 0:
@@ -380,13 +386,13 @@ def _string_method_cost(b: _RenderBudget, s: str | bytes, name: str, args: tuple
     return None
 
 
-def _checked_add(b: _RenderBudget, left, right):
+def _checked_add(b: _RenderBudget, left: Any, right: Any) -> Any:
     if isinstance(left, (str, bytes, list, tuple)) and isinstance(right, (str, bytes, list, tuple)):
         b.need(len(left) + len(right), "the '+' operator")
     return left + right
 
 
-def _check_binop(b: _RenderBudget, operator: str, left, right) -> None:
+def _check_binop(b: _RenderBudget, operator: str, left: Any, right: Any) -> None:
     if operator == "*":
         seq, n = (left, right) if _is_int(right) else (right, left)
         if isinstance(seq, (str, bytes, list, tuple)) and _is_int(n):
@@ -419,7 +425,7 @@ _DATA_ARGUMENTS = {"default", "d", "sum", "attr", "map", "select", "reject", "se
                    "float", "min", "max", "unique", "sort", "dictsort", "groupby", "first", "last", "random"}
 
 
-def _filter_cost(b: _RenderBudget, name: str, a: dict) -> None:
+def _filter_cost(b: _RenderBudget, name: str, a: dict[str, Any]) -> None:
     """Refuse a filter call whose result would be over the limit, from its arguments alone.
 
     ``a`` holds the call's arguments by name, and its value as ``value``; ``join`` and ``slice`` get
@@ -481,7 +487,7 @@ def _filter_cost(b: _RenderBudget, name: str, a: dict) -> None:
         b.need(_size(value, b.limit), f"the {name} filter")
 
 
-def _budgeted_sum(fn, env, a: dict):
+def _budgeted_sum(fn: Callable[..., Any], env: jinja2.Environment, a: dict[str, Any]) -> Any:
     """``sum``: numbers at C speed; anything else (``start=[]`` joins lists, quadratically) one item
     at a time, each addition checked."""
     b = _active()
@@ -499,7 +505,7 @@ def _budgeted_sum(fn, env, a: dict):
     return total
 
 
-def _guard_filter(name: str, fn):
+def _guard_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """The filter ``fn`` under the render budget: the clock first, the size of what it would make
     before it runs, then the size of what it made (an iterator it returns is read under the budget)."""
     signature = None
@@ -512,7 +518,7 @@ def _guard_filter(name: str, fn):
     integers_are_sizes = name not in _DATA_ARGUMENTS
 
     @functools.wraps(fn)
-    def guarded(*args, **kwargs):
+    def guarded(*args: Any, **kwargs: Any) -> Any:
         b = _active()
         b.tick()
         if integers_are_sizes:
@@ -520,7 +526,7 @@ def _guard_filter(name: str, fn):
                 if _is_int(x) and abs(x) > b.limit:
                     b.refuse(f"the {name} filter was given the number {x:,}")
         if len(args) > passes:  # Jinja passes a filter's value by position, after its context if it takes one
-            named = {}
+            named: dict[str, Any] = {}
             if signature is not None:
                 try:
                     named = dict(signature.bind(*args, **kwargs).arguments)
@@ -554,7 +560,7 @@ def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str
     return generate_lorem_ipsum(n=n, html=html, min=min, max=max)
 
 
-def _loop(iterable):
+def _loop(iterable: Iterable[T]) -> Iterator[T]:
     """What every ``{% for %}`` iterates (and what an iterator a filter returns is wrapped in): the
     items, with the budget's clock checked before each."""
     b = _active()
@@ -563,7 +569,7 @@ def _loop(iterable):
         yield item
 
 
-def _concat(*parts) -> str:
+def _concat(*parts: Any) -> str:
     """The ``~`` operator: each part printed, once the total is known to be within the limit."""
     b = _active()
     total = 0
@@ -575,16 +581,16 @@ def _concat(*parts) -> str:
     return out
 
 
-def _literal(value):
+def _literal(value: T) -> T:
     """A list, tuple or dict written in the template: checked like any value the template builds."""
     _active().built(value, "a list or dict")
     return value
 
 
-def _joined(parts) -> str:
+def _joined(parts: Iterable[str]) -> str:
     """The environment's ``concat``: how a macro, a ``{% set %}`` block or a filter block joins its output."""
     parts = parts if isinstance(parts, list) else list(parts)
-    b = getattr(_state, "budget", None)
+    b: _RenderBudget | None = getattr(_state, "budget", None)
     if b is not None:
         b.need(sum(map(len, parts)), "the template's output")
     out = "".join(parts)
@@ -593,9 +599,9 @@ def _joined(parts) -> str:
     return out
 
 
-def _finalize(value):
+def _finalize(value: Any) -> Any:
     """Every ``{{ … }}``: its printed size within the limit before it is printed."""
-    b = getattr(_state, "budget", None)
+    b: _RenderBudget | None = getattr(_state, "budget", None)
     if b is not None and not isinstance(value, str):
         b.need(_size(value, b.limit), "a {{ … }} expression")
     elif b is not None:
@@ -613,16 +619,16 @@ class _Budgeted(NodeTransformer):
     template cannot shadow."""
 
     @staticmethod
-    def _call(helper: str, args: list, lineno: int) -> nodes.Call:
+    def _call(helper: str, args: list[nodes.Node], lineno: int) -> nodes.Call:
         return nodes.Call(nodes.ImportedName(f"{_HELPERS}.{helper}", lineno=lineno), args, [], None, None, lineno=lineno)
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)  # (rewrites the node's children in place)
         node.iter = self._call("_loop", [node.iter], node.lineno)
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)
         return self._call("_concat", list(node.nodes), node.lineno)
 
     def _container(self, node: nodes.Node) -> nodes.Node:
@@ -649,13 +655,13 @@ class _Generation(Extension):
         body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
         return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
 
-    def _body(self, caller) -> str:
+    def _body(self, caller: Callable[[], str]) -> str:
         return caller()
 
 
-def _short(text, n: int = 300) -> str:
+def _short(error: object, n: int = 300) -> str:
     """An error's text for a one-sentence refusal: its first line, cut to ``n`` characters."""
-    text = str(text)
+    text = str(error)
     line = text.splitlines()[0] if text.strip() else text
     return line if len(line) <= n else line[:n] + "…"
 
@@ -664,7 +670,8 @@ def _raise_exception(message: str) -> None:
     raise _Refused(message)
 
 
-def _tojson(x, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False) -> str:
+def _tojson(x: Any, ensure_ascii: bool = False, indent: int | str | None = None, separators: tuple[str, str] | None = None,
+            sort_keys: bool = False) -> str:
     """transformers' ``tojson``: no HTML escaping (Jinja's own filter escapes ``<``, ``>``, ``&``, ``'``)."""
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
@@ -683,16 +690,17 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     """
 
     intercepted_binops = frozenset({"*", "**", "+", "%"})
+    concat = staticmethod(_joined)  # how the template's output is joined
 
-    def unsafe_undefined(self, obj, attribute):
+    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:
         raise SecurityError(f"the template reads {attribute!r} of a {type(obj).__name__} object, which the sandbox forbids")
 
-    def _parse(self, source, name, filename):
-        tree = _Budgeted().visit(super()._parse(source, name, filename))
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree: nodes.Template = _Budgeted().visit(super()._parse(source, name, filename))
         tree.set_environment(self)
         return tree
 
-    def call_binop(self, context, operator, left, right):
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         b = _active()
         if operator == "+" and type(left) is str and type(right) is str:  # the common case, kept short
             n = len(left) + len(right)
@@ -710,7 +718,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         b.built(result, f"the {operator!r} operator")
         return result
 
-    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (the sandbox's own signature)
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (the sandbox's own signature)
         b = _active()
         b.tick()
         if __obj is _loop or __obj is _concat or __obj is _literal:
@@ -752,7 +760,6 @@ def _environment() -> ImmutableSandboxedEnvironment:
     env.globals["strftime_now"] = _strftime_now
     env.globals["lipsum"] = _lipsum
     env.finalize = _finalize
-    env.concat = _joined
     return env
 
 
@@ -787,7 +794,7 @@ class ChatTemplate:
         except Exception as exc:  # a parser pushed past its limits (nesting, a 5,000-digit number) by hostile source
             raise ModelLoadError(f"{self.origin}: the chat template cannot be compiled ({type(exc).__name__}: "
                                  f"{_short(exc)}).") from None
-        self._cache: dict[tuple, tuple[list[str], list[str]]] = {}
+        self._cache: dict[tuple[tuple[str, ...], bool, bool, str], tuple[list[str], list[str]]] = {}
 
     # ---- rendering ----------------------------------------------------------------
     def render(self, messages: list[tuple[str, str]], add_generation_prompt: bool, deadline: float | None = None) -> str:
