@@ -197,7 +197,7 @@ def _give_back_freed_memory(every: float = 1.0) -> None:
     _malloc_trim(0)
 
 
-def _load_malloc_trim():
+def _load_malloc_trim() -> Callable[[int], int] | None:
     try:
         import ctypes
         import ctypes.util
@@ -253,8 +253,8 @@ class LRU:
     def get(self, key: Hashable, default: Any = None) -> Any:
         b = self.budget
         with b.lock:
-            item = self._data.get(key, _MISSING)
-            if item is _MISSING:
+            item = self._data.get(key)  # (an entry is a tuple, never None)
+            if item is None:
                 self.misses += 1
                 return default
             self._data[key] = (item[0], item[1], next(b._ticks))
@@ -269,7 +269,7 @@ class LRU:
     def __len__(self) -> int:
         return len(self._data)
 
-    def keys(self) -> list:
+    def keys(self) -> list[Hashable]:
         with self.budget.lock:
             return list(self._data)
 
@@ -327,7 +327,7 @@ class LRU:
         return f"<LRU {self.name}: {len(self._data)} entries, {self._bytes:,} bytes>"
 
     # ---- under the budget's lock -------------------------------------------------------------
-    def _pop(self, key):
+    def _pop(self, key: Hashable) -> tuple[Any, int, int] | None:
         item = self._data.pop(key, None)
         if item is not None:
             self._bytes -= item[1]

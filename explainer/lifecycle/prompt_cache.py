@@ -33,11 +33,15 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, TypedDict
 
 import numpy as np
 
 from explainer.lifecycle.lru import sizeof
+from explainer.llm.interface import Cache
+
+if TYPE_CHECKING:  # (the frames' module brings pydantic; the cache needs only their shapes)
+    from explainer.lifecycle.frames import CacheBreakpoint, CacheCreation
 
 MIN_CACHEABLE_TOKENS = 64
 # Keys and values are large for a real model (2,000 tokens of a 135M Llama: about 92 MB), so the cache is
@@ -46,9 +50,28 @@ DEFAULT_MAX_BYTES = 256 * 2**20
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 
 
+class CacheUsage(TypedDict):
+    """The usage block's cache fields for a planned request (the engine adds ``output_tokens``)."""
+
+    input_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    cache_creation: CacheCreation
+
+
+class Peeked(TypedDict):
+    """One breakpoint as :meth:`PromptCache.peek` finds it."""
+
+    length: int
+    ttl: str
+    key: str
+    cached: bool
+    expires_in: float | None  # seconds left, when cached
+
+
 @dataclass
 class Entry:
-    kv: object  # the model's Cache (explainer.llm.interface) holding exactly ``length`` positions
+    kv: Cache  # holding exactly ``length`` positions
     length: int
     ttl: str
     expires_at: float
@@ -64,13 +87,13 @@ class Plan:
     hit: Entry | None
     hit_key: str | None
     writes: list[tuple[int, str, str]] = field(default_factory=list)  # (prefix length, ttl, key) to store after the run
-    breakpoints: list[dict] = field(default_factory=list)  # per breakpoint: length, ttl, outcome (for pages and traces)
+    breakpoints: list[CacheBreakpoint] = field(default_factory=list)  # per breakpoint: length, ttl, outcome (for pages and traces)
 
     @property
     def write(self) -> int:
         return max((n for n, _, _ in self.writes), default=self.read) - self.read if self.writes else 0
 
-    def usage(self) -> dict:
+    def usage(self) -> CacheUsage:
         by_ttl = {"5m": 0, "1h": 0}
         start = self.read
         for n, ttl, _ in sorted(self.writes):
@@ -109,7 +132,7 @@ class PromptCache:
         marks = sorted({(min(n, len(ids)), ttl) for n, ttl in breakpoints})
         keyed = [(n, ttl, prefix_key(ids[:n], self.model_id)) for n, ttl in marks]
         hit, hit_key, read = None, None, 0
-        report = []
+        report: list[CacheBreakpoint] = []
         with self._lock:
             for n, ttl, key in sorted(keyed, reverse=True):
                 e = self._entries.get(key)
@@ -135,13 +158,13 @@ class PromptCache:
             report.append({"length": n, "ttl": ttl, "outcome": outcome})
         return Plan(total=len(ids), read=read, hit=hit, hit_key=hit_key, writes=writes, breakpoints=report)
 
-    def peek(self, ids: list[int], breakpoints: list[tuple[int, str]], now: float | None = None) -> list[dict]:
+    def peek(self, ids: list[int], breakpoints: list[tuple[int, str]], now: float | None = None) -> list[Peeked]:
         """What a lookup would find for each breakpoint now, without touching the cache (no TTL refresh).
 
         For pages that show the live cache: per breakpoint, its length, the key and whether an
         unexpired entry holds it (and for how many more seconds)."""
         now = self.clock() if now is None else now
-        out = []
+        out: list[Peeked] = []
         with self._lock:
             for n, ttl in sorted({(min(n, len(ids)), ttl) for n, ttl in breakpoints}):
                 key = prefix_key(ids[:n], self.model_id)
@@ -151,7 +174,7 @@ class PromptCache:
                             "expires_in": round(left, 1) if left is not None and left > 0 else None})
         return out
 
-    def store(self, plan: Plan, kv, now: float | None = None) -> None:
+    def store(self, plan: Plan, kv: Cache, now: float | None = None) -> None:
         """After a run: keep the first n positions of ``kv`` for every prefix the plan writes."""
         now = self.clock() if now is None else now
         copies = []

@@ -115,7 +115,7 @@ def _wrap(items: list[str], open_: str, close: str, lang: str, indent: int, pad:
 
 # ---- the three snippets ---------------------------------------------------------------------
 
-def curl(body: dict, base_url: str = DEFAULT_BASE_URL) -> str:
+def curl(body: dict[str, Any], base_url: str = DEFAULT_BASE_URL) -> str:
     """The request as a curl command (key from ``$ANTHROPIC_API_KEY``, sent as ``x-api-key``)."""
     data = json_text(body).replace("'", "'\\''")  # inside '...' only ' itself needs care
     flags = "  --no-buffer \\\n" if body.get("stream") else ""
@@ -129,7 +129,7 @@ def curl(body: dict, base_url: str = DEFAULT_BASE_URL) -> str:
     )
 
 
-def python_sdk(body: dict, base_url: str = DEFAULT_BASE_URL) -> str:
+def python_sdk(body: dict[str, Any], base_url: str = DEFAULT_BASE_URL) -> str:
     """The request with the official Python SDK (``pip install anthropic``)."""
     lines = []
     for name in PY_SDK_PARAMS:
@@ -170,7 +170,7 @@ def python_sdk(body: dict, base_url: str = DEFAULT_BASE_URL) -> str:
     )
 
 
-def typescript_sdk(body: dict, base_url: str = DEFAULT_BASE_URL) -> str:
+def typescript_sdk(body: dict[str, Any], base_url: str = DEFAULT_BASE_URL) -> str:
     """The request with the official TypeScript SDK (``npm install @anthropic-ai/sdk``)."""
     legacy = {k: body[k] for k in LEGACY_SAMPLING if k in body}
     lines = [f"  {_key(k, 'ts')}: {_literal(v, 'ts', 2)}," for k, v in body.items() if k != "stream" and k not in legacy]
@@ -206,5 +206,5 @@ def typescript_sdk(body: dict, base_url: str = DEFAULT_BASE_URL) -> str:
     )
 
 
-def snippets(body: dict, base_url: str = DEFAULT_BASE_URL) -> dict[str, str]:
+def snippets(body: dict[str, Any], base_url: str = DEFAULT_BASE_URL) -> dict[str, str]:
     return {"curl": curl(body, base_url), "python": python_sdk(body, base_url), "typescript": typescript_sdk(body, base_url)}

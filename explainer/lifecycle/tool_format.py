@@ -15,11 +15,12 @@ Example:
 from __future__ import annotations
 
 import json
+from typing import Any
 
 TOOL_USE_PREFIX = "tool_use "
 
 
-def tools_system_prompt(system: str | None, tools: list[dict]) -> str:
+def tools_system_prompt(system: str | None, tools: list[dict[str, Any]]) -> str:
     """The system prompt with the tool definitions appended, as the model reads them."""
     lines = [system.rstrip(), ""] if system else []
     lines.append("You can call these tools:")
