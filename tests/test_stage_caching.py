@@ -93,7 +93,8 @@ def test_the_default_view_opens_on_a_cache_hit_with_a_long_system_prompt(client)
     u1, u2 = first[-1]["usage"], second[-1]["usage"]
     assert page_usages(html) == [u1, u2]
     assert u2["cache_read_input_tokens"] == u1["cache_creation_input_tokens"] > 0
-    assert 'value="system" data-bp checked' in html and "Not cached: shorter than the minimum" not in html
+    assert 'value="system" data-bp checked' in html
+    assert re.search(r'<section class="card ca-notice"[^>]* hidden>', html)  # "Not cached: shorter than the minimum" is not shown
     # the main visual: both requests' usage, the engine's numbers, and a caption computed from them
     rows = main_rows(html)
     assert [x["request"] for x in rows] == [1, 2]
@@ -245,7 +246,9 @@ def test_breakpoints_the_api_refuses_show_its_400_body(client, bp, words):
     assert r.status_code == 200  # the page works; the API's answer to this request is a 400
     html = r.content.decode()
     assert "The API answers 400" in html and "invalid_request_error" in html and words in html
-    assert 'id="request-1"' not in html and data_of(r)["caching-data"] == {"ok": False, "clock": 1, "defaults": caching.DEFAULTS}
+    data = data_of(r)["caching-data"]  # the page's script binds the refusal from /data too (no HTML is fetched)
+    assert 'id="request-1"' not in html and {k: v for k, v in data.items() if k != "view"} == {"ok": False, "clock": 1, "defaults": caching.DEFAULTS}
+    assert data["view"]["api_status"] == 400 and words in htmllib.escape(data["view"]["api_error"]) and data["view"]["requests"] == []
     # the same message as /v1/messages gives for the same body
     with pytest.raises(APIError) as exc:
         marks = [(t.partition(":")[0], t.partition(":")[2] or "5m") for t in bp.split(",")]
@@ -298,7 +301,7 @@ def test_prices_show_their_source_and_date(client):
 
 def test_the_long_system_prompt_link_is_a_permalink_that_caches(client):
     html = get(client, system="own").content.decode()
-    link = htmllib.unescape(re.search(r'<a class="button primary small" href="([^"]+)">Use a long system prompt', html).group(1))
+    link = htmllib.unescape(re.search(r'<a class="button primary small" href="([^"]+)"[^>]*>Use a long system prompt', html).group(1))
     r = client.get(link)
     assert r.status_code == 200
     assert attrs(r.content.decode(), 2)["read"] > 0

@@ -1,5 +1,6 @@
 """The caching stage in Chromium: request 2 reads what request 1 wrote, the clock expires it,
 the breakpoints are controls, and the page fits a projector and a phone."""
+import re
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -87,7 +88,7 @@ def test_breaking_a_rule_shows_the_api_s_400(server, page, link, shoot):
     ready(page)
     page.locator("input[data-bp][value='m1']").check()
     page.locator("select[data-ttl-for='m1']").select_option("1h")
-    page.wait_for_function("() => document.querySelector('.ca-refused') !== null")
+    page.wait_for_function("() => document.querySelector('.ca-refused:not([hidden])') !== null")  # bound from /data
     page.wait_for_selector("body:not(.ca-loading)")
     refused = page.locator(".ca-refused").inner_text()
     assert "The API answers 400" in refused and "must not come after" in refused and "invalid_request_error" in refused
@@ -160,3 +161,41 @@ def test_hostile_text_stays_text(server, page, link):
     assert page.evaluate("window.__pwned") is None
     assert page.locator(".visual img").count() == 0
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+
+def shown_text(page) -> str:
+    """What the results say on screen, the measured milliseconds (and their ratio) aside: they vary between runs."""
+    text = "\n".join(page.locator(f"#{i}").inner_text() for i in ("ca-main", "timing-note", "cache-results"))
+    return re.sub(r"\d+(\.\d+)?( ms|×)", "N", text)
+
+
+def test_the_script_binds_data_into_the_page_as_the_server_renders_it(server, page, link):
+    """A change of options fetches /learn/caching/data, never a page, and binds its view into the page's own markup:
+    the page then reads as the server renders the same options (and a refusal, and back)."""
+    page.goto(link("caching", CHAT_FOR_BINDING, bp="system"))
+    ready(page)
+    fetched = []
+    page.on("request", lambda r: fetched.append(r) if r.resource_type in ("fetch", "xhr", "document") else None)
+    for n, change in enumerate(CHANGES, start=1):
+        change(page)
+        loaded(page, n)
+        bound = shown_text(page)
+        url = page.url
+        fresh = page.context.new_page()
+        fresh.goto(url)
+        fresh.wait_for_selector("body[data-caching-ready]")
+        assert shown_text(fresh) == bound, url
+        fresh.close()
+    assert fetched and all(urlparse(r.url).path == "/learn/caching/data" for r in fetched), [r.url for r in fetched]
+
+
+CHAT_FOR_BINDING = SCENARIO.replace(messages=[{"role": "user", "content": "How do I retry a failed task?"},
+                                              {"role": "assistant", "content": "Set retries on the task."},
+                                              {"role": "user", "content": "And how long does it wait between tries?"}])
+CHANGES = (
+    lambda page: page.locator("#clock").fill("7"),  # past the TTL: a miss
+    lambda page: page.locator("input[data-bp][value='m1']").check(),  # two breakpoints, one expired
+    lambda page: page.locator("select[data-ttl-for='m1']").select_option("1h"),  # a 1-hour after a 5-minute one: the API's 400
+    lambda page: page.locator("input[data-bp][value='system']").uncheck(),  # valid again
+    lambda page: page.locator("input[data-bp][value='m1']").uncheck(),  # no breakpoints
+)

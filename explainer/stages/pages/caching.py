@@ -31,6 +31,7 @@ import re
 import statistics
 import time
 from dataclasses import dataclass
+from typing import TypedDict
 
 from explainer.lifecycle import lru
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
@@ -387,25 +388,65 @@ def _status(r: dict, index: int) -> tuple[str, str]:
     return "short", "not cached: shorter than the minimum"
 
 
-def _request_view(r: dict, index: int, model: str, minutes: int) -> dict:
+class Breakpoint(TypedDict):
+    length: int
+    ttl: str
+    outcome: str
+
+
+class RequestView(TypedDict):
+    """One of the two requests, as its row in the main visual and its card below show it (and the script binds)."""
+    index: int
+    minutes: int
+    kind: str  # write, hit, miss, partial, short, none
+    status: str
+    total: int
+    read: int
+    written: int
+    input: int
+    computed: int
+    prefill_tokens: int
+    prefill_ms: float
+    prefill_ms_text: str
+    usage_json: str
+    breakpoints: list[Breakpoint]
+    cost_text: dict | None  # input, cache_write, cache_read, output, total: the model's list price, or None
+
+
+class Results(TypedDict):
+    """What the two requests did: everything on the page that a change of breakpoints, TTL or clock changes.
+    The template renders it once; the page's script binds a new one from /data in place (no HTML is fetched)."""
+    api_error: str  # the API's 400 body for breakpoints it refuses, or ""
+    api_status: int | None
+    body_json: str
+    long_url: str
+    own_url: str
+    requests: list[RequestView]
+    slowest_ms: float  # the prefill bars' scale
+    headline: str
+    timing_note: str
+    nothing_cached: bool
+    n_marks: int
+    longest_mark: int
+    same_text: bool
+    plain_cost: str | None
+    plain_input_text: str | None
+    break_even: dict
+
+
+def _request_view(r: dict, index: int, model: str, minutes: int, prefill_ms: float) -> RequestView:
     u, c = r["usage"], r["cache"]
-    total = r["prompt_tokens"]
     read = u.get("cache_read_input_tokens") or 0
     written = u.get("cache_creation_input_tokens") or 0
-    rest = u["input_tokens"]
     kind, words = _status(r, index)
     money = cost(model, u)
-    parts = [("read", read, "read from the cache"), ("write", written, "computed and written to the cache"),
-             ("input", rest, "computed, not cached")]
     return {
-        "index": index + 1, "minutes": minutes, "kind": kind, "status": words,
-        "computed": written + rest,
-        "usage": u, "usage_json": _json(u), "total": total, "read": read, "written": written, "input": rest,
-        "bar": [{"kind": k, "tokens": n, "what": what, "pct": round(n / total * 100, 3) if total else 0} for k, n, what in parts if n],
-        "breakpoints": (c or {}).get("breakpoints", []),
-        "prefill_tokens": r["timings"]["prefill_tokens"], "prefill_ms": r["timings"]["prefill_ms"],
-        "output_tokens": u["output_tokens"], "text": r["text"],
-        "cost": money, "cost_text": {k: usd(v) for k, v in money.items()} if money else None,
+        "index": index + 1, "minutes": minutes, "kind": kind, "status": words, "total": r["prompt_tokens"],
+        "read": read, "written": written, "input": u["input_tokens"], "computed": written + u["input_tokens"],
+        "prefill_tokens": r["timings"]["prefill_tokens"], "prefill_ms": prefill_ms, "prefill_ms_text": f"{prefill_ms:.1f}",
+        "usage_json": _json(u),
+        "breakpoints": [{k: b[k] for k in ("length", "ttl", "outcome")} for b in (c or {}).get("breakpoints", [])],
+        "cost_text": {k: usd(v) for k, v in money.items()} if money else None,
     }
 
 
@@ -493,21 +534,20 @@ def timing_note(r1: dict, r2: dict) -> str:
     return f"Measured: {ms1:.1f} ms for request 1, {ms2:.1f} ms for request 2 ({how})."
 
 
-def context(page) -> dict:
+def _base(page, s, own_tokens: int | None, swapped: bool) -> dict:
+    """What the page shows whatever the breakpoints: the rules, the minimums, the prices, the system prompt's choice."""
     opts, eng = page.opts, page.engine
-    s, run, own_tokens, swapped = effective(page)
-    price = price_of(s.model)
-    prices = table()
+    price, prices = price_of(s.model), table()
     base = {
         "min_tokens": MIN_CACHEABLE_TOKENS, "claude_minimums": CLAUDE_MINIMUMS, "minimums_source": MINIMUMS_SOURCE,
         "max_breakpoints": MAX_BREAKPOINTS, "clock": opts["clock"], "clock_max": CLOCK_MAX, "ttl": opts["ttl"],
         "served_by": eng.name, "local": not eng.loaded.bundled, "model": s.model, "has_tools": bool(s.tools),
         "price": price, "price_checked": prices.get("checked"),
-        "multipliers": prices["cache_multipliers"], "n_max": N_MAX,
+        "multipliers": prices["cache_multipliers"], "n_max": N_MAX, "prefill_runs": PREFILL_RUNS,
         # the system prompt the page uses: the request's own, or the long one in its place
         "system_mode": opts["system"], "swapped": swapped, "own_system_tokens": own_tokens,
         "can_swap": own_tokens is not None and own_tokens < MIN_CACHEABLE_TOKENS,
-        **_prompt_links(page),
+        **_prompt_links(page),  # for the teaching text; the picture's and the results' links are the view's
     }
     if base["can_swap"]:
         base["long_system_tokens"] = _long_tokens(eng, page.scenario)
@@ -516,9 +556,12 @@ def context(page) -> dict:
         base["price_row"] = {k: f"${v:,.2f}" for k, v in (
             ("input", price["input"]), ("output", price["output"]), ("write_5m", price["input"] * m["write_5m"]),
             ("write_1h", price["input"] * m["write_1h"]), ("read", price["input"] * m["read"]))}
+    return base
 
-    # which turns carry a breakpoint
-    bp = opts["bp"] or default_marks(s)
+
+def _marks(page, s) -> tuple[str, list[tuple[str, str | None]]]:
+    """(the ``bp`` option or the breakpoints chosen for this request, each turn with its own TTL or None)."""
+    bp = page.opts["bp"] or default_marks(s)
     chosen = parse_marks(bp)
     for turn, _ in chosen:
         if turn == "system" and not s.system:
@@ -526,78 +569,101 @@ def context(page) -> dict:
         if turn != "system" and int(turn[1:]) >= len(s.messages):
             last = len(s.messages) - 1
             raise OptionError(f"“bp” names {turn}, but this request's messages are m0{f' to m{last}' if last else ''}.")
+    return bp, chosen
+
+
+def _unit_costs(s, u1: dict, total: int) -> tuple[str, float, float, float]:
+    """(unit, a request without caching, request 1 (the write), a hit): dollars at the model's list price, or when
+    its price is unknown, base input tokens at the API's cache rates (output is the same on every line: left out)."""
+    written = u1.get("cache_creation_input_tokens") or 0
+    if price_of(s.model) is not None:
+        hit = {"input_tokens": u1["input_tokens"], "cache_read_input_tokens": written, "cache_creation_input_tokens": 0,
+               "output_tokens": u1["output_tokens"]}
+        plain = {"input_tokens": total, "output_tokens": u1["output_tokens"]}
+        return "usd", cost(s.model, plain)["total"], cost(s.model, u1)["total"], cost(s.model, hit)["total"]
+    m = table()["cache_multipliers"]
+    w1h = (u1.get("cache_creation") or {}).get("ephemeral_1h_input_tokens", 0)
+    first = u1["input_tokens"] + (written - w1h) * m["write_5m"] + w1h * m["write_1h"]
+    return "tokens", float(total), first, u1["input_tokens"] + written * m["read"]
+
+
+def _break_even(unit: str, c_plain: float, c_first: float, c_hit: float) -> dict:
+    be = break_even(c_plain, c_first, c_hit)
+    fmt = usd if unit == "usd" else (lambda x: f"the price of {x:,.0f} input tokens")
+    return be | {"plain_text": fmt(be["plain_total"]), "cached_text": fmt(be["cached_total"]), "miss_text": fmt(be["miss_total"]),
+                 "saving_pct": round((1 - be["cached_total"] / be["plain_total"]) * 100) if be["plain_total"] else 0}
+
+
+def _refused(page, exc: APIError, body: dict, n_marks: int) -> Results:
+    """Breakpoints the API refuses: its answer, as it would send it; no request ran."""
+    return {"api_error": _json(exc.body()), "api_status": exc.status, "body_json": _json(body), **_prompt_links(page),
+            "requests": [], "slowest_ms": 1.0, "headline": "", "timing_note": "", "nothing_cached": False,
+            "n_marks": n_marks, "longest_mark": 0, "same_text": False, "plain_cost": None, "plain_input_text": None,
+            "break_even": {}}
+
+
+def _results(page, s, pair: dict, body: dict, n_marks: int, total: int, unit_costs: tuple) -> Results:
+    first, second = pair["first"], pair["second"]
+    # both measured the same way (the engine's own: one cold run each)
+    r1 = _request_view(first, 0, s.model, 0, pair["prefill_ms"][0])
+    r2 = _request_view(second, 1, s.model, page.opts["clock"], pair["prefill_ms"][1])
+    longest = max((b["length"] for b in r1["breakpoints"]), default=0)
+    plain_usage = {"input_tokens": total, "output_tokens": first["usage"]["output_tokens"]}
+    plain = cost(s.model, plain_usage) if price_of(s.model) else None
+    return {
+        "api_error": "", "api_status": None, "body_json": _json(body), **_prompt_links(page),
+        "requests": [r1, r2], "slowest_ms": max(r1["prefill_ms"], r2["prefill_ms"]) or 1.0,
+        "headline": headline(r1, r2, n_marks, longest), "timing_note": timing_note(r1, r2),
+        "nothing_cached": r1["written"] == 0, "n_marks": n_marks, "longest_mark": longest,
+        "same_text": first["text"] == second["text"],
+        "plain_cost": usd(plain["total"]) if plain else None, "plain_input_text": usd(plain["input"]) if plain else None,
+        "break_even": _break_even(*unit_costs),
+    }
+
+
+def _not_run(opts, view: Results | None = None) -> dict:
+    """The script's data when no pair of requests ran (the request cannot run, or the API refuses its breakpoints)."""
+    return {"ok": False, "clock": opts["clock"], "defaults": DEFAULTS} | ({"view": view} if view else {})
+
+
+def context(page) -> dict:
+    opts, eng = page.opts, page.engine
+    s, run, own_tokens, swapped = effective(page)
+    base = _base(page, s, own_tokens, swapped)
+    bp, chosen = _marks(page, s)  # which turns carry a breakpoint
     marks = [(turn, ttl or opts["ttl"]) for turn, ttl in chosen]
     base |= {"bp": bp, "bp_explicit": bool(opts["bp"]), "n_marks": len(marks)}
-
     if run.error is not None or run.request is None:  # the request cannot run at all (the card above shows the API's error)
-        return base | {"ok": False, "runnable": False, "data": {"ok": False, "clock": opts["clock"], "defaults": DEFAULTS}}
+        return base | {"ok": False, "runnable": False, "data": _not_run(opts)}
 
     rows, total = _turn_rows(eng, s, run.request, dict(chosen), opts["ttl"])
     body = cached_body(s, marks)
-    base |= {"rows": rows, "prompt_tokens": total, "body_json": _json(body),
+    base |= {"rows": rows, "prompt_tokens": total,
              "system_tokens": rows[0]["tokens"] if s.system else 0,
              "short_system": not s.system or rows[0]["tokens"] < MIN_CACHEABLE_TOKENS}
     try:
         req = parse_request(body)
         pair = run_twice(eng, s, body, req, bp + "|" + opts["ttl"], opts["clock"])
     except APIError as exc:  # a combination the API refuses: show its answer, as it would send it
-        return base | {"ok": False, "runnable": True, "api_error": _json(exc.body()), "api_status": exc.status,
-                       "data": {"ok": False, "clock": opts["clock"], "defaults": DEFAULTS}}
+        view = _refused(page, exc, body, len(marks))
+        return base | {"ok": False, "runnable": True, "view": view, "data": _not_run(opts, view)}
 
-    first, second = pair["first"], pair["second"]
-    minutes = opts["clock"]
-    r1, r2 = _request_view(first, 0, s.model, 0), _request_view(second, 1, s.model, minutes)
-    for r, ms in zip((r1, r2), pair["prefill_ms"]):  # both measured the same way (the engine's own: one cold run each)
-        r["prefill_ms"] = ms
-    slowest = max(r1["prefill_ms"], r2["prefill_ms"]) or 1.0
-    for r in (r1, r2):
-        r["ms_pct"] = round(r["prefill_ms"] / slowest * 100, 2)
-        r["computed_pct"] = round(r["computed"] / r["total"] * 100, 3) if r["total"] else 0
-
-    # per-request costs for the break-even chart: no caching, a write (request 1), a hit
-    u1 = first["usage"]
-    written = u1.get("cache_creation_input_tokens") or 0
-    plain_usage = {"input_tokens": total, "output_tokens": u1["output_tokens"]}
-    hit_usage = {"input_tokens": u1["input_tokens"], "cache_read_input_tokens": written, "cache_creation_input_tokens": 0,
-                 "output_tokens": u1["output_tokens"]}
-    if price is not None:
-        unit = "usd"
-        c_plain, c_first, c_hit = cost(s.model, plain_usage)["total"], cost(s.model, u1)["total"], cost(s.model, hit_usage)["total"]
-    else:  # price unknown: count in base input tokens (output is the same on every line, so it is left out)
-        m = prices["cache_multipliers"]
-        w1h = (u1.get("cache_creation") or {}).get("ephemeral_1h_input_tokens", 0)
-        unit = "tokens"
-        c_plain = float(total)
-        c_first = u1["input_tokens"] + (written - w1h) * m["write_5m"] + w1h * m["write_1h"]
-        c_hit = u1["input_tokens"] + written * m["read"]
-    be = break_even(c_plain, c_first, c_hit)
-    expiry = _expiry(first, second, minutes)
-    fmt = usd if unit == "usd" else (lambda x: f"the price of {x:,.0f} input tokens")
-    t1, t2 = r1["prefill_tokens"], r2["prefill_tokens"]
-    ms1, ms2 = r1["prefill_ms"], r2["prefill_ms"]
-    longest = max((b["length"] for b in (first["cache"] or {}).get("breakpoints", [])), default=0)
+    unit_costs = _unit_costs(s, pair["first"]["usage"], total)
+    view = _results(page, s, pair, body, len(marks), total, unit_costs)
+    expiry = _expiry(pair["first"], pair["second"], opts["clock"])
+    unit, c_plain, c_first, c_hit = unit_costs
+    r1, r2 = view["requests"]
     return base | {
-        "ok": True, "runnable": True, "requests": [r1, r2], "first": r1, "second": r2,
-        "plain_cost": usd(cost(s.model, plain_usage)["total"]) if price else None,
-        "plain_input_text": usd(cost(s.model, plain_usage)["input"]) if price else None,
-        "nothing_cached": written == 0,
-        "longest_mark": longest,
-        "headline": headline(r1, r2, len(marks), longest),
-        "timing_note": timing_note(r1, r2),
-        "prefill_runs": PREFILL_RUNS,
-        "speed": {"tokens_ratio": round(t1 / t2, 1) if t2 else None, "ms_ratio": round(ms1 / ms2, 1) if ms2 else None,
-                  "saved_tokens": t1 - t2},
-        "same_text": first["text"] == second["text"],
-        "break_even": be | {"plain_text": fmt(be["plain_total"]), "cached_text": fmt(be["cached_total"]),
-                            "miss_text": fmt(be["miss_total"]),
-                            "saving_pct": round((1 - be["cached_total"] / be["plain_total"]) * 100) if be["plain_total"] else 0},
-        "unit": unit, "expiry": expiry,
+        "ok": True, "runnable": True, "view": view, "unit": unit, "expiry": expiry,
+        # for the page's tests: the same values the template shows from the view
+        "requests": [r1, r2], "first": r1, "second": r2, "headline": view["headline"], "timing_note": view["timing_note"],
         "data": {
-            "ok": True, "clock": minutes, "clock_max": CLOCK_MAX, "n_max": N_MAX, "unit": unit,
+            "ok": True, "clock": opts["clock"], "clock_max": CLOCK_MAX, "n_max": N_MAX, "unit": unit,
             "defaults": DEFAULTS,
             "costs": {"plain": _r(c_plain), "first": _r(c_first), "hit": _r(c_hit)},
-            "break_even": {"cheaper_from": be["cheaper_from"], "crossing": be["crossing"]},
+            "break_even": {k: view["break_even"][k] for k in ("cheaper_from", "crossing")},
             "entries": [{k: e[k] for k in ("length", "ttl", "ttl_min", "fate", "words")} for e in expiry["entries"]],
             "caption": expiry["caption"],
+            "view": view,
         },
     }

@@ -1,8 +1,10 @@
 // The caching stage: tick breakpoints, move the simulated clock, and redraw from the server's real runs.
-// Every number comes from the page (json_script "caching-data" and the server-rendered results); a
-// change of breakpoints or clock fetches the same page for the new options and swaps the results in.
+// Every number comes from the server: the page's json_script "caching-data" on load, then, after a change of
+// breakpoints, TTL or clock, /learn/caching/data for the new options; its view is bound into the page's own
+// markup in place (lib/bind.js). No HTML is fetched.
 
 import { dataUrl, readJSON, setViewOption } from "../stage.js";
+import { bind } from "../lib/bind.js";
 import { el, svg, text } from "../lib/svg.js";
 
 const $ = (id) => document.getElementById(id);
@@ -58,7 +60,7 @@ function syncMarks(count = true) {
     + (n > max ? " The API will refuse this request." : "");
 }
 
-// ---- fetch the page for new options and swap the results in ----------------------------------------
+// ---- fetch the data for new options and bind it in place --------------------------------------------
 
 function targetUrl() {
   const u = new URL(location.href);
@@ -76,19 +78,14 @@ async function refresh() {
   document.body.classList.add("ca-loading");
   $("expiry-caption").textContent = `Sending request 2 at ${minutes(Number(clockInput.value))}…`;
   try {
-    // the server's two parts of the page, and its data as JSON (/learn/caching/data)
-    const [r, d] = await Promise.all([fetch(url, { headers: { accept: "text/html" } }), fetch(dataUrl(url), { headers: { accept: "application/json" } })]);
-    if (!r.ok || !d.ok) throw new Error(`HTTP ${r.ok ? d.status : r.status}`);
-    const doc = new DOMParser().parseFromString(await r.text(), "text/html");
-    const fresh_data = (await d.json()).data["caching-data"];
-    const fresh = doc.getElementById("cache-results");
-    const main = doc.getElementById("ca-main");
-    if (!fresh || !main) throw new Error("no results");
+    const d = await fetch(dataUrl(url), { headers: { accept: "application/json" } });
+    if (!d.ok) throw new Error(`HTTP ${d.status}`);
+    const fresh = (await d.json()).data["caching-data"];
+    if (!fresh.view) throw new Error("no results");  // the request cannot run: the page says so on reload
     if (mine !== ticket) return;  // a later change won
-    // the main visual (the two requests' usage, its caption and its links) and the results below, both the server's
-    $("ca-main").replaceWith(document.importNode(main, true));
-    $("cache-results").replaceWith(document.importNode(fresh, true));
-    data = fresh_data;
+    // the main visual (the two requests' usage, its caption and its links), its footnote and the results below
+    for (const id of ["ca-main", "timing-note", "cache-results"]) bind($(id), fresh.view);
+    data = fresh;
     for (const name of ["bp", "ttl", "clock"]) setViewOption(name, url.searchParams.get(name));
     render();
     document.body.dataset.cachingLoads = String(Number(document.body.dataset.cachingLoads || 0) + 1);
