@@ -15,6 +15,12 @@ exists. Each module provides:
     and ``page.url(slug=None, scenario=None, **opts)`` for links that keep the scenario.
     Raise ``OptionError`` for an option that is out of range once the run is known.
 
+``DATA`` (optional)
+    ``{element id: context key}``: what the page embeds for its script and ``/learn/<slug>/data`` serves.
+
+``recap(page) -> dict`` (optional, stages on the request path)
+    the stage's figures for the recap's row and card, ``templates/stages/recap/<slug>.html``.
+
 The template is ``templates/stages/<slug>.html``; it extends ``stages/_stage.html`` and fills
 the blocks ``explain`` (teaching text), ``visual``, ``stage_head`` (extra CSS) and
 ``stage_scripts``. Data reaches JavaScript through ``json_script``; scripts are ES modules in
