@@ -1,12 +1,12 @@
 """Frames checked against the committed JSON Schema of the event protocol (static/schema/frames.json, generated
-from explainer/lifecycle/frames.py): what the browser's JavaScript is promised, checked on what it really gets."""
+from explainer/lifecycle/frames.py and room_frames.py): what the browser's JavaScript is promised, checked on what it really gets."""
 import json
 from functools import cache
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from explainer.lifecycle.frames import ROOTS, SCHEMA_PATH
+from explainer.lifecycle.frame_schema import ROOTS, SCHEMA_PATH
 
 
 @cache

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
+from explainer.lifecycle import frame_schema as fs
 from explainer.lifecycle import frames as fr
+from explainer.lifecycle import room_frames as rf
 from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.payload import parse_request
@@ -29,15 +31,15 @@ BODIES = {
 
 
 def test_the_committed_schema_is_the_generated_one():
-    assert fr.SCHEMA_PATH.read_text(encoding="utf-8") == fr.schema_text(), "run: python -m explainer.lifecycle.frames"
-    assert fr.main(["--check"]) == 0
+    assert fs.SCHEMA_PATH.read_text(encoding="utf-8") == fs.schema_text(), "run: python -m explainer.lifecycle.frame_schema"
+    assert fs.main(["--check"]) == 0
 
 
 def test_the_command_writes_the_schema_and_check_notices_a_stale_one(tmp_path):
     path = tmp_path / "frames.json"
     path.write_text("{}")
-    assert fr.main(["--check", "--path", str(path)]) == 1
-    assert fr.main(["--path", str(path)]) == 0 and fr.main(["--check", "--path", str(path)]) == 0
+    assert fs.main(["--check", "--path", str(path)]) == 1
+    assert fs.main(["--path", str(path)]) == 0 and fs.main(["--check", "--path", str(path)]) == 0
     assert json.loads(path.read_text())["$defs"]["Token"]["properties"]["type"]["const"] == fr.TOKEN
 
 
@@ -58,7 +60,7 @@ def _tags(node) -> set[str]:
 
 def test_every_tag_is_a_named_constant():
     names = {v for k, v in vars(fr).items() if k.isupper() and not k.startswith("_") and isinstance(v, str)}
-    tags = _tags(fr.json_schema())
+    tags = _tags(fs.json_schema())
     assert tags <= names
     # a prefix, and the channel layer's messages between a room's sockets (never sent to a browser)
     assert names - tags == {fr.EXPLAINER_PREFIX, fr.ROOM_FRAME, fr.PRESENCE, fr.PRESENCE_QUERY, fr.GUESS_IN}
@@ -68,7 +70,7 @@ def test_the_schema_refuses_what_the_declarations_do_not_say():
     ok = fr.ContentBlockDelta(type=fr.CONTENT_BLOCK_DELTA, index=0, delta=fr.TextDelta(type=fr.TEXT_DELTA, text="Hi"))
     assert_frames([ok], "EngineEvent")
     for bad in ({**ok, "extra": 1}, {**ok, "delta": {"type": fr.TEXT_DELTA, "text": 3}}, {"type": "message_begin"},
-                {k: v for k, v in ok.items() if k != "index"}, fr.RoomEnded(type=fr.ROOM_ENDED)):
+                {k: v for k, v in ok.items() if k != "index"}, rf.RoomEnded(type=fr.ROOM_ENDED)):
         assert next(validator("EngineEvent").iter_errors(bad), None) is not None, bad
     assert next(validator("StreamCommand").iter_errors({"type": fr.CANCEL}), None) is None
     assert next(validator("RoomCommand").iter_errors({"type": "run", "pace_ms": "fast"}), None) is not None

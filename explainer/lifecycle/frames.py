@@ -6,8 +6,9 @@ shapes are the TypedDicts. Python builds a frame by calling its TypedDict (a pla
 keys in the order given, so what goes on the wire is what it always was) and tells frames apart by
 comparing ``frame["type"]`` with a constant, never with a string typed again.
 
+The shapes of a room's frames are ``room_frames.py``'s (their names are here, with every other).
 The JavaScript reads the same declarations as a JSON Schema, generated from them by pydantic and
-committed at ``static/schema/frames.json`` (``python -m explainer.lifecycle.frames`` writes it again;
+committed at ``static/schema/frames.json`` (``python -m explainer.lifecycle.frame_schema`` writes it again;
 tests/test_frames.py fails when the file and the declarations disagree). Its ``$defs`` name every
 frame and five roots: ``EngineEvent`` (what ``Engine.stream`` yields), ``StreamFrame`` and
 ``StreamCommand`` (``ws/stream/``: to the browser, from it), ``RoomFrame`` and ``RoomCommand``
@@ -23,20 +24,15 @@ Example:
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Final, Literal, NotRequired
 
-from pydantic import ConfigDict, TypeAdapter, with_config
+from pydantic import ConfigDict, with_config
 from pydantic.json_schema import SkipJsonSchema
 
 # typing_extensions' TypedDict, not typing's: pydantic reads that one only from Python 3.12 on
 from typing_extensions import TypedDict
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "static" / "schema" / "frames.json"
 
 # ---- the names -------------------------------------------------------------------------------------
 
@@ -124,17 +120,17 @@ def is_explainer(frame: Mapping[str, Any]) -> bool:
 # Closed objects (extra="forbid"): a field a frame gains is declared here first, or the schema's
 # tests fail on the frames that carry it.
 
-_CLOSED = ConfigDict(extra="forbid")
+CLOSED = ConfigDict(extra="forbid")
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class CacheCreation(TypedDict):
     """The tokens written to the cache, by lifetime."""
     ephemeral_5m_input_tokens: int
     ephemeral_1h_input_tokens: int
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class Usage(TypedDict):
     input_tokens: int
     output_tokens: int
@@ -143,7 +139,7 @@ class Usage(TypedDict):
     cache_creation: NotRequired[CacheCreation]  # with cache breakpoints
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class Message(TypedDict):
     """The message as ``message_start`` opens it: no content yet."""
     id: str
@@ -156,19 +152,19 @@ class Message(TypedDict):
     usage: Usage
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class MessageStart(TypedDict):
     type: Literal["message_start"]
     message: Message
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class TextBlock(TypedDict):
     type: Literal["text"]
     text: str
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class ToolUseBlock(TypedDict):
     type: Literal["tool_use"]
     id: str
@@ -176,50 +172,50 @@ class ToolUseBlock(TypedDict):
     input: dict[str, Any]
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class ContentBlockStart(TypedDict):
     type: Literal["content_block_start"]
     index: int
     content_block: TextBlock | ToolUseBlock
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class Ping(TypedDict):
     type: Literal["ping"]
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class TextDelta(TypedDict):
     type: Literal["text_delta"]
     text: str
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class InputJsonDelta(TypedDict):
     type: Literal["input_json_delta"]
     partial_json: str
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class ContentBlockDelta(TypedDict):
     type: Literal["content_block_delta"]
     index: int
     delta: TextDelta | InputJsonDelta
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class ContentBlockStop(TypedDict):
     type: Literal["content_block_stop"]
     index: int
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class StopDelta(TypedDict):
     stop_reason: str | None
     stop_sequence: str | None
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class MessageDelta(TypedDict):
     """The usage is the request's cumulative usage, as the live API sends it."""
     type: Literal["message_delta"]
@@ -227,18 +223,18 @@ class MessageDelta(TypedDict):
     usage: Usage
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class MessageStop(TypedDict):
     type: Literal["message_stop"]
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class ErrorDetail(TypedDict):
     type: str  # invalid_request_error, rate_limit_error, overloaded_error, ...
     message: str
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class Error(TypedDict):
     """The API's error envelope. ``request_id`` in an HTTP stream; ``retry_after`` (seconds) on a socket,
     which has no headers; ``frame`` names the room frame a refusal answers (``nickname``)."""
@@ -251,34 +247,34 @@ class Error(TypedDict):
 
 # -- the explainer's frames
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class PromptToken(TypedDict):
     id: int
     text: str
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class ServedModel(TypedDict):
     requested: str  # the name the request gave
     served_by: str  # the model that really ran
     parameters: int
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class CacheBreakpoint(TypedDict):
     length: int
     ttl: str
     outcome: str
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class CacheUse(TypedDict):
     read: int
     written: int
     breakpoints: list[CacheBreakpoint]
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class Prompt(TypedDict):
     type: Literal["explainer.prompt"]
     input_tokens: int
@@ -288,7 +284,7 @@ class Prompt(TypedDict):
     cache: CacheUse | None
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class Candidate(TypedDict):
     """One of a step's top candidates (``explainer.llm.sampling.Candidate.to_dict`` and its text); a score
     the mask removed is null."""
@@ -302,7 +298,7 @@ class Candidate(TypedDict):
     text: str
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class BannedWord(TypedDict):
     token: int
     text: str
@@ -310,7 +306,7 @@ class BannedWord(TypedDict):
     probability: float
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class Token(TypedDict):
     """One sampled token. A constrained one (a tool's name or input) also says what the schema's mask did:
     the tokens it allowed, the probability it removed, and the distribution before it."""
@@ -331,7 +327,7 @@ class Token(TypedDict):
     word_ban: NotRequired[SkipJsonSchema[tuple[int, ...]]]
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class Timings(TypedDict):
     prefill_ms: float
     prefill_tokens: int
@@ -341,7 +337,7 @@ class Timings(TypedDict):
     total_ms: float
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class Done(TypedDict):
     type: Literal["explainer.done"]
     usage: Usage
@@ -349,14 +345,14 @@ class Done(TypedDict):
     timings: Timings
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class SocketLimits(TypedDict):
     max_frame_bytes: int
     frames_per_10s: int
     max_pace_ms: NotRequired[int]  # a presenter's
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class Hello(TypedDict):
     """``ws/stream/`` on connect: the model that answers by default, and the local ones a body may name."""
     type: Literal["explainer.hello"]
@@ -372,12 +368,12 @@ EngineEvent = ApiEvent | ExplainerFrame
 # -- ws/stream/
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class Cancel(TypedDict):
     type: Literal["cancel"]
 
 
-@with_config(_CLOSED)
+@with_config(CLOSED)
 class StreamOptions(TypedDict):
     seed: NotRequired[int]
     pace_ms: NotRequired[int]
@@ -395,317 +391,3 @@ class StreamRequest(TypedDict):
 
 StreamFrame = Hello | EngineEvent | Error
 StreamCommand = Cancel | StreamRequest
-
-# -- ws/rooms/<code>/ to the browser. A broadcast frame (room.state, room.run, room.token, room.guess,
-# room.reveal, room.ended) carries ``seq`` (consecutive per presenter connection) and ``src`` (that
-# connection); the copies of them that room.catchup carries do not.
-
-
-@with_config(_CLOSED)
-class StageState(TypedDict):
-    slug: str
-    href: str
-    title: str
-    number: int | None  # its number in the one list of stages (Compose is 1); None for the overview, the start
-
-
-@with_config(_CLOSED)
-class RoomHello(TypedDict):
-    """On connect (role ``student``), and to a socket that proved the room's secret (``presenter``,
-    with its pace)."""
-    type: Literal["room.hello"]
-    role: Literal["student", "presenter"]
-    code: str
-    state: StageState
-    limits: SocketLimits
-    pace_ms: NotRequired[int]
-
-
-@with_config(_CLOSED)
-class RoomState(TypedDict):
-    type: Literal["room.state"]
-    state: StageState
-    seq: NotRequired[int]
-    src: NotRequired[str]
-
-
-@with_config(_CLOSED)
-class RoomRunStart(TypedDict):
-    type: Literal["room.run"]
-    phase: Literal["start"]
-    run_id: str
-    input_tokens: int
-    max_tokens: int
-    prompt: str
-    mode: Literal["play", "pause"]
-    pace_ms: int
-    model: str
-    seq: NotRequired[int]
-    src: NotRequired[str]
-
-
-@with_config(_CLOSED)
-class RoomRunEnd(TypedDict):
-    """The run ended: with its stop reason and usage, stopped by the presenter (``stopped``), or failed."""
-    type: Literal["room.run"]
-    phase: Literal["end"]
-    run_id: str
-    stop_reason: NotRequired[str | None]
-    usage: NotRequired[Usage]
-    error: NotRequired[ErrorDetail]
-    seq: NotRequired[int]
-    src: NotRequired[str]
-
-
-@with_config(_CLOSED)
-class RoomCandidate(TypedDict):
-    token: int
-    text: str
-    p: float
-
-
-@with_config(_CLOSED)
-class RoomToken(TypedDict):
-    """``t``: when the token was let go (wall-clock seconds)."""
-    type: Literal["room.token"]
-    run_id: str
-    index: int
-    token: int
-    text: str
-    piece: str
-    t: float
-    candidates: list[RoomCandidate]
-    seq: NotRequired[int]
-    src: NotRequired[str]
-
-
-@with_config(_CLOSED)
-class RoomReady(TypedDict):
-    """To the presenter running the run: the next token is ready (a guess can open now)."""
-    type: Literal["room.ready"]
-    index: int
-
-
-@with_config(_CLOSED)
-class RoomGuess(TypedDict):
-    type: Literal["room.guess"]
-    index: int
-    choices: list[str]
-    seq: NotRequired[int]
-    src: NotRequired[str]
-
-
-@with_config(_CLOSED)
-class Bar(TypedDict):
-    """A bar of the class's guesses; ``text`` null sums the guesses past the shown ones."""
-    text: str | None
-    count: int
-
-
-@with_config(_CLOSED)
-class ModelBar(TypedDict):
-    text: str
-    p: float
-
-
-@with_config(_CLOSED)
-class Drawn(TypedDict):
-    text: str
-    token: int
-    p: float | None
-
-
-@with_config(_CLOSED)
-class RoomReveal(TypedDict):
-    type: Literal["room.reveal"]
-    index: int
-    guesses: list[Bar]
-    total: int
-    right: int
-    model: list[ModelBar]
-    drawn: Drawn
-    seq: NotRequired[int]
-    src: NotRequired[str]
-
-
-@with_config(_CLOSED)
-class CatchupToken(TypedDict):
-    index: int
-    piece: str
-
-
-@with_config(_CLOSED)
-class RoomCatchup(TypedDict):
-    """To a student who joins during a run: the run so far (its start, its tokens, the last one, the open
-    guess or the last reveal, its end)."""
-    type: Literal["room.catchup"]
-    run: RoomRunStart
-    tokens: list[CatchupToken]
-    last: RoomToken | None
-    guess: RoomGuess | None
-    reveal: RoomReveal | None
-    end: RoomRunEnd | None
-
-
-@with_config(_CLOSED)
-class RoomGuessed(TypedDict):
-    type: Literal["room.guessed"]
-    index: int
-    text: str
-
-
-@with_config(_CLOSED)
-class RoomMode(TypedDict):
-    type: Literal["room.mode"]
-    mode: Literal["play", "pause"]
-    pace_ms: int
-
-
-@with_config(_CLOSED)
-class RoomStudents(TypedDict):
-    type: Literal["room.students"]
-    count: int
-    names: list[str]
-    more: int  # named students not listed
-    unnamed: int
-
-
-@with_config(_CLOSED)
-class RoomTally(TypedDict):
-    type: Literal["room.tally"]
-    index: int
-    guesses: list[Bar]
-    total: int
-
-
-@with_config(_CLOSED)
-class RoomAnswers(TypedDict):
-    type: Literal["room.answers"]
-    index: int
-    answered: int
-    connected: int
-
-
-@with_config(_CLOSED)
-class RoomNickname(TypedDict):
-    type: Literal["room.nickname"]
-    name: str | None
-
-
-@with_config(_CLOSED)
-class RoomEnded(TypedDict):
-    type: Literal["room.ended"]
-    seq: NotRequired[int]
-    src: NotRequired[str]
-
-
-@with_config(_CLOSED)
-class RoomInterrupted(TypedDict):
-    """The channel layer (Redis) is unreachable; the socket closes (4503), the client reconnects later."""
-    type: Literal["room.interrupted"]
-    message: str
-    retry_after: int
-
-
-RoomRun = RoomRunStart | RoomRunEnd
-RoomFrame = (RoomHello | RoomState | RoomRunStart | RoomRunEnd | RoomToken | RoomReady | RoomGuess | RoomReveal
-             | RoomCatchup | RoomGuessed | RoomMode | RoomStudents | RoomTally | RoomAnswers | RoomNickname | RoomEnded
-             | RoomInterrupted | Error)
-
-# -- ws/rooms/<code>/ from the browser (the consumer checks each field and says what is wrong)
-
-
-@with_config(_CLOSED)
-class Auth(TypedDict):
-    type: Literal["auth"]
-    secret: str
-
-
-@with_config(_CLOSED)
-class ShowState(TypedDict):
-    type: Literal["state"]
-    href: str
-
-
-@with_config(_CLOSED)
-class StartRun(TypedDict):
-    type: Literal["run"]
-    pace_ms: NotRequired[int]
-    mode: NotRequired[Literal["play", "pause"]]
-    href: NotRequired[str]
-
-
-@with_config(_CLOSED)
-class Pace(TypedDict):
-    type: Literal["pace"]
-    pace_ms: int
-
-
-@with_config(_CLOSED)
-class Control(TypedDict):
-    type: Literal["pause", "play", "step", "reveal", "stop", "end"]
-
-
-@with_config(_CLOSED)
-class Guess(TypedDict):
-    """A presenter's opens a guess; a student's carries the guess."""
-    type: Literal["guess"]
-    text: NotRequired[str]
-
-
-@with_config(_CLOSED)
-class Nickname(TypedDict):
-    type: Literal["nickname"]
-    name: str | None
-
-
-RoomCommand = Auth | ShowState | StartRun | Pace | Control | Guess | Nickname
-
-# ---- the JSON Schema ---------------------------------------------------------------------------------
-
-ROOTS: Final[dict[str, Any]] = {"EngineEvent": EngineEvent, "StreamFrame": StreamFrame, "StreamCommand": StreamCommand,
-                "RoomFrame": RoomFrame, "RoomCommand": RoomCommand}
-_REF: Final = "#/$defs/{model}"
-
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of every frame: each TypedDict under ``$defs`` by its name, the five roots
-    (``ROOTS``) beside them, and the document itself any frame of any root."""
-    defs: dict[str, Any] = {}
-    for name, tp in ROOTS.items():
-        schema = TypeAdapter(tp).json_schema(ref_template=_REF)
-        defs.update(schema.pop("$defs", {}))
-        defs[name] = schema
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "Lifecycle Explainer frames",
-        "description": "Generated from explainer/lifecycle/frames.py by `python -m explainer.lifecycle.frames`; do not edit.",
-        "anyOf": [{"$ref": _REF.format(model=name)} for name in ROOTS],
-        "$defs": dict(sorted(defs.items())),
-    }
-
-
-def schema_text() -> str:
-    """The committed file's text: the schema as indented JSON, one trailing newline."""
-    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m explainer.lifecycle.frames",
-                                     description="Write the frames' JSON Schema (or check it is up to date).")
-    parser.add_argument("--check", action="store_true", help="exit 1 when the committed file differs")
-    parser.add_argument("--path", type=Path, default=SCHEMA_PATH)
-    args = parser.parse_args(argv)
-    text = schema_text()
-    if args.check:
-        same = args.path.exists() and args.path.read_text(encoding="utf-8") == text
-        print(f"{args.path}: {'up to date' if same else 'out of date: run python -m explainer.lifecycle.frames'}")
-        return 0 if same else 1
-    args.path.parent.mkdir(parents=True, exist_ok=True)
-    args.path.write_text(text, encoding="utf-8")
-    print(f"wrote {args.path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,7 +27,7 @@ Frames to the browser (JSON text):
                    then closes with 4503 and the client reconnects after retry_after seconds
 Every broadcast frame carries ``seq`` (consecutive per presenter connection ``src``), so a
 client can tell that nothing was lost or reordered. The frames both ways are declared in
-explainer/lifecycle/frames.py (``RoomFrame``, ``RoomCommand``).
+explainer/lifecycle/room_frames.py (``RoomFrame``, ``RoomCommand``).
 
 Frames from a presenter: auth, state {href}, run {pace_ms?, mode?, href?} (with href: the stage to show, and
 whose scenario runs, as "state" would set it first), pause, play, step, pace {pace_ms},
@@ -54,6 +54,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from explainer.lifecycle import frames as fr
+from explainer.lifecycle import room_frames as rf
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.gateway import OpenCounts
 from explainer.lifecycle.payload import parse_request
@@ -196,13 +197,13 @@ class RoomConsumer(JsonFrameConsumer):
         self.group = f"room.{room.code}"
         self.presenters = f"room.{room.code}.presenters"
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.send_json(fr.RoomHello(type=fr.ROOM_HELLO, role="student", code=room.code, state=self._state_dict(room.state),
+        await self.send_json(rf.RoomHello(type=fr.ROOM_HELLO, role="student", code=room.code, state=self._state_dict(room.state),
                                           limits=fr.SocketLimits(max_frame_bytes=settings.EXPLAINER_ROOM_MAX_FRAME_BYTES,
                                                                  frames_per_10s=settings.EXPLAINER_ROOM_STUDENT_FRAMES_PER_10S)))
         await self.deliver([self.session.announce("join")])
 
     @staticmethod
-    def _state_dict(state: dict) -> fr.StageState:
+    def _state_dict(state: dict) -> rf.StageState:
         try:
             return rooms.stage_state(state.get("href", "/learn/overview/")).to_dict()
         except rooms.StateError:
@@ -287,7 +288,7 @@ class RoomConsumer(JsonFrameConsumer):
             raise APIError("authentication_error", "This is not the presenter's link for this room.")
         await self.deliver(self.session.become_presenter())
         await self.channel_layer.group_add(self.presenters, self.channel_name)
-        await self.send_json(fr.RoomHello(type=fr.ROOM_HELLO, role="presenter", code=self.room.code,
+        await self.send_json(rf.RoomHello(type=fr.ROOM_HELLO, role="presenter", code=self.room.code,
                                           state=self._state_dict(self.room.state),
                                           limits=fr.SocketLimits(max_frame_bytes=settings.EXPLAINER_ROOM_MAX_FRAME_BYTES,
                                                                  frames_per_10s=settings.EXPLAINER_ROOM_PRESENTER_FRAMES_PER_10S,

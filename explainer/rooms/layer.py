@@ -16,6 +16,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from explainer.lifecycle import frames as fr
+from explainer.lifecycle import room_frames as rf
 
 if TYPE_CHECKING:
     from explainer.rooms.consumers import RoomConsumer
@@ -221,5 +222,5 @@ async def refuse_interrupted(receive, send) -> None:
     await send({"type": "websocket.close", "code": CLOSE_INTERRUPTED})
 
 
-def interrupted_frame() -> fr.RoomInterrupted:
-    return fr.RoomInterrupted(type=fr.ROOM_INTERRUPTED, message=INTERRUPTED_MESSAGE, retry_after=INTERRUPTED_RETRY_AFTER)
+def interrupted_frame() -> rf.RoomInterrupted:
+    return rf.RoomInterrupted(type=fr.ROOM_INTERRUPTED, message=INTERRUPTED_MESSAGE, retry_after=INTERRUPTED_RETRY_AFTER)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from explainer.lifecycle import frames as fr
+from explainer.lifecycle import room_frames as rf
 from explainer.lifecycle.errors import APIError
 
 DEFAULT_PACE_MS = 300
@@ -73,17 +74,17 @@ def _norm(text: str) -> str:
     return text.strip().casefold()
 
 
-def tally(guesses: dict[str, str], candidates: list[dict]) -> tuple[list[fr.Bar], int]:
+def tally(guesses: dict[str, str], candidates: list[dict]) -> tuple[list[rf.Bar], int]:
     """The class's guesses as histogram bars. A typed guess counts for the model's candidate
     it matches when spaces and case are ignored (students type "the", the token is " the")."""
     by_norm: dict[str, str] = {}
     for c in candidates:
         by_norm.setdefault(_norm(c["text"]), c["text"])
     counts = Counter(by_norm.get(_norm(g), g.strip()) for g in guesses.values())
-    bars = [fr.Bar(text=t, count=n) for t, n in counts.most_common(SHOWN_GUESSES)]
+    bars = [rf.Bar(text=t, count=n) for t, n in counts.most_common(SHOWN_GUESSES)]
     other = sum(counts.values()) - sum(b["count"] for b in bars)
     if other:
-        bars.append(fr.Bar(text=None, count=other))
+        bars.append(rf.Bar(text=None, count=other))
     return bars, sum(counts.values())
 
 
@@ -162,7 +163,7 @@ class RoomSession:
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_GUESS_CHARS:
             raise _error(f"text: a guess of 1 to {MAX_GUESS_CHARS} characters")
         return [Out(PRESENTERS, {"type": fr.GUESS_IN, "index": self.guess_index, "ch": self.channel, "text": text}),
-                Out(ME, fr.RoomGuessed(type=fr.ROOM_GUESSED, index=self.guess_index, text=text))]
+                Out(ME, rf.RoomGuessed(type=fr.ROOM_GUESSED, index=self.guess_index, text=text))]
 
     def set_nickname(self, raw, now: float) -> list[Out]:
         """A student names (or un-names, with an empty name) themselves, at ``now`` (seconds). A
@@ -187,7 +188,7 @@ class RoomSession:
         if name != self.nickname:
             self.nickname = name
             outs.append(self.announce("name"))
-        return outs + [Out(ME, fr.RoomNickname(type=fr.ROOM_NICKNAME, name=name))]
+        return outs + [Out(ME, rf.RoomNickname(type=fr.ROOM_NICKNAME, name=name))]
 
     # ---- becoming a presenter, and who is here -----------------------------------------------------
 
@@ -219,7 +220,7 @@ class RoomSession:
 
     def catchup(self, ch: str) -> Out:
         snap = self.snapshot
-        frame = fr.RoomCatchup(type=fr.ROOM_CATCHUP, run=snap["run"], tokens=list(snap["tokens"]), last=snap["last"],
+        frame = rf.RoomCatchup(type=fr.ROOM_CATCHUP, run=snap["run"], tokens=list(snap["tokens"]), last=snap["last"],
                                guess=snap["guess"], reveal=snap["reveal"], end=snap["end"])
         return Out(ch, frame, kind="guess" if snap["guess"] else "", index=snap["guess"]["index"] if snap["guess"] else None)
 
@@ -228,7 +229,7 @@ class RoomSession:
         answers, how many of them have)."""
         self.roster_unsent = False
         named = [n for n in self.students.values() if n]
-        outs = [Out(ME, fr.RoomStudents(type=fr.ROOM_STUDENTS, count=len(self.students), names=named[:SHOWN_NAMES],
+        outs = [Out(ME, rf.RoomStudents(type=fr.ROOM_STUDENTS, count=len(self.students), names=named[:SHOWN_NAMES],
                                         more=max(0, len(named) - SHOWN_NAMES), unnamed=len(self.students) - len(named)))]
         return outs + self.answers()
 
@@ -238,7 +239,7 @@ class RoomSession:
         if g is None:
             return []
         answered = sum(1 for ch in g.guesses if ch in self.students)  # of those still here
-        return [Out(ME, fr.RoomAnswers(type=fr.ROOM_ANSWERS, index=g.index, answered=answered, connected=len(self.students)))]
+        return [Out(ME, rf.RoomAnswers(type=fr.ROOM_ANSWERS, index=g.index, answered=answered, connected=len(self.students)))]
 
     # ---- guesses coming in ----------------------------------------------------------------------
 
@@ -266,7 +267,7 @@ class RoomSession:
             return []
         g.unsent = False
         bars, total = tally(g.guesses, g.candidates)
-        return self.answers() + [Out(ME, fr.RoomTally(type=fr.ROOM_TALLY, index=g.index, guesses=bars, total=total))]
+        return self.answers() + [Out(ME, rf.RoomTally(type=fr.ROOM_TALLY, index=g.index, guesses=bars, total=total))]
 
     # ---- broadcasting -----------------------------------------------------------------------------
 
@@ -285,7 +286,7 @@ class RoomSession:
         elif self.snapshot is None:
             return
         elif t == fr.ROOM_TOKEN:
-            self.snapshot["tokens"].append(fr.CatchupToken(index=frame["index"], piece=frame["piece"]))
+            self.snapshot["tokens"].append(rf.CatchupToken(index=frame["index"], piece=frame["piece"]))
             self.snapshot["last"] = frame
         elif t == fr.ROOM_GUESS:
             self.snapshot["guess"], self.snapshot["reveal"] = frame, None
@@ -296,10 +297,10 @@ class RoomSession:
 
     def show_state(self, state: dict) -> list[Out]:
         """The presenter moved to another stage (``state``: a checked rooms.StageState, as a dict)."""
-        return [self.broadcast(fr.RoomState(type=fr.ROOM_STATE, state=state))]
+        return [self.broadcast(rf.RoomState(type=fr.ROOM_STATE, state=state))]
 
     def end_room(self) -> list[Out]:
-        return [self.broadcast(fr.RoomEnded(type=fr.ROOM_ENDED), kind="ended")]
+        return [self.broadcast(rf.RoomEnded(type=fr.ROOM_ENDED), kind="ended")]
 
     # ---- the run --------------------------------------------------------------------------------
 
@@ -332,22 +333,22 @@ class RoomSession:
         """One event of the engine (a token once it was let go, see :meth:`hold`), at wall-clock ``t``."""
         run, kind = self.run, ev["type"]
         if kind == fr.PROMPT:
-            return [self.broadcast(fr.RoomRunStart(
+            return [self.broadcast(rf.RoomRunStart(
                 type=fr.ROOM_RUN, phase="start", run_id=run.run_id, input_tokens=ev["input_tokens"], max_tokens=run.max_tokens,
                 prompt=run.prompt, mode=self.mode, pace_ms=self.pace_ms, model=ev["model"]["served_by"]))]
         if kind == fr.TOKEN:
-            return [self.broadcast(fr.RoomToken(
+            return [self.broadcast(rf.RoomToken(
                 type=fr.ROOM_TOKEN, run_id=run.run_id, index=ev["index"], token=ev["token"], text=ev["text"],
                 piece=ev.get("piece", ""), t=t,
-                candidates=[fr.RoomCandidate(token=c["token"], text=c["text"], p=c["final_probability"]) for c in ev["candidates"][:CHOICES]],
+                candidates=[rf.RoomCandidate(token=c["token"], text=c["text"], p=c["final_probability"]) for c in ev["candidates"][:CHOICES]],
             ))]
         if kind == fr.DONE:
             run.ended = True
-            return [self.broadcast(fr.RoomRunEnd(type=fr.ROOM_RUN, phase="end", run_id=run.run_id, stop_reason=ev["stop_reason"],
+            return [self.broadcast(rf.RoomRunEnd(type=fr.ROOM_RUN, phase="end", run_id=run.run_id, stop_reason=ev["stop_reason"],
                                                  usage=ev["usage"]), kind="run_end")]
         if kind == fr.ERROR:
             run.ended = True
-            return [self.broadcast(fr.RoomRunEnd(type=fr.ROOM_RUN, phase="end", run_id=run.run_id, error=ev["error"]), kind="run_end")]
+            return [self.broadcast(rf.RoomRunEnd(type=fr.ROOM_RUN, phase="end", run_id=run.run_id, error=ev["error"]), kind="run_end")]
         return []
 
     def run_stopped(self) -> list[Out]:
@@ -356,14 +357,14 @@ class RoomSession:
         if run is None or run.ended:
             return []
         run.ended = True
-        return [self.broadcast(fr.RoomRunEnd(type=fr.ROOM_RUN, phase="end", run_id=run.run_id, stop_reason="stopped"), kind="run_end")]
+        return [self.broadcast(rf.RoomRunEnd(type=fr.ROOM_RUN, phase="end", run_id=run.run_id, stop_reason="stopped"), kind="run_end")]
 
     def run_failed(self) -> list[Out]:
         run = self.run
         if run is None:
             return []
         run.ended = True
-        return [self.broadcast(fr.RoomRunEnd(type=fr.ROOM_RUN, phase="end", run_id=run.run_id,
+        return [self.broadcast(rf.RoomRunEnd(type=fr.ROOM_RUN, phase="end", run_id=run.run_id,
                                              error=fr.ErrorDetail(type="api_error", message="The run failed on the server.")),
                                kind="run_end")]
 
@@ -379,7 +380,7 @@ class RoomSession:
         The presenter running the run hears that it is ready (``room.ready``): a guess can open now."""
         self.held = ev
         self.deadline = now + self.pace_ms / 1000
-        return [Out(ME, fr.RoomReady(type=fr.ROOM_READY, index=ev["index"]))]
+        return [Out(ME, rf.RoomReady(type=fr.ROOM_READY, index=ev["index"]))]
 
     def token_wait(self, now: float) -> float | None:
         """How long the held token still waits before asking again: 0 when it goes now (the session
@@ -415,7 +416,7 @@ class RoomSession:
         raise ValueError(f"not a pacing command: {kind}")
 
     def _mode(self) -> Out:
-        return Out(ME, fr.RoomMode(type=fr.ROOM_MODE, mode=self.mode, pace_ms=self.pace_ms))
+        return Out(ME, rf.RoomMode(type=fr.ROOM_MODE, mode=self.mode, pace_ms=self.pace_ms))
 
     def open_guess(self) -> list[Out]:
         """The class guesses the held token: the run pauses, students get the choices."""
@@ -429,7 +430,7 @@ class RoomSession:
         cands = held["candidates"][:CHOICES]
         self.guess = GuessRound(held["index"], cands)
         choices = sorted({c["text"] for c in cands}, key=str.casefold)
-        return [self._mode(), self.broadcast(fr.RoomGuess(type=fr.ROOM_GUESS, index=held["index"], choices=choices), kind="guess"),
+        return [self._mode(), self.broadcast(rf.RoomGuess(type=fr.ROOM_GUESS, index=held["index"], choices=choices), kind="guess"),
                 *self.answers()]
 
     def reveal(self) -> list[Out]:
@@ -440,10 +441,10 @@ class RoomSession:
         bars, total = tally(g.guesses, g.candidates)
         drawn = ev["text"]
         right = sum(b["count"] for b in bars if b["text"] == drawn)
-        out = self.broadcast(fr.RoomReveal(
+        out = self.broadcast(rf.RoomReveal(
             type=fr.ROOM_REVEAL, index=g.index, guesses=bars, total=total, right=right,
-            model=[fr.ModelBar(text=c["text"], p=c["final_probability"]) for c in g.candidates],
-            drawn=fr.Drawn(text=drawn, token=ev["token"],
+            model=[rf.ModelBar(text=c["text"], p=c["final_probability"]) for c in g.candidates],
+            drawn=rf.Drawn(text=drawn, token=ev["token"],
                            p=next((c["final_probability"] for c in ev["candidates"] if c["token"] == ev["token"]), None)),
         ), kind="reveal")
         self.guess = None

@@ -1,0 +1,279 @@
+"""The frames of a classroom room's socket (``ws/rooms/<code>/``), both ways, declared as ``frames.py``
+declares the stream's: the names (``ROOM_*``) are ``frames.py``'s constants, the shapes are here.
+"""
+from __future__ import annotations
+
+from typing import Literal, NotRequired
+
+from pydantic import with_config
+
+# typing_extensions' TypedDict, not typing's: pydantic reads that one only from Python 3.12 on
+from typing_extensions import TypedDict
+
+from explainer.lifecycle.frames import CLOSED, Error, ErrorDetail, SocketLimits, Usage
+
+
+# -- ws/rooms/<code>/ to the browser. A broadcast frame (room.state, room.run, room.token, room.guess,
+# room.reveal, room.ended) carries ``seq`` (consecutive per presenter connection) and ``src`` (that
+# connection); the copies of them that room.catchup carries do not.
+
+
+@with_config(CLOSED)
+class StageState(TypedDict):
+    slug: str
+    href: str
+    title: str
+    number: int | None  # its number in the one list of stages (Compose is 1); None for the overview, the start
+
+
+@with_config(CLOSED)
+class RoomHello(TypedDict):
+    """On connect (role ``student``), and to a socket that proved the room's secret (``presenter``,
+    with its pace)."""
+    type: Literal["room.hello"]
+    role: Literal["student", "presenter"]
+    code: str
+    state: StageState
+    limits: SocketLimits
+    pace_ms: NotRequired[int]
+
+
+@with_config(CLOSED)
+class RoomState(TypedDict):
+    type: Literal["room.state"]
+    state: StageState
+    seq: NotRequired[int]
+    src: NotRequired[str]
+
+
+@with_config(CLOSED)
+class RoomRunStart(TypedDict):
+    type: Literal["room.run"]
+    phase: Literal["start"]
+    run_id: str
+    input_tokens: int
+    max_tokens: int
+    prompt: str
+    mode: Literal["play", "pause"]
+    pace_ms: int
+    model: str
+    seq: NotRequired[int]
+    src: NotRequired[str]
+
+
+@with_config(CLOSED)
+class RoomRunEnd(TypedDict):
+    """The run ended: with its stop reason and usage, stopped by the presenter (``stopped``), or failed."""
+    type: Literal["room.run"]
+    phase: Literal["end"]
+    run_id: str
+    stop_reason: NotRequired[str | None]
+    usage: NotRequired[Usage]
+    error: NotRequired[ErrorDetail]
+    seq: NotRequired[int]
+    src: NotRequired[str]
+
+
+@with_config(CLOSED)
+class RoomCandidate(TypedDict):
+    token: int
+    text: str
+    p: float
+
+
+@with_config(CLOSED)
+class RoomToken(TypedDict):
+    """``t``: when the token was let go (wall-clock seconds)."""
+    type: Literal["room.token"]
+    run_id: str
+    index: int
+    token: int
+    text: str
+    piece: str
+    t: float
+    candidates: list[RoomCandidate]
+    seq: NotRequired[int]
+    src: NotRequired[str]
+
+
+@with_config(CLOSED)
+class RoomReady(TypedDict):
+    """To the presenter running the run: the next token is ready (a guess can open now)."""
+    type: Literal["room.ready"]
+    index: int
+
+
+@with_config(CLOSED)
+class RoomGuess(TypedDict):
+    type: Literal["room.guess"]
+    index: int
+    choices: list[str]
+    seq: NotRequired[int]
+    src: NotRequired[str]
+
+
+@with_config(CLOSED)
+class Bar(TypedDict):
+    """A bar of the class's guesses; ``text`` null sums the guesses past the shown ones."""
+    text: str | None
+    count: int
+
+
+@with_config(CLOSED)
+class ModelBar(TypedDict):
+    text: str
+    p: float
+
+
+@with_config(CLOSED)
+class Drawn(TypedDict):
+    text: str
+    token: int
+    p: float | None
+
+
+@with_config(CLOSED)
+class RoomReveal(TypedDict):
+    type: Literal["room.reveal"]
+    index: int
+    guesses: list[Bar]
+    total: int
+    right: int
+    model: list[ModelBar]
+    drawn: Drawn
+    seq: NotRequired[int]
+    src: NotRequired[str]
+
+
+@with_config(CLOSED)
+class CatchupToken(TypedDict):
+    index: int
+    piece: str
+
+
+@with_config(CLOSED)
+class RoomCatchup(TypedDict):
+    """To a student who joins during a run: the run so far (its start, its tokens, the last one, the open
+    guess or the last reveal, its end)."""
+    type: Literal["room.catchup"]
+    run: RoomRunStart
+    tokens: list[CatchupToken]
+    last: RoomToken | None
+    guess: RoomGuess | None
+    reveal: RoomReveal | None
+    end: RoomRunEnd | None
+
+
+@with_config(CLOSED)
+class RoomGuessed(TypedDict):
+    type: Literal["room.guessed"]
+    index: int
+    text: str
+
+
+@with_config(CLOSED)
+class RoomMode(TypedDict):
+    type: Literal["room.mode"]
+    mode: Literal["play", "pause"]
+    pace_ms: int
+
+
+@with_config(CLOSED)
+class RoomStudents(TypedDict):
+    type: Literal["room.students"]
+    count: int
+    names: list[str]
+    more: int  # named students not listed
+    unnamed: int
+
+
+@with_config(CLOSED)
+class RoomTally(TypedDict):
+    type: Literal["room.tally"]
+    index: int
+    guesses: list[Bar]
+    total: int
+
+
+@with_config(CLOSED)
+class RoomAnswers(TypedDict):
+    type: Literal["room.answers"]
+    index: int
+    answered: int
+    connected: int
+
+
+@with_config(CLOSED)
+class RoomNickname(TypedDict):
+    type: Literal["room.nickname"]
+    name: str | None
+
+
+@with_config(CLOSED)
+class RoomEnded(TypedDict):
+    type: Literal["room.ended"]
+    seq: NotRequired[int]
+    src: NotRequired[str]
+
+
+@with_config(CLOSED)
+class RoomInterrupted(TypedDict):
+    """The channel layer (Redis) is unreachable; the socket closes (4503), the client reconnects later."""
+    type: Literal["room.interrupted"]
+    message: str
+    retry_after: int
+
+
+RoomRun = RoomRunStart | RoomRunEnd
+RoomFrame = (RoomHello | RoomState | RoomRunStart | RoomRunEnd | RoomToken | RoomReady | RoomGuess | RoomReveal
+             | RoomCatchup | RoomGuessed | RoomMode | RoomStudents | RoomTally | RoomAnswers | RoomNickname | RoomEnded
+             | RoomInterrupted | Error)
+
+# -- ws/rooms/<code>/ from the browser (the consumer checks each field and says what is wrong)
+
+
+@with_config(CLOSED)
+class Auth(TypedDict):
+    type: Literal["auth"]
+    secret: str
+
+
+@with_config(CLOSED)
+class ShowState(TypedDict):
+    type: Literal["state"]
+    href: str
+
+
+@with_config(CLOSED)
+class StartRun(TypedDict):
+    type: Literal["run"]
+    pace_ms: NotRequired[int]
+    mode: NotRequired[Literal["play", "pause"]]
+    href: NotRequired[str]
+
+
+@with_config(CLOSED)
+class Pace(TypedDict):
+    type: Literal["pace"]
+    pace_ms: int
+
+
+@with_config(CLOSED)
+class Control(TypedDict):
+    type: Literal["pause", "play", "step", "reveal", "stop", "end"]
+
+
+@with_config(CLOSED)
+class Guess(TypedDict):
+    """A presenter's opens a guess; a student's carries the guess."""
+    type: Literal["guess"]
+    text: NotRequired[str]
+
+
+@with_config(CLOSED)
+class Nickname(TypedDict):
+    type: Literal["nickname"]
+    name: str | None
+
+
+RoomCommand = Auth | ShowState | StartRun | Pace | Control | Guess | Nickname
