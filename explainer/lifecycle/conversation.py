@@ -27,32 +27,32 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from explainer.lifecycle import pricing
 
-Count = Callable[[str | None, list[dict]], int]
-Summariser = Callable[[list[dict]], str]
+Count = Callable[[str | None, list[dict[str, Any]]], int]
+Summariser = Callable[[list[dict[str, Any]]], str]
 
 SUMMARY_PREFIX = "Summary of earlier conversation: "
 STRATEGIES = ("drop_oldest", "keep_last_n", "summarise")
 
 
-def user(text: str) -> dict:
+def user(text: str) -> dict[str, Any]:
     return {"role": "user", "content": text}
 
 
-def assistant(text: str) -> dict:
+def assistant(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": text}
 
 
-def normalise(messages: Sequence[tuple[str, str] | dict]) -> list[dict]:
+def normalise(messages: Sequence[tuple[str, str] | dict[str, Any]]) -> list[dict[str, Any]]:
     """Role/text pairs (or message dicts with text content) as alternating message dicts.
 
     Consecutive turns of one role are joined with a blank line, as the API merges them.
     Example: ``normalise([("user", "a"), ("user", "b")]) == [user("a\\n\\nb")]``
     """
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     for m in messages:
         role, text = (m["role"], m["content"]) if isinstance(m, dict) else m
         if out and out[-1]["role"] == role:
@@ -62,13 +62,13 @@ def normalise(messages: Sequence[tuple[str, str] | dict]) -> list[dict]:
     return out
 
 
-def alternates(messages: Sequence[dict]) -> bool:
+def alternates(messages: Sequence[dict[str, Any]]) -> bool:
     """True when the list is non-empty, starts with a user turn and roles alternate."""
     return bool(messages) and messages[0]["role"] == "user" and all(
         a["role"] != b["role"] for a, b in zip(messages, messages[1:]))
 
 
-def exchanges(messages: Sequence[dict]) -> list[tuple[int, int]]:
+def exchanges(messages: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
     """``(start, end)`` slices of each exchange: a user turn and the reply that follows it, if any.
 
     Example: ``exchanges([user("a"), assistant("b"), user("c")]) == [(0, 2), (2, 3)]``
@@ -77,7 +77,7 @@ def exchanges(messages: Sequence[dict]) -> list[tuple[int, int]]:
     return [(s, starts[k + 1] if k + 1 < len(starts) else len(messages)) for k, s in enumerate(starts)]
 
 
-def request_ends(messages: Sequence[dict]) -> list[int]:
+def request_ends(messages: Sequence[dict[str, Any]]) -> list[int]:
     """For each user turn, how many messages the request that sent it carried (the history up to it).
 
     A final assistant turn (a prefill) belongs to the last request.
@@ -101,7 +101,7 @@ class TurnStats:
     cumulative_cost: float | None
 
 
-def per_turn(system: str | None, messages: Sequence[dict], count: Count,
+def per_turn(system: str | None, messages: Sequence[dict[str, Any]], count: Count,
              output_tokens: Sequence[int | None] | None = None, model: str | None = None) -> list[TurnStats]:
     """One row per request of the conversation: what it sent and what it cost.
 
@@ -118,8 +118,9 @@ def per_turn(system: str | None, messages: Sequence[dict], count: Count,
         billed_in = 0 if refused else n_in
         total_in += billed_in
         c = None
-        if price_known:
-            c = pricing.cost(model, {"input_tokens": billed_in, "output_tokens": out or 0})["total"]
+        bill = pricing.cost(model, {"input_tokens": billed_in, "output_tokens": out or 0}) if model is not None and price_known else None
+        if bill is not None:
+            c = bill["total"]
             total_cost += c
         rows.append(TurnStats(k + 1, end, n_in, out, total_in, c, total_cost if price_known else None))
     return rows
@@ -157,7 +158,7 @@ class Trimmed:
 
     strategy: str
     system: str | None
-    messages: list[dict]
+    messages: list[dict[str, Any]]
     tokens: int
     budget: int
     kept: int  # messages of the original history still sent as they were
@@ -171,13 +172,14 @@ class Trimmed:
         return self.tokens <= self.budget
 
 
-def _trimmed(strategy, system, original, sent, count, budget, **extra) -> Trimmed:
+def _trimmed(strategy: str, system: str | None, original: Sequence[dict[str, Any]], sent: list[dict[str, Any]], count: Count,
+             budget: int, **extra: Any) -> Trimmed:
     """A strategy's result that sends a suffix of the original history."""
     return Trimmed(strategy, system, sent, count(system, sent), budget,
                    kept=len(sent), dropped=len(original) - len(sent), **extra)
 
 
-def drop_oldest(system: str | None, messages: Sequence[dict], count: Count, budget: int) -> Trimmed:
+def drop_oldest(system: str | None, messages: Sequence[dict[str, Any]], count: Count, budget: int) -> Trimmed:
     """Drop the oldest exchanges (a user turn and its reply) until the history fits ``budget``.
 
     The newest exchange is never dropped: if it alone does not fit, the result does not fit either.
@@ -193,7 +195,7 @@ def drop_oldest(system: str | None, messages: Sequence[dict], count: Count, budg
     return result
 
 
-def keep_last_n(system: str | None, messages: Sequence[dict], count: Count, budget: int, n: int) -> Trimmed:
+def keep_last_n(system: str | None, messages: Sequence[dict[str, Any]], count: Count, budget: int, n: int) -> Trimmed:
     """A sliding window: the last ``n`` exchanges, fewer if ``n`` of them do not fit ``budget``."""
     if n < 1:
         raise ValueError("n must be at least 1")
@@ -211,7 +213,7 @@ def keep_last_n(system: str | None, messages: Sequence[dict], count: Count, budg
     return result
 
 
-def summarise(system: str | None, messages: Sequence[dict], count: Count, budget: int,
+def summarise(system: str | None, messages: Sequence[dict[str, Any]], count: Count, budget: int,
               summarise_fn: Summariser, reserve: int = 64) -> Trimmed:
     """Replace the older turns by one user turn, ``"Summary of earlier conversation: …"``.
 
@@ -229,7 +231,7 @@ def summarise(system: str | None, messages: Sequence[dict], count: Count, budget
                         notes=["The whole history fits: nothing to summarise."])
     last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
 
-    def build(i: int, text: str) -> list[dict]:
+    def build(i: int, text: str) -> list[dict[str, Any]]:
         if messages[i]["role"] == "assistant":
             return [user(SUMMARY_PREFIX + text)] + messages[i:]
         return [user(SUMMARY_PREFIX + text + "\n\n" + messages[i]["content"])] + messages[i + 1:]

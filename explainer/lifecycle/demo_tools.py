@@ -25,7 +25,7 @@ import json
 import math
 import operator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -59,22 +59,22 @@ class Tool:
 
     name: str
     description: str
-    input_schema: dict
-    handler: Callable[[dict, Clock], Any] = field(repr=False, compare=False)
+    input_schema: dict[str, Any]
+    handler: Callable[[dict[str, Any], Clock], Any] = field(repr=False, compare=False)
 
-    def definition(self) -> dict:
+    def definition(self) -> dict[str, Any]:
         """The tool as a request's ``tools`` list carries it (a copy: callers may change it)."""
         return {"name": self.name, "description": self.description, "input_schema": copy.deepcopy(self.input_schema)}
 
 
 @lru_cache(maxsize=1)
-def load_dags() -> dict[str, dict]:
+def load_dags() -> dict[str, dict[str, Any]]:
     """The bundled, invented DAG table, by ``dag_id`` (read once)."""
     rows = json.loads((DEMO_DATA_DIR / "dags.json").read_text(encoding="utf-8"))["dags"]
     return {row["dag_id"]: row for row in rows}
 
 
-def _get_dag_status(args: dict, clock: Clock) -> dict:
+def _get_dag_status(args: dict[str, Any], clock: Clock) -> dict[str, Any]:
     dags = load_dags()
     row = dags.get(args["dag_id"])
     if row is None:  # the schema's enum stops this first; kept for callers that skip validation
@@ -87,12 +87,13 @@ MAX_EXPRESSION_CHARS = 200
 MAX_EXPONENT = 100  # |exponent| above this is refused before computing: 10 ** 10 ** 10 would hang
 MAX_INT_BITS = 1024  # an intermediate integer beyond ~1e308 is refused, like a float overflow
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.Pow: operator.pow}
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+Number = int | float
+_BINARY: dict[type[ast.operator], Callable[[Number, Number], Number | complex]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv, ast.Pow: operator.pow}
+_UNARY: dict[type[ast.unaryop], Callable[[Number], Number]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
 
-def _check_size(value: int | float) -> int | float:
+def _check_size(value: int | float | complex) -> int | float:
     if isinstance(value, complex):  # (-8) ** 0.5 is complex in Python
         raise ToolError("the result is not a real number")
     if isinstance(value, float) and not math.isfinite(value):
@@ -106,8 +107,9 @@ def _evaluate(node: ast.AST) -> int | float:
     """Evaluate an arithmetic AST; any node that is not a number or an allowed operator is refused."""
     if isinstance(node, ast.Expression):
         return _evaluate(node.body)
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):  # type(): True is an int too
-        return _check_size(node.value)
+    value = node.value if isinstance(node, ast.Constant) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # True is an int too
+        return _check_size(value)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_evaluate(node.operand))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
@@ -137,7 +139,7 @@ def calculate(expression: str) -> int | float:
     return _evaluate(tree)
 
 
-def _calculator(args: dict, clock: Clock) -> dict:
+def _calculator(args: dict[str, Any], clock: Clock) -> dict[str, Any]:
     return {"result": calculate(args["expression"])}
 
 
@@ -157,8 +159,9 @@ TIMEZONES = ("UTC",) + tuple(n for n in ("Europe/London", "Europe/Paris", "Ameri
                              if _zone_exists(n))
 
 
-def _get_time(args: dict, clock: Clock) -> dict:
+def _get_time(args: dict[str, Any], clock: Clock) -> dict[str, Any]:
     name = args.get("timezone", "UTC")
+    zone: tzinfo
     if name == "UTC":
         zone = timezone.utc
     else:
@@ -170,7 +173,7 @@ def _get_time(args: dict, clock: Clock) -> dict:
     return {"timezone": name, "time": now.isoformat(timespec="seconds")}
 
 
-def _object(properties: dict, required: list[str]) -> dict:
+def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
 
@@ -198,7 +201,7 @@ def _validator(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_json))
 
 
-def validate_input(schema: dict, value: Any) -> str | None:
+def validate_input(schema: dict[str, Any], value: Any) -> str | None:
     """None when ``value`` validates against ``schema``, else one readable error ("where: why").
 
     Example: ``validate_input({"type": "integer"}, "x") == "input: 'x' is not of type 'integer'"``

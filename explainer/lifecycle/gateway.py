@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Mapping
+from typing import Callable, Mapping, TypedDict
 
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.prompt_cache import prefix_key as cache_key
@@ -169,7 +169,7 @@ class Limits:
         return {"requests": self.requests_per_minute, "input_tokens": self.input_tokens_per_minute,
                 "output_tokens": self.output_tokens_per_minute}[dimension]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, int]:
         return {d: self.per_minute(d) for d in DIMENSIONS}
 
 
@@ -178,7 +178,7 @@ class Decision:
     allowed: bool
     limited_by: str | None  # the dimension that refused the request
     retry_after: float | None  # seconds until every bucket has room; None if one never will
-    needs: dict  # tokens asked of each bucket
+    needs: dict[str, int]  # tokens asked of each bucket
 
 
 class RateLimiter:
@@ -199,7 +199,7 @@ class RateLimiter:
         short = [d for d in DIMENSIONS if not checks[d].allowed]
         if short:
             never = [d for d in short if checks[d].retry_after is None]
-            worst = never[0] if never else max(short, key=lambda d: checks[d].retry_after)
+            worst = never[0] if never else max(short, key=lambda d: checks[d].retry_after or 0.0)  # (never None here)
             return Decision(False, worst, None if never else checks[worst].retry_after, needs)
         for d in DIMENSIONS:
             self.buckets[d].take(needs[d], now)
@@ -210,9 +210,9 @@ class RateLimiter:
         if used_output < reserved_output:
             self.buckets["output_tokens"].give_back(reserved_output - used_output, now)
 
-    def snapshot(self, now: float) -> dict:
+    def snapshot(self, now: float) -> dict[str, tuple[int, float]]:
         """``{dimension: (remaining whole tokens, seconds until full)}`` at ``now``."""
-        out = {}
+        out: dict[str, tuple[int, float]] = {}
         for d, b in self.buckets.items():
             level = b.level(now)
             out[d] = (max(0, math.floor(level + EPS)), max(0.0, (b.capacity - level) / b.refill_per_second))
@@ -235,7 +235,7 @@ class Ticket:
     over_budget: bool = False
     retry_after: int | None = None
     limited_by: str | None = None
-    taken: tuple = ()
+    taken: tuple[TokenBucket, ...] = ()
     done: bool = False
 
 
@@ -323,7 +323,7 @@ class FailureLimiter:
             out.append(("total", self._total))
         return out
 
-    def _over(self, buckets, now: float) -> tuple[str, int] | None:
+    def _over(self, buckets: list[tuple[str, TokenBucket]], now: float) -> tuple[str, int] | None:
         """The limit that is spent (the one that refills last), or None when every bucket has a token."""
         short = [(name, _wait(b, now)) for name, b in buckets if not b.check(1, now).allowed]
         return max(short, key=lambda s: s[1]) if short else None
@@ -396,7 +396,7 @@ class OpenCounts:
         True
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._open: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -458,7 +458,7 @@ def ratelimit_headers(limits: Limits, snapshot: Mapping[str, tuple[int, float]],
     return headers
 
 
-def rate_limit_error(dimension: str, limits: Limits, need: int | None = None, headers: dict | None = None) -> APIError:
+def rate_limit_error(dimension: str, limits: Limits, need: int | None = None, headers: dict[str, str] | None = None) -> APIError:
     """The 429 for ``dimension``; ``need`` above the whole limit gives the "can never pass" wording."""
     limit, unit = limits.per_minute(dimension), UNITS[dimension]
     if need is not None and need > limit:
@@ -474,7 +474,13 @@ def rate_limit_error(dimension: str, limits: Limits, need: int | None = None, he
 
 # ---- the prompt-cache prefix ------------------------------------------------------------------
 
-def prefix_chain(ids: list[int], ends: Mapping[str, int], model_id: str = "") -> list[dict]:
+class Prefix(TypedDict):
+    label: str  # "system" or "messages[i]"
+    tokens: int  # the prefix's length
+    hash: str  # the prompt cache's key for it
+
+
+def prefix_chain(ids: list[int], ends: Mapping[str, int], model_id: str = "") -> list[Prefix]:
     """The cacheable prefix at each turn boundary, keyed exactly as the engine's prompt cache keys it.
 
     ``ids`` are the prompt's token ids and ``ends`` where each turn ends (``Engine.prompt_segments``:
@@ -486,7 +492,7 @@ def prefix_chain(ids: list[int], ends: Mapping[str, int], model_id: str = "") ->
         >>> [p["label"] for p in prefix_chain([1, 2, 3, 4], {"system": 2, "messages.0": 4})]
         ['system', 'messages[0]']
     """
-    chain = []
+    chain: list[Prefix] = []
     for segment, n in ends.items():
         label = "system" if segment == "system" else f"messages[{segment.split('.', 1)[1]}]"
         chain.append({"label": label, "tokens": n, "hash": cache_key(ids[:n], model_id)})

@@ -25,6 +25,7 @@ import json
 import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, NoReturn
 
 from itsdangerous import Signer
 
@@ -43,15 +44,15 @@ class ScenarioError(ValueError):
     """A permalink that cannot be used; the message is safe to show to the user."""
 
 
-def _default_messages() -> list[dict]:
+def _default_messages() -> list[dict[str, Any]]:
     return [{"role": "user", "content": DEFAULT_PROMPT}]
 
 
 @dataclass
 class Scenario:
     system: str = ""
-    messages: list[dict] = field(default_factory=_default_messages)
-    tools: list[dict] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=_default_messages)
+    tools: list[dict[str, Any]] = field(default_factory=list)
     model: str = DEFAULT_MODEL
     max_tokens: int = 48
     temperature: float = 0.7
@@ -62,9 +63,9 @@ class Scenario:
     seed: int = 0
     weights: str = ""  # a local model's fingerprint: a link never silently shows another model's run
 
-    def request_body(self) -> dict:
+    def request_body(self) -> dict[str, Any]:
         """The Messages API body this scenario sends (fields at their API defaults are left out)."""
-        body: dict = {"model": self.model, "max_tokens": self.max_tokens}
+        body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens}
         if self.system:
             body["system"] = self.system
         body["messages"] = [dict(m) for m in self.messages]
@@ -81,18 +82,18 @@ class Scenario:
             body["stream"] = True
         return body
 
-    def changes(self) -> dict:
+    def changes(self) -> dict[str, Any]:
         """Only the fields that differ from a fresh Scenario: what the permalink stores."""
         default = Scenario()
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
 
-    def replace(self, **changes) -> "Scenario":
+    def replace(self, **changes: Any) -> "Scenario":
         data = asdict(self)
         data.update(changes)
         return Scenario(**data)
 
     @classmethod
-    def from_changes(cls, data: dict) -> "Scenario":
+    def from_changes(cls, data: dict[str, Any]) -> "Scenario":
         if not isinstance(data, dict):
             raise ScenarioError("This link does not describe a scenario.")
         known = {f.name: f for f in fields(cls)}
@@ -105,7 +106,7 @@ class Scenario:
 
     def validate(self) -> None:
         """Shape checks (the API's own rules are applied later by the payload validator)."""
-        def bad(msg: str):
+        def bad(msg: str) -> NoReturn:
             raise ScenarioError(f"This link's scenario is not valid: {msg}.")
 
         for name in ("messages", "tools", "stop_sequences"):
