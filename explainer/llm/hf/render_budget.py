@@ -9,6 +9,7 @@ sandbox that calls these checks is ``template_sandbox.py``.
 """
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -179,26 +180,31 @@ def _size(value: Any, cap: int) -> int:
         elif t is Namespace:
             total += 12
             push(object.__getattribute__(x, "_Namespace__attrs"))
-        elif isinstance(x, str):  # Markup
-            total += len(x) + 2
-        elif isinstance(x, (bytes, bytearray)):
-            total += 4 * len(x) + 3
-        elif isinstance(x, (set, frozenset, list, tuple, KeysView, ValuesView, ItemsView)):
-            total += 2 + 2 * len(x)
-            if total <= cap:
-                extend(x)
-        elif isinstance(x, dict):
-            total += 2 + 4 * len(x)
-            if total <= cap:
-                extend(x.keys())
-                extend(x.values())
-        elif isinstance(x, int):
-            total += x.bit_length() // 3 + 2
-        elif not isinstance(x, jinja2.Undefined):  # a range, a macro, a loop, a generator: a short description
-            total += 16
+        else:
+            n, children = _other_size(x)
+            total += n
+            if children is not None and total <= cap:
+                extend(children)
         if total > cap:
             return total
     return total
+
+
+def _other_size(x: Any) -> tuple[int, Iterable[Any] | None]:
+    """``_size`` of what is not one of the exact types it counts first: (characters, the elements to count next)."""
+    if isinstance(x, str):  # Markup
+        return len(x) + 2, None
+    if isinstance(x, (bytes, bytearray)):
+        return 4 * len(x) + 3, None
+    if isinstance(x, dict):
+        return 2 + 4 * len(x), itertools.chain(x.keys(), x.values())  # taken only while under the cap
+    if isinstance(x, (set, frozenset, list, tuple, KeysView, ValuesView, ItemsView)):
+        return 2 + 2 * len(x), x
+    if isinstance(x, int):
+        return x.bit_length() // 3 + 2, None
+    if isinstance(x, jinja2.Undefined):
+        return 0, None
+    return 16, None  # a range, a macro, a loop, a generator: a short description
 
 
 def _shape(value: Any, cap: int) -> tuple[int, int, int]:
