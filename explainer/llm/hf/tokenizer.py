@@ -26,10 +26,11 @@ from typing import Any
 import regex
 
 from explainer.llm import bpe, budget
-from explainer.llm.hf.chat_template import MAX_TEMPLATE_CHARS, SPECIAL_TOKEN_NAMES, ChatTemplate
 from explainer.llm.hf import pretokenize
+from explainer.llm.hf.chat_template import SPECIAL_TOKEN_NAMES, ChatTemplate
 from explainer.llm.hf.folder import ModelFolder
 from explainer.llm.hf.pretokenize import PatternTimeout  # noqa: F401 (a tokenizer's error: callers import it from here)
+from explainer.llm.hf.render_budget import MAX_TEMPLATE_CHARS
 from explainer.llm.interface import ChunkTrace, MergeStep, ModelLoadError
 from explainer.llm.tokenizer import TRACE_MAX_BYTES
 from explainer.llm.tokentext import token_text
