@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import TypedDict
 
 from explainer.lifecycle import lru
 from explainer.lifecycle.demo_tools import DEMO_TOOLS, run_tool
@@ -297,7 +298,7 @@ def headline(*, question: str, run1, stop1, block, result, run2, stop2, choice: 
     shown = compact_json(block["input"])
     call = f"The model asked for {block['name']} with {shown if len(shown) <= 80 else shown[:78] + '…'}"
     if named:
-        call += f", which the question names"
+        call += ", which the question names"
     if result["is_error"]:
         ran = "the tool refused that input, and request 2 carried the error back with is_error: true"
     elif result["stand_in"]:
@@ -309,83 +310,120 @@ def headline(*, question: str, run1, stop1, block, result, run2, stop2, choice: 
     return f"{call}; {ran}."
 
 
-def context(page) -> dict:
-    o = page.opts
-    tool, choice = o["tool"], o["choice"]
-    own_tools = page.scenario.tools
-    if tool == OWN and not own_tools:
+class Shown(TypedDict):
+    """One request of the loop as the page shows it (keys suffixed 1 or 2 in the template's context)."""
+    run: Run | None
+    error_json: str
+    usage: dict | None
+    usage_json: str
+    stop: str | None
+    text: str
+
+
+def _shown_request(run: Run | None) -> Shown:
+    ran = run is not None and run.error is None
+    done = run.done if run is not None else None
+    return {"run": run, "error_json": _json(run.error) if run is not None and run.error else "",
+            "usage": _usage(run) if run is not None else None, "usage_json": _json(_usage(run)) if done else "",
+            "stop": done["stop_reason"] if done else None, "text": text_of(run) if ran else ""}
+
+
+def _tool_checked(page) -> str:
+    tool = page.opts["tool"]
+    if tool == OWN and not page.scenario.tools:
         raise OptionError("“tool=own” needs a scenario that carries a tool of your own, and this one has no tools. "
                           "Define one with the “Your own tool” form on the Tools page.")
-    engine = page.engine
-    scenario = asked(page.scenario, tool, o["ask"])
-    demo = scenario is not page.scenario
-    data = compute(engine, scenario, tool, choice)
-    run1, run2 = data["run1"], data["run2"]
-    block = data["block"]
-    steps = step_rows(run1, block["name"] if block else None, choice, engine.tokenizer) if run1.error is None else []
-    if steps and o["step"] >= len(steps):
-        raise OptionError(f"“step” must be from 0 to {len(steps) - 1} for this request; got {o['step']}.")
-    if not steps and o["step"] != 0:
+    return tool
+
+
+def _steps(page, run1, block, choice: str) -> list[dict]:
+    """Request 1's generated tokens, one row a step (the ``step`` option picks one)."""
+    step = page.opts["step"]
+    steps = step_rows(run1, block["name"] if block else None, choice, page.engine.tokenizer) if run1.error is None else []
+    if steps and step >= len(steps):
+        raise OptionError(f"“step” must be from 0 to {len(steps) - 1} for this request; got {step}.")
+    if not steps and step != 0:
         raise OptionError("“step” must be 0: this request generated no tokens.")
-    vocab = engine.model.config.vocab_size
-    definition = definition_of(scenario, tool)
-    def_tokens = tools_tokens(engine, scenario.system or None, definition)
-    sizes = second_request_sizes(run1, run2, def_tokens)
+    return steps
+
+
+def _controls(page, tool: str, choice: str, definition: dict) -> dict:
+    """The pickers (tool, tool_choice, question) and the form for a tool of one's own."""
+    o, own_tools = page.opts, page.scenario.tools
     own_name = name_of(definition) if tool == OWN else None
     # the form starts from the learner's tool when there is one, else from a small example
     start = own_tools[0] if own_tools and isinstance(own_tools[0], dict) else OWN_EXAMPLE
-    form_schema = start.get("input_schema", OWN_EXAMPLE["input_schema"])
-    stop1 = run1.done["stop_reason"] if run1.done else None
-    shown_block = None
-    if block is not None:
-        shown_block = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": block["input"]}
+    text = lambda key: start.get(key) if isinstance(start.get(key), str) else ""  # noqa: E731
+    return {
+        "own": tool == OWN, "example_name": OWN_EXAMPLE["name"],
+        "tool_name": (own_name if isinstance(own_name, str) else "") if tool == OWN else tool,
+        "tools_links": [{"name": n, "url": page.url(tool=n, choice=choice, ask=_ask(o)), "current": n == tool}
+                        for n in TOOL_NAMES + ((OWN,) if own_tools else ())],
+        "own_form": {"name": text("name"), "description": text("description"),
+                     "schema": _json(start.get("input_schema", OWN_EXAMPLE["input_schema"]))},
+        "choice_links": [{"name": c, "url": page.url(tool=tool, choice=c, ask=_ask(o)), "current": c == choice} for c in CHOICES],
+        "can_demo": tool != OWN and asks_default(page.scenario),
+        "ask_links": {"demo": page.url(**_shown(o)), "request": page.url(**_shown(o), ask="request")},
+    }
+
+
+def _call(block: dict | None) -> dict:
+    """The model's tool_use block, as the API returns it and as it was generated."""
+    shown = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": block["input"]} if block else None
+    if block is None:
+        call_input = ""
+    else:
+        call_input = compact_json(block["input"]) if block["input"] is not None else block["raw"]
+    return {"call": shown, "block_json": _json(shown) if shown else "", "block_raw": block["raw"] if block else "",
+            "call_input": call_input}
+
+
+def _progress(data: dict, steps: list[dict]) -> dict:
+    """How far the loop got (its five boxes), and how much the schema constrained the call's tokens."""
+    run1, run2 = data["run1"], data["run2"]
     constrained = [s for s in steps if s["constrained"]]
     filled = [run1.error is None, run1.done is not None, data["result"] is not None,
               run2 is not None and run2.error is None, run2 is not None and run2.done is not None]
+    return {"filled": filled, "n_filled": sum(filled), "n_constrained": len(constrained),
+            "mean_allowed": round(sum(s["n_allowed"] for s in constrained) / len(constrained)) if constrained else None}
+
+
+def context(page) -> dict:
+    o, engine = page.opts, page.engine
+    tool, choice = _tool_checked(page), o["choice"]
+    scenario = asked(page.scenario, tool, o["ask"])
+    data = compute(engine, scenario, tool, choice)
+    run1, run2 = data["run1"], data["run2"]
+    steps = _steps(page, run1, data["block"], choice)
+    vocab = engine.model.config.vocab_size
+    definition = definition_of(scenario, tool)
+    def_tokens = tools_tokens(engine, scenario.system or None, definition)
+    one, two = _shown_request(run1), _shown_request(run2)
     return {
         "wide": True,
         "own_error_card": True,
         "tool": tool, "choice": choice, "step": o["step"],
-        "own": tool == OWN, "example_name": OWN_EXAMPLE["name"], "tool_name": (own_name if isinstance(own_name, str) else "") if tool == OWN else tool,
-        "tools_links": [{"name": n, "url": page.url(tool=n, choice=choice, ask=_ask(o)), "current": n == tool}
-                        for n in TOOL_NAMES + ((OWN,) if own_tools else ())],
-        "own_form": {"name": start.get("name") if isinstance(start.get("name"), str) else "",
-                     "description": start.get("description") if isinstance(start.get("description"), str) else "",
-                     "schema": _json(form_schema)},
-        "choice_links": [{"name": c, "url": page.url(tool=tool, choice=c, ask=_ask(o)), "current": c == choice} for c in CHOICES],
+        **_controls(page, tool, choice, definition),
         # the question asked, and the other one a link away
-        "question": _question(scenario), "demo": demo,
-        "can_demo": tool != OWN and asks_default(page.scenario),
-        "ask_links": {"demo": page.url(**_shown(o)), "request": page.url(**_shown(o), ask="request")},
-        "call_input": compact_json(block["input"]) if block and block["input"] is not None else (block["raw"] if block else ""),
+        "question": _question(scenario), "demo": scenario is not page.scenario,
         "result_text": data["result"]["content"] if data["result"] else "",
-        "headline": headline(question=_question(scenario), run1=run1, stop1=stop1, block=block, result=data["result"],
-                             run2=run2, stop2=run2.done["stop_reason"] if run2 is not None and run2.done else None,
-                             choice=choice, max_tokens=MAX_TOKENS),
+        "headline": headline(question=_question(scenario), run1=run1, stop1=one["stop"], block=data["block"],
+                             result=data["result"], run2=run2, stop2=two["stop"], choice=choice, max_tokens=MAX_TOKENS),
         "definition_json": _json(definition),
         "def_tokens": def_tokens,
         "window": engine.context_window,
         "vocab": vocab,
         "max_tokens": MAX_TOKENS,
         "body1_json": _json(data["body1"]),
-        "run1": run1, "run1_error_json": _json(run1.error) if run1.error else "",
-        "usage1": _usage(run1), "usage1_json": _json(_usage(run1)) if run1.done else "",
-        "stop1": stop1,
-        "text1": text_of(run1) if run1.error is None else "",
-        "call": shown_block, "block_json": _json(shown_block) if shown_block else "",
-        "block_raw": block["raw"] if block else "",
+        "run1": run1, "run1_error_json": one["error_json"], "usage1": one["usage"], "usage1_json": one["usage_json"],
+        "stop1": one["stop"], "text1": one["text"],
+        **_call(data["block"]),
         "result": data["result"],
         "body2_json": _json(data["body2"]) if data["body2"] else "",
-        "run2": run2, "run2_error_json": _json(run2.error) if run2 is not None and run2.error else "",
-        "usage2": _usage(run2) if run2 is not None else None,
-        "sizes": sizes,
-        "usage2_json": _json(_usage(run2)) if run2 is not None and run2.done else "",
-        "stop2": run2.done["stop_reason"] if run2 is not None and run2.done else None,
-        "text2": text_of(run2) if run2 is not None and run2.error is None else "",
-        "filled": filled,
-        "n_filled": sum(filled),
-        "n_constrained": len(constrained),
-        "mean_allowed": round(sum(s["n_allowed"] for s in constrained) / len(constrained)) if constrained else None,
+        "run2": run2, "run2_error_json": two["error_json"], "usage2": two["usage"], "usage2_json": two["usage_json"],
+        "stop2": two["stop"], "text2": two["text"],
+        "sizes": second_request_sizes(run1, run2, def_tokens),
+        **_progress(data, steps),
         "tools_data": {"steps": steps, "step": o["step"], "vocab": vocab, "choice": choice},
         "own_data": {"fields": asdict(scenario), "choice": choice},
     }
