@@ -41,11 +41,18 @@ import decimal
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from explainer.lifecycle import frames as fr
 from explainer.lifecycle.errors import STATUS
 from explainer.lifecycle.tool_format import tools_system_prompt
+from explainer.llm.interface import ChatTokenizer
+
+if TYPE_CHECKING:  # for annotations only: counting needs neither the engine nor the payload parser
+    from explainer.lifecycle.engine import Run
+    from explainer.lifecycle.payload import MessagesRequest
 
 WORD = re.compile(r"[^ \t\n\r\f\v]+")  # the same class as figures.js's WORD
 
@@ -65,7 +72,7 @@ class TextFigures:
     def tokens_per_word(self) -> float | None:
         return round(self.tokens / self.words, 2) if self.words else None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, int | float | None]:
         return asdict(self) | {"chars_per_token": self.chars_per_token, "tokens_per_word": self.tokens_per_word}
 
 
@@ -75,7 +82,7 @@ def text_figures(text: str, tokens: int) -> TextFigures:
                        words=len(WORD.findall(text)), tokens=tokens)
 
 
-def tokenized_figures(tokenizer, text: str, max_merges: int | None = None) -> TextFigures:
+def tokenized_figures(tokenizer: ChatTokenizer, text: str, max_merges: int | None = None) -> TextFigures:
     """Cut ``text`` with the tokenizer (its first ``max_merges`` merges; default the model's) and count it."""
     return text_figures(text, len(tokenizer.encode(text, max_merges=max_merges)) if text else 0)
 
@@ -87,7 +94,7 @@ APP_FIELD = "explainer"  # the app's own field of a body sent over its WebSocket
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-def js_number(x) -> str:
+def js_number(x: object) -> str:
     """A number as JavaScript writes it (ECMAScript's Number::toString): the shortest digits that read
     back as the same float, as Python's ``repr`` finds them, laid out JavaScript's way.
 
@@ -105,6 +112,7 @@ def js_number(x) -> str:
     if x < 0:
         return "-" + js_number(-x)
     t = decimal.Decimal(repr(x)).normalize().as_tuple()
+    assert isinstance(t.exponent, int)  # a finite number's ('n', 'N' and 'F' are NaN's and infinity's)
     digits = "".join(map(str, t.digits))
     k, n = len(digits), t.exponent + len(digits)  # x = 0.digits × 10^n
     if k <= n <= 21:
@@ -122,7 +130,7 @@ def _js_string(s: str) -> str:
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(s, ensure_ascii=False))
 
 
-def compact_json(body) -> str:
+def compact_json(body: object) -> str:
     """``body`` as the browser's ``JSON.stringify`` writes it: no spaces, text as it is (not \\u-escaped),
     numbers in JavaScript's form. (A body's depth is bounded before it gets here: scenarios and requests
     are checked by ``jsonlimits``.)"""
@@ -137,24 +145,29 @@ def compact_json(body) -> str:
     return json.dumps(body)  # true, false, null
 
 
-def api_body(body):
+def api_body(body: object) -> object:
     """The request the API reads: a body without the app's own ``explainer`` field."""
     return {k: v for k, v in body.items() if k != APP_FIELD} if isinstance(body, dict) else body
 
 
-def body_figures(body) -> dict:
+class BodyFigures(TypedDict):
+    characters: int
+    bytes: int  # UTF-8
+
+
+def body_figures(body: object) -> BodyFigures:
     """A request body as it travels: compact JSON, its characters and its UTF-8 bytes (the app's own
     ``explainer`` field left out: the API never reads it)."""
     text = compact_json(api_body(body))
     return {"characters": len(text), "bytes": len(text.encode("utf-8", "surrogatepass"))}
 
 
-def sse_text(event: dict) -> str:
+def sse_text(event: Mapping[str, Any]) -> str:
     """One stream event as the API writes it on the wire: an ``event:`` line, a ``data:`` line of compact JSON, a blank line."""
     return f"event: {event['type']}\ndata: {compact_json(event)}\n\n"
 
 
-def stream_figures(frames) -> dict:
+def stream_figures(frames: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """A stream's figures from its frames, in any mix (the WebSocket's explainer frames are not counted):
     its API events, its deltas (``content_block_delta``), those that carry text, and its bytes as
     Server-Sent Events."""
@@ -165,7 +178,7 @@ def stream_figures(frames) -> dict:
             "wire_bytes": sum(len(sse_text(f).encode("utf-8", "surrogatepass")) for f in events)}
 
 
-def run_figures(run, max_prompt_tokens: int) -> dict:
+def run_figures(run: Run, max_prompt_tokens: int) -> dict[str, Any]:
     """The figures of one run (an ``engine.Run``) that several pages show, counted once so that every page
     says the same: the body, the prompt's tokens, what the model did and the stream it sent back.
 
@@ -193,21 +206,21 @@ def run_figures(run, max_prompt_tokens: int) -> dict:
     }
 
 
-def prompt_text_figures(tokenizer, ids) -> TextFigures:
+def prompt_text_figures(tokenizer: ChatTokenizer, ids: Iterable[int]) -> TextFigures:
     """The figures of a run's prompt ids: the text they decode to and how many they are, with the
     chat template's special tokens left out of both."""
     plain = [int(t) for t in ids if not tokenizer.is_special(int(t))]
     return text_figures(tokenizer.decode(plain), len(plain))
 
 
-def request_chat_parts(tokenizer, req) -> list[tuple[str, list[int]]]:
+def request_chat_parts(tokenizer: ChatTokenizer, req: MessagesRequest) -> list[tuple[str, list[int]]]:
     """A parsed request's prompt as ``chat_parts``: the system text as the model reads it (tool definitions
     included, as the engine writes them) and its turns."""
     system = tools_system_prompt(req.system, req.tools) if req.tools else req.system
     return tokenizer.chat_parts(system, [(m.role, m.text) for m in req.messages])
 
 
-def chat_text_figures(tokenizer, parts: list[tuple[str, list[int]]]) -> TextFigures:
+def chat_text_figures(tokenizer: ChatTokenizer, parts: list[tuple[str, list[int]]]) -> TextFigures:
     """The figures of a prompt's own text, from its ``chat_parts``: everything but the template's parts."""
     ids = [t for label, part in parts if label != "template" for t in part]
     return text_figures(tokenizer.decode(ids), len(ids))
