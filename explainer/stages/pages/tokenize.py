@@ -379,6 +379,104 @@ def template_example(tok: ChatTokenizer) -> str:
     return tok.decode(tok.encode_chat("…", [("user", "…")])).replace("\n", "↵")
 
 
+@dataclass
+class Selection:
+    """What the page picks out of the context: the token ids at the slider's merges, the chosen word (chunk),
+    its merge step and the chosen token, and the words offered (the chosen one among them)."""
+    tokens: list[int]
+    word: int | None
+    merge: int
+    token: int | None
+    words: list[dict]
+
+    @property
+    def shown(self) -> int:
+        return len(self.tokens)
+
+
+def _merges(tok: ChatTokenizer, opts: dict) -> int:
+    """The slider's vocabulary: how many merges are used (the model's own by default)."""
+    full = len(tok.merges)
+    n = tok.model_merges if opts["merges"] is None else opts["merges"]
+    if n > full:
+        raise OptionError(f"“merges” must be from 0 to {full}; got {n}.")
+    return n
+
+
+def _figures_block(name: str, title: str, text: str, at_n: int, at_model: int, at_full: int, shown_text: str | None) -> dict:
+    return {"name": name, "title": title, "text": shown_text, "stats": text_figures(text, at_n).as_dict(),
+            "model": text_figures(text, at_model).as_dict(), "full": text_figures(text, at_full).as_dict()}
+
+
+def _stat_blocks(tok: ChatTokenizer, model_key, ctx, n: int) -> list[dict]:
+    """Characters, bytes, words and tokens of the context's text and of each sample: at the slider's setting
+    (recomputed in the browser with figures.js), with the model's merges and with the whole list. Every count
+    comes from the figures module."""
+    full = len(tok.merges)
+    blocks = []
+    for s in samples(tok, model_key):
+        count = sum(len(c.tokens_at(n)) for c in s.chunks)
+        blocks.append({"name": s.name, "title": f"{s.name.capitalize()} sample", "text": s.text,
+                       "stats": text_figures(s.text, count).as_dict(),
+                       "model": tokenized_figures(tok, s.text, max_merges=tok.model_merges).as_dict(),
+                       "full": tokenized_figures(tok, s.text, max_merges=full).as_dict()})
+    if ctx is not None:
+        def text_tokens(m: int) -> int:  # the context's text (the turns, not the template) with m merges
+            return sum(len(c.tokens_at(m)) for c in ctx.text_chunks)
+        title = "Your context" + (" (shown part)" if ctx.truncated else "")
+        blocks.insert(0, _figures_block("context", title, ctx.text, text_tokens(n), text_tokens(tok.model_merges),
+                                        text_tokens(full), None))
+    return blocks
+
+
+def _selection(data, opts: dict, n: int) -> Selection:
+    """The chosen word, merge step and token, checked against the context (a scenario without tokens takes none)."""
+    ctx, words = data.ctx, list(data.words)
+    if ctx is None:
+        if opts["word"] >= 0 or opts["merge"] > 0 or opts["token"] >= 0:
+            raise OptionError("This scenario has no tokens, so “word”, “merge” and “token” cannot be set.")
+        return Selection([], None, 0, None, words)
+    tokens = ctx.tokens_at(n)
+    word = opts["word"] if opts["word"] >= 0 else data.default_word
+    if word is not None and word >= len(ctx.chunks):
+        raise OptionError(f"“word” must be from 0 to {len(ctx.chunks) - 1}; got {word}.")
+    if word is not None and all(w["index"] != word for w in words):
+        words.insert(0, _word(word, ctx.chunks[word]))
+    steps = len(ctx.chunks[word].ranks) if word is not None else 0
+    if opts["merge"] > steps:
+        raise OptionError(f"“merge” must be from 0 to {steps} for this word; got {opts['merge']}.")
+    return Selection(tokens, word, opts["merge"], _token(ctx, opts["token"], len(tokens), word, n), words)
+
+
+def _token(ctx, token: int, shown: int, word: int | None, n: int) -> int:
+    """The chosen token: the option's, or (-1) the first token of the chosen word."""
+    if token >= shown:
+        raise OptionError(f"“token” must be from 0 to {shown - 1}; got {token}.")
+    if token < 0:
+        return _first_token_of(ctx, word, n) if word is not None else 0
+    return token
+
+
+def _script_data(tok: ChatTokenizer, loaded, model_key, data, sel: Selection, n: int, opts: dict, model_tokens: int) -> dict:
+    """The page script's data (``tokenize-data``, also served by /learn/tokenize/data)."""
+    ctx, full = data.ctx, len(tok.merges)
+    return {
+        "first": tok.merge_id(0) if full else None,  # what merge 0 makes; later merges' ids are in "made"
+        "n_merges": full, "model_merges": tok.model_merges, "base": 256 + len(tok.specials),
+        "byte_ids": [tok.byte_id(b) for b in range(256)],
+        **data.tables,
+        "parts": [[p.role, p.open, p.first, p.end, p.close] for p in ctx.parts] if ctx else [],
+        "chunks": _chunk_json(ctx.chunks, tok) if ctx else [],
+        "truncated": bool(ctx and ctx.truncated),
+        "curve": data.curve,
+        "samples": {s.name: _chunk_json(s.chunks, tok) for s in samples(tok, model_key)},
+        "sel": {"merges": n, "token": sel.token, "word": sel.word, "merge": sel.merge,
+                "img_w": opts["img_w"], "img_h": opts["img_h"]},
+        "model_tokens": model_tokens,
+        "model": loaded.name,
+    }
+
+
 def context(page) -> dict:
     tok: ChatTokenizer = page.engine.tokenizer
     loaded = page.engine.loaded
@@ -388,85 +486,26 @@ def context(page) -> dict:
     system = (tools_system_prompt(req.system, req.tools) if req.tools else req.system) if req is not None else None
     turns = [(m.role, m.text) for m in req.messages] if req is not None else None
     data = compute(tok, (*model_key, page.scenario.key()), model_key, system, turns)
-    full = len(tok.merges)
-    n = tok.model_merges if opts["merges"] is None else opts["merges"]
-    if n > full:
-        raise OptionError(f"“merges” must be from 0 to {full}; got {n}.")
-    ctx = data.ctx
-    base = 256 + len(tok.specials)  # the vocabulary with no merge: the bytes and the special tokens
-
-    # Every count of characters, bytes, words and tokens comes from the figures module: at the slider's
-    # setting (recomputed in the browser with figures.js), with the model's merges and with the whole list.
-    blocks = []
-    for s in samples(tok, model_key):
-        count = sum(len(c.tokens_at(n)) for c in s.chunks)
-        blocks.append({"name": s.name, "title": f"{s.name.capitalize()} sample", "text": s.text,
-                       "stats": text_figures(s.text, count).as_dict(),
-                       "model": tokenized_figures(tok, s.text, max_merges=tok.model_merges).as_dict(),
-                       "full": tokenized_figures(tok, s.text, max_merges=full).as_dict()})
-    prose = blocks[0]
-
-    sel_word, sel_token, sel_merge, shown, tokens = None, None, 0, 0, []
-    words = list(data.words)
-    if ctx is not None:
-        tokens = ctx.tokens_at(n)
-        shown = len(tokens)
-        text_chunks = ctx.text_chunks
-
-        def text_tokens(m: int) -> int:  # the context's text (the turns, not the template) with m merges
-            return sum(len(c.tokens_at(m)) for c in text_chunks)
-        blocks.insert(0, {"name": "context", "title": "Your context" + (" (shown part)" if ctx.truncated else ""),
-                          "text": None, "stats": text_figures(ctx.text, text_tokens(n)).as_dict(),
-                          "model": text_figures(ctx.text, text_tokens(tok.model_merges)).as_dict(),
-                          "full": text_figures(ctx.text, text_tokens(full)).as_dict()})
-        sel_word = opts["word"] if opts["word"] >= 0 else data.default_word
-        if sel_word is not None and sel_word >= len(ctx.chunks):
-            raise OptionError(f"“word” must be from 0 to {len(ctx.chunks) - 1}; got {sel_word}.")
-        if sel_word is not None and all(w["index"] != sel_word for w in words):
-            words.insert(0, _word(sel_word, ctx.chunks[sel_word]))
-        sel_merge = opts["merge"]
-        steps = len(ctx.chunks[sel_word].ranks) if sel_word is not None else 0
-        if sel_merge > steps:
-            raise OptionError(f"“merge” must be from 0 to {steps} for this word; got {sel_merge}.")
-        sel_token = opts["token"]
-        if sel_token >= shown:
-            raise OptionError(f"“token” must be from 0 to {shown - 1}; got {sel_token}.")
-        if sel_token < 0:
-            sel_token = _first_token_of(ctx, sel_word, n) if sel_word is not None else 0
-    elif opts["word"] >= 0 or opts["merge"] > 0 or opts["token"] >= 0:
-        raise OptionError("This scenario has no tokens, so “word”, “merge” and “token” cannot be set.")
-
+    n = _merges(tok, opts)
+    full, base = len(tok.merges), 256 + len(tok.specials)  # the vocabulary with no merge: the bytes and the special tokens
+    blocks = _stat_blocks(tok, model_key, data.ctx, n)
+    prose = next(b for b in blocks if b["name"] != "context")  # the first sample
+    sel = _selection(data, opts, n)
     model_tokens = len(run.prompt_ids)  # every id the model reads, the template's included: usage.input_tokens
     prompt_text = (chat_text_figures(tok, request_chat_parts(tok, req)) if req is not None and run.prompt_ids
                    else text_figures("", 0))
     usage = run.done["usage"] if run.done else None
-    sample_chunks = {s.name: s.chunks for s in samples(tok, model_key)}
-    payload = {
-        "first": tok.merge_id(0) if full else None,  # what merge 0 makes; later merges' ids are in "made"
-        "n_merges": full, "model_merges": tok.model_merges, "base": base,
-        "byte_ids": [tok.byte_id(b) for b in range(256)],
-        **data.tables,
-        "parts": [[p.role, p.open, p.first, p.end, p.close] for p in ctx.parts] if ctx else [],
-        "chunks": _chunk_json(ctx.chunks, tok) if ctx else [],
-        "truncated": bool(ctx and ctx.truncated),
-        "curve": data.curve,
-        "samples": {name: _chunk_json(cs, tok) for name, cs in sample_chunks.items()},
-        "sel": {"merges": n, "token": sel_token, "word": sel_word, "merge": sel_merge,
-                "img_w": opts["img_w"], "img_h": opts["img_h"]},
-        "model_tokens": model_tokens,
-        "model": loaded.name,
-    }
     return {
         "tk": {
             "error": data.error,
             "model_tokens": model_tokens,
             "prompt_text": prompt_text,
             "template_tokens": model_tokens - prompt_text.tokens,
-            "ids": tokens if ctx is not None else [],
+            "ids": sel.tokens,
             "prose_compare": {"model": prose["model"]["chars_per_token"], "full": prose["full"]["chars_per_token"]},
             "usage_input_tokens": usage["input_tokens"] if usage else None,
-            "shown_tokens": shown,
-            "truncated": bool(ctx and ctx.truncated),
+            "shown_tokens": sel.shown,
+            "truncated": bool(data.ctx and data.ctx.truncated),
             "budget_bytes": MAX_TEXT_BYTES,
             "stat_blocks": blocks,
             "merges": n,
@@ -481,11 +520,11 @@ def context(page) -> dict:
             "specials": tok.specials,
             "template_example": template_example(tok),
             "curve": data.curve,
-            "words": words,
-            "word": sel_word,
+            "words": sel.words,
+            "word": sel.word,
             "context_window": page.engine.context_window,
         },
-        "tokenize_data": payload,
+        "tokenize_data": _script_data(tok, loaded, model_key, data, sel, n, opts, model_tokens),
     }
 
 
