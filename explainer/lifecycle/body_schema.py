@@ -9,11 +9,11 @@ reported, and the rules that relate one part of a body to another, are ``payload
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, Tag, TypeAdapter, ValidationError,
-    WrapValidator, with_config,
+    ValidatorFunctionWrapHandler, WrapValidator, with_config,
 )
 from pydantic_core import PydanticCustomError
 from typing_extensions import NotRequired, TypedDict  # pydantic needs typing_extensions' TypedDict before Python 3.12
@@ -45,13 +45,13 @@ def type_name(v: Any) -> str:
 def _one_error(message: str, unless_at: str | None = None) -> WrapValidator:
     """Any error of this value reported as one, in the API's words (``{got}``: the JSON type sent,
     ``{value}``: its repr). Errors that are all inside ``unless_at`` keep their own words and paths."""
-    def wrap(value: Any, handler):
+    def wrap(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         try:
             return handler(value)
         except ValidationError as exc:
             if unless_at is not None and all(e["loc"][:1] == (unless_at,) for e in exc.errors()):
                 raise
-            context = {"got": type_name(value)}
+            context: dict[str, Any] = {"got": type_name(value)}
             if "{value}" in message:
                 context["value"] = repr(value)
             raise PydanticCustomError("invalid_value", message, context) from None
@@ -61,7 +61,7 @@ def _one_error(message: str, unless_at: str | None = None) -> WrapValidator:
 def _root_words(**words: str) -> WrapValidator:
     """The API's words for an error of the value itself, by pydantic error type (``{got}``: the JSON
     type sent, ``{length}``: a list's length); errors inside it keep their own."""
-    def wrap(value: Any, handler):
+    def wrap(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         try:
             return handler(value)
         except ValidationError as exc:
@@ -87,14 +87,14 @@ def _an_object(message: str = OBJECT) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-def _as_sent(schema: Any) -> Any:
+def _as_sent(schema: Any) -> PlainValidator:
     """Checked against ``schema``, but kept as the dict that was sent (its key order and all)."""
-    adapter = TypeAdapter(schema)
+    adapter: TypeAdapter[Any] = TypeAdapter(schema)
 
     def check(value: Any) -> Any:
         adapter.validate_python(value)
         return value
-    return Annotated[dict, PlainValidator(check)]
+    return PlainValidator(check)
 
 
 def _absent_as(key: str, value: Any) -> BeforeValidator:
@@ -102,11 +102,11 @@ def _absent_as(key: str, value: Any) -> BeforeValidator:
     return BeforeValidator(lambda obj: obj if key in obj else {key: value, **obj})
 
 
-def _refused(message: str) -> Any:
-    """A union member that takes no block: a block of this type is refused here with ``message`` (``{kind}``: its type)."""
-    def refuse(block: dict) -> None:
+def _refused(message: str) -> AfterValidator:
+    """For a union member that takes no block: a block of this type is refused here with ``message`` (``{kind}``: its type)."""
+    def refuse(block: dict[str, Any]) -> None:
         raise PydanticCustomError("block_refused", message, {"kind": str(block["type"])})
-    return Annotated[Any, AfterValidator(refuse)]
+    return AfterValidator(refuse)
 
 
 def _no_such_type(kind: Any) -> None:
@@ -128,7 +128,7 @@ def _blocks(value: Any) -> Any:
 
 def _by_type(tags: dict[str, str]) -> Discriminator:
     """Pick a block's union member by its ``type`` (any other type, or none: ``unknown``)."""
-    def tag(block: dict) -> str:
+    def tag(block: dict[str, Any]) -> str:
         kind = block.get("type")
         return tags.get(kind, "unknown") if isinstance(kind, str) else "unknown"
     return Discriminator(tag)
@@ -183,37 +183,34 @@ class ToolUseBlock(TypedDict):
 
 
 UNSUPPORTED_BLOCKS = ("image", "document", "thinking", "redacted_thinking", "search_result")
-_NOT_HERE = _refused("content blocks of type '{kind}' are not supported here by the bundled model")
+_NOT_HERE = Annotated[Any, _refused("content blocks of type '{kind}' are not supported here by the bundled model")]
 _NOT_SUPPORTED = dict.fromkeys(UNSUPPORTED_BLOCKS, "unsupported")
-
-
-def _content(block: Any) -> Any:
-    """A string, or a list of content blocks."""
-    return Annotated[list[Annotated[block, _an_object()]], BeforeValidator(_blocks)]
-
-
-def _text_only(text_block: Any) -> Any:
-    """system, and a tool_result's content: text blocks only."""
-    return Annotated[Union[Annotated[text_block, Tag("text")], Annotated[_UnknownBlock, Tag("unknown")],
-                           Annotated[_NOT_HERE, Tag("unsupported")]],
-                     _by_type({"text": "text", **_NOT_SUPPORTED, "tool_use": "unsupported", "tool_result": "unsupported"})]
+# The content of system and of a tool_result: text blocks only. The text block itself is a member, so it is
+# written out for each (a type cannot be made by a function call where the type checker can read it).
+_TEXT_ONLY = _by_type({"text": "text", **_NOT_SUPPORTED, "tool_use": "unsupported", "tool_result": "unsupported"})
+_NestedBlock = Annotated[Union[Annotated[_NestedTextBlock, Tag("text")], Annotated[_UnknownBlock, Tag("unknown")],
+                               Annotated[_NOT_HERE, Tag("unsupported")]], _TEXT_ONLY]
+_SystemBlock = Annotated[Union[Annotated[TextBlock, Tag("text")], Annotated[_UnknownBlock, Tag("unknown")],
+                               Annotated[_NOT_HERE, Tag("unsupported")]], _TEXT_ONLY]
+# Content: a string (one text block) or a list of content blocks, each of them an object.
+_CONTENT = BeforeValidator(_blocks)
 
 
 @with_config(LENIENT)
 class ToolResultBlock(TypedDict):
     type: Literal["tool_result"]
     tool_use_id: Annotated[str, _one_error(REQUIRED)]  # the API's words for a tool_use_id that is not a string
-    content: NotRequired[_content(_text_only(_NestedTextBlock))]
+    content: NotRequired[Annotated[list[Annotated[_NestedBlock, _an_object()]], _CONTENT]]
     is_error: NotRequired[bool]
     cache_control: NotRequired[CacheControlParam | None]
 
 
 UserBlock = Annotated[Union[Annotated[TextBlock, Tag("text")], Annotated[ToolResultBlock, Tag("tool_result")],
-                            Annotated[_refused("tool_use blocks may only appear in assistant turns"), Tag("tool_use")],
+                            Annotated[Any, _refused("tool_use blocks may only appear in assistant turns"), Tag("tool_use")],
                             Annotated[_UnknownBlock, Tag("unknown")], Annotated[_NOT_HERE, Tag("unsupported")]],
                       _by_type({"text": "text", "tool_result": "tool_result", "tool_use": "tool_use", **_NOT_SUPPORTED})]
 AssistantBlock = Annotated[Union[Annotated[TextBlock, Tag("text")], Annotated[ToolUseBlock, Tag("tool_use")],
-                                 Annotated[_refused("tool_result blocks may only appear in user turns"), Tag("tool_result")],
+                                 Annotated[Any, _refused("tool_result blocks may only appear in user turns"), Tag("tool_result")],
                                  Annotated[_UnknownBlock, Tag("unknown")], Annotated[_NOT_HERE, Tag("unsupported")]],
                            _by_type({"text": "text", "tool_use": "tool_use", "tool_result": "tool_result", **_NOT_SUPPORTED})]
 
@@ -221,13 +218,13 @@ AssistantBlock = Annotated[Union[Annotated[TextBlock, Tag("text")], Annotated[To
 @with_config(STRICT)
 class UserTurn(TypedDict):
     role: Literal["user"]
-    content: _content(UserBlock)
+    content: Annotated[list[Annotated[UserBlock, _an_object()]], _CONTENT]
 
 
 @with_config(STRICT)
 class AssistantTurn(TypedDict):
     role: Literal["assistant"]
-    content: _content(AssistantBlock)
+    content: Annotated[list[Annotated[AssistantBlock, _an_object()]], _CONTENT]
 
 
 @with_config(STRICT)
@@ -236,7 +233,7 @@ class _OtherTurn(TypedDict):
     content: Any
 
 
-def _role(turn: dict) -> str:
+def _role(turn: dict[str, Any]) -> str:
     role = turn.get("role")
     return role if isinstance(role, str) and role in ("user", "assistant") else "other"
 
@@ -251,7 +248,7 @@ class _ObjectSchema(TypedDict):
     type: Literal["object"]
 
 
-def json_schema(schema: dict) -> dict:
+def json_schema(schema: dict[str, Any]) -> dict[str, Any]:
     # jsonschema is imported here, on the first request with tools, not at start-up: it is the slowest
     # import of the engine and most runs never need it.
     from jsonschema import Draft202012Validator
@@ -265,7 +262,8 @@ def json_schema(schema: dict) -> dict:
 
 
 # The callers of the SDK's ToolParam.allowed_callers; only "direct" is possible on this server.
-TOOL_CALLERS = ("direct", "code_execution_20250825", "code_execution_20260120", "code_execution_20260521")
+ToolCaller = Literal["direct", "code_execution_20250825", "code_execution_20260120", "code_execution_20260521"]
+TOOL_CALLERS = get_args(ToolCaller)
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
@@ -290,13 +288,13 @@ class ToolParam(TypedDict):
     # regex engine has "$" match only at the very end: no trailing newline.)
     name: Annotated[str, Field(pattern=TOOL_NAME), _one_error(f"String should match pattern '{TOOL_NAME}'")]
     description: NotRequired[str]
-    input_schema: Annotated[_as_sent(Annotated[_ObjectSchema, _absent_as("type", None)]), _an_object(REQUIRED),
-                            AfterValidator(json_schema)]
+    input_schema: Annotated[dict[Any, Any], _as_sent(Annotated[_ObjectSchema, _absent_as("type", None)]),
+                            _an_object(REQUIRED), AfterValidator(json_schema)]
     strict: NotRequired[bool]
     eager_input_streaming: NotRequired[bool | None]
     defer_loading: NotRequired[bool]
     input_examples: NotRequired[list[Annotated[dict[str, Any], _an_object()]]]
-    allowed_callers: NotRequired[Annotated[list[Annotated[Literal[TOOL_CALLERS], _one_error(f"Input should be {', '.join(map(repr, TOOL_CALLERS))}")]],
+    allowed_callers: NotRequired[Annotated[list[Annotated[ToolCaller, _one_error(f"Input should be {', '.join(map(repr, TOOL_CALLERS))}")]],
                                            AfterValidator(_direct)]]
     cache_control: NotRequired[CacheControlParam | None]
 
@@ -329,9 +327,14 @@ def _not_blank(model: str) -> str:
 
 
 # The current API's fields that are accepted whatever their value: the ignored ones, and the unsupported
-# ones (parse_request refuses those when they are not null, before the schema is applied).
-_OtherFields = with_config(STRICT)(
-    TypedDict("_OtherFields", dict.fromkeys(sorted(IGNORED_FIELDS | set(UNSUPPORTED_FIELDS)), Any), total=False))
+# ones (parse_request refuses those when they are not null, before the schema is applied). Built from the
+# two lists, which the type checker cannot read: to it, the fields are not declared (nothing reads them).
+if TYPE_CHECKING:
+    class _OtherFields(TypedDict, total=False):
+        pass
+else:
+    _OtherFields = with_config(STRICT)(
+        TypedDict("_OtherFields", dict.fromkeys(sorted(IGNORED_FIELDS | set(UNSUPPORTED_FIELDS)), Any), total=False))
 
 
 @with_config(STRICT)
@@ -343,10 +346,11 @@ class CountTokensBody(_OtherFields):
                         _root_words(list_type="Input should be a valid list, got {got}",
                                     too_short="at least one message is required",
                                     too_long=f"at most {MAX_MESSAGES} messages are allowed, got {{length}}")]
-    system: NotRequired[_content(_text_only(TextBlock)) | None]
+    system: NotRequired[Annotated[list[Annotated[_SystemBlock, _an_object()]], _CONTENT] | None]
     tools: NotRequired[list[Annotated[ToolParam, _absent_as("name", None), _an_object("Input should be an object")]] | None]
     cache_control: NotRequired[CacheControlParam | None]
-    tool_choice: NotRequired[Annotated[_as_sent(ToolChoice), BeforeValidator(lambda v: v if isinstance(v, dict) else {})] | None]
+    tool_choice: NotRequired[Annotated[dict[Any, Any], _as_sent(ToolChoice),
+                                       BeforeValidator(lambda v: v if isinstance(v, dict) else {})] | None]
 
 
 @with_config(STRICT)
