@@ -164,77 +164,105 @@ def try_this(page, index: int) -> list[dict]:
     return out
 
 
-def context(page) -> dict:
-    run, opts = page.run, page.opts
-    n = len(run.steps)
-    i = opts["step"]
+def _checked_step(page) -> int:
+    n, i = len(page.run.steps), page.opts["step"]
     if i and i >= max(n, 1):
         raise OptionError(f"“step” must be from 0 to {max(n - 1, 0)}: this reply has {n} token{'s' if n != 1 else ''}.")
     vocab = page.engine.model.config.vocab_size
-    if opts["k"] is not None and opts["k"] > vocab:
-        raise OptionError(f"“k” must be from 0 to {vocab}, the size of the vocabulary; got {opts['k']}.")
+    if page.opts["k"] is not None and page.opts["k"] > vocab:
+        raise OptionError(f"“k” must be from 0 to {vocab}, the size of the vocabulary; got {page.opts['k']}.")
+    return i
 
-    req = request_params(page)
-    explore = {
+
+def _explore(opts: dict, req: dict) -> dict:
+    """The sliders' settings: the view options, or the request's own where the link sets none."""
+    return {
         "temperature": req["temperature"] if opts["t"] is None else opts["t"],
         "top_k": (req["top_k"] or 0) if opts["k"] is None else opts["k"],
         "top_p": (req["top_p"] if req["top_p"] is not None else 1.0) if opts["p"] is None else opts["p"],
     }
-    keep = {k: v for k, v in (("t", opts["t"]), ("k", opts["k"]), ("p", opts["p"])) if v is not None}
-    # the prompt and the reply as one row of tokens: a character the tokenizer cut shows as its bytes,
-    # and once whole, after the run of tokens that makes it (words.token_runs)
-    tok = page.engine.tokenizer
+
+
+def _joined(t: dict) -> dict:
+    return {"part": t["part"], "joins": t["joins"]}
+
+
+def _token_rows(page) -> tuple[list[dict], list[dict]]:
+    """(the reply's tokens, each with its drawn probability; the prompt's last tokens), as one row of tokens:
+    a character the tokenizer cut shows as its bytes, and once whole, after the run of tokens that makes it
+    (words.token_runs)."""
+    run, tok = page.run, page.engine.tokenizer
     n_prompt = len(run.prompt_ids)
     row = token_row(tok, [*run.prompt_ids, *(s["token"] for s in run.steps)])
-    joined = lambda t: {"part": t["part"], "joins": t["joins"]}  # noqa: E731
     steps = [{"token": s["token"], "label": t["text"],
-              "p": next((c["final_probability"] for c in s["candidates"] if c["token"] == s["token"]), None)} | joined(t)
+              "p": next((c["final_probability"] for c in s["candidates"] if c["token"] == s["token"]), None)} | _joined(t)
              for s, t in zip(run.steps, row[n_prompt:])]
-    tail = row[max(0, n_prompt - PROMPT_TAIL):n_prompt]
-    config = {
+    return steps, row[max(0, n_prompt - PROMPT_TAIL):n_prompt]
+
+
+def _config(page, req: dict, explore: dict, steps: list[dict], tail: list[dict]) -> dict:
+    """The page script's data (``sampling-config``, also served by /learn/sampling/data)."""
+    tok, vocab = page.engine.tokenizer, page.engine.model.config.vocab_size
+    return {
         "seed": page.scenario.seed,
         "request": req,
         "explore": explore,
-        "n_steps": n,
+        "n_steps": len(page.run.steps),
         "vocab": vocab,
-        "drawable": vocab - len(set(page.engine.tokenizer.banned_ids)),
+        "drawable": vocab - len(set(tok.banned_ids)),
         "compact": vocab > FULL_VOCAB_MAX,
         "top_exact": TOP_EXACT,
         "tail_groups": TAIL_GROUPS,
         "steps": steps,
         "labels": vocabulary_labels(page.engine),
-        "prompt_tail": [{"text": t["text"], "special": tok.is_special(t["id"])} | joined(t) for t in tail],
-        "prompt_more": max(0, n_prompt - PROMPT_TAIL),
+        "prompt_tail": [{"text": t["text"], "special": tok.is_special(t["id"])} | _joined(t) for t in tail],
+        "prompt_more": max(0, len(page.run.prompt_ids) - PROMPT_TAIL),
         "ranges": {"t_api_max": API_TEMPERATURE_MAX, "t_max": EXPLORE_TEMPERATURE_MAX,
                    "k_max": max(TOP_K_SLIDER_MAX, req["top_k"] or 0, explore["top_k"])},
     }
-    done = run.done or {}
+
+
+def _step_view(page, i: int, steps: list[dict]) -> dict:
+    """The chosen step of the loop: its distribution, its candidates, the steps so far and the links between them."""
+    tok, n, opts = page.engine.tokenizer, len(page.run.steps), page.opts
+    keep = {k: v for k, v in (("t", opts["t"]), ("k", opts["k"]), ("p", opts["p"])) if v is not None}
+    step = step_payload(page, i)
+    return {
+        "step": step,
+        "engine_label": visible(step["engine"]["label"]),
+        "candidates": [c | {"label": visible(token_label(tok, c["token"]))} for c in page.run.steps[i]["candidates"]],
+        "prev_url": page.url(step=i - 1 or None, **keep) if i > 0 else None,
+        "next_url": page.url(step=i + 1, **keep) if i + 1 < n else None,
+        "try_this": try_this(page, i),
+        "so_far": [{"index": j, "label": visible(s["label"]), "url": page.url(step=j or None, **keep), "current": j == i,
+                    "part": s["part"], "joins": s["joins"]} for j, s in enumerate(steps[: i + 1])],
+    }
+
+
+def context(page) -> dict:
+    i = _checked_step(page)
+    run, tok = page.run, page.engine.tokenizer
+    req = request_params(page)
+    explore = _explore(page.opts, req)
+    steps, tail = _token_rows(page)
+    config = _config(page, req, explore, steps, tail)
     ctx = {
         "never_drawn": [tok.token_str(t) for t in tok.banned_ids if tok.is_special(t)],
         "unused_ids": sum(not tok.is_special(t) for t in tok.banned_ids),  # ids with no token (a padded vocabulary)
         "stop_tokens": [tok.token_str(t) for t in tok.stop_ids],
         "wide": False,
-        "stop_words": stop_reason_in_words(done.get("stop_reason")),
+        "stop_words": stop_reason_in_words((run.done or {}).get("stop_reason")),
         "config": config,
         "req_text": {"temperature": _fmt(req["temperature"]),
                      "top_k": "off" if not req["top_k"] else str(req["top_k"]),
                      "top_p": "off" if req["top_p"] is None or req["top_p"] >= 1 else _fmt(req["top_p"])},
         "explore": explore,
-        "n_steps": n,
+        "n_steps": len(run.steps),
         "step_index": i,
-        "prompt_tail": [{"text": visible(t["text"]), "special": tok.is_special(t["id"])} | joined(t) for t in tail],
+        "prompt_tail": [{"text": visible(t["text"]), "special": tok.is_special(t["id"])} | _joined(t) for t in tail],
         "prompt_more": config["prompt_more"],
     }
-    if n:
-        ctx["step"] = step_payload(page, i)
-        ctx["engine_label"] = visible(ctx["step"]["engine"]["label"])
-        ctx["candidates"] = [c | {"label": visible(token_label(tok, c["token"]))} for c in run.steps[i]["candidates"]]
-        ctx["prev_url"] = page.url(step=i - 1 or None, **keep) if i > 0 else None
-        ctx["next_url"] = page.url(step=i + 1, **keep) if i + 1 < n else None
-        ctx["try_this"] = try_this(page, i)
-        ctx["so_far"] = [{"index": j, "label": visible(s["label"]), "url": page.url(step=j or None, **keep), "current": j == i,
-                          "part": s["part"], "joins": s["joins"]} for j, s in enumerate(steps[: i + 1])]
-    return ctx
+    return ctx | (_step_view(page, i, steps) if run.steps else {})
 
 
 RECAP_DRAWS = 40  # the recap shows the first draws
