@@ -66,3 +66,13 @@ def test_none_never_calls_even_when_the_model_would(opening):
     engine = Engine(model=Nudged(bundled().model, opening, 60.0))
     run = run_request(engine, body("none"), seed=0)
     assert [e["content_block"]["type"] for e in run.events if e["type"] == "content_block_start"] == ["text"]
+
+
+@pytest.mark.parametrize("choice", ["any", "auto"])
+def test_a_small_max_tokens_cuts_the_input_never_the_tool_name(opening, choice):
+    engine = Engine(model=Nudged(bundled().model, opening, 60.0))
+    run = run_request(engine, body(choice) | {"max_tokens": 2}, seed=0)
+    assert run.error is None
+    blocks = [e["content_block"] for e in run.events if e["type"] == "content_block_start"]
+    assert [b["type"] for b in blocks] == ["tool_use"] and blocks[0]["name"] in {t["name"] for t in TOOLS}
+    assert run.done["stop_reason"] == "max_tokens"

@@ -334,10 +334,10 @@ class Engine:
             first, prefilled = prefilled, None
             return model_logits_fn(model, seq, cache=kv, first_logits=first)
 
-        def run(constraint):
+        def run(constraint, limit):
             fn = logits_fn()
             out, finish = [], None
-            for item in constrained_generate(fn, constraint, params, rng, budget(), n_candidates=n_candidates):
+            for item in constrained_generate(fn, constraint, params, rng, limit, n_candidates=n_candidates):
                 _check(cancelled)
                 if isinstance(item, ConstrainedFinish):
                     finish = item
@@ -351,7 +351,8 @@ class Engine:
         if req.tool_choice["type"] == "tool":
             name = req.tool_choice["name"]
         else:
-            steps, fin = run(ChoiceConstraint([n + "\n" for n in by_name], tok))
+            # The name is written whole, as the forced line of tool_choice tool is: max_tokens cuts the input, not the name.
+            steps, fin = run(ChoiceConstraint([n + "\n" for n in by_name], tok), max(1, model.config.n_ctx - len(seq) - 1))
             name = fin.text.rstrip("\n")
             seq = seq + [s.token for s in steps]
         yield fr.ContentBlockStart(type=fr.CONTENT_BLOCK_START, index=0,
