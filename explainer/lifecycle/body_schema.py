@@ -366,5 +366,6 @@ class MessagesBody(CountTokensBody):
     metadata: NotRequired[Annotated[Metadata, _an_object("Input should be an object"), BeforeValidator(lambda v: v or {})]]
 
 
-BODY = {False: TypeAdapter(MessagesBody), True: TypeAdapter(CountTokensBody)}
+# (a validated body is the dict that was sent, read by payload.py as one)
+BODY: dict[bool, TypeAdapter[Any]] = {False: TypeAdapter(MessagesBody), True: TypeAdapter(CountTokensBody)}
 TURNS = TypeAdapter(list[Turn])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from pydantic import ValidationError
 
@@ -56,10 +56,10 @@ class MessagesRequest:
     temperature: float = 1.0
     top_p: float | None = None
     top_k: int | None = None
-    metadata: dict = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
     breakpoints: tuple[CacheBreakpoint, ...] = ()
-    tools: list[dict] = field(default_factory=list)
-    tool_choice: dict = field(default_factory=lambda: {"type": "auto"})
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: dict[str, Any] = field(default_factory=lambda: {"type": "auto"})
 
     @property
     def prefill(self) -> str | None:
@@ -86,18 +86,20 @@ _CHECK_ORDER = {
 _TAGGED = {"messages", "content", "system"}
 # Lists whose blocks' cache_control the API checks once all the list is checked.
 _LATE_CACHE_CONTROL = {"tools", "system", "messages.#.content"}
+Loc = tuple[int | str, ...]  # where an error is: keys and list indexes, from the body down
 
 
-def _path(loc: tuple) -> tuple:
+def _path(loc: Loc) -> Loc:
     """An error's location as the API writes it: without the union tags."""
     return tuple(part for i, part in enumerate(loc)
                  if not (i >= 2 and isinstance(loc[i - 1], int) and loc[i - 2] in _TAGGED))
 
 
-def _check_rank(path: tuple, kind: str, seen: dict) -> list[tuple]:
+def _check_rank(path: Loc, kind: str, seen: dict[Loc, int]) -> list[tuple[float, int, str]]:
     """Sort key of an error at ``path``: level by level, the order in which the API checks. ``seen``:
     where each location first appears in pydantic's list of errors, which follows the schema's order."""
-    key, pattern = [], ""
+    key: list[tuple[float, int, str]] = []
+    pattern = ""
     for depth, part in enumerate(path):
         if isinstance(part, int):  # a list's blocks in order; their cache_control after all else, where the API checks it
             late = pattern in _LATE_CACHE_CONTROL and path[depth + 1:depth + 2] == ("cache_control",)
@@ -116,10 +118,10 @@ def _check_rank(path: tuple, kind: str, seen: dict) -> list[tuple]:
     return key
 
 
-def _first_error(exc: ValidationError) -> tuple[tuple, APIError]:
+def _first_error(exc: ValidationError) -> tuple[Loc, APIError]:
     """The error the API reports first, and its path."""
     errors = [(_path(e["loc"]), e) for e in exc.errors(include_url=False)]
-    seen: dict[tuple, int] = {}
+    seen: dict[Loc, int] = {}
     for n, (path, _) in enumerate(errors):
         for depth in range(1, len(path) + 1):
             seen.setdefault(path[:depth], n)
@@ -127,7 +129,7 @@ def _first_error(exc: ValidationError) -> tuple[tuple, APIError]:
     return path, invalid(f"{'.'.join(map(str, path))}: {error['msg']}")
 
 
-def _rules_before(body: dict, counting: bool, path: tuple) -> None:
+def _rules_before(body: dict[str, Any], counting: bool, path: Loc) -> None:
     """Raise the error of a rule across fields that the API checks before the schema error at ``path``, if one is broken.
 
     The API checks the turns one by one, each turn's tool_use/tool_result pairing right after its
@@ -161,13 +163,15 @@ def _rules_before(body: dict, counting: bool, path: tuple) -> None:
 
 # ---- the rules across fields, by hand --------------------------------------------------------------------
 
-def _turn_text(blocks: list[dict]) -> tuple[str, list[str], list[str]]:
+def _turn_text(blocks: Sequence[Mapping[str, Any]]) -> tuple[str, list[str], list[str]]:
     """A turn's content as the model reads it, plus the tool_use ids and tool_result ids it holds.
 
     tool_use blocks (assistant turns) and tool_result blocks (user turns) are written into the
     text with the bundled model's tool format (``explainer.lifecycle.tool_format``).
     """
-    parts, uses, results = [], [], []
+    parts: list[str] = []
+    uses: list[str] = []
+    results: list[str] = []
     for block in blocks:
         if block["type"] == "tool_use":
             uses.append(block["id"])
@@ -180,12 +184,12 @@ def _turn_text(blocks: list[dict]) -> tuple[str, list[str], list[str]]:
     return "\n".join(p for p in parts if p) if (uses or results) else "".join(parts), uses, results
 
 
-def _marks(blocks: list[dict] | None, where: str) -> list[tuple[str, str]]:
+def _marks(blocks: Sequence[Mapping[str, Any]] | None, where: str) -> list[tuple[str, str]]:
     """(path, ttl) of each block that carries a cache_control."""
     return [(f"{where}.{i}", b["cache_control"].get("ttl", "5m")) for i, b in enumerate(blocks or ()) if b.get("cache_control")]
 
 
-def _turns(turns: list[dict], whole: bool = True) -> tuple[list[Message], list[tuple[int, str, str]]]:
+def _turns(turns: Sequence[Mapping[str, Any]], whole: bool = True) -> tuple[list[Message], list[tuple[int, str, str]]]:
     """The turns merged by role, and each breakpoint as (merged turn index, ttl, path). ``whole=False``:
     the turns are the first few, and the first turn's role is not checked."""
     merged: list[tuple[str, list[str]]] = []  # (role, the texts of its consecutive turns)
@@ -212,14 +216,15 @@ def _turns(turns: list[dict], whole: bool = True) -> tuple[list[Message], list[t
     return [Message(role, "\n\n".join(texts)) for role, texts in merged], marks
 
 
-def _tools(tools: list[dict]) -> tuple[list[dict], set[str]]:
+def _tools(tools: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
     """The tools the model is shown, and the names of the deferred ones (``defer_loading: true``).
 
     A deferred tool is only loaded by a tool search tool, a server tool this server does not have:
     it is validated, then left out of the prompt, and it cannot be called.
     """
     names: set[str] = set()
-    out, deferred = [], set()
+    out: list[dict[str, Any]] = []
+    deferred: set[str] = set()
     for i, t in enumerate(tools):
         if t["name"] in names:
             raise invalid(f"tools.{i}.name: tool names must be unique ({t['name']!r} appears twice)")
@@ -239,7 +244,8 @@ def _tools(tools: list[dict]) -> tuple[list[dict], set[str]]:
     return out, deferred
 
 
-def _breakpoints(body: dict, tools: list[dict], system: str | None, marks: list, last_turn: int) -> tuple[CacheBreakpoint, ...]:
+def _breakpoints(body: Mapping[str, Any], tools: list[dict[str, Any]], system: str | None, marks: list[tuple[int, str, str]],
+                 last_turn: int) -> tuple[CacheBreakpoint, ...]:
     """Cache breakpoints in prefix order (tools, system, messages); at most four, no 1h after a 5m.
 
     A breakpoint counts from the end of its turn: the bundled model's cache works at turn boundaries
@@ -262,7 +268,7 @@ def _breakpoints(body: dict, tools: list[dict], system: str | None, marks: list,
     return tuple(bps)
 
 
-def _tool_choice(choice: dict | None, tools: list[dict], deferred: set[str]) -> dict:
+def _tool_choice(choice: Mapping[str, Any] | None, tools: list[dict[str, Any]], deferred: set[str]) -> dict[str, Any]:
     if choice is None:
         return {"type": "auto"}
     if not tools and not deferred:
