@@ -130,6 +130,9 @@ export function createLive({ role, sendGuess }) {
 
   function handle(frame) {
     switch (frame.type) {
+      case "room.state":  // the class moved on to another stage: last stage's reveal goes with it
+        if (!guessOpen) { fullReveal(false); reveal.hidden = true; }
+        break;
       case "room.run":
         if (frame.phase === "start") {
           fullReveal(false);

@@ -60,7 +60,7 @@ function onFrame(f) {
       if (running) closeLobby();  // the lesson has begun: the stage and the run take the screen
       held = false; guessOpen = false;
       break;
-    case "room.guess": guessOpen = true; break;
+    case "room.guess": guessOpen = true; showError(""); break;
     case "room.reveal": guessOpen = false; break;
     case "room.ended":
       closeLobby();
@@ -86,6 +86,15 @@ function syncButtons() {
   $("guess-open").disabled = !running || guessOpen;
   $("reveal-btn").disabled = !guessOpen;
   $("stop").disabled = !running;
+}
+
+// G always answers: it opens a guess, or says why it cannot (a silent key in front of a class looks broken).
+function guessKey() {
+  if (!isPresenter) return showError("Only the presenter's page can open a guess.");
+  if (!running) return showError("G opens a guess on the next token of a run, and no run is going: press Run (or Space) first.");
+  if (guessOpen) return showError("A guess is already open: R reveals it.");
+  showError("");
+  send({ type: "guess" });
 }
 
 function send(f) {
@@ -296,8 +305,8 @@ function onKey(e, doc) {
     ArrowRight: () => move(1),
     " ": () => { if (!running) runShown("pause"); else if (mode !== "pause") send({ type: "pause" }); else if (!guessOpen) send({ type: "step" }); },
     p: () => running && send({ type: mode === "pause" ? "play" : "pause" }),
-    g: () => running && !guessOpen && send({ type: "guess" }),
-    r: () => guessOpen && send({ type: "reveal" }),
+    g: () => guessKey(),
+    r: () => (guessOpen ? send({ type: "reveal" }) : showError("R reveals an open guess, and none is open: press G during a run to open one.")),
     f: () => toggleProjector(),
     c: () => document.body.classList.contains("projector") && toggleControls(),
     l: () => (lobby.open ? closeLobby() : openLobby()),
