@@ -7,6 +7,8 @@ the browser mirrors the same token-bucket algorithm with the limits sent from he
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
 
 from explainer.lifecycle.errors import STATUS, APIError
@@ -87,35 +89,57 @@ def _prefix_chain(page) -> tuple[list[dict], dict]:
     return chain, live
 
 
-def context(page) -> dict:
+@dataclass
+class Checks:
+    """What the gateway's checks answer for this request: its size, each key case, the validator, the rate limits."""
+    figures: dict
+    n_in: int
+    n_out: int
+    needs: dict
+    size_error: dict | None
+    keys: dict
+    validation: dict | None
+    rate_errors: dict
+    burst: dict | None
+
+
+def _checks(page) -> Checks:
     s, run = page.scenario, page.run
-    body = s.request_body()
     figures = run_figures(run, page.engine.max_prompt_tokens)  # the one count every page shows
-    n_bytes = figures["body_bytes"]  # the compact JSON the SDKs send
-    size_limit = settings.EXPLAINER_API_MAX_BODY_BYTES
     n_in = len(run.prompt_ids)
     n_out = run.done["usage"]["output_tokens"] if run.done else 0
     needs = {"requests": 1, "input_tokens": n_in, "output_tokens": s.max_tokens}
-
     try:
-        check_body_size(n_bytes, size_limit)
+        check_body_size(figures["body_bytes"], settings.EXPLAINER_API_MAX_BODY_BYTES)  # the compact JSON the SDKs send
         size_error = None
     except APIError as exc:
         size_error = _error(exc)
-    keys = {case: _key_answer(case) for case in KEY_CASES}
     validation = None
     if run.error:
         validation = {"status": STATUS[run.error["error"]["type"]], "type": run.error["error"]["type"],
                       "body": run.error, "json": json_text(run.error), "headers": {}}
-    rate_errors = {d: _error(rate_limit_error(d, SIM_LIMITS, need=needs[d])) for d in DIMENSIONS}
     burst = _burst(n_in, s.max_tokens, n_out) if not run.error else None
     if burst and burst["limited_by"]:
         burst["limited_by_words"] = burst["limited_by"].replace("_", " ")
-    chain, live = _prefix_chain(page)
-    key = chain[-1]["hash"] if chain else prefix_key(run.prompt_ids, page.engine.prompt_cache.model_id)
+    return Checks(figures, n_in, n_out, needs, size_error, {case: _key_answer(case) for case in KEY_CASES}, validation,
+                  {d: _error(rate_limit_error(d, SIM_LIMITS, need=needs[d])) for d in DIMENSIONS}, burst)
 
+
+def _invalid_example(body: dict) -> dict | None:
+    """The validator's answer to this request with an assistant turn put first."""
+    probe = {**body, "messages": [{"role": "assistant", "content": "Hello!"}, *body["messages"]]}
+    try:
+        parse_request(probe)
+    except APIError as exc:
+        return _error(exc)
+    return None
+
+
+def _gallery(checks: Checks, body: dict, size_limit: int) -> list[dict]:
+    """The errors a client meets, each as the gateway answers it, with when it happens and what to do."""
+    burst, validation = checks.burst, checks.validation
     gallery = [
-        {"code": 401, "title": "Missing or wrong key", "error": keys["missing"],
+        {"code": 401, "title": "Missing or wrong key", "error": checks.keys["missing"],
          "when": "No x-api-key or Authorization: Bearer header, or a key that is unknown or revoked. "
                  f"A wrong key gets the same status with “{INVALID_KEY_MESSAGE}”: nothing tells which part was wrong.",
          "fix": "Send a valid key. Retrying the same request does not help."},
@@ -129,22 +153,16 @@ def context(page) -> dict:
             "fix": ("Lower max_tokens or shorten the prompt: waiting will not help." if burst["never"]
                     else "Wait the retry-after seconds (the SDKs do this for you) and send it again."),
         })
+    invalid = None if validation else _invalid_example(body)
     if validation:
         gallery.append({"code": validation["status"], "title": "This request is invalid", "error": validation,
                         "when": "The validator found a rule this request breaks (the Compose stage shows it).",
                         "fix": "Change the request. Retrying it unchanged gets the same answer."})
-    else:
-        probe = {**body, "messages": [{"role": "assistant", "content": "Hello!"}, *body["messages"]]}
-        try:
-            parse_request(probe)
-            invalid = None
-        except APIError as exc:
-            invalid = _error(exc)
-        if invalid:
-            gallery.append({"code": 400, "title": "Invalid request", "error": invalid,
-                            "when": "This request with an assistant turn put first, checked by the real validator: "
-                                    "a 400 names the first field that breaks a rule.",
-                            "fix": "Change the request. Retrying it unchanged gets the same answer."})
+    elif invalid:
+        gallery.append({"code": 400, "title": "Invalid request", "error": invalid,
+                        "when": "This request with an assistant turn put first, checked by the real validator: "
+                                "a 400 names the first field that breaks a rule.",
+                        "fix": "Change the request. Retrying it unchanged gets the same answer."})
     gallery += [
         {"code": 413, "title": "Request too large", "error": _error(body_too_large(size_limit)),
          "when": f"A body over {size_limit:,} bytes, this server's limit (the public API takes up to {PUBLIC_API_MAX_BODY}). "
@@ -158,27 +176,35 @@ def context(page) -> dict:
         e = g["error"]
         headers = {"request-id": "req_sim_example", "content-type": "application/json", **e["headers"]}
         g["http"] = _http(e["status"], headers, e["json"])
+    return gallery
 
-    sim = {
+
+def _sim(page, checks: Checks, key: str, n_blocks: int) -> dict:
+    """The page script's data (``gateway-sim``, also served by /learn/gateway/data): the simulated gateway's inputs."""
+    f = checks.figures
+    return {
         "limits": SIM_LIMITS.to_dict(),
-        "needs": needs,
-        "output_tokens": n_out,
-        "stream": s.stream,
+        "needs": checks.needs,
+        "output_tokens": checks.n_out,
+        "stream": page.scenario.stream,
         "key": page.opts["key"],
-        "key_errors": {case: err["body"] if err else None for case, err in keys.items()},
-        "size_error": size_error["body"] if size_error else None,
-        "validation_error": validation["body"] if validation else None,
-        "rate_errors": {d: e["body"] for d, e in rate_errors.items()},
+        "key_errors": {case: err["body"] if err else None for case, err in checks.keys.items()},
+        "size_error": checks.size_error["body"] if checks.size_error else None,
+        "validation_error": checks.validation["body"] if checks.validation else None,
+        "rate_errors": {d: e["body"] for d, e in checks.rate_errors.items()},
         "overloaded": overloaded().body(),
         "prefix": key,
-        "prefix_blocks": len(chain),
+        "prefix_blocks": n_blocks,
         "cache_ttl": CACHE_TTL_SECONDS,
         "example_time": EXAMPLE_TIME,
-        "figures": {k: figures[k] for k in ("body_bytes", "input_tokens", "output_tokens", "refused", "status")},
+        "figures": {k: f[k] for k in ("body_bytes", "input_tokens", "output_tokens", "refused", "status")},
     }
+
+
+def _bucket_rows(max_tokens: int, n_out: int) -> list[dict]:
     rpm = SIM_LIMITS.requests_per_minute
-    back = max(0, s.max_tokens - n_out)
-    bucket_rows = [
+    back = max(0, max_tokens - n_out)
+    return [
         {"dim": "requests", "label": "Requests", "limit": rpm, "refill": f"Refills one every {60 / rpm:g} s."},
         {"dim": "input_tokens", "label": "Input tokens", "limit": SIM_LIMITS.input_tokens_per_minute,
          "refill": f"Refills about {SIM_LIMITS.input_tokens_per_minute / 60:.0f} a second."},
@@ -186,33 +212,42 @@ def context(page) -> dict:
          "refill": f"Refills about {SIM_LIMITS.output_tokens_per_minute / 60:.0f} a second."
                    + (f" After the reply, the {back:,} reserved but unused go back." if back else "")},
     ]
+
+
+def context(page) -> dict:
+    s, run = page.scenario, page.run
+    size_limit = settings.EXPLAINER_API_MAX_BODY_BYTES
+    checks = _checks(page)
+    chain, live = _prefix_chain(page)
+    key = chain[-1]["hash"] if chain else prefix_key(run.prompt_ids, page.engine.prompt_cache.model_id)
+    keys = checks.keys
     return {
         "wide": True,
-        "bucket_rows": bucket_rows,
-        "n_bytes": n_bytes,
+        "bucket_rows": _bucket_rows(s.max_tokens, checks.n_out),
+        "n_bytes": checks.figures["body_bytes"],
         "size_limit": size_limit,
         "public_max_body": PUBLIC_API_MAX_BODY,
-        "size_error": size_error,
+        "size_error": checks.size_error,
         "key_case": page.opts["key"],
         "key_cases": [{"case": c, "label": KEY_LABELS[c], "header": _header_line(KEY_CASES[c]), "error": keys[c]} for c in KEY_CASES],
         "key_error": keys[page.opts["key"]],
         # a check that fails without firing anything (size, key, format): the checks after it are not reached
-        "stopped_before": bool(size_error or keys[page.opts["key"]] or validation),
-        "validation": validation,
+        "stopped_before": bool(checks.size_error or keys[page.opts["key"]] or checks.validation),
+        "validation": checks.validation,
         "limits": SIM_LIMITS,
-        "needs": needs,
-        "n_in": n_in,
-        "n_out": n_out,
-        "burst": burst,
+        "needs": checks.needs,
+        "n_in": checks.n_in,
+        "n_out": checks.n_out,
+        "burst": checks.burst,
         "chain": [{"label": c["label"], "tokens": c["tokens"], "hash": c["hash"][:16], "live": live.get(c["tokens"])}
                   for c in chain],
         "prefix": key[:16],
         "cache_ttl_min": CACHE_TTL_SECONDS // 60,
-        "gallery": gallery,
+        "gallery": _gallery(checks, s.request_body(), size_limit),
         "example_clock": rfc3339(EXAMPLE_TIME),
         "caching_url": page.url("caching") if BY_SLUG["caching"].built else None,
         "tokenize_url": page.url("tokenize") if BY_SLUG["tokenize"].built else None,
-        "gateway_sim": sim,
+        "gateway_sim": _sim(page, checks, key, len(chain)),
     }
 
 
