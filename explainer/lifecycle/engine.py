@@ -19,8 +19,9 @@ import itertools
 import secrets
 import string
 import time
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -30,19 +31,20 @@ from explainer.lifecycle.errors import APIError, invalid
 from explainer.lifecycle.payload import MessagesRequest, parse_request
 from explainer.lifecycle.prompt_cache import PromptCache
 from explainer.lifecycle.tool_format import TOOL_USE_PREFIX, tools_system_prompt
-from explainer.llm.constrained import (ChoiceConstraint, ConstrainedFinish, ConstrainedStep, JsonConstraint, Machine,
-                                       UnsupportedSchema, constrained_generate, model_logits_fn, use_machine_cache)
+from explainer.llm.constrained import (ChoiceConstraint, ConstrainedFinish, ConstrainedStep, Constraint, JsonConstraint, Machine,
+                                       ModelLogits, UnsupportedSchema, constrained_generate, model_logits_fn,
+                                       use_machine_cache)
 from explainer.llm.budget import Interrupted, check as check_budget
 from explainer.llm.catalog import BUNDLED_NAME, bundled
 from explainer.llm.generate import Finish, GenerationConfig, Step, generate
-from explainer.llm.interface import ChatTokenizer, LanguageModel, LoadedModel, TokenizerError
-from explainer.llm.sampling import SamplingParams
+from explainer.llm.interface import Cache, ChatTokenizer, LanguageModel, LoadedModel, TokenizerError
+from explainer.llm.sampling import Candidate, SamplingParams
 
 BUNDLED_MODEL_NAME = BUNDLED_NAME
 _ALPHABET = string.ascii_letters + string.digits
 
 
-def _weigh(x) -> int:
+def _weigh(x: object) -> int:
     """Bytes for the schema automata's cache: a machine by its own estimate (it shares the
     tokenizer's trie with every other machine, which ``lru.sizeof`` would count again for each)."""
     return x.approx_bytes() if isinstance(x, Machine) else lru.sizeof(x)
@@ -74,24 +76,22 @@ def _check(cancelled: Callable[[], bool]) -> None:
     check_budget()
 
 
-@dataclass
 class Engine:
-    """One model's engine. ``Engine()`` serves the bundled model; ``Engine(loaded)`` any :class:`LoadedModel`."""
+    """One model's engine. ``Engine()`` serves the bundled model; ``Engine(loaded)`` any :class:`LoadedModel`.
 
-    loaded: LoadedModel | None = None
-    model: LanguageModel | None = None  # for tests: another model with the bundled tokenizer
-    tokenizer: ChatTokenizer | None = None
+    Without ``loaded``, ``model`` or ``tokenizer`` stand in for the bundled model's (for tests: another
+    model with the bundled tokenizer)."""
 
-    prompt_cache: PromptCache | None = None
-
-    def __post_init__(self) -> None:
-        if self.loaded is None:
+    def __init__(self, loaded: LoadedModel | None = None, model: LanguageModel | None = None,
+                 tokenizer: ChatTokenizer | None = None, prompt_cache: PromptCache | None = None) -> None:
+        if loaded is None:
             base = bundled()
-            self.loaded = LoadedModel(base.name, self.model or base.model, self.tokenizer or base.tokenizer,
-                                      base.fingerprint, bundled=True, card=base.card)
-        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
+            loaded = LoadedModel(base.name, model or base.model, tokenizer or base.tokenizer,
+                                 base.fingerprint, bundled=True, card=base.card)
+        self.loaded = loaded
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
         # The cache the API and the live socket share; pages that explain caching bring their own.
-        self.prompt_cache = self.prompt_cache or PromptCache(model_id=f"{self.name}:{self.loaded.fingerprint}")
+        self.prompt_cache = prompt_cache or PromptCache(model_id=f"{self.name}:{loaded.fingerprint}")
 
     @property
     def name(self) -> str:
@@ -150,7 +150,7 @@ class Engine:
 
     def stream(self, req: MessagesRequest, seed: int = 0, n_candidates: int = 10,
                cancelled: Callable[[], bool] = lambda: False, keep_logits: bool = False,
-               prompt_cache: PromptCache | None = None) -> Iterator[dict]:
+               prompt_cache: PromptCache | None = None) -> Iterator[fr.EngineEvent]:
         """Yield every event of one request; raises APIError before the first event if the request cannot run.
 
         With ``prompt_cache``, the request's cache breakpoints are looked up and written there.
@@ -172,9 +172,9 @@ class Engine:
             plan = prompt_cache.plan(ids, [(ends[bp.segment], bp.ttl) for bp in req.breakpoints if bp.segment in ends])
             if plan.hit is not None:
                 kv = plan.hit.kv.copy(length=min(plan.read, len(ids) - 1))  # at least one token is computed
-        usage = {"input_tokens": len(ids), "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        usage = fr.Usage(input_tokens=len(ids), output_tokens=0, cache_creation_input_tokens=0, cache_read_input_tokens=0)
         if plan is not None:
-            usage = {**plan.usage(), "output_tokens": 0}
+            usage = fr.Usage(**plan.usage(), output_tokens=0)
         yield fr.Prompt(
             type=fr.PROMPT,
             input_tokens=len(ids),
@@ -201,7 +201,7 @@ class Engine:
             else:
                 finish = yield from self._text_reply(cancelled, keep_logits, reply, opened)
             first_token_at = finish.first_token_at
-        if plan is not None and plan.writes:
+        if plan is not None and plan.writes and prompt_cache is not None:  # (a plan comes from prompt_cache)
             prompt_cache.store(plan, kv)
         usage["output_tokens"] = finish.output_tokens
         # As the live API: message_delta's usage is the request's cumulative usage (input and cache
@@ -226,7 +226,7 @@ class Engine:
             ),
         )
 
-    def _open(self, reply, cancelled) -> tuple:
+    def _open(self, reply: Iterator[Step | Finish], cancelled: Callable[[], bool]) -> tuple[Step | Finish, float, float]:
         """The text reply's first item (the prompt's prefill, then its first token drawn), the seconds
         it took, and when it came."""
         _check(cancelled)
@@ -235,7 +235,7 @@ class Engine:
         now = time.perf_counter()
         return first, now - t0, now
 
-    def _opens_call(self, req: MessagesRequest, ids: list[int], first) -> bool:
+    def _opens_call(self, req: MessagesRequest, ids: list[int], first: Step | Finish) -> bool:
         """With tool_choice auto: does the reply open with a tool call?
 
         It does when its first token, drawn as any first token of a text reply, is the first token
@@ -265,20 +265,21 @@ class Engine:
                 except UnsupportedSchema as exc:
                     raise invalid(f"tools.{i}.input_schema: {self.name} cannot decode this schema: {exc}") from None
 
-    def _text_generator(self, req, ids, kv, seed, n_candidates):
+    def _text_generator(self, req: MessagesRequest, ids: list[int], kv: Cache, seed: int,
+                        n_candidates: int) -> Iterator[Step | Finish]:
         cfg = GenerationConfig(
             max_tokens=req.max_tokens, seed=seed, n_candidates=n_candidates, stop_sequences=req.stop_sequences,
             sampling=SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p),
         )
         return generate(self.model, self.tokenizer, ids, cfg, cache=kv)
 
-    def _text_reply(self, cancelled, keep_logits, reply, opened):
+    def _text_reply(self, cancelled: Callable[[], bool], keep_logits: bool, reply: Iterator[Step | Finish],
+                    opened: tuple[Step | Finish, float, float]) -> Generator[fr.EngineEvent, None, Finish]:
         """The text content block, token by token (``opened``: its first item, already drawn); returns the Finish."""
         yield fr.ContentBlockStart(type=fr.CONTENT_BLOCK_START, index=0, content_block=fr.TextBlock(type=fr.TEXT, text=""))
         yield fr.Ping(type=fr.PING)
-        first, _, first_token_at = opened
-        if not isinstance(first, Step):
-            first_token_at = None
+        first, _, opened_at = opened
+        first_token_at = opened_at if isinstance(first, Step) else None
         finish: Finish | None = None
         for item in itertools.chain([first], reply):
             _check(cancelled)
@@ -306,7 +307,8 @@ class Engine:
         finish.first_token_at = first_token_at
         return finish
 
-    def _tool_call(self, req, ids, kv, seed, n_candidates, cancelled):
+    def _tool_call(self, req: MessagesRequest, ids: list[int], kv: Cache, seed: int, n_candidates: int,
+                   cancelled: Callable[[], bool]) -> Generator[fr.EngineEvent, None, Finish]:
         """A tool_use content block whose input is decoded under its tool's JSON Schema.
 
         With tool_choice "tool" the call line ``tool_use NAME`` is forced; with "any" the model
@@ -321,22 +323,26 @@ class Engine:
         by_name = {t["name"]: t for t in req.tools}
         forced = TOOL_USE_PREFIX + (req.tool_choice["name"] + "\n" if req.tool_choice["type"] == "tool" else "")
         seq = ids + tok.encode(forced)
-        budget = lambda: max(1, min(req.max_tokens - (len(seq) - len(ids)), model.config.n_ctx - len(seq) - 1))  # noqa: E731
-        frames = []
+
+        def budget() -> int:  # the input's tokens: what max_tokens leaves after the call line, within the window
+            return max(1, min(req.max_tokens - (len(seq) - len(ids)), model.config.n_ctx - len(seq) - 1))
+
+        frames: list[fr.Token] = []
         # The prefill runs here, where it is timed, not lazily inside the first constrained step
         # (which would count it as decode time).
-        prefilled = model.forward(seq[kv.length:], cache=kv).logits[-1]
+        prefilled: np.ndarray | None = model.forward(seq[kv.length:], cache=kv).logits[-1]
         prefill_end = time.perf_counter()
         first_sampled: list[float] = []
 
-        def logits_fn():
+        def logits_fn() -> ModelLogits:
             nonlocal prefilled
             first, prefilled = prefilled, None
             return model_logits_fn(model, seq, cache=kv, first_logits=first)
 
-        def run(constraint, limit):
+        def run(constraint: Constraint, limit: int) -> tuple[list[ConstrainedStep], ConstrainedFinish | None]:
             fn = logits_fn()
-            out, finish = [], None
+            out: list[ConstrainedStep] = []
+            finish = None
             for item in constrained_generate(fn, constraint, params, rng, limit, n_candidates=n_candidates):
                 _check(cancelled)
                 if isinstance(item, ConstrainedFinish):
@@ -352,15 +358,17 @@ class Engine:
             name = req.tool_choice["name"]
         else:
             # The name is written whole, as the forced line of tool_choice tool is: max_tokens cuts the input, not the name.
-            steps, fin = run(ChoiceConstraint([n + "\n" for n in by_name], tok), max(1, model.config.n_ctx - len(seq) - 1))
-            name = fin.text.rstrip("\n")
+            steps, choice = run(ChoiceConstraint([n + "\n" for n in by_name], tok), max(1, model.config.n_ctx - len(seq) - 1))
+            assert choice is not None  # constrained decoding ends with its Finish
+            name = choice.text.rstrip("\n")
             seq = seq + [s.token for s in steps]
         yield fr.ContentBlockStart(type=fr.CONTENT_BLOCK_START, index=0,
                                    content_block=fr.ToolUseBlock(type=fr.TOOL_USE, id=new_id("toolu_"), name=name, input={}))
         yield fr.Ping(type=fr.PING)
         sent = len(frames)
         yield from frames
-        steps, fin = [], None
+        steps = []
+        fin = None
         fn = logits_fn()
         for item in constrained_generate(fn, JsonConstraint(by_name[name]["input_schema"], tok), params, rng, budget(),
                                          n_candidates=n_candidates):
@@ -376,6 +384,7 @@ class Engine:
                 yield fr.ContentBlockDelta(type=fr.CONTENT_BLOCK_DELTA, index=0,
                                            delta=fr.InputJsonDelta(type=fr.INPUT_JSON_DELTA, partial_json=item.piece))
         yield fr.ContentBlockStop(type=fr.CONTENT_BLOCK_STOP, index=0)
+        assert fin is not None
         # forced call line + chosen name + the JSON, and the <|end|> that closes the turn when complete
         n_out = (len(seq) - len(ids)) + len(steps) + (1 if fin.complete else 0)
         stop = {"complete": "tool_use"}.get(fin.stop_reason, fin.stop_reason)
@@ -394,7 +403,7 @@ class Engine:
             unconstrained=self._candidates(item.before),
         )
 
-    def _candidates(self, candidates) -> list[fr.Candidate]:
+    def _candidates(self, candidates: Iterable[Candidate]) -> list[fr.Candidate]:
         """A step's candidates as a frame lists them: the sampler's numbers and each token's text."""
         return [fr.Candidate(**c.to_dict(), text=self.token_label(c.token)) for c in candidates]
 
@@ -403,27 +412,27 @@ class Engine:
 class Run:
     """Everything one scenario produced: what the stage pages render."""
 
-    body: dict
+    body: dict[str, Any]
     request: MessagesRequest | None
-    error: dict | None  # the API's error body when the request is refused
+    error: fr.Error | None  # the API's error body when the request is refused
     prompt_ids: list[int]
-    prompt_tokens: list[dict]
-    events: list[dict]  # the Messages API stream events, in order
-    steps: list[dict]  # explainer.token frames, with "logits"
-    done: dict | None  # the explainer.done frame (usage, stop reason, timings)
+    prompt_tokens: list[fr.PromptToken]
+    events: list[fr.EngineEvent]  # the Messages API stream events, in order (no explainer frame)
+    steps: list[fr.Token]  # explainer.token frames, with "logits"
+    done: fr.Done | None  # the explainer.done frame (usage, stop reason, timings)
 
     @property
     def text(self) -> str:
         return "".join(s["piece"] for s in self.steps)
 
 
-def run_request(engine: Engine, body: dict, seed: int = 0, n_candidates: int = 10) -> Run:
+def run_request(engine: Engine, body: dict[str, Any], seed: int = 0, n_candidates: int = 10) -> Run:
     """Validate ``body`` and run it to the end, collecting every event."""
+    req: MessagesRequest | None = None
     try:
         req = parse_request(body)
         events = list(engine.stream(req, seed=seed, n_candidates=n_candidates, keep_logits=True))
     except APIError as exc:
-        req = req if "req" in locals() else None
         ids: list[int] = []
         if req is not None:
             try:
@@ -431,11 +440,12 @@ def run_request(engine: Engine, body: dict, seed: int = 0, n_candidates: int = 1
             except APIError:
                 ids = []
         return Run(body, req, exc.body(), ids, [{"id": t, "text": engine.token_label(t)} for t in ids], [], [], None)
-    prompt = events[0]
+    prompt, done = events[0], events[-1]
+    assert prompt["type"] == fr.PROMPT and done["type"] == fr.DONE  # a run's first and last frames
     return Run(
         body=body, request=req, error=None,
         prompt_ids=[t["id"] for t in prompt["tokens"]], prompt_tokens=prompt["tokens"],
         events=[e for e in events if not fr.is_explainer(e)],
         steps=[e for e in events if e["type"] == fr.TOKEN],
-        done=events[-1],
+        done=done,
     )

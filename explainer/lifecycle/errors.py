@@ -19,7 +19,7 @@ STATUS = {
 class APIError(Exception):
     """An error a client sees, with the API's type and HTTP status."""
 
-    def __init__(self, type: str, message: str, status: int | None = None, headers: dict | None = None):
+    def __init__(self, type: str, message: str, status: int | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.type = type
         self.message = message

@@ -188,7 +188,7 @@ def run_figures(run: Run, max_prompt_tokens: int) -> dict[str, Any]:
     is billed)."""
     error = run.error["error"] if run.error else None
     n_in = len(run.prompt_ids) if run.prompt_ids else None
-    done = run.done or {}
+    done = run.done
     return {
         **{f"body_{k}": v for k, v in body_figures(run.body).items()},
         "refused": error is not None,
@@ -201,7 +201,7 @@ def run_figures(run: Run, max_prompt_tokens: int) -> dict[str, Any]:
         "ran": run.done is not None,
         "draws": len(run.steps),
         "output_tokens": done["usage"]["output_tokens"] if done else None,
-        "stop_reason": done.get("stop_reason"),
+        "stop_reason": done.get("stop_reason") if done else None,
         **stream_figures(run.events),
     }
 

@@ -14,7 +14,7 @@ filtering, cumulative probability) so the sampling page can show the whole table
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -40,6 +40,18 @@ def _finite(x: float, digits: int) -> float | None:
     return round(x, digits) if np.isfinite(x) else None
 
 
+class CandidateDict(TypedDict):
+    """A :class:`Candidate` as JSON (its fields, scores rounded, -inf as None)."""
+
+    token: int
+    logit: float | None
+    scaled_logit: float | None
+    probability: float
+    kept: bool
+    final_probability: float
+    cumulative: float
+
+
 @dataclass(frozen=True)
 class Candidate:
     token: int
@@ -50,7 +62,7 @@ class Candidate:
     final_probability: float  # after filtering and renormalising (what the draw uses)
     cumulative: float  # running sum of final_probability in this (descending) order
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CandidateDict:
         """JSON-ready: a masked token's -inf score becomes null (JSON has no infinities)."""
         return {
             "token": self.token, "logit": _finite(self.logit, 4), "scaled_logit": _finite(self.scaled_logit, 4),

@@ -43,12 +43,12 @@ The modules, from the schema to the sampled tokens:
   :func:`constrained_generate`.
 """
 from explainer.llm.constrained.decoding import (ChoiceConstraint, ConstrainedFinish, ConstrainedStep, Constraint,
-                                                JsonConstraint, constrained_generate, model_logits_fn)
+                                                JsonConstraint, ModelLogits, constrained_generate, model_logits_fn)
 from explainer.llm.constrained.machine import Machine, MachineCache, use_machine_cache
 from explainer.llm.constrained.schema import MAX_NESTING, UNBOUNDED_STRING_CHARS, UnsupportedSchema
 
 __all__ = [
     "ChoiceConstraint", "ConstrainedFinish", "ConstrainedStep", "Constraint", "JsonConstraint", "MAX_NESTING",
-    "Machine", "MachineCache", "UNBOUNDED_STRING_CHARS", "UnsupportedSchema", "constrained_generate",
+    "Machine", "MachineCache", "ModelLogits", "UNBOUNDED_STRING_CHARS", "UnsupportedSchema", "constrained_generate",
     "model_logits_fn", "use_machine_cache",
 ]
