@@ -11,6 +11,10 @@ REDIS_URL                    e.g. redis://127.0.0.1:6379/0: channel layer and ra
                              several Daphne processes (default: in-process, one process only)
 EXPLAINER_PUBLIC_URL         the address students type or scan to join a room (default: worked out
                              from the request, with this machine's network address for localhost)
+EXPLAINER_UPSTREAM_URL       where /inspect/<id>/v1/ relays a developer's own calls (default
+                             https://api.anthropic.com); set by the operator only, never by a request
+EXPLAINER_UPSTREAM_TIMEOUT_S seconds the inspector waits on the upstream (to connect, between two chunks)
+EXPLAINER_INSPECT_TTL_HOURS  how long an inspector session and its recorded calls are kept (default 24)
 """
 from __future__ import annotations
 
@@ -78,6 +82,7 @@ INSTALLED_APPS = [
     "explainer.shares",
     "explainer.rooms",
     "explainer.tutorial",
+    "explainer.inspect",
 ]
 
 MIDDLEWARE = [
@@ -198,6 +203,10 @@ EXPLAINER_RATE_OUTPUT_TOKENS_PER_MINUTE = int(os.environ.get("EXPLAINER_RATE_OUT
 # A streamed reply's events are written together at most this often (the first token and the end never wait).
 EXPLAINER_API_STREAM_HOLD_MS = float(os.environ.get("EXPLAINER_API_STREAM_HOLD_MS", 10))
 EXPLAINER_TRACE_TTL_HOURS = float(os.environ.get("EXPLAINER_TRACE_TTL_HOURS", 24))
+# The inspector (explainer/inspect): a developer's own calls relayed to the real API and explained.
+EXPLAINER_UPSTREAM_URL = os.environ.get("EXPLAINER_UPSTREAM_URL", "https://api.anthropic.com").rstrip("/")
+EXPLAINER_UPSTREAM_TIMEOUT_S = float(os.environ.get("EXPLAINER_UPSTREAM_TIMEOUT_S", 600))
+EXPLAINER_INSPECT_TTL_HOURS = float(os.environ.get("EXPLAINER_INSPECT_TTL_HOURS", 24))
 
 LOGGING = {
     "version": 1,

@@ -6,6 +6,7 @@ urlpatterns = [
     path("", include("explainer.shares.urls")),
     path("", include("explainer.rooms.urls")),
     path("", include("explainer.tutorial.urls")),
+    path("", include("explainer.inspect.urls")),
 ]
 
 handler400 = "explainer.stages.views.bad_request"

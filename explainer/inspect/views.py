@@ -1,0 +1,149 @@
+"""The inspector's pages, its data and its proxy endpoints.
+
+``/inspect/`` starts a session; ``/inspect/<id>/`` explains the calls made through it and
+``/inspect/<id>/data`` is the same as JSON; ``/inspect/<id>/v1/…`` is the recording proxy
+(``explainer/inspect/proxy.py``), whose every failure is the API's error envelope.
+"""
+from __future__ import annotations
+
+import logging
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import cache_control
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from explainer.inspect import proxy
+from explainer.inspect.analysis import analyse
+from explainer.inspect.models import Call, Session
+from explainer.lifecycle.errors import APIError
+from explainer.lifecycle.pricing import usd
+from explainer.web.pages import error_page
+
+log = logging.getLogger(__name__)
+MAX_CALLS_SHOWN = 500  # a session's page and data read its first calls; a longer session says so
+
+
+def base_url(request, session_id: str) -> str:
+    public = getattr(settings, "EXPLAINER_PUBLIC_URL", "")
+    return (public or request.build_absolute_uri("/").rstrip("/")) + f"/inspect/{session_id}"
+
+
+def _live(session_id: str) -> Session | None:
+    return Session.objects.filter(id=session_id[:32], expires_at__gt=timezone.now()).first()
+
+
+def _gone(request):
+    return error_page(request, 404, "No such inspector session",
+                      "This session does not exist, has expired, or was deleted. Start a new one from the inspector's page.",
+                      back=reverse("inspect"))
+
+
+@require_GET
+def index(request):
+    return render(request, "inspect/index.html", {"ttl_hours": settings.EXPLAINER_INSPECT_TTL_HOURS})
+
+
+@require_POST
+def new(request):
+    Session.objects.filter(expires_at__lte=timezone.now()).delete()  # expired sessions go when a new one comes
+    session = Session.objects.create()
+    return HttpResponseRedirect(reverse("inspect-session", args=[session.id]))
+
+
+def session_data(session: Session) -> dict[str, Any]:
+    """``/inspect/<id>/data``: every call in call order, with the analysis's findings."""
+    calls = list(Call.objects.filter(session=session)[:MAX_CALLS_SHOWN])
+    records = [{"index": n, "path": c.path, "status": c.status, "started_at": c.started_at.timestamp(),
+                "request": c.request, "response": c.response, "timings_ms": c.timings} for n, c in enumerate(calls, 1)]
+    result = analyse(records)  # type: ignore[arg-type]
+    rows = []
+    for n, (c, a) in enumerate(zip(calls, result["calls"]), 1):
+        usage = c.response.get("usage") if isinstance(c.response, dict) and isinstance(c.response.get("usage"), dict) else None
+        rows.append({
+            "index": n, "path": c.path, "query": c.query, "method": c.method, "status": c.status, "model": c.model,
+            "stream": c.stream, "started_at": c.started_at.isoformat(), "request_id": c.request_id,
+            "stop_reason": c.response.get("stop_reason") if isinstance(c.response, dict) else None,
+            "usage": usage, "cost_usd": a["cost_usd"], "cumulative_usd": a["cumulative_usd"],
+            "most_expensive": a.get("most_expensive", False), "timings_ms": c.timings, "ratelimit": c.ratelimit,
+            "context": a["context"], "cache": {k: a["cache"][k] for k in ("outcome", "reason", "first_difference")},
+            "cache_around": a["cache"].get("around"), "findings": a["findings"], "notes": c.notes,
+        })
+    return {"session": session.id, "expires_at": session.expires_at.isoformat(), "total_usd": result["total_usd"],
+            "calls": rows, "complete": len(calls) < MAX_CALLS_SHOWN}
+
+
+@cache_control(no_store=True)  # someone's own calls: no browser cache or proxy keeps them
+@require_GET
+def session_page(request, session_id: str):
+    session = _live(session_id)
+    if session is None:
+        return _gone(request)
+    data = session_data(session)
+    for row in data["calls"]:
+        row["cost_text"] = usd(row["cost_usd"]) if row["cost_usd"] is not None else "–"
+        row["cumulative_text"] = usd(row["cumulative_usd"])
+        ctx = row["context"]
+        if ctx and ctx["input_tokens"]:
+            row["bars"] = [{"part": k.replace("_", " "), "key": k, "tokens": ctx[k], "share": round(100 * ctx[k] / ctx["input_tokens"], 2)}
+                           for k in ("tools", "system", "history", "new_turn") if ctx[k]]
+    most = max((r["context"]["input_tokens"] for r in data["calls"] if r["context"]), default=0)
+    for row in data["calls"]:
+        row["width"] = round(100 * row["context"]["input_tokens"] / most, 2) if row["context"] and most else 0
+    return render(request, "inspect/session.html", {
+        "session": session, "data": data, "base_url": base_url(request, session.id), "total_text": usd(data["total_usd"]),
+        "calls": data["calls"],
+    })
+
+
+@cache_control(no_store=True)
+@require_GET
+def data(request, session_id: str):
+    session = _live(session_id)
+    if session is None:
+        return JsonResponse(APIError("not_found_error", "No such inspector session: it does not exist, has expired, or was deleted.").body(),
+                            status=404)
+    return JsonResponse(session_data(session), json_dumps_params={"ensure_ascii": False})
+
+
+@require_POST
+def delete(request, session_id: str):
+    Session.objects.filter(id=session_id[:32]).delete()
+    return HttpResponseRedirect(reverse("inspect"))
+
+
+def proxy_view(path: str, methods: tuple[str, ...]):
+    """An endpoint of the recording proxy: the API's envelope for every failure, never a page or a traceback."""
+    @csrf_exempt
+    async def view(request, session_id: str):
+        try:
+            if request.method not in methods:
+                raise APIError("invalid_request_error", f"Method {request.method} is not allowed on {request.path}; use {' or '.join(methods)}.", status=405)
+            session = await proxy.live_session(session_id)
+            if session is None:
+                raise APIError("not_found_error", "No such inspector session: it does not exist, has expired, or was deleted; "
+                               "start one at /inspect/ and use its base URL.")
+            return await proxy.relay(request, session, path)
+        except APIError as exc:
+            return proxy.error_response(exc)
+        except Exception:
+            log.exception("inspector: a relayed call failed")  # the request object (and its key) is not in the message
+            return proxy.error_response(APIError("api_error", "Internal error in the inspector's proxy; the call was not relayed."))
+    return wraps(view)(view)
+
+
+messages = proxy_view("/v1/messages", ("POST",))
+count_tokens = proxy_view("/v1/messages/count_tokens", ("POST",))
+models = proxy_view("/v1/models", ("GET",))
+
+
+@csrf_exempt
+async def not_found(request, session_id: str, rest: str = ""):
+    return proxy.error_response(APIError("not_found_error", f"Not found: {request.method} {request.path}; the inspector relays "
+                                         "/v1/messages, /v1/messages/count_tokens and /v1/models."))
