@@ -285,16 +285,56 @@ def _parts(c, tok) -> dict:
     }
 
 
+def _unavailable(c, T: int) -> str | None:
+    """Why the forward pass cannot be shown (no tokens, or more than the window holds), or None."""
+    if T == 0:
+        return ("The request is refused before it is tokenized, so there are no token ids to run "
+                "through the model. Fix the request on the Compose stage to see the forward pass.")
+    if T > c.n_ctx:
+        return (f"The prompt is {T:,} tokens long and the model's context window holds {c.n_ctx:,}. "
+                "The model cannot read it at all, so the API refuses the request before the "
+                "forward pass. Shorten the prompt or the history on the Compose stage.")
+    return None
+
+
+def _checked_token(opts: dict, T: int) -> None:
+    if opts["token"] != LAST:
+        if T == 0:
+            raise OptionError("“token” cannot be chosen: this scenario has no prompt tokens.")
+        _check("token", opts["token"], T, f"the prompt has {T} tokens")
+
+
+def _lens_table(c, data: dict, lens_row: dict) -> list[dict]:
+    """The logit lens at the chosen token: the top predictions after the embedding and after each layer."""
+    depth_labels = ["after the embedding"] + [f"after layer {l}" for l in range(c.n_layer)]
+    return [{
+        "label": depth_labels[d], "name": data["lens"]["depth_names"][d], "final": d == c.n_layer,
+        "top": [{"id": t, "text": data["labels"][str(t)], "p": p} for t, p in row["top"]],
+        "next": row["next"], "next_rank": row["next_rank"],
+    } for d, row in enumerate(lens_row["depths"])]
+
+
+def _forward(page, ids: list[int], token: int) -> tuple[dict, list[int], int, int]:
+    """(the script's data: the window's forward pass with the chosen layers' attention, those layers, the window's
+    start, its size), computed once per scenario and model."""
+    e, c, opts = page.engine, page.engine.model.config, page.opts
+    size = window_size(c)
+    start = window_start(len(ids), token, size)
+    first = page.run.steps[0]["token"] if page.run.steps else None
+    key = f"{e.loaded.fingerprint}:{page.scenario.key()}"  # two models never share an entry
+    computed = cached_compute(key, e.model, lambda t: token_label(e.tokenizer, t), ids, start, first, size)
+    layers = choose_layers(c.n_layer, c.n_head, computed["end"] - start, opts["layer"])
+    data = {k: v for k, v in computed.items() if k != "maps"} | {"attention": attention_payload(computed, layers)}
+    return data, layers, start, size
+
+
 def context(page) -> dict:
-    model = page.engine.model
+    model, opts, run, e = page.engine.model, page.opts, page.run, page.engine
     c = model.config
-    opts = page.opts
     _check("layer", opts["layer"], c.n_layer, f"the model has {c.n_layer} layers")
     _check("head", opts["head"], c.n_head, f"the model has {c.n_head} heads per layer")
-    run = page.run
     ids = list(run.prompt_ids)
     T = len(ids)
-    e = page.engine
     base = {
         "wide": True,
         "cfg": c,
@@ -305,33 +345,13 @@ def context(page) -> dict:
         "n_maps": c.n_layer * c.n_head,
         "parts": _parts(c, e.tokenizer),
     }
-    if opts["token"] != LAST:
-        if T == 0:
-            raise OptionError("“token” cannot be chosen: this scenario has no prompt tokens.")
-        _check("token", opts["token"], T, f"the prompt has {T} tokens")
-    if T == 0:
-        return base | {"unavailable": "The request is refused before it is tokenized, so there are no token ids to run "
-                                      "through the model. Fix the request on the Compose stage to see the forward pass."}
-    if T > c.n_ctx:
-        return base | {"unavailable": f"The prompt is {T:,} tokens long and the model's context window holds {c.n_ctx:,}. "
-                                      "The model cannot read it at all, so the API refuses the request before the "
-                                      "forward pass. Shorten the prompt or the history on the Compose stage."}
+    _checked_token(opts, T)
+    why = _unavailable(c, T)
+    if why:
+        return base | {"unavailable": why}
     token = T - 1 if opts["token"] == LAST else opts["token"]
-    size = window_size(c)
-    start = window_start(T, token, size)
-    first = run.steps[0]["token"] if run.steps else None
-    key = f"{e.loaded.fingerprint}:{page.scenario.key()}"  # two models never share an entry
-    computed = cached_compute(key, model, lambda t: token_label(e.tokenizer, t), ids, start, first, size)
-    layers = choose_layers(c.n_layer, c.n_head, computed["end"] - start, opts["layer"])
-    data = {k: v for k, v in computed.items() if k != "maps"} | {"attention": attention_payload(computed, layers)}
-
+    data, layers, start, size = _forward(page, ids, token)
     lens_row = data["lens"]["rows"][token - start]
-    depth_labels = ["after the embedding"] + [f"after layer {l}" for l in range(c.n_layer)]
-    lens_table = [{
-        "label": depth_labels[d], "name": data["lens"]["depth_names"][d], "final": d == c.n_layer,
-        "top": [{"id": t, "text": data["labels"][str(t)], "p": p} for t, p in row["top"]],
-        "next": row["next"], "next_rank": row["next_rank"],
-    } for d, row in enumerate(lens_row["depths"])]
     nxt = lens_row["next"]
     row = token_row(e.tokenizer, ids)  # each token's text from its bytes: a byte of a cut character is ‹E4›, never U+FFFD
     grid = "thumbs" if len(layers) == c.n_layer and c.n_layer <= THUMBS[0] and c.n_head <= THUMBS[1] else "compact"
@@ -352,7 +372,7 @@ def context(page) -> dict:
         "token_text": row[token]["text"],
         "window": {"start": start, "end": data["end"], "size": data["end"] - start, "windowed": T > size,
                    "limit": size if size < WINDOW else None},
-        "lens_table": lens_table,
+        "lens_table": _lens_table(c, data, lens_row),
         "lens_next": None if nxt is None else {"id": nxt, "text": token_label(e.tokenizer, nxt), "sampled": token == T - 1},
         "attn_name": f"block_{opts['layer']}_attn_head_{opts['head']}_weights",
     }
