@@ -67,10 +67,8 @@ def _text_of(content) -> str:
     return "".join(b.get("text", "") for b in content if isinstance(b, dict) and isinstance(b.get("text"), str))
 
 
-def context(page) -> dict:
-    s, run = page.scenario, page.run
-    body = s.request_body()
-
+def _mistakes(body: dict, s) -> list[dict]:
+    """The common mistakes, each applied to this body and answered by the real validator (those it accepts left out)."""
     mistakes = []
     for title, field, change in MISTAKES:
         try:
@@ -83,16 +81,26 @@ def context(page) -> dict:
             shown = {field: changed[field]} if field in changed else {}
             mistakes.append({"title": title, "field": field, "change": json_text(shown) if shown else f'no "{field}" field',
                              "status": STATUS[err["error"]["type"]], "error": json_text(err)})
-    field_errors = {name: _answer(probe(dict(_MINIMAL))) for name, probe in FIELD_PROBES.items()}
+    return mistakes
 
-    req = run.request
-    verdict = None
+
+def _verdict(run, body: dict) -> dict | None:
+    """What the validator says of the request: its 400, or how its turns were read."""
     if run.error:
-        verdict = {"ok": False, "status": STATUS[run.error["error"]["type"]], "error": json_text(run.error),
-                   "type": run.error["error"]["type"], "message": run.error["error"]["message"]}
-    elif req is not None:
-        verdict = {"ok": True, "turns": len(body["messages"]), "merged": len(req.messages), "prefill": req.prefill is not None}
+        return {"ok": False, "status": STATUS[run.error["error"]["type"]], "error": json_text(run.error),
+                "type": run.error["error"]["type"], "message": run.error["error"]["message"]}
+    if run.request is not None:
+        return {"ok": True, "turns": len(body["messages"]), "merged": len(run.request.messages),
+                "prefill": run.request.prefill is not None}
+    return None
 
+
+def context(page) -> dict:
+    s, run = page.scenario, page.run
+    body = s.request_body()
+    mistakes = _mistakes(body, s)
+    field_errors = {name: _answer(probe(dict(_MINIMAL))) for name, probe in FIELD_PROBES.items()}
+    verdict = _verdict(run, body)
     code = snippets(body)
     figures = run_figures(run, page.engine.max_prompt_tokens)  # the one count every page shows (bytes, tokens, refusal)
     return {
