@@ -468,6 +468,28 @@ def _ttl_words(m: int) -> str:
     return "1-hour" if m == 60 else f"{m}-minute"
 
 
+def _fate(ttl_min: int, minutes: int, outcome2: str) -> tuple[str, str]:
+    """(fate, words) of an entry request 1 wrote, by request 2 ``minutes`` later (``outcome2``: what request 2 did with it)."""
+    if minutes >= ttl_min:
+        return "expired", f"expired at {ttl_min} min, before request 2; request 2 writes it again"
+    if outcome2.startswith("hit"):
+        return "refreshed", f"read by request 2, which restarts its {_ttl_words(ttl_min)} timer"
+    return "kept", f"still there, inside the longer prefix that request 2 read; not refreshed, it expires at {ttl_min} min"
+
+
+def _expiry_caption(entries: list[dict], minutes: int) -> str:
+    when = "right after request 1" if minutes == 0 else f"{minutes} minute{'s' if minutes != 1 else ''} later"
+    gone = sorted({e["ttl_min"] for e in entries if e["fate"] == "expired"})
+    if not entries:
+        return "Request 1 stored nothing, so there is nothing to expire: both requests compute the whole prompt."
+    if len(gone) and all(e["fate"] == "expired" for e in entries):
+        return f"Request 2 comes {when}, after the cache expired: it misses, computes everything and pays for the write again."
+    if gone:
+        return (f"Request 2 comes {when}: the {' and '.join(_ttl_words(m) for m in gone)} entry has expired, "
+                "the longer-lived one is still there and is read.")
+    return f"Request 2 comes {when}, within the TTL: it reads the prefix and its timer starts again."
+
+
 def _expiry(first: dict, second: dict, minutes: int) -> dict:
     """The cache entries request 1 wrote, and what became of each by request 2."""
     outcome2 = {(b["length"], b["ttl"]): b["outcome"] for b in (second["cache"] or {}).get("breakpoints", [])}
@@ -475,27 +497,10 @@ def _expiry(first: dict, second: dict, minutes: int) -> dict:
     for b in (first["cache"] or {}).get("breakpoints", []):
         if not b["outcome"].startswith("miss"):  # request 1 wrote only these
             continue
-        o2 = outcome2.get((b["length"], b["ttl"]), "")
         ttl_min = TTL_MINUTES[b["ttl"]]
-        if minutes >= ttl_min:
-            fate, words = "expired", f"expired at {ttl_min} min, before request 2; request 2 writes it again"
-        elif o2.startswith("hit"):
-            fate, words = "refreshed", f"read by request 2, which restarts its {_ttl_words(ttl_min)} timer"
-        else:
-            fate, words = "kept", f"still there, inside the longer prefix that request 2 read; not refreshed, it expires at {ttl_min} min"
+        fate, words = _fate(ttl_min, minutes, outcome2.get((b["length"], b["ttl"]), ""))
         entries.append({"length": b["length"], "ttl": b["ttl"], "ttl_min": ttl_min, "fate": fate, "words": words})
-    when = "right after request 1" if minutes == 0 else f"{minutes} minute{'s' if minutes != 1 else ''} later"
-    gone = sorted({e["ttl_min"] for e in entries if e["fate"] == "expired"})
-    if not entries:
-        caption = "Request 1 stored nothing, so there is nothing to expire: both requests compute the whole prompt."
-    elif len(gone) and all(e["fate"] == "expired" for e in entries):
-        caption = f"Request 2 comes {when}, after the cache expired: it misses, computes everything and pays for the write again."
-    elif gone:
-        caption = (f"Request 2 comes {when}: the {' and '.join(_ttl_words(m) for m in gone)} entry has expired, "
-                   "the longer-lived one is still there and is read.")
-    else:
-        caption = f"Request 2 comes {when}, within the TTL: it reads the prefix and its timer starts again."
-    return {"entries": entries, "caption": caption}
+    return {"entries": entries, "caption": _expiry_caption(entries, minutes)}
 
 
 def _times(x: float) -> str:

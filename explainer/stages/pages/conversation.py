@@ -548,6 +548,14 @@ def _script_data(st: Setting, ends: list[int], selected: int, turns: list[TurnVi
     }
 
 
+def _restart_links(page, history: list[dict], n_turns: int) -> dict:
+    """Back to the question alone (a conversation of several requests), or (a lone question) to the fast-forwarded opening."""
+    s = page.scenario
+    lone = n_turns == 1 and page.opts["ff"] == 1 and len(s.messages) == 1
+    return {"start_over_url": _link(page, [history[0]], ff=1) if n_turns > 1 else None,
+            "ff_url": page.url(scenario=s) if lone else None}
+
+
 def context(page) -> dict:
     s, run, played = fast_forward(page)
     page = View(page, s, run)
@@ -583,9 +591,7 @@ def context(page) -> dict:
         # the bars' scale: the window, or the longest request when one is over it (widths are the template's CSS)
         "scale_max": max(st.window, max(t["input_tokens"] for t in turns)),
         "selected_json": body_json(selected_body),
-        "start_over_url": _link(page, [history[0]], ff=1) if n_turns > 1 else None,
-        # a lone question: the fast-forwarded opening is one link away
-        "ff_url": page.url(scenario=s) if n_turns == 1 and page.opts["ff"] == 1 and len(s.messages) == 1 else None,
+        **_restart_links(page, history, n_turns),
         "headline": headline(turns, st.max_prompt, refused), "scale_words": scale_words,
         "cumulative_words": " → ".join(f"{t['cumulative_input']:,}" for t in turns),
         "limit_error_json": json.dumps(run.error, indent=2, ensure_ascii=False) if run.error else "",

@@ -326,27 +326,29 @@ def _word(index: int, c: Chunk) -> dict:
     return {"index": index, "label": label if len(label) <= 40 else label[:39] + "…", "steps": len(c.ranks)}
 
 
-def _pick_word(ctx: Context) -> tuple[list[dict], int | None]:
-    """The chunks of the conversation's text offered to the merge stepper, and the one it opens on:
-    the longest word of the last user message."""
+def _offered_words(ctx: Context, texts: list[int]) -> list[dict]:
+    """The text's word-like chunks with merges to step through, each once, at most MAX_WORD_CHOICES."""
     seen: set[str] = set()
     words = []
-    texts = [i for i, c in enumerate(ctx.chunks) if c.kind == "text"]
     for i in texts:
         c = ctx.chunks[i]
         if _WORDISH.search(c.text) and c.ranks and c.text not in seen and len(words) < MAX_WORD_CHOICES:
             seen.add(c.text)
             words.append(_word(i, c))
+    return words
+
+
+def _pick_word(ctx: Context) -> tuple[list[dict], int | None]:
+    """The chunks of the conversation's text offered to the merge stepper, and the one it opens on:
+    the longest word of the last user message (the first of the longest; else the chunk with most merges)."""
+    texts = [i for i, c in enumerate(ctx.chunks) if c.kind == "text"]
     last_user = next((p for p in reversed(ctx.parts) if p.role == "user"), None)
     pool = [i for i in texts if last_user and last_user.first <= i < last_user.end] or texts
-    best = None
-    for i in pool:
-        c = ctx.chunks[i]
-        if _WORDISH.search(c.text) and (best is None or len(c.text.strip()) > len(ctx.chunks[best].text.strip())):
-            best = i
+    wordish = [i for i in pool if _WORDISH.search(ctx.chunks[i].text)]
+    best = max(wordish, key=lambda i: len(ctx.chunks[i].text.strip()), default=None)
     if best is None and texts:
         best = max(texts, key=lambda i: len(ctx.chunks[i].ranks))
-    return words, best
+    return _offered_words(ctx, texts), best
 
 
 def compute(tok: ChatTokenizer, key: tuple, model_key: tuple, system: str | None, messages: list[tuple[str, str]] | None) -> Computed:
