@@ -82,7 +82,8 @@ def test_a_guess_opens_on_the_held_token_and_closes_on_reveal():
     assert p.control("guess", {}) == []  # already open: nothing new
     assert p.token_wait(100.0) is None  # a guess is open: the token waits, even playing
     assert p.guess_in(0, "s1", "the") and p.guess_in(0, "s2", "a")
-    [rv] = p.control("reveal", {})
+    rv, *results = p.control("reveal", {})
+    assert [(o.to, o.kind, o.frame["guess"], o.frame["right"]) for o in results] == [("s1", "result", "the", True), ("s2", "result", "a", False)]
     assert rv.to == ROOM and rv.kind == "reveal" and rv.frame["index"] == 0
     assert rv.frame["total"] == 2 and rv.frame["right"] == 1 and rv.frame["drawn"] == {"text": " the", "token": 100, "p": 0.5}
     assert rv.frame["model"] == [{"text": " the", "p": 0.5}, {"text": " a", "p": 0.3}, {"text": "The", "p": 0.2}]
@@ -107,7 +108,8 @@ def test_a_typed_guess_counts_for_the_candidate_it_matches():
     p.control("guess", {})
     for ch, typed in (("s1", "THE "), ("s2", "  the"), ("s3", "zebra")):
         assert p.guess_in(0, ch, typed)
-    [rv] = p.control("reveal", {})
+    rv, *results = p.control("reveal", {})
+    assert [o.frame["right"] for o in results] == [True, True, False]  # each student's result reads a guess as the tally does
     assert rv.frame["guesses"] == [{"text": " the", "count": 2}, {"text": "zebra", "count": 1}]
     assert rv.frame["right"] == 2 and rv.frame["total"] == 3
 
@@ -155,7 +157,7 @@ def test_a_student_guesses_only_while_a_guess_is_open():
     s.heard("guess", 2)
     to_presenters, to_me = s.send_guess(" the")
     assert to_presenters.to == PRESENTERS and to_presenters.kind is None
-    assert to_presenters.frame == {"type": "guess.in", "index": 2, "ch": "s1", "text": " the"}
+    assert to_presenters.frame == {"type": "guess.in", "index": 2, "ch": "s1", "sid": "s1", "text": " the"}
     assert to_me.to == ME and to_me.frame == {"type": "room.guessed", "index": 2, "text": " the"}
     for bad in ("", "   ", "x" * (rules.MAX_GUESS_CHARS + 1), 5, None):
         with pytest.raises(APIError, match="text: a guess of 1 to"):
@@ -322,7 +324,7 @@ def test_nicknames_are_announced_when_they_change_and_limited_per_minute():
     s = student()
     outs = s.set_nickname("  Ana ", now=0)
     assert [(o.to, o.frame) for o in outs] == [
-        (PRESENTERS, {"type": "presence", "op": "name", "ch": "s1", "name": "Ana"}),
+        (PRESENTERS, {"type": "presence", "op": "name", "ch": "s1", "name": "Ana", "sid": "s1"}),
         (ME, {"type": "room.nickname", "name": "Ana"})]
     assert frames(s.set_nickname("Ana", now=1)) == [{"type": "room.nickname", "name": "Ana"}]  # unchanged: no announcement
     [refused] = s.set_nickname("bad", now=2)
@@ -358,3 +360,90 @@ def test_a_held_token_tells_the_presenter_it_is_ready():
     p = presenter("s1", pace=300)
     outs = p.hold(token(3), now=1.0)
     assert [(o.to, o.frame) for o in outs] == [("me", {"type": "room.ready", "index": 3})]
+
+
+# ---- the guess game: each student's result, rejoining, a countdown, the class score -------------------------
+
+def _round(p: RoomSession, index: int, guesses: dict, drawn=" the"):
+    """One round: the token ``drawn`` held at ``index``, a guess opened, ``guesses`` (sid -> text) in, revealed."""
+    held(p, token(index, text=drawn))
+    p.control("guess", {})
+    for sid, text in guesses.items():
+        assert p.guess_in(index, f"ch-{sid}", text, sid)
+    outs = p.control("reveal", {})
+    assert p.token_wait(0.0) == 0  # the revealed token goes: the gate is free for the next one
+    return outs
+
+
+def _presenter_with(*people) -> RoomSession:
+    """A presenter with these (sid, nickname) students here and a paused run started."""
+    p = RoomSession("p1", "srcP", clean_nickname=clean)
+    p.become_presenter()
+    for sid, name in people:
+        p.presence("join", f"ch-{sid}", name, sid)
+    p.start_run(Req(), 0, "pause", "run1")
+    p.run_event({"type": "explainer.prompt", "input_tokens": 9, "model": {"served_by": "tiny-explainer-4l"}}, t=0.0)
+    return p
+
+
+def test_after_a_reveal_each_student_learns_their_own_guess_and_score():
+    p = _presenter_with(("a", None), ("b", None), ("c", None))
+    outs = _round(p, 0, {"a": "THE", "b": " a"})  # c does not answer
+    results = {o.to: o.frame for o in outs if o.frame["type"] == "room.result"}
+    assert results["ch-a"] == {"type": "room.result", "index": 0, "guess": "THE", "right": True,
+                               "score": {"right": 1, "answered": 1, "rounds": 1}}
+    assert results["ch-b"]["right"] is False and results["ch-b"]["score"] == {"right": 0, "answered": 1, "rounds": 1}
+    assert results["ch-c"]["guess"] is None and results["ch-c"]["right"] is False
+    assert not frames(outs, type="room.score")  # the class score is off unless the presenter turns it on
+    outs = _round(p, 1, {"a": "a", "c": "the"})
+    results = {o.to: o.frame for o in outs if o.frame["type"] == "room.result"}
+    assert results["ch-a"]["score"] == {"right": 1, "answered": 2, "rounds": 2}
+    assert results["ch-c"]["score"] == {"right": 1, "answered": 1, "rounds": 2}
+
+
+def test_a_student_who_reconnects_rejoins_the_round_with_their_answer():
+    p = _presenter_with(("sid-ana", "Ana"))
+    held(p, token(0))
+    p.control("guess", {})
+    assert p.guess_in(0, "ch-sid-ana", "the", "sid-ana")
+    p.presence("leave", "ch-sid-ana")  # the phone reloads: a new socket, the same student
+    [catchup] = p.presence("join", "ch-new", "Ana", "sid-ana")
+    assert catchup.to == "ch-new" and catchup.frame["mine"] == "the" and catchup.frame["guess"]["index"] == 0
+    assert frames(p.answers(), type="room.answers")[0]["answered"] == 1  # still counted, once
+    assert p.guess_in(0, "ch-new", " a", "sid-ana")  # a changed answer replaces the one before
+    results = [o for o in p.control("reveal", {}) if o.frame["type"] == "room.result"]
+    assert [(o.to, o.frame["guess"]) for o in results] == [("ch-new", " a")]
+    assert RoomSession("ch-x", "src", clean_nickname=clean).sid == "ch-x"  # a socket naming no id is a student of its own
+
+
+def test_a_countdown_is_optional_and_one_of_the_offered_lengths():
+    p = presenter("s1", mode="pause")
+    held(p, token(0))
+    for bad in (7, True, "20", -10):
+        with pytest.raises(APIError, match="seconds: a countdown of"):
+            p.control("guess", {"seconds": bad})
+    outs = p.control("guess", {"seconds": 20})
+    assert frames(outs, type="room.guess")[0]["seconds"] == 20 and p.countdown == (0, 20)
+    p.control("reveal", {})
+    assert p.countdown is None and p.token_wait(0.0) == 0
+    held(p, token(1))
+    outs = p.control("guess", {})  # untimed, the default: no countdown at all
+    assert "seconds" not in frames(outs, type="room.guess")[0] and p.countdown is None
+
+
+def test_the_class_score_counts_accuracy_and_names_only_when_asked():
+    p = _presenter_with(("a", "Ana"), ("b", "Bo"), ("c", None))
+    [off] = p.control("score", {"on": False})
+    assert off.to == ME and off.frame["on"] is False
+    [on] = p.control("score", {"on": True})
+    assert on.frame == {"type": "room.score", "on": True, "names": False, "rounds": 0, "right": 0, "answered": 0, "board": []}
+    outs = _round(p, 0, {"a": "the", "b": "a", "c": "the"})
+    [score] = frames(outs, to=ME, type="room.score")
+    assert (score["rounds"], score["right"], score["answered"], score["board"]) == (1, 2, 3, [])  # no names unless asked
+    [named] = p.control("score", {"on": True, "names": True})
+    assert named.frame["board"] == [{"name": "Ana", "right": 1, "answered": 1}, {"name": "Bo", "right": 0, "answered": 1}]
+    [names_off] = p.control("score", {"on": False, "names": True})
+    assert names_off.frame["on"] is False and names_off.frame["names"] is False and names_off.frame["board"] == []
+    with pytest.raises(APIError, match="on, names: true or false"):
+        p.control("score", {"on": "yes"})
+

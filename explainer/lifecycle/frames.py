@@ -80,6 +80,8 @@ ROOM_STUDENTS: Final = "room.students"
 ROOM_TALLY: Final = "room.tally"
 ROOM_ANSWERS: Final = "room.answers"
 ROOM_NICKNAME: Final = "room.nickname"
+ROOM_RESULT: Final = "room.result"  # to one student after a reveal: their own guess, whether it was right, their score
+ROOM_SCORE: Final = "room.score"  # to the presenters: the class score, when the presenter turned it on
 ROOM_ENDED: Final = "room.ended"
 ROOM_INTERRUPTED: Final = "room.interrupted"
 
@@ -96,7 +98,8 @@ REVEAL: Final = "reveal"
 STOP: Final = "stop"
 END: Final = "end"
 NICKNAME: Final = "nickname"
-PRESENTER_COMMANDS: Final = (STATE, RUN, PAUSE, PLAY, STEP, PACE, GUESS, REVEAL, STOP, END)
+SCORE: Final = "score"  # a presenter's: show the class score (on) or hide it
+PRESENTER_COMMANDS: Final = (STATE, RUN, PAUSE, PLAY, STEP, PACE, GUESS, REVEAL, STOP, END, SCORE)
 
 # Messages between the sockets of one room, through the channel layer: never sent to a browser
 # (Channels calls the consumer's method of the same name, dots as underscores).

@@ -36,6 +36,7 @@ class RoomHello(TypedDict):
     state: StageState
     limits: SocketLimits
     pace_ms: NotRequired[int]
+    sid: NotRequired[str]  # a student's: who they are in this room's rounds, sent again on a reconnect (?sid=)
 
 
 @with_config(CLOSED)
@@ -108,6 +109,7 @@ class RoomGuess(TypedDict):
     type: Literal["room.guess"]
     index: int
     choices: list[str]
+    seconds: NotRequired[int]  # a countdown the presenter set: the reveal comes by itself after it (absent: untimed)
     seq: NotRequired[int]
     src: NotRequired[str]
 
@@ -162,6 +164,7 @@ class RoomCatchup(TypedDict):
     guess: RoomGuess | None
     reveal: RoomReveal | None
     end: RoomRunEnd | None
+    mine: NotRequired[str]  # a student who rejoins while a guess is open: the guess they had made
 
 
 @with_config(CLOSED)
@@ -169,6 +172,44 @@ class RoomGuessed(TypedDict):
     type: Literal["room.guessed"]
     index: int
     text: str
+
+
+@with_config(CLOSED)
+class Score(TypedDict):
+    """Right guesses over the rounds of this presenter's session (accuracy only: how fast never counts)."""
+    right: int
+    answered: int
+    rounds: int
+
+
+@with_config(CLOSED)
+class RoomResult(TypedDict):
+    """To each student after a reveal: their own guess (None: they did not answer) and whether it was right."""
+    type: Literal["room.result"]
+    index: int
+    guess: str | None
+    right: bool
+    score: Score
+
+
+@with_config(CLOSED)
+class BoardRow(TypedDict):
+    name: str
+    right: int
+    answered: int
+
+
+@with_config(CLOSED)
+class RoomScore(TypedDict):
+    """To the presenters: the class's right guesses over the rounds, and (only when ``names`` is on) the
+    nicknamed students' own counts, most right first. Anonymous students count in the class total only."""
+    type: Literal["room.score"]
+    on: bool
+    names: bool
+    rounds: int
+    right: int
+    answered: int
+    board: list[BoardRow]
 
 
 @with_config(CLOSED)
@@ -227,7 +268,7 @@ class RoomInterrupted(TypedDict):
 RoomRun = RoomRunStart | RoomRunEnd
 RoomFrame = (RoomHello | RoomState | RoomRunStart | RoomRunEnd | RoomToken | RoomReady | RoomGuess | RoomReveal
              | RoomCatchup | RoomGuessed | RoomMode | RoomStudents | RoomTally | RoomAnswers | RoomNickname | RoomEnded
-             | RoomInterrupted | Error)
+             | RoomInterrupted | RoomResult | RoomScore | Error)
 
 # -- ws/rooms/<code>/ from the browser (the consumer checks each field and says what is wrong)
 
@@ -265,9 +306,18 @@ class Control(TypedDict):
 
 @with_config(CLOSED)
 class Guess(TypedDict):
-    """A presenter's opens a guess; a student's carries the guess."""
+    """A presenter's opens a guess (with an optional countdown of ``seconds``); a student's carries the guess."""
     type: Literal["guess"]
     text: NotRequired[str]
+    seconds: NotRequired[int]
+
+
+@with_config(CLOSED)
+class ScoreCommand(TypedDict):
+    """A presenter shows the class score (``on``), and the nicknames beside it (``names``), or hides them."""
+    type: Literal["score"]
+    on: bool
+    names: NotRequired[bool]
 
 
 @with_config(CLOSED)
@@ -276,4 +326,4 @@ class Nickname(TypedDict):
     name: str | None
 
 
-RoomCommand = Auth | ShowState | StartRun | Pace | Control | Guess | Nickname
+RoomCommand = Auth | ShowState | StartRun | Pace | Control | Guess | Nickname | ScoreCommand

@@ -44,9 +44,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 import threading
 import time
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
@@ -73,6 +75,16 @@ log = logging.getLogger(__name__)
 CLOSE_NOT_FOUND, CLOSE_FLOOD, CLOSE_ENDED = 4404, CLOSE_TRY_AGAIN_LATER, 4410
 ROSTER_DELAY_S = 0.2  # students joining (or naming themselves) at once: a few room.students frames, not hundreds
 open_room_sockets = OpenCounts()  # per client address, in this process
+
+
+_SID = re.compile(r"[A-Za-z0-9_-]{16,43}")
+
+
+def _student_id(scope: dict) -> str:
+    """The student's id in this room's rounds: the one their page kept from an earlier connection (``?sid=``, from
+    room.hello), so that a reload or a lost connection rejoins the same round with the same answer; else a new one."""
+    sid = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("sid", [""])[0]
+    return sid if _SID.fullmatch(sid) else secrets.token_urlsafe(16)
 
 
 def _err(kind: str, message: str) -> fr.Error:
@@ -170,12 +182,14 @@ class RoomConsumer(JsonFrameConsumer):
 
     async def connect(self):
         self.room: Room | None = None
-        self.session = RoomSession(self.channel_name, secrets.token_hex(4), clean_nickname=rooms.clean_nickname)
+        self.session = RoomSession(self.channel_name, secrets.token_hex(4), clean_nickname=rooms.clean_nickname,
+                                   sid=_student_id(self.scope))
         self.run_task: asyncio.Task | None = None
         self.cancel = threading.Event()  # the running engine's stop flag
         self.wake = asyncio.Event()      # the presenter did something the held token may be waiting for
         self.count_task: asyncio.Task | None = None
         self.tally_task: asyncio.Task | None = None
+        self.countdown_task: asyncio.Task | None = None
         cap = settings.EXPLAINER_ROOM_SOCKETS_PER_ADDRESS
         if not await self.accept_counted(open_room_sockets, cap, APIError(
                 "rate_limit_error", f"Too many room connections from this address (at most {cap}); try again later.")):
@@ -199,7 +213,8 @@ class RoomConsumer(JsonFrameConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.send_json(rf.RoomHello(type=fr.ROOM_HELLO, role="student", code=room.code, state=self._state_dict(room.state),
                                           limits=fr.SocketLimits(max_frame_bytes=settings.EXPLAINER_ROOM_MAX_FRAME_BYTES,
-                                                                 frames_per_10s=settings.EXPLAINER_ROOM_STUDENT_FRAMES_PER_10S)))
+                                                                 frames_per_10s=settings.EXPLAINER_ROOM_STUDENT_FRAMES_PER_10S),
+                                          sid=self.session.sid))
         await self.deliver([self.session.announce("join")])
 
     @staticmethod
@@ -214,7 +229,7 @@ class RoomConsumer(JsonFrameConsumer):
         if self.room is None:
             return
         self.cancel.set()
-        for task in (self.run_task, self.count_task, self.tally_task):
+        for task in (self.run_task, self.count_task, self.tally_task, self.countdown_task):
             if task:
                 task.cancel()
         await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -310,10 +325,20 @@ class RoomConsumer(JsonFrameConsumer):
         elif kind == fr.END:
             await database_sync_to_async(rooms.end)(self.room)
             await self.deliver(self.session.end_room())
-        else:  # pacing and guesses
+        else:  # pacing, guesses and the score
             await self.deliver(self.session.control(kind, frame))
+            if kind == fr.GUESS and (countdown := self.session.countdown):
+                self.countdown_task = asyncio.create_task(self._reveal_after(*countdown))
             # a held token may go now (or wait longer): _gate asks the session again. After the
             # frames above, so that a revealed token follows its room.reveal
+            self.wake.set()
+
+    async def _reveal_after(self, index: int, seconds: int) -> None:
+        """A guess with a countdown reveals itself when the time is up, unless it was revealed (or the run ended) before."""
+        await asyncio.sleep(seconds)
+        g = self.session.guess
+        if g is not None and g.index == index:
+            await self.deliver(self.session.reveal())
             self.wake.set()
 
     async def _show(self, href) -> None:
@@ -404,7 +429,7 @@ class RoomConsumer(JsonFrameConsumer):
         s = self.session
         if s.role != "presenter":
             return
-        await self.deliver(s.presence(event["op"], event["ch"], event.get("name")))
+        await self.deliver(s.presence(event["op"], event["ch"], event.get("name"), event.get("sid")))
         self.count_task = self._soon(self.count_task, lambda: s.roster_unsent, s.take_roster, ROSTER_DELAY_S)
 
     async def presence_query(self, event: dict) -> None:
@@ -412,5 +437,5 @@ class RoomConsumer(JsonFrameConsumer):
 
     async def guess_in(self, event: dict) -> None:
         s = self.session
-        if s.guess_in(event.get("index"), event["ch"], event["text"]):
+        if s.guess_in(event.get("index"), event["ch"], event["text"], event.get("sid")):
             self.tally_task = self._soon(self.tally_task, lambda: s.tally_unsent, s.take_tally, s.tally_delay())

@@ -37,6 +37,8 @@ SHOWN_NAMES = 60      # nicknames in one room.students frame; the rest are count
 NICKNAME_CHANGES = 5  # per socket per minute, on top of the frame limit: names flickering on the projector help nobody
 MANY_GUESSES = 20     # from this many answers on, tallies are sent at most every TALLY_DELAY_S
 TALLY_DELAY_S = 0.15
+COUNTDOWNS = (0, 10, 15, 20, 30, 45, 60)  # seconds a presenter may give a guess (0: untimed, the default)
+BOARD_ROWS = 30       # nicknames on the presenter's score board
 
 # Where an Out goes
 ME = "me"                  # this socket's own client
@@ -74,13 +76,19 @@ def _norm(text: str) -> str:
     return text.strip().casefold()
 
 
-def tally(guesses: dict[str, str], candidates: list[dict]) -> tuple[list[rf.Bar], int]:
-    """The class's guesses as histogram bars. A typed guess counts for the model's candidate
-    it matches when spaces and case are ignored (students type "the", the token is " the")."""
+def _as_candidate(candidates: list[dict]) -> Callable[[str], str]:
+    """What a guess counts as: the model's candidate it matches when spaces and case are ignored (students
+    type "the", the token is " the"), else the guess itself, trimmed."""
     by_norm: dict[str, str] = {}
     for c in candidates:
         by_norm.setdefault(_norm(c["text"]), c["text"])
-    counts = Counter(by_norm.get(_norm(g), g.strip()) for g in guesses.values())
+    return lambda g: by_norm.get(_norm(g), g.strip())
+
+
+def tally(guesses: dict[str, str], candidates: list[dict]) -> tuple[list[rf.Bar], int]:
+    """The class's guesses as histogram bars, each guess counted as :func:`_as_candidate` reads it."""
+    counted = _as_candidate(candidates)
+    counts = Counter(counted(g) for g in guesses.values())
     bars = [rf.Bar(text=t, count=n) for t, n in counts.most_common(SHOWN_GUESSES)]
     other = sum(counts.values()) - sum(b["count"] for b in bars)
     if other:
@@ -102,8 +110,23 @@ class GuessRound:
     """An open "guess the next token": the held token's step and candidates, and the guesses so far."""
     index: int
     candidates: list[dict]
-    guesses: dict[str, str] = field(default_factory=dict)  # student's channel -> what they typed or picked
+    guesses: dict[str, str] = field(default_factory=dict)  # student's id (sid) -> what they typed or picked
     unsent: bool = False  # guesses came in since the last tally
+    seconds: int = 0      # the countdown the presenter set (0: untimed)
+
+
+@dataclass
+class Scores:
+    """Right guesses over the rounds of one presenter's session, per student (by sid) and for the class.
+    Accuracy only: when a guess came in never counts."""
+    rounds: int = 0
+    right: dict[str, int] = field(default_factory=dict)
+    answered: dict[str, int] = field(default_factory=dict)
+    on: bool = False      # the presenter shows the class score
+    names: bool = False   # ... and the nicknamed students' counts beside it
+
+    def mine(self, sid: str) -> rf.Score:
+        return rf.Score(right=self.right.get(sid, 0), answered=self.answered.get(sid, 0), rounds=self.rounds)
 
 
 def _error(message: str, kind: str = "invalid_request_error") -> APIError:
@@ -111,11 +134,14 @@ def _error(message: str, kind: str = "invalid_request_error") -> APIError:
 
 
 class RoomSession:
-    def __init__(self, channel: str, src: str, clean_nickname: Callable[[object], str | None]):
+    def __init__(self, channel: str, src: str, clean_nickname: Callable[[object], str | None], sid: str | None = None):
         """``channel``: this socket's name among the room's sockets. ``src``: the tag of this
         connection's broadcasts (their ``seq`` counts from 1 per src). ``clean_nickname``: the
-        nickname to show for what a student sent (None: none), or ValueError with the reason."""
+        nickname to show for what a student sent (None: none), or ValueError with the reason.
+        ``sid``: the student's id in this room's rounds, the same across their reconnections (a new
+        socket without one is its own student)."""
         self.channel, self.src, self.clean_nickname = channel, src, clean_nickname
+        self.sid = sid or channel
         self.role = "student"
         # a student's
         self.guess_index: int | None = None  # the step a guess is open for
@@ -123,6 +149,8 @@ class RoomSession:
         self.renames: deque[float] = deque()
         # a presenter's: who is here
         self.students: dict[str, str | None] = {}  # channel -> nickname, in the order they joined
+        self.sids: dict[str, str] = {}  # channel -> the student's id (the same after a reconnection)
+        self.scores = Scores()
         self.roster_unsent = False
         # a presenter's: the run
         self.seq = 0
@@ -137,7 +165,7 @@ class RoomSession:
 
     def announce(self, op: str) -> Out:
         """Tell the presenters this student joined (op "join") or changed their nickname ("name")."""
-        return Out(PRESENTERS, {"type": fr.PRESENCE, "op": op, "ch": self.channel, "name": self.nickname})
+        return Out(PRESENTERS, {"type": fr.PRESENCE, "op": op, "ch": self.channel, "name": self.nickname, "sid": self.sid})
 
     def leaving(self) -> list[Out]:
         """This socket closes."""
@@ -162,7 +190,7 @@ class RoomSession:
             raise _error("No guess is open right now.")
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_GUESS_CHARS:
             raise _error(f"text: a guess of 1 to {MAX_GUESS_CHARS} characters")
-        return [Out(PRESENTERS, {"type": fr.GUESS_IN, "index": self.guess_index, "ch": self.channel, "text": text}),
+        return [Out(PRESENTERS, {"type": fr.GUESS_IN, "index": self.guess_index, "ch": self.channel, "sid": self.sid, "text": text}),
                 Out(ME, rf.RoomGuessed(type=fr.ROOM_GUESSED, index=self.guess_index, text=text))]
 
     def set_nickname(self, raw, now: float) -> list[Out]:
@@ -202,19 +230,21 @@ class RoomSession:
         """After the presenter's hello: who is here so far, and a question to every student."""
         return self.take_roster() + [Out(ROOM, {"type": fr.PRESENCE_QUERY})]
 
-    def presence(self, op: str, ch: str, name=None) -> list[Out]:
+    def presence(self, op: str, ch: str, name=None, sid=None) -> list[Out]:
         """A student joined ("join"), renamed ("name") or left ("leave"). A student this presenter
-        has not seen yet gets the run so far (``room.catchup``). The roster is then unsent
-        (:meth:`take_roster`)."""
+        has not seen yet gets the run so far (``room.catchup``), with their guess if they made one
+        before they reconnected. The roster is then unsent (:meth:`take_roster`)."""
         if self.role != "presenter":
             return []
         outs = []
         if op in ("join", "name"):
+            self.sids[ch] = sid if isinstance(sid, str) and sid else ch
             if ch not in self.students and self.snapshot is not None:
                 outs.append(self.catchup(ch))
             self.students[ch] = name if isinstance(name, str) else None
         else:
             self.students.pop(ch, None)
+            self.sids.pop(ch, None)
         self.roster_unsent = True
         return outs
 
@@ -222,6 +252,9 @@ class RoomSession:
         snap = self.snapshot
         frame = rf.RoomCatchup(type=fr.ROOM_CATCHUP, run=snap["run"], tokens=list(snap["tokens"]), last=snap["last"],
                                guess=snap["guess"], reveal=snap["reveal"], end=snap["end"])
+        mine = self.guess.guesses.get(self.sids.get(ch, ch)) if self.guess is not None and snap["guess"] else None
+        if mine is not None:
+            frame["mine"] = mine
         return Out(ch, frame, kind="guess" if snap["guess"] else "", index=snap["guess"]["index"] if snap["guess"] else None)
 
     def take_roster(self) -> list[Out]:
@@ -238,18 +271,20 @@ class RoomSession:
         g = self.guess
         if g is None:
             return []
-        answered = sum(1 for ch in g.guesses if ch in self.students)  # of those still here
+        here = set(self.sids.get(ch, ch) for ch in self.students)
+        answered = sum(1 for sid in g.guesses if sid in here)  # of those still here
         return [Out(ME, rf.RoomAnswers(type=fr.ROOM_ANSWERS, index=g.index, answered=answered, connected=len(self.students)))]
 
     # ---- guesses coming in ----------------------------------------------------------------------
 
-    def guess_in(self, index, ch: str, text: str) -> bool:
+    def guess_in(self, index, ch: str, text: str, sid: str | None = None) -> bool:
         """A student's guess reached this presenter: whether it counts (a guess for the open step).
-        A changed guess replaces the student's earlier one. The tally is then unsent."""
+        A changed guess replaces the student's earlier one (also one made before a reconnection: a
+        student is their ``sid``). The tally is then unsent."""
         g = self.guess
         if self.role != "presenter" or g is None or g.index != index:
             return False
-        g.guesses[ch] = text
+        g.guesses[sid if isinstance(sid, str) and sid else ch] = text
         g.unsent = True
         return True
 
@@ -410,17 +445,23 @@ class RoomSession:
             self.release = True
             return []
         if kind == fr.GUESS:
-            return self.open_guess()
+            return self.open_guess(frame.get("seconds", 0))
         if kind == fr.REVEAL:
             return self.reveal()
+        if kind == fr.SCORE:
+            return self.set_score(frame.get("on"), frame.get("names", False))
         raise ValueError(f"not a pacing command: {kind}")
 
     def _mode(self) -> Out:
         return Out(ME, rf.RoomMode(type=fr.ROOM_MODE, mode=self.mode, pace_ms=self.pace_ms))
 
-    def open_guess(self) -> list[Out]:
-        """The class guesses the held token: the run pauses, students get the choices."""
+    def open_guess(self, seconds=0) -> list[Out]:
+        """The class guesses the held token: the run pauses, students get the choices. With ``seconds``
+        (one of COUNTDOWNS; 0, untimed, is the default) the reveal comes by itself when they run out
+        (``countdown``: the consumer waits, then calls ``reveal``)."""
         self.need_run()
+        if seconds not in COUNTDOWNS or isinstance(seconds, bool):
+            raise _error(f"seconds: a countdown of {', '.join(map(str, COUNTDOWNS[1:]))} seconds, or 0 for none")
         if self.held is None:
             raise _error("Wait for the next token to be ready, then open the guess.")
         if self.guess is not None:
@@ -428,10 +469,18 @@ class RoomSession:
         self.mode = "pause"
         held = self.held
         cands = held["candidates"][:CHOICES]
-        self.guess = GuessRound(held["index"], cands)
+        self.guess = GuessRound(held["index"], cands, seconds=seconds)
         choices = sorted({c["text"] for c in cands}, key=str.casefold)
-        return [self._mode(), self.broadcast(rf.RoomGuess(type=fr.ROOM_GUESS, index=held["index"], choices=choices), kind="guess"),
-                *self.answers()]
+        frame = rf.RoomGuess(type=fr.ROOM_GUESS, index=held["index"], choices=choices)
+        if seconds:
+            frame["seconds"] = seconds
+        return [self._mode(), self.broadcast(frame, kind="guess"), *self.answers()]
+
+    @property
+    def countdown(self) -> tuple[int, int] | None:
+        """(step, seconds) of the open guess when it has a countdown; None otherwise."""
+        g = self.guess
+        return (g.index, g.seconds) if g is not None and g.seconds else None
 
     def reveal(self) -> list[Out]:
         """The class's guesses beside the model's distribution and its draw; the held token goes."""
@@ -449,4 +498,41 @@ class RoomSession:
         ), kind="reveal")
         self.guess = None
         self.release = True
-        return [out]
+        return [out, *self._results(g, drawn), *self._score()]
+
+    def _results(self, g: GuessRound, drawn: str) -> list[Out]:
+        """Each student here learns their own guess and whether it was right (read as the tally reads it);
+        the round counts in everyone's score."""
+        counted, sc = _as_candidate(g.candidates), self.scores
+        sc.rounds += 1
+        outs = []
+        for ch in self.students:
+            sid = self.sids.get(ch, ch)
+            guess = g.guesses.get(sid)
+            right = guess is not None and counted(guess) == drawn
+            if guess is not None:
+                sc.answered[sid] = sc.answered.get(sid, 0) + 1
+                sc.right[sid] = sc.right.get(sid, 0) + right
+            outs.append(Out(ch, rf.RoomResult(type=fr.ROOM_RESULT, index=g.index, guess=guess, right=right, score=sc.mine(sid)),
+                            kind="result"))
+        return outs
+
+    def set_score(self, on, names=False) -> list[Out]:
+        """The presenter shows the class score (and, with ``names``, the nicknamed students' counts) or hides it."""
+        if not isinstance(on, bool) or not isinstance(names, bool):
+            raise _error("on, names: true or false")
+        self.scores.on, self.scores.names = on, on and names
+        return self._score(always=True)
+
+    def _score(self, always: bool = False) -> list[Out]:
+        """The class score for this presenter's screen: sent when it is on (or just turned off)."""
+        sc = self.scores
+        if not (sc.on or always):
+            return []
+        board: list[rf.BoardRow] = []
+        if sc.names:
+            named = {self.sids.get(ch, ch): n for ch, n in self.students.items() if n}
+            board = sorted((rf.BoardRow(name=n, right=sc.right.get(sid, 0), answered=sc.answered.get(sid, 0))
+                            for sid, n in named.items()), key=lambda r: (-r["right"], r["name"].casefold()))[:BOARD_ROWS]
+        return [Out(ME, rf.RoomScore(type=fr.ROOM_SCORE, on=sc.on, names=sc.names, rounds=sc.rounds,
+                                     right=sum(sc.right.values()), answered=sum(sc.answered.values()), board=board))]

@@ -18,6 +18,7 @@ from explainer import network
 from explainer.lifecycle.scenario import ScenarioError
 from explainer.llm.catalog import BUNDLED_NAME
 from explainer.rooms import rooms
+from explainer.rooms.session import COUNTDOWNS
 from explainer.stages.examples import examples
 from explainer.stages.registry import built
 from explainer.web.pages import bundled_info
@@ -162,7 +163,7 @@ def present(request, code: str):
         # None when phones cannot reach this server: a code for an address only this computer answers helps nobody.
         "qr_svg": None if unreachable else mark_safe(segno.make(join_url, error="m").svg_inline(
             scale=5, border=4, dark="#000", light="#fff", omitsize=True, title=f"QR code for {join_url}")),
-        "stages": _stages(), "examples": examples(), "unreachable": unreachable,
+        "stages": _stages(), "examples": examples(), "unreachable": unreachable, "countdowns": COUNTDOWNS[1:],
         **_serving(room),
     })
     rooms.give_pass(resp, room.code, _secure(request))

@@ -77,14 +77,38 @@ export function createLive({ role, sendGuess }) {
     if (on) cands.hidden = true;
   }
 
+  // A countdown the presenter chose: the seconds left, on every screen; the server reveals when they run out.
+  let timer = null;
+  function countdown(seconds) {
+    clearInterval(timer);
+    const el = $("guess-timer");
+    el.hidden = !seconds;
+    if (!seconds) return;
+    const ends = Date.now() + seconds * 1000;
+    const tick = () => {
+      const left = Math.max(0, Math.ceil((ends - Date.now()) / 1000));
+      el.textContent = left ? `${left} s left` : "time is up";
+      if (!left) clearInterval(timer);
+    };
+    tick();
+    timer = setInterval(tick, 250);
+  }
+
+  function markMine(text) {
+    $("guess-mine").textContent = `Your guess: ${label(text)} (you can change it until the reveal)`;
+    for (const b of $("guess-choices").querySelectorAll("button")) b.classList.toggle("mine", b.dataset.text === text);
+  }
+
   function showGuess(frame) {
     fullReveal(false);
     guessing(true);
     guessIndex = frame.index;
     guessOpen = true;
     reveal.hidden = true;
+    $("reveal-mine").hidden = true;
     guess.hidden = false;
     $("guess-mine").textContent = "";
+    countdown(frame.seconds || 0);
     const box = $("guess-choices");
     box.replaceChildren();
     for (const c of frame.choices) {
@@ -190,13 +214,39 @@ export function createLive({ role, sendGuess }) {
         if (frame.last) handle(frame.last);
         if (frame.reveal) handle(frame.reveal);
         if (frame.guess) showGuess(frame.guess);
+        if (frame.guess && frame.mine !== undefined) markMine(frame.mine);  // rejoined: the answer given before still counts
         if (frame.end) handle(frame.end);
         break;
       }
       case "room.guessed":
-        $("guess-mine").textContent = `Your guess: ${label(frame.text)} (you can change it until the reveal)`;
-        for (const b of $("guess-choices").querySelectorAll("button")) b.classList.toggle("mine", b.dataset.text === frame.text);
+        markMine(frame.text);
         break;
+      case "room.result": {  // a student's own round, first in the reveal: their guess, right or not, their score so far
+        const el = $("reveal-mine");
+        const s = frame.score;
+        const so = `You: ${s.right} right of ${s.answered} answered${s.rounds > s.answered ? ` (${s.rounds} rounds)` : ""}.`;
+        el.textContent = frame.guess === null ? `You did not guess this round. ${so}`
+          : `${frame.right ? "✓ Right" : "✗ Not this time"}: you guessed ${label(frame.guess)}. ${so}`;
+        el.classList.toggle("right", frame.right);
+        el.classList.toggle("wrong", frame.guess !== null && !frame.right);
+        el.hidden = false;
+        reveal.scrollIntoView({ block: "start" });  // the reveal and this line above the fold of a phone
+        break;
+      }
+      case "room.score": {  // the presenter's screen only: the class's accuracy over the rounds, and nicknames if asked
+        const box = $("score");
+        box.hidden = !frame.on;
+        if (!frame.on) break;
+        $("score-line").textContent = `Class score: ${frame.right} right of ${frame.answered} guesses over ${frame.rounds} round${frame.rounds === 1 ? "" : "s"}`;
+        const list = $("score-board");
+        list.replaceChildren(...frame.board.map((r) => {
+          const li = document.createElement("li");
+          li.textContent = `${r.name}: ${r.right} of ${r.answered}`;  // a nickname is a person's text: never HTML
+          return li;
+        }));
+        list.hidden = !frame.names;
+        break;
+      }
       case "room.answers":
         answers = frame;
         showAnswers();
@@ -213,6 +263,7 @@ export function createLive({ role, sendGuess }) {
       case "room.reveal": {
         guessing(false);
         guessOpen = false;
+        countdown(0);
         showAnswers();
         guess.hidden = true;
         reveal.hidden = false;

@@ -94,8 +94,18 @@ function guessKey() {
   if (!running) return showError("G opens a guess on the next token of a run, and no run is going: press Run (or Space) first.");
   if (guessOpen) return showError("A guess is already open: R reveals it.");
   showError("");
-  send({ type: "guess" });
+  const seconds = Number($("countdown").value) || 0;
+  send(seconds ? { type: "guess", seconds } : { type: "guess" });
 }
+
+// The class score: off by default; accuracy only; nicknames only on this screen and only when asked.
+function sendScore() {
+  $("score-names").disabled = !$("score-on").checked;
+  if (!$("score-on").checked) $("score-names").checked = false;
+  send({ type: "score", on: $("score-on").checked, names: $("score-names").checked });
+}
+$("score-on").addEventListener("change", sendScore);
+$("score-names").addEventListener("change", sendScore);
 
 function send(f) {
   if (!sock.send(f)) showError("Not connected; trying again…");
@@ -187,7 +197,7 @@ async function runShown(runMode = "play") {
 $("run").addEventListener("click", () => runShown());
 $("pause").addEventListener("click", () => { live.closeReveal(); send({ type: mode === "pause" ? "play" : "pause" }); });
 $("step").addEventListener("click", () => { live.closeReveal(); send({ type: "step" }); });
-$("guess-open").addEventListener("click", () => send({ type: "guess" }));
+$("guess-open").addEventListener("click", () => guessKey());
 $("reveal-btn").addEventListener("click", () => send({ type: "reveal" }));
 $("stop").addEventListener("click", () => send({ type: "stop" }));
 $("end-room").addEventListener("click", () => {

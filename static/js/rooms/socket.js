@@ -7,9 +7,10 @@ const FINAL_CLOSES = [4404, 4410, 4429];  // no such room, the room ended, flood
 const MAX_DELAY_MS = 15000;
 export const LOST_TEXT = "Connection to the room lost — reconnecting…";
 
-export function roomSocket(code, { onFrame, onStatus, onOpen, onLost, banner }) {
+// ``query()``, if given, returns the query string to connect with each time (a student's id in the room's rounds).
+export function roomSocket(code, { onFrame, onStatus, onOpen, onLost, banner, query }) {
   let ws = null, attempt = 0, retryAfter = 0, closedForGood = false, timer = null, joined = false;
-  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/rooms/${encodeURIComponent(code)}/`;
+  const base = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/rooms/${encodeURIComponent(code)}/`;
 
   function showBanner(on) {
     if (banner) banner.textContent = on ? LOST_TEXT : "";
@@ -35,7 +36,8 @@ export function roomSocket(code, { onFrame, onStatus, onOpen, onLost, banner }) 
   function connect() {
     timer = null;
     onStatus("connecting…");
-    const sock = new WebSocket(url);
+    const q = query ? query() : "";
+    const sock = new WebSocket(q ? `${base}?${q}` : base);
     ws = sock;
     sock.addEventListener("open", () => { onOpen && onOpen(); });
     sock.addEventListener("message", (e) => {

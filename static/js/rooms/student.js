@@ -25,7 +25,12 @@ function sendNickname(name) {
   nickMessage("Not connected: your nickname is sent when the connection is back.", false);
 }
 
+// Who this student is in the room's rounds (the server's room.hello says it): sent again on every reconnect,
+// so a reload or a lost connection rejoins the same guess round with the answer already given.
+const sidKey = `room-sid-${code}`;
+
 const sock = roomSocket(code, {
+  query: () => (sessionStorage.getItem(sidKey) ? `sid=${encodeURIComponent(sessionStorage.getItem(sidKey))}` : ""),
   onStatus: (s) => { $("conn").textContent = s; },
   onOpen: () => {
     const saved = sessionStorage.getItem(nickKey);
@@ -63,6 +68,8 @@ function onFrame(f) {
   }
   switch (f.type) {
     case "room.hello":
+      if (f.sid) sessionStorage.setItem(sidKey, f.sid);
+      // falls through: the hello carries the stage, as room.state does
     case "room.state":
       presenterHref = f.state.href;
       $("stage-title").textContent = f.state.number ? `${f.state.number}. ${f.state.title}` : f.state.title;
