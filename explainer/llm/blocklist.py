@@ -132,5 +132,5 @@ def word_ban_for(tok: ChatTokenizer) -> WordBan:
     if ban is None:
         ban = WordBan([tok.token_bytes(t) for t in range(tok.vocab_size)],
                       [t for t in range(tok.vocab_size) if not tok.is_special(t) and tok.token_bytes(t)])
-        setattr(tok, "_word_ban", ban)  # a memo on the tokenizer, which its protocol does not declare
+        setattr(tok, "_word_ban", ban)  # noqa: B010 (a memo on the tokenizer: its protocol does not declare it)
     return ban
