@@ -335,7 +335,7 @@ def _diagnose(call: CallRecord, now: _Seen, earlier: list[_Seen], tokens: int, o
         return ("first_write", None, None,
                 f"call {i} wrote its prefix to the cache (first use); calls that repeat it unchanged within "
                 f"{last['ttl'] if last else '5m'} read it at a tenth of the input price.")
-    best = max(earlier, key=lambda e: common_chars(e["leaves"], now["leaves"]))
+    best = max(reversed(earlier), key=lambda e: common_chars(e["leaves"], now["leaves"]))  # ties: the latest
     diff = first_difference(best["leaves"], now["leaves"])
     k = best["index"]
     if best["model"] != model:
@@ -373,7 +373,7 @@ def _unmarked(now: _Seen, earlier: list[_Seen], tokens: int, all_chars: int) -> 
     """A call with no breakpoint: worth a finding only when it resends a long prefix an earlier call also sent."""
     if not earlier:
         return "no_breakpoint", None, None, ""
-    best = max(earlier, key=lambda e: common_chars(e["leaves"], now["leaves"]))
+    best = max(reversed(earlier), key=lambda e: common_chars(e["leaves"], now["leaves"]))  # ties: the latest
     shared = int(tokens * common_chars(best["leaves"], now["leaves"]) / all_chars)
     if shared < minimum_cacheable(now["model"]):
         return "no_breakpoint", None, None, ""
@@ -603,12 +603,13 @@ def _session_findings(calls: list[CallRecord], out: list[dict[str, Any]]) -> Non
                                        f"{slow / median:.0f}× the session's median ({median / 1000:.2f} s); look at what it sent "
                                        "that the others did not (a longer prompt, no cache hit, a larger model)."})
     answered = [n for n, c in enumerate(calls) if c.get("path") == MESSAGES_PATH and c.get("status") == 200]
-    if answered:
-        last = answered[-1]
-        resp = calls[last].get("response") if isinstance(calls[last].get("response"), dict) else {}
-        stop = resp.get("stop_reason")
-        if stop in ("tool_use", "max_tokens", "pause_turn") and not any(
-                (calls[n].get("response") or {}).get("stop_reason") == "end_turn" for n in answered):
-            out[last]["findings"].append({"kind": "loop", "text":
-                                          f"the conversation never reached end_turn: its last call stopped with {stop}; "
-                                          "check that the client sends the tool results back and that the loop has an exit."})
+    stops = [(calls[n].get("response") or {}).get("stop_reason") for n in answered]
+    open_run = 0  # the last calls, none of which ended its turn
+    while open_run < len(stops) and stops[-1 - open_run] != "end_turn":
+        open_run += 1
+    if open_run >= LOOP_REPEATS and stops[-1] in ("tool_use", "max_tokens", "pause_turn"):
+        first = int(calls[answered[-open_run]].get("index", answered[-open_run] + 1))
+        out[answered[-1]]["findings"].append({"kind": "loop", "text":
+                                              f"the last {open_run} calls (from call {first}) never reached end_turn; the last "
+                                              f"stopped with {stops[-1]}: check that the client sends the tool results back and "
+                                              "that the agent's loop has an exit."})
