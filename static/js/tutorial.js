@@ -12,7 +12,7 @@ const RECHECK_MS = 600;  // after the page changes its own URL, wait for it to s
 // ---- progress ---------------------------------------------------------------------------------------
 
 function load() {
-  const empty = { active: null, done: {}, collapsed: false, resume: null };
+  const empty = { active: null, done: {}, collapsed: false, phoneOpen: false, resume: null };
   try {
     const v = JSON.parse(localStorage.getItem(KEY));
     if (!v || typeof v !== "object") return empty;
@@ -20,6 +20,7 @@ function load() {
       active: typeof v.active === "string" ? v.active : null,
       done: v.done && typeof v.done === "object" && !Array.isArray(v.done) ? v.done : {},
       collapsed: v.collapsed === true,
+      phoneOpen: v.phoneOpen === true,  // a phone shows the one-line bar unless the learner opened the task there
       resume: resumable(v.resume),
     };
   } catch {
@@ -171,6 +172,9 @@ function keepClear(target) {
   }
 }
 
+// A phone: the panel is a one-line bar (the lesson's title and a button to open the task) unless opened.
+const PHONE = matchMedia("(max-width: 600px)");
+
 // "Show me where": bring the task's part of the page into the free area and mark it for a moment.
 function reveal(target, mark) {
   for (let el = target; el; el = el.parentElement) if (el.tagName === "DETAILS") el.open = true;
@@ -208,7 +212,10 @@ function buildPanel(lesson, lessons, pathUrl) {
   const target = here && lesson.target ? document.querySelector(lesson.target) : null;
   if (target) {
     const show = node("button", { type: "button", className: "button small tut-show", id: "tut-show" }, "Show me where");
-    show.addEventListener("click", () => reveal(target, true));
+    show.addEventListener("click", () => {
+      if (PHONE.matches) setCollapsed(true);  // on a phone, back to the one-line bar: the control shows above it
+      reveal(target, true);
+    });
     body.append(show);
   }
   const hint = node("details", { className: "tut-hint" });
@@ -271,13 +278,13 @@ function buildPanel(lesson, lessons, pathUrl) {
     back.href = u.pathname + u.search;
   }
 
-  setCollapsed(state.collapsed);
+  setCollapsed(PHONE.matches ? !state.phoneOpen : state.collapsed);
   showDone(!!state.done[lesson.id]);
   retargetBack();
   toggle.addEventListener("click", () => {
     const collapsed = !body.hidden;
     setCollapsed(collapsed);
-    update({ collapsed });
+    update(PHONE.matches ? { phoneOpen: !collapsed } : { collapsed });
   });
   leave.addEventListener("click", () => {
     update({ active: null });

@@ -172,15 +172,21 @@ def test_the_tutorial_on_a_phone(server, phone, shoot, axe):
     shoot(phone, "tutorial-path-phone")
     phone.goto(server["url"] + "/tutorial/start/cache-hit")
     panel_ready(phone)
+    # on a phone the panel arrives as one line along the bottom: the lesson's title and a button to open the task
+    bar = phone.locator("#tut-panel").bounding_box()
+    assert bar["height"] <= 64 and bar["y"] + bar["height"] >= 844 - 1, bar
+    assert phone.locator("#tut-panel-body").is_hidden() and phone.locator("#tut-panel-title").is_visible()
+    phone.get_by_role("button", name="Show the tutorial task").tap()
     verdict(phone, "Not yet")
     assert_fits_phone(phone)
     axe(phone)
     shoot(phone, "tutorial-panel-phone")
     box = phone.locator("#tut-panel").bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["height"] <= 844 * 0.5
+    assert stored(phone)["phoneOpen"] is True
     phone.get_by_role("button", name="Hide the tutorial task").tap()
     assert phone.locator("#tut-panel-body").is_hidden()
-    assert stored(phone)["collapsed"] is True
+    assert stored(phone)["phoneOpen"] is False
     phone.reload()
     panel_ready(phone)
     assert phone.locator("#tut-panel-body").is_hidden()  # stays folded away

@@ -35,7 +35,10 @@ def test_the_panel_never_covers_what_the_task_needs(screen_page, server, lesson_
     b = pg.evaluate(BOXES, lesson.target)
     assert not overlap(b["panel"], b["target"]), f"{lesson_id} at {w}x{h}: the panel covers {lesson.target} on arrival: {b}"
     if phone:
-        assert b["panel"]["bottom"] >= h - 1 and b["panel"]["h"] <= 0.5 * h, b["panel"]  # a bar along the bottom
+        assert b["panel"]["bottom"] >= h - 1 and b["panel"]["h"] <= 64, b["panel"]  # one line along the bottom
+        pg.get_by_role("button", name="Show the tutorial task").click()  # the task opens over the bottom of the page
+        b = pg.evaluate(BOXES, lesson.target)
+        assert b["panel"]["h"] <= 0.5 * h, b["panel"]
     else:
         assert b["panel"]["right"] >= w - 1 and b["panel"]["w"] <= 360, b["panel"]  # a column along the right
     assert b["sw"] <= w, f"the docked panel makes the page scroll sideways: {b['sw']}"
@@ -66,4 +69,33 @@ def test_collapsing_the_panel_gives_the_page_back(browser, server):
     closed_width = pg.evaluate("document.querySelector('main').getBoundingClientRect().width")
     assert closed_width > open_width + 80
     assert not pg.locator("#tut-panel-body").is_visible()
+    ctx.close()
+
+
+ATTENTION_LABELS = """() => {
+  const sizes = [];
+  for (const t of document.querySelectorAll('[data-main-visual] svg.heat text')) {
+    const m = t.getScreenCTM();
+    if (!m || t.getBoundingClientRect().width < 1) continue;
+    sizes.push(parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b));
+  }
+  return {n: sizes.length, min: Math.min(...sizes)};
+}"""
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (1280, 720)])
+def test_the_attention_map_keeps_readable_labels_beside_the_panel(browser, server, size):
+    """The panel docks beside the page after the map is drawn: the map is drawn again at its new width, its
+    axis labels 12 px on screen (they were scaled down to 7-8 px)."""
+    ctx = browser.new_context(viewport={"width": size[0], "height": size[1]})
+    pg = ctx.new_page()
+    pg.goto(f"{server['url']}/tutorial/start/previous-token-head")
+    pg.wait_for_selector("#tut-panel")
+    settled(pg)
+    labels = pg.evaluate(ATTENTION_LABELS)
+    assert labels["n"] >= 8 and labels["min"] >= 11.9, labels
+    pg.locator(".tut-toggle").click()  # folded: the page widens, and the map is drawn again as large as it fits
+    settled(pg)
+    labels = pg.evaluate(ATTENTION_LABELS)
+    assert labels["n"] >= 8 and labels["min"] >= 11.9, labels
     ctx.close()

@@ -567,16 +567,21 @@ function markBig() {
   if (i < 0 || i >= BIG.k) { buildBig(); return; }  // projector: the outlined token left the drawn window
   big.rowSel.setAttribute("y", BIG.y0 + i * BIG.cell);
 }
+// The charts are drawn at their size on screen (labels FONT px): when the card's width changes they are drawn
+// again. Watched on the card itself, not the window: the tutorial's panel docking beside the page, or folding,
+// narrows or widens the page without resizing the window (the map's labels went down to 8 px beside it).
 let resizing = 0;
-let laidOutAt = null;
-window.addEventListener("resize", () => {
+let laidOutAt = mainCard.clientWidth;
+function relayout() {
   cancelAnimationFrame(resizing);
   resizing = requestAnimationFrame(() => {
     if (mainCard.clientWidth === laidOutAt) return;  // a phone's toolbar sliding away changes only the height
     laidOutAt = mainCard.clientWidth;
     buildBig(); buildEmbedding(); markEmbedding(); buildMlp(); markMlp(); buildAttends(); buildResid();
   });
-});
+}
+if (window.ResizeObserver) new ResizeObserver(relayout).observe(mainCard);
+else window.addEventListener("resize", relayout);
 
 function buildAttends() {
   const i = state.token - START;
