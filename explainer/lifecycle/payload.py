@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypedDict
 
 from pydantic import ValidationError
 
@@ -45,6 +45,14 @@ class CacheBreakpoint:
     where: str  # the field path it was found at, for messages
 
 
+class ToolDefinition(TypedDict):
+    """A tool as the model is shown it: a request's tool less the fields that change nothing here."""
+
+    name: str
+    description: str  # "" when the request gives none
+    input_schema: dict[str, Any]
+
+
 @dataclass
 class MessagesRequest:
     model: str
@@ -58,7 +66,7 @@ class MessagesRequest:
     top_k: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     breakpoints: tuple[CacheBreakpoint, ...] = ()
-    tools: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[ToolDefinition] = field(default_factory=list)
     tool_choice: dict[str, Any] = field(default_factory=lambda: {"type": "auto"})
 
     @property
@@ -216,14 +224,14 @@ def _turns(turns: Sequence[Mapping[str, Any]], whole: bool = True) -> tuple[list
     return [Message(role, "\n\n".join(texts)) for role, texts in merged], marks
 
 
-def _tools(tools: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
+def _tools(tools: Sequence[Mapping[str, Any]]) -> tuple[list[ToolDefinition], set[str]]:
     """The tools the model is shown, and the names of the deferred ones (``defer_loading: true``).
 
     A deferred tool is only loaded by a tool search tool, a server tool this server does not have:
     it is validated, then left out of the prompt, and it cannot be called.
     """
     names: set[str] = set()
-    out: list[dict[str, Any]] = []
+    out: list[ToolDefinition] = []
     deferred: set[str] = set()
     for i, t in enumerate(tools):
         if t["name"] in names:
@@ -244,7 +252,7 @@ def _tools(tools: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], se
     return out, deferred
 
 
-def _breakpoints(body: Mapping[str, Any], tools: list[dict[str, Any]], system: str | None, marks: list[tuple[int, str, str]],
+def _breakpoints(body: Mapping[str, Any], tools: list[ToolDefinition], system: str | None, marks: list[tuple[int, str, str]],
                  last_turn: int) -> tuple[CacheBreakpoint, ...]:
     """Cache breakpoints in prefix order (tools, system, messages); at most four, no 1h after a 5m.
 
@@ -268,7 +276,7 @@ def _breakpoints(body: Mapping[str, Any], tools: list[dict[str, Any]], system: s
     return tuple(bps)
 
 
-def _tool_choice(choice: Mapping[str, Any] | None, tools: list[dict[str, Any]], deferred: set[str]) -> dict[str, Any]:
+def _tool_choice(choice: Mapping[str, Any] | None, tools: list[ToolDefinition], deferred: set[str]) -> dict[str, Any]:
     if choice is None:
         return {"type": "auto"}
     if not tools and not deferred:

@@ -15,12 +15,13 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 TOOL_USE_PREFIX = "tool_use "
 
 
-def tools_system_prompt(system: str | None, tools: list[dict[str, Any]]) -> str:
+def tools_system_prompt(system: str | None, tools: Sequence[Mapping[str, Any]]) -> str:
     """The system prompt with the tool definitions appended, as the model reads them."""
     lines = [system.rstrip(), ""] if system else []
     lines.append("You can call these tools:")
