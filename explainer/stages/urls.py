@@ -9,4 +9,5 @@ urlpatterns = [
     path("models/", model_pages.models_index, name="models"),
     path("models/<str:name>/", model_pages.model_card, name="model_card"),
     path("scenario/encode", views.encode_scenario, name="encode-scenario"),
+    path("scenario/count", views.count_prompt, name="count-prompt"),
 ]

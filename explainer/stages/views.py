@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cached_property
 from urllib.parse import urlencode
 
@@ -11,6 +12,8 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from explainer.lifecycle.errors import APIError
+from explainer.lifecycle.payload import parse_request
 from explainer.llm import jsonlimits
 from explainer.lifecycle.engine import Run
 from explainer.llm.catalog import BUNDLED_NAME
@@ -21,7 +24,7 @@ from explainer.stages.options import OptionError, parse_options, single
 from explainer.stages.registry import BY_SLUG, LAST_NUMBER, STAGES, Stage, neighbours
 from explainer.stages.runs import check_model, codec, engine, link_model, run_of, stamp
 from explainer.web.pages import MAX_QUERY_CHARS, bundled_info, error_page, frameable
-from explainer.web.runner import catalog, model_view, refused_json, refused_page
+from explainer.web.runner import catalog, engine_for, model_view, refused_json, refused_page
 
 MODEL_NAMES = priced_models()  # the models a page offers: the known ones whose price is known
 
@@ -195,6 +198,47 @@ def encode_scenario(request):
         return JsonResponse({"error": msg}, status=400)
     except TypeError:
         return JsonResponse({"error": "The body must be a JSON object of scenario fields."}, status=400)
+
+
+MAX_COUNT_BODY = 256 * 1024  # a page's request as it is typed: far more than a window of text
+_AT_LEAST = re.compile(r"at least (\d+) tokens")
+_COUNTED = ("model", "system", "messages", "tools", "tool_choice")  # what count_tokens reads of a body
+
+
+@model_view(_body_model, refused_json(lambda exc: {"error": exc.message}))
+@csrf_exempt  # a pure function of its input: it changes nothing on the server
+@require_POST
+def count_prompt(request):
+    """JSON in (a Messages body, as a page would send it), ``{"input_tokens", "window", "fits"}`` out: the prompt
+    counted by the tokenizer and chat template that will run it, against the most the model's window lets a prompt
+    take, while a person types (Compose, the overview, a room's stage). ``at_least``: the text is too long to count
+    exactly (more bytes than the window could ever hold), and ``input_tokens`` is the least it would take."""
+    if len(request.body) > MAX_COUNT_BODY:
+        return JsonResponse({"error": f"The request is larger than {MAX_COUNT_BODY // 1024} KB, far more than the window holds."},
+                            status=413)
+    try:
+        data = jsonlimits.loads(request.body or b"{}")
+    except (ValueError, jsonlimits.TooDeep):
+        return JsonResponse({"error": "The body must be a JSON object: a Messages API request."}, status=400)
+    if not isinstance(data, dict):
+        return JsonResponse({"error": "The body must be a JSON object: a Messages API request."}, status=400)
+    data = {k: v for k, v in data.items() if k in _COUNTED}  # the sampling settings change no prompt
+    try:
+        req = parse_request(data, counting=True)
+        eng = engine_for(req.model)
+        window = eng.max_prompt_tokens
+        try:
+            n, at_least = len(eng.prompt_ids(req)), False
+        except APIError as exc:  # more text than any count of it could fit
+            found = _AT_LEAST.search(exc.message)
+            if not found:
+                raise
+            n, at_least = int(found.group(1)), True
+    except APIError as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status if exc.status < 500 else 400)
+    except ModelLoadError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse({"input_tokens": n, "at_least": at_least, "window": window, "fits": n <= window})
 
 
 def bad_request(request, exception=None):

@@ -5,6 +5,7 @@ import { encodeScenario, inPresentersRoom, offerEdit, readJSON, runInRoom, setSc
 import { stopReasonInWords } from "./lib/text.js";
 import { STATUS, bodyFigures, streamFigures } from "./lib/figures.js";
 import { visibleToken } from "./lib/tokens.js";
+import { watchWindow } from "./lib/window-count.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("send-form");
@@ -183,7 +184,8 @@ function showPromptTokens(frame) {
 
 function finish(text) {
   running = false;
-  sendBtn.disabled = false;
+  sendBtn.dataset.running = "";
+  sendBtn.disabled = windowCount.isOver();
   cancelBtn.hidden = true;
   setStatus(text);
 }
@@ -311,6 +313,7 @@ function body() {
 form.addEventListener("submit", async (e) => {
   e.preventDefault();
   if (running) return;
+  if (windowCount.isOver()) return;  // Send is disabled and the line under it says why
   if (inPresentersRoom()) {  // in a classroom room the class runs it, at the room's pace, beside this stage
     runInRoom();
     setStatus("Sent to the room: every phone and the live run beside this stage show it.");
@@ -333,6 +336,7 @@ form.addEventListener("submit", async (e) => {
   try {
     const ws = await connect();
     running = true;
+    sendBtn.dataset.running = "1";
     sendBtn.disabled = true;
     cancelBtn.hidden = false;
     const b = body();
@@ -390,4 +394,9 @@ cancelBtn.addEventListener("click", () => {
 });
 
 $("temperature").addEventListener("input", (e) => { $("temperature-value").textContent = e.target.value; });
+
+// The prompt against the window as it is typed: over it, Send waits (the server would refuse it anyway).
+const windowCount = watchWindow({ body, out: $("window-count"), send: sendBtn });
+for (const id of ["prompt", "system", "model"]) $(id)?.addEventListener("input", windowCount.changed);
+$("model")?.addEventListener("change", windowCount.changed);
 connect().catch(() => setStatus("Not connected: the page still works once the server is reachable."));

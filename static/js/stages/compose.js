@@ -4,6 +4,7 @@
 
 import { copyText, encodeScenario, offerEdit, readJSON, setViewOption } from "../stage.js";
 import { bodyFigures } from "../lib/figures.js";
+import { watchWindow } from "../lib/window-count.js";
 
 const data = readJSON("compose-data");
 const form = document.getElementById("compose-form");
@@ -156,12 +157,16 @@ function update() {
   $("stale-note").hidden = !edited;
 }
 
+// The prompt against the model's window as it is typed (Apply stays: a refused request is worth seeing too).
+const windowCount = watchWindow({ body: () => bodyOf(readFields().fields), out: $("window-count"), send: null });
+
 form.addEventListener("input", (e) => {
   if (e.target.id === "f-temperature-range") $("f-temperature").value = e.target.value;
   if (e.target.id === "f-temperature") $("f-temperature-range").value = e.target.value;
   update();
+  windowCount.changed();
 });
-form.addEventListener("change", update);
+form.addEventListener("change", () => { update(); windowCount.changed(); });
 
 // ---- apply ----------------------------------------------------------------------------------------
 
