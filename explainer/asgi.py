@@ -13,6 +13,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.core.exceptions import SuspiciousOperation  # noqa: E402
 from django.http import Http404  # noqa: E402
 
+from explainer.inspect.proxy import asgi_app as with_inspector_proxy  # noqa: E402
 from explainer.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -40,7 +41,7 @@ class StaticFilesHandler(ASGIStaticFilesHandler):
 application = ProtocolTypeRouter({
     # One process serves its own static files so the README's single command is enough;
     # a multi-process deployment lets the proxy serve them instead.
-    "http": StaticFilesHandler(django_asgi_app),
+    "http": with_inspector_proxy(StaticFilesHandler(django_asgi_app)),  # /inspect/<id>/v1/: relayed ahead of Django
     "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
 })
 

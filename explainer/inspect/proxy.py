@@ -12,24 +12,32 @@ event loop; nothing is buffered), and read on the side to record the message it 
 When the upstream cannot be reached, times out or drops the connection, the caller gets the API's
 error envelope with a sentence naming the upstream (502, or 504 for a timeout); a stream cut mid-way
 ends with an SSE ``error`` event.
+
+The core (``handle``) takes an ``Incoming`` call and gives an ``Outgoing`` answer, whatever serves it:
+under Daphne the proxy paths are served by ``asgi_app`` ahead of Django (``explainer/asgi.py``), since
+Django's request cycle (its signals and each middleware's hop to a worker thread and back) took several
+milliseconds of every call's time to first token; Django's own views (``views.proxy_view``) serve the
+same core to its test client and any other server.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import re
 import secrets
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
-from django.http import HttpResponse, StreamingHttpResponse
+from django.db import close_old_connections
+from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
 from explainer.inspect import record
@@ -65,18 +73,43 @@ def client() -> httpx2.AsyncClient:
     return c
 
 
+ROUTES = {"/v1/messages": ("POST",), "/v1/messages/count_tokens": ("POST",), "/v1/models": ("GET",)}
+PROXY_PATH = re.compile(r"^/inspect/(?P<session>[^/]+)(?P<api>/v1/.*)$")
+SESSION_FRESH_S = 5.0  # a live session is looked up again after this; deleting one in this process forgets it at once
+_sessions: dict[str, tuple[datetime, float]] = {}  # id -> (its expiry, when it was read)
+
+
+@dataclass
+class Incoming:
+    """A call as it arrived: the API path under the session, its query string, headers (lower-case names) and body."""
+
+    method: str
+    api_path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class Outgoing:
+    """The answer: a status, headers, and a body given whole or as chunks to send as they come."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    chunks: AsyncIterator[bytes] | None = None
+    content_type: str = "application/json"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
 def local_request_id() -> str:
     """Our own request id, for an answer the upstream did not give (the session is unknown, the upstream is down)."""
     return "req_inspector_" + secrets.token_hex(12)
 
 
-def error_response(exc: APIError, rid: str | None = None) -> HttpResponse:
+def error(exc: APIError, rid: str | None = None) -> Outgoing:
     rid = rid or local_request_id()
-    resp = HttpResponse(json.dumps(exc.body(rid)), status=exc.status, content_type="application/json")
-    resp["request-id"] = rid
-    for k, v in exc.headers.items():
-        resp[k] = v
-    return resp
+    return Outgoing(exc.status, {"request-id": rid, **exc.headers}, json.dumps(exc.body(rid)).encode())
 
 
 def upstream_failure(exc: Exception) -> APIError:
@@ -103,42 +136,74 @@ def _clip(text: str, n: int = 160) -> str:
 
 
 def returned_headers(headers: httpx2.Headers) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower() in RETURNED or k.lower().startswith(RETURNED_PREFIX)}
+    return {k.lower(): v for k, v in headers.items() if k.lower() in RETURNED or k.lower().startswith(RETURNED_PREFIX)}
 
 
-async def live_session(session_id: str) -> Session | None:
-    return await Session.objects.filter(id=session_id[:32], expires_at__gt=timezone.now()).afirst()
+def _read_session(session_id: str) -> datetime | None:
+    close_old_connections()  # what Django's request cycle does around a view; this path may run outside it
+    found = Session.objects.filter(id=session_id, expires_at__gt=timezone.now()).values_list("expires_at", flat=True).first()
+    return found
+
+
+async def live_session(session_id: str) -> bool:
+    """Whether the session exists and has not expired, read from the database at most every ``SESSION_FRESH_S``."""
+    session_id = session_id[:32]
+    now = time.monotonic()
+    known = _sessions.get(session_id)
+    if known is not None and now - known[1] < SESSION_FRESH_S and known[0] > timezone.now():
+        return True
+    expires = await sync_to_async(_read_session)(session_id)
+    if expires is None:
+        _sessions.pop(session_id, None)
+        return False
+    if len(_sessions) > 10_000:
+        _sessions.clear()
+    _sessions[session_id] = (expires, now)
+    return True
+
+
+def forget_session(session_id: str) -> None:
+    _sessions.pop(session_id[:32], None)
+
+
+def too_large() -> APIError:
+    limit = int(settings.EXPLAINER_API_MAX_BODY_BYTES)
+    return APIError("request_too_large", f"Request exceeds the maximum allowed number of bytes ({limit:,}); "
+                    "this inspector relays bodies up to EXPLAINER_API_MAX_BODY_BYTES.", status=413)
 
 
 class Recording:
     """What one relayed call leaves behind; written once the call has answered (``save``)."""
 
-    def __init__(self, session: Session, request, path: str, body: bytes) -> None:
-        self.session_id = session.id
+    def __init__(self, session_id: str, call: Incoming) -> None:
+        self.session_id = session_id
         self.started_at = datetime.now(UTC)
         self.t0 = time.perf_counter()
-        self.path = path
-        self.method = request.method
-        self.query = request.META.get("QUERY_STRING", "")[:512]
-        self.headers = {k: request.headers[k] for k in RECORDED_HEADERS if k in request.headers}
+        self.path = call.api_path
+        self.method = call.method
+        self.query = call.query[:512]
+        self.headers = {k: call.headers[k] for k in RECORDED_HEADERS if k in call.headers}
         self.notes: list[str] = []
-        parsed: Any = None
-        if body:
-            try:
-                parsed = json.loads(body)
-            except ValueError:
-                parsed = {"not_json": body[:1024].decode("utf-8", "replace")}
-                self.notes.append("The request body was not JSON; its first 1,024 bytes are kept.")
-        self.body, notes = record.summarise(parsed)
-        self.notes += notes
-        self.model = str(parsed.get("model", ""))[:200] if isinstance(parsed, dict) else ""
-        self.stream = bool(parsed.get("stream")) if isinstance(parsed, dict) else False
         self.status = 0
         self.response: Any = None
         self.events: list[dict[str, Any]] = []
         self.request_id = ""
         self.ratelimit: dict[str, str] = {}
         self.timings: dict[str, float | None] = {}
+        self.raw = call.body  # read into ``body`` after the call is relayed, off its path
+
+    def read_body(self) -> None:
+        parsed: Any = None
+        if self.raw:
+            try:
+                parsed = json.loads(self.raw)
+            except ValueError:
+                parsed = {"not_json": self.raw[:1024].decode("utf-8", "replace")}
+                self.notes.append("The request body was not JSON; its first 1,024 bytes are kept.")
+        self.body, notes = record.summarise(parsed)
+        self.notes += notes
+        self.model = str(parsed.get("model", ""))[:200] if isinstance(parsed, dict) else ""
+        self.stream = bool(parsed.get("stream")) if isinstance(parsed, dict) else False
 
     def ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000
@@ -155,11 +220,12 @@ class Recording:
         self.timings.update({"first_byte": _round(first_byte), "first_token": _round(first_token), "total": round(total, 3)})
         usage = self.response.get("usage") if isinstance(self.response, dict) else None
         out = usage.get("output_tokens") if isinstance(usage, dict) else None
-        start = first_token if first_token is not None else None
-        span = (total - start) / 1000 if start is not None else None
+        span = (total - first_token) / 1000 if first_token is not None else None
         self.timings["output_tokens_per_s"] = round(out / span, 2) if isinstance(out, int) and span and span > 0 else None
 
     def save(self) -> None:
+        close_old_connections()
+        self.read_body()  # parsing and summarising a large body is work for this thread, not the event loop
         Call.objects.create(
             session_id=self.session_id, started_at=self.started_at, method=self.method, path=self.path, query=self.query,
             status=self.status, model=self.model, stream=self.stream, request_headers=self.headers, request=self.body,
@@ -178,42 +244,48 @@ async def _save(rec: Recording) -> None:
         log.exception("inspector: could not record a call of session %s…", rec.session_id[:6])
 
 
-def read_body(request) -> bytes:
-    """The body, refused past ``EXPLAINER_API_MAX_BODY_BYTES`` as the API refuses it (413, before reading it when it says its length)."""
-    limit = int(settings.EXPLAINER_API_MAX_BODY_BYTES)
-    length = request.headers.get("content-length", "")
-    too_large = APIError("request_too_large", f"Request exceeds the maximum allowed number of bytes ({limit:,}); "
-                         "this inspector relays bodies up to EXPLAINER_API_MAX_BODY_BYTES.", status=413)
-    if length.isdigit() and int(length) > limit:
-        raise too_large
+async def handle(session_id: str, call: Incoming) -> Outgoing:
+    """The proxy's one entry: every failure is the API's envelope, never a page or a traceback."""
     try:
-        body = request.body
-    except RequestDataTooBig:
-        raise too_large from None
-    if len(body) > limit:
-        raise too_large
-    return body
+        methods = ROUTES.get(call.api_path)
+        if methods is None:
+            raise APIError("not_found_error", f"Not found: {call.method} /inspect/…{call.api_path}; the inspector relays "
+                           "/v1/messages, /v1/messages/count_tokens and /v1/models.")
+        if call.method not in methods:
+            raise APIError("invalid_request_error", f"Method {call.method} is not allowed on {call.api_path}; use {' or '.join(methods)}.", status=405)
+        if len(call.body) > int(settings.EXPLAINER_API_MAX_BODY_BYTES):
+            raise too_large()
+        if not await live_session(session_id):
+            raise APIError("not_found_error", "No such inspector session: it does not exist, has expired, or was deleted; "
+                           "start one at /inspect/ and use its base URL.")
+        return await relay(session_id[:32], call)
+    except APIError as exc:
+        return error(exc)
+    except Exception:
+        log.exception("inspector: a relayed call failed")  # the call (and its key) is not in the message
+        return error(APIError("api_error", "Internal error in the inspector's proxy; the call was not relayed."))
 
 
-async def relay(request, session: Session, path: str) -> HttpResponse:
+async def relay(session_id: str, call: Incoming) -> Outgoing:
     """Send the call upstream and answer with what came back, recording it on the way."""
-    body = read_body(request) if request.method == "POST" else b""
-    rec = Recording(session, request, path, body)
-    headers = {k: request.headers[k] for k in FORWARDED if k in request.headers}
+    rec = Recording(session_id, call)
+    headers = {k: call.headers[k] for k in FORWARDED if k in call.headers}
     headers["accept-encoding"] = "identity"  # the upstream's bytes pass unchanged, and a stream is never held by a decompressor
-    url = httpx2.URL(upstream() + path)
-    if rec.query:
-        url = url.copy_with(query=request.META.get("QUERY_STRING", "").encode("latin-1", "replace"))
+    url = httpx2.URL(upstream() + call.api_path)
+    if call.query:
+        url = url.copy_with(query=call.query.encode("latin-1", "replace"))
     http = client()
     try:
-        up = await http.send(http.build_request(request.method, url, content=body or None, headers=headers), stream=True)
+        up = await http.send(http.build_request(call.method, url, content=call.body or None, headers=headers), stream=True)
     except httpx2.HTTPError as exc:
         return await _failed(rec, exc)
     finally:
         del headers  # the key is not kept past the request it was sent with
     rec.answered(up)
-    if up.headers.get("content-type", "").startswith("text/event-stream"):
-        return _streamed(rec, up)
+    kind = up.headers.get("content-type", "application/json")
+    if kind.startswith("text/event-stream"):
+        return Outgoing(up.status_code, {**returned_headers(up.headers), "cache-control": "no-cache", "x-accel-buffering": "no"},
+                        chunks=_relayed(rec, up), content_type=kind)
     try:
         content = await up.aread()
     except httpx2.HTTPError as exc:
@@ -226,58 +298,102 @@ async def relay(request, session: Session, path: str) -> HttpResponse:
         rec.response = {"not_json": content[:1024].decode("utf-8", "replace")}
     rec.finish(rec.timings["upstream_headers"], None)
     await _save(rec)
-    resp = HttpResponse(content, status=up.status_code, content_type=up.headers.get("content-type", "application/json"))
-    for k, v in returned_headers(up.headers).items():
-        resp[k] = v
-    return resp
+    return Outgoing(up.status_code, returned_headers(up.headers), content, content_type=kind)
 
 
-async def _failed(rec: Recording, exc: Exception) -> HttpResponse:
+async def _failed(rec: Recording, exc: Exception) -> Outgoing:
     err = upstream_failure(exc)
     log.warning("inspector: upstream %s failed for a call of session %s…: %s", upstream(), rec.session_id[:6], type(exc).__name__)
     rid = local_request_id()
     rec.status, rec.response, rec.request_id = err.status, dict(err.body(rid)), rid
     rec.finish(None, None)
     await _save(rec)
-    return error_response(err, rid)
+    return error(err, rid)
 
 
-def _streamed(rec: Recording, up: httpx2.Response) -> StreamingHttpResponse:
-    async def chunks() -> AsyncIterator[bytes]:
-        stream = StreamRecord()
-        first_byte: float | None = None
-        try:
-            async for chunk in up.aiter_raw():
-                at = rec.ms()
-                yield chunk  # relayed first, read after: the caller never waits for the recording
-                first_byte = at if first_byte is None else first_byte
-                stream.feed(chunk, at)
-        except httpx2.HTTPError as exc:
-            err = upstream_failure(exc)
-            cut = APIError("api_error", f"The upstream {upstream()} stopped the stream mid-way ({type(exc).__name__}); "
-                           "the reply above is incomplete.", status=502)
-            if isinstance(exc, httpx2.TimeoutException):
-                cut = err
-            event = dict(cut.body(rec.request_id or None))
-            data = f"event: error\ndata: {json.dumps(event)}\n\n".encode()
-            yield data
-            stream.feed(data, rec.ms())
-            rec.notes.append(f"The stream was cut: {cut.message}")
-        finally:
-            await up.aclose()
-            message = stream.message()
-            rec.response = message if stream.error is None or message is None else {**message, "stream_error": stream.error}
-            if rec.response is None:
-                rec.response = stream.error
-            rec.events = stream.events
-            if stream.events_dropped:
-                rec.notes.append(f"{stream.events_dropped:,} later events' arrival times are not kept.")
-            rec.finish(first_byte, stream.first_token_ms)
-            await _save(rec)
+async def _relayed(rec: Recording, up: httpx2.Response) -> AsyncIterator[bytes]:
+    stream = StreamRecord()
+    first_byte: float | None = None
+    try:
+        async for chunk in up.aiter_raw():
+            at = rec.ms()
+            yield chunk  # relayed first, read after: the caller never waits for the recording
+            first_byte = at if first_byte is None else first_byte
+            stream.feed(chunk, at)
+    except httpx2.HTTPError as exc:
+        cut = APIError("api_error", f"The upstream {upstream()} stopped the stream mid-way ({type(exc).__name__}); "
+                       "the reply above is incomplete.", status=502)
+        if isinstance(exc, httpx2.TimeoutException):
+            cut = upstream_failure(exc)
+        data = f"event: error\ndata: {json.dumps(dict(cut.body(rec.request_id or None)))}\n\n".encode()
+        yield data
+        stream.feed(data, rec.ms())
+        rec.notes.append(f"The stream was cut: {cut.message}")
+    finally:
+        await up.aclose()
+        message = stream.message()
+        rec.response = message if stream.error is None or message is None else {**message, "stream_error": stream.error}
+        if rec.response is None:
+            rec.response = stream.error
+        rec.events = stream.events
+        if stream.events_dropped:
+            rec.notes.append(f"{stream.events_dropped:,} later events' arrival times are not kept.")
+        rec.finish(first_byte, stream.first_token_ms)
+        await _save(rec)
 
-    resp = StreamingHttpResponse(chunks(), status=up.status_code, content_type=up.headers.get("content-type"))
-    for k, v in returned_headers(up.headers).items():
-        resp[k] = v
-    resp["cache-control"] = "no-cache"
-    resp["x-accel-buffering"] = "no"
-    return resp
+
+# ---- served straight from ASGI, ahead of Django -------------------------------------------------------------------
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+
+
+def asgi_app(django_app: ASGIApp) -> ASGIApp:
+    """``/inspect/<id>/v1/…`` served by the proxy's core; everything else by ``django_app``.
+
+    What Django's cycle gave these paths is done here: the host is checked against ALLOWED_HOSTS,
+    the body is refused past its limit while it arrives, and database connections are handled
+    where they are used (``close_old_connections``)."""
+    async def app(scope: dict[str, Any], receive, send) -> None:
+        match = PROXY_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None:
+            return await django_app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        domain, _ = split_domain_port(headers.get("host", ""))
+        if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+            return await _send(send, error(APIError("invalid_request_error", "This host is not served here (ALLOWED_HOSTS).")))
+        body, over = bytearray(), False
+        limit = int(settings.EXPLAINER_API_MAX_BODY_BYTES)
+        length = headers.get("content-length", "")
+        over = length.isdigit() and int(length) > limit
+        while not over:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            over = len(body) > limit
+            if not message.get("more_body"):
+                break
+        if over:
+            return await _send(send, error(too_large()))
+        call = Incoming(scope["method"], match["api"], scope.get("query_string", b"").decode("latin-1"), headers, bytes(body))
+        del headers
+        return await _send(send, await handle(match["session"], call))
+    return app
+
+
+async def _send(send, out: Outgoing) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in {"content-type": out.content_type, **out.headers}.items()]
+    headers += [(b"x-content-type-options", b"nosniff")]
+    if out.chunks is None:
+        headers.append((b"content-length", str(len(out.body)).encode()))
+        await send({"type": "http.response.start", "status": out.status, "headers": headers})
+        await send({"type": "http.response.body", "body": out.body})
+        return
+    await send({"type": "http.response.start", "status": out.status, "headers": headers})
+    chunks = out.chunks
+    try:
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body"})
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]

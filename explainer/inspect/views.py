@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import logging
-from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpResponseRedirect, JsonResponse
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -115,35 +115,37 @@ def data(request, session_id: str):
 @require_POST
 def delete(request, session_id: str):
     Session.objects.filter(id=session_id[:32]).delete()
+    proxy.forget_session(session_id)
     return HttpResponseRedirect(reverse("inspect"))
 
 
-def proxy_view(path: str, methods: tuple[str, ...]):
-    """An endpoint of the recording proxy: the API's envelope for every failure, never a page or a traceback."""
+def _as_django(out: proxy.Outgoing) -> HttpResponse | StreamingHttpResponse:
+    if out.chunks is not None:
+        resp: HttpResponse | StreamingHttpResponse = StreamingHttpResponse(out.chunks, status=out.status, content_type=out.content_type)
+    else:
+        resp = HttpResponse(out.body, status=out.status, content_type=out.content_type)
+    for k, v in out.headers.items():
+        resp[k] = v
+    return resp
+
+
+def proxy_view(api_path: str):
+    """The recording proxy through Django's request cycle (its test client, a server other than explainer.asgi's);
+    under Daphne, ``proxy.asgi_app`` serves these paths with the same core, ahead of Django."""
     @csrf_exempt
-    async def view(request, session_id: str):
+    async def view(request, session_id: str, rest: str | None = None):
         try:
-            if request.method not in methods:
-                raise APIError("invalid_request_error", f"Method {request.method} is not allowed on {request.path}; use {' or '.join(methods)}.", status=405)
-            session = await proxy.live_session(session_id)
-            if session is None:
-                raise APIError("not_found_error", "No such inspector session: it does not exist, has expired, or was deleted; "
-                               "start one at /inspect/ and use its base URL.")
-            return await proxy.relay(request, session, path)
-        except APIError as exc:
-            return proxy.error_response(exc)
-        except Exception:
-            log.exception("inspector: a relayed call failed")  # the request object (and its key) is not in the message
-            return proxy.error_response(APIError("api_error", "Internal error in the inspector's proxy; the call was not relayed."))
-    return wraps(view)(view)
+            body = request.body if request.method == "POST" else b""
+        except RequestDataTooBig:
+            return _as_django(proxy.error(proxy.too_large()))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        call = proxy.Incoming(request.method, api_path if rest is None else "/v1/" + rest, request.META.get("QUERY_STRING", ""), headers, body)
+        del headers
+        return _as_django(await proxy.handle(session_id, call))
+    return view
 
 
-messages = proxy_view("/v1/messages", ("POST",))
-count_tokens = proxy_view("/v1/messages/count_tokens", ("POST",))
-models = proxy_view("/v1/models", ("GET",))
-
-
-@csrf_exempt
-async def not_found(request, session_id: str, rest: str = ""):
-    return proxy.error_response(APIError("not_found_error", f"Not found: {request.method} {request.path}; the inspector relays "
-                                         "/v1/messages, /v1/messages/count_tokens and /v1/models."))
+messages = proxy_view("/v1/messages")
+count_tokens = proxy_view("/v1/messages/count_tokens")
+models = proxy_view("/v1/models")
+not_found = proxy_view("")

@@ -128,6 +128,12 @@ def _handler(standin: StandIn):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def setup(self) -> None:
+            super().setup()
+            # Each event is its own small write, as a streaming server's are: without this, Nagle's algorithm holds
+            # a write until the last one is acknowledged, and the client's delayed ACK makes that about 40 ms.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         def log_message(self, *args: Any) -> None:  # quiet
             pass
 
