@@ -3,6 +3,7 @@
 
 import { encodeScenario, inPresentersRoom, offerEdit, readJSON, runInRoom, setScenarioBlob } from "./stage.js";
 import { stopReasonInWords } from "./lib/text.js";
+import { scrollBehavior } from "./lib/motion.js";
 import { STATUS, bodyFigures, streamFigures } from "./lib/figures.js";
 import { visibleToken } from "./lib/tokens.js";
 import { watchWindow } from "./lib/window-count.js";
@@ -64,7 +65,7 @@ function light(step) {
 // On a phone the reply may start below the screen's edge: scroll just enough to show it.
 function bringIntoView(el) {
   const r = el.getBoundingClientRect();
-  if (r.bottom > innerHeight || r.top < 0) el.scrollIntoView({ block: "nearest", behavior: instant ? "auto" : "smooth" });
+  if (r.bottom > innerHeight || r.top < 0) el.scrollIntoView({ block: "nearest", behavior: scrollBehavior(!instant) });
 }
 
 function note(step, text) {
@@ -332,7 +333,7 @@ form.addEventListener("submit", async (e) => {
   setStatus("Sending…");
   // On a phone the pipeline and the reply are above the form: bring them into view to be watched.
   const mv = $("main-visual");
-  if (mv && mv.getBoundingClientRect().top < 0) mv.scrollIntoView({ block: "start", behavior: instant ? "auto" : "smooth" });
+  if (mv && mv.getBoundingClientRect().top < 0) mv.scrollIntoView({ block: "start", behavior: scrollBehavior(!instant) });
   try {
     const ws = await connect();
     running = true;

@@ -48,3 +48,17 @@ export function legend(container, scale, { min = 0, max = 1, label = "" , signed
   container.append(wrap);
   return wrap;
 }
+
+// The page's value of a colour custom property (--masked, --line, ...) as [r, g, b], or fallback when the
+// page does not set it: canvas-drawn charts (pixels, not CSS) read the scheme's colours through this.
+export function cssColor(name, fallback = [0, 0, 0]) {
+  const value = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  if (!value) return fallback;
+  const ctx = document.createElement("canvas").getContext("2d");
+  ctx.fillStyle = `rgb(${fallback.join(" ")})`;
+  ctx.fillStyle = value;  // a value the canvas cannot parse leaves the fallback
+  const m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(ctx.fillStyle);
+  if (m) return [1, 2, 3].map((i) => parseInt(m[i], 16));
+  const n = ctx.fillStyle.match(/[\d.]+/g);  // rgba(...) when the colour is not opaque
+  return n && n.length >= 3 ? n.slice(0, 3).map(Number) : fallback;
+}

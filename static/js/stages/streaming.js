@@ -118,17 +118,17 @@ function drawTimeline() {
   const end = Math.max(run.end || now(), ...run.tokenTimes, run.start + 1) - run.start;
   const W = 380, H = 64, x = (t) => 8 + ((t - run.start) / end) * (W - 16);
   const s = svg(W, H, { label: "When each token arrived in the browser" });
-  el("line", { x1: 8, y1: 34, x2: W - 8, y2: 34, stroke: "#b9b8ae" }, s);
-  for (const t of run.tokenTimes) el("line", { x1: x(t), y1: 26, x2: x(t), y2: 42, stroke: "#0b5cad", "stroke-width": 1.5 }, s);
+  el("line", { x1: 8, y1: 34, x2: W - 8, y2: 34, style: "stroke: var(--line-mid, #b9b8ae)" }, s);
+  for (const t of run.tokenTimes) el("line", { x1: x(t), y1: 26, x2: x(t), y2: 42, style: "stroke: var(--accent)", "stroke-width": 1.5 }, s);
   const mark = (t, label, above) => {
     if (t == null) return;
-    el("line", { x1: x(t), y1: above ? 14 : 34, x2: x(t), y2: above ? 34 : 54, stroke: "#a34f00", "stroke-width": 2 }, s);
+    el("line", { x1: x(t), y1: above ? 14 : 34, x2: x(t), y2: above ? 34 : 54, style: "stroke: var(--accent-2)", "stroke-width": 2 }, s);
     const anchor = x(t) < W * 0.2 ? "start" : x(t) > W * 0.8 ? "end" : "middle";
-    svgText(s, x(t), above ? 11 : 63, label, { "text-anchor": anchor, "font-size": 11, fill: "#7a3b00" });
+    svgText(s, x(t), above ? 11 : 63, label, { "text-anchor": anchor, "font-size": 11, style: "fill: var(--ink-orange, #7a3b00)" });
   };
   mark(run.startAt, "message_start (input_tokens)", true);
   mark(run.deltaAt, "message_delta (output_tokens)", false);
-  svgText(s, 8, 63, "0", { "font-size": 10, fill: "#5b5b55" });
+  svgText(s, 8, 63, "0", { "font-size": 10, style: "fill: var(--muted)" });
   box.replaceChildren(s);
   $("timeline-caption").hidden = false;
   $("timeline-caption").textContent = `Each tick is one token arriving in the browser, over ${ms(end)}; the orange marks show when the two usage numbers arrived.`;

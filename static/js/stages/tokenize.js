@@ -13,6 +13,7 @@ import { readJSON, setViewOption } from "../stage.js";
 import { tokenRuns, tokenText, utf8Characters, visibleToken, withJoined } from "../lib/tokens.js";
 import { el, svg, text } from "../lib/svg.js";
 import { textFigures } from "../lib/figures.js";
+import { scrollBehavior } from "../lib/motion.js";
 
 const D = readJSON("tokenize-data");
 const $ = (id) => document.getElementById(id);
@@ -327,7 +328,7 @@ function renderDetail() {
     btn.textContent = "Step through this chunk’s merges";
     btn.addEventListener("click", () => {
       chooseWord(t.chunk);
-      $("bpe-h").scrollIntoView({ behavior: "smooth", block: "start" });
+      $("bpe-h").scrollIntoView({ behavior: scrollBehavior(), block: "start" });
       $("merge-next").focus({ preventScroll: true });
     });
     detail.append(btn);

@@ -7,7 +7,7 @@
 import { dataUrl, readJSON, setViewOption } from "../stage.js";
 import { visibleToken, withJoined } from "../lib/tokens.js";
 import { el, svg, text } from "../lib/svg.js";
-import { legend, viridis } from "../lib/colors.js";
+import { cssColor, legend, viridis } from "../lib/colors.js";
 
 const data = readJSON("tf-data");
 const tokens = readJSON("tf-tokens"); // [[id, text], ...] for the whole prompt (a byte of a cut character is ‹E4›)
@@ -25,7 +25,8 @@ const H = data.attention.n_head;
 const D = data.embedding.cols;
 const TRI = (W * (W + 1)) / 2;
 const COMPACT = view.grid !== "thumbs";
-const MASKED = [232, 231, 224]; // the page's line colour: "not allowed", distinct from a weight of 0
+// A masked cell ("not allowed", distinct from a weight of 0): a pale grey, or the dark scheme's --masked
+const MASKED_LIGHT = [232, 231, 224];
 const FONT = 12; // every chart label, in CSS pixels: the charts are drawn at their size on screen
 const CHAR_W = FONT * 0.61; // one character of the monospace labels
 
@@ -91,11 +92,12 @@ function heatURL(rows, cols, value, minPixels = 512) {
   canvas.width = cols * k;
   canvas.height = rows * k;
   const ctx = canvas.getContext("2d");
+  const masked = cssColor("--masked", MASKED_LIGHT);
   const img = ctx.createImageData(cols * k, rows * k);
   for (let i = 0; i < rows; i++) {
     for (let j = 0; j < cols; j++) {
       const t = value(i, j);
-      const c = t === null ? MASKED : rgb(t);
+      const c = t === null ? masked : rgb(t);
       for (let y = i * k; y < (i + 1) * k; y++) {
         let o = (y * cols * k + j * k) * 4;
         for (let x = 0; x < k; x++, o += 4) { img.data[o] = c[0]; img.data[o + 1] = c[1]; img.data[o + 2] = c[2]; img.data[o + 3] = 255; }
