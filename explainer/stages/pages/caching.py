@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TypedDict
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle import lru
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
 from explainer.lifecycle.errors import APIError
@@ -201,14 +202,14 @@ class FakeClock:
 def summarise(events: list[dict]) -> dict:
     """What the page shows of one request: usage as the API reports it, the cache report, timings."""
     prompt, done = events[0], events[-1]
-    start = next(e for e in events if e["type"] == "message_start")["message"]["usage"]
+    start = next(e for e in events if e["type"] == fr.MESSAGE_START)["message"]["usage"]
     return {
         "start_usage": start,  # as message_start carries it (output_tokens 0)
         "usage": done["usage"],  # with the final output_tokens, as a non-streamed response has it
         "cache": prompt["cache"],
         "prompt_tokens": prompt["input_tokens"],
         "timings": done["timings"],
-        "text": "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta"),
+        "text": "".join(e["delta"]["text"] for e in events if e["type"] == fr.CONTENT_BLOCK_DELTA),
         "stop_reason": done["stop_reason"],
     }
 

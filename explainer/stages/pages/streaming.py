@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle.figures import compact_json, run_figures, sse_text, text_figures
-from explainer.web.sockets import MAX_PACE_MS
 from explainer.stages.options import ChoiceOption, IntOption
 from explainer.stages.words import stop_reason_in_words, token_label
+from explainer.web.sockets import MAX_PACE_MS
 
 PACE_MAX = min(500, MAX_PACE_MS)
 DATA = {"request-body": "request_body", "stream-config": "stream_config"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
@@ -48,20 +49,20 @@ def transcript(run, label=None) -> list[dict]:
     explainer's token frames put back before the text delta each one produced."""
     out, steps, si = [], run.steps, 0
     for raw in run.events:
-        if raw["type"] == "content_block_delta":
+        if raw["type"] == fr.CONTENT_BLOCK_DELTA:
             while si < len(steps) and not steps[si]["piece"]:
                 out.append(explainer_line("explainer.token", token_gist(steps[si], label)))
                 si += 1
             if si < len(steps):
                 out.append(explainer_line("explainer.token", token_gist(steps[si], label)))
                 si += 1
-        elif raw["type"] == "content_block_stop":
+        elif raw["type"] == fr.CONTENT_BLOCK_STOP:
             out += [explainer_line("explainer.token", token_gist(st, label)) for st in steps[si:]]
             si = len(steps)
         line = sse(raw)
-        if raw["type"] == "message_start":
+        if raw["type"] == fr.MESSAGE_START:
             line["note"] = f"input_tokens: {raw['message']['usage']['input_tokens']}, known before any output"
-        elif raw["type"] == "message_delta":
+        elif raw["type"] == fr.MESSAGE_DELTA:
             line["note"] = f"output_tokens: {raw['usage']['output_tokens']}, known only now, at the end"
         out.append(line)
     if run.done:
@@ -97,7 +98,7 @@ def context(page) -> dict:
         "text_characters": text_figures(run.text, len(run.steps)).characters,
         # the text as its deltas carried it, one piece each (they join up to the text)
         "pieces": [e["delta"]["text"] for e in run.events
-                   if e["type"] == "content_block_delta" and e["delta"].get("type") == "text_delta"],
+                   if e["type"] == fr.CONTENT_BLOCK_DELTA and e["delta"].get("type") == fr.TEXT_DELTA],
         "done": done,
         # "stopped: reached max_tokens, the limit you set": the reason in words (the page's script says the same)
         "stop_words": stop_reason_in_words(done.get("stop_reason")),

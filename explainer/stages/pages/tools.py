@@ -29,13 +29,14 @@ import json
 from dataclasses import asdict
 from typing import TypedDict
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle import lru
 from explainer.lifecycle.demo_tools import DEMO_TOOLS, run_tool
 from explainer.lifecycle.engine import Run, run_request
-from explainer.lifecycle.tool_format import tools_system_prompt
-from explainer.llm.interface import TokenizerError
 from explainer.lifecycle.scenario import Scenario
+from explainer.lifecycle.tool_format import tools_system_prompt
 from explainer.llm.constrained import UnsupportedSchema
+from explainer.llm.interface import TokenizerError
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
 from explainer.stages.runs import compact
 from explainer.stages.words import token_label, token_row
@@ -129,9 +130,9 @@ def tool_use_block(run) -> dict | None:
     """The tool_use content block as the SDK assembles it: content_block_start + every input_json_delta."""
     block, parts = None, []
     for ev in run.events:
-        if ev["type"] == "content_block_start" and ev["content_block"]["type"] == "tool_use":
+        if ev["type"] == fr.CONTENT_BLOCK_START and ev["content_block"]["type"] == fr.TOOL_USE:
             block = dict(ev["content_block"])
-        elif ev["type"] == "content_block_delta" and ev["delta"]["type"] == "input_json_delta":
+        elif ev["type"] == fr.CONTENT_BLOCK_DELTA and ev["delta"]["type"] == fr.INPUT_JSON_DELTA:
             parts.append(ev["delta"]["partial_json"])
     if block is None:
         return None
@@ -146,7 +147,7 @@ def tool_use_block(run) -> dict | None:
 
 def text_of(run) -> str:
     return "".join(ev["delta"]["text"] for ev in run.events
-                   if ev["type"] == "content_block_delta" and ev["delta"]["type"] == "text_delta")
+                   if ev["type"] == fr.CONTENT_BLOCK_DELTA and ev["delta"]["type"] == fr.TEXT_DELTA)
 
 
 def _shown(opts) -> dict:
