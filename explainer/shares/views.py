@@ -8,7 +8,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import cache_control
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from explainer.lifecycle import frames as fr
 from explainer.lifecycle.scenario import Scenario, ScenarioError
@@ -73,7 +73,7 @@ def trace_list(request):
 
 
 @cache_control(no_store=True)  # someone's recorded call, prompt and reply included: no browser cache or proxy keeps it
-@require_GET
+@require_safe  # HEAD too: the "being recorded" page asks for the status only (static/js/trace-recording.js)
 def trace_detail(request, trace_id: str):
     trace = _written(trace_id)
     why = recorder.failure(trace_id[:32]) if trace is None else None

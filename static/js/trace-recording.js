@@ -6,7 +6,7 @@
   const check = async () => {
     tries += 1;
     try {
-      const r = await fetch(location.href, { cache: "no-store" });
+      const r = await fetch(location.href, { method: "HEAD", cache: "no-store" });  // its status, never its HTML
       if (r.status === 200) {
         location.reload();
         return;
