@@ -31,6 +31,7 @@ def engine():
     return Engine()
 
 
+@pytest.mark.slow
 def test_the_same_arguments_give_the_same_conversations(corpus):
     again = tc.build(400, 150, DOCS, VAL_DOCS)
     assert json.dumps(again, sort_keys=True) == json.dumps(corpus, sort_keys=True)
@@ -115,3 +116,13 @@ def test_a_result_conversation_renders_as_the_api_history(corpus, engine):
     req = parse_request(_body(c, request_messages(c, 3), {"type": "auto"}, 16))
     msgs = [(m["role"], m["content"]) for m in c["messages"][:3]]
     assert engine.prompt_ids(req) == tok.encode_chat(c["system"], msgs)
+
+
+def test_training_identifiers_are_drawn_from_thousands_of_words_none_held_out():
+    """Too few words and a model learns the identifiers by heart instead of copying them."""
+    words = tc.training_words(DOCS)
+    held = tc.WORDS["heldout"]
+    for key in ("surname", "word", "thing", "city"):
+        assert len(set(words[key])) > 2000
+        assert not {w.lower() for w in words[key]} & {w.lower() for v in held.values() for w in v}
+    assert not set(words["word"]) & tc.vocabulary("heldout")["args"]

@@ -479,6 +479,32 @@ def _first_sentence(text: str) -> str:
     return text if cut < 0 else text[: cut + 1]
 
 
+KIND_WEIGHTS = {"train": [5, 2, 3], "heldout": [4, 3, 3]}  # call, text, result
+_VOWELS, _CONSONANTS = "aeiou", "bcdfghjklmnprstvwz"
+
+
+def _pseudo_word(r: random.Random) -> str:
+    return "".join(r.choice(_CONSONANTS) + r.choice(_VOWELS) for _ in range(r.randint(2, 4)))
+
+
+def training_words(doc_qa: list[dict], seed: str = "tools-v1", n_pseudo: int = 3000) -> dict:
+    """The word lists training identifiers are built from: thousands of words, so that a model can
+    only write an identifier by copying it from the question (a short list it would learn by heart).
+
+    The words of the documentation answers and made-up pronounceable words, without any word of the
+    held-out lists; the digits and letters of codes are drawn as for the held-out split.
+    """
+    held = {w.lower() for k, v in WORDS["heldout"].items() if isinstance(v, list) for w in v}
+    names = vocabulary("heldout")
+    held |= {part for name in names["tools"] | names["args"] for part in name.split("_")} | names["args"]
+    r = random.Random(f"{seed}:words")
+    found = sorted({w for c in doc_qa for w in re.findall(r"\b[a-z]{3,10}\b", c["messages"][-1]["content"])})
+    pool = [w for w in dict.fromkeys(found + [_pseudo_word(r) for _ in range(n_pseudo)]) if w not in held]
+    small = WORDS["train"]
+    big = {k: pool for k in ("surname", "word", "thing", "thing2", "dir", "org")}
+    return small | big | {"city": [w.capitalize() for w in pool] , "suffix": small["suffix"] + pool[::7]}
+
+
 def conversations(split: str, n: int, seed: str = "tools-v1", doc_qa: list[dict] | None = None,
                   lookups: list[tuple[str, str]] | None = None, avoid: set[str] | None = None) -> list[dict]:
     """``n`` tool conversations of one split.
@@ -489,13 +515,13 @@ def conversations(split: str, n: int, seed: str = "tools-v1", doc_qa: list[dict]
     """
     r = random.Random(f"{seed}:{split}")
     fams = _same(list(FAMILIES), split)
-    words = WORDS[split]
+    words = WORDS[split] if split == "heldout" else training_words(doc_qa or [], seed)
     avoid = avoid or set()
     out: list[dict] = []
     attempts = 0
     while len(out) < n:
         attempts += 1
-        kind = r.choices(["call", "text", "result"], weights=[4, 3, 3])[0]
+        kind = r.choices(["call", "text", "result"], weights=KIND_WEIGHTS[split])[0]
         conv = _conversation(r, kind, fams, words, doc_qa or [], lookups or [], avoid, split)
         if conv is None:
             continue
