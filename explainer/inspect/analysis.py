@@ -199,6 +199,11 @@ def _around(text: str, off: int) -> str:
     return ("…" if lo else "") + text[lo:hi] + ("…" if hi < len(text) else "")
 
 
+def around_at(text: str, off: int) -> int:
+    """Where ``off`` falls in ``_around(text, off)``: the pages mark the difference from there."""
+    return off - max(0, off - AROUND) + (1 if off > AROUND else 0)
+
+
 def _clip(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[:n] + "…"
 
@@ -490,7 +495,8 @@ def analyse(calls: list[CallRecord]) -> dict[str, Any]:
         reason, diff, against, sentence = _diagnose(call, now, seen, tokens, res)
         row["cache"] = {"outcome": res, "reason": reason,
                         "first_difference": None if diff is None else {"call": against, "path": diff["path"], "offset": diff["offset"]},
-                        "around": None if diff is None else {"before": diff["before"], "after": diff["after"], "was": diff["was"], "now": diff["now"]}}
+                        "around": None if diff is None else {"before": diff["before"], "after": diff["after"], "was": diff["was"], "now": diff["now"],
+                                                             "at": around_at(diff["before"], diff["offset"]) if diff["offset"] else 0}}
         if sentence:
             findings.append({"kind": "cache", "text": sentence})
         seen.append(now)

@@ -47,7 +47,7 @@ def _gone(request):
 
 @require_GET
 def index(request):
-    return render(request, "inspect/index.html", {"ttl_hours": settings.EXPLAINER_INSPECT_TTL_HOURS})
+    return render(request, "inspect/index.html", {"ttl_hours": settings.EXPLAINER_INSPECT_TTL_HOURS, "upstream": proxy.upstream()})
 
 
 @require_POST
@@ -93,12 +93,16 @@ def session_page(request, session_id: str):
         if ctx and ctx["input_tokens"]:
             row["bars"] = [{"part": k.replace("_", " "), "key": k, "tokens": ctx[k], "share": round(100 * ctx[k] / ctx["input_tokens"], 2)}
                            for k in ("tools", "system", "history", "new_turn") if ctx[k]]
+        around = row["cache_around"]
+        if around:  # the two texts split where they first differ, so the page can mark the rest
+            at = around["at"]
+            row["diff"] = {"before": (around["before"][:at], around["before"][at:]), "after": (around["after"][:at], around["after"][at:])}
     most = max((r["context"]["input_tokens"] for r in data["calls"] if r["context"]), default=0)
     for row in data["calls"]:
         row["width"] = round(100 * row["context"]["input_tokens"] / most, 2) if row["context"] and most else 0
     return render(request, "inspect/session.html", {
         "session": session, "data": data, "base_url": base_url(request, session.id), "total_text": usd(data["total_usd"]),
-        "calls": data["calls"],
+        "calls": data["calls"], "upstream": proxy.upstream(),
     })
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from explainer.inspect.analysis import analyse, breakpoints, context_split, first_difference, history_changes, leaves, outcome
+from explainer.inspect.analysis import analyse, around_at, breakpoints, context_split, first_difference, history_changes, leaves, outcome
 from explainer.inspect.sse import StreamRecord
 from explainer.lifecycle.pricing import cost
 
@@ -36,6 +36,10 @@ def test_the_first_difference_is_the_field_and_character_that_changed():
     assert d is not None and d["path"] == "system[0].text"
     assert d["offset"] == len(os.path.commonprefix([a[0]["text"], b[0]["text"]]))
     assert (d["was"], d["now"]) == ("10:00.", "10:05.")
+    at = around_at(d["before"], d["offset"])
+    assert d["before"][:at] == d["after"][:at] and d["before"][at] == "0" and d["after"][at] == "5"
+    far = first_difference([("system", "x" * 100 + "a")], [("system", "x" * 100 + "b")])
+    assert far["before"][around_at(far["before"], far["offset"])] == "a" and far["before"].startswith("…")
     tools = [{"name": "a", "description": "first"}, {"name": "b", "description": "second"}]
     changed = [tools[0], {"name": "b", "description": "second, now longer"}]
     d = first_difference(leaves({"tools": tools}), leaves({"tools": changed}))
