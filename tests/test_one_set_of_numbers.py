@@ -21,7 +21,7 @@ from explainer.lifecycle.errors import STATUS, APIError
 from explainer.lifecycle.figures import API_EVENTS, body_figures, compact_json, stream_figures
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import Scenario
-from explainer.stages.pages import caching, tools
+from explainer.stages.pages import caching, caching_pair, tools
 from explainer.stages.runs import engine, run_of
 from tests.urls import stage_data, stage_url
 
@@ -50,6 +50,7 @@ def number(text: str) -> int:
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
+@pytest.mark.slow
 def test_every_stage_s_data_agrees_with_the_overview_s_journey(client, name):
     s = SCENARIOS[name]
     want = journey(client, s)
@@ -74,6 +75,7 @@ def test_every_stage_s_data_agrees_with_the_overview_s_journey(client, name):
 
 
 @pytest.mark.parametrize("name", ["default", "mixed"])
+@pytest.mark.slow
 def test_every_stage_prints_the_same_figures(client, name):
     s = SCENARIOS[name]
     want = journey(client, s)
@@ -106,6 +108,7 @@ def _node(tmp_path, script: str) -> dict:
 
 
 @NODE
+@pytest.mark.slow
 def test_the_browser_twin_counts_the_socket_s_frames_as_the_stages_do(client, tmp_path):
     """The overview's script counts the frames ws/stream/ sends (explainer frames, an error, the API's events)
     with lib/figures.js: the same numbers as the stages' /data for the same request."""
@@ -155,6 +158,7 @@ def _main_visual(html: str) -> str:
 
 
 @pytest.mark.parametrize("tool", ["get_dag_status", "calculator", "get_time"])
+@pytest.mark.slow
 def test_tools_says_in_the_picture_why_request_2_is_smaller(client, tool):
     r = client.get(stage_url("tools", None, tool=tool))
     html = r.content.decode()
@@ -180,6 +184,7 @@ def test_tools_says_in_the_picture_why_request_2_is_smaller(client, tool):
 
 # ---- Caching: the token ratio is the headline, the time a footnote measured alike -----------------------------
 
+@pytest.mark.slow
 def test_caching_headlines_the_token_ratio_and_footnotes_the_time(client):
     r = client.get(stage_url("caching"))
     ctx = r.context
@@ -227,8 +232,8 @@ def test_both_prefills_are_measured_the_same_way(monkeypatch):
     class Eng:
         model = Model()
 
-    monkeypatch.setattr(caching.time, "perf_counter", lambda: clock["t"])
-    ms = caching.measure_prefills(Eng(), list(range(100)), KV(100), [100, 10], runs=3)
+    monkeypatch.setattr(caching_pair.time, "perf_counter", lambda: clock["t"])
+    ms = caching_pair.measure_prefills(Eng(), list(range(100)), KV(100), [100, 10], runs=3)
     assert calls[:2] == [(0, 100), (90, 10)]  # the warm-up of each
     assert calls[2:] == [(0, 100), (90, 10)] * 3  # then in turns, each from the cached prefix the request reads
     # timed runs 2, 3 and 4 of each took 3, 1 and 2 ms a token: the median, 2 ms a token, for both alike

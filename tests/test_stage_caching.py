@@ -16,8 +16,9 @@ from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.pricing import cost
 from explainer.lifecycle.prompt_cache import PromptCache
 from explainer.lifecycle.scenario import Scenario
-from explainer.stages.pages import caching
-from explainer.stages.pages.caching import LONG_SYSTEM, break_even, usd
+from explainer.stages.pages import caching, caching_pair
+from explainer.stages.pages.caching import LONG_SYSTEM, usd
+from explainer.stages.pages.caching_pair import break_even
 from explainer.stages.runs import codec, engine
 from tests.work import count_forward_passes
 
@@ -140,12 +141,14 @@ def test_a_system_prompt_long_enough_is_kept_as_it_is(client):
     ({"bp": "none"}, "No block carries a breakpoint, so nothing is cached: both requests computed all 219 prompt tokens"),
     ({"bp": "m0"}, "Request 2 read 218 of its 219 prompt tokens from the cache and computed only 1: 219.0× fewer"),
 ])
+@pytest.mark.slow
 def test_the_caption_says_what_the_numbers_say(client, opts, start):
     r = get(client, **opts)
     assert r.context["first"]["total"] == 219 and r.context["headline"].startswith(start)
 
 
 @pytest.mark.parametrize("minutes", [0, 1, 4])
+@pytest.mark.slow
 def test_the_numbers_on_the_page_are_the_engine_s(client, minutes):
     html = get(client, SCENARIO, bp="system", clock=str(minutes)).content.decode()
     first, second = engine_pair(body_with(SCENARIO, "5m"), SCENARIO.seed, minutes)
@@ -164,6 +167,7 @@ def test_the_numbers_on_the_page_are_the_engine_s(client, minutes):
     assert "Both replies are identical" in html
 
 
+@pytest.mark.slow
 def test_past_the_ttl_request_2_misses_and_writes_again(client):
     r = get(client, SCENARIO, bp="system", clock="5")
     html = r.content.decode()
@@ -177,6 +181,7 @@ def test_past_the_ttl_request_2_misses_and_writes_again(client):
     assert "after the cache expired" in data["caption"]
 
 
+@pytest.mark.slow
 def test_a_one_hour_ttl_outlives_the_five_minute_one(client):
     hit = get(client, SCENARIO, bp="system", ttl="1h", clock="59").content.decode()
     miss = get(client, SCENARIO, bp="system", ttl="1h", clock="60").content.decode()
@@ -186,6 +191,7 @@ def test_a_one_hour_ttl_outlives_the_five_minute_one(client):
     assert '"ttl": "1h"' in htmllib.unescape(hit)
 
 
+@pytest.mark.slow
 def test_mixed_ttls_keep_the_longer_lived_prefix(client):
     """system for an hour, the first message for 5 minutes: after 10 minutes only the system prefix is read."""
     r = get(client, CHAT, bp="system:1h,m0:5m", clock="10")
@@ -199,6 +205,7 @@ def test_mixed_ttls_keep_the_longer_lived_prefix(client):
     assert fates == {"1h": "refreshed", "5m": "expired"}
 
 
+@pytest.mark.slow
 def test_the_clock_reuses_request_1_exactly():
     """Request 2 on the page's rebuilt cache equals request 2 on the cache request 1 really used."""
     eng = engine()
@@ -206,15 +213,15 @@ def test_the_clock_reuses_request_1_exactly():
     req = parse_request(body)
     for minutes in (0, 3, 5, 30, 61):
         clock = Clock()
-        real = PromptCache(model_id=caching.CACHE_ID, clock=clock)
+        real = PromptCache(model_id=caching_pair.CACHE_ID, clock=clock)
         list(eng.stream(req, seed=1, prompt_cache=real))
         clock.t = minutes * 60
-        expected = caching.summarise(list(eng.stream(req, seed=1, prompt_cache=real)))
-        first = caching.run_first(eng, req, seed=1)
-        fake = caching.FakeClock()
-        rebuilt = caching.cache_after_first(eng, first, fake)
+        expected = caching_pair.summarise(list(eng.stream(req, seed=1, prompt_cache=real)))
+        first = caching_pair.run_first(eng, req, seed=1)
+        fake = caching_pair.FakeClock()
+        rebuilt = caching_pair.cache_after_first(eng, first, fake)
         fake.t = minutes * 60
-        got = caching.summarise(list(eng.stream(req, seed=1, prompt_cache=rebuilt)))
+        got = caching_pair.summarise(list(eng.stream(req, seed=1, prompt_cache=rebuilt)))
         assert got["usage"] == expected["usage"] and got["cache"] == expected["cache"] and got["text"] == expected["text"]
 
 
@@ -256,6 +263,7 @@ def test_breakpoints_the_api_refuses_show_its_400_body(client, bp, words):
     assert htmllib.escape(exc.value.message) in html
 
 
+@pytest.mark.slow
 def test_the_default_breakpoint_is_the_system_prompt_else_the_last_message(client):
     assert 'value="system" data-bp checked' in get(client, SCENARIO).content.decode()
     no_system = CHAT.replace(system="")
@@ -286,6 +294,7 @@ def test_the_chart_uses_the_model_s_prices(client):
     assert c["hit"] < c["plain"] < c["first"]
 
 
+@pytest.mark.slow
 def test_an_unknown_price_is_said_not_guessed(client):
     r = get(client, SCENARIO.replace(model="claude-opus-5-5"), bp="system")
     html, data = r.content.decode(), data_of(r)["caching-data"]
@@ -307,6 +316,7 @@ def test_the_long_system_prompt_link_is_a_permalink_that_caches(client):
     assert attrs(r.content.decode(), 2)["read"] > 0
 
 
+@pytest.mark.slow
 def test_a_request_with_tools_explains_where_they_sit_in_the_prefix(client):
     r = get(client, SCENARIO.replace(tools=[{"name": "get_weather", "input_schema": {"type": "object"}}]))
     assert r.status_code == 200
@@ -314,6 +324,7 @@ def test_a_request_with_tools_explains_where_they_sit_in_the_prefix(client):
     assert "Tools are part of the prefix" in html and "Nothing to cache yet" not in html
 
 
+@pytest.mark.slow
 def test_hostile_text_is_escaped(client):
     hostile = Scenario(system='</script><script>alert("sys")</script>' + " filler" * 70,
                        messages=[{"role": "user", "content": '<img src=x onerror=alert(1)>\u202eevil\u202c' + "😀" * 30}], max_tokens=4)
