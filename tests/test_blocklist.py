@@ -107,6 +107,7 @@ def test_repeated_trigrams():
 
 
 @pytest.mark.parametrize("content", [None, b"not a zip file at all", b"PK\x03\x04broken"])
+@pytest.mark.slow
 def test_the_evaluation_refuses_bad_weights_in_one_line(tmp_path, content):
     path = tmp_path / "model.npz"
     if content is not None:

@@ -45,6 +45,7 @@ def assert_no_replacement(client, slug: str, sc: Scenario) -> tuple[str, dict]:
 
 @pytest.mark.parametrize("slug", SLUGS)
 @pytest.mark.parametrize("prompt", PROMPTS.values(), ids=PROMPTS.keys())
+@pytest.mark.slow
 def test_no_stage_shows_u_fffd_for_a_prompt_whose_characters_the_tokenizer_cuts(client, slug, prompt):
     assert_no_replacement(client, slug, scenario(prompt))
 

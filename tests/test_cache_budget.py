@@ -1,6 +1,7 @@
 """Every page cache bounded in bytes under one shared budget (explainer/lifecycle/lru.py,
 settings.EXPLAINER_CACHE_MB), cached runs that keep only the rows their pages show, and the
 tokenizer's chunk cache bounded by bytes."""
+import pytest
 import dataclasses
 import random
 import threading
@@ -167,6 +168,7 @@ def test_a_cached_run_keeps_rows_not_the_prefill_matrix():
     assert run_of(s) is run  # and it is cached
 
 
+@pytest.mark.slow
 def test_fifty_long_scenarios_stay_under_the_budget(settings, own_services):
     settings.EXPLAINER_CACHE_MB = 2
     own_services()
@@ -191,6 +193,7 @@ def test_fifty_long_scenarios_stay_under_the_budget(settings, own_services):
 
 # ---- the tokenizer's chunk cache -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_tokenizer_cache_stays_under_its_cap():
     from explainer.llm import bpe
     from explainer.llm import tokenizer as tk

@@ -175,6 +175,7 @@ def compact(value) -> bytes:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
+@pytest.mark.slow
 def test_it_accepts_every_valid_document_written_in_its_form(data):
     schema = data.draw(objects())
     doc = compact(data.draw(instances(schema)))
@@ -194,6 +195,7 @@ def test_it_accepts_every_valid_document_written_in_its_form(data):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(objects(), st.integers(0, 2**32 - 1))
+@pytest.mark.slow
 def test_random_logits_always_give_json_that_validates(schema, seed):
     rng = np.random.default_rng(seed)
     c = JsonConstraint(schema, TOK)
@@ -240,6 +242,7 @@ def test_enum_values_come_out_exactly(values):
         assert c.done()
 
 
+@pytest.mark.slow
 def test_the_mask_is_exact_across_the_clamped_counters():
     # Characters left and needed are clamped beyond the longest token for the mask cache:
     # walk a string to its limit and compare with the reference at every length.
@@ -340,6 +343,7 @@ def tool_prompt(tool_name: str, question: str) -> list[int]:
     ("get_time", "What time is it in Tokyo?", None, 1.0, 3),
     ("get_time", "Describe the data.", RICH, 1.0, 4),
 ])
+@pytest.mark.slow
 def test_the_real_model_always_produces_valid_tool_input(tool_name, question, schema, temperature, seed):
     model = load_model()
     schema = schema or DEMO_TOOLS[tool_name].input_schema

@@ -34,6 +34,7 @@ def _post_new_room(opener, base: str, token: str):
         return exc.code, exc.headers, exc.read().decode()
 
 
+@pytest.mark.slow
 def test_a_write_lock_held_by_another_process_is_a_503_then_the_room_starts(tmp_path):
     with daphne(tmp_path, EXPLAINER_DB_BUSY_TIMEOUT_S="0.5") as srv:
         base = srv["url"]
@@ -139,6 +140,7 @@ def test_a_wrong_method_on_a_json_endpoint_is_json_too(client):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 async def test_a_room_socket_gets_an_error_frame_and_closes_when_the_database_is_locked(monkeypatch):
     from channels.testing import WebsocketCommunicator
 

@@ -63,6 +63,7 @@ def png_size(path: Path) -> tuple[int, int]:
 # ---- embed mode -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("slug", SLUGS)
+@pytest.mark.slow
 def test_it_drops_the_site_chrome_when_embedded(client, slug):
     r = client.get(url(slug, **SOME_OPTION.get(slug, {}), embed="1"))
     assert r.status_code == 200
@@ -85,6 +86,7 @@ def test_it_drops_the_site_chrome_when_embedded(client, slug):
 
 
 @pytest.mark.parametrize("slug", SLUGS)
+@pytest.mark.slow
 def test_links_to_stages_stay_embedded(client, slug):
     page = Page(client.get(url(slug, **SOME_OPTION.get(slug, {}), embed="1")).content.decode())
     for a in page.stage_links():
@@ -95,6 +97,7 @@ def test_links_to_stages_stay_embedded(client, slug):
             assert q.get("embed") == ["1"], a
 
 
+@pytest.mark.slow
 def test_view_option_links_stay_embedded(client):
     """Links written from page.url() (the tools and choices of the tools stage) keep embed=1."""
     page = Page(client.get(url("tools", embed="1")).content.decode())
@@ -104,6 +107,7 @@ def test_view_option_links_stay_embedded(client):
 
 
 @pytest.mark.parametrize("slug", SLUGS)
+@pytest.mark.slow
 def test_the_full_page_keeps_its_chrome_and_offers_the_embed_code(client, slug):
     for q in ({}, {"embed": "0"}, {"embed": ""}):
         r = client.get(url(slug, **q))
@@ -160,6 +164,7 @@ def test_an_unknown_stage_is_still_a_404_when_embedded(client):
 
 @pytest.mark.parametrize("slug", SLUGS)
 @pytest.mark.parametrize("embed", ["", "1"])
+@pytest.mark.slow
 def test_every_stage_page_has_a_link_preview(client, slug, embed):
     opts = SOME_OPTION.get(slug, {})
     r = client.get(url(slug, **opts, **({"embed": embed} if embed else {})))

@@ -77,6 +77,7 @@ def test_the_schema_refuses_what_the_declarations_do_not_say():
 
 
 @pytest.mark.parametrize("name", BODIES)
+@pytest.mark.slow
 def test_the_engine_emits_declared_events_in_the_api_order(name):
     cache = PromptCache(min_tokens=16)
     for _ in range(2 if name == "cached" else 1):  # a write, then a read

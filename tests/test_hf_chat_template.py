@@ -166,6 +166,7 @@ COMMON = settings(deadline=None, suppress_health_check=[HealthCheck.function_sco
 
 @settings(COMMON, max_examples=60)
 @given(conversations(clean_text))
+@pytest.mark.slow
 def test_the_ids_are_apply_chat_templates(chat, conversation):
     system, messages, generate = conversation
     if not system and not messages:
@@ -177,6 +178,7 @@ def test_the_ids_are_apply_chat_templates(chat, conversation):
 
 @settings(COMMON, max_examples=60)
 @given(conversations(any_text))
+@pytest.mark.slow
 def test_the_parts_and_the_turn_ends(chat, conversation):
     system, messages, generate = conversation
     if not system and not messages:

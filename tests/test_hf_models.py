@@ -84,6 +84,7 @@ def test_one_pass_matches_transformers(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.slow
 def test_prefill_then_one_token_at_a_time_matches_transformers(name):
     m, ids = model(name), golden(name)["ids"]
     T, n = len(ids), 40

@@ -173,6 +173,7 @@ COMMON = settings(deadline=None, suppress_health_check=[HealthCheck.function_sco
 
 @settings(COMMON, max_examples=1500)
 @given(texts)
+@pytest.mark.slow
 def test_encode_with_specials_is_the_reference_encoding(pairs, text):
     for name, (ours, ref, _) in pairs.items():
         assert ours.encode_with_specials(text) == _ref(ref, text), name
@@ -198,6 +199,7 @@ def test_ignore_merges_takes_a_whole_chunk_the_merges_do_not_make(pairs):
 
 @settings(COMMON, max_examples=600)
 @given(texts)
+@pytest.mark.slow
 def test_plain_encode_reads_special_tokens_as_text(pairs, text):
     for name, (ours, _, plain) in pairs.items():
         ids = ours.encode(text)
@@ -224,6 +226,7 @@ def _round_trip_form(name: str):
 
 @settings(COMMON, max_examples=300)
 @given(texts)
+@pytest.mark.slow
 def test_decoding_an_encoding_gives_the_text_back(pairs, text):
     for name, (ours, ref, _) in pairs.items():
         form = _round_trip_form(name)
@@ -235,6 +238,7 @@ def test_decoding_an_encoding_gives_the_text_back(pairs, text):
 
 @settings(COMMON, max_examples=150)
 @given(texts, st.integers(min_value=0, max_value=2000))
+@pytest.mark.slow
 def test_the_merge_trace_replays_to_the_encoding(pairs, text, max_merges):
     for name, (ours, _, _) in pairs.items():
         for limit in (max_merges, None):
@@ -260,6 +264,7 @@ def test_the_merge_trace_replays_to_the_encoding(pairs, text, max_merges):
 
 @settings(COMMON, max_examples=100)
 @given(texts)
+@pytest.mark.slow
 def test_the_vocabulary_slider_only_shortens_the_encoding(pairs, text):
     for name, (ours, _, _) in pairs.items():
         points = [0, 1, 10, 50, 200, 500, ours.model_merges]
@@ -271,6 +276,7 @@ def test_the_vocabulary_slider_only_shortens_the_encoding(pairs, text):
             assert all(ours.rank_of(i) is None or ours.rank_of(i) < n or n == ours.model_merges for i in ids), name
 
 
+@pytest.mark.slow
 def test_long_chunks_are_the_reference_encoding(pairs):
     rng = random.Random(7)
     letters = "etaoinshrdlucmfwypvbgkjqxz"
@@ -309,6 +315,7 @@ def _random_bpe(rng: random.Random, folder: Path, shuffle: bool) -> Path:
 
 
 @pytest.mark.parametrize("seed", range(12))
+@pytest.mark.slow
 def test_merges_in_any_order_are_the_reference_encoding(tmp_path, seed):
     rng = random.Random(seed)
     folder = _random_bpe(rng, tmp_path / "bpe", shuffle=seed % 3 != 0)

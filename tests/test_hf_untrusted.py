@@ -98,6 +98,7 @@ ATTACKS = {
 
 
 @pytest.mark.parametrize("attack", ATTACKS.values(), ids=list(ATTACKS))
+@pytest.mark.slow
 def test_a_template_over_its_budget_is_refused_when_the_folder_is_opened(tmp_path, attack):
     folder = with_template(tmp_path, attack + BODY)
     with pytest.raises(ModelLoadError, match=OVER_BUDGET):
@@ -116,6 +117,7 @@ def test_a_huge_string_is_refused_before_it_is_built(tmp_path):
     assert peak < 50 * 1024 * 1024, f"{peak / 1e6:.0f} MB at the peak"
 
 
+@pytest.mark.slow
 def test_a_template_that_loops_only_on_one_word_is_refused_per_request(tmp_path):
     boom = ("{% for m in messages %}{% if 'BOOM' in m['content'] %}{% for i in range(100000) %}{% for j in range(100000) %}"
             "{% endfor %}{% endfor %}{% endif %}{% endfor %}")
@@ -212,6 +214,7 @@ def _tokenizer_json(tmp_path, change, source="tiny-qwen2"):
     (lambda d: d["pre_tokenizer"].update(pretokenizers=[{"type": "Digits"}] * 100),
      r"the pre_tokenizer Sequence must be a list of at most 16 pre-tokenizers"),
 ])
+@pytest.mark.slow
 def test_what_tokenizer_json_claims_is_bounded(tmp_path, change, why):
     folder = _tokenizer_json(tmp_path, change)
     with pytest.raises(ModelLoadError, match=f"^tokenizer\\.json: {why}"):
@@ -228,6 +231,7 @@ def test_a_vocabulary_over_the_ceiling_is_refused_before_it_is_read(tmp_path, mo
 @pytest.mark.parametrize("name, limit", [("tokenizer.json", tokenizer_module.MAX_TOKENIZER_JSON_BYTES),
                                          ("tokenizer_config.json", tokenizer_module.MAX_CONFIG_JSON_BYTES),
                                          ("generation_config.json", tokenizer_module.MAX_CONFIG_JSON_BYTES)])
+@pytest.mark.slow
 def test_an_oversized_file_is_refused_before_it_is_parsed(tmp_path, name, limit):
     folder = copy_of(tmp_path)
     path = folder / name

@@ -74,6 +74,7 @@ def test_check_depth_is_iterative():
         jsonlimits.check_depth(loop)
 
 
+@pytest.mark.slow
 def test_the_scan_reads_a_megabyte_without_recursing():
     """How long the scan takes (linear, about 10 ms per MB) is bench/abuse.py --only json's to say."""
     big = json.dumps([["ab", {"x": 1}] for _ in range(60_000)])  # ~1 MB, 180,000 brackets
@@ -112,6 +113,7 @@ def test_a_deep_link_signed_before_the_limit_is_a_400_on_every_stage(client, dep
     assert r.status_code == 400 and "levels" in r.json()["error"]
 
 
+@pytest.mark.slow
 def test_the_deepest_accepted_scenario_renders_every_stage(client):
     """At exactly the limit, nothing downstream (payload validator, jsonschema, the pages) recurses too far."""
     levels = (MAX_JSON_DEPTH - 5) // 2  # {tools: [ {input_schema: <schema>} ]}

@@ -1,4 +1,5 @@
 """The model core and the engine import no Django (DESIGN.md: imports point web -> lifecycle -> llm)."""
+import pytest
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ def test_it_keeps_django_out_of_llm_and_lifecycle_sources():
             assert not FORBIDDEN.search(path.read_text()), f"{path} imports a web framework"
 
 
+@pytest.mark.slow
 def test_it_runs_the_engine_without_loading_django():
     code = (
         "import sys\n"
@@ -41,6 +43,7 @@ def test_the_layers_contracts_hold():
     assert "Contracts: 3 kept, 0 broken." in r.stdout
 
 
+@pytest.mark.slow
 def test_an_upward_import_breaks_the_contracts(tmp_path):
     """The same contracts on a copy of the package where the engine imports a web app: the linter fails and says where."""
     import os
@@ -55,6 +58,7 @@ def test_an_upward_import_breaks_the_contracts(tmp_path):
     assert "explainer.lifecycle.upward -> explainer.stages.registry" in r.stdout
 
 
+@pytest.mark.slow
 def test_no_app_imports_another_apps_private_names():
     import ast
 

@@ -23,6 +23,7 @@ def test_the_suite_has_the_tiny_llama_installed():
     assert engine_for("not-installed") is get_engine()
 
 
+@pytest.mark.slow
 def test_add_copies_only_what_the_app_reads(tmp_path):
     cat = Catalog(tmp_path / "models")
     entry = cat.add(FIXTURE_MODELS / "tiny-qwen2", name="qwen-small")

@@ -261,6 +261,7 @@ def test_a_header_claiming_more_bytes_than_the_limit_is_refused_before_it_is_rea
 
 
 @pytest.mark.parametrize("tensors, why", [(1_000_000, "has a header of"), (MAX_TENSORS + 50_000, "holds more than 100,000 tensors")])
+@pytest.mark.slow
 def test_a_header_of_a_million_tensors_is_refused(tmp_path, tensors, why):
     folder = copy_of(tmp_path)
     header = "{" + ",".join(f'"t{i}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}' for i in range(tensors)) + "}"
@@ -294,6 +295,7 @@ def test_a_header_must_tile_the_files_data(tmp_path, entry, why):
     assert why in str(exc.value) and str(exc.value).startswith("model.safetensors") and one_sentence(str(exc.value))
 
 
+@pytest.mark.slow
 def test_a_sharded_index_is_bounded(tmp_path):
     folder = copy_of(tmp_path, "q", "tiny-qwen2")
     index = folder / "model.safetensors.index.json"
@@ -357,6 +359,7 @@ def sizes(root):
     return {n: load_folder(root / n).card["resident_bytes"] for n in ("tiny-llama", "tiny-gpt2", "tiny-qwen2")}
 
 
+@pytest.mark.slow
 def test_open_models_are_bounded_in_bytes(three):
     size = sizes(three)
     budget = size["tiny-llama"] + size["tiny-qwen2"] + 1000  # any two fit, not three

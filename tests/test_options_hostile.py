@@ -82,6 +82,7 @@ def _check(client, slug: str, query: str, may_pass: bool, failures: list) -> Non
 
 
 @pytest.mark.parametrize("slug, name", CASES)
+@pytest.mark.slow
 def test_hostile_values_are_a_400_never_a_500(client, slug, name):
     failures: list = []
     for value in HOSTILE:
@@ -94,6 +95,7 @@ def test_hostile_values_are_a_400_never_a_500(client, slug, name):
 
 
 @pytest.mark.parametrize("slug, name", CASES)
+@pytest.mark.slow
 def test_a_repeated_key_is_refused(client, slug, name):
     for query in (f"{name}=1&{name}=2", f"{name}=&{name}=x", f"{name}=&{name}=", f"{name}=0&{name}=0"):
         r = client.get(f"/learn/{slug}/?{query}")
@@ -105,6 +107,7 @@ def test_a_repeated_key_is_refused(client, slug, name):
 
 
 @pytest.mark.parametrize("lesson", [x.id for x in lessons()])
+@pytest.mark.slow
 def test_the_tutorial_check_reads_options_the_same_way(client, lesson):
     from explainer.tutorial.lessons import by_id
 

@@ -61,6 +61,7 @@ def test_the_two_refusals_are_the_engine_s_own():
 
 @pytest.mark.parametrize("kind", REFUSED)
 @pytest.mark.parametrize("slug", BUILT)
+@pytest.mark.slow
 def test_no_stage_says_what_did_not_happen(client, slug, kind):
     s = REFUSED[kind]
     r = client.get(stage_url(slug, s))
@@ -74,6 +75,7 @@ def test_no_stage_says_what_did_not_happen(client, slug, kind):
 
 
 @pytest.mark.parametrize("kind", REFUSED)
+@pytest.mark.slow
 def test_each_stage_says_what_did_not_happen(client, kind):
     s = REFUSED[kind]
     o = outcome(s)
@@ -147,6 +149,7 @@ def test_every_stage_s_data_says_it_was_refused(client, kind):
         assert figures["input_tokens"] == journey["input_tokens"], slug
 
 
+@pytest.mark.slow
 def test_a_conversation_refused_at_its_last_request_offers_no_follow_up(client):
     """Several requests, the last over the window: the earlier replies exist, the last one does not."""
     from tests.test_stage_conversation import START, to_the_limit

@@ -333,6 +333,7 @@ async def test_other_origins_are_refused():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 async def test_the_presenter_sees_how_many_students_are_connected():
     room, secret = await make_room()
     s1, _ = await student(room)

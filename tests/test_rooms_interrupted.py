@@ -23,7 +23,7 @@ from tests.waiting import until_true, wait_for_port, wait_until
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 CLOSE_INTERRUPTED = 4503
-pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="needs redis-server")
+pytestmark = [pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="needs redis-server"), pytest.mark.slow]
 
 
 class Redis:

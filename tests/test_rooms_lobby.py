@@ -97,6 +97,7 @@ async def counts_until(p, pred, timeout=5):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 async def test_the_presenter_sees_the_count_and_the_nicknames():
     room, secret = await make_room()
     p = await presenter(room, secret)
@@ -203,6 +204,7 @@ async def answers_until(p, pred, timeout=5):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 async def test_the_presenter_sees_how_many_have_answered():
     room, secret = await make_room()
     p = await presenter(room, secret)

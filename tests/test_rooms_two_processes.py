@@ -21,6 +21,8 @@ from explainer.stages.runs import codec
 from tests.live_server import daphne
 from tests.room_client import check_in_order, connect_presenter, connect_student, start_room, wait_for_students
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 REDIS_URL = os.environ.get("EXPLAINER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("EXPLAINER_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 

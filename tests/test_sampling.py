@@ -26,6 +26,7 @@ def test_top_k_keeps_exactly_the_k_best():
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(-10, 10), min_size=2, max_size=40), st.floats(0.05, 0.99), st.floats(0.05, 1.0))
+@pytest.mark.slow
 def test_top_p_keeps_the_smallest_prefix_reaching_p(logits, p, temperature):
     logits = np.array(logits)
     d = distribution(logits, SamplingParams(temperature=temperature, top_p=p))
@@ -81,6 +82,7 @@ def test_generation_honours_max_tokens_and_streams_the_whole_text():
         assert len(steps) == 7
 
 
+@pytest.mark.slow
 def test_generation_stops_at_a_stop_sequence_and_never_streams_it():
     _, free = _run(max_tokens=30, seed=2, sampling=SamplingParams(temperature=0))
     words = free.text.split()

@@ -22,6 +22,7 @@ texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=2
     system=texts, prompt=texts, temperature=st.floats(0, 1), max_tokens=st.integers(1, 4096),
     top_k=st.none() | st.integers(0, 500), seed=st.integers(0, 2**32 - 1), stops=st.lists(texts.filter(bool), max_size=3),
 )
+@pytest.mark.slow
 def test_it_round_trips(system, prompt, temperature, max_tokens, top_k, seed, stops):
     s = Scenario(system=system, messages=[{"role": "user", "content": prompt}], temperature=temperature,
                  max_tokens=max_tokens, top_k=top_k, seed=seed, stop_sequences=stops)
@@ -97,6 +98,7 @@ def test_new_links_are_signed_with_the_current_key_and_old_keys_still_open_their
         ScenarioCodec("new").decode(old.encode(s))  # the old key removed from the fallbacks: its links close
 
 
+@pytest.mark.slow
 def test_the_site_opens_links_signed_with_a_fallback_key(client, settings):
     from explainer.stages.runs import codec as site_codec
 

@@ -16,6 +16,8 @@ from django.template import Context, Template
 from explainer.stages.registry import built
 from tests.live_server import daphne
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 EXPECTED = {
     "default-src": {"'self'"},
     "script-src": {"'self'"},

@@ -33,6 +33,8 @@ from tests.slow_model import LONG_PROMPT, NAME, Stream, long_request, make_slow_
 from tests.urls import data_url, stage_url
 from tests.waiting import until_true, wait_until
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 HI = {"model": "claude-haiku-4-5", "max_tokens": 4, "temperature": 0, "messages": [{"role": "user", "content": "Hi"}]}
 HANG = 30  # seconds: a hang guard, never a measure
 

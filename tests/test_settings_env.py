@@ -1,4 +1,5 @@
 """The environment picks the channel layer and the database; with nothing set, the app needs neither Redis nor PostgreSQL."""
+import pytest
 import json
 import os
 import subprocess
@@ -18,12 +19,14 @@ def settings_with(tmp_path, **env):
     return json.loads(out)
 
 
+@pytest.mark.slow
 def test_defaults_are_in_process_and_sqlite(tmp_path):
     layer, engine, name = settings_with(tmp_path)
     assert layer["BACKEND"] == "explainer.live.layers.SweepingInMemoryChannelLayer" and layer["CONFIG"]["capacity"] >= 1000
     assert engine == "django.db.backends.sqlite3" and name == str(tmp_path / "db.sqlite3")
 
 
+@pytest.mark.slow
 def test_redis_and_postgres_from_the_environment(tmp_path):
     layer, engine, name = settings_with(tmp_path, REDIS_URL="redis://127.0.0.1:6379/3",
                                         DATABASE_URL="postgres://someone@db.example:5433/classroom")

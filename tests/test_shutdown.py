@@ -19,6 +19,8 @@ from tests.api.raw import request
 from tests.live_server import ROOT, daphne
 from tests.slow_model import Stream, long_request, make_slow_model
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 STOPPED_WITHIN = 8  # seconds: a generous bound on the 5 the product promises (a hang guard on a shared machine)
 
 

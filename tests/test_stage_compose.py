@@ -196,6 +196,7 @@ def test_the_python_snippet_compiles_and_sends_the_body(body):
     assert "Authorization: Bearer" in code
 
 
+@pytest.mark.slow
 def test_the_python_snippet_matches_the_sdk_signature():
     import inspect
 

@@ -60,6 +60,7 @@ def table_rows(html: str) -> list[dict]:
     return out
 
 
+@pytest.mark.slow
 def test_the_default_view_opens_on_several_requests(client):
     """No options: the default question, fast-forwarded with the suggested follow-ups, as Send would build it."""
     r = get(client)
@@ -190,6 +191,7 @@ def test_at_the_limit_the_page_shows_the_engine_s_error_and_strategies_that_fit(
     assert "A 4-million-parameter model writes poor summaries" in html
 
 
+@pytest.mark.slow
 def test_a_strategy_s_history_continues_the_conversation(client):
     sc = to_the_limit(START)
     r = get(client, sc)

@@ -54,6 +54,7 @@ def test_the_simulation_uses_the_engine_s_real_counts(client):
     assert sim["validation_error"] is None and sim["key_errors"]["valid"] is None
 
 
+@pytest.mark.slow
 def test_the_prefix_chain_is_shown_turn_by_turn_with_the_live_cache(client):
     s = Scenario(system="Be brief and exact. " * 30, messages=[{"role": "user", "content": "Hi"},
                                                                {"role": "assistant", "content": "Yo"},

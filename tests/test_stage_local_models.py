@@ -45,6 +45,7 @@ def fetch(client, slug: str, scenario: Scenario = SCENARIO, **opts) -> tuple[str
 
 
 @pytest.mark.parametrize("slug", SLUGS)
+@pytest.mark.slow
 def test_every_stage_renders_for_a_local_model_and_its_data_is_what_it_embeds(client, slug):
     html, data = fetch(client, slug)
     embedded = {k: json.loads(v) for k, v in _SCRIPT.findall(html)}

@@ -203,6 +203,7 @@ def test_hostile_text_is_escaped_and_long_text_is_cut_with_a_note(client):
     assert data["truncated"] and sum(len(c[0].encode()) for c in data["chunks"]) <= page_mod.MAX_TEXT_BYTES
 
 
+@pytest.mark.slow
 def test_a_long_context_stays_small_and_runs_once(client, monkeypatch):
     text = "The planner estimates the cost of each plan and picks the cheapest one. " * 120
     s = Scenario(messages=[{"role": "user", "content": text}], max_tokens=2)

@@ -72,6 +72,7 @@ def test_the_default_view_asks_the_article_s_question_with_a_dag_in_it(client):
     assert 'href="/learn/tools/?ask=request"' in html  # the request's own question, one link away
 
 
+@pytest.mark.slow
 def test_ask_request_keeps_the_request_s_own_question(client):
     """The old default, through its option: the default scenario's question, which names no DAG."""
     r = get(client, ask="request")
@@ -86,6 +87,7 @@ def test_ask_request_keeps_the_request_s_own_question(client):
 
 @pytest.mark.parametrize("tool", tools.TOOL_NAMES)
 @pytest.mark.parametrize("choice", tools.CHOICES)
+@pytest.mark.slow
 def test_each_tool_and_choice_renders(client, tool, choice):
     r = get(client, SCENARIO, tool=tool, choice=choice)
     assert r.status_code == 200
@@ -106,6 +108,7 @@ def test_each_tool_and_choice_renders(client, tool, choice):
         assert not any(s["constrained"] for s in steps)
 
 
+@pytest.mark.slow
 def test_numbers_equal_run_request(client):
     for choice in ("tool", "any", "auto"):
         r = get(client, SCENARIO, tool="get_dag_status", choice=choice)
@@ -153,6 +156,7 @@ def test_step_in_range_renders(client):
     assert r.status_code == 200 and data_of(r)["tools-data"]["step"] == n - 1
 
 
+@pytest.mark.slow
 def test_hostile_text_is_escaped(client):
     hostile = Scenario(system='<script>alert(1)</script>',
                        messages=[{"role": "user", "content": '<img src=x onerror="alert(1)"> \u202eevil\u202c ' + "😀" * 30}],
@@ -182,6 +186,7 @@ OWN_TOOL = {"name": "pick_colour", "description": "Pick a colour for the chart."
                              "required": ["colour", "bold"]}}
 
 
+@pytest.mark.slow
 def test_own_tool_runs_the_loop_with_a_stand_in_result(client):
     own = SCENARIO.replace(tools=[OWN_TOOL])
     r = get(client, own, tool="own")
@@ -209,6 +214,7 @@ def test_own_tool_runs_the_loop_with_a_stand_in_result(client):
     assert 'id="own-name"' in html and 'value="pick_colour"' in html
 
 
+@pytest.mark.slow
 def test_own_tool_with_choice_any(client):
     r = get(client, SCENARIO.replace(tools=[OWN_TOOL]), tool="own", choice="any")
     assert r.status_code == 200
@@ -224,11 +230,13 @@ def test_own_without_tools_is_400(client):
     assert "cannot be shown" in html and "tool of your own" in html
 
 
+@pytest.mark.slow
 def test_own_pill_only_when_the_scenario_has_a_tool(client):
     assert 'data-tool="own"' not in get(client, SCENARIO).content.decode()
     assert 'data-tool="own"' in get(client, SCENARIO.replace(tools=[OWN_TOOL])).content.decode()
 
 
+@pytest.mark.slow
 def test_unsupported_schema_is_a_clear_message(client):
     bad = dict(OWN_TOOL, input_schema={"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]+$"}},
                                        "required": ["code"]})
@@ -239,6 +247,7 @@ def test_unsupported_schema_is_a_clear_message(client):
     assert "cannot decode this schema" in err["error"]["message"] and "pattern" in err["error"]["message"]
 
 
+@pytest.mark.slow
 def test_unsupported_schema_raised_by_the_engine_is_caught(client, monkeypatch):
     from explainer.llm.constrained import UnsupportedSchema
 
@@ -262,6 +271,7 @@ def test_invalid_own_tool_shows_the_api_400(client, tool):
     assert 'data-filled="true"' not in r.content.decode()
 
 
+@pytest.mark.slow
 def test_hostile_own_tool_description_is_escaped(client):
     hostile = dict(OWN_TOOL, description='<script>alert(1)</script><img src=x onerror="alert(2)"> \u202eevil')
     r = get(client, SCENARIO.replace(tools=[hostile]), tool="own")

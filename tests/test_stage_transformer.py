@@ -151,6 +151,7 @@ def test_a_token_past_the_prompt_is_a_400_naming_the_length(client):
     assert r.status_code == 400 and f"from 0 to {n - 1}" in r.content.decode()
 
 
+@pytest.mark.slow
 def test_hostile_text_is_escaped(client):
     html, _, _ = get(client, HOSTILE)
     assert "<img src=x" not in html and '<script>alert("sys")' not in html
@@ -158,6 +159,7 @@ def test_hostile_text_is_escaped(client):
     assert "".join(t for _, t in tokens).startswith("<|system|></script><script>")  # kept as data, shown as text
 
 
+@pytest.mark.slow
 def test_a_long_prompt_is_shown_through_a_window_that_follows_the_token(client):
     ids = run_of(LONG).prompt_ids
     n = len(ids)
@@ -195,6 +197,7 @@ def test_a_request_refused_before_tokenizing_gets_a_message(client):
     assert client.get(url(empty, head=9)).status_code == 400
 
 
+@pytest.mark.slow
 def test_repeat_visits_are_served_from_the_cache(client, monkeypatch):
     get(client, LONG, token=30)
     passes = count_forward_passes(monkeypatch, engine().model)

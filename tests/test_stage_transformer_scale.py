@@ -117,6 +117,7 @@ class Spy:
 
 # ---- a local model's numbers ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_local_models_window_is_its_own_forward_pass(client):
     ids = run_of(stamp(LONG)).prompt_ids
     model = engine(LONG).model
@@ -212,6 +213,7 @@ def test_window_sizes_and_shipped_layers_for_real_model_shapes():
 
 # ---- a model with many heads --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_many_heads_ship_one_layer_and_data_serves_another(client, wide_model):
     scenario = LONG.replace(model=wide_model)
     ids = run_of(stamp(scenario)).prompt_ids

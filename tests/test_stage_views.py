@@ -32,6 +32,7 @@ def built_slugs():
 
 
 @pytest.mark.parametrize("slug", built_slugs())
+@pytest.mark.slow
 def test_it_renders_every_built_stage(client, slug):
     r = client.get(url(slug))
     assert r.status_code == 200
@@ -43,6 +44,7 @@ def test_it_renders_every_built_stage(client, slug):
 
 
 @pytest.mark.parametrize("slug", built_slugs())
+@pytest.mark.slow
 def test_hostile_text_is_escaped(client, slug):
     r = client.get(url(slug, HOSTILE))
     assert r.status_code == 200
@@ -51,6 +53,7 @@ def test_hostile_text_is_escaped(client, slug):
 
 
 @pytest.mark.parametrize("slug", built_slugs())
+@pytest.mark.slow
 def test_prev_and_next_keep_the_scenario(client, slug):
     s = Scenario(seed=77)
     blob = codec().encode(s)
@@ -141,6 +144,7 @@ def data_get(client, path: str, **params):
 
 @pytest.mark.parametrize("scenario", [None, HOSTILE], ids=["default", "hostile"])
 @pytest.mark.parametrize("slug", built_slugs())
+@pytest.mark.slow
 def test_the_data_endpoint_serves_what_the_page_embeds(client, slug, scenario):
     page = client.get(url(slug, scenario))
     assert page.status_code == 200

@@ -72,6 +72,7 @@ async def test_the_same_seed_repeats_the_same_text():
     (json.dumps({**BODY, "messages": [{"role": "user", "content": "x" * 70_000}]}), "request_too_large"),
     (json.dumps({**BODY, "messages": [{"role": "user", "content": "word " * 3000}]}), "invalid_request_error"),
 ])
+@pytest.mark.slow
 async def test_bad_input_gets_an_error_frame_and_the_socket_stays_usable(frame, kind, caplog):
     comm = await connect()
     with caplog.at_level(logging.WARNING):

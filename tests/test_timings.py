@@ -41,6 +41,7 @@ def _tool_defs():  # two of the demo tools: all three do not fit the 512-token w
 
 @pytest.mark.parametrize("choice", [None, {"type": "auto"}, {"type": "none"}, {"type": "any"},
                                     {"type": "tool", "name": "calculator"}])
+@pytest.mark.slow
 def test_prefill_and_decode_are_the_model_work_of_each_phase(model_clock, choice):
     eng, clock = model_clock
     body = {"model": "claude-haiku-4-5", "max_tokens": 12, "messages": [{"role": "user", "content": "What is 2 + 3?"}]}

@@ -10,6 +10,8 @@ from explainer.lifecycle.scenario import Scenario
 from explainer.web.runner import get_engine
 from tests.urls import stage_url
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 TOOL = {"name": "get_dag_status", "description": "Returns the last run status of an Airflow DAG",
         "input_schema": {"type": "object", "properties": {"dag_id": {"type": "string"}}, "required": ["dag_id"]}}
 

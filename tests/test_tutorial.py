@@ -46,6 +46,7 @@ def test_there_is_one_lesson_per_stage_in_walk_through_order():
 
 
 @pytest.mark.parametrize("lesson_id", [x.id for x in lessons()])
+@pytest.mark.slow
 def test_no_lesson_is_done_where_it_starts(client, lesson_id):
     """The check can fail: at its own start, every task is still to do."""
     r = client.get(f"/tutorial/start/{lesson_id}")
@@ -105,6 +106,7 @@ def test_a_start_scenario_the_codec_refuses_is_refused_at_load(tmp_path):
 
 # ---- the checks, each both ways ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_temperature_word(client):
     s = start("temperature")
     word = by_id()["temperature"].params["word"]  # chosen for the shipped weights (lessons.json)
@@ -121,6 +123,7 @@ def test_temperature_word(client):
     assert other["done"] is False and "max_tokens" in other["message"]
 
 
+@pytest.mark.slow
 def test_temperature_word_agrees_with_the_reply_at_every_slider_step(client):
     s = start("temperature")
     word = by_id()["temperature"].params["word"]
@@ -132,6 +135,7 @@ def test_temperature_word_agrees_with_the_reply_at_every_slider_step(client):
         assert check(client, "temperature", s.replace(temperature=t))["done"] is says, t
 
 
+@pytest.mark.slow
 def test_prefill(client):
     s = start("prefill")
     done = check(client, "prefill", s.replace(messages=[*POSTGRES, {"role": "assistant", "content": "An index is"}]))
@@ -144,6 +148,7 @@ def test_prefill(client):
     assert refused["done"] is False and "refuse" in refused["message"]
 
 
+@pytest.mark.slow
 def test_never_admitted(client):
     # done only once the learner has seen the gateway refuse it (the page reports "never-429")
     unseen = check(client, "never-admitted", Scenario(max_tokens=2001))
@@ -192,6 +197,7 @@ def test_previous_token_head(client):
                 assert check(client, "previous-token-head", s, layer=layer, head=head)["done"] is False
 
 
+@pytest.mark.slow
 def test_different_draw_agrees_with_the_engine(client):
     """At step 1 (index 0) the slider's temperature t draws what the engine really draws with temperature t."""
     s = Scenario()
@@ -238,6 +244,7 @@ def test_context_limit(client):
     assert other["done"] is False and "not the window" in other["message"]
 
 
+@pytest.mark.slow
 def test_cache_hit(client):
     long = Scenario(system=LONG_SYSTEM)
     assert check(client, "cache-hit", long, clock=10, ttl="1h")["done"] is True
@@ -251,6 +258,7 @@ def test_cache_hit(client):
     assert check(client, "cache-hit", long, clock=10, ttl="1h", bp="none")["done"] is False
 
 
+@pytest.mark.slow
 def test_own_tool_loop(client):
     mine = Scenario(tools=[OWN_TOOL])
     assert check(client, "own-tool", mine, tool="own")["done"] is True
@@ -262,6 +270,7 @@ def test_own_tool_loop(client):
     assert example["done"] is False and "example" in example["message"]
 
 
+@pytest.mark.slow
 def test_greedy_own_question(client):
     mine = Scenario(messages=POSTGRES)
     assert check(client, "greedy", mine.replace(temperature=0))["done"] is True

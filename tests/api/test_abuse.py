@@ -14,6 +14,8 @@ from tests.api import raw
 from tests.live_server import daphne
 from tests.waiting import until_true
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 HI = [{"role": "user", "content": "Hi"}]
 MB = 1024 * 1024
 

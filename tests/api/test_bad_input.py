@@ -4,6 +4,8 @@ import json
 from tests.api import raw
 import pytest
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 
 def post(srv, path="/v1/messages", content=b"", headers=None):
     h = {"x-api-key": srv["api_key"], "content-type": "application/json", "anthropic-version": "2023-06-01", **(headers or {})}

@@ -2,6 +2,8 @@
 import anthropic
 import pytest
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 SYSTEM = "You are an assistant for platform engineers who run Airflow on Kubernetes with a PostgreSQL metadata database. " * 4
 
 

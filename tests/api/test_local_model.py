@@ -1,5 +1,8 @@
 """A local model through the official SDK: named in ``model`` it answers; Claude names stay with the bundled model."""
+import pytest
 from tests.conftest import LOCAL_MODEL
+
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
 
 HI = [{"role": "user", "content": "What is a primary key?"}]
 

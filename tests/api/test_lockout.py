@@ -11,6 +11,8 @@ from django.test import AsyncClient
 
 from explainer.api import keys, views
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 NAT = "10.20.30.40"  # an office behind one router
 
 

@@ -7,6 +7,8 @@ import pytest
 from tests.api import raw
 from tests.live_server import daphne
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 HI = [{"role": "user", "content": "Hi"}]
 
 

@@ -1,10 +1,13 @@
 """The README's SDK snippet works as written (only the key and port are the test server's)."""
+import pytest
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.api import raw
+
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -5,6 +5,8 @@ import pytest
 from tests.api import raw
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 MODEL = "claude-sonnet-4-6"
 HI = [{"role": "user", "content": "What is a primary key?"}]
 

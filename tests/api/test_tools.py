@@ -5,6 +5,8 @@ from jsonschema import validate
 
 from explainer.lifecycle.demo_tools import DEMO_TOOLS, run_tool
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 MODEL = "claude-sonnet-4-6"
 
 

@@ -15,6 +15,8 @@ from tests.api import raw
 from tests.live_server import daphne
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 MODEL = "claude-haiku-4-5"
 
 

@@ -1,7 +1,10 @@
 """Every API call leaves a trace that opens in the walk-through."""
+import pytest
 import re
 
 from tests.api import raw
+
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
 
 MODEL = "claude-haiku-4-5"
 

@@ -8,6 +8,8 @@ import pytest
 from tests.api import raw
 from tests.live_server import daphne
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 MODEL = "claude-sonnet-4-6"
 HI = [{"role": "user", "content": "What is a primary key?"}]
 INPUT_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")

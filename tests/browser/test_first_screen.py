@@ -8,6 +8,8 @@ from explainer.stages.registry import built
 from tests.browser.conftest import SCREENS, assert_fits_phone
 from tests.browser.settle import settled
 
+pytestmark = pytest.mark.browser
+
 SLUGS = [s.slug for s in built()]
 
 

@@ -9,6 +9,8 @@ from explainer.stages.registry import built
 from tests.browser.settle import settled
 from tests.browser.test_first_screen import main_visual_box
 
+pytestmark = pytest.mark.browser
+
 SLUGS = [s.slug for s in built()]
 NARROW = (320, 640)
 

@@ -1,9 +1,12 @@
 """The "being recorded" page that a trace link shows until its trace is written."""
+import pytest
 from django.conf import settings
 
 from explainer.shares.traces import issue_id
 from tests.browser.conftest import assert_fits_phone
 from tests.live_server import API_KEY
+
+pytestmark = pytest.mark.browser
 
 
 def test_the_recording_page_is_accessible_fits_a_phone_and_gives_up_on_a_trace_that_never_comes(server, page, phone, axe, shoot):

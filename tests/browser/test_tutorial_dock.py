@@ -8,6 +8,8 @@ from explainer.tutorial.lessons import lessons
 from tests.browser.conftest import SCREENS
 from tests.browser.settle import settled
 
+pytestmark = pytest.mark.browser
+
 IDS = [x.id for x in lessons()]
 
 BOXES = """sel => {
