@@ -45,7 +45,7 @@ def test_a_scripted_session_is_explained_call_by_call(base_url):
     turn("Question 6: and the next one?", "10:05")
     tool_turn = {"role": "user", "content": f"Check the weather first. {ASK}"}
     history.append(tool_turn)
-    for n in range(4):  # calls 7-10: the agent asks for the same tool with the same input, four times
+    for _ in range(4):  # calls 7-10: the agent asks for the same tool with the same input, four times
         msg = sdk.messages.create(model=MODEL, max_tokens=300, system=system("10:05"), tools=[WEATHER], messages=history)
         assert msg.stop_reason == "tool_use"
         use = msg.content[0]
