@@ -8,6 +8,7 @@ urlpatterns = [
     path("inspect/<str:session_id>/", views.session_page, name="inspect-session"),
     path("inspect/<str:session_id>/data", views.data, name="inspect-data"),
     path("inspect/<str:session_id>/delete", views.delete, name="inspect-delete"),
+    path("inspect/<str:session_id>/import", views.import_calls, name="inspect-import"),
     path("inspect/<str:session_id>/v1/messages", views.messages),
     path("inspect/<str:session_id>/v1/messages/count_tokens", views.count_tokens),
     path("inspect/<str:session_id>/v1/models", views.models),

@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import transaction
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -19,7 +21,7 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from explainer.inspect import proxy
+from explainer.inspect import importing, proxy
 from explainer.inspect.analysis import analyse
 from explainer.inspect.models import Call, Session
 from explainer.lifecycle.errors import APIError
@@ -114,6 +116,50 @@ def data(request, session_id: str):
         return JsonResponse(APIError("not_found_error", "No such inspector session: it does not exist, has expired, or was deleted.").body(),
                             status=404)
     return JsonResponse(session_data(session), json_dumps_params={"ensure_ascii": False})
+
+
+MAX_IMPORT_BYTES = 16 * 1024 * 1024  # a file dropped on the page; a raw body is held to Django's DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+@csrf_exempt  # the session's id is the capability; scripts post the file as the body
+@require_POST
+def import_calls(request, session_id: str):
+    """``POST /inspect/<id>/import``: a JSON Lines or HAR file, as a form's ``file`` or as the body; all of it or nothing."""
+    session = _live(session_id)
+    wants_json = "file" not in request.FILES if request.method == "POST" else True
+    if session is None:
+        return _import_answer(request, wants_json, None, "No such inspector session: it does not exist, has expired, or was deleted.", 404)
+    try:
+        upload = request.FILES.get("file")
+        if upload is not None and upload.size > MAX_IMPORT_BYTES:
+            raise importing.ImportRefused(f"The file takes {upload.size:,} bytes; at most {MAX_IMPORT_BYTES:,} are read.")
+        raw = upload.read() if upload is not None else request.body
+        calls = importing.parse(raw.decode("utf-8", "replace"))
+    except RequestDataTooBig:
+        return _import_answer(request, wants_json, session, "The file is larger than a request body may be here; drop it on the "
+                              "session's page instead.", 413)
+    except importing.ImportRefused as exc:
+        return _import_answer(request, wants_json, session, str(exc), 400)
+    now = timezone.now()
+    with transaction.atomic():
+        Call.objects.bulk_create([Call(
+            session=session, started_at=datetime.fromtimestamp(c["started_at"], UTC) if c["started_at"] is not None else now + timedelta(microseconds=n),
+            method=c["method"], path=c["path"], query=c["query"], status=c["status"], model=c["model"], stream=c["stream"],
+            request_headers=c["headers"], request=c["request"], response=c["response"], events=c["events"], request_id=c["request_id"],
+            timings=c["timings"], notes=c["notes"]) for n, c in enumerate(calls)])
+    if wants_json:
+        return JsonResponse({"imported": len(calls)})
+    return HttpResponseRedirect(reverse("inspect-session", args=[session.id]) + "#calls")
+
+
+def _import_answer(request, wants_json: bool, session: Session | None, message: str, status: int):
+    if wants_json:
+        kind = "not_found_error" if status == 404 else "request_too_large" if status == 413 else "invalid_request_error"
+        return JsonResponse(APIError(kind, message, status=status).body(), status=status)
+    if session is None:
+        return _gone(request)
+    return error_page(request, status, "The file was not imported", message + " Nothing of it was imported.",
+                      back=reverse("inspect-session", args=[session.id]))
 
 
 @require_POST
