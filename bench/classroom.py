@@ -39,8 +39,8 @@ django.setup()
 
 from explainer.lifecycle.engine import run_request  # noqa: E402
 from explainer.lifecycle.scenario import Scenario  # noqa: E402
-from explainer.web.runner import get_engine  # noqa: E402
 from explainer.stages.runs import codec  # noqa: E402
+from explainer.web.runner import get_engine  # noqa: E402
 from tests.live_server import daphne  # noqa: E402
 from tests.room_client import connect_presenter, connect_student, start_room, wait_for_students  # noqa: E402
 

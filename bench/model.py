@@ -141,7 +141,7 @@ def main() -> None:
     c = model.config
     rows = []
     for ctx in (128, 448):
-        rows.append((f"decode tokens/s at {ctx} tokens of context", median(lambda: numpy_decode(model, ctx, args.steps), args.repeats), "higher"))
+        rows.append((f"decode tokens/s at {ctx} tokens of context", median(lambda ctx=ctx: numpy_decode(model, ctx, args.steps), args.repeats), "higher"))
     rows.append(("prefill of 512 tokens (ms)", 1000 * median(lambda: numpy_prefill(model, c.n_ctx), args.repeats), "lower"))
 
     try:
