@@ -21,7 +21,7 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from explainer.inspect import importing, proxy
+from explainer.inspect import importing, proxy, replay
 from explainer.inspect.analysis import analyse
 from explainer.inspect.models import Call, Session
 from explainer.lifecycle.errors import APIError
@@ -29,7 +29,8 @@ from explainer.lifecycle.pricing import usd
 from explainer.web.pages import error_page
 
 log = logging.getLogger(__name__)
-MAX_CALLS_SHOWN = 500  # a session's page and data read its first calls; a longer session says so
+MAX_CALLS_SHOWN = 500
+MAX_REPLAY_LINKS = 100  # calls whose replay links a page signs (each is a signed permalink)  # a session's page and data read its first calls; a longer session says so
 
 
 def base_url(request, session_id: str) -> str:
@@ -88,6 +89,7 @@ def session_page(request, session_id: str):
     if session is None:
         return _gone(request)
     data = session_data(session)
+    calls_by_index = {n: c for n, c in enumerate(Call.objects.filter(session=session)[:MAX_CALLS_SHOWN], 1)}
     for row in data["calls"]:
         row["cost_text"] = usd(row["cost_usd"]) if row["cost_usd"] is not None else "–"
         row["cumulative_text"] = usd(row["cumulative_usd"])
@@ -95,6 +97,8 @@ def session_page(request, session_id: str):
         if ctx and ctx["input_tokens"]:
             row["bars"] = [{"part": k.replace("_", " "), "key": k, "tokens": ctx[k], "share": round(100 * ctx[k] / ctx["input_tokens"], 2)}
                            for k in ("tools", "system", "history", "new_turn") if ctx[k]]
+        if row["path"] == "/v1/messages" and row["index"] <= MAX_REPLAY_LINKS:
+            row["replay"] = replay.links(calls_by_index[row["index"]].request)
         around = row["cache_around"]
         if around:  # the two texts split where they first differ, so the page can mark the rest
             at = around["at"]

@@ -109,3 +109,23 @@ async def test_an_upstream_that_refuses_or_fails_tls_is_a_502_naming_it(settings
         listening.close()
     calls = [c async for c in Call.objects.filter(session=session)]
     assert [c.status for c in calls] == [502, 502] and all(c.response["type"] == "error" for c in calls)
+
+
+def test_a_call_replays_in_the_walk_through_on_the_bundled_model():
+    session = Session.objects.create()
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 4000,
+            "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "Name a prime above 90."},
+                                                      {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                                   "bytes": 10, "data": "(not recorded)"}}]}]}
+    message = {"type": "message", "role": "assistant", "content": [{"type": "text", "text": "97"}], "stop_reason": "end_turn",
+               "usage": {"input_tokens": 30, "output_tokens": 2}}
+    Call.objects.create(session=session, started_at=timezone.now(), method="POST", path="/v1/messages", status=200,
+                        request=body, response=message, timings={"total": 5.0})
+    client = Client()
+    html = client.get(f"/inspect/{session.id}/").content.decode()
+    assert "Replay on the bundled model" in html and "max_tokens is cut from 4,000 to 200" in html and "Images, documents" in html
+    url = re.search(r'href="(/learn/compose/\?s=[^"]+)"', html).group(1).replace("&amp;", "&")
+    page = client.get(url)
+    assert page.status_code == 200
+    assert "Name a prime above 90." in page.content.decode() and "You are terse." in page.content.decode()
