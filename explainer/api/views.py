@@ -16,24 +16,34 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
-from redis.exceptions import RedisError
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import RedisError
 
 from explainer.api import keys, ratelimits
 from explainer.lifecycle import frames as fr
 from explainer.lifecycle.engine import BUNDLED_MODEL_NAME
-from explainer.lifecycle.pricing import known_models
 from explainer.lifecycle.errors import APIError, invalid
-from explainer.llm import jsonlimits
-from explainer.lifecycle.gateway import (INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE, FailureLimiter, Ticket, body_too_large,
-                                         check_body_size, key_from_headers, rate_limit_error, ratelimit_headers, too_many)
+from explainer.lifecycle.gateway import (
+    INVALID_KEY_MESSAGE,
+    MISSING_KEY_MESSAGE,
+    FailureLimiter,
+    Ticket,
+    body_too_large,
+    check_body_size,
+    key_from_headers,
+    rate_limit_error,
+    ratelimit_headers,
+    too_many,
+)
 from explainer.lifecycle.payload import parse_request
+from explainer.lifecycle.pricing import known_models
+from explainer.llm import jsonlimits
 from explainer.llm.interface import ModelLoadError
+from explainer.shares.traces import TraceRecorder
 from explainer.web import services
 from explainer.web.middleware import database_unavailable
 from explainer.web.runner import call, catalog, engine_for, is_local_model, request_budget, run_batches
-from explainer.shares.traces import TraceRecorder
 
 log = logging.getLogger(__name__)
 

@@ -62,8 +62,7 @@ from explainer.lifecycle.gateway import OpenCounts
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import ScenarioError
 from explainer.rooms import rooms
-from explainer.rooms.layer import (CLOSE_INTERRUPTED, LayerDown, GuardedLayer,
-                                    interrupted_frame, refuse_interrupted, layer_health)
+from explainer.rooms.layer import CLOSE_INTERRUPTED, GuardedLayer, LayerDown, interrupted_frame, layer_health, refuse_interrupted
 from explainer.rooms.models import Room
 from explainer.rooms.session import MAX_PACE_MS, ME, PRESENTERS, ROOM, Out, RoomSession
 from explainer.stages.runs import check_model

@@ -33,7 +33,8 @@ log = logging.getLogger("explainer.rooms.consumers")
 # and the client reconnects; the room itself lives in the database and is still there.
 
 try:
-    from redis.exceptions import ConnectionError as _RedisConnectionError, TimeoutError as _RedisTimeoutError
+    from redis.exceptions import ConnectionError as _RedisConnectionError
+    from redis.exceptions import TimeoutError as _RedisTimeoutError
     LAYER_UNREACHABLE: tuple[type[BaseException], ...] = (_RedisConnectionError, _RedisTimeoutError, OSError, asyncio.TimeoutError)
 except ImportError:  # no Redis client installed: only the in-process layer can be in use
     LAYER_UNREACHABLE = (OSError, asyncio.TimeoutError)
@@ -126,14 +127,14 @@ class LayerHealth:
         self.layer = None
         self.tasks: set[asyncio.Task] = set()
 
-    def watch(self, consumer: "RoomConsumer", layer) -> None:
+    def watch(self, consumer: RoomConsumer, layer) -> None:
         self.sockets.add(consumer)
         if layer is not None:
             self.layer = layer
             if _probed(layer):
                 self._ensure_probe()
 
-    def unwatch(self, consumer: "RoomConsumer") -> None:
+    def unwatch(self, consumer: RoomConsumer) -> None:
         self.sockets.discard(consumer)
 
     def _ensure_probe(self) -> None:
@@ -172,7 +173,7 @@ class LayerHealth:
                     log.warning("Room channel layer reachable again: room sockets are accepted")
 
 
-_health: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LayerHealth]" = weakref.WeakKeyDictionary()
+_health: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LayerHealth] = weakref.WeakKeyDictionary()
 
 
 def layer_health() -> LayerHealth:

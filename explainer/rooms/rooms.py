@@ -12,12 +12,10 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
-import time
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from django.conf import settings

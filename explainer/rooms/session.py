@@ -20,8 +20,8 @@ engine's task and the waiting. tests/test_room_session.py checks the rules direc
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from explainer.lifecycle import frames as fr
 from explainer.lifecycle import room_frames as rf

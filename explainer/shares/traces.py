@@ -32,10 +32,10 @@ from django.utils import timezone
 
 from explainer.lifecycle import frames as fr
 from explainer.lifecycle.pricing import cost
+from explainer.llm.budget import Interrupted
+from explainer.llm.catalog import BUNDLED_NAME
 from explainer.shares.models import Trace
 from explainer.stages.pages.transformer import attention_rows, head_names
-from explainer.llm.catalog import BUNDLED_NAME
-from explainer.llm.budget import Interrupted
 from explainer.web import services
 from explainer.web.runner import engine_for, get_engine, is_local_model, stopping, submit
 

@@ -15,7 +15,7 @@ from explainer.lifecycle.scenario import Scenario, ScenarioError
 from explainer.shares import traces as recorder
 from explainer.shares.models import Trace
 from explainer.shares.traces import ensure_attention
-from explainer.stages.registry import REQUEST_STEPS, BY_SLUG
+from explainer.stages.registry import BY_SLUG, REQUEST_STEPS
 from explainer.stages.runs import codec
 from explainer.web.pages import bundled_info, error_page
 

@@ -12,14 +12,14 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from explainer.lifecycle.engine import Run
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.payload import parse_request
-from explainer.llm import jsonlimits
-from explainer.lifecycle.engine import Run
-from explainer.llm.catalog import BUNDLED_NAME
-from explainer.llm.interface import ModelLoadError
 from explainer.lifecycle.pricing import priced_models
 from explainer.lifecycle.scenario import Scenario, ScenarioError
+from explainer.llm import jsonlimits
+from explainer.llm.catalog import BUNDLED_NAME
+from explainer.llm.interface import ModelLoadError
 from explainer.stages.options import OptionError, parse_options, single
 from explainer.stages.registry import BY_SLUG, LAST_NUMBER, STAGES, Stage, neighbours
 from explainer.stages.runs import check_model, codec, engine, link_model, run_of, stamp

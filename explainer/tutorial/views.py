@@ -21,10 +21,10 @@ from explainer.stages.examples import examples
 from explainer.stages.options import OptionError, parse_options, single
 from explainer.stages.runs import check_model, codec, link_model
 from explainer.stages.views import StagePage
-from explainer.web.pages import MAX_QUERY_CHARS, bundled_info
-from explainer.web.runner import catalog, is_local_model, model_view, refused_json, refused_page
 from explainer.tutorial.checks import CHECKS, Verdict
 from explainer.tutorial.lessons import Lesson, by_id, following, lessons
+from explainer.web.pages import MAX_QUERY_CHARS, bundled_info
+from explainer.web.runner import catalog, is_local_model, model_view, refused_json, refused_page
 
 
 def _start_url(lesson: Lesson, model: str | None = None) -> str:

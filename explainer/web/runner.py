@@ -30,9 +30,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial, wraps
-from typing import AsyncIterator, Callable, Iterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -40,7 +40,6 @@ from django.conf import settings
 from explainer.lifecycle import frames as fr
 from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.errors import APIError
-from explainer.lifecycle.gateway import overloaded
 from explainer.lifecycle.payload import MessagesRequest
 from explainer.llm.budget import Budget, Interrupted, check, running
 from explainer.llm.catalog import BUNDLED_NAME, Catalog

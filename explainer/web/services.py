@@ -24,10 +24,11 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from explainer.lifecycle import lru
 from explainer.lifecycle.engine import Engine, share_automata
@@ -43,7 +44,7 @@ class Lane:
     is freed by the worker itself as soon as the work stops, however slowly the caller then reads.
     """
 
-    def __init__(self, name: str, workers: int, queue: int, busy: Callable[[], APIError], stop: "Stop", nice: int = 0):
+    def __init__(self, name: str, workers: int, queue: int, busy: Callable[[], APIError], stop: Stop, nice: int = 0):
         self.name, self.n_workers, self.queue, self.busy, self.nice, self.stop = name, workers, queue, busy, nice, stop
         self.admitted = 0
         self._lock = threading.Lock()
@@ -103,7 +104,7 @@ class Stop:
 
     def __init__(self) -> None:
         self._flag = threading.Event()
-        self._cancels: "weakref.WeakSet[threading.Event]" = weakref.WeakSet()
+        self._cancels: weakref.WeakSet[threading.Event] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def is_set(self) -> bool:
@@ -142,7 +143,7 @@ class Services:
     traces: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-writer"))
 
     @classmethod
-    def from_settings(cls, settings: Any = None, engine: Engine | None = None, catalog: Catalog | None = None) -> "Services":
+    def from_settings(cls, settings: Any = None, engine: Engine | None = None, catalog: Catalog | None = None) -> Services:
         """Build from Django's settings (or any object with the same attributes). ``engine`` reuses a built
         bundled engine (building one loads the model and warms its caches), ``catalog`` a catalog and the
         models it has open."""

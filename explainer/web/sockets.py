@@ -15,9 +15,9 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from explainer.llm import jsonlimits
 from explainer.lifecycle.errors import APIError, invalid
 from explainer.lifecycle.gateway import OpenCounts
+from explainer.llm import jsonlimits
 
 MAX_PACE_MS = 2000  # the slowest replay a socket may ask for, a token every 2 s
 CLOSE_TRY_AGAIN_LATER = 4429  # an application close code: a limit, not an error (1013 is not sendable by browsers' peers)

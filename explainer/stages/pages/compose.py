@@ -12,9 +12,9 @@ from explainer.lifecycle.errors import STATUS, APIError
 from explainer.lifecycle.figures import body_figures, run_figures
 from explainer.lifecycle.payload import MAX_STOP_SEQUENCES, parse_request
 from explainer.lifecycle.snippets import json_text, snippets
+from explainer.stages.examples import example_links
 from explainer.stages.options import ChoiceOption
 from explainer.stages.registry import BY_SLUG
-from explainer.stages.examples import example_links
 
 log = logging.getLogger(__name__)
 

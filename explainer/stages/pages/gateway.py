@@ -14,8 +14,20 @@ from django.conf import settings
 from explainer.lifecycle.errors import STATUS, APIError
 from explainer.lifecycle.figures import run_figures
 from explainer.lifecycle.gateway import (
-    CACHE_TTL_SECONDS, DIMENSIONS, INVALID_KEY_MESSAGE, Limits, RateLimiter, body_too_large, check_body_size,
-    check_key, overloaded, prefix_chain, prefix_key, rate_limit_error, ratelimit_headers, rfc3339,
+    CACHE_TTL_SECONDS,
+    DIMENSIONS,
+    INVALID_KEY_MESSAGE,
+    Limits,
+    RateLimiter,
+    body_too_large,
+    check_body_size,
+    check_key,
+    overloaded,
+    prefix_chain,
+    prefix_key,
+    rate_limit_error,
+    ratelimit_headers,
+    rfc3339,
 )
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.snippets import json_text

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from explainer.lifecycle import lru
 from explainer.lifecycle.figures import chat_text_figures, request_chat_parts, text_figures, tokenized_figures
 from explainer.lifecycle.tool_format import tools_system_prompt
-from explainer.llm.interface import ChatTokenizer
-from explainer.llm.interface import TokenizerError
+from explainer.llm.interface import ChatTokenizer, TokenizerError
 from explainer.stages.options import IntOption, OptionError
 from explainer.stages.words import token_row, visible_token
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
