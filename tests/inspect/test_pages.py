@@ -86,7 +86,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # closed again when the block ends: nothing listens there
 
 
-async def test_an_upstream_that_refuses_or_fails_tls_is_a_502_naming_it(settings):
+async def test_an_upstream_that_refuses_or_fails_tls_is_a_502_naming_it(settings, caplog):
     session = await Session.objects.acreate()
     client = AsyncClient()
     body = b'{"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}'
@@ -109,6 +109,7 @@ async def test_an_upstream_that_refuses_or_fails_tls_is_a_502_naming_it(settings
         listening.close()
     calls = [c async for c in Call.objects.filter(session=session)]
     assert [c.status for c in calls] == [502, 502] and all(c.response["type"] == "error" for c in calls)
+    assert "inspector: upstream" in caplog.text and "sk-ant-x" not in caplog.text  # logged, without the key
 
 
 def test_a_call_replays_in_the_walk_through_on_the_bundled_model():

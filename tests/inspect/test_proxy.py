@@ -91,6 +91,9 @@ def test_no_request_can_change_where_calls_go(base_url, upstream):
         assert r.status_code == 200, r.text
     assert len(upstream.received) == before + len(attempts)  # every one of them reached the configured upstream
     assert [r["path"].split("?")[0] for r in upstream.received[before:]] == ["/v1/messages"] * len(attempts)
+    r = httpx2.post(base_url + "/v1/messages", json=body, headers={"x-api-key": KEY, "host": "127.0.0.2:9"})
+    assert r.status_code == 400 and r.json()["type"] == "error"  # a host this server does not serve (ALLOWED_HOSTS)
+    assert len(upstream.received) == before + len(attempts)
 
 
 def test_rate_limits_and_overload_come_back_as_the_upstream_sent_them(sdk, upstream):
