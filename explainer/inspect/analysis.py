@@ -30,6 +30,7 @@ TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 LOOP_REPEATS = 3  # the same tool with the same input this many times in a row is a loop
 AROUND = 24  # characters shown on each side of a first difference
 MESSAGES_PATH = "/v1/messages"
+COMPARED = 20  # a miss is compared with this many calls before it (a session's page stays quick with hundreds of calls)
 
 
 class CallRecord(TypedDict, total=False):
@@ -320,6 +321,7 @@ class _Seen(TypedDict):
 def _diagnose(call: CallRecord, now: _Seen, earlier: list[_Seen], tokens: int, out: str) -> tuple[str | None, Difference | None, int | None, str]:
     """Why a call missed the cache: (reason, first difference, the earlier call compared with, a sentence)."""
     i, marks, model = now["index"], now["marks"], now["model"]
+    earlier = earlier[-COMPARED:]
     all_chars = sum(len(t) for _, t in now["leaves"]) or 1
     if len(marks) > MAX_BREAKPOINTS:
         return ("too_many_breakpoints", None, None,
@@ -376,6 +378,7 @@ def _diagnose(call: CallRecord, now: _Seen, earlier: list[_Seen], tokens: int, o
 
 def _unmarked(now: _Seen, earlier: list[_Seen], tokens: int, all_chars: int) -> tuple[str | None, Difference | None, int | None, str]:
     """A call with no breakpoint: worth a finding only when it resends a long prefix an earlier call also sent."""
+    earlier = earlier[-COMPARED:]
     if not earlier:
         return "no_breakpoint", None, None, ""
     best = max(reversed(earlier), key=lambda e: common_chars(e["leaves"], now["leaves"]))  # ties: the latest

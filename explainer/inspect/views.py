@@ -119,6 +119,8 @@ def data(request, session_id: str):
     if session is None:
         return JsonResponse(APIError("not_found_error", "No such inspector session: it does not exist, has expired, or was deleted.").body(),
                             status=404)
+    if "count" in request.GET:  # what the page's poll asks: has a call arrived since it was drawn?
+        return JsonResponse({"count": Call.objects.filter(session=session).count()})
     return JsonResponse(session_data(session), json_dumps_params={"ensure_ascii": False})
 
 

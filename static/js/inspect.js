@@ -1,4 +1,4 @@
-// The inspector's session page: copy the base URL, and notice new calls (a small poll of /data, every 3 s
+// The inspector's session page: copy the base URL, and notice new calls (a small poll of /data?count, every 3 s
 // while the page is visible), offering to show them.
 (() => {
   for (const button of document.querySelectorAll("[data-copy]")) {
@@ -23,14 +23,14 @@
   const check = async () => {
     if (document.visibilityState === "visible") {
       try {
-        const r = await fetch(calls.dataset.dataUrl, { cache: "no-store" });
+        const r = await fetch(`${calls.dataset.dataUrl}?count`, { cache: "no-store" });
         if (r.status === 404) {
           note.textContent = "This session has expired or was deleted.";
           return;
         }
         if (r.ok) {
           const data = await r.json();
-          const fresh = data.calls.length - shown;
+          const fresh = data.count - shown;
           if (fresh > 0) {
             note.textContent = "";
             const link = document.createElement("a");

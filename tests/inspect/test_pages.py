@@ -130,3 +130,18 @@ def test_a_call_replays_in_the_walk_through_on_the_bundled_model():
     page = client.get(url)
     assert page.status_code == 200
     assert "Name a prime above 90." in page.content.decode() and "You are terse." in page.content.decode()
+
+
+def test_the_pages_poll_is_a_count_and_a_long_session_stays_quick():
+    session = Session.objects.create()
+    system = [{"type": "text", "text": "Rules. " * 2000, "cache_control": {"type": "ephemeral"}}]
+    history = [{"role": "user" if n % 2 == 0 else "assistant", "content": f"turn {n} " * 20} for n in range(200)]
+    Call.objects.bulk_create([Call(session=session, started_at=timezone.now() + timedelta(seconds=n), method="POST", path="/v1/messages",
+                                   status=200, request={"model": "claude-sonnet-4-6", "system": system, "messages": history[:n + 1]},
+                                   response={"type": "message", "content": [], "stop_reason": "end_turn",
+                                             "usage": {"input_tokens": 10, "output_tokens": 1, "cache_creation_input_tokens": 30000}})
+                              for n in range(200)])
+    client = Client()
+    assert client.get(f"/inspect/{session.id}/data?count").json() == {"count": 200}
+    data = client.get(f"/inspect/{session.id}/data").json()  # each miss compared with the 20 calls before it, not all
+    assert len(data["calls"]) == 200 and data["calls"][-1]["cache"]["reason"] == "unexplained"
