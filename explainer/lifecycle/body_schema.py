@@ -9,14 +9,32 @@ reported, and the rules that relate one part of a body to another, are ``payload
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    NotRequired,
+    get_args,
+)
 
 from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, Tag, TypeAdapter, ValidationError,
-    ValidatorFunctionWrapHandler, WrapValidator, with_config,
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    with_config,
 )
 from pydantic_core import PydanticCustomError
-from typing_extensions import NotRequired, TypedDict  # pydantic needs typing_extensions' TypedDict before Python 3.12
+from typing_extensions import TypedDict  # pydantic needs typing_extensions' TypedDict before Python 3.12
 
 MAX_MESSAGES = 100_000
 MAX_STOP_SEQUENCES = 8
@@ -188,10 +206,10 @@ _NOT_SUPPORTED = dict.fromkeys(UNSUPPORTED_BLOCKS, "unsupported")
 # The content of system and of a tool_result: text blocks only. The text block itself is a member, so it is
 # written out for each (a type cannot be made by a function call where the type checker can read it).
 _TEXT_ONLY = _by_type({"text": "text", **_NOT_SUPPORTED, "tool_use": "unsupported", "tool_result": "unsupported"})
-_NestedBlock = Annotated[Union[Annotated[_NestedTextBlock, Tag("text")], Annotated[_UnknownBlock, Tag("unknown")],
-                               Annotated[_NOT_HERE, Tag("unsupported")]], _TEXT_ONLY]
-_SystemBlock = Annotated[Union[Annotated[TextBlock, Tag("text")], Annotated[_UnknownBlock, Tag("unknown")],
-                               Annotated[_NOT_HERE, Tag("unsupported")]], _TEXT_ONLY]
+_NestedBlock = Annotated[Annotated[_NestedTextBlock, Tag("text")] | Annotated[_UnknownBlock, Tag("unknown")]
+                         | Annotated[_NOT_HERE, Tag("unsupported")], _TEXT_ONLY]
+_SystemBlock = Annotated[Annotated[TextBlock, Tag("text")] | Annotated[_UnknownBlock, Tag("unknown")]
+                         | Annotated[_NOT_HERE, Tag("unsupported")], _TEXT_ONLY]
 # Content: a string (one text block) or a list of content blocks, each of them an object.
 _CONTENT = BeforeValidator(_blocks)
 
@@ -205,13 +223,13 @@ class ToolResultBlock(TypedDict):
     cache_control: NotRequired[CacheControlParam | None]
 
 
-UserBlock = Annotated[Union[Annotated[TextBlock, Tag("text")], Annotated[ToolResultBlock, Tag("tool_result")],
-                            Annotated[Any, _refused("tool_use blocks may only appear in assistant turns"), Tag("tool_use")],
-                            Annotated[_UnknownBlock, Tag("unknown")], Annotated[_NOT_HERE, Tag("unsupported")]],
+UserBlock = Annotated[Annotated[TextBlock, Tag("text")] | Annotated[ToolResultBlock, Tag("tool_result")]
+                      | Annotated[Any, _refused("tool_use blocks may only appear in assistant turns"), Tag("tool_use")]
+                      | Annotated[_UnknownBlock, Tag("unknown")] | Annotated[_NOT_HERE, Tag("unsupported")],
                       _by_type({"text": "text", "tool_result": "tool_result", "tool_use": "tool_use", **_NOT_SUPPORTED})]
-AssistantBlock = Annotated[Union[Annotated[TextBlock, Tag("text")], Annotated[ToolUseBlock, Tag("tool_use")],
-                                 Annotated[Any, _refused("tool_result blocks may only appear in user turns"), Tag("tool_result")],
-                                 Annotated[_UnknownBlock, Tag("unknown")], Annotated[_NOT_HERE, Tag("unsupported")]],
+AssistantBlock = Annotated[Annotated[TextBlock, Tag("text")] | Annotated[ToolUseBlock, Tag("tool_use")]
+                           | Annotated[Any, _refused("tool_result blocks may only appear in user turns"), Tag("tool_result")]
+                           | Annotated[_UnknownBlock, Tag("unknown")] | Annotated[_NOT_HERE, Tag("unsupported")],
                            _by_type({"text": "text", "tool_use": "tool_use", "tool_result": "tool_result", **_NOT_SUPPORTED})]
 
 
@@ -238,8 +256,8 @@ def _role(turn: dict[str, Any]) -> str:
     return role if isinstance(role, str) and role in ("user", "assistant") else "other"
 
 
-Turn = Annotated[Union[Annotated[UserTurn, Tag("user")], Annotated[AssistantTurn, Tag("assistant")],
-                       Annotated[_OtherTurn, Tag("other")]],
+Turn = Annotated[Annotated[UserTurn, Tag("user")] | Annotated[AssistantTurn, Tag("assistant")]
+                 | Annotated[_OtherTurn, Tag("other")],
                  Discriminator(_role), _an_object()]
 
 

@@ -26,8 +26,9 @@ Example:
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from explainer.lifecycle import pricing
 

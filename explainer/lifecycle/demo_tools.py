@@ -24,11 +24,12 @@ import copy
 import json
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jsonschema import Draft202012Validator
@@ -42,7 +43,7 @@ Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class ToolError(Exception):
@@ -163,7 +164,7 @@ def _get_time(args: dict[str, Any], clock: Clock) -> dict[str, Any]:
     name = args.get("timezone", "UTC")
     zone: tzinfo
     if name == "UTC":
-        zone = timezone.utc
+        zone = UTC
     else:
         try:
             zone = ZoneInfo(name)

@@ -31,11 +31,22 @@ from explainer.lifecycle.errors import APIError, invalid
 from explainer.lifecycle.payload import MessagesRequest, parse_request
 from explainer.lifecycle.prompt_cache import PromptCache
 from explainer.lifecycle.tool_format import TOOL_USE_PREFIX, tools_system_prompt
-from explainer.llm.constrained import (ChoiceConstraint, ConstrainedFinish, ConstrainedStep, Constraint, JsonConstraint, Machine,
-                                       ModelLogits, UnsupportedSchema, constrained_generate, model_logits_fn,
-                                       use_machine_cache)
-from explainer.llm.budget import Interrupted, check as check_budget
+from explainer.llm.budget import Interrupted
+from explainer.llm.budget import check as check_budget
 from explainer.llm.catalog import BUNDLED_NAME, bundled
+from explainer.llm.constrained import (
+    ChoiceConstraint,
+    ConstrainedFinish,
+    ConstrainedStep,
+    Constraint,
+    JsonConstraint,
+    Machine,
+    ModelLogits,
+    UnsupportedSchema,
+    constrained_generate,
+    model_logits_fn,
+    use_machine_cache,
+)
 from explainer.llm.generate import Finish, GenerationConfig, Step, generate
 from explainer.llm.interface import Cache, ChatTokenizer, LanguageModel, LoadedModel, TokenizerError
 from explainer.llm.sampling import Candidate, SamplingParams

@@ -33,7 +33,6 @@ from pydantic.json_schema import SkipJsonSchema
 # typing_extensions' TypedDict, not typing's: pydantic reads that one only from Python 3.12 on
 from typing_extensions import TypedDict
 
-
 # ---- the names -------------------------------------------------------------------------------------
 
 # The Messages API's stream events, exactly as the API names them.

@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, Mapping, TypedDict
+from datetime import UTC, datetime
+from typing import TypedDict
 
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.prompt_cache import prefix_key as cache_key
@@ -111,7 +112,7 @@ class TokenBucket:
         self.updated = now
 
     @classmethod
-    def per_minute(cls, limit: int, now: float) -> "TokenBucket":
+    def per_minute(cls, limit: int, now: float) -> TokenBucket:
         """A full bucket for a per-minute limit: the whole limit at once, refilled evenly over a minute."""
         return cls(limit, limit / 60.0, now)
 
@@ -429,7 +430,7 @@ def too_many(message: str, retry_after: float | None = None) -> APIError:
 
 def rfc3339(t: float) -> str:
     """Unix seconds -> ``2026-01-01T12:00:13Z`` (rounded up to the whole second, so "reset" is never early)."""
-    return datetime.fromtimestamp(math.ceil(t - EPS), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(math.ceil(t - EPS), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def ratelimit_headers(limits: Limits, snapshot: Mapping[str, tuple[int, float]], now: float,

@@ -33,7 +33,8 @@ import time
 import types
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -142,7 +143,7 @@ class Budget:
             self._shrink(0)
 
     @property
-    def caches(self) -> list["LRU"]:
+    def caches(self) -> list[LRU]:
         return list(self._caches)
 
     def used(self) -> int:

@@ -17,8 +17,9 @@ and a final assistant turn is a prefill that the reply continues.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, TypedDict
+from typing import Any, TypedDict
 
 from pydantic import ValidationError
 

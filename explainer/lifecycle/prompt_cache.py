@@ -32,8 +32,9 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
@@ -134,7 +135,7 @@ class PromptCache:
         hit, hit_key, read = None, None, 0
         report: list[CacheBreakpoint] = []
         with self._lock:
-            for n, ttl, key in sorted(keyed, reverse=True):
+            for n, _ttl, key in sorted(keyed, reverse=True):
                 e = self._entries.get(key)
                 if e is not None and e.expires_at <= now:
                     del self._entries[key]

@@ -12,7 +12,6 @@ from typing_extensions import TypedDict
 
 from explainer.lifecycle.frames import CLOSED, Error, ErrorDetail, SocketLimits, Usage
 
-
 # -- ws/rooms/<code>/ to the browser. A broadcast frame (room.state, room.run, room.token, room.guess,
 # room.reveal, room.ended) carries ``seq`` (consecutive per presenter connection) and ``src`` (that
 # connection); the copies of them that room.catchup carries do not.

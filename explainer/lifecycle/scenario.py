@@ -87,13 +87,13 @@ class Scenario:
         default = Scenario()
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
 
-    def replace(self, **changes: Any) -> "Scenario":
+    def replace(self, **changes: Any) -> Scenario:
         data = asdict(self)
         data.update(changes)
         return Scenario(**data)
 
     @classmethod
-    def from_changes(cls, data: dict[str, Any]) -> "Scenario":
+    def from_changes(cls, data: dict[str, Any]) -> Scenario:
         if not isinstance(data, dict):
             raise ScenarioError("This link does not describe a scenario.")
         known = {f.name: f for f in fields(cls)}

@@ -19,7 +19,8 @@ import json
 import math
 import re
 import unicodedata
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 LEGACY_SAMPLING = ("temperature", "top_p", "top_k")
