@@ -22,9 +22,9 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
 from explainer.llm.interface import ChatTokenizer
 

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import heapq
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from explainer.llm import budget
 from explainer.llm.interface import MergeStep, TokenizerError
-
 
 CACHE_MAX_CHUNK = 64  # characters: longer chunks are encoded every time, never cached
 CACHE_MAX_BYTES = 4 * 1024 * 1024  # the chunk cache of one tokenizer, approximately

@@ -26,11 +26,12 @@ import stat
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from explainer.llm import budget
 from explainer.llm.interface import LoadedModel, ModelBusy, ModelLoadError

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import codecs
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 

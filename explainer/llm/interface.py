@@ -32,8 +32,9 @@ Named intermediates of ``forward(..., want=patterns)`` (T new tokens, S keys, d 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NotRequired, Protocol, TypedDict, runtime_checkable
+from typing import Any, NotRequired, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
@@ -87,7 +88,7 @@ class Cache(Protocol):
 
     length: int
 
-    def copy(self, length: int | None = None) -> "Cache": ...
+    def copy(self, length: int | None = None) -> Cache: ...
 
 
 class Forward(Protocol):

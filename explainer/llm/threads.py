@@ -3,9 +3,9 @@ side), every core for a large model's pass (its matrices are large enough to spl
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
-from typing import Iterator
 
 from threadpoolctl import ThreadpoolController
 

@@ -209,7 +209,7 @@ class Tokenizer:
         path.write_text(json.dumps(self.to_dict(), separators=(",", ":")))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Tokenizer":
+    def from_dict(cls, data: dict[str, Any]) -> Tokenizer:
         return cls(merges=[tuple(m) for m in data["merges"]], model_merges=int(data["model_merges"]), pattern=data["pattern"], specials=tuple(data["specials"]))
 
 

@@ -7,7 +7,7 @@ as ‹E4›. ``explainer.stages.words`` builds on this for runs of tokens that t
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def _utf8_length(lead: int) -> int:

@@ -42,8 +42,16 @@ The modules, from the schema to the sampled tokens:
 - ``decoding``: :class:`JsonConstraint`, :class:`ChoiceConstraint` and the sampling loop
   :func:`constrained_generate`.
 """
-from explainer.llm.constrained.decoding import (ChoiceConstraint, ConstrainedFinish, ConstrainedStep, Constraint,
-                                                JsonConstraint, ModelLogits, constrained_generate, model_logits_fn)
+from explainer.llm.constrained.decoding import (
+    ChoiceConstraint,
+    ConstrainedFinish,
+    ConstrainedStep,
+    Constraint,
+    JsonConstraint,
+    ModelLogits,
+    constrained_generate,
+    model_logits_fn,
+)
 from explainer.llm.constrained.machine import Machine, MachineCache, use_machine_cache
 from explainer.llm.constrained.schema import MAX_NESTING, UNBOUNDED_STRING_CHARS, UnsupportedSchema
 

@@ -10,17 +10,19 @@ from __future__ import annotations
 import codecs
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Self
+from typing import Any, Self
 
 import numpy as np
 
 from explainer.llm.constrained.automaton import Literal, Node, State
 from explainer.llm.constrained.machine import Machine, machine_for
 from explainer.llm.constrained.schema import Compiler, UnsupportedSchema, check_schema_depth
-from explainer.llm.interface import ChatTokenizer as Tokenizer
 from explainer.llm.interface import Cache, ContextWindowExceeded, LanguageModel
+from explainer.llm.interface import ChatTokenizer as Tokenizer
 from explainer.llm.sampling import Candidate, SamplingParams, distribution, draw
+
 
 class Constraint:
     """A cursor over one machine: the state after the tokens so far, and their bytes."""

@@ -17,15 +17,17 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Hashable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from explainer.llm.constrained.automaton import POP, POP_AGAIN, PUSH, PUSH_AGAIN, SET, Node, State
 from explainer.llm.constrained.schema import Compiler
 from explainer.llm.interface import ChatTokenizer as Tokenizer
+
 
 @dataclass
 class _TokenTrie:

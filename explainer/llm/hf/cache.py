@@ -44,7 +44,7 @@ class KVCache:
                 store[l] = new
         self.capacity = cap
 
-    def copy(self, length: int | None = None) -> "KVCache":
+    def copy(self, length: int | None = None) -> KVCache:
         """An independent cache holding the first ``length`` positions (all by default), with room for just them."""
         n = self.length if length is None else max(0, min(length, self.length))
         new = KVCache(self.n_layer, self.n_kv_head, self.head_dim, self.n_ctx, capacity=max(n, 1))

@@ -29,11 +29,20 @@ import regex
 
 from explainer.llm import budget
 from explainer.llm.budget import Interrupted
-from explainer.llm.interface import ModelLoadError
-from explainer.llm.hf.render_budget import (CONVERSATION_SECONDS, MAX_TEMPLATE_CHARS, RENDER_MAX_CHARS, RENDER_SECONDS,
-                                            RENDER_TEXT_FACTOR, ChatTemplateBudgetError, ChatTemplateError, _OverBudget,
-                                            _RenderBudget, _state)
+from explainer.llm.hf.render_budget import (
+    CONVERSATION_SECONDS,
+    MAX_TEMPLATE_CHARS,
+    RENDER_MAX_CHARS,
+    RENDER_SECONDS,
+    RENDER_TEXT_FACTOR,
+    ChatTemplateBudgetError,
+    ChatTemplateError,
+    _OverBudget,
+    _RenderBudget,
+    _state,
+)
 from explainer.llm.hf.template_sandbox import _environment, _Refused, _short
+from explainer.llm.interface import ModelLoadError
 
 # Plain text turns for a model trained without a chat template. Each turn ends with the end-of-text
 # token (the engine stops on it); the role's name sits on its own line, so the text of a turn is

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from explainer.llm.interface import ModelLoadError
 from explainer.llm.hf.folder import ModelFolder, opened
+from explainer.llm.interface import ModelLoadError
 
 SUPPORTED = ("gpt2", "llama", "qwen2")
 GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # three names for 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
@@ -87,14 +87,14 @@ class HFConfig:
     attn_scale_weights: bool = True  # GPT-2's scale_attn_weights (False: no 1/sqrt(head_dim))
 
     @classmethod
-    def from_file(cls, path: Path, max_context: int = 2048) -> "HFConfig":
+    def from_file(cls, path: Path, max_context: int = 2048) -> HFConfig:
         """Read and check ``path`` (a config.json); raises ModelLoadError naming the key that is wrong."""
         path = Path(path)
         with opened(path.parent) as folder:
             return cls.from_folder(folder, max_context, path.name)
 
     @classmethod
-    def from_folder(cls, folder: ModelFolder, max_context: int = 2048, name: str = "config.json") -> "HFConfig":
+    def from_folder(cls, folder: ModelFolder, max_context: int = 2048, name: str = "config.json") -> HFConfig:
         """Read and check the folder's config.json (never through a link, at most MAX_CONFIG_BYTES)."""
         text = folder.read_text(name, MAX_CONFIG_BYTES)
         try:
@@ -104,7 +104,7 @@ class HFConfig:
         return cls.from_dict(data, max_context, name)
 
     @classmethod
-    def from_dict(cls, data: Any, max_context: int = 2048, name: str = "config.json") -> "HFConfig":
+    def from_dict(cls, data: Any, max_context: int = 2048, name: str = "config.json") -> HFConfig:
         """Check a config already read (``name`` is the file every error names)."""
         if not isinstance(data, dict):
             raise ModelLoadError(f"{name} must hold a JSON object, not {type(data).__name__}.")

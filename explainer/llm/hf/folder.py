@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from explainer.llm.interface import ModelLoadError
 
@@ -106,7 +107,7 @@ class ModelFolder:
         if fd >= 0:
             os.close(fd)
 
-    def __enter__(self) -> "ModelFolder":
+    def __enter__(self) -> ModelFolder:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -195,7 +196,7 @@ def fd_path(f: BinaryIO, fallback: Path) -> str:
 
 
 @contextmanager
-def opened(folder: "str | os.PathLike[str] | ModelFolder", root: str | os.PathLike[str] | None = None) -> Iterator["ModelFolder"]:
+def opened(folder: str | os.PathLike[str] | ModelFolder, root: str | os.PathLike[str] | None = None) -> Iterator[ModelFolder]:
     """``folder`` as a :class:`ModelFolder`: the one given, or one opened (and closed) here for a path."""
     if isinstance(folder, ModelFolder):
         yield folder

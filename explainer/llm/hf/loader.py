@@ -14,19 +14,19 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
 from explainer.llm.hf.config import HFConfig
-from explainer.llm.interface import ModelLoadError
 from explainer.llm.hf.folder import ModelFolder, opened
 from explainer.llm.hf.gpt2 import GPT2Model
 from explainer.llm.hf.llama import LlamaModel
 from explainer.llm.hf.tokenizer import HFTokenizer
 from explainer.llm.hf.weights import fingerprint, read_weights
-from explainer.llm.interface import LanguageModel, LoadedModel
+from explainer.llm.interface import LanguageModel, LoadedModel, ModelLoadError
 
 ARCHITECTURES = {"gpt2": "GPT-2 family: learned positions, LayerNorm, GELU",
                  "llama": "Llama family: RoPE, RMSNorm, SwiGLU",

@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 import unicodedata
 from collections import deque
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import regex
 

@@ -21,8 +21,7 @@ import jinja2
 from jinja2.utils import Namespace
 
 from explainer.llm import budget
-from explainer.llm.interface import ModelLoadError
-from explainer.llm.interface import TokenizerError
+from explainer.llm.interface import ModelLoadError, TokenizerError
 
 # ---- the render budget ---------------------------------------------------------------------
 # A real template renders a conversation in about a millisecond; one render may take this long.

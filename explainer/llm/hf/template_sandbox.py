@@ -17,17 +17,31 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.ext import Extension, loopcontrols
 from jinja2.filters import make_attrgetter
-from jinja2.runtime import Context
-from jinja2.runtime import str_join
+from jinja2.runtime import Context, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
 
-
-from explainer.llm.hf.render_budget import (JSON_MAX_INDENT, LIPSUM_MAX_WORDS, SLOW_FILTER_MAX_CHARS, STRFTIME_MAX_FORMAT, T,
-                                            _active, _check_binop, _checked_add, _format_cost, _is_int, _materialize,
-                                            _percent_cost, _RenderBudget, _shape, _size, _state, _string_method_cost, _text)
-
+from explainer.llm.hf.render_budget import (
+    JSON_MAX_INDENT,
+    LIPSUM_MAX_WORDS,
+    SLOW_FILTER_MAX_CHARS,
+    STRFTIME_MAX_FORMAT,
+    T,
+    _active,
+    _check_binop,
+    _checked_add,
+    _format_cost,
+    _is_int,
+    _materialize,
+    _percent_cost,
+    _RenderBudget,
+    _shape,
+    _size,
+    _state,
+    _string_method_cost,
+    _text,
+)
 
 # ---- the filters, each guarded ------------------------------------------------------------------
 # Filters whose value is printed (str(value)) before anything else happens to it.

@@ -198,7 +198,7 @@ class HFTokenizer:
         self._read_chat(config or {}, generation or {}, template)
 
     @classmethod
-    def from_folder(cls, folder: "Path | ModelFolder", model_vocab_size: int | None = None) -> "HFTokenizer":
+    def from_folder(cls, folder: Path | ModelFolder, model_vocab_size: int | None = None) -> HFTokenizer:
         """The tokenizer of a Hugging Face model folder: tokenizer.json, and when present tokenizer_config.json
         (special tokens, chat template), chat_template.jinja (a newer place for the template, preferred)
         and generation_config.json (end-of-sequence ids). Every file is read inside the folder, never

@@ -47,8 +47,8 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from explainer.llm.hf.config import HFConfig
-from explainer.llm.interface import ModelLoadError
 from explainer.llm.hf.folder import ModelFolder, fd_path, opened
+from explainer.llm.interface import ModelLoadError
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"

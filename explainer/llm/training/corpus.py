@@ -37,15 +37,15 @@ import hashlib
 import json
 import re
 import statistics
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import warnings
 
 from bs4 import BeautifulSoup, Tag, XMLParsedAsHTMLWarning
 
 from explainer.llm.blocklist import find_blocked
 from explainer.llm.training import tool_corpus
+
 
 def _sphinx(name: str, package: str, licence: str, changes: str) -> dict:
     """A Sphinx-built documentation package: its index pages, sources and changelog are skipped."""

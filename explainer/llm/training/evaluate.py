@@ -33,7 +33,6 @@ import time
 import zipfile
 from pathlib import Path
 
-
 from explainer.llm.blocklist import find_blocked
 from explainer.llm.generate import Finish, GenerationConfig, generate
 from explainer.llm.hf.gpt2 import GPT2Model

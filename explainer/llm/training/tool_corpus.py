@@ -40,8 +40,8 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from explainer.lifecycle.tool_format import TOOL_USE_PREFIX, tool_call_text, tool_result_text, tools_system_prompt
 from explainer.llm.blocklist import find_blocked

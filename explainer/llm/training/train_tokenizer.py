@@ -41,7 +41,8 @@ def texts(corpus: Path):
 
 
 def train(corpus: Path, n_merges: int, model_vocab: int) -> Tokenizer:
-    from tokenizers import Regex, Tokenizer as HFTokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Regex, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as HFTokenizer
 
     hf = HFTokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.Sequence([
