@@ -3,7 +3,7 @@
 
 import { encodeScenario, inPresentersRoom, offerEdit, readJSON, runInRoom, setScenarioBlob } from "./stage.js";
 import { stopReasonInWords } from "./lib/text.js";
-import { scrollBehavior } from "./lib/motion.js";
+import { reducedMotion, scrollBehavior } from "./lib/motion.js";
 import { STATUS, bodyFigures, streamFigures } from "./lib/figures.js";
 import { visibleToken } from "./lib/tokens.js";
 import { watchWindow } from "./lib/window-count.js";
@@ -350,7 +350,10 @@ form.addEventListener("submit", async (e) => {
 });
 
 skipBtn.addEventListener("click", skip);
-try { watchBox.checked = localStorage.getItem(WATCH_KEY) !== "0"; } catch { /* no storage */ }
+// Watching each stage is the reader's choice, kept; before they make one, a reader who asked for less motion
+// gets the journey at once (the highlight does not travel from step to step), and can tick the box for it.
+watchBox.checked = !reducedMotion();
+try { const kept = localStorage.getItem(WATCH_KEY); if (kept !== null) watchBox.checked = kept !== "0"; } catch { /* no storage */ }
 watchBox.addEventListener("change", () => {
   try { localStorage.setItem(WATCH_KEY, watchBox.checked ? "1" : "0"); } catch { /* no storage */ }
   if (!watchBox.checked) skip();

@@ -169,3 +169,21 @@ def test_the_streaming_cursor_blinks_only_without_the_preference(browser, server
             ctx.close()
     assert durations[False] == [float("inf")], durations
     assert durations[True] == [] or all(d <= 10 for d in durations[True]), durations
+
+
+def test_the_overview_journey_is_not_paced_for_a_reader_who_asked_for_less_motion(browser, server):
+    """The journey's pacing moves a highlight from step to step: off by default with the preference (the box
+    says so, and ticking it brings the pacing back), on by default without it."""
+    for reduced in (True, False):
+        ctx, pg = open_page(browser, "laptop", "light", reduced=reduced)
+        try:
+            pg.goto(server["url"] + "/")
+            settled(pg)
+            assert pg.locator("#watch").is_checked() is (not reduced)
+            if reduced:
+                pg.locator("#watch").check()
+                pg.reload()
+                settled(pg)
+                assert pg.locator("#watch").is_checked()  # the reader's own choice is kept
+        finally:
+            ctx.close()
