@@ -12,7 +12,6 @@ from http.cookiejar import CookieJar
 
 import websockets
 
-
 SLIM = ("type", "run_id", "index", "token", "text", "seq", "src")
 
 

@@ -1,12 +1,12 @@
 """Every page cache bounded in bytes under one shared budget (explainer/lifecycle/lru.py,
 settings.EXPLAINER_CACHE_MB), cached runs that keep only the rows their pages show, and the
 tokenizer's chunk cache bounded by bytes."""
-import pytest
 import dataclasses
 import random
 import threading
 
 import numpy as np
+import pytest
 from django.http import QueryDict
 
 from explainer.lifecycle import lru

@@ -15,7 +15,12 @@ from jsonschema import Draft202012Validator
 from explainer.lifecycle.demo_tools import DEMO_TOOLS
 from explainer.lifecycle.tool_format import TOOL_USE_PREFIX, tools_system_prompt
 from explainer.llm.constrained import (
-    ChoiceConstraint, ConstrainedFinish, ConstrainedStep, JsonConstraint, UnsupportedSchema, constrained_generate,
+    ChoiceConstraint,
+    ConstrainedFinish,
+    ConstrainedStep,
+    JsonConstraint,
+    UnsupportedSchema,
+    constrained_generate,
     model_logits_fn,
 )
 from explainer.llm.model import load_model
@@ -322,7 +327,7 @@ def test_a_choice_constraint_picks_one_option_exactly():
     names = [f"{n}\n" for n in DEMO_TOOLS]
     for seed in range(10):
         rng = np.random.default_rng(seed)
-        *_, finish = constrained_generate(lambda prev: rng.normal(size=V), ChoiceConstraint(names, TOK),
+        *_, finish = constrained_generate(lambda prev, rng=rng: rng.normal(size=V), ChoiceConstraint(names, TOK),
                                           SamplingParams(), rng, max_tokens=30)
         assert finish.complete and finish.text in names
     with pytest.raises(ValueError):

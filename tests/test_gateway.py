@@ -6,8 +6,19 @@ import pytest
 
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.gateway import (
-    Limits, PrefixCache, RateLimiter, TokenBucket, check_body_size, check_key, key_from_headers,
-    overloaded, prefix_chain, prefix_key, rate_limit_error, ratelimit_headers, rfc3339,
+    Limits,
+    PrefixCache,
+    RateLimiter,
+    TokenBucket,
+    check_body_size,
+    check_key,
+    key_from_headers,
+    overloaded,
+    prefix_chain,
+    prefix_key,
+    rate_limit_error,
+    ratelimit_headers,
+    rfc3339,
 )
 
 T0 = 1_767_268_800.0  # 2026-01-01T12:00:00Z

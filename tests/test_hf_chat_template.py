@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import PreTrainedTokenizerFast  # noqa: E402
 
 from explainer.llm.hf.chat_template import FALLBACK_TEMPLATE, ChatTemplate, ChatTemplateError  # noqa: E402
-from explainer.llm.interface import ModelLoadError  # noqa: E402
 from explainer.llm.hf.tokenizer import HFTokenizer  # noqa: E402
+from explainer.llm.interface import ModelLoadError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA3_REGEX = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -194,7 +193,7 @@ def test_the_parts_and_the_turn_ends(chat, conversation):
         assert labels == (["system"] if system else []) + [f"messages.{i}" for i in range(len(messages))]
         assert list(ends) == labels and list(ends.values()) == sorted(ends.values())
         texts = dict(parts)
-        for label, (role, text) in zip(labels, ([("system", system)] if system else []) + messages):
+        for label, (_role, text) in zip(labels, ([("system", system)] if system else []) + messages):
             assert texts[label] == ours.encode(ours.decode(texts[label])), name
             assert ours.decode(texts[label]) in (text, text.strip()), name
             assert not any(ours.is_special(i) for i in texts[label]), name

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import ml_dtypes
@@ -23,11 +23,10 @@ from safetensors.numpy import load_file, save_file
 
 from explainer.llm.hf.cache import INITIAL_CAPACITY
 from explainer.llm.hf.config import HFConfig
-from explainer.llm.interface import ModelLoadError
 from explainer.llm.hf.gpt2 import GPT2Model
 from explainer.llm.hf.llama import LlamaModel
 from explainer.llm.hf.weights import fingerprint, read_weights
-from explainer.llm.interface import Cache, Config, ContextWindowExceeded, LanguageModel
+from explainer.llm.interface import Cache, Config, ContextWindowExceeded, LanguageModel, ModelLoadError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "models"
 NAMES = ("tiny-gpt2", "tiny-llama", "tiny-qwen2")
@@ -39,12 +38,12 @@ def build(folder: Path, max_context: int = 2048) -> GPT2Model | LlamaModel:
     return (GPT2Model if config.architecture == "gpt2" else LlamaModel)(config, read_weights(folder, config))
 
 
-@lru_cache(maxsize=None)
+@cache
 def model(name: str) -> GPT2Model | LlamaModel:
     return build(FIXTURES / name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def golden(name: str) -> dict[str, np.ndarray]:
     with np.load(FIXTURES / name / "golden.npz") as g:
         return {k: g[k] for k in g.files}
@@ -122,7 +121,7 @@ def test_the_protocols_and_the_trace_names(name):
     assert out.trace == {} and out.logits.dtype == np.float32 and out.logits.shape == (4, m.config.vocab_size)
     full = m.forward([3, 4, 5, 6], want=("*",)).trace
     assert all(v.dtype == np.float32 for v in full.values())  # nothing promoted to float64 on the way
-    d, L, h = m.config.d_model, m.config.n_layer, m.config.n_head
+    L, h = m.config.n_layer, m.config.n_head
     rope = m.config.architecture != "gpt2"
     per_block = {"ln_1", "attn_out", "resid_mid", "mlp_hidden", "mlp_out", "resid_out"} | {f"attn_head_{i}_weights" for i in range(h)}
     per_block |= {"attn_q_rotated", "attn_k_rotated"} if rope else set()

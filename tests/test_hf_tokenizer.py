@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
 
-from explainer.llm.interface import ModelLoadError  # noqa: E402
 from explainer.llm.hf.tokenizer import BYTE_CHARS, HFTokenizer  # noqa: E402
-from explainer.llm.interface import TokenizerError  # noqa: E402
+from explainer.llm.interface import (
+    ModelLoadError,  # noqa: E402
+    TokenizerError,  # noqa: E402
+)
 from explainer.llm.tokenizer import TRACE_MAX_BYTES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

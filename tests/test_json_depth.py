@@ -9,11 +9,11 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from explainer.asgi import application
-from explainer.llm import jsonlimits
 from explainer.lifecycle.demo_tools import validate_input
-from explainer.llm.jsonlimits import MAX_JSON_DEPTH, TooDeep
 from explainer.lifecycle.scenario import Scenario, ScenarioError
+from explainer.llm import jsonlimits
 from explainer.llm.constrained import JsonConstraint, UnsupportedSchema
+from explainer.llm.jsonlimits import MAX_JSON_DEPTH, TooDeep
 from explainer.stages.registry import built
 from explainer.stages.runs import codec, engine
 

@@ -1,9 +1,10 @@
 """The model core and the engine import no Django (DESIGN.md: imports point web -> lifecycle -> llm)."""
-import pytest
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = re.compile(r"^\s*(from|import)\s+(django|channels|daphne)\b", re.M)

@@ -1,7 +1,6 @@
 """Choosing a model: the models directory, ``manage.py models``, the API's routing and the model pages."""
 import io
 import shutil
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command

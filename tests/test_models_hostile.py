@@ -1,5 +1,4 @@
 """A damaged or hostile model folder, and hostile requests to a local model: a sentence, never a 500."""
-import json
 import shutil
 
 import pytest
@@ -15,8 +14,6 @@ from explainer.llm.interface import ModelLoadError
 from explainer.stages.runs import codec
 from tests.conftest import FIXTURE_MODELS
 from tests.model_folders import copy_of, edit_json
-
-
 
 
 @pytest.mark.parametrize("config_text, why", [

@@ -1,6 +1,5 @@
 """Classroom rooms: codes, what a presenter may show, the pages, and ws/rooms/<code>/ at the
 protocol level through the real ASGI application (in-memory channel layer)."""
-import asyncio
 import json
 import re
 from datetime import timedelta
@@ -13,8 +12,8 @@ from django.utils import timezone
 from explainer.asgi import application
 from explainer.lifecycle.scenario import Scenario
 from explainer.rooms import rooms
-from explainer.rooms.session import tally
 from explainer.rooms.models import Room
+from explainer.rooms.session import tally
 from explainer.stages.runs import codec
 
 ORIGIN = [(b"origin", b"http://127.0.0.1:8000")]

@@ -1,12 +1,12 @@
 """Classroom rooms, issue 11: students' optional nicknames (checked on the server, kept in the sockets'
 memory only, listed to the presenter with the count) and the answer count while a guess is open."""
-import asyncio
 import re
 from urllib.parse import unquote
 
 import pytest
 
-from explainer.rooms import rooms, session as consumers  # the rules (and their limits) are session.py's
+from explainer.rooms import rooms
+from explainer.rooms import session as consumers  # the rules (and their limits) are session.py's
 from explainer.rooms.models import Room
 from tests.test_rooms import close, make_room, presenter, scenario_href, student, until
 

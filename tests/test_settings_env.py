@@ -1,10 +1,11 @@
 """The environment picks the channel layer and the database; with nothing set, the app needs neither Redis nor PostgreSQL."""
-import pytest
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = ("import json, django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'explainer.settings'; django.setup(); "

@@ -8,8 +8,6 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.urls import data_of, stage_data
-
 from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.payload import parse_request
@@ -20,6 +18,7 @@ from explainer.stages.pages import caching, caching_pair
 from explainer.stages.pages.caching import LONG_SYSTEM, usd
 from explainer.stages.pages.caching_pair import break_even
 from explainer.stages.runs import codec, engine
+from tests.urls import data_of, stage_data
 from tests.work import count_forward_passes
 
 QUESTION = "How do I retry a failed task?"

@@ -10,8 +10,6 @@ import subprocess
 
 import pytest
 
-from tests.urls import data_of, stage_data, stage_url
-
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.figures import body_figures
@@ -19,6 +17,7 @@ from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import Scenario
 from explainer.lifecycle.snippets import curl, json_text, python_sdk, typescript_sdk
 from explainer.web.runner import get_engine
+from tests.urls import data_of, stage_data, stage_url
 
 HOSTILE = Scenario(
     system='</textarea><script>alert("sys")</script>',

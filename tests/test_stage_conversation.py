@@ -6,14 +6,13 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.urls import data_of, stage_data
-
 from explainer.lifecycle.conversation import SUMMARY_PREFIX, alternates
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.pricing import cost
 from explainer.lifecycle.scenario import Scenario
 from explainer.stages.pages.conversation import CANNED_TURNS, DEMO_REQUESTS, body_json, usd
 from explainer.stages.runs import codec, engine, run_of
+from tests.urls import data_of, stage_data
 
 SYSTEM = "You are a helpful assistant for software engineers."
 START = Scenario(system=SYSTEM, messages=[{"role": "user", "content": "How do I create an index in PostgreSQL?"}], max_tokens=40, seed=11)
@@ -177,7 +176,7 @@ def test_at_the_limit_the_page_shows_the_engine_s_error_and_strategies_that_fit(
     budget = r.context["budget"]
     assert budget == eng.context_window - sc.max_tokens
     by_key = {s["key"]: s for s in r.context["strategies"]}
-    for key, st in by_key.items():
+    for st in by_key.values():
         body = json.loads(st["body_json"])
         assert body["system"] == SYSTEM  # the system prompt is always kept
         assert alternates(body["messages"])

@@ -5,13 +5,12 @@ import re
 
 import pytest
 
-from tests.urls import data_of, stage_data, stage_url
-
 from explainer.lifecycle.engine import run_request
-from explainer.lifecycle.gateway import Limits, RateLimiter, prefix_chain, prefix_key
+from explainer.lifecycle.gateway import Limits, RateLimiter, prefix_chain
 from explainer.lifecycle.scenario import Scenario
-from explainer.web.runner import get_engine
 from explainer.stages.pages.gateway import EXAMPLE_TIME, SIM_LIMITS
+from explainer.web.runner import get_engine
+from tests.urls import data_of, stage_data, stage_url
 
 HOSTILE = Scenario(
     system='</pre><script>alert("sys")</script>',

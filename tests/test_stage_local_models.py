@@ -7,9 +7,6 @@ import re
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURE_MODELS, LOCAL_MODEL
-from tests.urls import stage_url
-
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.hf.loader import load_folder
 from explainer.llm.sampling import SamplingParams, distribution
@@ -18,6 +15,8 @@ from explainer.stages.pages import tokenize as tokenize_page
 from explainer.stages.registry import STAGES
 from explainer.stages.runs import engine, run_of, stamp
 from explainer.stages.words import token_label
+from tests.conftest import FIXTURE_MODELS, LOCAL_MODEL
+from tests.urls import stage_url
 
 SCENARIO = Scenario(model=LOCAL_MODEL, system="You answer in one short paragraph.",
                     messages=[{"role": "user", "content": "What is a database index?"},

@@ -4,16 +4,14 @@ from urllib.parse import urlencode
 
 import numpy as np
 import pytest
-
-from explainer.stages.words import visible_token
 from django.template.defaultfilters import floatformat
-
-from tests.urls import data_of
 
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.sampling import SamplingParams, distribution, draw
 from explainer.stages.pages.sampling import engine_uniform
 from explainer.stages.runs import codec, engine, run_of
+from explainer.stages.words import visible_token
+from tests.urls import data_of
 from tests.work import count_forward_passes
 
 SCENARIO = Scenario(messages=[{"role": "user", "content": "What does VACUUM do?"}], max_tokens=10, seed=3, temperature=0.9, top_k=50)

@@ -7,11 +7,10 @@ from urllib.parse import urlencode
 import pytest
 from django.template.defaultfilters import floatformat
 
-from tests.urls import data_of
-
 from explainer.lifecycle.scenario import Scenario
 from explainer.stages.pages.streaming import transcript
 from explainer.stages.runs import codec, run_of
+from tests.urls import data_of
 
 SCENARIO = Scenario(messages=[{"role": "user", "content": "What is a primary key?"}], max_tokens=14, seed=9)
 

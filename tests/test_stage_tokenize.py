@@ -5,13 +5,12 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.urls import data_of, stage_data
-
 from explainer.lifecycle.figures import prompt_text_figures, text_figures, tokenized_figures
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.tokenizer import load_tokenizer
 from explainer.stages.pages import tokenize as page_mod
 from explainer.stages.runs import codec, engine, run_of
+from tests.urls import data_of, stage_data
 from tests.work import count_forward_passes
 
 tok = load_tokenizer()
@@ -41,7 +40,7 @@ def get(client, scenario=None, **opts):
 def replay(data: dict, n: int) -> list[int]:
     """The page's data re-tokenised at n merges, the way tokenize.js does it."""
     out = []
-    for role, open_id, first, end, close in data["parts"]:
+    for _role, open_id, first, end, close in data["parts"]:
         out.append(open_id)
         for text, ranks in data["chunks"][first:end]:
             ids = list(text.encode("utf-8"))

@@ -8,13 +8,12 @@ from urllib.parse import urlencode
 import jsonschema
 import pytest
 
-from tests.urls import data_of, stage_data
-
 from explainer.lifecycle.demo_tools import DEMO_TOOLS, run_tool
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.scenario import Scenario
 from explainer.stages.pages import tools
 from explainer.stages.runs import codec, engine
+from tests.urls import data_of, stage_data
 
 SCENARIO = Scenario(messages=[{"role": "user", "content": "Is the comet export DAG healthy?"}], seed=4)
 

@@ -5,13 +5,12 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 
-from tests.urls import data_of, stage_data
-
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.layers import softmax
 from explainer.llm.model import load_model
 from explainer.stages.pages import transformer
 from explainer.stages.runs import codec, engine, run_of
+from tests.urls import data_of, stage_data
 from tests.work import count_forward_passes
 
 SHORT = Scenario(messages=[{"role": "user", "content": "How do I create an index in PostgreSQL?"}], seed=4, max_tokens=6)

@@ -296,5 +296,5 @@ def test_the_tutorial_finds_a_local_models_previous_token_head(client, wide_mode
     worst = np.unravel_index(int(np.argmin(prev)), prev.shape)
     blob = codec().encode(stamp(scenario))
     for (layer, head), done in ((best, True), (worst, False)):
-        r = client.get(f"/tutorial/check/previous-token-head?" + urlencode({"s": blob, "layer": layer, "head": head}))
+        r = client.get("/tutorial/check/previous-token-head?" + urlencode({"s": blob, "layer": layer, "head": head}))
         assert r.status_code == 200 and r.json()["done"] is done, r.json()

@@ -5,11 +5,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tests.urls import data_of
-
 from explainer.lifecycle.scenario import Scenario
 from explainer.stages.registry import BY_SLUG, STAGES, built
 from explainer.stages.runs import codec
+from tests.urls import data_of
 
 HOSTILE = Scenario(
     system='</textarea><script>alert("sys")</script>',

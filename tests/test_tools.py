@@ -1,17 +1,25 @@
 """The demo tools run for real, refuse bad input, and say so in a tool_result's terms."""
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from jsonschema import Draft202012Validator
 
 from explainer.lifecycle.demo_tools import (
-    DEMO_TOOLS, MAX_EXPONENT, MAX_EXPRESSION_CHARS, TIMEZONES, Tool, ToolError, calculate, load_dags, run_tool,
+    DEMO_TOOLS,
+    MAX_EXPONENT,
+    MAX_EXPRESSION_CHARS,
+    TIMEZONES,
+    Tool,
+    ToolError,
+    calculate,
+    load_dags,
+    run_tool,
     validate_input,
 )
 from explainer.lifecycle.tool_format import tool_call_text, tool_result_text, tools_system_prompt
 
-FIXED = datetime(2031, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
+FIXED = datetime(2031, 3, 14, 9, 26, 53, tzinfo=UTC)
 
 
 def fixed_clock() -> datetime:

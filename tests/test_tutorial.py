@@ -6,12 +6,11 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import numpy as np
 import pytest
 
-from explainer.lifecycle.scenario import DEFAULT_PROMPT, Scenario
+from explainer.lifecycle.scenario import DEFAULT_PROMPT, Scenario, ScenarioError
 from explainer.stages.pages.caching import LONG_SYSTEM
 from explainer.stages.pages.tools import OWN_EXAMPLE
 from explainer.stages.registry import STAGES
 from explainer.stages.runs import codec, engine, run_of
-from explainer.lifecycle.scenario import ScenarioError
 from explainer.tutorial.lessons import DATA, LessonDataError, by_id, lessons, load
 
 POSTGRES = [{"role": "user", "content": "What is a PostgreSQL index?"}]

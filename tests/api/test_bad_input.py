@@ -1,8 +1,9 @@
 """Hostile and broken requests: each a 4xx with the API's envelope, never a 500."""
 import json
 
-from tests.api import raw
 import pytest
+
+from tests.api import raw
 
 pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
 

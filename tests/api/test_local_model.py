@@ -1,5 +1,6 @@
 """A local model through the official SDK: named in ``model`` it answers; Claude names stay with the bundled model."""
 import pytest
+
 from tests.conftest import LOCAL_MODEL
 
 pytestmark = pytest.mark.slow  # see the marker in pyproject.toml

@@ -1,9 +1,10 @@
 """The README's SDK snippet works as written (only the key and port are the test server's)."""
-import pytest
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.api import raw
 

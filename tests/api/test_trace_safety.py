@@ -99,7 +99,7 @@ def test_a_lone_surrogate_or_a_nul_still_gets_a_viewable_trace(api_server, conte
 
 
 def test_a_surrogate_in_a_key_and_a_nul_in_the_model_name(api_server):
-    text = f'{{"model": "claude-\\u0000x", "max_tokens": 3, "messages": [{{"role": "user", "content": "hi"}}], "metadata": {{"\\ud800": 1}}}}'
+    text = '{"model": "claude-\\u0000x", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}], "metadata": {"\\ud800": 1}}'
     r = post(api_server, text.encode())
     assert r.status_code == 400
     assert trace_page(r.headers["x-explainer-trace"]).status_code == 200

@@ -1,6 +1,7 @@
 """Every API call leaves a trace that opens in the walk-through."""
-import pytest
 import re
+
+import pytest
 
 from tests.api import raw
 

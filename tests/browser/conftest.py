@@ -18,6 +18,15 @@ CHROMIUM_FLAGS = [
 ]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test in this folder drives Chromium: it is marked browser even if its module forgets to say so
+    (-m "not browser" must never start a browser)."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in item.path.resolve().parents:
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="package")
 def server(tmp_path_factory):
     """The app under Daphne, as the README's run command starts it, on a free port."""
@@ -61,6 +70,16 @@ def check_sockets(frames: list[tuple[str, str]]) -> None:
     """The frames :func:`watch_sockets` recorded fit the schema (a page that opened no socket has none)."""
     for root, text in frames:
         assert_frames([text], root)
+
+
+@pytest.fixture(scope="module")
+def class_server(tmp_path_factory):
+    """A server whose join address phones can reach, as far as the app can tell: the suite's server listens on
+    127.0.0.1 only, so its lobby rightly says that phones cannot join (test_rooms_lobby.py). Here
+    EXPLAINER_PUBLIC_URL names the address students use, as whoever runs the server behind a proxy sets it;
+    the tests only decode that address from the QR code, they never open it."""
+    with daphne(tmp_path_factory.mktemp("classroom"), EXPLAINER_PUBLIC_URL="http://classroom.test:8000") as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -187,3 +187,29 @@ def test_the_overview_journey_is_not_paced_for_a_reader_who_asked_for_less_motio
                 assert pg.locator("#watch").is_checked()  # the reader's own choice is kept
         finally:
             ctx.close()
+
+
+MASKED_PIXEL = """async () => {
+  const img = document.querySelector('[data-main-visual] svg image.pix');
+  const el = new Image(); el.src = img.getAttribute('href'); await el.decode();
+  const c = document.createElement('canvas'); c.width = el.width; c.height = el.height;
+  const ctx = c.getContext('2d'); ctx.drawImage(el, 0, 0);
+  return [...ctx.getImageData(el.width - 1, 0, 1, 1).data.slice(0, 3)];  // row 0, last column: masked (it comes later)
+}"""
+
+
+def test_the_attention_maps_masked_cells_follow_the_scheme(browser, server):
+    """The heatmap is pixels, not CSS: its masked cells take the scheme's --masked, also when the system turns dark
+    while the page is open."""
+    ctx, pg = open_page(browser, "laptop", "light")
+    try:
+        pg.goto(server["url"] + "/learn/transformer/")
+        settled(pg)
+        assert pg.evaluate(MASKED_PIXEL) == [232, 231, 224]
+        pg.emulate_media(color_scheme="dark")
+        pg.wait_for_function(MASKED_PIXEL.replace("async () => {", "async () => { const px = await (async () => {", 1)
+                             .rstrip("}") + "})(); return px[0] < 128; }")
+        dark = pg.evaluate(MASKED_PIXEL)
+        assert max(dark) < 128 and max(dark) - min(dark) < 16, dark  # a dark grey: not a weight's colour, not the light grey
+    finally:
+        ctx.close()

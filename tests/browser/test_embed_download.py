@@ -10,10 +10,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import assert_fits_phone
-
 from explainer.lifecycle.scenario import Scenario
 from explainer.stages.registry import built
+from tests.browser.conftest import assert_fits_phone
 from tests.test_stage_tokenize import SCENARIO as TOKENIZE_SCENARIO
 
 pytestmark = pytest.mark.browser

@@ -2,13 +2,12 @@
 import numpy as np
 import pytest
 
-from tests.conftest import LOCAL_MODEL
-
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.sampling import SamplingParams, distribution
 from explainer.stages.pages import sampling as sampling_page
 from explainer.stages.pages.tokenize import build_context
 from explainer.stages.runs import engine, run_of
+from tests.conftest import LOCAL_MODEL
 
 pytestmark = pytest.mark.browser
 SCENARIO = Scenario(model=LOCAL_MODEL, messages=[{"role": "user", "content": "How does PostgreSQL choose an index?"}],

@@ -11,18 +11,6 @@ from tests.browser.conftest import assert_fits_phone, check_sockets
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def class_server(tmp_path_factory):
-    """A server whose join address phones can reach, as far as the app can tell: the suite's server listens on
-    127.0.0.1 only, so its lobby rightly says that phones cannot join (test_rooms_lobby.py). Here
-    EXPLAINER_PUBLIC_URL names the address students use, as whoever runs the server behind a proxy sets it;
-    the tests only decode that address from the QR code, they never open it."""
-    from tests.live_server import daphne
-
-    with daphne(tmp_path_factory.mktemp("classroom"), EXPLAINER_PUBLIC_URL="http://classroom.test:8000") as srv:
-        yield srv
-
-
 def frame_at(pg, path: str) -> None:
     pg.wait_for_function("p => { const f = document.getElementById('stage-frame'); try { return f.contentWindow.location.pathname === p "
                          "&& f.contentDocument.readyState === 'complete'; } catch (e) { return false; } }", arg=path)

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import ROOT, assert_fits_phone
-from tests.browser.test_rooms import _decode_qr, class_server, start_room  # noqa: F401 - class_server: a fixture
+from tests.browser.test_rooms import _decode_qr, start_room
 
 pytestmark = pytest.mark.browser
 

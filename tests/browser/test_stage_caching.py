@@ -5,12 +5,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.browser.conftest import assert_fits_phone
-
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import Scenario
 from explainer.stages.pages.caching import LONG_SYSTEM
 from explainer.stages.runs import engine
+from tests.browser.conftest import assert_fits_phone
 
 pytestmark = pytest.mark.browser
 SCENARIO = Scenario(system=LONG_SYSTEM, messages=[{"role": "user", "content": "How do I retry a failed task?"}],

@@ -4,8 +4,8 @@ import pytest
 
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.scenario import Scenario
-from explainer.web.runner import get_engine
 from explainer.stages.pages.gateway import SIM_LIMITS
+from explainer.web.runner import get_engine
 
 pytestmark = pytest.mark.browser
 

@@ -6,11 +6,10 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pytest
 
-from tests.browser.conftest import assert_fits_phone
-
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.sampling import SamplingParams, distribution
 from explainer.stages.runs import engine, run_of
+from tests.browser.conftest import assert_fits_phone
 
 pytestmark = pytest.mark.browser
 SCENARIO = Scenario(messages=[{"role": "user", "content": "What is a PostgreSQL index?"}], max_tokens=12, seed=7, temperature=0.8)

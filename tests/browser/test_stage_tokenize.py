@@ -69,13 +69,13 @@ def test_the_slider_retokenises_exactly_like_the_tokenizer(page, link, shoot):
         assert int(page.locator("[data-shown]").inner_text().replace(",", "")) == expected
         assert page.locator("#curve .marker").get_attribute("data-count") == str(expected)
     # the selection stays on the same place in the text when the vocabulary changes
-    page.locator("[data-merges-set='%d']" % tok.model_merges).click()
+    page.locator(f"[data-merges-set='{tok.model_merges}']").click()
     i = next(i for i, t in enumerate(run.prompt_ids) if tok.token_str(t) == " PostgreSQL")
     page.locator(f"#tok-{i}").click()
     page.locator("[data-merges-set='0']").click()
     assert page.locator("[aria-selected=true]").inner_text() == "·"
     assert page.locator("[data-detail-id]").inner_text() == "32"
-    page.locator("[data-merges-set='%d']" % tok.model_merges).click()
+    page.locator(f"[data-merges-set='{tok.model_merges}']").click()
     assert page.locator("[aria-selected=true]").inner_text() == "·PostgreSQL"
     assert f"token={i}" in page.url and "merges=" not in page.url
     # moving the slider itself changes the tokens and the permalink
@@ -98,7 +98,7 @@ def test_the_merge_stepper_replays_bpe(page, link, shoot):
     last = tok.chunks(run.request.messages[-1].text)
     assert chunks[word] in last and len(chunks[word].strip()) == max(len(c.strip()) for c in last)  # the longest word
     assert int(page.locator("#bpe-pieces").get_attribute("data-count")) == len(trace["bytes"])
-    for k, step in enumerate(trace["steps"], start=1):
+    for step in trace["steps"]:
         page.get_by_role("button", name="Next →").click()
         assert int(page.locator("#bpe-pieces").get_attribute("data-count")) == len(step.pieces)
         assert f"rank {step.rank:,}" in page.locator("#bpe-what").inner_text()

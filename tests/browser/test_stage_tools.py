@@ -5,12 +5,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.browser.conftest import assert_fits_phone
-
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.scenario import Scenario
 from explainer.stages.pages import tools
 from explainer.stages.runs import engine
+from tests.browser.conftest import assert_fits_phone
 
 pytestmark = pytest.mark.browser
 SHOTS = Path(__file__).resolve().parents[2] / "shots"  # close-ups beside the full-page shots (shoot() makes the folder)

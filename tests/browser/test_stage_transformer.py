@@ -6,7 +6,7 @@ import pytest
 
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.model import load_model
-from explainer.stages.runs import engine, run_of
+from explainer.stages.runs import run_of
 
 pytestmark = pytest.mark.browser
 

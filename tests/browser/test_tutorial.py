@@ -6,11 +6,10 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from tests.browser.conftest import assert_fits_phone
-
 from explainer.stages.runs import engine, run_of
 from explainer.tutorial.checks import previous_token_attention
 from explainer.tutorial.lessons import by_id
+from tests.browser.conftest import assert_fits_phone
 
 pytestmark = pytest.mark.browser
 KEY = "explainer.tutorial"
