@@ -320,6 +320,9 @@ async def _relayed(rec: Recording, up: httpx2.Response) -> AsyncIterator[bytes]:
             yield chunk  # relayed first, read after: the caller never waits for the recording
             first_byte = at if first_byte is None else first_byte
             stream.feed(chunk, at)
+    except (asyncio.CancelledError, GeneratorExit):
+        rec.notes.append(f"The caller went away {rec.ms():,.0f} ms after the call arrived; the upstream's stream was closed then.")
+        raise
     except httpx2.HTTPError as exc:
         cut = APIError("api_error", f"The upstream {upstream()} stopped the stream mid-way ({type(exc).__name__}); "
                        "the reply above is incomplete.", status=502)
@@ -360,7 +363,7 @@ def asgi_app(django_app: ASGIApp) -> ASGIApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         domain, _ = split_domain_port(headers.get("host", ""))
         if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
-            return await _send(send, error(APIError("invalid_request_error", "This host is not served here (ALLOWED_HOSTS).")))
+            return await _send(send, error(APIError("invalid_request_error", "This host is not served here (ALLOWED_HOSTS).")), receive)
         body, over = bytearray(), False
         limit = int(settings.EXPLAINER_API_MAX_BODY_BYTES)
         length = headers.get("content-length", "")
@@ -374,14 +377,20 @@ def asgi_app(django_app: ASGIApp) -> ASGIApp:
             if not message.get("more_body"):
                 break
         if over:
-            return await _send(send, error(too_large()))
+            return await _send(send, error(too_large()), receive)
         call = Incoming(scope["method"], match["api"], scope.get("query_string", b"").decode("latin-1"), headers, bytes(body))
         del headers
-        return await _send(send, await handle(match["session"], call))
+        return await _send(send, await handle(match["session"], call), receive)
     return app
 
 
-async def _send(send, out: Outgoing) -> None:
+async def _gone(receive) -> None:
+    """Return when the caller has gone away (its connection closed): the relay then stops at once."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _send(send, out: Outgoing, receive) -> None:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in {"content-type": out.content_type, **out.headers}.items()]
     headers += [(b"x-content-type-options", b"nosniff")]
     if out.chunks is None:
@@ -391,9 +400,22 @@ async def _send(send, out: Outgoing) -> None:
         return
     await send({"type": "http.response.start", "status": out.status, "headers": headers})
     chunks = out.chunks
-    try:
+
+    async def relay() -> None:
         async for chunk in chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body"})
+
+    # A caller that leaves mid-stream stops the upstream's stream too (it is generating, and billing, for no one).
+    streaming, watching = asyncio.ensure_future(relay()), asyncio.ensure_future(_gone(receive))
+    try:
+        await asyncio.wait({streaming, watching}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        watching.cancel()
+        if not streaming.done():
+            streaming.cancel()
+            out.extra["gone"] = "1"
+        await asyncio.gather(streaming, watching, return_exceptions=True)
         await chunks.aclose()  # type: ignore[attr-defined]
+    if streaming.done() and not streaming.cancelled() and streaming.exception() is not None:
+        raise streaming.exception()  # type: ignore[misc]

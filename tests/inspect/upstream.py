@@ -6,7 +6,8 @@ Streams use chunked transfer encoding, so a connection dropped mid-way is a dete
 
 What it answers is chosen by the request, so a test scripts a session by what it sends:
 - model ``standin-429``: a 429 with ``retry-after``; ``standin-529``: a 529; ``standin-drop``: the connection
-  is dropped mid-answer; ``standin-hang``: no answer until the server stops;
+  is dropped mid-answer; ``standin-hang``: no answer until the server stops; ``standin-slow``: a stream
+  whose events come 50 ms apart (it notes where its reader closed the connection);
 - a last user text containing ``[[tool NAME {json}]]`` (with tools sent): a ``tool_use`` of NAME with that input;
 - ``max_tokens`` under 10: the reply (a tool call when one was asked for) is cut, ``stop_reason: max_tokens``;
 - otherwise a short text reply.
@@ -119,6 +120,8 @@ def reply(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
                  "name": ask.group(1), "input": json.loads(ask.group(2))}
         return [block], "max_tokens" if cut else "tool_use"
     words = f"Echo: {text[:60]}".split(" ")
+    if body.get("model") == "standin-slow":
+        words = [f"w{n}" for n in range(100)]
     if cut:
         words = words[:2]
     return [{"type": "text", "text": " ".join(words)}], "max_tokens" if cut else "end_turn"
@@ -241,11 +244,19 @@ def _handler(standin: StandIn):
             events.append({"type": "message_stop"})
             if drop:
                 events = events[:4]
-            for e in events:
+            slow = message["model"] == "standin-slow"
+            for n, e in enumerate(events):
                 data = f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode()
+                if slow and n > 2 and standin.stop.wait(0.05):
+                    break
+                try:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                except OSError:  # the relay closed the connection: its caller went away
+                    standin.sent.append({"status": 200, "headers": h, "body": bytes(sent), "message": message, "closed_after": n})
+                    self.close_connection = True
+                    return
                 sent += data
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
             standin.sent.append({"status": 200, "headers": h, "body": bytes(sent), "message": message})
             if drop:
                 self.connection.shutdown(socket.SHUT_RDWR)
