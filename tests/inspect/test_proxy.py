@@ -165,18 +165,3 @@ def test_the_key_is_nowhere_after_all_those_calls(inspector, base_url, sdk):
     assert stored
     for p in [*stored, Path(inspector["log"])]:
         assert KEY.encode() not in p.read_bytes(), p
-
-
-def test_a_caller_that_leaves_mid_stream_closes_the_upstream_stream(base_url, upstream):
-    from tests.waiting import wait_until
-
-    before = len(upstream.sent)
-    with httpx2.stream("POST", base_url + "/v1/messages", headers={"x-api-key": KEY}, timeout=30,
-                       json={"model": "standin-slow", "max_tokens": 500, "stream": True, "messages": [{"role": "user", "content": "go"}]}) as r:
-        first = next(r.iter_raw())
-        assert first.startswith(b"event: message_start")
-    # the relay notices, stops reading the upstream, and the upstream's next write finds the connection closed
-    sent = wait_until(lambda: len(upstream.sent) > before and upstream.sent[-1], timeout=30, message="the upstream never finished")
-    assert sent.get("closed_after") is not None and sent["closed_after"] < 50
-    call = wait_until(lambda: [c for c in httpx2.get(base_url + "/data").json()["calls"] if c["model"] == "standin-slow"], timeout=30)[0]
-    assert any("caller went away" in n for n in call["notes"])

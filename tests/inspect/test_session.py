@@ -12,6 +12,9 @@ import os
 
 import anthropic
 import httpx2
+import pytest
+
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
 
 MODEL = "claude-sonnet-4-6"
 RULES = "Answer billing questions from the account's records; cite the invoice number; never guess amounts. " * 60
