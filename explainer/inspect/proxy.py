@@ -360,28 +360,44 @@ def asgi_app(django_app: ASGIApp) -> ASGIApp:
         match = PROXY_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
         if match is None:
             return await django_app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        domain, _ = split_domain_port(headers.get("host", ""))
-        if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
-            return await _send(send, error(APIError("invalid_request_error", "This host is not served here (ALLOWED_HOSTS).")), receive)
-        body, over = bytearray(), False
-        limit = int(settings.EXPLAINER_API_MAX_BODY_BYTES)
-        length = headers.get("content-length", "")
-        over = length.isdigit() and int(length) > limit
-        while not over:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            over = len(body) > limit
-            if not message.get("more_body"):
-                break
-        if over:
-            return await _send(send, error(too_large()), receive)
-        call = Incoming(scope["method"], match["api"], scope.get("query_string", b"").decode("latin-1"), headers, bytes(body))
-        del headers
-        return await _send(send, await handle(match["session"], call), receive)
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+        try:
+            await _serve(match, scope, receive, tracked)
+        except Exception:
+            log.exception("inspector: a relayed call failed")  # never with its headers
+            if not started:
+                await _send(send, error(APIError("api_error", "Internal error in the inspector's proxy; the call was not relayed.")), receive)
     return app
+
+
+async def _serve(match: re.Match[str], scope: dict[str, Any], receive, send) -> None:
+    """One proxied call: the host checked, the body read within its limit, the core's answer sent."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    domain, _ = split_domain_port(headers.get("host", ""))
+    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        return await _send(send, error(APIError("invalid_request_error", "This host is not served here (ALLOWED_HOSTS).")), receive)
+    body, over = bytearray(), False
+    limit = int(settings.EXPLAINER_API_MAX_BODY_BYTES)
+    length = headers.get("content-length", "")
+    over = length.isdigit() and int(length) > limit
+    while not over:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        over = len(body) > limit
+        if not message.get("more_body"):
+            break
+    if over:
+        return await _send(send, error(too_large()), receive)
+    call = Incoming(scope["method"], match["api"], scope.get("query_string", b"").decode("latin-1"), headers, bytes(body))
+    del headers
+    return await _send(send, await handle(match["session"], call), receive)
 
 
 async def _gone(receive) -> None:
