@@ -897,3 +897,10 @@ new MutationObserver(() => { if (projector() !== wasProjector) { wasProjector = 
 new MutationObserver((changes) => {
   for (const c of changes) for (const n of c.addedNodes) if (n.id === "projector-css") n.addEventListener("load", redrawBig);
 }).observe(document.head, { childList: true });
+// the masked cells are pixels in the scheme's colour (cssColor): a system that turns dark or light draws the maps again
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  mapURLs.linear.length = 0;
+  mapURLs.log.length = 0;
+  for (const b of grid.querySelectorAll(".attn-cell")) b.querySelector("img").src = mapURL(Number(b.dataset.layer), Number(b.dataset.head));
+  redrawBig();
+});
