@@ -116,6 +116,7 @@ async def socket(code, addr=SCHOOL, cookies=None):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 async def test_wrong_codes_from_the_address_never_lock_out_a_joined_class_or_its_presenter():
     from asgiref.sync import sync_to_async
 

@@ -96,6 +96,7 @@ def test_ff_1_starts_from_the_question_alone(client):
     assert r.context["ff_url"] == "/learn/conversation/"  # and back to the fast-forwarded opening
 
 
+@pytest.mark.slow
 def test_fast_forward_stops_before_a_request_the_api_would_refuse(client):
     r = get(client, ff=str(len(CANNED_TURNS) + 1))
     n = r.context["n_turns"]
