@@ -74,6 +74,7 @@ def client() -> httpx2.AsyncClient:
 
 
 ROUTES = {"/v1/messages": ("POST",), "/v1/messages/count_tokens": ("POST",), "/v1/models": ("GET",)}
+MODEL_PATH = re.compile(r"^/v1/models/[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")  # GET one model (never a path that climbs out)
 PROXY_PATH = re.compile(r"^/inspect/(?P<session>[^/]+)(?P<api>/v1/.*)$")
 SESSION_FRESH_S = 5.0  # a live session is looked up again after this; deleting one in this process forgets it at once
 _sessions: dict[str, tuple[datetime, float]] = {}  # id -> (its expiry, when it was read)
@@ -247,10 +248,10 @@ async def _save(rec: Recording) -> None:
 async def handle(session_id: str, call: Incoming) -> Outgoing:
     """The proxy's one entry: every failure is the API's envelope, never a page or a traceback."""
     try:
-        methods = ROUTES.get(call.api_path)
+        methods = ROUTES.get(call.api_path) or (("GET",) if MODEL_PATH.match(call.api_path) and ".." not in call.api_path else None)
         if methods is None:
             raise APIError("not_found_error", f"Not found: {call.method} /inspect/…{call.api_path}; the inspector relays "
-                           "/v1/messages, /v1/messages/count_tokens and /v1/models.")
+                           "/v1/messages, /v1/messages/count_tokens, /v1/models and /v1/models/<id>.")
         if call.method not in methods:
             raise APIError("invalid_request_error", f"Method {call.method} is not allowed on {call.api_path}; use {' or '.join(methods)}.", status=405)
         if len(call.body) > int(settings.EXPLAINER_API_MAX_BODY_BYTES):

@@ -62,6 +62,11 @@ def test_tools_and_count_tokens_with_its_query_string(sdk, upstream):
     assert upstream.received[-1]["path"] == "/v1/messages/count_tokens?beta=true"
     models = sdk.models.list()
     assert [m.id for m in models] == ["claude-sonnet-4-5"]
+    assert sdk.models.retrieve("claude-sonnet-4-5").id == "claude-sonnet-4-5"
+    assert upstream.received[-1]["path"] == "/v1/models/claude-sonnet-4-5"
+    before = len(upstream.received)
+    climbing = httpx2.get(sdk.base_url.join("v1/models/..%2F..%2Fadmin"), headers={"x-api-key": KEY})
+    assert climbing.status_code == 404 and climbing.json()["type"] == "error" and len(upstream.received) == before
 
 
 def test_the_upstream_gets_the_key_and_nothing_else_of_the_callers(base_url, upstream):
@@ -165,3 +170,18 @@ def test_the_key_is_nowhere_after_all_those_calls(inspector, base_url, sdk):
     assert stored
     for p in [*stored, Path(inspector["log"])]:
         assert KEY.encode() not in p.read_bytes(), p
+
+
+def test_a_caller_that_leaves_mid_stream_closes_the_upstream_stream(base_url, upstream):
+    from tests.waiting import wait_until
+
+    before = len(upstream.sent)
+    with httpx2.stream("POST", base_url + "/v1/messages", headers={"x-api-key": KEY}, timeout=30,
+                       json={"model": "standin-slow", "max_tokens": 500, "stream": True, "messages": [{"role": "user", "content": "go"}]}) as r:
+        first = next(r.iter_raw())
+        assert first.startswith(b"event: message_start")
+    # the relay notices, stops reading the upstream, and the upstream's next write finds the connection closed
+    sent = wait_until(lambda: len(upstream.sent) > before and upstream.sent[-1], timeout=30, message="the upstream never finished")
+    assert sent.get("closed_after") is not None and sent["closed_after"] < 50
+    call = wait_until(lambda: [c for c in httpx2.get(base_url + "/data").json()["calls"] if c["model"] == "standin-slow"], timeout=30)[0]
+    assert any("caller went away" in n for n in call["notes"])

@@ -175,8 +175,10 @@ def _handler(standin: StandIn):
 
         def do_GET(self) -> None:
             self._record(b"")
-            if self.path.startswith("/v1/models"):
-                data = [{"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"}]
+            data = [{"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"}]
+            if self.path == "/v1/models/claude-sonnet-4-5":
+                self._json(200, data[0])
+            elif self.path.startswith("/v1/models"):
                 self._json(200, {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[0]["id"]})
             else:
                 self._error(404, "not_found_error", f"Not found: {self.path}")
