@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # see the marker in pyproject.toml
+
 TS = Path(__file__).resolve().parents[1] / "ts"
 
 
