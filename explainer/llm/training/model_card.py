@@ -134,6 +134,16 @@ After its result, the answer:
 """
 
 
+DEFAULT_TRAINING_NOTE = """These weights continue from the
+previous release (trained for 94 minutes on 24.6M tokens of longer documentation passages) on the
+corpus above, with a peak learning rate of 1e-3, 50 warm-up steps and cosine decay; the checkpoint
+with the lowest validation loss is shipped. The training stream closes every answer with the
+end-of-turn token. The first release never saw one after an answer (the chat template leaves a
+final assistant turn open, as a prefill), which is why its replies never ended; this run found
+the same omission part-way (at step 629) and went on from there with the token in place, so the
+validation figures below include predicting it."""
+
+
 def render(r: dict) -> str:
     c, meta = r["config"], r["meta"]
     src_rows = "\n".join(
@@ -204,14 +214,8 @@ Training split: {r['train_tokens']:,} tokens. Validation split: {r['val_tokens']
 
 ## Training
 PyTorch (`explainer/llm/training/train.py`), AdamW (betas 0.9/0.95, weight decay 0.1), batches of
-16 windows of 512 tokens, on 2 CPU cores shared with other work. These weights continue from the
-previous release (trained for 94 minutes on 24.6M tokens of longer documentation passages) on the
-corpus above, with a peak learning rate of 1e-3, 50 warm-up steps and cosine decay; the checkpoint
-with the lowest validation loss is shipped. The training stream closes every answer with the
-end-of-turn token. The first release never saw one after an answer (the chat template leaves a
-final assistant turn open, as a prefill), which is why its replies never ended; this run found
-the same omission part-way (at step 629) and went on from there with the token in place, so the
-validation figures below include predicting it. Steps: {meta.get('step')}; tokens seen in this run: {meta.get('tokens_seen', 0):,}
+16 windows of 512 tokens, on 2 CPU cores shared with other work. {r.get('training_note') or DEFAULT_TRAINING_NOTE}
+Steps: {meta.get('step')}; tokens seen in this run: {meta.get('tokens_seen', 0):,}
 (about {meta.get('tokens_seen', 0) / max(1, r['train_tokens']):.1f} passes over the training split); training time: {meta.get('train_seconds', 0) / 60:.0f} minutes.
 {schedule_note}
 
@@ -256,6 +260,7 @@ def main() -> None:
     ap.add_argument("--train-dir", type=Path, default=Path("data/train"))
     ap.add_argument("--schedule-steps", type=int, default=1800, help="the --max-steps the run was started with")
     ap.add_argument("--previous-weights", type=Path, default=None, help="the weights these replaced, measured on the same split")
+    ap.add_argument("--training-note", type=Path, default=None, help="a Markdown paragraph on how these weights were trained")
     args = ap.parse_args()
     train = np.load(args.train_dir / "tokens_train.npy")
     val = np.load(args.train_dir / "tokens_val.npy")
@@ -278,7 +283,9 @@ def main() -> None:
               "behaviour": behaviour, "config": config.__dict__,
               "n_params": load_model().n_params, "merges": len(tok.merges), "model_merges": tok.model_merges,
               "size_mb": WEIGHTS_PATH.stat().st_size / 1e6, "schedule_steps": args.schedule_steps,
-              "golden": golden_difference()}
+              "golden": golden_difference(),
+              "training_note": args.training_note.read_text().strip() if args.training_note else None,
+              "tools_corpus": corpus_stats.get("tools")}
     (WEIGHTS_DIR / "metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (WEIGHTS_DIR / "MODEL_CARD.md").write_text(render(report))
     print(json.dumps({k: report[k] for k in ("val_loss", "val_ppl", "bigram_loss", "bigram_ppl", "previous")}, indent=2))
