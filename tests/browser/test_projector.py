@@ -12,28 +12,29 @@ from tests.browser.test_rooms import frame_at, start_room
 pytestmark = pytest.mark.browser
 SLUGS = [s.slug for s in built()]
 
-# Every visible piece of text inside the main visual, at the size it is drawn on the screen: the
+# Every visible piece of text inside the main visual (or the elements ``root`` selects), at the size it is drawn on the screen: the
 # computed font size times the element's CSS zoom, or times the SVG's scale for text in a chart.
-SMALL_TEXT = """() => {
-  const mv = document.querySelector('[data-main-visual]');
-  const walker = document.createTreeWalker(mv, NodeFilter.SHOW_TEXT);
+SMALL_TEXT = """(root) => {
   const small = [];
   let seen = 0;
-  while (walker.nextNode()) {
-    const t = walker.currentNode;
-    if (!t.textContent.trim()) continue;
-    const el = t.parentElement;
-    const r = el.getBoundingClientRect();
-    if (r.width <= 1 || r.height <= 1) continue;  // hidden, or visually-hidden text for screen readers
-    const cs = getComputedStyle(el);
-    if (cs.visibility === 'hidden' || parseFloat(cs.opacity) === 0) continue;
-    let size = parseFloat(cs.fontSize) * (el.currentCSSZoom || 1);
-    if (el instanceof SVGElement && el.getScreenCTM()) {
-      const m = el.getScreenCTM();
-      size = parseFloat(cs.fontSize) * Math.hypot(m.a, m.b);
+  for (const box of document.querySelectorAll(root || '[data-main-visual]')) {
+    const walker = document.createTreeWalker(box, NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) {
+      const t = walker.currentNode;
+      if (!t.textContent.trim()) continue;
+      const el = t.parentElement;
+      const r = el.getBoundingClientRect();
+      if (r.width <= 1 || r.height <= 1) continue;  // hidden, or visually-hidden text for screen readers
+      const cs = getComputedStyle(el);
+      if (cs.visibility === 'hidden' || parseFloat(cs.opacity) === 0) continue;
+      let size = parseFloat(cs.fontSize) * (el.currentCSSZoom || 1);
+      if (el instanceof SVGElement && el.getScreenCTM()) {
+        const m = el.getScreenCTM();
+        size = parseFloat(cs.fontSize) * Math.hypot(m.a, m.b);
+      }
+      seen++;
+      if (size < 23.5) small.push(`${el.tagName.toLowerCase()}.${el.getAttribute('class') || ''} "${t.textContent.trim().slice(0, 24)}" ${size.toFixed(1)}px`);
     }
-    seen++;
-    if (size < 23.5) small.push(`${el.tagName.toLowerCase()}.${el.getAttribute('class') || ''} "${t.textContent.trim().slice(0, 24)}" ${size.toFixed(1)}px`);
   }
   return {seen, small: small.slice(0, 12), n_small: small.length};
 }"""

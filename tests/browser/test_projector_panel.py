@@ -6,31 +6,10 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.test_projector import SMALL_TEXT
 from tests.browser.test_rooms import start_room
 
 pytestmark = pytest.mark.browser
-
-# Every visible piece of text in the projected room page (the stage frame is test_projector.py's), at its drawn size.
-SMALL_TEXT = """(root) => {
-  const small = [];
-  let seen = 0;
-  for (const box of document.querySelectorAll(root)) {
-    const walker = document.createTreeWalker(box, NodeFilter.SHOW_TEXT);
-    while (walker.nextNode()) {
-      const t = walker.currentNode;
-      if (!t.textContent.trim()) continue;
-      const el = t.parentElement;
-      const r = el.getBoundingClientRect();
-      if (r.width <= 1 || r.height <= 1) continue;  // hidden, or visually-hidden text for screen readers
-      const cs = getComputedStyle(el);
-      if (cs.visibility === 'hidden' || parseFloat(cs.opacity) === 0) continue;
-      seen++;
-      const size = parseFloat(cs.fontSize);
-      if (size < 23.5) small.push(`${el.tagName.toLowerCase()}#${el.id}.${el.getAttribute('class') || ''} "${t.textContent.trim().slice(0, 24)}" ${size}px`);
-    }
-  }
-  return {seen, small};
-}"""
 
 CUT_OFF = """() => {
   const live = document.querySelector('.live');
@@ -72,7 +51,7 @@ def test_the_projected_panel_reads_from_the_back_row_and_a_reveal_goes_with_its_
     expect(page.locator("#reveal-drawn")).to_contain_text("The model drew")  # the reveal's line stays in the panel
 
     text = page.evaluate(SMALL_TEXT, ".proj-bar, .live, #room-error")
-    assert text["seen"] >= 5 and not text["small"], text
+    assert text["seen"] >= 5 and not text["n_small"], text
     box = page.evaluate(CUT_OFF)
     assert box["scroll"] <= box["client"] + 1 and box["bottom"] <= box["vh"] + 1, box  # nothing cut off
     shoot(page, "room-projector-panel-after-reveal-1280")
