@@ -131,12 +131,12 @@ class ChunkCache:
         self.entries: dict[tuple[str, int], tuple[int, ...]] = {}
         self.nbytes = 0
 
-    def ids(self, chunk: str, limit: int, compute: Callable[[], tuple[int, ...]]) -> tuple[int, ...]:
-        """The cached ids of ``chunk`` at ``limit``, or ``compute()``'s (kept if the chunk is short)."""
+    def ids(self, chunk: str, limit: int, compute: Callable[[bytes, int], tuple[int, ...]]) -> tuple[int, ...]:
+        """The cached ids of ``chunk`` at ``limit``, or ``compute(its UTF-8 bytes, limit)``'s (kept if the chunk is short)."""
         key = (chunk, limit)
         ids = self.entries.get(key)
         if ids is None:
-            ids = compute()
+            ids = compute(chunk.encode("utf-8"), limit)
             if len(chunk) < CACHE_MAX_CHUNK:
                 if self.nbytes >= CACHE_MAX_BYTES:
                     self.entries.clear()

@@ -123,7 +123,7 @@ class Tokenizer:
         limit = self._limit(max_merges)
         out: list[int] = []
         for chunk in self._regex.findall(text):
-            out.extend(self._cache.ids(chunk, limit, lambda: self._bpe(chunk.encode("utf-8"), limit)))
+            out.extend(self._cache.ids(chunk, limit, self._bpe))
         return out
 
     def encode_with_trace(self, text: str, max_merges: int | None = None) -> list[ChunkTrace]:

@@ -493,7 +493,7 @@ class HFTokenizer:
             if token is not None:
                 out.append(token)
                 continue
-            out.extend(self._cache.ids(chunk, limit, lambda: self._merge_chunk(chunk.encode("utf-8"), limit)))
+            out.extend(self._cache.ids(chunk, limit, self._merge_chunk))
         return out
 
     def encode(self, text: str, max_merges: int | None = None) -> list[int]:
