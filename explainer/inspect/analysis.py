@@ -10,9 +10,7 @@ block and ``prices.json``; the cache key is the prefix tools → system → mess
 public, so where a split of the input tokens is needed (which block of the context took how many)
 it is an estimate by each block's share of the characters, and is labelled as one.
 
-Example:
-    >>> first_difference(leaves({"system": "at 10:00"}), leaves({"system": "at 10:05"}))["path"]
-    'system'
+The prefix a request's cache key is made of, and where two prefixes first differ, are ``prefix.py``'s.
 """
 from __future__ import annotations
 
@@ -22,13 +20,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypedDict
 
+from explainer.inspect.prefix import (
+    TTL_SECONDS,
+    Breakpoint,
+    Difference,
+    around_at,
+    breakpoints,
+    clip,
+    common_chars,
+    first_difference,
+    leaves,
+)
 from explainer.lifecycle.pricing import cost, usd
 
 MINIMUMS_PATH = Path(__file__).resolve().parent / "cache_minimums.json"
 MAX_BREAKPOINTS = 4
-TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 LOOP_REPEATS = 3  # the same tool with the same input this many times in a row is a loop
-AROUND = 24  # characters shown on each side of a first difference
 MESSAGES_PATH = "/v1/messages"
 COMPARED = 20  # a miss is compared with this many calls before it (a session's page stays quick with hundreds of calls)
 
@@ -48,165 +55,6 @@ class CallRecord(TypedDict, total=False):
 class Finding(TypedDict):
     kind: str  # cost | context | cache | loop | tools | latency | error
     text: str
-
-
-# ---- the prefix: tools, then system, then messages, as leaves in order -------------------------------------------
-
-
-def leaves(body: Any) -> list[tuple[str, str]]:
-    """Every leaf of the cached part of a body, in the order the cache key reads it: ``(JSON path, text)``.
-
-    ``cache_control`` itself is not part of the prefix's content and is left out.
-
-    Example:
-        >>> leaves({"system": [{"type": "text", "text": "Hi"}], "messages": [{"role": "user", "content": "Yo"}]})
-        [('system[0].type', 'text'), ('system[0].text', 'Hi'), ('messages[0].role', 'user'), ('messages[0].content', 'Yo')]
-    """
-    out: list[tuple[str, str]] = []
-    if not isinstance(body, dict):
-        return out
-    for key in ("tools", "system", "messages"):
-        if key in body and body[key] is not None:
-            _walk(body[key], key, out)
-    return out
-
-
-def _walk(value: Any, path: str, out: list[tuple[str, str]]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k != "cache_control":
-                _walk(v, f"{path}.{k}", out)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _walk(v, f"{path}[{i}]", out)
-    else:
-        out.append((path, value if isinstance(value, str) else json.dumps(value)))
-
-
-class Breakpoint(TypedDict):
-    path: str  # the block that carries cache_control
-    ttl: str  # "5m" or "1h"
-    leaves: int  # how many leaves the cached prefix holds (it ends after this block)
-
-
-def breakpoints(body: Any) -> list[Breakpoint]:
-    """The ``cache_control`` breakpoints of a body in prefix order: on a tool, a system block, or a message's block."""
-    found: list[Breakpoint] = []
-    if not isinstance(body, dict):
-        return found
-    count = 0
-
-    def visit(block: Any, path: str) -> None:
-        nonlocal count
-        before: list[tuple[str, str]] = []
-        _walk(block, path, before)
-        count += len(before)
-        cc = block.get("cache_control") if isinstance(block, dict) else None
-        if isinstance(cc, dict):
-            ttl = cc.get("ttl") if cc.get("ttl") in TTL_SECONDS else "5m"
-            found.append({"path": path, "ttl": ttl, "leaves": count})
-
-    for key in ("tools", "system", "messages"):
-        part = body.get(key)
-        if isinstance(part, str):
-            count += 1
-        elif isinstance(part, list):
-            for i, item in enumerate(part):
-                if key != "messages":
-                    visit(item, f"{key}[{i}]")
-                    continue
-                if not isinstance(item, dict):
-                    continue
-                for k, v in item.items():  # role, then content (a string, or blocks that may carry cache_control)
-                    if k == "content" and isinstance(v, list):
-                        for j, block in enumerate(v):
-                            visit(block, f"messages[{i}].content[{j}]")
-                    elif k != "cache_control":
-                        sub: list[tuple[str, str]] = []
-                        _walk(v, f"messages[{i}].{k}", sub)
-                        count += len(sub)
-    return found
-
-
-class Difference(TypedDict):
-    leaf: int  # index of the first leaf that differs
-    path: str
-    offset: int  # character offset inside that leaf's text
-    common_chars: int  # characters of the prefix the two share before it
-    before: str  # the earlier call's text around the difference
-    after: str  # this call's text around it
-    was: str  # the changed part, as it was
-    now: str  # and as it is
-
-
-def first_difference(a: list[tuple[str, str]], b: list[tuple[str, str]]) -> Difference | None:
-    """Where ``b``'s prefix first departs from ``a``'s; None when one is a prefix of the other (in leaves).
-
-    Example:
-        >>> d = first_difference([("system", "Time: 10:00. Be brief.")], [("system", "Time: 10:05. Be brief.")])
-        >>> d["offset"], d["was"], d["now"]
-        (10, '10:00.', '10:05.')
-    """
-    common = 0
-    for i, ((pa, ta), (pb, tb)) in enumerate(zip(a, b)):
-        if pa == pb and ta == tb:
-            common += len(ta)
-            continue
-        if pa != pb:  # the structure changed here (a field or block added, removed or moved)
-            return {"leaf": i, "path": pb, "offset": 0, "common_chars": common, "before": f"{pa}: {_clip(ta)}",
-                    "after": f"{pb}: {_clip(tb)}", "was": pa, "now": pb}
-        off = _common_prefix_len(ta, tb)
-        was, now = _changed_words(ta, tb, off)
-        return {"leaf": i, "path": pb, "offset": off, "common_chars": common + off,
-                "before": _around(ta, off), "after": _around(tb, off), "was": was, "now": now}
-    return None
-
-
-def common_chars(a: list[tuple[str, str]], b: list[tuple[str, str]]) -> int:
-    d = first_difference(a, b)
-    if d is not None:
-        return d["common_chars"]
-    return sum(len(t) for _, t in a[:min(len(a), len(b))])
-
-
-def _common_prefix_len(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def _changed_words(a: str, b: str, off: int) -> tuple[str, str]:
-    """The differing stretch of two texts, widened to whole words (``10:00`` and ``10:05``, not ``0`` and ``5``)."""
-    tail = 0
-    while tail < min(len(a), len(b)) - off and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
-        tail += 1
-    start = off
-    while start > 0 and not a[start - 1].isspace():
-        start -= 1
-
-    def end_of(s: str) -> int:
-        e = max(len(s) - tail, off)
-        while e < len(s) and not s[e].isspace():
-            e += 1
-        return e
-    return _clip(a[start:end_of(a)]), _clip(b[start:end_of(b)])
-
-
-def _around(text: str, off: int) -> str:
-    lo, hi = max(0, off - AROUND), min(len(text), off + AROUND)
-    return ("…" if lo else "") + text[lo:hi] + ("…" if hi < len(text) else "")
-
-
-def around_at(text: str, off: int) -> int:
-    """Where ``off`` falls in ``_around(text, off)``: the pages mark the difference from there."""
-    return off - max(0, off - AROUND) + (1 if off > AROUND else 0)
-
-
-def _clip(text: str, n: int = 40) -> str:
-    return text if len(text) <= n else text[:n] + "…"
 
 
 # ---- usage, cost and the context split ------------------------------------------------------------------------------
@@ -513,7 +361,7 @@ def analyse(calls: list[CallRecord]) -> dict[str, Any]:
             if summaries:
                 findings.append({"kind": "context", "text":
                                  f"call {i} replaced {len(dropped)} earlier message(s) with a new message at position "
-                                 f"{summaries[0]} (a summary: “{_clip(_message_text(messages[summaries[0]]), 60)}”); "
+                                 f"{summaries[0]} (a summary: “{clip(_message_text(messages[summaries[0]]), 60)}”); "
                                  "check it keeps the facts later turns rely on."})
         previous_messages = (i, messages)
 
@@ -528,7 +376,7 @@ def analyse(calls: list[CallRecord]) -> dict[str, Any]:
             run = (name, args)
             if run_length >= LOOP_REPEATS:
                 findings.append({"kind": "loop", "text":
-                                 f"call {i} asked for `{name}` with the same input {_clip(args, 60)} for the {_ordinal(run_length)} "
+                                 f"call {i} asked for `{name}` with the same input {clip(args, 60)} for the {_ordinal(run_length)} "
                                  "time in a row: the agent is looping; return what changed in the tool result, or stop "
                                  "after a repeat."})
         if not uses:
@@ -547,7 +395,7 @@ def _ordinal(n: int) -> str:
 def _dropped_sentence(i: int, k: int, dropped: list[int], before: list[Any]) -> str:
     first = before[dropped[0]]
     role = first.get("role", "?") if isinstance(first, dict) else "?"
-    text = _clip(_message_text(first), 60)
+    text = clip(_message_text(first), 60)
     return (f"call {i} no longer sends {len(dropped)} message(s) that call {k} sent (from messages[{dropped[0]}], "
             f"{role}: “{text}”) while later ones are kept: that context is lost to the model; keep the turns "
             "the reply depends on, or summarise them.")
@@ -567,7 +415,7 @@ def _error_findings(call: CallRecord, i: int) -> list[Finding]:
     status = call.get("status")
     resp = call.get("response") if isinstance(call.get("response"), dict) else {}
     err = resp.get("error") if isinstance(resp.get("error"), dict) else {}
-    message = _clip(str(err.get("message", "")), 120)
+    message = clip(str(err.get("message", "")), 120)
     if status == 429:
         return [{"kind": "error", "text": f"call {i} was rate limited (429: {message}); wait for retry-after, or spread the calls."}]
     if status == 529:

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from explainer.inspect.analysis import analyse, around_at, breakpoints, context_split, first_difference, history_changes, leaves, outcome
+from explainer.inspect.analysis import analyse, context_split, history_changes, outcome
+from explainer.inspect.prefix import around_at, breakpoints, first_difference, leaves
 from explainer.inspect.sse import StreamRecord
 from explainer.lifecycle.pricing import cost
 
