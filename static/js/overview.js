@@ -311,10 +311,15 @@ function body() {
   return b;
 }
 
-form.addEventListener("submit", async (e) => {
+form.addEventListener("submit", (e) => {
   e.preventDefault();
+  if (!windowCount.isOver()) send();  // over the window Send is disabled, and the line under it says why
+});
+// Over the window, the request can still be sent on purpose: the gateway refuses it with the API's 400.
+$("send-anyway").addEventListener("click", () => send());
+
+async function send() {
   if (running) return;
-  if (windowCount.isOver()) return;  // Send is disabled and the line under it says why
   if (inPresentersRoom()) {  // in a classroom room the class runs it, at the room's pace, beside this stage
     runInRoom();
     setStatus("Sent to the room: every phone and the live run beside this stage show it.");
@@ -347,7 +352,7 @@ form.addEventListener("submit", async (e) => {
   } catch (err) {
     finish("Could not reach the server's WebSocket.");
   }
-});
+}
 
 skipBtn.addEventListener("click", skip);
 // Watching each stage is the reader's choice, kept; before they make one, a reader who asked for less motion
@@ -400,7 +405,8 @@ cancelBtn.addEventListener("click", () => {
 $("temperature").addEventListener("input", (e) => { $("temperature-value").textContent = e.target.value; });
 
 // The prompt against the window as it is typed: over it, Send waits (the server would refuse it anyway).
-const windowCount = watchWindow({ body, out: $("window-count"), send: sendBtn });
+const windowCount = watchWindow({ body, out: $("window-count"), send: sendBtn,
+  onOver: (over) => { $("send-anyway").hidden = !over; } });
 for (const id of ["prompt", "system", "model"]) $(id)?.addEventListener("input", windowCount.changed);
 $("model")?.addEventListener("change", windowCount.changed);
 connect().catch(() => setStatus("Not connected: the page still works once the server is reachable."));

@@ -4,6 +4,7 @@ stage saying it was not reached, never "accepted" just before the error."""
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from explainer.lifecycle.scenario import Scenario
 from tests.urls import data_url
@@ -30,9 +31,16 @@ def send(pg, link, scenario, wait: str) -> None:
     pg.goto(link("overview", scenario))
     if pg.locator("#watch").is_checked():
         pg.locator("#watch").uncheck()  # the whole run at once: the notes are read at the end
-    pg.locator("#send").click()
+    over = scenario is OVER
+    if over:  # over the window Send is disabled; the request can still be sent on purpose, to see the 400
+        expect(pg.locator("#send")).to_be_disabled()
+        pg.locator("#send-anyway").click()
+    else:
+        pg.locator("#send").click()
     pg.wait_for_selector(wait, timeout=30_000)
-    pg.wait_for_function("!document.querySelector('#send').disabled", timeout=10_000)
+    if not over:
+        pg.wait_for_function("!document.querySelector('#send').disabled", timeout=10_000)
+    pg.wait_for_function("document.getElementById('cancel').hidden", timeout=10_000)  # the run is over
 
 
 @pytest.mark.parametrize("screen", ["laptop", "phone"])

@@ -4,7 +4,8 @@
 
 const NF = new Intl.NumberFormat("en-US");
 
-export function watchWindow({ body, out, send, delay = 250 }) {
+// ``onOver(over)`` runs after each count (the overview shows "Send anyway" while over).
+export function watchWindow({ body, out, send, delay = 250, onOver = null }) {
   let timer = 0, asked = 0, over = false;
 
   function show(data) {
@@ -19,6 +20,7 @@ export function watchWindow({ body, out, send, delay = 250 }) {
       send.disabled = over || send.dataset.running === "1";
       if (over) send.setAttribute("aria-describedby", out.id); else send.removeAttribute("aria-describedby");
     }
+    if (onOver) onOver(over);
   }
 
   async function count() {
