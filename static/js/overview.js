@@ -406,7 +406,13 @@ $("temperature").addEventListener("input", (e) => { $("temperature-value").textC
 
 // The prompt against the window as it is typed: over it, Send waits (the server would refuse it anyway).
 const windowCount = watchWindow({ body, out: $("window-count"), send: sendBtn,
-  onOver: (over) => { $("send-anyway").hidden = !over; } });
+  onOver: (over) => {
+    $("send-anyway").hidden = !over;
+    const tooLong = "Too long for the window: shorten it, or send it anyway to watch the gateway refuse it.";
+    if (running) return;
+    if (over) setStatus(tooLong);
+    else if (statusEl.textContent === tooLong) setStatus("Ready: press Send.");
+  } });
 for (const id of ["prompt", "system", "model"]) $(id)?.addEventListener("input", windowCount.changed);
 $("model")?.addEventListener("change", windowCount.changed);
 connect().catch(() => setStatus("Not connected: the page still works once the server is reachable."));

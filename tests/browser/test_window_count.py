@@ -38,12 +38,14 @@ def test_the_overview_counts_as_you_type_and_will_not_send_past_the_window(page,
     expect(count).to_have_class(re.compile(r"\bover\b"))
     expect(page.locator("#send")).to_be_disabled()
     expect(page.locator("#send-anyway")).to_be_visible()  # sending it on purpose shows the gateway's 400
+    expect(page.locator("#status")).to_contain_text("Too long for the window")  # the status line agrees
     assert f"{_count_of(LONG):,} tokens" in count.inner_text()
     shoot(page, "overview-over-the-window")
 
     prompt.fill("Short again.")
     expect(page.locator("#send")).to_be_enabled()
     expect(page.locator("#send-anyway")).to_be_hidden()
+    expect(page.locator("#status")).to_have_text("Ready: press Send.")
     expect(count).not_to_have_class(re.compile(r"\bover\b"))
 
 
