@@ -70,3 +70,21 @@ def _socket_frames_follow_the_schema(monkeypatch):
         return data
 
     monkeypatch.setattr(WebsocketCommunicator, "receive_from", checked)
+
+
+TS_SDK = Path(__file__).resolve().parent / "ts"  # the official TypeScript SDK, pinned in tests/ts/package-lock.json
+
+
+@pytest.fixture(scope="session")
+def node_sdk() -> str:
+    """Node.js with the TypeScript SDK installed in tests/ts (npm ci the first time): the path of ``node``."""
+    import shutil
+    import subprocess
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.fail("The TypeScript SDK test needs Node.js and npm (Debian: apt-get install nodejs npm).")
+    if not (TS_SDK / "node_modules" / "@anthropic-ai" / "sdk").exists():
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=TS_SDK, check=True, capture_output=True, timeout=300)
+    return node
+
