@@ -200,7 +200,7 @@ def _har(log: dict[str, Any]) -> list[Imported]:
 def _call(path: str, query: str, method: str, status: int, body: dict[str, Any], response: Any, events: list[dict[str, Any]],
           started: float | None, timings: dict[str, float | None], headers: Any, request_id: str) -> Imported:
     stored, notes = record.summarise(body)
-    kept = {k: str(v) for k, v in (headers or {}).items() if str(k).lower() in ("anthropic-version", "anthropic-beta", "content-type")}
+    kept = record.request_headers(headers if isinstance(headers, dict) else {})
     return {"path": path, "query": query[:512], "method": method[:8], "status": status, "model": str(body.get("model", ""))[:200],
             "stream": bool(body.get("stream")), "request": stored, "response": response, "events": events,
             "request_id": request_id[:200], "started_at": started, "timings": timings, "notes": ["Imported from a file.", *notes],

@@ -48,7 +48,6 @@ from explainer.lifecycle.errors import APIError
 log = logging.getLogger(__name__)
 
 FORWARDED = ("x-api-key", "authorization", "anthropic-version", "anthropic-beta", "content-type")
-RECORDED_HEADERS = ("anthropic-version", "anthropic-beta", "content-type")  # the key is forwarded, never recorded
 RETURNED = ("request-id", "retry-after", "retry-after-ms", "x-should-retry", "content-type")
 RETURNED_PREFIX = "anthropic-ratelimit-"
 CONNECT_TIMEOUT_S = 10.0
@@ -183,7 +182,7 @@ class Recording:
         self.path = call.api_path
         self.method = call.method
         self.query = call.query[:512]
-        self.headers = {k: call.headers[k] for k in RECORDED_HEADERS if k in call.headers}
+        self.headers = record.request_headers(call.headers)  # the key is forwarded, never recorded
         self.notes: list[str] = []
         self.status = 0
         self.response: Any = None

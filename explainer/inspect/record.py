@@ -21,6 +21,23 @@ from typing import Any
 MAX_STORED_BYTES = 1024 * 1024
 HEADER_BYTES = 64 * 1024  # of an image's data decoded to find its size (a JPEG's frame header may follow its metadata)
 BINARY_BLOCKS = ("image", "document")
+RECORDED_HEADERS = ("anthropic-version", "anthropic-beta", "content-type")
+KEY_HEADERS = ("x-api-key", "authorization")
+KEY_MASK = "(not recorded)"  # what a call keeps of its key: which header carried one, never the value
+
+
+def request_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The headers a call keeps (lower-case names): the API version, betas and content type, and which header carried
+    the key, as ``KEY_MASK``.
+
+    Example:
+        >>> request_headers({"X-Api-Key": "sk-ant-secret", "anthropic-version": "2023-06-01", "cookie": "a=b"})
+        {'anthropic-version': '2023-06-01', 'x-api-key': '(not recorded)'}
+    """
+    lower = {str(k).lower(): str(v) for k, v in headers.items()}
+    kept = {k: lower[k] for k in RECORDED_HEADERS if k in lower}
+    kept.update({k: KEY_MASK for k in KEY_HEADERS if k in lower})
+    return kept
 
 
 def summarise(body: Any) -> tuple[Any, list[str]]:

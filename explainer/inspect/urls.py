@@ -7,6 +7,8 @@ urlpatterns = [
     path("inspect/new", views.new, name="inspect-new"),
     path("inspect/<str:session_id>/", views.session_page, name="inspect-session"),
     path("inspect/<str:session_id>/data", views.data, name="inspect-data"),
+    path("inspect/<str:session_id>/call/<str:n>/", views.call_page, name="inspect-call"),
+    path("inspect/<str:session_id>/call/<str:n>/data", views.call_data, name="inspect-call-data"),
     path("inspect/<str:session_id>/delete", views.delete, name="inspect-delete"),
     path("inspect/<str:session_id>/import", views.import_calls, name="inspect-import"),
     path("inspect/<str:session_id>/v1/messages", views.messages),

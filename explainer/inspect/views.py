@@ -21,16 +21,18 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from explainer.inspect import importing, proxy, replay
+from explainer.inspect import analysis, importing, proxy, replay, walk
 from explainer.inspect.analysis import analyse
 from explainer.inspect.models import Call, Session
+from explainer.inspect.record import KEY_HEADERS
 from explainer.lifecycle.errors import APIError
+from explainer.lifecycle.figures import tokenized_figures
 from explainer.lifecycle.pricing import usd
-from explainer.web.pages import error_page
+from explainer.stages.runs import engine
+from explainer.web.pages import bundled_info, error_page
 
 log = logging.getLogger(__name__)
-MAX_CALLS_SHOWN = 500
-MAX_REPLAY_LINKS = 100  # calls whose replay links a page signs (each is a signed permalink)  # a session's page and data read its first calls; a longer session says so
+MAX_CALLS_SHOWN = 500  # a session's page and data read its first calls; a longer session says so
 
 
 def base_url(request, session_id: str) -> str:
@@ -60,8 +62,8 @@ def new(request):
     return HttpResponseRedirect(reverse("inspect-session", args=[session.id]))
 
 
-def session_data(session: Session) -> dict[str, Any]:
-    """``/inspect/<id>/data``: every call in call order, with the analysis's findings."""
+def _recorded(session: Session) -> tuple[list[Call], dict[str, Any]]:
+    """The session's first calls and their analysis: what its page, its data and each call's page all read."""
     calls = list(Call.objects.filter(session=session)[:MAX_CALLS_SHOWN])
     records = [{"index": n, "path": c.path, "status": c.status, "started_at": c.started_at.timestamp(),
                 "request": c.request, "response": c.response, "timings_ms": c.timings} for n, c in enumerate(calls, 1)]
@@ -78,8 +80,33 @@ def session_data(session: Session) -> dict[str, Any]:
             "context": a["context"], "cache": {k: a["cache"][k] for k in ("outcome", "reason", "first_difference")},
             "cache_around": a["cache"].get("around"), "findings": a["findings"], "notes": c.notes,
         })
-    return {"session": session.id, "expires_at": session.expires_at.isoformat(), "total_usd": result["total_usd"],
-            "calls": rows, "complete": len(calls) < MAX_CALLS_SHOWN}
+    return calls, {"session": session.id, "expires_at": session.expires_at.isoformat(), "total_usd": result["total_usd"],
+                   "calls": rows, "complete": len(calls) < MAX_CALLS_SHOWN}
+
+
+def session_data(session: Session) -> dict[str, Any]:
+    """``/inspect/<id>/data``: every call in call order, with the analysis's findings."""
+    return _recorded(session)[1]
+
+
+def _shown(row: dict[str, Any], most: int) -> dict[str, Any]:
+    """A call's row with what both pages show of it: its cost as text, its context bar, the first difference split."""
+    row["cost_text"] = usd(row["cost_usd"]) if row["cost_usd"] is not None else "–"
+    row["cumulative_text"] = usd(row["cumulative_usd"])
+    ctx = row["context"]
+    if ctx and ctx["input_tokens"]:
+        row["bars"] = [{"part": k.replace("_", " "), "key": k, "tokens": ctx[k], "share": round(100 * ctx[k] / ctx["input_tokens"], 2)}
+                       for k in ("tools", "system", "history", "new_turn") if ctx[k]]
+    around = row["cache_around"]
+    if around:  # the two texts split where they first differ, so the page can mark the rest
+        at = around["at"]
+        row["diff"] = {"before": (around["before"][:at], around["before"][at:]), "after": (around["after"][:at], around["after"][at:])}
+    row["width"] = round(100 * ctx["input_tokens"] / most, 2) if ctx and most else 0
+    return row
+
+
+def _most_input(rows: list[dict[str, Any]]) -> int:
+    return max((r["context"]["input_tokens"] for r in rows if r["context"]), default=0)
 
 
 @cache_control(no_store=True)  # someone's own calls: no browser cache or proxy keeps them
@@ -89,27 +116,86 @@ def session_page(request, session_id: str):
     if session is None:
         return _gone(request)
     data = session_data(session)
-    calls_by_index = {n: c for n, c in enumerate(Call.objects.filter(session=session)[:MAX_CALLS_SHOWN], 1)}
+    most = _most_input(data["calls"])
     for row in data["calls"]:
-        row["cost_text"] = usd(row["cost_usd"]) if row["cost_usd"] is not None else "–"
-        row["cumulative_text"] = usd(row["cumulative_usd"])
-        ctx = row["context"]
-        if ctx and ctx["input_tokens"]:
-            row["bars"] = [{"part": k.replace("_", " "), "key": k, "tokens": ctx[k], "share": round(100 * ctx[k] / ctx["input_tokens"], 2)}
-                           for k in ("tools", "system", "history", "new_turn") if ctx[k]]
-        if row["path"] == "/v1/messages" and row["index"] <= MAX_REPLAY_LINKS:
-            row["replay"] = replay.links(calls_by_index[row["index"]].request)
-        around = row["cache_around"]
-        if around:  # the two texts split where they first differ, so the page can mark the rest
-            at = around["at"]
-            row["diff"] = {"before": (around["before"][:at], around["before"][at:]), "after": (around["after"][:at], around["after"][at:])}
-    most = max((r["context"]["input_tokens"] for r in data["calls"] if r["context"]), default=0)
-    for row in data["calls"]:
-        row["width"] = round(100 * row["context"]["input_tokens"] / most, 2) if row["context"] and most else 0
+        _shown(row, most)
+        row["url"] = reverse("inspect-call", args=[session.id, row["index"]])
     return render(request, "inspect/session.html", {
         "session": session, "data": data, "base_url": base_url(request, session.id), "total_text": usd(data["total_usd"]),
-        "calls": data["calls"], "upstream": proxy.upstream(),
+        "calls": data["calls"], "upstream": proxy.upstream(), "socket_path": f"/ws/inspect/{session.id}/",
     })
+
+
+def _count(text: str) -> int:
+    """Tokens of ``text`` by the bundled model's tokenizer (its own merges)."""
+    return tokenized_figures(engine().tokenizer, text).tokens
+
+
+def call_view(session: Session, n: int) -> dict[str, Any] | None:
+    """Call ``n`` of the session (1-based), stage by stage: ``/inspect/<id>/call/<n>/`` and its ``data``. None: no such call."""
+    calls, data = _recorded(session)
+    if not 1 <= n <= len(calls):
+        return None
+    c, row = calls[n - 1], _shown(data["calls"][n - 1], _most_input(data["calls"]))
+    body = c.request if isinstance(c.request, dict) else {}
+    usage = row["usage"] or {}
+    previous = next(((k + 1, p.request) for k in range(n - 2, -1, -1) for p in [calls[k]]
+                     if p.path == analysis.MESSAGES_PATH and p.status == 200 and isinstance(p.request, dict)), None)
+    text, size, cut = walk.body_text(c.request)
+    is_messages = c.path == analysis.MESSAGES_PATH
+    return {
+        "call": row, "of": len(calls), "session_id": session.id,
+        "compose": {"headers": walk.headers_sent(c.method, c.path, c.query, c.request_headers), "body": text, "bytes": size, "cut": cut,
+                    "shown_chars": walk.MAX_SHOWN_CHARS, "key_header": next((k for k in KEY_HEADERS if k in c.request_headers), "")},
+        "gateway": {"status": c.status, "request_id": c.request_id, "rate_limits": walk.rate_limits(c.ratelimit),
+                    "other_headers": walk.other_headers(c.ratelimit),
+                    "error": c.response.get("error") if isinstance(c.response, dict) and c.response.get("type") == "error" else None},
+        "conversation": walk.history(body, previous) if is_messages else None,
+        "caching": walk.caching(body, usage, str(body.get("model") or c.model)) if is_messages and c.status == 200 else None,
+        "tools": {"defined": walk.tool_names(body), "loop": walk.tool_loop(body, c.response)} if is_messages else None,
+        "streaming": {"events": walk.stream_events(c.events), "count": len(c.events)} if c.stream else None,
+        "tokens": walk.token_rows(body, c.response, usage, _count) if is_messages and body else None,
+        "replay": replay.links(c.request) if is_messages else {"links": [], "notes": []},
+    }
+
+
+def _call_of(session_id: str, n: str) -> tuple[Session | None, dict[str, Any] | None]:
+    session = _live(session_id)
+    if session is None or not n.isdigit() or len(n) > 6:
+        return session, None
+    return session, call_view(session, int(n))
+
+
+@cache_control(no_store=True)
+@require_GET
+def call_page(request, session_id: str, n: str):
+    session, view = _call_of(session_id, n)
+    if session is None:
+        return _gone(request)
+    if view is None:
+        return error_page(request, 404, "No such call", f"This session has no call {n[:12]}.", back=reverse("inspect-session", args=[session.id]))
+    k = view["call"]["index"]
+    return render(request, "inspect/call.html", {
+        **view, "session": session, "upstream": proxy.upstream(), "bundled": bundled_info(),
+        "prev_url": reverse("inspect-call", args=[session.id, k - 1]) if k > 1 else None,
+        "next_url": reverse("inspect-call", args=[session.id, k + 1]) if k < view["of"] else None,
+        "session_url": reverse("inspect-session", args=[session.id]) + f"#call-{k}",
+        "data_url": reverse("inspect-call-data", args=[session.id, k]),
+        "stage_url": {slug: reverse("stage", args=[slug]) for slug in ("compose", "gateway", "conversation", "caching", "tools", "streaming", "tokenize")},
+    })
+
+
+@cache_control(no_store=True)
+@require_GET
+def call_data(request, session_id: str, n: str):
+    """``/inspect/<id>/call/<n>/data``: what the call's page shows, as JSON (the page's figures, for scripts and tests)."""
+    session, view = _call_of(session_id, n)
+    if view is None:
+        what = "No such inspector session: it does not exist, has expired, or was deleted." if session is None else f"This session has no call {n[:12]}."
+        return JsonResponse(APIError("not_found_error", what).body(), status=404)
+    for key in ("cost_text", "cumulative_text", "bars", "diff", "width"):
+        view["call"].pop(key, None)
+    return JsonResponse(view, json_dumps_params={"ensure_ascii": False})
 
 
 @cache_control(no_store=True)

@@ -74,7 +74,7 @@ def test_json_lines_plain_and_claude_trace_are_read():
     assert [c["path"] for c in calls] == ["/v1/messages", "/v1/messages"]  # /v1/models is not a call to explain
     assert calls[1]["response"]["content"] == [{"type": "text", "text": "streamed"}] and calls[1]["stream"]
     assert calls[1]["timings"]["total"] == 1500.0 and calls[1]["request_id"] == "req_abc"
-    assert calls[1]["headers"] == {"anthropic-version": "2023-06-01"}
+    assert calls[1]["headers"] == {"anthropic-version": "2023-06-01", "x-api-key": "(not recorded)"}  # which header, never the key
 
 
 def test_a_har_keeps_its_messages_entries():

@@ -124,7 +124,7 @@ def test_a_call_replays_in_the_walk_through_on_the_bundled_model():
     Call.objects.create(session=session, started_at=timezone.now(), method="POST", path="/v1/messages", status=200,
                         request=body, response=message, timings={"total": 5.0})
     client = Client()
-    html = client.get(f"/inspect/{session.id}/").content.decode()
+    html = client.get(f"/inspect/{session.id}/call/1/").content.decode()
     assert "Replay on the bundled model" in html and "max_tokens is cut from 4,000 to 200" in html and "Images, documents" in html
     url = re.search(r'href="(/learn/compose/\?s=[^"]+)"', html).group(1).replace("&amp;", "&")
     page = client.get(url)
