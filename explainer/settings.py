@@ -173,12 +173,17 @@ CONTENT_SECURITY_POLICY = {
 # Limits of the live stream socket (see explainer/live/consumers.py)
 EXPLAINER_WS_MAX_FRAME_BYTES = int(os.environ.get("EXPLAINER_WS_MAX_FRAME_BYTES", 64 * 1024))
 EXPLAINER_WS_FRAMES_PER_10S = int(os.environ.get("EXPLAINER_WS_FRAMES_PER_10S", 20))
-EXPLAINER_ENGINE_WORKERS = int(os.environ.get("EXPLAINER_ENGINE_WORKERS", 2))
+# Requests the bundled model runs at once: each prefills in its own worker, and their decode steps run
+# together, one batched step for all (explainer/llm/batching.py), so as many workers as a step's rows.
+EXPLAINER_ENGINE_WORKERS = int(os.environ.get("EXPLAINER_ENGINE_WORKERS", 32))
 EXPLAINER_ENGINE_QUEUE = int(os.environ.get("EXPLAINER_ENGINE_QUEUE", 32))  # runs that may wait; past it: 529
+EXPLAINER_BATCH_MAX = int(os.environ.get("EXPLAINER_BATCH_MAX", 32))  # rows of one decode step at most
+# Every running request's KV cache together, per model; a request whose cache does not fit waits for one to end.
+EXPLAINER_KV_MB = float(os.environ.get("EXPLAINER_KV_MB", 256))
 # Local models (untrusted folders, maybe large or slow) have workers of their own, so that their work
 # never waits for, or delays, the bundled model's (explainer/web/runner.py).
-EXPLAINER_LOCAL_WORKERS = int(os.environ.get("EXPLAINER_LOCAL_WORKERS", 1))
-EXPLAINER_LOCAL_QUEUE = int(os.environ.get("EXPLAINER_LOCAL_QUEUE", 4))  # local-model work that may wait; past it: 529 (a page: 503)
+EXPLAINER_LOCAL_WORKERS = int(os.environ.get("EXPLAINER_LOCAL_WORKERS", 8))
+EXPLAINER_LOCAL_QUEUE = int(os.environ.get("EXPLAINER_LOCAL_QUEUE", 8))  # local-model work that may wait; past it: 529 (a page: 503)
 # A request (an API call, a stream, a page's computation) that runs longer is stopped: 504 timeout_error.
 EXPLAINER_REQUEST_TIMEOUT_S = float(os.environ.get("EXPLAINER_REQUEST_TIMEOUT_S", 60))
 # Hugging Face-layout model folders, one per model (manage.py models list | add PATH | pull HF_ID).

@@ -20,6 +20,7 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,9 @@ from explainer.lifecycle import frames as fr
 from explainer.lifecycle import lru
 from explainer.lifecycle.errors import APIError, invalid
 from explainer.lifecycle.payload import MessagesRequest, parse_request
-from explainer.lifecycle.prompt_cache import PromptCache
+from explainer.lifecycle.prompt_cache import Plan, PromptCache
 from explainer.lifecycle.tool_format import TOOL_USE_PREFIX, tools_system_prompt
+from explainer.llm.batching import scheduler_for
 from explainer.llm.budget import Interrupted
 from explainer.llm.budget import check as check_budget
 from explainer.llm.catalog import BUNDLED_NAME, bundled
@@ -48,6 +50,8 @@ from explainer.llm.constrained import (
     use_machine_cache,
 )
 from explainer.llm.generate import Finish, GenerationConfig, Step, generate
+from explainer.llm.hf.cache import KVCache
+from explainer.llm.hf.passes import HFModel
 from explainer.llm.interface import Cache, ChatTokenizer, LanguageModel, LoadedModel, TokenizerError
 from explainer.llm.sampling import Candidate, SamplingParams
 
@@ -103,6 +107,8 @@ class Engine:
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         # The cache the API and the live socket share; pages that explain caching bring their own.
         self.prompt_cache = prompt_cache or PromptCache(model_id=f"{self.name}:{loaded.fingerprint}")
+        # Decode steps of every request on this model run together (a model without batched steps: one by one).
+        self.scheduler = scheduler_for(self.model) if isinstance(self.model, HFModel) else None
 
     @property
     def name(self) -> str:
@@ -161,10 +167,11 @@ class Engine:
 
     def stream(self, req: MessagesRequest, seed: int = 0, n_candidates: int = 10,
                cancelled: Callable[[], bool] = lambda: False, keep_logits: bool = False,
-               prompt_cache: PromptCache | None = None) -> Iterator[fr.EngineEvent]:
+               prompt_cache: PromptCache | None = None, label: str = "") -> Iterator[fr.EngineEvent]:
         """Yield every event of one request; raises APIError before the first event if the request cannot run.
 
-        With ``prompt_cache``, the request's cache breakpoints are looked up and written there.
+        With ``prompt_cache``, the request's cache breakpoints are looked up and written there. ``label``
+        names the request in the batch scheduler's record (the Serving stage shows it; empty: no name).
         """
         started = time.perf_counter()
         _check(cancelled)  # a run that waited for a worker may be over before it starts
@@ -183,6 +190,22 @@ class Engine:
             plan = prompt_cache.plan(ids, [(ends[bp.segment], bp.ttl) for bp in req.breakpoints if bp.segment in ends])
             if plan.hit is not None:
                 kv = plan.hit.kv.copy(length=min(plan.read, len(ids) - 1))  # at least one token is computed
+        with self._batched(kv, ids, req, label):
+            yield from self._events(req, ids, kv, plan, started, seed, n_candidates, cancelled, keep_logits, prompt_cache)
+
+    def _batched(self, kv: Cache, ids: list[int], req: MessagesRequest, label: str) -> AbstractContextManager[object]:
+        """This request's place among the model's decoding requests (``explainer.llm.batching``): its decode steps
+        are rows of the steps the model runs for every request at once. Waits here, before the prefill, while its
+        KV cache (room for the prompt, the call line and ``max_tokens``) does not fit the budget."""
+        if self.scheduler is None or not isinstance(kv, KVCache):
+            return nullcontext()
+        kv.reserve(min(self.context_window, len(ids) + req.max_tokens + 16))  # 16: a forced tool-call line
+        return self.scheduler.join(kv, label=label, prompt_tokens=len(ids), reserve_bytes=kv.nbytes)
+
+    def _events(self, req: MessagesRequest, ids: list[int], kv: Cache, plan: Plan | None, started: float, seed: int,
+                n_candidates: int, cancelled: Callable[[], bool], keep_logits: bool,
+                prompt_cache: PromptCache | None) -> Iterator[fr.EngineEvent]:
+        """The request's events, from the prompt frame to the done frame."""
         usage = fr.Usage(input_tokens=len(ids), output_tokens=0, cache_creation_input_tokens=0, cache_read_input_tokens=0)
         if plan is not None:
             usage = fr.Usage(**plan.usage(), output_tokens=0)

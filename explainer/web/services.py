@@ -34,6 +34,7 @@ from explainer.lifecycle import lru
 from explainer.lifecycle.engine import Engine, share_automata
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.gateway import FailureLimiter, overloaded
+from explainer.llm import batching
 from explainer.llm.catalog import Catalog
 
 
@@ -137,6 +138,8 @@ class Services:
     local: Lane
     key_failures: FailureLimiter  # wrong or missing API keys, per address and per key prefix (explainer.api.views)
     cache_bytes: int  # all page caches together (EXPLAINER_CACHE_MB)
+    batch_max: int = batching.MAX_BATCH  # rows of a decode step at most (EXPLAINER_BATCH_MAX)
+    kv_mb: float = 256.0  # every running request's KV cache together, per model (EXPLAINER_KV_MB)
     work: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="bundled-work"))
     tokenize: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize"))
     # One writer: its thread is joined when the interpreter exits, so traces queued before a shutdown still land.
@@ -158,8 +161,10 @@ class Services:
             catalog=catalog if catalog is not None else Catalog(
                 settings.EXPLAINER_MODELS_DIR, max_context=settings.EXPLAINER_MAX_CONTEXT, max_bytes=int(settings.EXPLAINER_MODELS_MB * 2**20)),
             stop=stop,
-            bundled=Lane("bundled", int(get("EXPLAINER_ENGINE_WORKERS", 2)), int(get("EXPLAINER_ENGINE_QUEUE", 32)), overloaded, stop),
-            local=Lane("local", int(get("EXPLAINER_LOCAL_WORKERS", 1)), int(get("EXPLAINER_LOCAL_QUEUE", 4)), local_busy, stop, nice=10),
+            bundled=Lane("bundled", int(get("EXPLAINER_ENGINE_WORKERS", 32)), int(get("EXPLAINER_ENGINE_QUEUE", 32)), overloaded, stop),
+            local=Lane("local", int(get("EXPLAINER_LOCAL_WORKERS", 8)), int(get("EXPLAINER_LOCAL_QUEUE", 8)), local_busy, stop, nice=10),
+            batch_max=int(get("EXPLAINER_BATCH_MAX", 32)),
+            kv_mb=float(get("EXPLAINER_KV_MB", 256)),
             # a burst of twice the per-minute allowance, then a wrong key is a 429 without any lookup
             key_failures=FailureLimiter(capacity=2 * failures, per_minute=failures),
             cache_bytes=int(float(get("EXPLAINER_CACHE_MB", lru.DEFAULT_CACHE_MB)) * lru.MB),
@@ -170,6 +175,9 @@ class Services:
         a fresh cache for the schema automata of constrained decoding, under that budget."""
         lru.BUDGET.configure(max_bytes=self.cache_bytes)
         share_automata()
+        batching.configure(max_batch=self.batch_max, kv_budget_mb=self.kv_mb)
+        for s in batching.schedulers():
+            s.max_batch, s.kv_budget = batching.settings.max_batch, batching.settings.kv_budget_bytes
 
     def admitted(self) -> int:
         """Engine runs and local-model work holding a place now (running or waiting for a worker), in every lane."""

@@ -13,9 +13,18 @@ Example:
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 INITIAL_CAPACITY = 128
+
+
+class Stepper(Protocol):
+    """What runs a cache's decode steps when its request shares them with others (``explainer.llm.batching``)."""
+
+    def step(self, token: int) -> np.ndarray:
+        """The logits [V] after ``token``, decoded in the next batched step."""
 
 
 class KVCache:
@@ -28,6 +37,7 @@ class KVCache:
         self.k = [np.zeros(shape, np.float32) for _ in range(n_layer)]
         self.v = [np.zeros(shape, np.float32) for _ in range(n_layer)]
         self.length = 0
+        self.batch: Stepper | None = None  # set while the request decodes in a shared batch; copies do not inherit it
 
     def reserve(self, end: int) -> None:
         """Room for positions up to ``end``: grows to at least double the capacity (never past ``n_ctx``)."""

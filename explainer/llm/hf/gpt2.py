@@ -7,7 +7,9 @@ already, so the hot path is ``x @ W + b`` with the file's own matrices.
 
 The bundled model is loaded into this class too (``explainer.llm.model`` turns its file into GPT-2's
 tensor names, with zero biases where it has none), so there is one forward pass for the family.
-The trace names are those of ``explainer.llm.interface``.
+The weight matrices are :class:`~explainer.llm.layers.Dense` (a zero bias is dropped, so the bundled
+model pays no additions for biases it does not have). The trace names are those of
+``explainer.llm.interface``.
 
 Example:
     >>> from pathlib import Path
@@ -23,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,10 +33,30 @@ from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
 from explainer.llm.hf.config import HFConfig
 from explainer.llm.hf.passes import ForwardResult, HFModel, recorder
-from explainer.llm.layers import attend, gelu, layer_norm, merge_heads, split_heads
+from explainer.llm.layers import Dense, attend, gelu, layer_norm, merge_heads, split_heads
 
-BLOCK_TENSORS = ("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
-                 "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")
+
+@dataclass
+class Block:
+    """One block's tensors: two LayerNorms (gain, bias) and four linears."""
+
+    ln_1: tuple[np.ndarray, np.ndarray]
+    c_attn: Dense  # the fused q, k, v projection [d, 3d]
+    c_proj: Dense  # attention's output projection [d, d]
+    ln_2: tuple[np.ndarray, np.ndarray]
+    c_fc: Dense  # [d, d_ff]
+    mlp_proj: Dense  # [d_ff, d]
+
+    @classmethod
+    def take(cls, weights: dict[str, np.ndarray], l: int) -> Block:
+        """Block ``l`` out of ``weights`` (its tensors are removed from the dict)."""
+        def t(name: str) -> np.ndarray:
+            return weights.pop(f"h.{l}.{name}")
+
+        def dense(name: str) -> Dense:
+            return Dense(t(name + ".weight"), t(name + ".bias"))
+        return cls((t("ln_1.weight"), t("ln_1.bias")), dense("attn.c_attn"), dense("attn.c_proj"),
+                   (t("ln_2.weight"), t("ln_2.bias")), dense("mlp.c_fc"), dense("mlp.c_proj"))
 
 
 class GPT2Model(HFModel):
@@ -45,14 +68,14 @@ class GPT2Model(HFModel):
         self.n_params = sum(v.size for v in weights.values())
         take = weights.pop
         wte = take("wte.weight")
-        # The head as one contiguous [d, V] matrix: a decode step's largest product runs fastest that way.
-        # Tied, it is also where token embeddings are read from (column gathers), so the matrix is kept once.
-        self.lm_head = np.ascontiguousarray(wte.T if c.tie_word_embeddings else take("lm_head.weight").T)
+        # The head [d, V]. Tied, it is also where token embeddings are read from (column gathers), so the
+        # matrix is kept once.
+        self.lm_head = Dense(wte.T if c.tie_word_embeddings else take("lm_head.weight").T)
         self.wte = None if c.tie_word_embeddings else wte
         del wte
         self.wpe = np.ascontiguousarray(take("wpe.weight")[:c.n_ctx])
         self.ln_f = (take("ln_f.weight"), take("ln_f.bias"))
-        self.blocks = [{k: take(f"h.{l}.{k}") for k in BLOCK_TENSORS} for l in range(c.n_layer)]
+        self.blocks = [Block.take(weights, l) for l in range(c.n_layer)]
         base = 1.0 / math.sqrt(c.head_dim) if c.attn_scale_weights else 1.0
         self.scales = [base / (l + 1) if c.attn_scale_by_layer else base for l in range(c.n_layer)]
 
@@ -61,24 +84,24 @@ class GPT2Model(HFModel):
         return KVCache(c.n_layer, c.n_head, c.head_dim, c.n_ctx)
 
     def _embed(self, ids: np.ndarray) -> np.ndarray:
-        return self.wte[ids] if self.wte is not None else np.ascontiguousarray(self.lm_head[:, ids].T)
+        return self.wte[ids] if self.wte is not None else self.lm_head.columns(ids)
 
     def _attention(self, l: int, a: np.ndarray, cache: KVCache, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         """Block ``l``'s attention over the normed stream ``a`` [T, d]: the new keys and values go into the
         cache, the queries attend over everything cached. Returns (output [T, d], weights [h, T, S])."""
         b, d, h = self.blocks[l], self.config.d_model, self.config.n_head
-        qkv = a @ b["attn.c_attn.weight"] + b["attn.c_attn.bias"]  # [T, 3d]
+        qkv = b.c_attn(a)  # [T, 3d]
         q, k, v = (split_heads(qkv[:, i * d:(i + 1) * d], h) for i in range(3))  # [h, T, hd] each
         cache.k[l][:, start:end] = k
         cache.v[l][:, start:end] = v
         y, att = attend(q, cache.k[l][:, :end], cache.v[l][:, :end], start, self.scales[l])
-        return merge_heads(y) @ b["attn.c_proj.weight"] + b["attn.c_proj.bias"], att
+        return b.c_proj(merge_heads(y)), att
 
     def _mlp(self, l: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Block ``l``'s MLP over the normed stream: (hidden activations [T, d_ff], output [T, d])."""
         b = self.blocks[l]
-        hidden = gelu(x @ b["mlp.c_fc.weight"] + b["mlp.c_fc.bias"])
-        return hidden, hidden @ b["mlp.c_proj.weight"] + b["mlp.c_proj.bias"]
+        hidden = gelu(b.c_fc(x))
+        return hidden, b.mlp_proj(hidden)
 
     def _forward(self, ids: np.ndarray, cache: KVCache, want: tuple[str, ...]) -> ForwardResult:
         c = self.config
@@ -94,10 +117,10 @@ class GPT2Model(HFModel):
             keep("embedding", x)
         for l, b in enumerate(self.blocks):
             budget.check()  # a cancelled or overdue run stops here, between layers
-            a = layer_norm(x, b["ln_1.weight"], b["ln_1.bias"], eps)
+            a = layer_norm(x, *b.ln_1, eps)
             y, att = self._attention(l, a, cache, start, end)
             x_mid = x + y
-            hidden, m = self._mlp(l, layer_norm(x_mid, b["ln_2.weight"], b["ln_2.bias"], eps))
+            hidden, m = self._mlp(l, layer_norm(x_mid, *b.ln_2, eps))
             x = x_mid + m
             if keep:  # decoding asks for nothing: not even the names are built
                 keep(f"block_{l}_ln_1", a)
@@ -116,7 +139,28 @@ class GPT2Model(HFModel):
             keep("logits", logits)
         return ForwardResult(logits, cache, trace)
 
+    def _decode(self, ids: np.ndarray, caches: list[KVCache], pos: np.ndarray) -> np.ndarray:
+        """One decode step of a batch: ``ids[i]`` at position ``pos[i]`` of ``caches[i]``. Every weight product
+        is ``Dense.rows`` (batch-invariant); attention runs row by row over each request's own cache."""
+        c = self.config
+        eps, h, d = c.norm_eps, c.n_head, c.d_model
+        x = self._embed(ids) + self.wpe[pos]
+        for l, b in enumerate(self.blocks):
+            budget.check()
+            qkv = b.c_attn.rows(layer_norm(x, *b.ln_1, eps))  # [B, 3d]
+            y = np.empty((len(ids), d), np.float32)
+            for i, (cache, p) in enumerate(zip(caches, pos.tolist())):
+                q, k, v = (split_heads(qkv[i:i + 1, j * d:(j + 1) * d], h) for j in range(3))  # [h, 1, hd] each
+                cache.k[l][:, p:p + 1] = k
+                cache.v[l][:, p:p + 1] = v
+                out, _ = attend(q, cache.k[l][:, :p + 1], cache.v[l][:, :p + 1], p, self.scales[l])
+                y[i] = out.reshape(-1)
+            x = x + b.c_proj.rows(y)
+            x = x + b.mlp_proj.rows(gelu(b.c_fc.rows(layer_norm(x, *b.ln_2, eps))))
+        for cache, p in zip(caches, pos.tolist()):
+            cache.length = p + 1
+        return self.lm_head.rows(layer_norm(x, *self.ln_f, eps))
+
     def logit_lens(self, resid: np.ndarray) -> np.ndarray:
         """Decode a residual-stream state [.., d] straight to vocabulary scores through the final LayerNorm."""
-        scores: np.ndarray = layer_norm(resid, *self.ln_f, self.config.norm_eps) @ self.lm_head
-        return scores
+        return self.lm_head(layer_norm(resid, *self.ln_f, self.config.norm_eps))

@@ -6,11 +6,10 @@ embedding or not. Rotary positions follow transformers' ``LlamaRotaryEmbedding``
 rotate-half convention, cos/sin of ``position * inv_freq`` in float32, tabulated once for the
 whole window.
 
-nn.Linear stores weights [out, in]; they are transposed once, at load, into contiguous [in, out]
-matrices, and fused: q, k and v into one [d, (h + 2 kv) * hd] matrix, gate and up into one
-[d, 2 f], so a block is four products. The head is one contiguous [d, V] matrix (a decode step's
-largest product runs fastest that way); tied, token embeddings are read from its columns, so
-the vocabulary matrix is kept once.
+nn.Linear stores weights [out, in]; they are transposed once, at load, into [in, out] matrices
+(:class:`~explainer.llm.layers.Dense`), and fused: q, k and v into one [d, (h + 2 kv) * hd] matrix,
+gate and up into one [d, 2 f], so a block is four products. The head is a [d, V] Dense too; tied,
+token embeddings are read from its columns, so the vocabulary matrix is kept once.
 
 The trace names of ``explainer.llm.interface``, with
 ``block_{l}_attn_q_rotated`` / ``block_{l}_attn_k_rotated`` and without ``embedding_position``.
@@ -36,14 +35,14 @@ from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
 from explainer.llm.hf.config import HFConfig
 from explainer.llm.hf.passes import ForwardResult, HFModel, recorder
-from explainer.llm.layers import apply_rotary, attend, merge_heads, rms_norm, silu
+from explainer.llm.layers import Dense, apply_rotary, attend, merge_heads, rms_norm, silu
 
 
-def _linear(weights: dict[str, np.ndarray], names: list[str], bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """nn.Linear weights [out_i, in] fused along out and transposed once: [in, sum(out_i)] contiguous, and the bias."""
-    w = np.ascontiguousarray(np.concatenate([weights.pop(f"{n}.weight") for n in names], axis=0).T)
+def _linear(weights: dict[str, np.ndarray], names: list[str], bias: bool) -> Dense:
+    """nn.Linear weights [out_i, in] fused along out and transposed once: [in, sum(out_i)], with the bias."""
+    w = np.concatenate([weights.pop(f"{n}.weight") for n in names], axis=0).T
     b = np.concatenate([weights.pop(f"{n}.bias") for n in names]) if bias else None
-    return w, b
+    return Dense(w, b)
 
 
 class LlamaModel(HFModel):
@@ -54,19 +53,19 @@ class LlamaModel(HFModel):
         c = self.config = config
         self.n_params = sum(v.size for v in weights.values())
         embed = weights.pop("embed_tokens.weight")
-        self.lm_head = np.ascontiguousarray(embed.T if c.tie_word_embeddings else weights.pop("lm_head.weight").T)  # [d, V]
+        self.lm_head = Dense(embed.T if c.tie_word_embeddings else weights.pop("lm_head.weight").T)  # [d, V]
         self.embed = None if c.tie_word_embeddings else embed
         del embed
         self.norm = weights.pop("norm.weight")
         self.blocks = []
         for l in range(c.n_layer):
             p = f"layers.{l}."
-            qkv, qkv_b = _linear(weights, [p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj"], c.attention_bias)
-            o, o_b = _linear(weights, [p + "self_attn.o_proj"], c.o_bias)
-            gate_up, gate_up_b = _linear(weights, [p + "mlp.gate_proj", p + "mlp.up_proj"], c.mlp_bias)
-            down, down_b = _linear(weights, [p + "mlp.down_proj"], c.mlp_bias)
-            self.blocks.append((weights.pop(p + "input_layernorm.weight"), qkv, qkv_b, o, o_b,
-                                weights.pop(p + "post_attention_layernorm.weight"), gate_up, gate_up_b, down, down_b))
+            qkv = _linear(weights, [p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj"], c.attention_bias)
+            o = _linear(weights, [p + "self_attn.o_proj"], c.o_bias)
+            gate_up = _linear(weights, [p + "mlp.gate_proj", p + "mlp.up_proj"], c.mlp_bias)
+            down = _linear(weights, [p + "mlp.down_proj"], c.mlp_bias)
+            self.blocks.append((weights.pop(p + "input_layernorm.weight"), qkv, o,
+                                weights.pop(p + "post_attention_layernorm.weight"), gate_up, down))
         # cos/sin of every position's angles, [n_ctx, hd] (the half-width table repeated twice, as transformers'
         # cat(freqs, freqs)); the angles are position * inv_freq in float32, as transformers computes them.
         angles = np.arange(c.n_ctx, dtype=np.float32)[:, None] * c.inv_freq()[None, :]
@@ -79,7 +78,7 @@ class LlamaModel(HFModel):
         return KVCache(c.n_layer, c.n_kv_head, c.head_dim, c.n_ctx)
 
     def _embed(self, ids: np.ndarray) -> np.ndarray:
-        return self.embed[ids] if self.embed is not None else np.ascontiguousarray(self.lm_head[:, ids].T)
+        return self.embed[ids] if self.embed is not None else self.lm_head.columns(ids)
 
     def _forward(self, ids: np.ndarray, cache: KVCache, want: tuple[str, ...]) -> ForwardResult:
         c = self.config
@@ -94,29 +93,21 @@ class LlamaModel(HFModel):
         if keep:
             keep("embedding_token", x)
             keep("embedding", x)
-        for l, (ln_1, w_qkv, b_qkv, w_o, b_o, ln_2, w_gu, b_gu, w_down, b_down) in enumerate(self.blocks):
+        for l, (ln_1, w_qkv, w_o, ln_2, w_gu, w_down) in enumerate(self.blocks):
             budget.check()  # a cancelled or overdue run stops here, between layers
             a = rms_norm(x, ln_1, eps)
-            qkv = a @ w_qkv  # [T, (h + 2kv) hd]
-            if b_qkv is not None:
-                qkv += b_qkv
+            qkv = w_qkv(a)  # [T, (h + 2kv) hd]
             # Rotary positions on the queries and keys together: [T, h + kv, hd], rotate-half convention.
             rot = apply_rotary(qkv[:, :nqk].reshape(T, h + kv, hd), cos, sin)
             q = rot[:, :h].transpose(1, 0, 2)  # [h, T, hd]
             cache.k[l][:, start:end] = rot[:, h:].transpose(1, 0, 2)
             cache.v[l][:, start:end] = qkv[:, nqk:].reshape(T, kv, hd).transpose(1, 0, 2)
             y, att = attend(q, cache.k[l][:, :end], cache.v[l][:, :end], start, self.scale)
-            y = merge_heads(y) @ w_o
-            if b_o is not None:
-                y += b_o
+            y = w_o(merge_heads(y))
             x_mid = x + y
-            gu = rms_norm(x_mid, ln_2, eps) @ w_gu  # [T, 2f]: gate, then up
-            if b_gu is not None:
-                gu += b_gu
+            gu = w_gu(rms_norm(x_mid, ln_2, eps))  # [T, 2f]: gate, then up
             hidden = silu(gu[:, :f]) * gu[:, f:]
-            m = hidden @ w_down
-            if b_down is not None:
-                m += b_down
+            m = w_down(hidden)
             x = x_mid + m
             if keep:  # decoding asks for nothing: not even the names are built
                 keep(f"block_{l}_ln_1", a)
@@ -139,5 +130,29 @@ class LlamaModel(HFModel):
 
     def logit_lens(self, resid: np.ndarray) -> np.ndarray:
         """Decode a residual-stream state [.., d] straight to vocabulary scores through the final RMSNorm."""
-        scores: np.ndarray = rms_norm(resid, self.norm, self.config.norm_eps) @ self.lm_head
-        return scores
+        return self.lm_head(rms_norm(resid, self.norm, self.config.norm_eps))
+
+    def _decode(self, ids: np.ndarray, caches: list[KVCache], pos: np.ndarray) -> np.ndarray:
+        """One decode step of a batch: ``ids[i]`` at position ``pos[i]`` of ``caches[i]``. Every weight product
+        is ``Dense.rows`` (batch-invariant); attention runs row by row over each request's own cache."""
+        c = self.config
+        h, kv, hd, f, eps = c.n_head, c.n_kv_head, c.head_dim, c.d_ff, c.norm_eps
+        nqk, B = (h + kv) * hd, len(ids)
+        cos, sin = self.cos[pos, None, :], self.sin[pos, None, :]  # [B, 1, hd]
+        x = self._embed(ids)
+        for l, (ln_1, w_qkv, w_o, ln_2, w_gu, w_down) in enumerate(self.blocks):
+            budget.check()
+            qkv = w_qkv.rows(rms_norm(x, ln_1, eps))  # [B, (h + 2kv) hd]
+            rot = apply_rotary(qkv[:, :nqk].reshape(B, h + kv, hd), cos, sin)
+            y = np.empty((B, h * hd), np.float32)
+            for i, (cache, p) in enumerate(zip(caches, pos.tolist())):
+                cache.k[l][:, p] = rot[i, h:]
+                cache.v[l][:, p] = qkv[i, nqk:].reshape(kv, hd)
+                out, _ = attend(rot[i, :h, None, :], cache.k[l][:, :p + 1], cache.v[l][:, :p + 1], p, self.scale)
+                y[i] = out.reshape(-1)
+            x = x + w_o.rows(y)
+            gu = w_gu.rows(rms_norm(x, ln_2, eps))
+            x = x + w_down.rows(silu(gu[:, :f]) * gu[:, f:])
+        for cache, p in zip(caches, pos.tolist()):
+            cache.length = p + 1
+        return self.lm_head.rows(rms_norm(x, self.norm, eps))

@@ -11,6 +11,7 @@ name, never a file's text).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from explainer.llm.hf.llama import LlamaModel
 from explainer.llm.hf.tokenizer import HFTokenizer
 from explainer.llm.hf.weights import fingerprint, read_weights
 from explainer.llm.interface import LanguageModel, LoadedModel, ModelLoadError
+from explainer.llm.layers import Dense
 
 ARCHITECTURES = {"gpt2": "GPT-2 family: learned positions, LayerNorm, GELU",
                  "llama": "Llama family: RoPE, RMSNorm, SwiGLU",
@@ -277,7 +279,8 @@ def _load(f: ModelFolder, name: str | None, max_context: int, max_bytes: int | N
 
 
 def model_bytes(model: LanguageModel) -> int:
-    """The bytes a built model's arrays hold (weights, and tables such as RoPE's), counted once each."""
+    """The bytes a built model's arrays hold (weights, whether arrays or ``Dense`` matrices, and tables such as
+    RoPE's), counted once each."""
     seen: dict[int, int] = {}
 
     def visit(x: object, depth: int = 0) -> None:
@@ -287,11 +290,14 @@ def model_bytes(model: LanguageModel) -> int:
                 seen[id(base)] = base.nbytes
             else:
                 seen[id(x)] = x.nbytes
-        elif depth < 3 and isinstance(x, (list, tuple)):
+        elif depth < 5 and isinstance(x, (list, tuple)):
             for y in x:
                 visit(y, depth + 1)
         elif depth < 3 and isinstance(x, dict):
             for y in x.values():
+                visit(y, depth + 1)
+        elif depth < 5 and (isinstance(x, Dense) or (dataclasses.is_dataclass(x) and not isinstance(x, type))):
+            for y in vars(x).values():  # a weight matrix's blocks, a block's tensors
                 visit(y, depth + 1)
 
     visit(vars(model))

@@ -13,7 +13,7 @@ import fnmatch
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +22,7 @@ from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
 from explainer.llm.hf.config import HFConfig
 from explainer.llm.interface import Cache, ContextWindowExceeded
+from explainer.llm.layers import Dense
 from explainer.llm.threads import blas_threads
 
 # Floating-point operations one uninterrupted step of a pass may take (a layer over a chunk of
@@ -55,7 +56,7 @@ class HFModel(ABC):
     # Set by each architecture's __init__.
     config: HFConfig
     n_params: int
-    lm_head: np.ndarray  # [d, V]
+    lm_head: Dense  # [d, V]
 
     @abstractmethod
     def new_cache(self) -> KVCache:
@@ -65,14 +66,24 @@ class HFModel(ABC):
     def _forward(self, ids: np.ndarray, cache: KVCache, want: tuple[str, ...]) -> ForwardResult:
         """The architecture's own pass over the new ``ids`` [T] (int64); it takes its positions from ``_begin``."""
 
+    @abstractmethod
+    def _decode(self, ids: np.ndarray, caches: list[KVCache], pos: np.ndarray) -> np.ndarray:
+        """The architecture's decode step for a batch: ``ids[i]`` at position ``pos[i]`` of ``caches[i]`` (room
+        reserved); returns logits [B, V], each row as it would be alone (``Dense.rows``)."""
+
     def forward(self, ids: Iterable[int] | np.ndarray, cache: Cache | None = None, want: tuple[str, ...] = ()) -> ForwardResult:
         """Run ``ids`` (the new tokens) after whatever ``cache`` holds; returns logits for every new token."""
         if cache is None:
             cache = self.new_cache()
         elif not isinstance(cache, KVCache):  # the interface's Cache: only this model's own kind will do
             raise TypeError(f"a {type(cache).__name__} is not a KV cache of this model")
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(ids) == 1 and not want:  # a decode step: alone, or in a batch with other requests' steps
+            stepper = getattr(cache, "batch", None)
+            token = int(ids[0])
+            logits = stepper.step(token) if stepper is not None else self.decode([token], [cache])[0]
+            return ForwardResult(logits[None], cache, {})
         with blas_threads(min(self.threads, _spare_cores())):
-            ids = np.asarray(ids, dtype=np.int64).reshape(-1)
             step = self.prefill_chunk
             if want or len(ids) <= step:  # intermediates are [T, S] for the whole pass: asked for, it is one pass
                 return self._forward(ids, cache, want)
@@ -80,6 +91,29 @@ class HFModel(ABC):
             self._begin(ids, cache)
             parts = [self._forward(ids[i:i + step], cache, ()).logits for i in range(0, len(ids), step)]
             return ForwardResult(np.concatenate(parts), cache, {})
+
+    def decode(self, ids: Sequence[int], caches: Sequence[KVCache]) -> np.ndarray:
+        """One decode step for several requests at once: token ``ids[i]`` goes after what ``caches[i]`` holds.
+        Returns logits [B, V]; row i is bit for bit what ``decode([ids[i]], [caches[i]])`` gives alone
+        (see ``explainer.llm.layers.Dense.rows``), so a request's reply does not depend on who else is served."""
+        if len(ids) != len(caches) or not ids:
+            raise ValueError("decode needs one cache per token, and at least one token")
+        for t, cache in zip(ids, caches):
+            self.check_step(t, cache)
+        pos = np.array([c.length for c in caches], dtype=np.int64)
+        for cache, p in zip(caches, pos.tolist()):
+            cache.reserve(p + 1)
+        with blas_threads(min(self.threads, _spare_cores())):
+            return self._decode(np.asarray(ids, dtype=np.int64), list(caches), pos)
+
+    def check_step(self, token: int, cache: Cache) -> None:
+        """Raise if ``token`` cannot be decoded after ``cache`` (its kind, the window, the vocabulary)."""
+        if not isinstance(cache, KVCache) or cache.n_layer != self.config.n_layer:
+            raise TypeError(f"a {type(cache).__name__} is not a KV cache of this model")
+        if cache.length + 1 > self.config.n_ctx:
+            raise ContextWindowExceeded(f"{cache.length + 1} tokens do not fit the context window of {self.config.n_ctx}")
+        if not 0 <= token < self.config.vocab_size:
+            raise ValueError(f"token ids must be in 0..{self.config.vocab_size - 1}")
 
     @property
     def prefill_chunk(self) -> int:
@@ -99,12 +133,11 @@ class HFModel(ABC):
         d, V = self.lm_head.shape
         rows = max(HEAD_ROWS, int(STEP_FLOPS // (2 * d * V)))
         if len(x) <= rows:
-            logits: np.ndarray = x @ self.lm_head
-            return logits
+            return self.lm_head(x)
         out = np.empty((len(x), V), np.float32)
         for i in range(0, len(x), rows):
             budget.check()
-            np.matmul(x[i:i + rows], self.lm_head, out=out[i:i + rows])
+            out[i:i + rows] = self.lm_head(x[i:i + rows])
         return out
 
     def _begin(self, ids: Iterable[int] | np.ndarray, cache: KVCache) -> tuple[np.ndarray, int, int]:

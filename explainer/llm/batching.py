@@ -1,0 +1,359 @@
+"""Continuous batching: one scheduler per model runs the decode steps of every request that is decoding, together.
+
+A request runs in its own thread, as before: it waits for a place in the KV-cache budget (``join``),
+runs its prompt's prefill on its own (in chunks, see ``explainer.llm.hf.passes``), and from then on
+each of its single-token passes is a *row* of the scheduler's next step (``Member.step``, which the
+model's ``forward`` calls for a cache that has joined). The scheduler's thread waits until every
+request of the last step has sent its next token (or ``GRACE`` seconds, so one slow request cannot
+hold the others back), runs one step for all of them (``HFModel.decode``: one product per weight
+matrix, each row with its own cache and position), and hands each request its row's logits. A request
+joins at the first step after its prefill, and leaves the step it ends, is cancelled, or its client
+goes away. Sampling, stop sequences, tool calls under a schema and the stream of events stay the
+request's own, in its own thread.
+
+Each row's result is what it would be alone (``explainer.llm.layers.Dense.rows``), so a reply does
+not depend on who else is being served.
+
+The scheduler keeps a record of its recent steps and requests (``record``): what the Serving stage
+shows, from the server's own run.
+
+Example:
+    >>> from explainer.llm.catalog import bundled
+    >>> m = bundled().model
+    >>> s = Scheduler(m)
+    >>> a, b = m.new_cache(), m.new_cache()
+    >>> _ = m.forward([1, 2, 3], cache=a), m.forward([4, 5], cache=b)
+    >>> alone = m.decode([7], [a.copy()])[0]
+    >>> with s.join(a, label="a"), s.join(b, label="b"):
+    ...     row = m.forward([7], cache=a).logits[-1]
+    >>> bool((row == alone).all()), s.record()["requests"][0]["tokens"]
+    (True, 1)
+    >>> s.close()
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from explainer.llm import budget
+from explainer.llm.hf.cache import KVCache
+
+GRACE = 0.002  # seconds a step waits for the requests of the last step to send their next token
+MAX_BATCH = 32  # rows per step at most; more requests decode in turns
+HISTORY = 4000  # steps the record keeps (and requests: a quarter of that)
+POLL = 0.05  # seconds between budget checks while a request waits for its row or its place
+IDLE = 1.0  # seconds the scheduler's thread sleeps between looks when requests are admitted but none decodes
+
+
+class BatchModel(Protocol):
+    """What the scheduler needs of a model (``explainer.llm.hf.passes.HFModel`` has it)."""
+
+    def decode(self, ids: list[int], caches: list[KVCache]) -> np.ndarray: ...
+
+    def check_step(self, token: int, cache: Any) -> None: ...
+
+
+@dataclass
+class Settings:
+    """The process's batching settings: the app's services set them from its configuration (``configure``)."""
+
+    max_batch: int = MAX_BATCH
+    kv_budget_bytes: int | None = 256 * 2**20  # every live request's KV cache together (None: no limit)
+    grace: float = GRACE
+
+
+settings = Settings()
+
+
+def configure(max_batch: int | None = None, kv_budget_mb: float | None = None, grace: float | None = None) -> None:
+    """Set the batching settings for schedulers made from now on (``kv_budget_mb`` 0 or less: no limit)."""
+    if max_batch is not None:
+        settings.max_batch = max(1, int(max_batch))
+    if kv_budget_mb is not None:
+        settings.kv_budget_bytes = int(kv_budget_mb * 2**20) if kv_budget_mb > 0 else None
+    if grace is not None:
+        settings.grace = max(0.0, float(grace))
+
+
+@dataclass
+class StepRecord:
+    """One decode step: when it ran (seconds since the scheduler started), which requests it served, and
+    the KV-cache bytes of the requests then admitted."""
+
+    index: int
+    start: float
+    end: float
+    rows: list[int]
+    kv_bytes: int
+
+
+@dataclass
+class RequestRecord:
+    """One request as the scheduler saw it: when it asked for a place, got it, sent its first row, left."""
+
+    id: int
+    label: str
+    prompt_tokens: int
+    kv_reserved: int  # bytes of KV cache set aside for it
+    queued: float
+    admitted: float | None = None
+    first_step: float | None = None
+    left: float | None = None
+    tokens: int = 0  # rows it had in steps
+    reason: str | None = None  # why it left: end, cancelled, error
+
+
+class Member:
+    """A request's place in the scheduler: its cache's decode steps are rows of the shared steps."""
+
+    def __init__(self, scheduler: Scheduler, cache: KVCache, rec: RequestRecord):
+        self.scheduler, self.cache, self.rec = scheduler, cache, rec
+        self.token = 0
+        self.result: np.ndarray | BaseException | None = None
+        self.done = threading.Event()
+        self.left = False
+
+    @property
+    def id(self) -> int:
+        return self.rec.id
+
+    def step(self, token: int) -> np.ndarray:
+        """The logits [V] after ``token``: this request's row of the next step. Checks the run's budget while it
+        waits, so a cancelled request stops waiting at once (its row, if already running, is dropped)."""
+        s = self.scheduler
+        budget.check()
+        s.model.check_step(token, self.cache)  # a bad row fails here, in its own request, never the batch
+        if self.left:
+            raise RuntimeError("this request has left the batch")
+        self.token, self.result = token, None
+        self.done.clear()
+        s.submit(self)
+        try:
+            while not self.done.wait(POLL):
+                budget.check()
+        except BaseException:
+            s.withdraw(self)
+            raise
+        result = self.result
+        if isinstance(result, BaseException):
+            raise result
+        assert result is not None
+        return result
+
+    def leave(self, reason: str = "end") -> None:
+        """Leave the batch (the request ended, was cancelled, or failed) and give back its KV place."""
+        self.scheduler.leave(self, reason)
+
+    def __enter__(self) -> Member:
+        self.cache.batch = self
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self.cache.batch is self:
+            self.cache.batch = None
+        reason = "end" if kind is None else ("cancelled" if issubclass(kind, (budget.Interrupted, GeneratorExit)) else "error")
+        self.leave(reason)
+
+
+class Scheduler:
+    """Decode steps of every request of one model, run together (see the module's docstring)."""
+
+    def __init__(self, model: BatchModel, max_batch: int | None = None, kv_budget_bytes: int | None | bool = True,
+                 grace: float | None = None, on_step: Callable[[StepRecord], None] | None = None):
+        # Weakly: the model's scheduler must not keep a closed model's weights alive (``scheduler_for``).
+        self._model = weakref.ref(model)
+        self.max_batch = max(1, max_batch or settings.max_batch)
+        self.kv_budget = settings.kv_budget_bytes if kv_budget_bytes is True else (kv_budget_bytes or None)
+        self.grace = settings.grace if grace is None else grace
+        self.on_step = on_step
+        self.epoch = time.perf_counter()
+        self._cond = threading.Condition()
+        self._pending: deque[Member] = deque()
+        self._last: list[Member] = []
+        self._ids = itertools.count(1)
+        self._steps: deque[StepRecord] = deque(maxlen=HISTORY)
+        self._requests: deque[RequestRecord] = deque(maxlen=HISTORY // 4)
+        self._admitted: dict[int, Member] = {}
+        self._queue: deque[int] = deque()  # ids waiting for a KV place, in arrival order
+        self._kv_used = 0
+        self._peak_kv = 0
+        self._n_steps = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def model(self) -> BatchModel:
+        model = self._model()
+        if model is None:
+            raise RuntimeError("the model of this scheduler is closed")
+        return model
+
+    # ---- a request's side ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return time.perf_counter() - self.epoch
+
+    def join(self, cache: KVCache, label: str = "", prompt_tokens: int = 0, reserve_bytes: int = 0) -> Member:
+        """A place for ``cache``'s request: waits (checking the run's budget) until ``reserve_bytes`` of KV cache
+        fit the budget, first come first served. A request larger than the whole budget runs alone."""
+        rec = RequestRecord(next(self._ids), label, prompt_tokens, reserve_bytes, self.now())
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the scheduler is closed")
+            self._requests.append(rec)
+            self._queue.append(rec.id)
+            try:
+                while not self._fits(rec):
+                    self._cond.wait(POLL)
+                    budget.check()
+            except BaseException:
+                self._queue.remove(rec.id)
+                rec.left, rec.reason = self.now(), "cancelled"
+                self._cond.notify_all()
+                raise
+            self._queue.popleft()
+            if self._closed:
+                raise RuntimeError("the scheduler is closed")
+            member = Member(self, cache, rec)
+            self._admitted[rec.id] = member
+            self._kv_used += reserve_bytes
+            self._peak_kv = max(self._peak_kv, self._kv_used)
+            rec.admitted = self.now()
+            self._cond.notify_all()  # the next in the queue may fit too
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
+                self._thread.start()
+        return member
+
+    def _fits(self, rec: RequestRecord) -> bool:
+        if self._queue[0] != rec.id:
+            return False
+        if self.kv_budget is None or not self._admitted:
+            return True
+        return self._kv_used + rec.kv_reserved <= self.kv_budget
+
+    def submit(self, member: Member) -> None:
+        with self._cond:
+            if member.rec.first_step is None:
+                member.rec.first_step = self.now()
+            self._pending.append(member)
+            self._cond.notify_all()
+
+    def withdraw(self, member: Member) -> None:
+        """A request that stopped waiting: its token is not run (if it still can be taken back)."""
+        with self._cond:
+            if member in self._pending:
+                self._pending.remove(member)
+
+    def leave(self, member: Member, reason: str) -> None:
+        with self._cond:
+            if member.left:
+                return
+            member.left = True
+            if member in self._pending:
+                self._pending.remove(member)
+            self._admitted.pop(member.id, None)
+            self._kv_used -= member.rec.kv_reserved
+            member.rec.left, member.rec.reason = self.now(), reason
+            self._cond.notify_all()
+
+    # ---- the scheduler's thread ---------------------------------------------------------------------
+
+    def _gather(self) -> list[Member] | None:
+        """The rows of the next step (None: the thread ends: the scheduler is closed, or no request is left; the
+        next ``join`` starts it again). Waits for a first row, then up to ``grace`` for the requests of the last
+        step that are still decoding."""
+        with self._cond:
+            while not self._pending and not self._closed:
+                if not self._admitted and not self._queue:
+                    self._thread = None
+                    return None
+                self._cond.wait(IDLE)
+            if self._closed:
+                self._thread = None
+                return None
+            deadline = time.monotonic() + self.grace
+            while len(self._pending) < self.max_batch:
+                waiting = [m for m in self._last if not m.left and m not in self._pending]
+                left = deadline - time.monotonic()
+                if not waiting or left <= 0:
+                    break
+                self._cond.wait(left)
+            batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._gather()
+            if batch is None:
+                return
+            start = self.now()
+            try:
+                logits: np.ndarray | None = self.model.decode([m.token for m in batch], [m.cache for m in batch])
+                error: BaseException | None = None
+            except Exception as exc:  # a step that fails fails its rows' requests, never the scheduler
+                logits, error = None, exc
+            end = self.now()
+            with self._cond:
+                rec = StepRecord(self._n_steps, start, end, [m.id for m in batch], self._kv_used)
+                self._n_steps += 1
+                self._steps.append(rec)
+                self._last = batch
+            for i, m in enumerate(batch):
+                m.rec.tokens += 1
+                m.result = error if logits is None else logits[i]
+                m.done.set()
+            if self.on_step is not None:
+                try:
+                    self.on_step(rec)
+                except Exception:  # an observer's failure is not the requests'
+                    pass
+
+    def close(self) -> None:
+        """Stop the scheduler's thread (a request still waiting for a row raises at its next budget check)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # ---- what it did ---------------------------------------------------------------------------------
+
+    @property
+    def kv_used(self) -> int:
+        return self._kv_used
+
+    def record(self, since: float | None = None) -> dict[str, Any]:
+        """The recent steps and requests (those after ``since``, seconds since the scheduler started), the KV
+        budget and its use, and the queue, as plain data."""
+        with self._cond:
+            steps = [asdict(s) for s in self._steps if since is None or s.end >= since]
+            reqs = [asdict(r) for r in self._requests if since is None or r.left is None or r.left >= since]
+            return {"max_batch": self.max_batch, "kv_budget_bytes": self.kv_budget, "kv_used_bytes": self._kv_used,
+                    "kv_peak_bytes": self._peak_kv, "queued": len(self._queue), "steps": steps, "requests": reqs,
+                    "n_steps": self._n_steps}
+
+
+_schedulers: weakref.WeakKeyDictionary[Any, Scheduler] = weakref.WeakKeyDictionary()
+_schedulers_lock = threading.Lock()
+
+
+def scheduler_for(model: BatchModel) -> Scheduler:
+    """The one scheduler of ``model``: every engine serving it shares its decode steps."""
+    with _schedulers_lock:
+        s = _schedulers.get(model)  # (a model this process has: its weights, not a request's input)
+        if s is None:
+            s = _schedulers[model] = Scheduler(model)
+        return s
+
+
+def schedulers() -> list[Scheduler]:
+    """Every model's scheduler alive now."""
+    with _schedulers_lock:
+        return list(_schedulers.values())
