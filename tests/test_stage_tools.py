@@ -11,7 +11,9 @@ import pytest
 from explainer.lifecycle.demo_tools import DEMO_TOOLS, run_tool
 from explainer.lifecycle.engine import run_request
 from explainer.lifecycle.scenario import Scenario
-from explainer.stages.pages import tools
+from explainer.lifecycle.tool_format import TOOL_USE_PREFIX
+from explainer.llm.training import tool_eval
+from explainer.stages.pages import tools, tools_attention
 from explainer.stages.runs import codec, engine
 from tests.urls import data_of, stage_data
 
@@ -48,27 +50,49 @@ def test_default_renders_the_full_loop(client):
     assert "get_dag_status" in html and "input_json_delta" in html
 
 
-def test_the_default_view_asks_the_article_s_question_with_a_dag_in_it(client):
-    """No options: the default question names no DAG, so get_dag_status is asked its own question, in the
-    article's words, naming a DAG of the demo table; the call, the tool's result and the caption follow it."""
+def test_the_default_view_is_the_article_s_example(client):
+    """No options: the article's question, the article's get_dag_status (dag_id any string, the definition that
+    ``evaluate --tools`` measures), the call decoded under its schema, the stand-in Airflow's answer to it, and
+    request 2; the caption says whether the call names the question's DAG."""
     r = get(client)
+    html = r.content.decode()
+    question = "Did my etl_pipeline DAG run today?"
+    assert r.context["tool"] == "article" and r.context["demo"] and r.context["question"] == question
+    body1 = json.loads(pre(html, "body-1"))
+    assert body1["messages"] == [{"role": "user", "content": question}]
+    assert body1["tools"] == [tool_eval.ARTICLE_TOOL] and body1["tool_choice"] == {"type": "tool", "name": "get_dag_status"}
+    assert body1 == tools.first_body(Scenario(messages=[{"role": "user", "content": question}]), "article", "tool")
+    block = json.loads(pre(html, "tool-use"))
+    assert block["name"] == "get_dag_status"
+    jsonschema.validate(block["input"], tool_eval.ARTICLE_TOOL["input_schema"])
+    output = pre(html, "tool-output")
+    if block["input"]["dag_id"] == "etl_pipeline":  # a call that copies gets the article's result
+        assert output == tool_eval.ARTICLE_RESULT and r.context["result"]["is_error"] is False
+    else:
+        assert output.startswith("unknown DAG") and r.context["result"]["is_error"] is True
+        assert "not the question's etl_pipeline" in r.context["headline"]
+    loop = re.search(r'<ol class="tl-loop".*?</ol>', html, re.S).group(0)
+    assert loop.count("<li ") == 5 and "stop_reason <code>tool_use</code>" in loop
+    assert html.count('data-filled="true"') == 5
+    assert 'href="/learn/tools/?ask=request"' in html  # the request's own question, one link away
+
+
+def test_the_enum_demo_asks_for_a_dag_of_its_table(client):
+    """tool=get_dag_status: the demo table's tool, whose dag_id is an enum, asked the same question about one of
+    its invented DAGs; the call, the tool's result and the caption follow it."""
+    r = get(client, tool="get_dag_status")
     html = r.content.decode()
     question = tools.DEMO_QUESTIONS["get_dag_status"]
     assert r.context["demo"] and r.context["question"] == question
     body1 = json.loads(pre(html, "body-1"))
-    assert body1["messages"] == [{"role": "user", "content": question}]
     assert body1 == tools.first_body(Scenario(messages=[{"role": "user", "content": question}]), "get_dag_status", "tool")
     block = json.loads(pre(html, "tool-use"))
     dag = block["input"]["dag_id"]
-    assert dag in question and dag in DEMO_TOOLS["get_dag_status"].input_schema["properties"]["dag_id"]["enum"]
+    assert dag in DEMO_TOOLS["get_dag_status"].input_schema["properties"]["dag_id"]["enum"]
     assert json.loads(pre(html, "tool-output"))["dag_id"] == dag  # the tool really ran, for that DAG
-    # the main visual: one row per message of the loop, each with its stop_reason or is_error
-    loop = re.search(r'<ol class="tl-loop".*?</ol>', html, re.S).group(0)
-    assert loop.count("<li ") == 5 and "stop_reason <code>tool_use</code>" in loop and "is_error <code>false</code>" in loop
-    assert f'stop_reason <code>{r.context["stop2"]}</code>' in loop
-    assert r.context["headline"] == (f'The model asked for get_dag_status with {{"dag_id":"{dag}"}}, which the question names; '
+    named = "which the question names" if dag in question else "not the question's snail_mail_tracking"
+    assert r.context["headline"] == (f'The model asked for get_dag_status with {{"dag_id":"{dag}"}}, {named}; '
                                      "your code ran it, and request 2 carried the result back.")
-    assert 'href="/learn/tools/?ask=request"' in html  # the request's own question, one link away
 
 
 @pytest.mark.slow
@@ -96,9 +120,10 @@ def test_each_tool_and_choice_renders(client, tool, choice):
     steps = data_of(r)["tools-data"]["steps"]
     if choice in ("tool", "any"):
         block = json.loads(pre(html, "tool-use"))
-        assert block["type"] == "tool_use" and block["name"] == tool and block["id"].startswith("toolu_")
+        definition = tools.definition_of(SCENARIO, tool)
+        assert block["type"] == "tool_use" and block["name"] == definition["name"] and block["id"].startswith("toolu_")
         if pre(html, "tool-output") is not None:  # the call was complete: the app ran it
-            jsonschema.validate(block["input"], DEMO_TOOLS[tool].input_schema)
+            jsonschema.validate(block["input"], definition["input_schema"])
         assert all(s["constrained"] and 1 <= s["n_allowed"] <= 4096 for s in steps)
     else:
         assert pre(html, "tool-use") is None
@@ -278,3 +303,114 @@ def test_hostile_own_tool_description_is_escaped(client):
     html = r.content.decode()
     assert "<script>alert(1)" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)" in html
+
+
+# ---- the attention beside the call (tools_attention: where the model looked while it wrote the argument) ----
+
+def _reference_weights(run, choice: str, name: str) -> tuple[list[int], int, dict]:
+    """Every head's attention over the whole sequence the engine ran, in one pass without a cache (the page runs
+    the part before the argument first, then the argument's rows)."""
+    e = engine()
+    forced = TOOL_USE_PREFIX + (name + "\n" if choice == "tool" else "")
+    ids = list(run.prompt_ids) + e.tokenizer.encode(forced) + [s["token"] for s in run.steps]
+    trace = e.model.forward(ids, want=("block_*_attn_head_*_weights",)).trace
+    return ids, len(ids) - len(run.steps), trace
+
+
+def test_the_attention_figures_are_the_model_s_own(client):
+    """The article's example: the figures in /data are measured from the model's attention weights (recomputed
+    here in one uncached pass), every row sums to 1 over the question, the part before it and the part after it,
+    the head drawn is the one with the largest share on etl_pipeline, and the engine's output count agrees with
+    the sequence the figures were computed on."""
+    d = stage_data(client, "tools")
+    a = d["tools-attention"]
+    question = "Did my etl_pipeline DAG run today?"
+    assert a["reason"] is None and a["identifier"] == "etl_pipeline" and a["picked_by"] == "identifier"
+    assert "".join(c["text"] for c in a["columns"]) == question
+    assert "".join(c["text"] for c in a["columns"] if c["ident"]) == "etl_pipeline" and a["n_ident"] == sum(c["ident"] for c in a["columns"])
+    body1 = tools.first_body(Scenario(messages=[{"role": "user", "content": question}]), "article", "tool")
+    run = run_request(engine(), body1, seed=Scenario().seed)
+    assert a["call_json"] == tools.tool_use_block(run)["raw"]
+    n_forced = len(engine().tokenizer.encode(TOOL_USE_PREFIX + "get_dag_status\n"))
+    assert run.done["usage"]["output_tokens"] == n_forced + len(run.steps) + 1  # the call line, the JSON, the turn's end
+    ids, start, trace = _reference_weights(run, "tool", "get_dag_status")
+    tok = engine().tokenizer
+    # the argument's tokens: those holding a character of the value, between '{"dag_id":"' and '"}'
+    ends = [len("".join(s["piece"] for s in run.steps[:k + 1])) for k in range(len(run.steps))]
+    value = json.loads(a["call_json"])["dag_id"]
+    lo, hi = len('{"dag_id":"'), len(a["call_json"]) - len('"}')
+    assert a["call_json"][lo:hi] == value
+    arg = [start + k for k, end in enumerate(ends) if end > lo and end - len(run.steps[k]["piece"]) < hi]
+    assert len(arg) == a["n_rows"] >= 1
+    # the question's first token: where the bytes before it end at the question's start
+    offsets = [len(tok.decode_bytes(run.prompt_ids[:i])) for i in range(len(run.prompt_ids))]
+    q0 = offsets.index(tok.decode_bytes(run.prompt_ids).rfind(question.encode()))
+    ident = [q0 + i for i, c in enumerate(a["columns"]) if c["ident"]]
+    shares = [[float(100 * sum(trace[f"block_{l}_attn_head_{h}_weights"][p - 1, ident].sum() for p in arg) / len(arg))
+               for h in range(a["n_head"])] for l in range(a["n_layer"])]
+    assert sum(a["shares_pct"], []) == pytest.approx(sum(shares, []), abs=0.06)
+    best = max(((l, h) for l in range(a["n_layer"]) for h in range(a["n_head"])), key=lambda lh: shares[lh[0]][lh[1]])
+    assert (a["layer"], a["head"]) == best and a["share_pct"] == max(max(r) for r in a["shares_pct"])
+    assert a["mean_pct"] == pytest.approx(sum(map(sum, shares)) / (a["n_layer"] * a["n_head"]), abs=0.06)
+    assert a["even_pct"] == pytest.approx(100 * sum(len(ident) / p for p in arg) / len(arg), abs=0.06)
+    assert a["times_even"] == pytest.approx(a["share_pct"] / a["even_pct"], abs=0.06)
+    w = trace[f"block_{a['layer']}_attn_head_{a['head']}_weights"]
+    for row, p in zip(a["rows"], arg):
+        assert row["position"] == p
+        assert [c["pct"] for c in row["cells"]] == pytest.approx(100 * w[p - 1, q0:q0 + len(a["columns"])], abs=0.006)
+        assert sum(c["pct"] for c in row["cells"]) + row["before_pct"] + row["after_pct"] == pytest.approx(100, abs=0.3)
+        assert row["share_pct"] == pytest.approx(sum(c["pct"] for c in row["cells"] if c["ident"]), abs=0.1)
+    assert len(a["rows"]) == min(tools_attention.ROWS, a["n_rows"])
+    assert a["copied"] == (value == "etl_pipeline")
+
+
+def test_the_page_shows_the_attention_figures_of_its_data(client):
+    """A figure shown twice agrees: the caption's share, the even spread, the head, each row's rest and the
+    sentence under the picture are /data's numbers, and the headline names the same identifier."""
+    for opts in ({}, {"tool": "get_dag_status"}, {"tool": "get_time", "choice": "any"}):
+        r = get(client, **opts)
+        html, a = r.content.decode(), data_of(r)["tools-attention"]
+        fig = re.search(r'<figure class="tl-attn".*?</figure>', html, re.S).group(0)
+        assert f'data-layer="{a["layer"]}" data-head="{a["head"]}"' in fig
+        assert f'layer {a["layer"]}, head {a["head"]}' in fig
+        assert re.search(r'id="attn-share" data-pct="([\d.]+)">([\d.]+)%<', fig).groups() == (str(a["share_pct"]),) * 2
+        assert re.search(r'id="attn-even" data-pct="([\d.]+)">([\d.]+)%<', fig).groups() == (str(a["even_pct"]),) * 2
+        assert f'{a["times_even"]}× an even spread' in fig
+        rest = re.findall(r'<td class="tl-else">(\d+)%</td>', fig)
+        assert rest == [f'{r["elsewhere_pct"]:.0f}' for r in a["rows"]]
+        cells = re.findall(r'style="--w: ([\d.]+)"', fig)
+        assert cells == [str(c["pct"]) for row in a["rows"] for c in row["cells"]]
+        assert f'style="--max: {a["max_pct"]}"' in fig and a["max_pct"] == max(float(c) for c in cells)
+        named = a["identifier"] in r.context["headline"]
+        assert named, r.context["headline"]
+
+
+def test_no_call_no_attention(client):
+    """tool_choice none: a text answer, so there is no argument to trace, and the page says so."""
+    r = get(client, choice="none")
+    a = data_of(r)["tools-attention"]
+    assert a == {"reason": "With tool_choice none the model answered in text: there is no argument to trace."}
+    assert a["reason"] in r.content.decode()
+
+
+def test_a_question_that_names_no_identifier_is_measured_on_the_question(client):
+    r = get(client, Scenario(messages=[{"role": "user", "content": "Did my nightly job run today?"}]), choice="tool")
+    a = data_of(r)["tools-attention"]
+    assert a["identifier"] is None and a["picked_by"] == "question" and a["even_pct"] is None
+    assert "names no identifier" in r.content.decode()
+
+
+def test_hostile_text_in_the_question_is_escaped_in_the_picture(client):
+    """The question's tokens head the picture's columns and a quoted identifier is named in its caption: both are
+    escaped, as is the headline that names it."""
+    hostile = Scenario(messages=[{"role": "user", "content": 'Is "<svg/onload=alert(1)>" up? <img src=x onerror="alert(2)"> \u202e'}],
+                       max_tokens=40)
+    r = get(client, hostile, tool="article", ask="request")
+    html, a = r.content.decode(), data_of(r)["tools-attention"]
+    assert a["identifier"] == "<svg/onload=alert(1)>"
+    fig = re.search(r'<figure class="tl-attn".*?</figure>', html, re.S).group(0)
+    assert "<svg" not in html and "<img" not in html and "&lt;svg/onload=alert(1)&gt;" in fig
+    for c in a["columns"]:  # each of the question's tokens heads its column, escaped
+        assert f">{htmllib.escape(c['text'])}</th>" in fig
+    assert any("<" in c["text"] for c in a["columns"])
+    assert "\u202e" not in fig  # a bidi control is shown as its marker, not obeyed

@@ -19,9 +19,11 @@ form on the page). The server cannot run it, so step 3 is a stand-in result the 
 clearly labelled; steps 4–5 send that stand-in back as the ``tool_result``.
 
 A scenario that still asks the default question (which names no DAG, no sum, no time zone) asks a demo
-tool the question written for it instead (``DEMO_QUESTIONS``: the article's "Did my … DAG run today?" for
-``get_dag_status``), so the page opens on a call that fits its question; ``ask=request`` keeps the
-request's own question.
+tool the question written for it instead (``DEMO_QUESTIONS``), so the page opens on a call that fits its
+question; ``ask=request`` keeps the request's own question. The page opens on the article's example
+(``tool=article``, the default): "Did my etl_pipeline DAG run today?" with the article's ``get_dag_status``,
+whose ``dag_id`` is any string, run by a stand-in for the article's Airflow that knows that one DAG. Beside
+the call, ``tools_attention`` measures where the model looked while it wrote the argument.
 """
 from __future__ import annotations
 
@@ -31,17 +33,33 @@ from typing import TypedDict
 
 from explainer.lifecycle import frames as fr
 from explainer.lifecycle import lru
-from explainer.lifecycle.demo_tools import DEMO_TOOLS, run_tool
+from explainer.lifecycle.demo_tools import DEMO_TOOLS, Tool, ToolError, run_tool
 from explainer.lifecycle.engine import Run, run_request
 from explainer.lifecycle.scenario import Scenario
 from explainer.lifecycle.tool_format import tools_system_prompt
 from explainer.llm.constrained import UnsupportedSchema
 from explainer.llm.interface import TokenizerError
 from explainer.stages.options import ChoiceOption, IntOption, OptionError
+from explainer.stages.pages import tools_attention
 from explainer.stages.runs import compact
 from explainer.stages.words import token_label, token_row
 
-TOOL_NAMES = tuple(DEMO_TOOLS)
+ARTICLE = "article"  # the article's example: its get_dag_status, whose dag_id is any string
+ARTICLE_DAGS = {"etl_pipeline": {"dag_id": "etl_pipeline", "last_run_state": "success", "last_run": "6 hours ago"}}
+
+
+def _article_dag(args: dict, clock) -> dict:
+    row = ARTICLE_DAGS.get(args["dag_id"])
+    if row is None:
+        raise ToolError(f"unknown DAG {args['dag_id']!r}; the article's deployment has one DAG: {', '.join(ARTICLE_DAGS)}")
+    return row
+
+
+# The same definition as ``evaluate --tools`` measures the article's example with (a test keeps them equal).
+ARTICLE_TOOL = Tool("get_dag_status", "Get the status of an Airflow DAG: its last run and when it ran.",
+                    {"type": "object", "properties": {"dag_id": {"type": "string", "description": "The DAG's id."}},
+                     "required": ["dag_id"]}, _article_dag)
+TOOL_NAMES = (ARTICLE,) + tuple(DEMO_TOOLS)
 OWN = "own"  # the learner's own tool: the scenario's tools[0]
 OWN_EXAMPLE = {
     "name": "get_weather",
@@ -54,17 +72,20 @@ CHOICES = ("tool", "any", "auto", "none")
 MAX_TOKENS = 80
 TOP = 6  # candidate rows drawn per step, before and after the mask
 
-# The question a demo tool is asked when the request still asks the default one. The article's own
-# example names a DAG (its etl_pipeline is not in the invented table, so the demo names one that is).
+# The question a demo tool is asked when the request still asks the default one: the article's own, and for the
+# demo table's get_dag_status (whose dag_id is an enum of its invented DAGs) the same question with one of them.
 DEMO_QUESTIONS = {
+    ARTICLE: "Did my etl_pipeline DAG run today?",
     "get_dag_status": "Did my snail_mail_tracking DAG run today?",
     "calculator": "What is 17 * 23?",
     "get_time": "What time is it in UTC?",
 }
+# What a call copies from each of those questions (the attention picture measures the model's look at it).
+DEMO_IDENTIFIERS = {ARTICLE: "etl_pipeline", "get_dag_status": "snail_mail_tracking", "calculator": "17 * 23", "get_time": "UTC"}
 
-DATA = {"tools-data": "tools_data", "own-data": "own_data"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
+DATA = {"tools-data": "tools_data", "own-data": "own_data", "tools-attention": "attention"}  # element id -> context key: embedded once by _stage.html, served by /learn/<slug>/data
 OPTIONS = {
-    "tool": ChoiceOption("get_dag_status", TOOL_NAMES + (OWN,)),
+    "tool": ChoiceOption(ARTICLE, TOOL_NAMES + (OWN,)),
     "choice": ChoiceOption("tool", CHOICES),
     "step": IntOption(0, 0, None),
     # demo: a demo tool is asked its own question when the request asks the default one; request: the request's own
@@ -84,7 +105,9 @@ def tool_choice(choice: str, tool) -> dict:
 
 def definition_of(scenario, tool: str):
     """The tool definition sent: a demo tool's, or the learner's own exactly as written (the API validates it)."""
-    return scenario.tools[0] if tool == OWN else DEMO_TOOLS[tool].definition()
+    if tool == OWN:
+        return scenario.tools[0]
+    return ARTICLE_TOOL.definition() if tool == ARTICLE else DEMO_TOOLS[tool].definition()
 
 
 def name_of(definition) -> str | None:
@@ -117,7 +140,7 @@ def first_body(scenario, tool: str, choice: str) -> dict:
     body["messages"] = [dict(m) for m in scenario.messages]
     definition = definition_of(scenario, tool)
     body["tools"] = [definition]
-    body["tool_choice"] = tool_choice(choice, name_of(definition) if tool == OWN else tool)
+    body["tool_choice"] = tool_choice(choice, name_of(definition))
     body["temperature"] = scenario.temperature
     if scenario.top_p is not None:
         body["top_p"] = scenario.top_p
@@ -182,15 +205,18 @@ def compute(engine, scenario, tool: str, choice: str) -> dict:
         return cached
     body1 = first_body(scenario, tool, choice)
     run1 = _run(engine, body1, scenario.seed)
-    out: dict = {"body1": body1, "run1": run1, "block": None, "result": None, "body2": None, "run2": None}
+    out: dict = {"body1": body1, "run1": run1, "block": None, "result": None, "body2": None, "run2": None,
+                 "attention": {"reason": "The API refused the request: nothing ran."}}
     if run1.error is None:
         block = tool_use_block(run1)
         out["block"] = block
+        out["attention"] = attention(engine, scenario, tool, choice, run1, block)
         if block is not None and run1.done["stop_reason"] == "tool_use" and block["input"] is not None:
             if tool == OWN:
                 content, is_error = stand_in(block["name"]), False
             else:
-                content, is_error = run_tool(block["name"], block["input"])
+                content, is_error = run_tool(block["name"], block["input"],
+                                             tools={ARTICLE_TOOL.name: ARTICLE_TOOL} if tool == ARTICLE else None)
             out["result"] = {"content": content, "is_error": is_error, "stand_in": tool == OWN}
             call = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": block["input"]}
             result = {"type": "tool_result", "tool_use_id": block["id"], "content": content}
@@ -203,6 +229,22 @@ def compute(engine, scenario, tool: str, choice: str) -> dict:
             out["run2"] = _run(engine, body2, scenario.seed)
     _CACHE.put(key, out)
     return out
+
+
+def identifier_of(question: str, tool: str, block: dict | None) -> str | None:
+    """The identifier the question names: the one a demo question was written around, else found in its text."""
+    if DEMO_QUESTIONS.get(tool) == question:
+        return DEMO_IDENTIFIERS[tool]
+    return tools_attention.find_identifier(question, block["input"] if block else None)
+
+
+def attention(engine, scenario, tool: str, choice: str, run1, block: dict | None) -> dict:
+    """The attention picture's data for request 1's call (``reason`` says why there is none)."""
+    if block is None:
+        return {"reason": f"With tool_choice {choice} the model answered in text: there is no argument to trace."}
+    question = _question(scenario)
+    return tools_attention.measure(engine, run1, choice=choice, name=block["name"], question=question,
+                                   identifier=identifier_of(question, tool, block))
 
 
 def step_rows(run, block_name: str | None, choice: str, tokenizer) -> list[dict]:
@@ -286,7 +328,8 @@ def _strings(value) -> list[str]:
     return []
 
 
-def headline(*, question: str, run1, stop1, block, result, run2, stop2, choice: str, max_tokens: int) -> str:
+def headline(*, question: str, run1, stop1, block, result, run2, stop2, choice: str, max_tokens: int,
+             identifier: str | None = None) -> str:
     """What the loop did, in words computed from its runs."""
     if run1.error is not None:
         return f"The API refuses request 1 with a 400 ({run1.error['error']['message'][:120]}): nothing runs."
@@ -300,6 +343,8 @@ def headline(*, question: str, run1, stop1, block, result, run2, stop2, choice: 
     call = f"The model asked for {block['name']} with {shown if len(shown) <= 80 else shown[:78] + '…'}"
     if named:
         call += ", which the question names"
+    elif identifier:
+        call += f", not the question's {identifier}"
     if result["is_error"]:
         ran = "the tool refused that input, and request 2 carried the error back with is_error: true"
     elif result["stand_in"]:
@@ -357,8 +402,9 @@ def _controls(page, tool: str, choice: str, definition: dict) -> dict:
     text = lambda key: start.get(key) if isinstance(start.get(key), str) else ""  # noqa: E731
     return {
         "own": tool == OWN, "example_name": OWN_EXAMPLE["name"],
-        "tool_name": (own_name if isinstance(own_name, str) else "") if tool == OWN else tool,
-        "tools_links": [{"name": n, "url": page.url(tool=n, choice=choice, ask=_ask(o)), "current": n == tool}
+        "tool_name": (own_name if isinstance(own_name, str) else "") if tool == OWN else name_of(definition),
+        "tools_links": [{"name": n, "label": "" if n == OWN else name_of(definition_of(page.scenario, n)),
+                         "url": page.url(tool=n, choice=choice, ask=_ask(o)), "current": n == tool}
                         for n in TOOL_NAMES + ((OWN,) if own_tools else ())],
         "own_form": {"name": text("name"), "description": text("description"),
                      "schema": _json(start.get("input_schema", OWN_EXAMPLE["input_schema"]))},
@@ -409,7 +455,8 @@ def context(page) -> dict:
         "question": _question(scenario), "demo": scenario is not page.scenario,
         "result_text": data["result"]["content"] if data["result"] else "",
         "headline": headline(question=_question(scenario), run1=run1, stop1=one["stop"], block=data["block"],
-                             result=data["result"], run2=run2, stop2=two["stop"], choice=choice, max_tokens=MAX_TOKENS),
+                             result=data["result"], run2=run2, stop2=two["stop"], choice=choice, max_tokens=MAX_TOKENS,
+                             identifier=data["attention"].get("identifier")),
         "definition_json": _json(definition),
         "def_tokens": def_tokens,
         "window": engine.context_window,
@@ -425,6 +472,7 @@ def context(page) -> dict:
         "stop2": two["stop"], "text2": two["text"],
         "sizes": second_request_sizes(run1, run2, def_tokens),
         **_progress(data, steps),
+        "attention": data["attention"],
         "tools_data": {"steps": steps, "step": o["step"], "vocab": vocab, "choice": choice},
         "own_data": {"fields": asdict(scenario), "choice": choice},
     }
