@@ -40,7 +40,7 @@ from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
-from explainer.inspect import record
+from explainer.inspect import live, record
 from explainer.inspect.models import Call, Session
 from explainer.inspect.sse import StreamRecord
 from explainer.lifecycle.errors import APIError
@@ -242,6 +242,8 @@ async def _save(rec: Recording) -> None:
         await sync_to_async(rec.save)()
     except Exception:  # the caller has its answer already; say so in the log, never with the request's headers
         log.exception("inspector: could not record a call of session %s…", rec.session_id[:6])
+        return
+    await live.announce(rec.session_id)  # the session's open pages add the call (inspect/live.py)
 
 
 async def handle(session_id: str, call: Incoming) -> Outgoing:

@@ -79,15 +79,16 @@ def scenario(body: Any) -> tuple[Scenario | None, list[str]]:
 # ---- the bundled model's window ---------------------------------------------------------------------------------------
 
 
-def prompt_tokens(s: Scenario) -> int | None:
-    """The bundled model's prompt tokens for ``s`` (a lower bound when the text is far too long to cut into tokens);
-    None when the engine refuses the request for another reason (the stage pages say which)."""
+def prompt_tokens(s: Scenario) -> tuple[int, bool] | None:
+    """The bundled model's prompt tokens for ``s``, its chat template included, and whether that is the count (False:
+    a lower bound, for a text far too long to cut into tokens); None when the engine refuses the request for another
+    reason (the stage pages say which)."""
     eng = engine(s)
     try:
-        return len(eng.prompt_ids(parse_request(s.request_body())))
+        return len(eng.prompt_ids(parse_request(s.request_body()))), True
     except APIError as exc:
         found = _TOO_LONG.search(exc.message)
-        return int(found.group(1)) if found else None
+        return (int(found.group(1)), False) if found else None
 
 
 def _starts(messages: list[dict[str, Any]]) -> list[int]:
@@ -131,16 +132,17 @@ def fit_window(s: Scenario) -> tuple[Scenario, list[str]]:
     eng = engine(s)
     window = eng.context_window
     room = window - s.max_tokens  # the prompt's share: what the reply does not need
-    n = prompt_tokens(s)
-    if n is None or n <= room:
+    counted = prompt_tokens(s)
+    if counted is None or counted[0] <= room:
         return s, []
+    n, exact = counted
     notes = [f"The bundled model reads {window:,} tokens, prompt and reply together; by its tokenizer this request's prompt "
-             f"takes {'at least ' if n > eng.max_prompt_tokens else ''}{n:,}, so the replay is cut to the window."]
+             f"takes {'' if exact else 'at least '}{n:,} (its chat template included), so the replay is cut to the window."]
     total = len(s.messages)
 
     def fits(k: int) -> bool:
         got = prompt_tokens(s.replace(messages=s.messages[k:]))
-        return got is not None and got <= room
+        return got is not None and got[0] <= room
 
     k = _least(_starts(s.messages), fits)
     if k is not None:
@@ -154,7 +156,7 @@ def fit_window(s: Scenario) -> tuple[Scenario, list[str]]:
 
     def fits_system(n_chars: int) -> bool:
         got = prompt_tokens(s.replace(system=system[:n_chars]))
-        return got is not None and got <= room
+        return got is not None and got[0] <= room
 
     keep = _most(len(system), fits_system) if system else None
     if keep is not None:

@@ -10,6 +10,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
@@ -21,7 +22,7 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from explainer.inspect import analysis, importing, proxy, replay, walk
+from explainer.inspect import analysis, importing, live, proxy, replay, walk
 from explainer.inspect.analysis import analyse
 from explainer.inspect.models import Call, Session
 from explainer.inspect.record import KEY_HEADERS
@@ -239,6 +240,7 @@ def import_calls(request, session_id: str):
             method=c["method"], path=c["path"], query=c["query"], status=c["status"], model=c["model"], stream=c["stream"],
             request_headers=c["headers"], request=c["request"], response=c["response"], events=c["events"], request_id=c["request_id"],
             timings=c["timings"], notes=c["notes"]) for n, c in enumerate(calls)])
+    async_to_sync(live.announce)(session.id, len(calls))
     if wants_json:
         return JsonResponse({"imported": len(calls)})
     return HttpResponseRedirect(reverse("inspect-session", args=[session.id]) + "#calls")

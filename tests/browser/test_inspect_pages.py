@@ -2,15 +2,23 @@
 a laptop's size, readable without sideways scrolling, accessible (axe), and noticing a call made while it is open."""
 from __future__ import annotations
 
+import re
+
 import anthropic
 import pytest
 
 from tests.browser.conftest import assert_fits_phone
 from tests.inspect.conftest import new_session
 from tests.inspect.upstream import StandIn
-from tests.live_server import daphne
+from tests.live_server import ROOT, daphne
 
 pytestmark = pytest.mark.browser
+
+
+def shots_dir():
+    out = ROOT / "shots"
+    out.mkdir(exist_ok=True)
+    return out
 MODEL = "claude-sonnet-4-6"
 SYSTEM = "Current time: {}. " + "Answer from the billing records; cite the invoice number. " * 90
 
@@ -57,13 +65,58 @@ def test_the_session_page_reads_at_both_sizes(screen_page, session, axe, shoot, 
     assert not pg.js_errors
 
 
-def test_a_new_call_is_noticed_while_the_page_is_open(page, session):
+@pytest.mark.parametrize("screen", ["phone", "laptop"])
+def test_a_call_opens_stage_by_stage_in_the_first_screen(screen_page, session, axe, shoot, screen):
+    pg = screen_page(screen)
+    pg.goto(session["base"] + "/")
+    pg.click("#call-3 .call-open a")
+    pg.wait_for_url("**/call/3/")
+    box = pg.evaluate("""() => { const r = document.getElementById('call-summary').getBoundingClientRect();
+        return {top: r.top + scrollY, bottom: r.bottom + scrollY, vh: innerHeight}; }""")
+    pg.screenshot(path=str(shots_dir() / f"inspect-call-{screen}-first-screen.png"))
+    assert box["top"] >= 0 and box["bottom"] <= box["vh"], f"the call's figures end at {box['bottom']:.0f} px, below {box['vh']} px"
+    if screen == "phone":
+        assert_fits_phone(pg)
+    else:
+        assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    text = pg.inner_text("main")
+    for real in ("anthropic-ratelimit", "requests", "49 of 50", "req_standin_", "cache_creation_input_tokens",
+                 "What is on invoice 3?", "What is on invoice 1?", "Claude's tokenizer is not public", "system[0].text"):
+        assert real in text, real
+    assert re.search(r"^(x-api-key|authorization): ••••••••$", text, re.M)  # the SDK's key header, masked
+    assert "sk-ant-browser-key" not in pg.content()
+    pg.click(".call-stages a[href='#caching']")
+    pg.wait_for_function("() => location.hash === '#caching'")
+    axe(pg)
+    shoot(pg, f"inspect-call-{screen}")
+    assert not pg.js_errors
+
+
+def test_a_new_call_arrives_live_over_the_socket(page, session):
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(payload)) if "/ws/inspect/" in ws.url else None)
     page.goto(session["base"] + "/")
+    page.wait_for_function("() => document.getElementById('calls').dataset.live === 'socket'")
+    page.evaluate("() => { window.sameDocument = true; }")  # gone if the page reloads
+    before = page.locator(".call").count()
     session["sdk"].messages.create(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "one more"}])
-    page.wait_for_selector("#live-note a", timeout=20_000)
-    assert "1 new call" in page.inner_text("#live-note")
-    page.click("#live-note a")
-    page.wait_for_selector("#call-5")
+    page.wait_for_selector(f"#call-{before + 1}", timeout=20_000)
+    assert page.evaluate("() => window.sameDocument === true") and page.locator(".call").count() == before + 1
+    assert any('"inspect.recorded"' in f for f in frames), frames
+    assert "1 new call added" in page.inner_text("#live-note")
+    assert f"{before + 1} calls" in page.inner_text("#calls-h")
+    page.click(f"#call-{before + 1} .call-open a")  # the new call opens like the others
+    page.wait_for_selector("#call-summary")
+    assert not page.js_errors
+
+
+def test_without_a_socket_the_page_polls(page, session):
+    page.add_init_script("window.WebSocket = undefined;")  # a proxy that refuses the upgrade, as far as the page can tell
+    page.goto(session["base"] + "/")
+    page.wait_for_function("() => document.getElementById('calls').dataset.live === 'poll'")
+    before = page.locator(".call").count()
+    session["sdk"].messages.create(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "and another"}])
+    page.wait_for_selector(f"#call-{before + 1}", timeout=20_000)
     assert not page.js_errors
 
 
