@@ -163,7 +163,10 @@ def test_the_key_is_nowhere_after_all_those_calls(inspector, base_url, sdk):
     pages = [httpx2.get(base_url + "/").text, httpx2.get(base_url + "/data").text, httpx2.get(inspector["url"] + "/inspect/").text]
     data = json.loads(pages[1])
     assert data["session"] == session and data["calls"]
-    assert all(KEY not in p for p in pages)
+    for n in range(1, len(data["calls"]) + 1):  # every call's own page and data, headers shown masked
+        pages += [httpx2.get(f"{base_url}/call/{n}/").text, httpx2.get(f"{base_url}/call/{n}/data").text]
+    assert "••••••••" in pages[-2]
+    assert all(KEY not in p and KEY[:20] not in p for p in pages)
     assert KEY[:20] not in json.dumps(data)
     data_dir = Path(inspector["env"]["EXPLAINER_DATA_DIR"])
     stored = [p for p in data_dir.iterdir() if p.name.startswith("db.sqlite3")]

@@ -105,3 +105,21 @@ def test_a_scripted_session_is_explained_call_by_call(base_url):
 
     page = httpx2.get(base_url + "/").text
     assert "system[0].text" in page and "4th time" in page and json.dumps(data["total_usd"])  # the page shows the findings
+
+    # Each call opens stage by stage on its real payload, with the session's figures (tests/inspect/test_call_page.py
+    # checks the page's words; here, the SDK's own calls through the stand-in).
+    for n in (4, 6, 10):
+        one = httpx2.get(f"{base_url}/call/{n}/data").json()
+        row = calls[n - 1]
+        assert {k: one["call"][k] for k in ("usage", "cost_usd", "cache", "findings", "request_id", "ratelimit")} == \
+               {k: row[k] for k in ("usage", "cost_usd", "cache", "findings", "request_id", "ratelimit")}
+        assert [r["kind"] for r in one["gateway"]["rate_limits"]] == ["requests"] and one["gateway"]["request_id"] == row["request_id"]
+        heads = dict(one["compose"]["headers"][1:])
+        assert heads.get("x-api-key", heads.get("authorization")) == "••••••••" and "anthropic-version" in heads
+        tokens = {r["part"]: r for r in one["tokens"]}
+        assert tokens["input, in all"]["claude"] == row["context"]["input_tokens"] and tokens["input, in all"]["bundled"] > 0
+    assert len(httpx2.get(f"{base_url}/call/6/data").json()["conversation"]["dropped"]) == 2
+    loop = httpx2.get(f"{base_url}/call/10/data").json()["tools"]["loop"]
+    assert [s["type"] for s in loop] == ["tool_use", "tool_result"] * 3 + ["tool_use"]
+    assert all(s["name"] == "get_weather" for s in loop) and all(s["is_error"] for s in loop if s["type"] == "tool_result")
+    assert "sk-ant-scripted-session-key" not in httpx2.get(f"{base_url}/call/10/").text
