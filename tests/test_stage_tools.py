@@ -377,7 +377,7 @@ def test_the_page_shows_the_attention_figures_of_its_data(client):
         assert re.search(r'id="attn-even" data-pct="([\d.]+)">([\d.]+)%<', fig).groups() == (str(a["even_pct"]),) * 2
         assert f'{a["times_even"]}× an even spread' in fig
         rest = re.findall(r'<td class="tl-else">(\d+)%</td>', fig)
-        assert rest == [f'{r["elsewhere_pct"]:.0f}' for r in a["rows"]]
+        assert rest == [str(r["rest_pct"]) for r in a["rows"]]
         cells = re.findall(r'style="--w: ([\d.]+)"', fig)
         assert cells == [str(c["pct"]) for row in a["rows"] for c in row["cells"]]
         assert f'style="--max: {a["max_pct"]}"' in fig and a["max_pct"] == max(float(c) for c in cells)

@@ -1,7 +1,9 @@
 """The tools stage in Chromium: the five-step loop filled from real runs, the mask panel, the
 step and tool controls, accessibility, and a phone-sized viewport."""
+import json
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+from urllib.request import urlopen
 
 import pytest
 
@@ -58,23 +60,58 @@ def test_tool_choice_tool_fills_the_loop_and_the_mask(server, page, link, shoot,
     assert page.locator("#step-tokens button").count() == len(engine_steps("get_time", "tool"))
 
 
-def test_the_default_view_shows_the_loop_for_the_article_s_question(server, browser, link, shoot):
-    """No options: the question names a DAG, the loop is whole in the first screen, one row per message."""
+INSIDE = """(sel) => { const r = document.querySelector(sel).getBoundingClientRect();
+    return {top: r.top + scrollY, bottom: r.bottom + scrollY, left: r.left, right: r.right, h: r.height,
+            sw: document.documentElement.scrollWidth}; }"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_default_view_is_the_article_s_example_with_its_attention_in_the_first_screen(server, browser, link, scheme):
+    """No options: the article's question, the loop whole, and beside the call the attention picture, all inside
+    the first screen on a laptop and a phone, in both colour schemes, with nothing scrolled sideways; the picture
+    shows the numbers /data has."""
+    data = data_of_url(server, "/learn/tools/data")["tools-attention"]
     for (w, h), name in (((1366, 768), "laptop"), ((390, 844), "phone")):
-        ctx = browser.new_context(viewport={"width": w, "height": h}, is_mobile=w < 500, has_touch=w < 500)
+        ctx = browser.new_context(viewport={"width": w, "height": h}, is_mobile=w < 500, has_touch=w < 500, color_scheme=scheme)
         pg = ctx.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
         pg.goto(link("tools", Scenario()))
         pg.wait_for_selector("body[data-tools-ready]")
         main = pg.locator("#main-visual")
-        assert tools.DEMO_QUESTIONS["get_dag_status"] in main.locator(".tl-q").inner_text()
+        assert tools.DEMO_QUESTIONS["article"] in main.locator(".tl-q").inner_text()
         rows = main.locator("#loop > li")
         assert rows.count() == 5 and main.locator("#loop > li[data-done='true']").count() == 5
-        assert "stop_reason tool_use" in rows.nth(1).inner_text()
-        assert "snail_mail_tracking" in rows.nth(1).inner_text()
-        box = main.bounding_box()
-        assert box["y"] + box["height"] <= h, (name, box)
-        shoot(pg, f"tools-default-{name}")
+        assert "stop_reason tool_use" in rows.nth(1).inner_text() and "get_dag_status" in rows.nth(1).inner_text()
+        fig = main.locator("#attention")
+        assert fig.is_visible()
+        assert main.locator("#attn-share").inner_text() == f"{data['share_pct']}%"
+        assert main.locator("#attn-map tbody tr").count() == len(data["rows"])
+        assert main.locator("#attn-map thead th.id").count() == data["n_ident"]
+        assert "etl_pipeline" in main.locator("#attn-cap").inner_text()
+        for sel in ("#main-visual", "#attention", "#attn-map"):
+            box = pg.evaluate(INSIDE, sel)
+            assert box["h"] > 0 and box["top"] >= 0 and box["bottom"] <= h, (name, sel, box)
+            assert box["left"] >= 0 and box["right"] <= w + 0.5, (name, sel, box)
+        if name == "phone":
+            assert_fits_phone(pg)
+        else:
+            assert pg.evaluate("document.documentElement.scrollWidth") <= w
+        # the identifier's columns are drawn marked, the cells' blue follows their weights
+        cells = pg.evaluate("""() => [...document.querySelectorAll('#attn-map tbody tr:first-child td:not(.tl-else)')]
+            .map(td => [td.classList.contains('id'), getComputedStyle(td).backgroundColor])""")
+        assert [c[0] for c in cells] == [c["ident"] for c in data["rows"][0]["cells"]]
+        shades = pg.evaluate("() => new Set([...document.querySelectorAll('#attn-map td[style]')].map(td => getComputedStyle(td).backgroundColor)).size")
+        assert shades > 3  # drawn by weight, not one flat colour
+        SHOTS.mkdir(exist_ok=True)
+        pg.screenshot(path=str(SHOTS / f"tools-article-{name}-{scheme}.png"))
+        assert not errors, errors
         ctx.close()
+
+
+def data_of_url(server, path: str) -> dict:
+    with urlopen(server["url"] + path) as r:
+        return json.loads(r.read())["data"]
 
 
 def test_the_request_s_own_question_is_one_click_away(server, page, link):

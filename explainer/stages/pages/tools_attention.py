@@ -10,9 +10,10 @@ call's opening line and every token of the call), asking the model for its atten
 
 - the rows: one per token of the argument's values, the attention at the step that chose that token
   (a decoder picks token ``p`` from the position before it, ``p - 1``);
-- the columns: the question's tokens, plus what lies before the question (the system prompt with the
-  tool's definition) and after it (the turn's markers, the call's opening and the JSON written so far),
-  so that every row sums to 1;
+- the columns: the question's tokens (those around the identifier when the question is longer than a
+  phone's width, ``COLUMN_CHARS``), plus what lies before them (the system prompt with the tool's
+  definition) and after them (the turn's markers, the call's opening and the JSON written so far), so
+  that every row sums to 1;
 - for every layer and head, the share of attention on the identifier's tokens, averaged over the rows;
   the head with the largest share is the one drawn, beside the share an even spread would give.
 """
@@ -27,6 +28,7 @@ from explainer.lifecycle.tool_format import TOOL_USE_PREFIX
 from explainer.stages.words import token_row, visible_token
 
 ROWS = 6  # argument tokens drawn (the figures are measured over all of them)
+COLUMN_CHARS = 40  # the question's tokens drawn, at most this many characters as shown: a phone's width
 DIGITS = 4  # weights as the page and /data carry them
 
 _IDENTIFIER = re.compile(r"[\"'“‘]([^\"'”’\s]{2,64})[\"'”’]"  # quoted
@@ -102,6 +104,24 @@ def _overlapping(lengths: Sequence[int], start: int, end: int) -> list[int]:
     return out
 
 
+def window(widths: Sequence[int], centre: int, limit: int = COLUMN_CHARS) -> tuple[int, int]:
+    """The widest run ``[lo, hi)`` of neighbouring pieces around ``centre`` whose widths add up to at most ``limit``
+    (the centre itself always), grown to the right and the left in turn.
+
+    >>> window([3, 3, 3], 1), window([5, 5, 5, 5, 5], 2, limit=12), window([50, 1], 0)
+    ((0, 3), (2, 4), (0, 1))
+    """
+    lo, hi, total = centre, centre + 1, widths[centre]
+    grown = True
+    while grown:
+        grown = False
+        if hi < len(widths) and total + widths[hi] <= limit:
+            total, hi, grown = total + widths[hi], hi + 1, True
+        if lo > 0 and total + widths[lo - 1] <= limit:
+            total, lo, grown = total + widths[lo - 1], lo - 1, True
+    return lo, hi
+
+
 def input_start(steps: list[dict], choice: str, name: str) -> int:
     """The first step of the call's input JSON: with tool_choice ``tool`` the engine wrote the name itself;
     otherwise the model chose it, token by token, up to its newline."""
@@ -141,7 +161,7 @@ def measure(engine, run, *, choice: str, name: str, question: str, identifier: s
     at = text.rfind(q) if q else -1
     if at < 0:
         return {"reason": "The question's text is not found in the prompt's tokens."}
-    columns = _overlapping(plens, at, at + len(q))
+    question_tokens = _overlapping(plens, at, at + len(q))
     ident: list[int] = []
     if identifier:
         i_at = question.find(identifier)
@@ -160,12 +180,15 @@ def measure(engine, run, *, choice: str, name: str, question: str, identifier: s
     w = np.stack([np.stack([np.asarray(trace[f"block_{l}_attn_head_{h}_weights"], dtype=np.float64)[rows]
                             for h in range(H)]) for l in range(L)])
     # [L, H]: the share on the identifier's tokens, or (a question that names none) on the question's
-    shares = w[..., ident or columns].sum(-1).mean(-1)
+    shares = w[..., ident or question_tokens].sum(-1).mean(-1)
     bl, bh = (int(x) for x in np.unravel_index(int(np.argmax(shares)), shares.shape))
     best = w[bl, bh]  # [R, S]
+    # the columns drawn: the question's tokens, or those around the identifier when it is long
+    heads = token_row(tok, [prompt[c] for c in question_tokens])
+    lo, hi = window([len(h["text"]) for h in heads], question_tokens.index(ident[0]) if ident else 0)
+    columns, heads = question_tokens[lo:hi], heads[lo:hi]
     c0, c1 = columns[0], columns[-1] + 1
     labels = token_row(tok, [ids[p] for p in pos])
-    heads = token_row(tok, [prompt[c] for c in columns])
     before = np.array([best[r, :c0].sum() for r in range(len(pos))])
     after = np.array([best[r, c1:p].sum() for r, p in enumerate(pos)])  # query p - 1 sees keys 0..p-1
     on_ident = best[:, ident].sum(-1) if ident else None
@@ -179,10 +202,10 @@ def measure(engine, run, *, choice: str, name: str, question: str, identifier: s
         "columns": [{"text": h["text"], "ident": c in ident} for h, c in zip(heads, columns)],
         "rows": [{"text": visible_token(labels[r]["text"]), "position": p,
                   "cells": [{"pct": pct(best[r, c], 2), "ident": c in ident} for c in columns],
-                  "before_pct": pct(before[r]), "after_pct": pct(after[r]), "elsewhere_pct": pct(before[r] + after[r]),
+                  "before_pct": pct(before[r]), "after_pct": pct(after[r]), "rest_pct": round(float(before[r] + after[r]) * 100),
                   "share_pct": pct(on_ident[r]) if ident else None}
                  for r, p in enumerate(pos[:ROWS])],
-        "n_rows": len(pos), "n_ident": len(ident), "n_layer": L, "n_head": H,
+        "n_rows": len(pos), "n_ident": len(ident), "n_layer": L, "n_head": H, "n_question": len(question_tokens),
         "layer": bl, "head": bh, "picked_by": "identifier" if ident else "question",
         # the drawn head, over all the argument's tokens
         "share_pct": pct(shares[bl, bh]),
