@@ -98,6 +98,18 @@ def test_a_weight_product_gives_each_row_the_same_bits_whatever_the_batch():
             assert np.array_equal(d.rows(x[perm]), alone[perm]), (shape, b)
 
 
+def test_a_request_alone_runs_its_steps_in_its_own_thread_with_the_same_logits():
+    m = Engine().model
+    s = Scheduler(m)
+    c = m.new_cache()
+    m.forward([1, 2, 3], cache=c)
+    alone = m.decode([9], [c.copy()])[0]
+    with s.join(c):
+        assert np.array_equal(m.forward([9], cache=c).logits[-1], alone)
+    assert s.record()["steps"][0]["rows"] == [1] and s._thread is None  # no scheduler thread was needed
+    s.close()
+
+
 def test_a_step_shares_its_rows_and_each_request_gets_its_own():
     engine = Engine()
     m = engine.model
@@ -179,6 +191,7 @@ def test_a_request_cancelled_while_it_waits_for_its_row_leaves_and_the_others_go
     c = m.new_cache()
     m.forward([1, 2], cache=c)
     member = s.join(c)
+    idle = s.join(m.new_cache())  # a second request: the first one's rows go to the scheduler's thread
     raised = []
 
     def run() -> None:
@@ -194,6 +207,7 @@ def test_a_request_cancelled_while_it_waits_for_its_row_leaves_and_the_others_go
     t.join(10)
     assert raised == ["cancelled"] and s.record()["requests"][0]["reason"] == "cancelled" and s.kv_used == 0
     held.go.set()  # the step ends; its row is dropped, and the scheduler goes on with the next request
+    idle.leave()
     other = m.new_cache()
     m.forward([3, 4], cache=other)
     alone = m.decode([6], [other.copy()])[0]

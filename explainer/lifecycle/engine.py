@@ -107,6 +107,7 @@ class Engine:
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         # The cache the API and the live socket share; pages that explain caching bring their own.
         self.prompt_cache = prompt_cache or PromptCache(model_id=f"{self.name}:{loaded.fingerprint}")
+        self._labels: dict[int, str] = {}  # at most the vocabulary's size
         # Decode steps of every request on this model run together (a model without batched steps: one by one).
         self.scheduler = scheduler_for(self.model) if isinstance(self.model, HFModel) else None
 
@@ -120,7 +121,11 @@ class Engine:
         return self.model.config.n_ctx
 
     def token_label(self, token: int) -> str:
-        return self.tokenizer.token_str(token)
+        """A token's text as the pages show it (kept: every step labels its ten candidates)."""
+        label = self._labels.get(token)
+        if label is None:
+            label = self._labels[token] = self.tokenizer.token_str(token)
+        return label
 
     def prompt_ids(self, req: MessagesRequest) -> list[int]:
         return self.prompt_segments(req)[0]

@@ -134,19 +134,27 @@ class Member:
         if self.left:
             raise RuntimeError("this request has left the batch")
         self.token, self.result = token, None
-        self.done.clear()
-        s.submit(self)
+        if s.alone(self):  # no other request is admitted: its step runs here, without a hand-over to the scheduler
+            s.run_step([self])
+        else:
+            self.done.clear()
+            s.submit(self)
+            self.wait()
+        result = self.result
+        if isinstance(result, BaseException):
+            raise result
+        assert result is not None
+        return result
+
+    def wait(self) -> None:
+        """Until this request's row has run, checking the run's budget."""
+        s = self.scheduler
         try:
             while not self.done.wait(POLL):
                 budget.check()
         except BaseException:
             s.withdraw(self)
             raise
-        result = self.result
-        if isinstance(result, BaseException):
-            raise result
-        assert result is not None
-        return result
 
     def leave(self, reason: str = "end") -> None:
         """Leave the batch (the request ended, was cancelled, or failed) and give back its KV place."""
@@ -228,9 +236,6 @@ class Scheduler:
             self._peak_kv = max(self._peak_kv, self._kv_used)
             rec.admitted = self.now()
             self._cond.notify_all()  # the next in the queue may fit too
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
-                self._thread.start()
         return member
 
     def _fits(self, rec: RequestRecord) -> bool:
@@ -242,10 +247,21 @@ class Scheduler:
 
     def submit(self, member: Member) -> None:
         with self._cond:
+            self._pending.append(member)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def alone(self, member: Member) -> bool:
+        """Is ``member`` the only request admitted, with no row waiting? Then its step may run in its own thread:
+        the same ``decode`` of one row that the scheduler would run, so the same logits, without two thread
+        hand-overs per token. A request admitted meanwhile sends its rows to the scheduler, and from the next
+        step on both do."""
+        with self._cond:
             if member.rec.first_step is None:
                 member.rec.first_step = self.now()
-            self._pending.append(member)
-            self._cond.notify_all()
+            return len(self._admitted) == 1 and not self._pending and member.id in self._admitted
 
     def withdraw(self, member: Member) -> None:
         """A request that stopped waiting: its token is not run (if it still can be taken back)."""
@@ -295,27 +311,31 @@ class Scheduler:
             batch = self._gather()
             if batch is None:
                 return
-            start = self.now()
+            self.run_step(batch)
+
+    def run_step(self, batch: list[Member]) -> None:
+        """One decode step for ``batch``'s rows; each member gets its row's logits (or the step's error)."""
+        start = self.now()
+        try:
+            logits: np.ndarray | None = self.model.decode([m.token for m in batch], [m.cache for m in batch])
+            error: BaseException | None = None
+        except Exception as exc:  # a step that fails fails its rows' requests, never the scheduler
+            logits, error = None, exc
+        end = self.now()
+        with self._cond:
+            rec = StepRecord(self._n_steps, start, end, [m.id for m in batch], self._kv_used)
+            self._n_steps += 1
+            self._steps.append(rec)
+            self._last = batch
+        for i, m in enumerate(batch):
+            m.rec.tokens += 1
+            m.result = error if logits is None else logits[i]
+            m.done.set()
+        if self.on_step is not None:
             try:
-                logits: np.ndarray | None = self.model.decode([m.token for m in batch], [m.cache for m in batch])
-                error: BaseException | None = None
-            except Exception as exc:  # a step that fails fails its rows' requests, never the scheduler
-                logits, error = None, exc
-            end = self.now()
-            with self._cond:
-                rec = StepRecord(self._n_steps, start, end, [m.id for m in batch], self._kv_used)
-                self._n_steps += 1
-                self._steps.append(rec)
-                self._last = batch
-            for i, m in enumerate(batch):
-                m.rec.tokens += 1
-                m.result = error if logits is None else logits[i]
-                m.done.set()
-            if self.on_step is not None:
-                try:
-                    self.on_step(rec)
-                except Exception:  # an observer's failure is not the requests'
-                    pass
+                self.on_step(rec)
+            except Exception:  # an observer's failure is not the requests'
+                pass
 
     def close(self) -> None:
         """Stop the scheduler's thread (a request still waiting for a row raises at its next budget check)."""

@@ -99,6 +99,23 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int, scale: float
     return out, scores
 
 
+def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
+    """A decode step's attention for one request: its single query over all its S cached keys (no mask: every
+    cached position is earlier). q: [h, hd]; k and v: [kv, S, hd]. Returns the output [h * hd].
+
+    The same arithmetic as :func:`attend` for one new position, with fewer steps: a batch runs it once per
+    request, so its overhead is paid per row."""
+    kv, S, hd = k.shape
+    g = q.shape[0] // kv
+    scores = k @ q.reshape(kv, g, hd).transpose(0, 2, 1)  # [kv, S, g]
+    scores *= scale
+    scores -= scores.max(axis=1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=1, keepdims=True)
+    out: np.ndarray = (scores.transpose(0, 2, 1) @ v).reshape(-1)  # [kv, g, hd] -> [h * hd]
+    return out
+
+
 def split_heads(x: np.ndarray, n_head: int) -> np.ndarray:
     """[T, n_head * hd] -> [n_head, T, hd]."""
     T = x.shape[0]
@@ -185,16 +202,20 @@ class Dense:
         """``x @ W + b`` for a decode step's rows ``x`` [B, n_in], each row's result independent of the others."""
         B, n_in = x.shape
         padded = -(-B // ROW_BLOCK) * ROW_BLOCK
-        xp = np.zeros((padded, n_in), np.float32)
-        xp[:B] = x
+        if padded == B and x.flags.c_contiguous and x.dtype == np.float32:
+            xp = x
+        else:
+            xp = np.zeros((padded, n_in), np.float32)
+            xp[:B] = x
         groups = xp.reshape(padded // ROW_BLOCK, ROW_BLOCK, n_in)
-        out = np.empty((padded, self.shape[1]), np.float32)
+        parts = []
         if self.split:
             # [blocks, groups, ROW_BLOCK, COL_BLOCK]: block-major, so each block is reused by every group in turn
             y = np.matmul(groups[None], self.blocks[:, None])
-            out[:, :self.split].reshape(padded, -1, COL_BLOCK)[:] = y.transpose(1, 2, 0, 3).reshape(padded, -1, COL_BLOCK)
+            parts.append(y.transpose(1, 2, 0, 3).reshape(padded, self.split))
         if self.tail is not None:
-            out[:, self.split:] = np.matmul(groups, self.tail).reshape(padded, -1)
+            parts.append(np.matmul(groups, self.tail).reshape(padded, -1))
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         if self.added is not None:
             out += self.added
         return out[:B]

@@ -96,7 +96,7 @@ def distribution(logits: np.ndarray, params: SamplingParams, banned: tuple[int, 
     if banned:
         logits = logits.copy()
         logits[list(banned)] = -np.inf
-    order = np.lexsort((np.arange(logits.size), -logits))  # descending logit, then ascending id
+    order = np.argsort(-logits, kind="stable")  # descending logit, then ascending id (a stable sort keeps id order)
     if params.temperature == 0:
         scaled = logits.copy()
         probs = np.zeros_like(logits)

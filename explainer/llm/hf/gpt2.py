@@ -33,7 +33,7 @@ from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
 from explainer.llm.hf.config import HFConfig
 from explainer.llm.hf.passes import ForwardResult, HFModel, recorder
-from explainer.llm.layers import Dense, attend, gelu, layer_norm, merge_heads, split_heads
+from explainer.llm.layers import Dense, attend, attend_one, gelu, layer_norm, merge_heads, split_heads
 
 
 @dataclass
@@ -149,12 +149,11 @@ class GPT2Model(HFModel):
             budget.check()
             qkv = b.c_attn.rows(layer_norm(x, *b.ln_1, eps))  # [B, 3d]
             y = np.empty((len(ids), d), np.float32)
+            heads = qkv.reshape(len(ids), 3, h, d // h)  # [B, q/k/v, h, hd]
             for i, (cache, p) in enumerate(zip(caches, pos.tolist())):
-                q, k, v = (split_heads(qkv[i:i + 1, j * d:(j + 1) * d], h) for j in range(3))  # [h, 1, hd] each
-                cache.k[l][:, p:p + 1] = k
-                cache.v[l][:, p:p + 1] = v
-                out, _ = attend(q, cache.k[l][:, :p + 1], cache.v[l][:, :p + 1], p, self.scales[l])
-                y[i] = out.reshape(-1)
+                cache.k[l][:, p] = heads[i, 1]
+                cache.v[l][:, p] = heads[i, 2]
+                y[i] = attend_one(heads[i, 0], cache.k[l][:, :p + 1], cache.v[l][:, :p + 1], self.scales[l])
             x = x + b.c_proj.rows(y)
             x = x + b.mlp_proj.rows(gelu(b.c_fc.rows(layer_norm(x, *b.ln_2, eps))))
         for cache, p in zip(caches, pos.tolist()):

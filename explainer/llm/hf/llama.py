@@ -35,7 +35,7 @@ from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
 from explainer.llm.hf.config import HFConfig
 from explainer.llm.hf.passes import ForwardResult, HFModel, recorder
-from explainer.llm.layers import Dense, apply_rotary, attend, merge_heads, rms_norm, silu
+from explainer.llm.layers import Dense, apply_rotary, attend, attend_one, merge_heads, rms_norm, silu
 
 
 def _linear(weights: dict[str, np.ndarray], names: list[str], bias: bool) -> Dense:
@@ -148,8 +148,7 @@ class LlamaModel(HFModel):
             for i, (cache, p) in enumerate(zip(caches, pos.tolist())):
                 cache.k[l][:, p] = rot[i, h:]
                 cache.v[l][:, p] = qkv[i, nqk:].reshape(kv, hd)
-                out, _ = attend(rot[i, :h, None, :], cache.k[l][:, :p + 1], cache.v[l][:, :p + 1], p, self.scale)
-                y[i] = out.reshape(-1)
+                y[i] = attend_one(rot[i, :h], cache.k[l][:, :p + 1], cache.v[l][:, :p + 1], self.scale)
             x = x + w_o.rows(y)
             gu = w_gu.rows(rms_norm(x, ln_2, eps))
             x = x + w_down.rows(silu(gu[:, :f]) * gu[:, f:])

@@ -15,6 +15,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -39,6 +40,7 @@ class ForwardResult:
     trace: dict[str, np.ndarray]  # the named intermediates ``want`` asked for
 
 
+@lru_cache(maxsize=1)
 def _spare_cores() -> int:
     """BLAS threads a Hugging Face model's pass may take: every core but one. The BLAS thread count is the
     process's, and while it is raised the bundled model's small products wait behind the large ones (with two
