@@ -11,7 +11,9 @@
 // decode step it had a row in, until it left. Under the rows, a strip gives each step's batch size (its rows).
 //
 // options: {projector: bool (type of 24 px and more), label: the picture's accessible name, maxRows: rows drawn
-// before the rest are summed up in one line (default 40), rowHeight: px (default: from the type size)}.
+// before the rest are summed up in one line (default 40), rowHeight: px (default: from the type size), maxHeight: px
+// the whole picture may take (rows are made thinner to fit; rows thinner than the type lose their names, except the
+// highlighted ones)}. An optional `window: [t0, t1]` in the record sets the span drawn (default: all of it).
 // Colours are CSS custom properties with fallbacks, so the module draws without a style sheet and a page's
 // style sheet themes it: --tl-queue, --tl-prefill, --tl-step, --tl-hl, --tl-hl-band, --tl-batch, --tl-ink, --tl-line.
 //
@@ -71,6 +73,7 @@ function fmtTime(seconds, step) {
 export function drawTimeline(element, record, options = {}) {
   const projector = !!options.projector;
   const font = projector ? 24 : 13;
+  const small = projector ? font : Math.round(font * 0.85);  // axis figures: never under 24 px on a projector
   const width = Math.max(280, Math.round(element.clientWidth || 720));
   const hl = ids(record.highlight);
   const names = record.names || {};
@@ -79,17 +82,20 @@ export function drawTimeline(element, record, options = {}) {
   const maxRows = options.maxRows ?? 40;
   const shown = reqs.slice(0, maxRows);
   const hidden = reqs.length - shown.length;
-  const rowH = options.rowHeight ?? Math.round(font * (shown.length > 20 ? 1.15 : 1.45));
+  const fixedH = Math.round(font * 3) + Math.round(font * 0.6) + font + 10 + (hidden ? font * 1.2 : 0);  // batch strip, axis
+  let rowH = options.rowHeight ?? Math.round(font * (shown.length > 20 ? 1.15 : 1.45));
+  if (options.maxHeight && shown.length) rowH = Math.max(3, Math.min(rowH, Math.floor((options.maxHeight - fixedH) / shown.length)));
+  const named = rowH >= font;  // room for every row's name
   const labelW = Math.min(Math.round(width * 0.3), Math.round(font * 8));
   const plotX = labelW + 6, plotW = width - plotX - 4;
   const top = 2;
-  const rowsH = shown.length * rowH + (hidden ? rowH : 0);
+  const rowsH = shown.length * rowH + (hidden ? Math.max(rowH, font * 1.2) : 0);
   const batchH = Math.round(font * 3);
   const batchY = top + rowsH + Math.round(font * 0.6);
   const axisY = batchY + batchH + font + 4;
   const height = axisY + 4;
-  const [t0, t1] = span(record);
-  const x = (t) => plotX + ((t - t0) / (t1 - t0)) * plotW;
+  const [t0, t1] = record.window || span(record);
+  const x = (t) => plotX + ((Math.min(t1, Math.max(t0, t)) - t0) / (t1 - t0)) * plotW;
   const w = (a, b) => Math.max(projector ? 1.5 : 0.8, x(b) - x(a));
 
   const s = el("svg", { viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img", class: "serving-timeline",
@@ -103,19 +109,21 @@ export function drawTimeline(element, record, options = {}) {
   for (let k = 0; k * tick <= t1 - t0 + 1e-9; k++) {
     const tx = x(t0 + k * tick);
     el("line", { x1: tx, x2: tx, y1: top, y2: batchY + batchH, style: `stroke: ${COLOURS.line}; stroke-dasharray: 2 4; opacity: 0.6` }, ax);
-    text(ax, tx, axisY - 2, k === 0 ? "0" : fmtTime(k * tick, tick), { "text-anchor": k === 0 ? "start" : "middle",
-      "font-size": Math.round(font * 0.85), style: `fill: ${COLOURS.ink}` });
+    const label = k === 0 ? "0" : fmtTime(k * tick, tick);
+    const late = tx + label.length * small * 0.32 > width;  // the last label would run off the right edge
+    text(ax, late ? width - 2 : tx, axisY - 2, label, { "text-anchor": k === 0 ? "start" : late ? "end" : "middle",
+      "font-size": small, style: `fill: ${COLOURS.ink}` });
   }
 
   shown.forEach((r, i) => {
-    const y = top + i * rowH, mid = y + rowH / 2, bar = Math.max(4, rowH * 0.62), by = mid - bar / 2;
+    const y = top + i * rowH, mid = y + rowH / 2, bar = Math.max(2, rowH * (rowH < 8 ? 0.8 : 0.62)), by = mid - bar / 2;
     const mine = hl.has(r.id);
     const g = el("g", { class: `tl-row${mine ? " tl-mine" : ""}`, "data-request": r.id }, s);
     const ts = steps.get(r.id) || [];
     el("title", {}, g).textContent = `${name(r)}: ${r.prompt_tokens} prompt tokens, ${ts.length} decode steps` +
       (r.reason ? `, left (${r.reason})` : "");
     if (mine) el("rect", { x: 0, y, width, height: rowH, style: `fill: ${COLOURS.band}` }, g);
-    text(g, labelW, mid, name(r), { "text-anchor": "end", "dominant-baseline": "central",
+    if (named || mine) text(g, labelW, mid, name(r), { "text-anchor": "end", "dominant-baseline": "central",
       style: `fill: ${COLOURS.ink}; font-weight: ${mine ? 700 : 400}` });
     const waitEnd = r.admitted ?? r.left ?? t1;
     if (waitEnd > r.queued) el("rect", { class: "tl-queue", x: x(r.queued), y: by + bar * 0.25, width: w(r.queued, waitEnd), height: bar * 0.5,
@@ -133,7 +141,7 @@ export function drawTimeline(element, record, options = {}) {
     if (r.left !== null && r.left !== undefined) el("line", { class: "tl-left", x1: x(r.left), x2: x(r.left), y1: by - 1, y2: by + bar + 1,
       style: `stroke: ${mine ? COLOURS.hl : COLOURS.ink}; stroke-width: ${projector ? 3 : 1.5}` }, g);
   });
-  if (hidden) text(s, labelW, top + shown.length * rowH + rowH / 2, `+ ${hidden} more`, { "text-anchor": "end", "dominant-baseline": "central",
+  if (hidden) text(s, labelW, top + shown.length * rowH + Math.max(rowH, font * 1.2) / 2, `+ ${hidden} more`, { "text-anchor": "end", "dominant-baseline": "central",
     style: `fill: ${COLOURS.ink}` });
 
   // batch size per step
@@ -148,8 +156,8 @@ export function drawTimeline(element, record, options = {}) {
   });
   el("path", { d: d.filter(([a]) => !a).map(([, p]) => p).join(""), style: `fill: ${COLOURS.batch}; opacity: 0.55` }, g);
   el("path", { d: d.filter(([a]) => a).map(([, p]) => p).join(""), style: `fill: ${COLOURS.batch}` }, g);
-  text(g, labelW, batchY + batchH / 2, "batch", { "text-anchor": "end", "dominant-baseline": "central", style: `fill: ${COLOURS.ink}` });
-  text(g, plotX + 2, batchY - 2, `${most} rows`, { "font-size": Math.round(font * 0.85), style: `fill: ${COLOURS.ink}; opacity: 0.8` });
+  text(g, labelW, batchY + font * 0.9, "batch", { "text-anchor": "end", style: `fill: ${COLOURS.ink}` });
+  text(g, labelW, batchY + font * 2.1, `${most} max`, { "text-anchor": "end", "font-size": small, style: `fill: ${COLOURS.ink}` });
 
   element.replaceChildren(s);
   return s;
