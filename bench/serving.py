@@ -25,6 +25,7 @@ the other (the machine is shared: read the ratios). For each model:
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import statistics
@@ -102,9 +103,9 @@ def concurrency(engine: Engine, model: str, max_tokens: int, levels: list[int]) 
         got: dict[int, list[int]] = {}
         barrier = threading.Barrier(c)
 
-        def one(i: int) -> None:
+        def one(i: int, barrier: threading.Barrier = barrier, got: dict = got, marks: list = marks_t) -> None:
             barrier.wait()
-            got[i] = run(engine, body(i, max_tokens, model), i, marks_t[i])
+            got[i] = run(engine, body(i, max_tokens, model), i, marks[i])
         t = time.perf_counter()
         with ThreadPoolExecutor(c) as pool:
             list(pool.map(one, ids))
@@ -256,13 +257,11 @@ def old_engine(rev: str, new: Engine, folder: Path | None) -> Engine | None:
     from explainer.llm.interface import LoadedModel
     if folder is None:
         from explainer.llm.model import as_gpt2_weights, read_weights
-        from oldcore.gpt2 import GPT2Model  # type: ignore[import-not-found]
         config, weights, _ = read_weights()
-        model = GPT2Model(config.as_gpt2(), as_gpt2_weights(config, weights))
+        model = importlib.import_module("oldcore.gpt2").GPT2Model(config.as_gpt2(), as_gpt2_weights(config, weights))
     else:
         from explainer.llm.hf.weights import read_weights as read_hf
-        from oldcore.llama import LlamaModel  # type: ignore[import-not-found]
-        model = LlamaModel(new.model.config, read_hf(folder, new.model.config))
+        model = importlib.import_module("oldcore.llama").LlamaModel(new.model.config, read_hf(folder, new.model.config))
         model.threads = getattr(new.model, "threads", 1)
     model.n_params = new.model.n_params
     loaded = new.loaded
