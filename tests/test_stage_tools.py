@@ -414,3 +414,26 @@ def test_hostile_text_in_the_question_is_escaped_in_the_picture(client):
         assert f">{htmllib.escape(c['text'])}</th>" in fig
     assert any("<" in c["text"] for c in a["columns"])
     assert "\u202e" not in fig  # a bidi control is shown as its marker, not obeyed
+
+
+def test_how_it_works_reads_the_same_attention_figures(client):
+    """The fold's reading of the picture gives /data's figures, and they add up: the identifier's share, what
+    comes before and after the drawn columns and the question's other tokens make the head's whole attention."""
+    for opts in ({}, {"tool": "get_dag_status"}):
+        r = get(client, **opts)
+        a = data_of(r)["tools-attention"]
+        text = re.sub(r"\s+", " ", htmllib.unescape(re.sub(r"<[^>]+>", "", re.search(r'id="attention-reading">(.*?)</p>',
+                                                                                   r.content.decode(), re.S).group(1))))
+        assert f"layer {a['layer']}, head {a['head']}: over the argument's {a['n_rows']} tokens" in text
+        assert f"{a['share_pct']}% of its attention, where an even spread over everything it could see would give {a['even_pct']}%" in text
+        for key in ("mean_pct", "before_pct", "after_pct", "other_pct"):
+            assert f"{a[key]}%" in text
+        assert a["share_pct"] + a["before_pct"] + a["after_pct"] + a["other_pct"] == pytest.approx(100, abs=0.3)
+        assert ("The argument is not" in text) != a["copied"]
+        if opts:  # the enum's size, from the tool's schema
+            n = len(DEMO_TOOLS["get_dag_status"].input_schema["properties"]["dag_id"]["enum"])
+            assert a["copied"] is (json.loads(pre(r.content.decode(), "tool-use"))["input"]["dag_id"] == "snail_mail_tracking")
+            assert not a["copied"] or f"the model chose among {n} names" in text
+        grid = re.search(r'<table class="tl-heads-grid".*?</table>', r.content.decode(), re.S).group(0)
+        assert re.findall(r">([\d.]+)%</td>", grid) == [str(x) for row in a["shares_pct"] for x in row]
+        assert re.search(r'class="best" aria-current="true">([\d.]+)%<', grid).group(1) == str(a["share_pct"])

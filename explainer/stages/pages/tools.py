@@ -314,6 +314,16 @@ def asked(scenario, tool: str, ask: str):
     return scenario.replace(messages=[{"role": "user", "content": DEMO_QUESTIONS[tool]}])
 
 
+def enum_choices(definition) -> int | None:
+    """How many values the tool's input lists for its largest enum (None without one): the names a masked call
+    chooses among."""
+    props = definition.get("input_schema", {}).get("properties") if isinstance(definition, dict) else None
+    if not isinstance(props, dict):
+        return None
+    sizes = [len(p["enum"]) for p in props.values() if isinstance(p, dict) and isinstance(p.get("enum"), list)]
+    return max(sizes) if sizes else None
+
+
 def compact_json(value) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -458,6 +468,7 @@ def context(page) -> dict:
                              result=data["result"], run2=run2, stop2=two["stop"], choice=choice, max_tokens=MAX_TOKENS,
                              identifier=data["attention"].get("identifier")),
         "definition_json": _json(definition),
+        "enum_choices": enum_choices(definition),
         "def_tokens": def_tokens,
         "window": engine.context_window,
         "vocab": vocab,

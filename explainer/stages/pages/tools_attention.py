@@ -210,6 +210,7 @@ def measure(engine, run, *, choice: str, name: str, question: str, identifier: s
         # the drawn head, over all the argument's tokens
         "share_pct": pct(shares[bl, bh]),
         "before_pct": pct(before.mean()), "after_pct": pct(after.mean()),
+        "other_pct": pct(1 - best[:, ident or question_tokens].sum(-1).mean() - before.mean() - after.mean()),
         "even_pct": pct(even) if ident else None,
         "times_even": round(float(shares[bl, bh]) / even, 1) if ident else None,
         "mean_pct": pct(shares.mean()),  # every head's share, averaged
