@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypedDict
 
+from explainer.inspect.jsonish import items, obj
 from explainer.inspect.prefix import (
     TTL_SECONDS,
     Breakpoint,
@@ -61,10 +62,7 @@ class Finding(TypedDict):
 
 
 def _usage(call: CallRecord) -> dict[str, Any]:
-    resp = call.get("response")
-    if isinstance(resp, dict) and isinstance(resp.get("usage"), dict):
-        return resp["usage"]
-    return {}
+    return obj(obj(call.get("response")).get("usage"))
 
 
 def _body(call: CallRecord) -> dict[str, Any]:
@@ -87,7 +85,7 @@ def context_split(body: dict[str, Any], tokens: int) -> dict[str, int]:
         >>> context_split({"system": "abcd", "messages": [{"role": "user", "content": "ab"}]}, 100)  # "user" counts too
         {'tools': 0, 'system': 40, 'history': 0, 'new_turn': 60}
     """
-    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    messages = items(body.get("messages"))
     last_assistant = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"), default=-1)
     chars = {
         "tools": _chars(body.get("tools")),
@@ -352,7 +350,7 @@ def analyse(calls: list[CallRecord]) -> dict[str, Any]:
             findings.append({"kind": "cache", "text": sentence})
         seen.append(now)
 
-        messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+        messages = items(body.get("messages"))
         if previous_messages is not None:
             k, before = previous_messages
             dropped, summaries = history_changes(before, messages)
@@ -369,7 +367,7 @@ def analyse(calls: list[CallRecord]) -> dict[str, Any]:
             findings.append({"kind": "tools", "text":
                              f"call {i} sent a tool_result with is_error for `{_tool_name_of(body, uid)}` ({uid}); "
                              "if the same call keeps failing, say why in the result so the model can change its input."})
-        resp = call.get("response") if isinstance(call.get("response"), dict) else {}
+        resp = obj(call.get("response"))
         uses = _tool_uses(resp)
         for _, name, args in uses[:1]:
             run_length = run_length + 1 if run == (name, args) else 1
@@ -413,8 +411,8 @@ def _cut_finding(i: int, body: dict[str, Any], resp: dict[str, Any], uses: list[
 
 def _error_findings(call: CallRecord, i: int) -> list[Finding]:
     status = call.get("status")
-    resp = call.get("response") if isinstance(call.get("response"), dict) else {}
-    err = resp.get("error") if isinstance(resp.get("error"), dict) else {}
+    resp = obj(call.get("response"))
+    err = obj(resp.get("error"))
     message = clip(str(err.get("message", "")), 120)
     if status == 429:
         return [{"kind": "error", "text": f"call {i} was rate limited (429: {message}); wait for retry-after, or spread the calls."}]

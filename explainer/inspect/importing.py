@@ -25,6 +25,7 @@ from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from explainer.inspect import record
+from explainer.inspect.jsonish import obj
 from explainer.inspect.sse import StreamRecord
 from explainer.lifecycle.errors import STATUS
 
@@ -75,8 +76,10 @@ def _lines(text: str) -> list[Imported]:
             continue
         try:
             item = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise ImportRefused(f"Line {n} is not JSON ({exc.msg} at character {exc.pos + 1}).") from None
+        except ValueError as exc:  # JSON that Python will not read, such as an integer of more than 4,300 digits
+            raise ImportRefused(f"Line {n} is not JSON that can be read here ({str(exc)[:80]}).") from None
         if not isinstance(item, dict) or not isinstance(item.get("request"), dict) or "response" not in item:
             raise ImportRefused(f"Line {n} is not a request/response pair: it needs an object with \"request\" (an object) and \"response\".")
         call = _pair(item["request"], item["response"], f"Line {n}")
@@ -91,6 +94,7 @@ def _lines(text: str) -> list[Imported]:
 
 def _pair(req: dict[str, Any], resp: Any, where: str) -> Imported | None:
     """One line: the plain form (the request is the body) or claude-trace's (the body is under "body")."""
+    body: Any
     if "messages" in req or "model" in req:
         body, url, method, started = req, "/v1/messages", "POST", None
     else:
@@ -166,8 +170,9 @@ def _har(log: dict[str, Any]) -> list[Imported]:
         resp = entry.get("response")
         if not isinstance(resp, dict) or not isinstance(resp.get("status"), int):
             raise ImportRefused(f"{where} ({path}) has no response status.")
-        content = resp.get("content") if isinstance(resp.get("content"), dict) else {}
-        raw = content.get("text") if isinstance(content.get("text"), str) else ""
+        content = obj(resp.get("content"))
+        text = content.get("text")
+        raw = text if isinstance(text, str) else ""
         if content.get("encoding") == "base64":
             try:
                 raw = base64.b64decode(raw).decode("utf-8", "replace")
@@ -182,7 +187,7 @@ def _har(log: dict[str, Any]) -> list[Imported]:
                 response = json.loads(raw) if raw else None
             except ValueError:
                 response = {"not_json": raw[:1024]}
-        timings = entry.get("timings") if isinstance(entry.get("timings"), dict) else {}
+        timings = obj(entry.get("timings"))
         total = _number(entry.get("time"))
         wait = _number(timings.get("wait"))
         headers = {h.get("name", "").lower(): str(h.get("value", "")) for h in req.get("headers") or [] if isinstance(h, dict)}

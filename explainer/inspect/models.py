@@ -1,6 +1,6 @@
 """A session of recorded Claude calls: its link is the only key, and it expires like a trace."""
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -11,7 +11,7 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)  # 128 random bits: whoever holds the link sees the session
 
 
-def session_expiry():
+def session_expiry() -> datetime:
     return timezone.now() + timedelta(hours=settings.EXPLAINER_INSPECT_TTL_HOURS)
 
 

@@ -68,7 +68,7 @@ def breakpoints(body: Any) -> list[Breakpoint]:
         count += len(before)
         cc = block.get("cache_control") if isinstance(block, dict) else None
         if isinstance(cc, dict):
-            ttl = cc.get("ttl") if cc.get("ttl") in TTL_SECONDS else "5m"
+            ttl = str(cc.get("ttl")) if cc.get("ttl") in TTL_SECONDS else "5m"
             found.append({"path": path, "ttl": ttl, "leaves": count})
 
     for key in ("tools", "system", "messages"):

@@ -349,7 +349,9 @@ async def _relayed(rec: Recording, up: httpx2.Response) -> AsyncIterator[bytes]:
 
 # ---- served straight from ASGI, ahead of Django -------------------------------------------------------------------
 
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 
 def asgi_app(django_app: ASGIApp) -> ASGIApp:
@@ -358,7 +360,7 @@ def asgi_app(django_app: ASGIApp) -> ASGIApp:
     What Django's cycle gave these paths is done here: the host is checked against ALLOWED_HOSTS,
     the body is refused past its limit while it arrives, and database connections are handled
     where they are used (``close_old_connections``)."""
-    async def app(scope: dict[str, Any], receive, send) -> None:
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         match = PROXY_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
         if match is None:
             return await django_app(scope, receive, send)
@@ -377,7 +379,7 @@ def asgi_app(django_app: ASGIApp) -> ASGIApp:
     return app
 
 
-async def _serve(match: re.Match[str], scope: dict[str, Any], receive, send) -> None:
+async def _serve(match: re.Match[str], scope: dict[str, Any], receive: Receive, send: Send) -> None:
     """One proxied call: the host checked, the body read within its limit, the core's answer sent."""
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
     domain, _ = split_domain_port(headers.get("host", ""))
@@ -402,13 +404,13 @@ async def _serve(match: re.Match[str], scope: dict[str, Any], receive, send) -> 
     return await _send(send, await handle(match["session"], call), receive)
 
 
-async def _gone(receive) -> None:
+async def _gone(receive: Receive) -> None:
     """Return when the caller has gone away (its connection closed): the relay then stops at once."""
     while (await receive())["type"] != "http.disconnect":
         pass
 
 
-async def _send(send, out: Outgoing, receive) -> None:
+async def _send(send: Send, out: Outgoing, receive: Receive) -> None:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in {"content-type": out.content_type, **out.headers}.items()]
     headers += [(b"x-content-type-options", b"nosniff")]
     if out.chunks is None:

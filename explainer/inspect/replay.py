@@ -54,7 +54,8 @@ def scenario(body: Any) -> tuple[Scenario | None, list[str]]:
     if isinstance(system, list):
         system = "".join(b.get("text", "") for b in system if isinstance(b, dict))
     messages = [{"role": m.get("role"), "content": _content(m.get("content"), notes)} for m in body["messages"] if isinstance(m, dict)]
-    max_tokens = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else 48
+    asked = body.get("max_tokens")
+    max_tokens = asked if isinstance(asked, int) else 48
     if max_tokens > REPLAY_MAX_TOKENS:
         notes.append(f"max_tokens is cut from {max_tokens:,} to {REPLAY_MAX_TOKENS} for the bundled model.")
         max_tokens = REPLAY_MAX_TOKENS

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from explainer.inspect.jsonish import obj
+
 MAX_EVENTS_KEPT = 20_000  # arrival times kept per stream; a longer stream keeps its first ones and says so
 
 
@@ -84,7 +86,7 @@ class StreamRecord:
         elif kind == "content_block_stop":
             self._stop(e.get("index"))
         elif kind == "message_delta":
-            delta = e.get("delta") if isinstance(e.get("delta"), dict) else {}
+            delta = obj(e.get("delta"))
             m.update({k: v for k, v in delta.items() if k in ("stop_reason", "stop_sequence", "container")})
             if isinstance(e.get("usage"), dict):
                 m["usage"].update({k: v for k, v in e["usage"].items() if v is not None})

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
-from django.http import HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 MAX_CALLS_SHOWN = 500  # a session's page and data read its first calls; a longer session says so
 
 
-def base_url(request, session_id: str) -> str:
+def base_url(request: HttpRequest, session_id: str) -> str:
     public = getattr(settings, "EXPLAINER_PUBLIC_URL", "")
     return (public or request.build_absolute_uri("/").rstrip("/")) + f"/inspect/{session_id}"
 
@@ -45,19 +46,24 @@ def _live(session_id: str) -> Session | None:
     return Session.objects.filter(id=session_id[:32], expires_at__gt=timezone.now()).first()
 
 
-def _gone(request):
-    return error_page(request, 404, "No such inspector session",
+def _error(request: HttpRequest, status: int, title: str, message: str, back: str) -> HttpResponse:
+    page: HttpResponse = error_page(request, status, title, message, back=back)  # the site's error page (web/pages.py)
+    return page
+
+
+def _gone(request: HttpRequest) -> HttpResponse:
+    return _error(request, 404, "No such inspector session",
                       "This session does not exist, has expired, or was deleted. Start a new one from the inspector's page.",
                       back=reverse("inspect"))
 
 
 @require_GET
-def index(request):
+def index(request: HttpRequest) -> HttpResponse:
     return render(request, "inspect/index.html", {"ttl_hours": settings.EXPLAINER_INSPECT_TTL_HOURS, "upstream": proxy.upstream()})
 
 
 @require_POST
-def new(request):
+def new(request: HttpRequest) -> HttpResponse:
     Session.objects.filter(expires_at__lte=timezone.now()).delete()  # expired sessions go when a new one comes
     session = Session.objects.create()
     return HttpResponseRedirect(reverse("inspect-session", args=[session.id]))
@@ -112,7 +118,7 @@ def _most_input(rows: list[dict[str, Any]]) -> int:
 
 @cache_control(no_store=True)  # someone's own calls: no browser cache or proxy keeps them
 @require_GET
-def session_page(request, session_id: str):
+def session_page(request: HttpRequest, session_id: str) -> HttpResponse:
     session = _live(session_id)
     if session is None:
         return _gone(request)
@@ -169,12 +175,12 @@ def _call_of(session_id: str, n: str) -> tuple[Session | None, dict[str, Any] | 
 
 @cache_control(no_store=True)
 @require_GET
-def call_page(request, session_id: str, n: str):
+def call_page(request: HttpRequest, session_id: str, n: str) -> HttpResponse:
     session, view = _call_of(session_id, n)
     if session is None:
         return _gone(request)
     if view is None:
-        return error_page(request, 404, "No such call", f"This session has no call {n[:12]}.", back=reverse("inspect-session", args=[session.id]))
+        return _error(request, 404, "No such call", f"This session has no call {n[:12]}.", back=reverse("inspect-session", args=[session.id]))
     k = view["call"]["index"]
     return render(request, "inspect/call.html", {
         **view, "session": session, "upstream": proxy.upstream(), "bundled": bundled_info(),
@@ -188,7 +194,7 @@ def call_page(request, session_id: str, n: str):
 
 @cache_control(no_store=True)
 @require_GET
-def call_data(request, session_id: str, n: str):
+def call_data(request: HttpRequest, session_id: str, n: str) -> HttpResponse:
     """``/inspect/<id>/call/<n>/data``: what the call's page shows, as JSON (the page's figures, for scripts and tests)."""
     session, view = _call_of(session_id, n)
     if view is None:
@@ -201,7 +207,7 @@ def call_data(request, session_id: str, n: str):
 
 @cache_control(no_store=True)
 @require_GET
-def data(request, session_id: str):
+def data(request: HttpRequest, session_id: str) -> HttpResponse:
     session = _live(session_id)
     if session is None:
         return JsonResponse(APIError("not_found_error", "No such inspector session: it does not exist, has expired, or was deleted.").body(),
@@ -216,7 +222,7 @@ MAX_IMPORT_BYTES = 16 * 1024 * 1024  # a file dropped on the page; a raw body is
 
 @csrf_exempt  # the session's id is the capability; scripts post the file as the body
 @require_POST
-def import_calls(request, session_id: str):
+def import_calls(request: HttpRequest, session_id: str) -> HttpResponse:
     """``POST /inspect/<id>/import``: a JSON Lines or HAR file, as a form's ``file`` or as the body; all of it or nothing."""
     session = _live(session_id)
     wants_json = "file" not in request.FILES if request.method == "POST" else True
@@ -224,7 +230,7 @@ def import_calls(request, session_id: str):
         return _import_answer(request, wants_json, None, "No such inspector session: it does not exist, has expired, or was deleted.", 404)
     try:
         upload = request.FILES.get("file")
-        if upload is not None and upload.size > MAX_IMPORT_BYTES:
+        if upload is not None and (upload.size or 0) > MAX_IMPORT_BYTES:
             raise importing.ImportRefused(f"The file takes {upload.size:,} bytes; at most {MAX_IMPORT_BYTES:,} are read.")
         raw = upload.read() if upload is not None else request.body
         calls = importing.parse(raw.decode("utf-8", "replace"))
@@ -246,18 +252,18 @@ def import_calls(request, session_id: str):
     return HttpResponseRedirect(reverse("inspect-session", args=[session.id]) + "#calls")
 
 
-def _import_answer(request, wants_json: bool, session: Session | None, message: str, status: int):
+def _import_answer(request: HttpRequest, wants_json: bool, session: Session | None, message: str, status: int) -> HttpResponse:
     if wants_json:
         kind = "not_found_error" if status == 404 else "request_too_large" if status == 413 else "invalid_request_error"
         return JsonResponse(APIError(kind, message, status=status).body(), status=status)
     if session is None:
         return _gone(request)
-    return error_page(request, status, "The file was not imported", message + " Nothing of it was imported.",
+    return _error(request, status, "The file was not imported", message + " Nothing of it was imported.",
                       back=reverse("inspect-session", args=[session.id]))
 
 
 @require_POST
-def delete(request, session_id: str):
+def delete(request: HttpRequest, session_id: str) -> HttpResponse:
     Session.objects.filter(id=session_id[:32]).delete()
     proxy.forget_session(session_id)
     return HttpResponseRedirect(reverse("inspect"))
@@ -273,17 +279,17 @@ def _as_django(out: proxy.Outgoing) -> HttpResponse | StreamingHttpResponse:
     return resp
 
 
-def proxy_view(api_path: str):
+def proxy_view(api_path: str) -> Callable[..., Coroutine[Any, Any, HttpResponseBase]]:
     """The recording proxy through Django's request cycle (its test client, a server other than explainer.asgi's);
     under Daphne, ``proxy.asgi_app`` serves these paths with the same core, ahead of Django."""
     @csrf_exempt
-    async def view(request, session_id: str, rest: str | None = None):
+    async def view(request: HttpRequest, session_id: str, rest: str | None = None) -> HttpResponseBase:
         try:
             body = request.body if request.method == "POST" else b""
         except RequestDataTooBig:
             return _as_django(proxy.error(proxy.too_large()))
         headers = {k.lower(): v for k, v in request.headers.items()}
-        call = proxy.Incoming(request.method, api_path if rest is None else "/v1/" + rest, request.META.get("QUERY_STRING", ""), headers, body)
+        call = proxy.Incoming(request.method or "POST", api_path if rest is None else "/v1/" + rest, request.META.get("QUERY_STRING", ""), headers, body)
         del headers
         return _as_django(await proxy.handle(session_id, call))
     return view

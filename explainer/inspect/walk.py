@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
 from explainer.inspect.analysis import history_changes, total_input
+from explainer.inspect.jsonish import obj
 from explainer.inspect.prefix import Breakpoint, breakpoints
 from explainer.inspect.record import KEY_HEADERS, KEY_MASK
 from explainer.lifecycle.pricing import cost
@@ -142,7 +143,7 @@ def _block_text(b: Mapping[str, Any]) -> str:
             return " ".join(str(x.get("text", "")) for x in c if isinstance(x, dict) and x.get("type") == "text")
         return "" if c is None else str(c)
     if kind in ("image", "document"):
-        src = b.get("source") if isinstance(b.get("source"), dict) else {}
+        src = obj(b.get("source"))
         size = f"{src['width']}×{src['height']}, " if "width" in src and "height" in src else ""
         n = src.get("bytes")
         return f"{src.get('media_type', kind)}, {size}{n:,} bytes (not recorded)" if isinstance(n, int) else str(src.get("media_type", kind))

@@ -90,6 +90,7 @@ def test_a_har_keeps_its_messages_entries():
     ('{"log": {"entries": [{"request": {"url": 5}}]}}', "Entry 1 of the HAR file has no request URL"),
     ('{"log": {"entries": [{"request": {"url": "https://a/v1/messages", "postData": {"text": "{x"}}}]}}', "Entry 1 of the HAR file (/v1/messages): its request body is not JSON"),
     ('{"log": {"entries": []}}', "no call to /v1/messages"),
+    ('{"request": {"model": "m"}, "response": {"type": "message"}}\n{"n": ' + "9" * 5000 + "}\n", "Line 2 is not JSON that can be read here"),
     ("", "empty"),
 ])
 def test_a_bad_file_is_refused_with_one_sentence_naming_where(text, words):

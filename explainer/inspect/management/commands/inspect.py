@@ -1,6 +1,8 @@
 """``manage.py inspect new``: start an inspector session and print its base URL (the last line), for scripts."""
+from typing import Any
+
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from explainer.inspect.models import Session
 
@@ -10,10 +12,10 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8000"  # where `manage.py runserver` listens
 class Command(BaseCommand):
     help = "Inspector sessions: `new` starts one and prints its base URL (point ANTHROPIC_BASE_URL at it)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("action", choices=["new"])
 
-    def handle(self, *args, **opts):
+    def handle(self, *args: Any, **opts: Any) -> None:
         if opts["action"] != "new":
             raise CommandError("Only `new` is known.")
         session = Session.objects.create()
