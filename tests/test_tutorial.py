@@ -12,6 +12,7 @@ from explainer.stages.pages.tools import OWN_EXAMPLE
 from explainer.stages.registry import STAGES
 from explainer.stages.runs import codec, engine, run_of
 from explainer.tutorial.lessons import DATA, LessonDataError, by_id, lessons, load
+from tests.urls import stage_data
 
 POSTGRES = [{"role": "user", "content": "What is a PostgreSQL index?"}]
 OWN_TOOL = {"name": "lookup_index", "description": "Look up the indexes of a table.",
@@ -261,6 +262,18 @@ def test_cache_hit(client):
 def test_own_tool_loop(client):
     mine = Scenario(tools=[OWN_TOOL])
     assert check(client, "own-tool", mine, tool="own")["done"] is True
+    # as the form sends it from the lesson's start: the article's question, with the learner's tool
+    article = Scenario(messages=[{"role": "user", "content": "Did my etl_pipeline DAG run today?"}], tools=[OWN_TOOL])
+    done = check(client, "own-tool", article, tool="own")
+    a = stage_data(client, "tools", article, tool="own")["tools-attention"]
+    assert done["done"] is True and "valid JSON under your schema" in done["message"]
+    assert (f"the head that looks most at “etl_pipeline” (layer {a['layer']}, head {a['head']}) gave it {a['share_pct']}% "
+            f"of its attention, {a['even_pct']}% if spread evenly") in done["message"]  # the page's figures, not the check's own
+    assert ("the argument is not that name" in done["message"]) != a["copied"]
+    # a tool with no input to write: nothing to trace, so the picture has no figure to report
+    bare = dict(OWN_TOOL, input_schema={"type": "object", "properties": {}})
+    empty = check(client, "own-tool", Scenario(tools=[bare]), tool="own")
+    assert empty["done"] is False and "no value to trace" in empty["message"]
     assert check(client, "own-tool", mine, tool="own", choice="any")["done"] is True
     assert check(client, "own-tool", mine)["done"] is False  # the demo tool
     text = check(client, "own-tool", mine, tool="own", choice="auto")

@@ -8,6 +8,7 @@ in a table of answers: every condition is computed from the real run.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, fields
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from explainer.lifecycle import frames as fr
 from explainer.lifecycle import lru
+from explainer.lifecycle.demo_tools import validate_input
 from explainer.lifecycle.scenario import Scenario
 from explainer.llm.generate import step_banned
 from explainer.llm.sampling import SamplingParams, distribution, draw
@@ -268,7 +270,10 @@ def cache_hit(lesson, page, ctx) -> Verdict:
 # ---- tools -------------------------------------------------------------------------------------------------
 
 def own_tool_loop(lesson, page, ctx) -> Verdict:
-    """The learner's own tool (not the form's example) was called, and both requests of the loop ran."""
+    """The learner's own tool (not the form's example) was called with input that validates against its schema,
+    both requests of the loop ran, and the page measured where the model looked while it wrote that input.
+    Nothing asks the model to copy the question's identifier: the bundled model was never trained on tool calls,
+    so the verdict reports the share it gave it, whatever that is."""
     if not ctx["own"]:
         return Verdict(False, f"The page shows the demo tool {ctx['tool_name']}. Define your own with the form “Your own tool”.")
     name = ctx["tool_name"]
@@ -283,11 +288,25 @@ def own_tool_loop(lesson, page, ctx) -> Verdict:
     if ctx["stop1"] != "tool_use":
         return Verdict(False, f"With tool_choice {ctx['choice']} the model answered in text (stop_reason {ctx['stop1']}). "
                               "Pick tool or any.")
+    problem = validate_input(page.scenario.tools[0]["input_schema"], ctx["call"]["input"])
+    if problem is not None:  # constrained decoding makes this impossible; a check that passed it would hide a bug
+        return Verdict(False, f"The call's input does not validate against your schema: {problem}")
     filled = ctx["filled"]
     if not all(filled):
         return Verdict(False, f"The loop stopped after step {filled.index(False)} of {len(filled)}.")
-    return Verdict(True, f"The model called {name} (stop_reason “tool_use”), and the second request, carrying the tool_result, "
-                         f"came back with stop_reason “{ctx['stop2']}”.")
+    a = ctx["attention"]
+    if a["reason"]:
+        return Verdict(False, f"{a['reason']} Give your tool a property, so the model has an argument to write.")
+    call = _q(json.dumps(ctx["call"]["input"], ensure_ascii=False, separators=(",", ":")))
+    if a["identifier"]:
+        looked = (f"While it wrote it, the head that looks most at {_q(a['identifier'])} (layer {a['layer']}, head {a['head']}) "
+                  f"gave it {a['share_pct']}% of its attention, {a['even_pct']}% if spread evenly"
+                  + (": the argument is that name." if a["copied"] else ": the argument is not that name."))
+    else:
+        looked = (f"The question names no identifier, so the page measured the question as a whole: layer {a['layer']}, "
+                  f"head {a['head']} gave it {a['share_pct']}% of its attention.")
+    return Verdict(True, f"The model called {name} with {call}, valid JSON under your schema (stop_reason “tool_use”), and the "
+                         f"second request, carrying the tool_result, came back with stop_reason “{ctx['stop2']}”. {looked}")
 
 
 # ---- recap -------------------------------------------------------------------------------------------------
