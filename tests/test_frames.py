@@ -63,7 +63,8 @@ def test_every_tag_is_a_named_constant():
     tags = _tags(fs.json_schema())
     assert tags <= names
     # a prefix, and the channel layer's messages between a room's sockets (never sent to a browser)
-    assert names - tags == {fr.EXPLAINER_PREFIX, fr.ROOM_FRAME, fr.PRESENCE, fr.PRESENCE_QUERY, fr.GUESS_IN}
+    assert names - tags == {fr.EXPLAINER_PREFIX, fr.ROOM_FRAME, fr.PRESENCE, fr.PRESENCE_QUERY, fr.GUESS_IN,
+                            fr.ASK_IN, fr.ASK_TAKEN, fr.ASK_REFUSED, fr.ASK_DONE}
 
 
 def test_the_schema_refuses_what_the_declarations_do_not_say():

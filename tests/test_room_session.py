@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from explainer.lifecycle import frames as fr
 from explainer.lifecycle.errors import APIError
 from explainer.rooms import session as rules
 from explainer.rooms.session import ME, PRESENTERS, ROOM, RoomSession
@@ -447,3 +448,60 @@ def test_the_class_score_counts_accuracy_and_names_only_when_asked():
     with pytest.raises(APIError, match="on, names: true or false"):
         p.control("score", {"on": "yes"})
 
+
+
+# ---- "Everyone asks" ---------------------------------------------------------------------------------
+
+def _asking_class(*sids):
+    p = presenter(*sids)
+    p.label_prefix = "room:ABC234:srcP"
+    p.open_ask()
+    return p
+
+
+def test_a_hidden_question_is_only_counted_from_then_on():
+    p = _asking_class("s1", "s2")
+    for ch, text in (("s1", "What is <b>a token</b>?"), ("s2", "Why 529?")):
+        taken = p.ask_in(1, ch, ch, None, text)
+        assert taken[0].to == ch and taken[0].frame["type"] == fr.ASK_TAKEN
+    p.hide_question(1)
+    later = [o.frame for o in p.take_questions() + p.send_ask() + p.take_questions()]
+    assert all("token</b>" not in repr(f) for f in later)
+    assert later[0]["hidden"] == 1 and [q["text"] for q in later[0]["questions"]] == ["Why 529?"]
+    assert p.ask.names() == {1: "Q1", 2: "Q2"}
+
+
+def test_one_question_per_student_and_a_round_s_size(monkeypatch):
+    from explainer.rooms import asking
+    monkeypatch.setattr(asking, "MAX_QUESTIONS", 2)
+    p = _asking_class("s1", "s2", "s3")
+    p.ask_in(1, "s1", "sid1", None, "one?")
+    again = p.ask_in(1, "s1b", "sid1", None, "another?")  # the same student, from a new socket: their first question stands
+    assert again[0].to == "s1b" and again[0].frame["text"] == "one?" and again[0].frame["qid"] == 1
+    p.ask_in(1, "s2", "sid2", None, "two?")
+    full = p.ask_in(1, "s3", "sid3", None, "three?")
+    assert full[0].frame == {"type": fr.ASK_REFUSED, "round": 1, "message": "This round is full (2 questions): wait for the next one."}
+
+
+def test_the_timeline_shows_the_class_s_rows_and_others_only_anonymously():
+    p = _asking_class("s1", "s2")
+    p.ask_in(1, "s1", "s1", "Ada", "q1?")
+    p.ask_in(1, "s2", "s2", None, "q2?")
+    p.send_ask()
+    p.ask.t0 = 10.0
+
+    def req(i, label):
+        return {"id": i, "label": label, "prompt_tokens": 9, "kv_reserved": 100, "queued": 10.1, "admitted": 10.1,
+                "first_step": 10.2, "left": None, "tokens": 3, "reason": None}
+    record = {"max_batch": 32, "kv_budget_bytes": 1000, "kv_used_bytes": 0, "kv_peak_bytes": 0, "queued": 0, "n_steps": 9,
+              "requests": [req(5, "room:ABC234:srcP:1:1"), req(6, "room:ABC234:srcP:1:2"), req(7, "someone's secret label"),
+                           req(8, "room:ABC234:srcP:0:1"), req(9, "room:OTHER1:srcQ:1:1")],
+              "steps": [{"index": 0, "start": 10.2, "end": 10.3, "rows": [5, 7], "kv_bytes": 300},
+                        {"index": 1, "start": 10.3, "end": 10.4, "rows": [5, 6, 7], "kv_bytes": 300},
+                        {"index": 2, "start": 10.4, "end": 10.5, "rows": [8, 9], "kv_bytes": 300}]}
+    (out,) = p.timeline(record, done=False)
+    t = out.frame
+    assert t["highlight"] == [5, 6] and t["names"] == {"5": "Q1 · Ada", "6": "Q2"}
+    assert [s["index"] for s in t["steps"]] == [0, 1]  # a step with none of the class's rows is not the class's story
+    assert {r["id"] for r in t["requests"]} == {5, 6, 7} and all(r["label"] == "" for r in t["requests"])
+    assert t["steps"][0]["start"] == pytest.approx(0.2) and "secret" not in repr(t)

@@ -83,6 +83,11 @@ ROOM_RESULT: Final = "room.result"  # to one student after a reveal: their own g
 ROOM_SCORE: Final = "room.score"  # to the presenters: the class score, when the presenter turned it on
 ROOM_ENDED: Final = "room.ended"
 ROOM_INTERRUPTED: Final = "room.interrupted"
+ROOM_ASK: Final = "room.ask"  # "Everyone asks": a round opened, its questions were sent to the model, or it closed
+ROOM_ASKED: Final = "room.asked"  # to one student: the question the room took from them for this round
+ROOM_REPLY: Final = "room.reply"  # to one student: their own reply (start, each token, end)
+ROOM_QUESTIONS: Final = "room.questions"  # to the presenters: the round's questions that are not hidden
+ROOM_TIMELINE: Final = "room.timeline"  # to the presenters: the scheduler's steps that served the class's requests
 
 # ws/rooms/<code>/ from the browser: a presenter's commands, and a student's
 AUTH: Final = "auth"
@@ -98,6 +103,8 @@ STOP: Final = "stop"
 END: Final = "end"
 NICKNAME: Final = "nickname"
 SCORE: Final = "score"  # a presenter's: show the class score (on) or hide it
+ASK: Final = "ask"  # a presenter's "Everyone asks": {"op": "open" | "send" | "close" | "hide", "qid"}
+QUESTION: Final = "question"  # a student's question for the open round: {"text"}
 PRESENTER_COMMANDS: Final = (STATE, RUN, PAUSE, PLAY, STEP, PACE, GUESS, REVEAL, STOP, END, SCORE)
 
 # Messages between the sockets of one room, through the channel layer: never sent to a browser
@@ -106,6 +113,10 @@ ROOM_FRAME: Final = "room.frame"  # a room frame for the receiving sockets to pa
 PRESENCE: Final = "presence"  # a student joined, renamed or left
 PRESENCE_QUERY: Final = "presence.query"  # a presenter asks who is here
 GUESS_IN: Final = "guess.in"  # a student's guess, for the presenters
+ASK_IN: Final = "ask.in"  # a student's checked question, for the presenters
+ASK_TAKEN: Final = "ask.taken"  # a presenter took it: its number in the round, its label in the scheduler's record
+ASK_REFUSED: Final = "ask.refused"  # a presenter refused it (the round is full, or not open now)
+ASK_DONE: Final = "ask.done"  # a student's reply ended (or could not start), for the presenters
 
 
 def is_explainer(frame: Mapping[str, Any]) -> bool:

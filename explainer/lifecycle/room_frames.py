@@ -264,10 +264,131 @@ class RoomInterrupted(TypedDict):
     retry_after: int
 
 
+# -- "Everyone asks" (issue 23, item 4): each student asks the model one question of their own; the presenter sends
+# them all at once, each phone streams its own reply, and the projector shows the class's requests sharing the
+# model's decode steps (explainer/rooms/asking.py).
+
+
+@with_config(CLOSED)
+class RoomAsk(TypedDict):
+    """A round of "Everyone asks": ``open`` (phones show a question box of ``max_chars``), ``sent`` (the ``count`` questions went to the model together: each phone with one
+    streams its reply) or ``closed``."""
+    type: Literal["room.ask"]
+    phase: Literal["open", "sent", "closed"]
+    round: int
+    max_chars: NotRequired[int]
+    count: NotRequired[int]
+    seq: NotRequired[int]
+    src: NotRequired[str]
+
+
+@with_config(CLOSED)
+class RoomAsked(TypedDict):
+    type: Literal["room.asked"]
+    round: int
+    text: str
+
+
+@with_config(CLOSED)
+class RoomReplyStart(TypedDict):
+    type: Literal["room.reply"]
+    phase: Literal["start"]
+    round: int
+    input_tokens: int
+    model: str
+
+
+@with_config(CLOSED)
+class RoomReplyToken(TypedDict):
+    type: Literal["room.reply"]
+    phase: Literal["token"]
+    round: int
+    index: int
+    piece: str
+
+
+@with_config(CLOSED)
+class RoomReplyEnd(TypedDict):
+    """The reply ended (``stop_reason``, ``output_tokens``), or could not run (``error``: a full server is the
+    API's ``overloaded_error``, its 529)."""
+    type: Literal["room.reply"]
+    phase: Literal["end"]
+    round: int
+    stop_reason: NotRequired[str | None]
+    output_tokens: NotRequired[int]
+    error: NotRequired[ErrorDetail]
+
+
+@with_config(CLOSED)
+class AskQuestion(TypedDict):
+    """A question on the presenter's screen: who asked (a nickname, or None) and how its reply is doing."""
+    qid: int
+    name: str | None
+    text: str
+    status: Literal["waiting", "answering", "done", "left", "busy", "failed"]
+    tokens: int
+
+
+@with_config(CLOSED)
+class RoomQuestions(TypedDict):
+    """The round's questions for the presenter's (projected) screen. A question the presenter hid is never in
+    it again: only counted in ``hidden``."""
+    type: Literal["room.questions"]
+    round: int
+    phase: Literal["open", "sent", "closed"]
+    questions: list[AskQuestion]
+    hidden: int
+    asked: int  # questions taken this round, hidden ones included
+    connected: int
+    max_questions: int
+
+
+@with_config(CLOSED)
+class TimelineStep(TypedDict):
+    """A decode step of the model's scheduler: when it ran (seconds from the round's start), the requests it served."""
+    index: int
+    start: float
+    end: float
+    rows: list[int]
+    kv_bytes: int
+
+
+@with_config(CLOSED)
+class TimelineRequest(TypedDict):
+    """A request in the scheduler's record (times in seconds from the round's start). The label is always empty:
+    the class's requests are named in ``names``, and other users' are anonymous."""
+    id: int
+    label: str
+    prompt_tokens: int
+    kv_reserved: int
+    queued: float
+    admitted: float | None
+    first_step: float | None
+    left: float | None
+    tokens: int
+    reason: str | None
+
+
+@with_config(CLOSED)
+class RoomTimeline(TypedDict):
+    """The Serving timeline of a round: the steps that served at least one of the class's requests, the class's
+    requests (``highlight``, named in ``names`` by id) and any other request that shared those steps."""
+    type: Literal["room.timeline"]
+    round: int
+    done: bool
+    max_batch: int
+    kv_budget_bytes: int | None
+    steps: list[TimelineStep]
+    requests: list[TimelineRequest]
+    highlight: list[int]
+    names: dict[str, str]
+
+
 RoomRun = RoomRunStart | RoomRunEnd
 RoomFrame = (RoomHello | RoomState | RoomRunStart | RoomRunEnd | RoomToken | RoomReady | RoomGuess | RoomReveal
              | RoomCatchup | RoomGuessed | RoomMode | RoomStudents | RoomTally | RoomAnswers | RoomNickname | RoomEnded
-             | RoomInterrupted | RoomResult | RoomScore | Error)
+             | RoomInterrupted | RoomResult | RoomScore | RoomAsk | RoomAsked | RoomReplyStart | RoomReplyToken
+             | RoomReplyEnd | RoomQuestions | RoomTimeline | Error)
 
 # -- ws/rooms/<code>/ from the browser (the consumer checks each field and says what is wrong)
 
@@ -325,4 +446,20 @@ class Nickname(TypedDict):
     name: str | None
 
 
-RoomCommand = Auth | ShowState | StartRun | Pace | Control | Guess | Nickname | ScoreCommand
+@with_config(CLOSED)
+class AskCommand(TypedDict):
+    """A presenter's "Everyone asks": open a round, send its questions to the model, close it, or hide question ``qid``
+    from the projector."""
+    type: Literal["ask"]
+    op: Literal["open", "send", "close", "hide"]
+    qid: NotRequired[int]
+
+
+@with_config(CLOSED)
+class Question(TypedDict):
+    """A student's question for the open round."""
+    type: Literal["question"]
+    text: str
+
+
+RoomCommand = Auth | ShowState | StartRun | Pace | Control | Guess | Nickname | ScoreCommand | AskCommand | Question

@@ -29,10 +29,21 @@ Every broadcast frame carries ``seq`` (consecutive per presenter connection ``sr
 client can tell that nothing was lost or reordered. The frames both ways are declared in
 explainer/lifecycle/room_frames.py (``RoomFrame``, ``RoomCommand``).
 
+    room.ask       "Everyone asks": a round opened (phones show a question box), was sent, or closed
+    room.asked     (student only) the question the room took from this student for the round
+    room.reply     (student only) this student's own reply to their question: start, each token, end
+    room.questions (presenter only) the round's questions, without the ones the presenter hid
+    room.timeline  (presenter only) the model scheduler's steps that served the class's requests
+
 Frames from a presenter: auth, state {href}, run {pace_ms?, mode?, href?} (with href: the stage to show, and
 whose scenario runs, as "state" would set it first), pause, play, step, pace {pace_ms},
-guess, reveal, stop, end. From a student: guess {text}, nickname {name} (optional, never required;
-checked by rooms.clean_nickname, kept in this socket's memory only, at most NICKNAME_CHANGES per minute).
+guess, reveal, stop, end, ask {op: open | send | close | hide, qid?}. From a student: guess {text},
+nickname {name} (optional, never required; checked by rooms.clean_nickname, kept in this socket's memory
+only, at most NICKNAME_CHANGES per minute), question {text} (one per round, checked by rooms.clean_question).
+
+"Everyone asks" (asking.py): each student's question runs on that student's own socket, labelled in the
+model scheduler's record, so its reply reaches that phone only and stops when the phone goes; the
+presenter's socket reads the scheduler's record for the projector's timeline.
 
 The rules (pacing, guesses, tallies, answer counts, who is here, catching up) are
 session.RoomSession's; this module is the transport: the checks of every frame
@@ -60,14 +71,14 @@ from explainer.lifecycle import room_frames as rf
 from explainer.lifecycle.errors import APIError
 from explainer.lifecycle.gateway import OpenCounts
 from explainer.lifecycle.payload import parse_request
-from explainer.lifecycle.scenario import ScenarioError
-from explainer.rooms import rooms
+from explainer.lifecycle.scenario import Scenario, ScenarioError
+from explainer.rooms import asking, rooms
 from explainer.rooms.layer import CLOSE_INTERRUPTED, GuardedLayer, LayerDown, interrupted_frame, layer_health, refuse_interrupted
 from explainer.rooms.models import Room
 from explainer.rooms.session import MAX_PACE_MS, ME, PRESENTERS, ROOM, Out, RoomSession
 from explainer.stages.runs import check_model
 from explainer.web.middleware import RETRY_AFTER_S, UNAVAILABLE, database_unavailable
-from explainer.web.runner import call, run_events
+from explainer.web.runner import call, get_engine, request_timeout, run_events
 from explainer.web.sockets import CLOSE_TRY_AGAIN_LATER, JsonFrameConsumer
 
 log = logging.getLogger(__name__)
@@ -167,11 +178,13 @@ class RoomConsumer(JsonFrameConsumer):
             return
         self.interrupted = True
         layer_health().report(exc)
-        if cancel := getattr(self, "cancel", None):
-            cancel.set()  # the engine stops generating for a room that cannot hear it
-        run_task = getattr(self, "run_task", None)
-        if run_task and run_task is not asyncio.current_task():
-            run_task.cancel()
+        for cancel in (getattr(self, "cancel", None), getattr(self, "reply_cancel", None)):
+            if cancel is not None:
+                cancel.set()  # the engine stops generating for a room that cannot hear it
+        for name in ("run_task", "reply_task"):
+            task = getattr(self, name, None)
+            if task and task is not asyncio.current_task():
+                task.cancel()
         if not self.accepted:
             await self.accept()
         await self.send_json(interrupted_frame())
@@ -182,13 +195,17 @@ class RoomConsumer(JsonFrameConsumer):
     async def connect(self):
         self.room: Room | None = None
         self.session = RoomSession(self.channel_name, secrets.token_hex(4), clean_nickname=rooms.clean_nickname,
-                                   sid=_student_id(self.scope))
+                                   sid=_student_id(self.scope), clean_question=rooms.clean_question)
         self.run_task: asyncio.Task | None = None
         self.cancel = threading.Event()  # the running engine's stop flag
         self.wake = asyncio.Event()      # the presenter did something the held token may be waiting for
         self.count_task: asyncio.Task | None = None
         self.tally_task: asyncio.Task | None = None
         self.countdown_task: asyncio.Task | None = None
+        self.questions_task: asyncio.Task | None = None  # a presenter's: the round's questions, debounced
+        self.timeline_task: asyncio.Task | None = None   # a presenter's: the round's timeline while replies stream
+        self.reply_task: asyncio.Task | None = None      # a student's: their own reply
+        self.reply_cancel = threading.Event()
         cap = settings.EXPLAINER_ROOM_SOCKETS_PER_ADDRESS
         if not await self.accept_counted(open_room_sockets, cap, APIError(
                 "rate_limit_error", f"Too many room connections from this address (at most {cap}); try again later.")):
@@ -207,6 +224,7 @@ class RoomConsumer(JsonFrameConsumer):
             await self.close(CLOSE_NOT_FOUND)
             return
         self.room = room
+        self.session.label_prefix = f"room:{room.code}:{self.session.src}"
         self.group = f"room.{room.code}"
         self.presenters = f"room.{room.code}.presenters"
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -228,7 +246,9 @@ class RoomConsumer(JsonFrameConsumer):
         if self.room is None:
             return
         self.cancel.set()
-        for task in (self.run_task, self.count_task, self.tally_task, self.countdown_task):
+        self.reply_cancel.set()  # a student who leaves mid-reply: the engine drops their row at its next step
+        for task in (self.run_task, self.count_task, self.tally_task, self.countdown_task, self.questions_task,
+                     self.timeline_task, self.reply_task):
             if task:
                 task.cancel()
         await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -244,8 +264,11 @@ class RoomConsumer(JsonFrameConsumer):
                 await self.send_json(out.frame)
                 continue
             group = {ROOM: self.group, PRESENTERS: self.presenters}.get(out.to)
-            if out.kind is None:  # a message for the sessions of other sockets
-                await self.channel_layer.group_send(group, out.frame)
+            if out.kind is None:  # a message for the sessions of other sockets (a group's, or one socket's)
+                if group is not None:
+                    await self.channel_layer.group_send(group, out.frame)
+                else:
+                    await self.channel_layer.send(out.to, out.frame)
                 continue
             message = {"type": fr.ROOM_FRAME, "text": json.dumps(out.frame, ensure_ascii=False), "kind": out.kind,
                        "index": out.index}
@@ -287,6 +310,12 @@ class RoomConsumer(JsonFrameConsumer):
             return await self.deliver(self.session.send_guess(frame.get("text")))
         if kind == fr.NICKNAME:
             return await self.deliver(self.session.set_nickname(frame.get("name"), time.monotonic()))
+        if kind == fr.QUESTION:
+            return await self.deliver(self.session.send_question(frame.get("text")))
+        if kind == fr.ASK:
+            if role != "presenter":
+                raise APIError("permission_error", f"Only the presenter can send “{kind}”.")
+            return await self._ask(frame)
         if kind in fr.PRESENTER_COMMANDS:
             if role != "presenter":
                 raise APIError("permission_error", f"Only the presenter can send “{kind}”.")
@@ -415,6 +444,83 @@ class RoomConsumer(JsonFrameConsumer):
             except TimeoutError:
                 pass
 
+    # ---- "Everyone asks" ----------------------------------------------------------------------------
+
+    async def _ask(self, frame: dict) -> None:
+        """The presenter's round: open, send (the class's questions start together), close, hide a question."""
+        await database_sync_to_async(rooms.touch)(self.room)
+        s = self.session
+        scheduler = get_engine().scheduler
+        if frame.get("op") == "send" and s.ask is not None and s.ask.phase == "open":
+            # the round's start in the scheduler's clock, before any student's request can join it
+            s.ask.t0 = scheduler.now() if scheduler is not None else None
+        await self.deliver(s.ask_command(frame))
+        if frame.get("op") == "send" and scheduler is not None:
+            if self.timeline_task is not None:
+                self.timeline_task.cancel()
+            self.timeline_task = asyncio.create_task(self._watch_round(s.ask, scheduler))
+
+    async def _watch_round(self, rnd: asking.AskRound, scheduler) -> None:
+        """The projector's timeline of a sent round: redrawn while its replies stream, then once more when every
+        one of its requests has left the scheduler (or the request time limit has passed)."""
+        s, loop = self.session, asyncio.get_running_loop()
+        deadline = loop.time() + (request_timeout() or 120) + 10
+        settle = 10  # looks, after the last reply ended, for its request to leave the record
+        while s.ask is rnd and loop.time() < deadline:
+            record = await asyncio.to_thread(scheduler.record, rnd.t0)
+            answering = rnd.answering
+            frames = s.timeline(record, done=False)
+            if not answering and (settle <= 0 or _all_left(frames)):
+                break
+            settle -= 0 if answering else 1
+            await self.deliver(frames)
+            await asyncio.sleep(asking.TIMELINE_EVERY_S)
+        if s.ask is rnd:
+            record = await asyncio.to_thread(scheduler.record, rnd.t0)
+            await self.deliver(s.timeline(record, done=True))
+
+    def _questions_soon(self) -> None:
+        s = self.session
+        self.questions_task = self._soon(self.questions_task, lambda: s.questions_unsent, s.take_questions, s.questions_delay())
+
+    async def _reply(self, q) -> None:
+        """A student's own question, run as a Messages request (the bundled model, the default parameters); its
+        reply streams to this socket only. Cancelled with the socket."""
+        session, cancel = self.session, self.reply_cancel
+        try:
+            scenario = Scenario(messages=[{"role": "user", "content": q.text}], max_tokens=asking.ASK_MAX_TOKENS)
+            req = parse_request(scenario.request_body())
+            async for ev in run_events(req, scenario.seed, cancel, keep=_reply_kept, label=q.label):
+                await self.deliver(session.reply_event(q, ev))
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        except LayerDown as exc:
+            cancel.set()
+            await self.interrupt(exc)
+        except Exception:
+            log.exception("a student's reply failed")
+            try:
+                await self.deliver(session.reply_failed(q))
+            except LayerDown as exc:
+                await self.interrupt(exc)
+
+    async def ask_in(self, event: dict) -> None:
+        await self.deliver(self.session.ask_in(event.get("round"), event["ch"], event.get("sid"), event.get("name"),
+                                               event["text"]))
+        self._questions_soon()
+
+    async def ask_taken(self, event: dict) -> None:
+        await self.deliver(self.session.ask_taken(event.get("round"), event.get("qid"), event.get("label", ""),
+                                                  event.get("text", "")))
+
+    async def ask_refused(self, event: dict) -> None:
+        await self.deliver(self.session.ask_refused(event.get("round"), event.get("message", "")))
+
+    async def ask_done(self, event: dict) -> None:
+        if self.session.ask_done(event.get("round"), event.get("qid"), event.get("status"), event.get("tokens")):
+            self._questions_soon()
+
     # ---- messages from the channel layer -------------------------------------------------------
 
     async def room_frame(self, event: dict) -> None:
@@ -423,6 +529,9 @@ class RoomConsumer(JsonFrameConsumer):
         await self.send(text_data=event["text"])
         if kind == "ended":
             await self.close(CLOSE_ENDED)
+        elif kind == "ask_sent" and (q := self.session.question_to_run(event.get("index"))) is not None:
+            self.reply_cancel = threading.Event()
+            self.reply_task = asyncio.create_task(self._reply(q))
 
     async def presence(self, event: dict) -> None:
         s = self.session
@@ -430,6 +539,8 @@ class RoomConsumer(JsonFrameConsumer):
             return
         await self.deliver(s.presence(event["op"], event["ch"], event.get("name"), event.get("sid")))
         self.count_task = self._soon(self.count_task, lambda: s.roster_unsent, s.take_roster, ROSTER_DELAY_S)
+        if s.questions_unsent:  # a student left while their reply streamed
+            self._questions_soon()
 
     async def presence_query(self, event: dict) -> None:
         await self.deliver(self.session.presence_query())
@@ -438,3 +549,21 @@ class RoomConsumer(JsonFrameConsumer):
         s = self.session
         if s.guess_in(event.get("index"), event["ch"], event["text"], event.get("sid")):
             self.tally_task = self._soon(self.tally_task, lambda: s.tally_unsent, s.take_tally, s.tally_delay())
+
+
+_REPLY_EVENTS = frozenset({fr.PROMPT, fr.TOKEN, fr.DONE})
+
+
+def _reply_kept(event: dict) -> bool:
+    """The engine events a student's reply needs (the API's stream events stay in the engine's thread)."""
+    return event["type"] in _REPLY_EVENTS
+
+
+def _all_left(frames: list[Out]) -> bool:
+    """Whether every one of the class's requests in a timeline frame has left the scheduler."""
+    for out in frames:
+        t = out.frame
+        ids = set(t["highlight"])
+        if any(r["left"] is None for r in t["requests"] if r["id"] in ids):
+            return False
+    return True

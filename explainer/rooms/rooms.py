@@ -26,6 +26,7 @@ from django.utils import timezone
 from explainer.lifecycle.gateway import FailureLimiter, Ticket
 from explainer.lifecycle.scenario import ScenarioError
 from explainer.llm.blocklist import find_blocked
+from explainer.rooms.asking import MAX_QUESTION_CHARS
 from explainer.rooms.models import Room
 from explainer.stages.registry import BY_SLUG
 from explainer.stages.runs import codec
@@ -255,19 +256,24 @@ class NicknameError(ValueError):
     pass
 
 
-def clean_nickname(raw) -> str | None:
-    """The nickname to show for what a student typed, or None for "no nickname" (an empty box).
+class QuestionError(ValueError):
+    pass
 
-    Spaces are trimmed and runs of them collapsed; anything else is refused with a message
-    (:class:`NicknameError`) rather than silently changed: control characters, bidi overrides
-    and other invisible characters, more than MAX_NICKNAME_CHARS characters, and words on the
-    project's blocklist (explainer/llm/blocklist.txt)."""
+
+def not_allowed(noun: str) -> str:
+    """What a student reads when the word list refuses their text: one sentence for nicknames and questions."""
+    return f"That {noun} is not allowed in a classroom. Please choose another one."
+
+
+def _clean_text(raw, noun: str, max_chars: int, error: type[ValueError]) -> str | None:
+    """What a student typed as it will be shown (spaces trimmed and collapsed), None for an empty box, or
+    ``error`` with the reason: the one check behind :func:`clean_nickname` and :func:`clean_question`."""
     if raw is None:
         return None
     if not isinstance(raw, str):
-        raise NicknameError(f"nickname: a text of at most {MAX_NICKNAME_CHARS} characters")
-    if len(raw) > _RAW_NICKNAME_LIMIT:
-        raise NicknameError(f"A nickname is at most {MAX_NICKNAME_CHARS} characters.")
+        raise error(f"{noun}: a text of at most {max_chars} characters")
+    if len(raw) > max(_RAW_NICKNAME_LIMIT, 4 * max_chars):
+        raise error(f"A {noun} is at most {max_chars} characters.")
     text = unicodedata.normalize("NFC", _SPACES.sub(" ", raw).strip())
     if not text:
         return None
@@ -276,15 +282,38 @@ def clean_nickname(raw) -> str | None:
         cat = unicodedata.category(ch)
         if cat[0] == "C" and ch not in _ALLOWED_FORMAT:
             # Cc control, Cf format (bidi overrides, zero-width marks), Cs lone surrogates, Co private use, Cn unassigned
-            raise NicknameError("A nickname cannot contain control characters or invisible formatting "
-                                f"(found U+{ord(ch):04X}).")
+            raise error(f"A {noun} cannot contain control characters or invisible formatting (found U+{ord(ch):04X}).")
         marks = marks + 1 if cat in ("Mn", "Me") else 0
         if marks > _MAX_MARKS_IN_A_ROW:
-            raise NicknameError("A nickname cannot stack that many accents on one letter.")
-    if len(text) > MAX_NICKNAME_CHARS:
-        raise NicknameError(f"A nickname is at most {MAX_NICKNAME_CHARS} characters (this one has {len(text)}).")
+            raise error(f"A {noun} cannot stack that many accents on one letter.")
+    if len(text) > max_chars:
+        raise error(f"A {noun} is at most {max_chars} characters (this one has {len(text)}).")
     # the word check sees the letters a projector shows: compatibility forms folded (ｆｕｌｌ-width → ASCII), joiners removed
     plain = unicodedata.normalize("NFKC", text).replace("\u200d", "")
     if find_blocked(plain):
-        raise NicknameError("That nickname is not allowed in a classroom. Please choose another one.")
+        raise error(not_allowed(noun))
+    return text
+
+
+def clean_nickname(raw) -> str | None:
+    """The nickname to show for what a student typed, or None for "no nickname" (an empty box).
+
+    Spaces are trimmed and runs of them collapsed; anything else is refused with a message
+    (:class:`NicknameError`) rather than silently changed: control characters, bidi overrides
+    and other invisible characters, more than MAX_NICKNAME_CHARS characters, and words on the
+    project's blocklist (explainer/llm/blocklist.txt)."""
+    return _clean_text(raw, "nickname", MAX_NICKNAME_CHARS, NicknameError)
+
+
+# ---- questions ("Everyone asks") --------------------------------------------------------------------
+#
+# A student's question goes to the model and, unless the presenter hides it, onto the projector: it is
+# checked exactly as a nickname is (the same function), only longer. Never stored.
+
+def clean_question(raw) -> str:
+    """A student's question as the projector and the model will see it, or :class:`QuestionError` with the reason
+    (an empty one included: a question is not optional once sent)."""
+    text = _clean_text(raw, "question", MAX_QUESTION_CHARS, QuestionError)
+    if text is None:
+        raise QuestionError("Type a question first.")
     return text

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from explainer.lifecycle import frames as fr
 from explainer.lifecycle import room_frames as rf
 from explainer.lifecycle.errors import APIError
+from explainer.rooms import asking
+from explainer.rooms.asking import MAX_QUESTION_CHARS, Asked, AskRound, MyQuestion
 
 DEFAULT_PACE_MS = 300
 MAX_PACE_MS = 2000    # as explainer.web.sockets.MAX_PACE_MS (not imported: that module loads Channels)
@@ -133,14 +135,25 @@ def _error(message: str, kind: str = "invalid_request_error") -> APIError:
     return APIError(kind, message)
 
 
+def _plain_question(raw) -> str:
+    if not isinstance(raw, str) or not raw.strip() or len(raw.strip()) > MAX_QUESTION_CHARS:
+        raise ValueError(f"text: a question of 1 to {MAX_QUESTION_CHARS} characters")
+    return raw.strip()
+
+
 class RoomSession:
-    def __init__(self, channel: str, src: str, clean_nickname: Callable[[object], str | None], sid: str | None = None):
+    def __init__(self, channel: str, src: str, clean_nickname: Callable[[object], str | None], sid: str | None = None,
+                 clean_question: Callable[[object], str] | None = None, label_prefix: str = "room"):
         """``channel``: this socket's name among the room's sockets. ``src``: the tag of this
         connection's broadcasts (their ``seq`` counts from 1 per src). ``clean_nickname``: the
         nickname to show for what a student sent (None: none), or ValueError with the reason.
         ``sid``: the student's id in this room's rounds, the same across their reconnections (a new
-        socket without one is its own student)."""
+        socket without one is its own student). ``clean_question``: a student's question as it will be
+        shown, or ValueError with the reason (by default: trimmed, at most MAX_QUESTION_CHARS).
+        ``label_prefix``: what names this room's requests in the model scheduler's record."""
         self.channel, self.src, self.clean_nickname = channel, src, clean_nickname
+        self.clean_question = clean_question or _plain_question
+        self.label_prefix = f"{label_prefix}:{src}"
         self.sid = sid or channel
         self.role = "student"
         # a student's
@@ -160,6 +173,11 @@ class RoomSession:
         self.deadline = 0.0             # when the held token goes while playing (monotonic seconds)
         self.guess: GuessRound | None = None
         self.snapshot: dict | None = None  # the current (or last) run so far, for students who join late
+        # "Everyone asks": a presenter's round, and a student's open round and question
+        self.ask: AskRound | None = None
+        self.ask_rounds = 0
+        self.ask_open: int | None = None  # (a student's) the round whose question box is open
+        self.question: MyQuestion | None = None
 
     # ---- a student ----------------------------------------------------------------------------
 
@@ -183,6 +201,12 @@ class RoomSession:
             self.guess_index = index
         elif kind in ("reveal", "run_end"):
             self.guess_index = None
+        elif kind == "ask_open":
+            self.ask_open = index
+            if self.question is not None and self.question.round != index:
+                self.question = None
+        elif kind in ("ask_sent", "ask_closed"):
+            self.ask_open = None
 
     def send_guess(self, text) -> list[Out]:
         """A student's guess (a choice, or typed) for the open step."""
@@ -241,10 +265,13 @@ class RoomSession:
             self.sids[ch] = sid if isinstance(sid, str) and sid else ch
             if ch not in self.students and self.snapshot is not None:
                 outs.append(self.catchup(ch))
+            if ch not in self.students:
+                outs += self.ask_catchup(ch)
             self.students[ch] = name if isinstance(name, str) else None
         else:
             self.students.pop(ch, None)
             self.sids.pop(ch, None)
+            self.ask_left(ch)
         self.roster_unsent = True
         return outs
 
@@ -308,10 +335,11 @@ class RoomSession:
 
     def broadcast(self, frame: dict, kind: str = "") -> Out:
         """A frame for every socket of the room, numbered (``seq`` per ``src``) and remembered for
-        students who join later."""
+        students who join later. Its ``index`` (a step; an ask round's ``round``) travels with it for
+        :meth:`heard`."""
         self._remember(frame)
         self.seq += 1
-        return Out(ROOM, {**frame, "seq": self.seq, "src": self.src}, kind=kind, index=frame.get("index"))
+        return Out(ROOM, {**frame, "seq": self.seq, "src": self.src}, kind=kind, index=frame.get("index", frame.get("round")))
 
     def _remember(self, frame: dict) -> None:
         """What a student who joins in the middle of a run needs to catch up."""
@@ -536,3 +564,217 @@ class RoomSession:
                             for sid, n in named.items()), key=lambda r: (-r["right"], r["name"].casefold()))[:BOARD_ROWS]
         return [Out(ME, rf.RoomScore(type=fr.ROOM_SCORE, on=sc.on, names=sc.names, rounds=sc.rounds,
                                      right=sum(sc.right.values()), answered=sum(sc.answered.values()), board=board))]
+
+    # ---- "Everyone asks" (asking.py): a student's side ---------------------------------------------------
+
+    def send_question(self, raw) -> list[Out]:
+        """A student's question for the open round: checked here (as a nickname is), then for the presenters to
+        take (``ask_in``). One per student per round. A refusal is the error envelope with ``"frame": "question"``."""
+        try:
+            if self.role != "student":
+                raise _error("Only students ask questions.")
+            if self.ask_open is None:
+                raise _error("No round of questions is open right now.")
+            if self.question is not None and self.question.round == self.ask_open:
+                raise _error("One question per round: yours is already in.")
+            try:
+                text = self.clean_question(raw)
+            except ValueError as exc:
+                raise _error(str(exc)) from None
+        except APIError as exc:
+            return [Out(ME, fr.Error(**exc.body(), frame=fr.QUESTION))]
+        self.question = MyQuestion(self.ask_open, text)
+        return [Out(PRESENTERS, {"type": fr.ASK_IN, "round": self.ask_open, "ch": self.channel, "sid": self.sid,
+                                 "name": self.nickname, "text": text})]
+
+    def ask_taken(self, round_, qid, label: str, text: str) -> list[Out]:
+        """A presenter took this student's question (``text``: the one it took, which after a reconnection may be
+        the one asked before it): it runs when the round is sent."""
+        q = self.question
+        if round_ != self.ask_open or (q is not None and q.round == round_ and q.qid is not None):
+            return []
+        self.question = MyQuestion(round_, text, qid, label)
+        return [Out(ME, rf.RoomAsked(type=fr.ROOM_ASKED, round=round_, text=text))]
+
+    def ask_refused(self, round_, message: str) -> list[Out]:
+        q = self.question
+        if q is None or q.round != round_ or q.qid is not None:
+            return []
+        self.question = None
+        return [Out(ME, fr.Error(type=fr.ERROR, error=fr.ErrorDetail(type="invalid_request_error", message=message),
+                                 frame=fr.QUESTION))]
+
+    def question_to_run(self, round_) -> MyQuestion | None:
+        """The round was sent: this student's question, if a presenter took it and it has not run yet."""
+        q = self.question
+        if q is None or q.round != round_ or q.qid is None or q.started:
+            return None
+        q.started = True
+        return q
+
+    def reply_event(self, q: MyQuestion, ev: dict) -> list[Out]:
+        """One engine event of this student's reply: their phone's frames, and at the end the presenters' ``ask.done``."""
+        kind = ev["type"]
+        if kind == fr.PROMPT:
+            return [Out(ME, rf.RoomReplyStart(type=fr.ROOM_REPLY, phase="start", round=q.round,
+                                              input_tokens=ev["input_tokens"], model=ev["model"]["served_by"]))]
+        if kind == fr.TOKEN:
+            return [Out(ME, rf.RoomReplyToken(type=fr.ROOM_REPLY, phase="token", round=q.round, index=ev["index"],
+                                              piece=ev.get("piece", "")))]
+        if kind == fr.DONE:
+            tokens = ev["usage"]["output_tokens"]
+            return [Out(ME, rf.RoomReplyEnd(type=fr.ROOM_REPLY, phase="end", round=q.round, stop_reason=ev["stop_reason"],
+                                            output_tokens=tokens)),
+                    self._ask_done(q, "done", tokens)]
+        if kind == fr.ERROR:
+            detail, status = asking.reply_error(ev)
+            return [Out(ME, rf.RoomReplyEnd(type=fr.ROOM_REPLY, phase="end", round=q.round, error=detail)),
+                    self._ask_done(q, status, 0)]
+        return []
+
+    def reply_failed(self, q: MyQuestion) -> list[Out]:
+        detail = fr.ErrorDetail(type="api_error", message="The reply failed on the server.")
+        return [Out(ME, rf.RoomReplyEnd(type=fr.ROOM_REPLY, phase="end", round=q.round, error=detail)),
+                self._ask_done(q, "failed", 0)]
+
+    def _ask_done(self, q: MyQuestion, status: str, tokens: int) -> Out:
+        return Out(PRESENTERS, {"type": fr.ASK_DONE, "round": q.round, "qid": q.qid, "status": status, "tokens": tokens})
+
+    # ---- "Everyone asks": a presenter's side ---------------------------------------------------------------
+
+    def ask_command(self, frame: dict) -> list[Out]:
+        """The presenter's "ask" command: ``op`` open, send, close or hide (``qid``)."""
+        op = frame.get("op")
+        if op == "open":
+            return self.open_ask()
+        if op == "send":
+            return self.send_ask()
+        if op == "close":
+            return self.close_ask()
+        if op == "hide":
+            return self.hide_question(frame.get("qid"))
+        raise _error("op: “open”, “send”, “close” or “hide”")
+
+    def open_ask(self) -> list[Out]:
+        """A new round: every phone shows a question box (a round already open stays as it is)."""
+        if self.ask is not None and self.ask.phase == "open":
+            return self.take_questions()
+        self.ask_rounds += 1
+        self.ask = AskRound(self.ask_rounds)
+        frame = rf.RoomAsk(type=fr.ROOM_ASK, phase="open", round=self.ask.round, max_chars=MAX_QUESTION_CHARS)
+        return [self.broadcast(frame, kind="ask_open"), *self.take_questions()]
+
+    def ask_catchup(self, ch: str) -> list[Out]:
+        """A student who arrives (or comes back) while a round is open gets the question box, with the question they
+        had asked if they had."""
+        a = self.ask
+        if a is None or a.phase != "open":
+            return []
+        frame = rf.RoomAsk(type=fr.ROOM_ASK, phase="open", round=a.round, max_chars=MAX_QUESTION_CHARS)
+        outs = [Out(ch, frame, kind="ask_open", index=a.round)]
+        qid = a.by_sid.get(self.sids.get(ch, ch))
+        if qid is not None:
+            outs.append(self._taken(a, a.questions[qid], ch))
+        return outs
+
+    def _taken(self, a: AskRound, q: Asked, ch: str) -> Out:
+        q.ch = ch
+        return Out(ch, {"type": fr.ASK_TAKEN, "round": a.round, "qid": q.qid, "text": q.text,
+                        "label": asking.label(self.label_prefix, a.round, q.qid)})
+
+    def ask_in(self, round_, ch: str, sid, name, text: str) -> list[Out]:
+        """A student's question reached this presenter: taken (``ask.taken`` to that student, with its label in the
+        scheduler's record) or refused (``ask.refused``: the round is full, or not open now)."""
+        a = self.ask
+        if self.role != "presenter":
+            return []
+        sid = sid if isinstance(sid, str) and sid else ch
+        if a is None or a.round != round_ or a.phase != "open":
+            why = "The questions of this round were already sent: wait for the next round."
+        elif sid in a.by_sid:  # one per student: their first is in (asked before they reconnected)
+            return [self._taken(a, a.questions[a.by_sid[sid]], ch)]
+        elif len(a.questions) >= asking.MAX_QUESTIONS:
+            why = f"This round is full ({asking.MAX_QUESTIONS} questions): wait for the next one."
+        else:
+            qid = len(a.questions) + 1
+            a.questions[qid] = q = Asked(qid, ch, sid, name if isinstance(name, str) else None, text)
+            a.by_sid[sid] = qid
+            a.unsent = True
+            return [self._taken(a, q, ch)]
+        return [Out(ch, {"type": fr.ASK_REFUSED, "round": round_, "message": why})]
+
+    def send_ask(self) -> list[Out]:
+        """Every question of the open round goes to the model at once: each student's socket runs its own."""
+        a = self.ask
+        if a is None or a.phase != "open":
+            raise _error("No round of questions is open: press A to open one.")
+        if not a.questions:
+            raise _error("No question has come in yet: wait for the class to type theirs.")
+        a.phase = "sent"
+        for q in a.questions.values():
+            q.status = "answering"
+        frame = rf.RoomAsk(type=fr.ROOM_ASK, phase="sent", round=a.round, count=len(a.questions))
+        return [self.broadcast(frame, kind="ask_sent"), *self.take_questions()]
+
+    def close_ask(self) -> list[Out]:
+        """The round ends for every screen (replies still streaming go on, on their phones)."""
+        a = self.ask
+        if a is None or a.phase == "closed":
+            return []
+        a.phase = "closed"
+        return [self.broadcast(rf.RoomAsk(type=fr.ROOM_ASK, phase="closed", round=a.round), kind="ask_closed"),
+                *self.take_questions()]
+
+    def hide_question(self, qid) -> list[Out]:
+        """A question leaves the projector, for good: no later frame carries its text."""
+        a = self.ask
+        if a is None or not isinstance(qid, int) or isinstance(qid, bool) or qid not in a.questions:
+            raise _error("qid: the number of a question of this round")
+        a.questions[qid].hidden = True
+        return self.take_questions()
+
+    def ask_done(self, round_, qid, status, tokens) -> bool:
+        """A student's reply ended (``status`` one of asking.ENDED): whether it counted."""
+        a = self.ask
+        if self.role != "presenter" or a is None or a.round != round_ or qid not in a.questions:
+            return False
+        q = a.questions[qid]
+        q.status = asking.ENDED.get(status, "failed")
+        q.tokens = tokens if isinstance(tokens, int) else 0
+        a.unsent = True
+        return True
+
+    def ask_left(self, ch: str) -> None:
+        """A student's socket closed: a reply still streaming to it was cancelled with it."""
+        a = self.ask
+        if a is None:
+            return
+        for q in a.questions.values():
+            if q.ch == ch and q.status == "answering":
+                q.status = "left"
+                a.unsent = True
+
+    @property
+    def questions_unsent(self) -> bool:
+        return self.ask is not None and self.ask.unsent
+
+    def questions_delay(self) -> float:
+        return 0.0 if self.ask is None or len(self.ask.questions) < asking.MANY_QUESTIONS else asking.QUESTIONS_DELAY_S
+
+    def take_questions(self) -> list[Out]:
+        """The round's questions for this presenter's screen: the hidden ones only as a count."""
+        a = self.ask
+        if a is None:
+            return []
+        a.unsent = False
+        shown = [q.row() for q in a.questions.values() if not q.hidden]
+        return [Out(ME, rf.RoomQuestions(type=fr.ROOM_QUESTIONS, round=a.round, phase=a.phase, questions=shown,
+                                         hidden=len(a.questions) - len(shown), asked=len(a.questions),
+                                         connected=len(self.students), max_questions=asking.MAX_QUESTIONS))]
+
+    def timeline(self, record: dict, done: bool) -> list[Out]:
+        """The Serving timeline of the sent round, from the model scheduler's ``record`` (since the round's start)."""
+        a = self.ask
+        if a is None or a.t0 is None:
+            return []
+        return [Out(ME, asking.timeline(record, self.label_prefix, a, done))]
