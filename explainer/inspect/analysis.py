@@ -62,7 +62,29 @@ class Finding(TypedDict):
 
 
 def _usage(call: CallRecord) -> dict[str, Any]:
-    return obj(obj(call.get("response")).get("usage"))
+    return clean_usage(obj(call.get("response")).get("usage"))
+
+
+def _count(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+
+
+def clean_usage(usage: Any) -> dict[str, Any]:
+    """A usage block whose token counts are whole numbers (anything else, as an imported file may hold, counts 0).
+
+    Example:
+        >>> clean_usage({"input_tokens": "many", "output_tokens": 4, "cache_creation": {"ephemeral_1h_input_tokens": None}})
+        {'input_tokens': 0, 'output_tokens': 4, 'cache_creation': {'ephemeral_1h_input_tokens': 0}}
+    """
+    out: dict[str, Any] = {}
+    for k, v in obj(usage).items():
+        if k == "cache_creation":
+            out[k] = {kk: _count(vv) for kk, vv in obj(v).items()}
+        elif k.endswith("_tokens"):
+            out[k] = _count(v)
+        else:
+            out[k] = v
+    return out
 
 
 def _body(call: CallRecord) -> dict[str, Any]:

@@ -145,7 +145,7 @@ def call_view(session: Session, n: int) -> dict[str, Any] | None:
         return None
     c, row = calls[n - 1], _shown(data["calls"][n - 1], _most_input(data["calls"]))
     body = c.request if isinstance(c.request, dict) else {}
-    usage = row["usage"] or {}
+    usage = analysis.clean_usage(row["usage"])  # the counts as the analysis read them; the page's table shows the same
     previous = next(((k + 1, p.request) for k in range(n - 2, -1, -1) for p in [calls[k]]
                      if p.path == analysis.MESSAGES_PATH and p.status == 200 and isinstance(p.request, dict)), None)
     text, size, cut = walk.body_text(c.request)

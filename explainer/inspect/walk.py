@@ -218,7 +218,7 @@ class Caching(TypedDict):
 def caching(body: Mapping[str, Any], usage: Mapping[str, Any], model: str) -> Caching:
     """The usage block as the upstream sent it, priced field by field, and what the same call costs without the cache."""
     c = cost(model, usage) if usage else None
-    created = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else {}
+    created = obj(usage.get("cache_creation"))
     rows: list[UsageRow] = [{"field": "input_tokens", "tokens": int(usage.get("input_tokens") or 0), "usd": c["input"] if c else None}]
     if created:
         for ttl in ("5m", "1h"):

@@ -115,3 +115,28 @@ def test_a_long_call_replays_cut_to_the_bundled_models_window_and_says_so():
     assert "And the last one?" in page and "Question 39" not in page
     tokenize = client.get(links["tokenize"]).content.decode()
     assert "would refuse this request" not in tokenize and "of its 512-token window" in tokenize
+
+
+@pytest.mark.parametrize("request_body, response, extra", [
+    (None, None, {"status": 502}),
+    ({"truncated_json": '{"model": "claude-sonnet-4-6", "messages": [' + HOSTILE}, {"type": "error", "error": {"type": "x", "message": HOSTILE}},
+     {"status": 429, "ratelimit": {"retry-after": "7", "anthropic-ratelimit-weird": HOSTILE}}),
+    ({"not_json": HOSTILE}, {"not_json": "<html>"}, {"status": 500}),
+    ({"model": 5, "system": [1, {"type": "text"}, None], "tools": "no", "messages": [7, {"role": None, "content": 3},
+      {"role": "user", "content": [1, {"type": "tool_result", "content": [{"type": "text", "text": HOSTILE}, 2]},
+                                   {"type": "image", "source": {"type": "base64", "bytes": "x"}}]}]},
+     {"type": "message", "content": "oops", "usage": {"input_tokens": "many", "output_tokens": None}}, {"events": [1, {"type": HOSTILE}]}),
+    ({"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}, {"input_tokens": 3},
+     {"path": "/v1/messages/count_tokens"}),
+])
+def test_odd_and_hostile_records_still_open(request_body, response, extra):
+    session = Session.objects.create()
+    _call(session, 1, request_body if request_body is not None else {}, response, **extra)
+    Call.objects.filter(session=session).update(request=request_body)
+    client = Client()
+    page = client.get(f"/inspect/{session.id}/call/1/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "<script>alert" not in html
+    assert client.get(f"/inspect/{session.id}/call/1/data").status_code == 200
+    assert client.get(f"/inspect/{session.id}/").status_code == 200 and client.get(f"/inspect/{session.id}/data").status_code == 200
