@@ -140,3 +140,14 @@ def test_odd_and_hostile_records_still_open(request_body, response, extra):
     assert "<script>alert" not in html
     assert client.get(f"/inspect/{session.id}/call/1/data").status_code == 200
     assert client.get(f"/inspect/{session.id}/").status_code == 200 and client.get(f"/inspect/{session.id}/data").status_code == 200
+
+
+@pytest.mark.slow  # runs the bundled model once per stage
+def test_every_replay_link_opens(session):
+    client = Client()
+    links = client.get(f"/inspect/{session.id}/call/2/data").json()["replay"]["links"]
+    assert [link["slug"] for link in links][:3] == ["overview", "compose", "gateway"]
+    for link in links:
+        page = client.get(link["url"])
+        assert page.status_code == 200, (link["slug"], page.content[:500])
+        assert "The API would refuse this request" not in page.content.decode(), link["slug"]  # the replay is a request that runs
