@@ -336,6 +336,27 @@ def greedy_own_question(lesson, page, ctx) -> Verdict:
                           f"{_q(text)} at step {i + 1}, ranked {rank}.")
 
 
+# ---- serving -----------------------------------------------------------------------------------------------
+
+def shared_step(lesson, page, ctx) -> Verdict:
+    """In the scheduler's record, a decode step gave rows to this request and at least ``others`` other requests, and
+    its reply is the same tokens as alone."""
+    data = ctx.get("data") or {}
+    if not data.get("runnable"):
+        return Verdict(False, _refused(page.run) if page.run.error else "This request cannot run on a batch scheduler.")
+    you, least = data["figures"]["you"], lesson.params["others"]
+    if you is None or not you["tokens"]:
+        return Verdict(False, "This request had no decode step in the record: its reply ended with its first token. Ask for more tokens.")
+    others = you["largest_batch"] - 1
+    if not data["same_tokens"]:
+        return Verdict(False, "This request's tokens differ from its run alone: the batch changed its reply.")
+    if others < least:
+        return Verdict(False, f"This request's fullest step had {others} other request{'s' if others != 1 else ''} beside it "
+                              f"({data['ran']} were sent alongside). Send more, so that one step serves it and at least {least} others.")
+    return Verdict(True, f"One step computed this request's next token beside {others} others' (a batch of {you['largest_batch']} rows), "
+                         f"and its {data['reply_tokens']} tokens are still the ones it produces alone.")
+
+
 CHECKS = {
     "temperature_word": temperature_word,
     "prefill": prefill,
@@ -347,5 +368,6 @@ CHECKS = {
     "context_limit": context_limit,
     "cache_hit": cache_hit,
     "own_tool_loop": own_tool_loop,
+    "shared_step": shared_step,
     "greedy_own_question": greedy_own_question,
 }

@@ -140,6 +140,7 @@ class RequestRow(TypedDict):
     wait_ms: float | None  # queued -> admitted: waiting for a place in the KV budget
     prefill_ms: float | None  # admitted -> first step
     mean_batch: float | None  # rows of the steps it was in, on average
+    largest_batch: int  # rows of the fullest step it was in
     kv_bytes: int
     kv_mb: str
     left: bool
@@ -189,6 +190,7 @@ def rows_of(case: dict) -> list[RequestRow]:
             tokens_per_s=_rate(len(mine), mine), wait_ms=_ms(r["queued"], r["admitted"]),
             prefill_ms=_ms(r["admitted"], r["first_step"]),
             mean_batch=round(sum(len(s["rows"]) for s in mine) / len(mine), 1) if mine else None,
+            largest_batch=max((len(s["rows"]) for s in mine), default=0),
             kv_bytes=r["kv_reserved"], kv_mb=mb(r["kv_reserved"]) or "", left=r["left"] is not None, reason=r["reason"]))
     order = {"you": 0, "extra": 1, "other": 2}
     return sorted(rows, key=lambda x: (order[x["kind"]], x["id"]))
