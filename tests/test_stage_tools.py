@@ -359,6 +359,7 @@ def test_the_attention_figures_are_the_model_s_own(client):
         assert row["position"] == p
         assert [c["pct"] for c in row["cells"]] == pytest.approx(100 * w[p - 1, q0:q0 + len(a["columns"])], abs=0.006)
         assert sum(c["pct"] for c in row["cells"]) + row["before_pct"] + row["after_pct"] == pytest.approx(100, abs=0.3)
+        assert sum(c["pct"] for c in row["cells"]) + row["rest_pct"] == pytest.approx(100, abs=0.6)
         assert row["share_pct"] == pytest.approx(sum(c["pct"] for c in row["cells"] if c["ident"]), abs=0.1)
     assert len(a["rows"]) == min(tools_attention.ROWS, a["n_rows"])
     assert a["copied"] == (value == "etl_pipeline")
@@ -393,11 +394,20 @@ def test_no_call_no_attention(client):
     assert a["reason"] in r.content.decode()
 
 
-def test_a_question_that_names_no_identifier_is_measured_on_the_question(client):
-    r = get(client, Scenario(messages=[{"role": "user", "content": "Did my nightly job run today?"}]), choice="tool")
+@pytest.mark.parametrize("question", ["Did my nightly job run today?", Scenario().messages[0]["content"] + " " + "Tell me more. " * 6])
+def test_a_question_that_names_no_identifier_is_measured_on_the_question(client, question):
+    """No identifier: the head drawn is the one that looks most at the question; a question wider than a phone is
+    drawn in part, and the figures still add up to the head's whole attention."""
+    r = get(client, Scenario(messages=[{"role": "user", "content": question}]), choice="tool")
     a = data_of(r)["tools-attention"]
     assert a["identifier"] is None and a["picked_by"] == "question" and a["even_pct"] is None
     assert "names no identifier" in r.content.decode()
+    assert a["share_pct"] + a["before_pct"] + a["after_pct"] + a["other_pct"] == pytest.approx(100, abs=0.3)
+    assert a["other_pct"] == 0 and a["before_pct"] >= 0 and a["after_pct"] >= 0
+    assert sum(len(c["text"]) for c in a["columns"]) <= tools_attention.COLUMN_CHARS or len(a["columns"]) == 1
+    assert (len(a["columns"]) < a["n_question"]) == (len(question) > tools_attention.COLUMN_CHARS)
+    for row in a["rows"]:
+        assert sum(c["pct"] for c in row["cells"]) + row["rest_pct"] == pytest.approx(100, abs=0.6)
 
 
 def test_hostile_text_in_the_question_is_escaped_in_the_picture(client):

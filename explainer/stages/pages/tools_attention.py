@@ -11,9 +11,9 @@ call's opening line and every token of the call), asking the model for its atten
 - the rows: one per token of the argument's values, the attention at the step that chose that token
   (a decoder picks token ``p`` from the position before it, ``p - 1``);
 - the columns: the question's tokens (those around the identifier when the question is longer than a
-  phone's width, ``COLUMN_CHARS``), plus what lies before them (the system prompt with the tool's
-  definition) and after them (the turn's markers, the call's opening and the JSON written so far), so
-  that every row sums to 1;
+  phone's width, ``COLUMN_CHARS``), and the rest of each row's weight, so that every row sums to 1;
+  the figures split that rest into what lies before the question (the system prompt with the tool's
+  definition) and after it (the turn's markers, the call's opening and the JSON written so far);
 - for every layer and head, the share of attention on the identifier's tokens, averaged over the rows;
   the head with the largest share is the one drawn, beside the share an even spread would give.
 """
@@ -189,8 +189,14 @@ def measure(engine, run, *, choice: str, name: str, question: str, identifier: s
     columns, heads = question_tokens[lo:hi], heads[lo:hi]
     c0, c1 = columns[0], columns[-1] + 1
     labels = token_row(tok, [ids[p] for p in pos])
-    before = np.array([best[r, :c0].sum() for r in range(len(pos))])
-    after = np.array([best[r, c1:p].sum() for r, p in enumerate(pos)])  # query p - 1 sees keys 0..p-1
+    # [R] each: before the question (system prompt, tool definition), after it (the call so far), the question's tokens
+    # that are not the identifier's, and each row's weight outside the drawn columns (its "rest")
+    q_first, q_last = question_tokens[0], question_tokens[-1] + 1
+    before = best[:, :q_first].sum(-1)
+    after = np.array([best[r, q_last:p].sum() for r, p in enumerate(pos)])  # query p - 1 sees keys 0..p-1
+    target = best[:, ident or question_tokens].sum(-1)
+    other = best[:, q_first:q_last].sum(-1) - target
+    rest = 1 - best[:, c0:c1].sum(-1)
     on_ident = best[:, ident].sum(-1) if ident else None
     even = float(np.mean([len(ident) / p for p in pos]))  # p keys are visible from query p - 1
     pct = lambda x, d=1: round(float(x) * 100, d)  # noqa: E731
@@ -202,7 +208,7 @@ def measure(engine, run, *, choice: str, name: str, question: str, identifier: s
         "columns": [{"text": h["text"], "ident": c in ident} for h, c in zip(heads, columns)],
         "rows": [{"text": visible_token(labels[r]["text"]), "position": p,
                   "cells": [{"pct": pct(best[r, c], 2), "ident": c in ident} for c in columns],
-                  "before_pct": pct(before[r]), "after_pct": pct(after[r]), "rest_pct": round(float(before[r] + after[r]) * 100),
+                  "before_pct": pct(before[r]), "after_pct": pct(after[r]), "rest_pct": round(float(rest[r]) * 100),
                   "share_pct": pct(on_ident[r]) if ident else None}
                  for r, p in enumerate(pos[:ROWS])],
         "n_rows": len(pos), "n_ident": len(ident), "n_layer": L, "n_head": H, "n_question": len(question_tokens),
@@ -210,7 +216,7 @@ def measure(engine, run, *, choice: str, name: str, question: str, identifier: s
         # the drawn head, over all the argument's tokens
         "share_pct": pct(shares[bl, bh]),
         "before_pct": pct(before.mean()), "after_pct": pct(after.mean()),
-        "other_pct": pct(1 - best[:, ident or question_tokens].sum(-1).mean() - before.mean() - after.mean()),
+        "other_pct": pct(other.mean()),  # share + before + after + other = 100
         "even_pct": pct(even) if ident else None,
         "times_even": round(float(shares[bl, bh]) / even, 1) if ident else None,
         "mean_pct": pct(shares.mean()),  # every head's share, averaged
