@@ -99,3 +99,39 @@ def test_generation_stops_at_the_context_window():
     items = list(generate(model, tok, long_prompt, GenerationConfig(max_tokens=50)))
     assert items[-1].stop_reason in ("model_context_window_exceeded", "end_turn")
     assert items[-1].output_tokens <= 3
+
+
+def _reference_draw(final: np.ndarray, u: float) -> int:
+    """The inverse-CDF draw over the whole stable order, with the plain sum as the total."""
+    order = np.argsort(-final, kind="stable")
+    cum = np.cumsum(final[order])
+    i = int(np.searchsorted(cum, u * float(final.sum()), side="right"))
+    return int(order[min(i, int(np.count_nonzero(final)) - 1)])
+
+
+@pytest.mark.parametrize("spread", [0.3, 3.0, 12.0])  # flat (the draw may need the whole order) to peaked
+def test_a_large_vocabulary_is_sorted_only_as_far_as_needed_and_draws_the_same(spread):
+    from explainer.llm.sampling import FULL_SORT_MAX, head_order
+
+    rng = np.random.default_rng(7)
+    V = 49152
+    assert V > FULL_SORT_MAX
+    logits = (rng.standard_normal(V) * spread).round(1)  # rounded: many ties, broken by the lower id
+    logits[[5, 900, 40000]] = logits.max()  # a three-way tie at the top
+    full = np.argsort(-logits, kind="stable")
+    for n in (1, 10, 64, 1000, V):
+        assert np.array_equal(head_order(logits, n), full[:n])
+    for params in (SamplingParams(0.7), SamplingParams(1.0, top_k=50), SamplingParams(0.7, top_p=0.9),
+                   SamplingParams(1.2, top_k=4000, top_p=0.5), SamplingParams(0)):
+        d = distribution(logits, params, banned=(1, 2))
+        assert np.array_equal(d.order, np.argsort(-d.logits, kind="stable"))  # (the banned ids go last)
+        assert d.final[[1, 2]].sum() == 0 and abs(d.final.sum() - 1) < 1e-9
+        if params.top_k:
+            assert np.count_nonzero(d.final) <= params.top_k
+        if params.top_p and not params.top_k:  # the smallest prefix of the order whose mass reaches p
+            kept = d.probs[d.final > 0]
+            assert kept.sum() >= params.top_p - 1e-9 and kept.sum() - kept.min() < params.top_p + 1e-9
+        r1, r2 = np.random.default_rng(3), np.random.default_rng(3)
+        for _ in range(30):
+            assert draw(d, r1) == _reference_draw(d.final, r2.random())
+        assert [c.token for c in d.rows(10)] == [int(t) for t in d.order[:10]]
