@@ -87,6 +87,7 @@ def test_kv_cache_bytes_stay_within_the_budget(client):
     assert all(st["kv_bytes"] <= f["kv_budget_bytes"] for st in d["timeline"]["steps"])
     assert f["kv_peak_bytes"] == max(st["kv_bytes"] for st in d["timeline"]["steps"])
     assert f["kv_reserved_bytes"] == sum(r["kv_bytes"] for r in d["rows"])
+    assert f["longest_wait_ms"] == max(r["wait_ms"] for r in d["rows"])
     # what a request sets aside: room for its prompt, max_tokens and a tool-call line, in every layer's keys and values
     you = f["you"]
     eng = engine(SCENARIO)
@@ -144,7 +145,7 @@ def test_a_full_lane_runs_fewer_extras_and_the_page_says_so(client, settings, ow
     assert d["lane"]["workers"] == 2 and d["lane"]["queue"] == 1 and d["lane"]["capacity"] == 3
     page = client.get(stage_url("serving", s, extra=4)).content.decode()
     assert "3 of 4 ran" in page
-    assert re.search(r"runs 2 requests of this model at once and lets\s+1 more wait for a place \(3 in all\)", page)
+    assert re.search(r"runs 2 requests of this model at once and lets\s+1 more wait for a place \(3 in all", page)
     assert "HTTP 529" in page
 
 

@@ -230,7 +230,8 @@ def figures_of(case: dict, rows: list[RequestRow]) -> dict:
         "kv_peak_mb": mb(max((s["kv_bytes"] for s in steps), default=0)),
         "kv_reserved_mb": mb(sum(r["kv_bytes"] for r in rows)),
         "max_batch": rec["max_batch"],
-        "queued_now": rec["queued"],
+        "queued_now": rec["queued"],  # requests still waiting for a KV place when the record was taken
+        "longest_wait_ms": max((r["wait_ms"] for r in rows if r["wait_ms"] is not None), default=None),
     }
 
 
