@@ -38,7 +38,8 @@
     const freshList = fresh.querySelector(".call-list");
     const before = Number(calls.dataset.count || 0);
     if (!list || !freshList) {
-      calls.replaceChildren(...Array.from(fresh.childNodes, (n) => document.adoptNode(n)));
+      const nodes = Array.from(fresh.childNodes);  // a copy: adopting a node takes it out of the live list
+      calls.replaceChildren(...nodes.map((n) => document.adoptNode(n)));
     } else {
       for (const li of Array.from(freshList.children)) {
         const old = document.getElementById(li.id);
@@ -132,7 +133,6 @@
       try { frame = JSON.parse(event.data); } catch (e) { return; }
       if (frame.type === "inspect.hello") {
         calls.dataset.live = "socket";
-        if (!calls.querySelector(".call-list")) say("Waiting for the first call; it will appear here as soon as it is recorded.");
         if (frame.calls > Number(calls.dataset.count || 0)) recorded();
       } else if (frame.type === "inspect.recorded") {
         recorded();

@@ -110,6 +110,18 @@ def test_a_new_call_arrives_live_over_the_socket(page, session):
     assert not page.js_errors
 
 
+def test_the_first_call_of_an_empty_session_arrives_live(page, session):
+    base = new_session(session["server"])
+    page.goto(base + "/")
+    page.wait_for_function("() => document.getElementById('calls').dataset.live === 'socket'")
+    assert "appears here as soon as it is recorded" in page.inner_text("#live-note")
+    sdk = anthropic.Anthropic(api_key="sk-ant-browser-key", base_url=base, max_retries=0, timeout=30)
+    sdk.messages.create(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "first"}])
+    page.wait_for_selector("#call-1 .call-open a", timeout=20_000)
+    assert "1 call" in page.inner_text("#calls-h") and page.locator(".inspect-legend").count() == 1
+    assert not page.js_errors
+
+
 def test_without_a_socket_the_page_polls(page, session):
     page.add_init_script("window.WebSocket = undefined;")  # a proxy that refuses the upgrade, as far as the page can tell
     page.goto(session["base"] + "/")
