@@ -6,6 +6,7 @@ import re
 from urllib.parse import urlencode
 
 import jsonschema
+import numpy as np
 import pytest
 
 from explainer.lifecycle.demo_tools import DEMO_TOOLS, run_tool
@@ -334,6 +335,9 @@ def test_the_attention_figures_are_the_model_s_own(client):
     n_forced = len(engine().tokenizer.encode(TOOL_USE_PREFIX + "get_dag_status\n"))
     assert run.done["usage"]["output_tokens"] == n_forced + len(run.steps) + 1  # the call line, the JSON, the turn's end
     ids, start, trace = _reference_weights(run, "tool", "get_dag_status")
+    # the sequence is the one the engine ran: position p - 1's scores put first the token the model wanted at step p
+    logits = engine().model.forward(ids).logits
+    assert [int(np.argmax(logits[start + k - 1])) for k in range(len(run.steps))] == [s["unconstrained"][0]["token"] for s in run.steps]
     tok = engine().tokenizer
     # the argument's tokens: those holding a character of the value, between '{"dag_id":"' and '"}'
     ends = [len("".join(s["piece"] for s in run.steps[:k + 1])) for k in range(len(run.steps))]
@@ -447,3 +451,18 @@ def test_how_it_works_reads_the_same_attention_figures(client):
         grid = re.search(r'<table class="tl-heads-grid".*?</table>', r.content.decode(), re.S).group(0)
         assert re.findall(r">([\d.]+)%</td>", grid) == [str(x) for row in a["shares_pct"] for x in row]
         assert re.search(r'class="best" aria-current="true">([\d.]+)%<', grid).group(1) == str(a["share_pct"])
+
+
+@pytest.mark.parametrize("choice", ["tool", "any"])
+def test_the_traced_sequence_is_the_one_the_engine_ran(choice):
+    """tools_attention.sequence rebuilds the ids the engine ran (the prompt, the opening line it forced, every
+    token it generated): at each step, the model's scores one position earlier rank first the token the engine
+    recorded as the model's own first choice, with tool_choice tool (the name forced) and any (the name chosen)."""
+    question = tools.DEMO_QUESTIONS["article"]
+    run = run_request(engine(), tools.first_body(Scenario(messages=[{"role": "user", "content": question}]), "article", choice))
+    ids, offset = tools_attention.sequence(engine().tokenizer, run, choice, "get_dag_status")
+    assert ids[:offset][:len(run.prompt_ids)] == run.prompt_ids and len(ids) == offset + len(run.steps)
+    logits = engine().model.forward(ids).logits
+    assert [int(np.argmax(logits[offset + k - 1])) for k in range(len(run.steps))] == [s["unconstrained"][0]["token"] for s in run.steps]
+    first = tools_attention.input_start(run.steps, choice, "get_dag_status")
+    assert "".join(s["piece"] for s in run.steps[first:]).startswith('{"dag_id":')
