@@ -206,6 +206,7 @@ def student(request, code: str):
         return refused
     if room is None:
         return _missing(request, code)
-    resp = _page(request, "rooms/student.html", {"room": room, "stages": _stages(), **_serving(room)})
+    resp = _page(request, "rooms/student.html", {"room": room, "stages": _stages(), "ask_max_chars": rooms.MAX_QUESTION_CHARS,
+                                                 **_serving(room)})
     rooms.give_pass(resp, room.code, _secure(request))  # so the socket, and a reload, are never refused for others' codes
     return resp

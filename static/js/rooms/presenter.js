@@ -2,6 +2,7 @@
 // never reaches the server's logs; it is sent once, in the socket's auth frame.
 import { roomSocket, embedded, frameHref, stageHref } from "./socket.js";
 import { createLive } from "./live.js";
+import { createAskPresenter } from "./ask.js";
 import { arrowsBelongTo, typingIn } from "../lib/keys.js";
 
 const $ = (id) => document.getElementById(id);
@@ -15,6 +16,7 @@ if (secret) sessionStorage.setItem(`room-secret-${code}`, secret);
 
 let lastSent = null, mode = "play", running = false, held = false, guessOpen = false, isPresenter = false, starting = false;
 const live = createLive({ role: "presenter" });
+const ask = createAskPresenter({ send: (f) => send(f) });
 
 function showError(msg) {
   const el = $("room-error");
@@ -75,6 +77,7 @@ function onFrame(f) {
     default: break;
   }
   live.handle(f);
+  ask.handle(f);
   syncButtons();
 }
 
@@ -320,6 +323,7 @@ function onKey(e, doc) {
     f: () => toggleProjector(),
     c: () => document.body.classList.contains("projector") && toggleControls(),
     l: () => (lobby.open ? closeLobby() : openLobby()),
+    a: () => { closeLobby(); live.closeReveal(); if (!isPresenter) showError("Only the presenter's page can start “Everyone asks”."); else ask.key(); },
     Enter: () => closeLobby(),
   };
   const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;

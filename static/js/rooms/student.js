@@ -2,6 +2,7 @@
 // shows the live run, and sends guesses.
 import { roomSocket, stageHref, embedded, frameHref } from "./socket.js";
 import { createLive } from "./live.js";
+import { createAskStudent } from "./ask.js";
 
 const $ = (id) => document.getElementById(id);
 const root = $("room");
@@ -42,6 +43,7 @@ const sock = roomSocket(code, {
   onLost: () => live.setStatus("connection lost"),
 });
 const live = createLive({ role: "student", sendGuess: (text) => sock.send({ type: "guess", text }) });
+const ask = createAskStudent({ send: (f) => sock.send(f) });
 
 function showError(msg) {
   const el = $("room-error");
@@ -92,11 +94,13 @@ function onFrame(f) {
         $("nick").open = true;  // the reason must be seen
         break;
       }
+      if (f.frame === "question") break;  // said beside the question box (ask.js)
       showError(f.error.message);
       break;
     default: break;
   }
   live.handle(f);
+  ask.handle(f);
 }
 
 function check() {
