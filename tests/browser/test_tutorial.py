@@ -8,7 +8,7 @@ import pytest
 
 from explainer.stages.runs import engine, run_of
 from explainer.tutorial.checks import previous_token_attention
-from explainer.tutorial.lessons import by_id
+from explainer.tutorial.lessons import by_id, lessons
 from tests.browser.conftest import assert_fits_phone
 
 pytestmark = pytest.mark.browser
@@ -32,8 +32,8 @@ def verdict(pg, words: str):
 def test_a_lesson_from_start_to_done_and_reset(server, page, shoot, axe):
     url = server["url"]
     page.goto(url + "/tutorial/")
-    assert page.locator("#tut-progress-text").inner_text() == "0 of 11 lessons done."
-    assert page.locator("#tutorial-path > li").count() == 11
+    assert page.locator("#tut-progress-text").inner_text() == f"0 of {len(lessons())} lessons done."
+    assert page.locator("#tutorial-path > li").count() == len(lessons())
     assert page.locator("#tut-reset").is_hidden()
     axe(page)
     shoot(page, "tutorial-path")
@@ -71,7 +71,7 @@ def test_a_lesson_from_start_to_done_and_reset(server, page, shoot, axe):
     verdict(page, "✓ Done")
 
     page.goto(url + "/tutorial/")
-    assert page.locator("#tut-progress-text").inner_text() == "1 of 11 lessons done."
+    assert page.locator("#tut-progress-text").inner_text() == f"1 of {len(lessons())} lessons done."
     assert "is-done" in page.locator("li[data-lesson='previous-token-head']").get_attribute("class")
     assert page.locator("#tut-continue").inner_text() == "Continue with lesson 1: Turn the temperature down"
     page.once("dialog", lambda d: d.dismiss())  # "Cancel" keeps everything
@@ -80,7 +80,7 @@ def test_a_lesson_from_start_to_done_and_reset(server, page, shoot, axe):
     page.once("dialog", lambda d: d.accept())
     page.locator("#tut-reset").click()
     assert stored(page) is None
-    assert "0 of 11" in page.locator("#tut-progress-text").inner_text()
+    assert f"0 of {len(lessons())}" in page.locator("#tut-progress-text").inner_text()
     assert page.locator("#tutorial-path li.is-done").count() == 0
     page.goto(url + "/learn/transformer/")
     page.wait_for_load_state("networkidle")
