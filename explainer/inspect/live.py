@@ -35,6 +35,7 @@ CLOSE_NOT_FOUND = 4404
 COALESCE_S = 0.25  # a burst of calls reaches each page as one frame this long after its first call
 MAX_FRAME_BYTES = 1024  # the client has nothing to say; what it sends anyway is refused, small
 FRAMES_PER_10S = 10
+ANNOUNCE_TIMEOUT_S = 2.0
 open_sockets = OpenCounts()  # per client address, in this process
 
 
@@ -44,15 +45,26 @@ def group(session_id: str) -> str:
 
 
 async def announce(session_id: str, calls: int = 1) -> None:
-    """Tell the pages open on this session that ``calls`` calls were recorded. Never raises: a layer that is down
-    (Redis) costs the pages their live update (they poll), never the call its answer or its record."""
+    """Tell the pages open on this session that ``calls`` calls were recorded. Never raises, and gives up after
+    ``ANNOUNCE_TIMEOUT_S``: a layer that is down or slow (Redis) costs the pages their live update (they poll),
+    never the call its answer or its record."""
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        await layer.group_send(group(session_id), {"type": RECORDED, "calls": calls})
-    except Exception:  # noqa: BLE001 (any failure of the layer's backend)
+        await asyncio.wait_for(layer.group_send(group(session_id), {"type": RECORDED, "calls": calls}), ANNOUNCE_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 (any failure of the layer's backend, or its timeout)
         log.warning("inspector: could not announce a call of session %s… on the channel layer", session_id[:6], exc_info=True)
+
+
+_announcing: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references to tasks
+
+
+def announce_soon(session_id: str, calls: int = 1) -> None:
+    """``announce`` without waiting for it: the proxy's caller gets its answer whatever the layer does."""
+    task = asyncio.get_running_loop().create_task(announce(session_id, calls))
+    _announcing.add(task)
+    task.add_done_callback(_announcing.discard)
 
 
 def _live_count(session_id: str) -> int | None:

@@ -243,7 +243,7 @@ async def _save(rec: Recording) -> None:
     except Exception:  # the caller has its answer already; say so in the log, never with the request's headers
         log.exception("inspector: could not record a call of session %s…", rec.session_id[:6])
         return
-    await live.announce(rec.session_id)  # the session's open pages add the call (inspect/live.py)
+    live.announce_soon(rec.session_id)  # the session's open pages add the call (inspect/live.py)
 
 
 async def handle(session_id: str, call: Incoming) -> Outgoing:

@@ -81,3 +81,27 @@ async def test_a_layer_that_fails_costs_the_page_its_update_not_the_import(monke
     r = await AsyncClient().post(f"/inspect/{session.id}/import", LINE, content_type="application/x-ndjson")
     assert r.status_code == 200 and r.json() == {"imported": 1}
     assert "could not announce" in caplog.text
+
+
+async def test_a_layer_that_hangs_never_holds_the_callers_answer(monkeypatch, settings):
+    """The proxy announces without waiting: a channel layer that never answers (Redis unreachable) delays nothing."""
+    import asyncio
+
+    from channels.layers import InMemoryChannelLayer
+
+    from explainer.inspect import live, proxy
+
+    hung = asyncio.Event()
+
+    async def hang(self, group, message):
+        hung.set()
+        await asyncio.sleep(60)
+    monkeypatch.setattr(InMemoryChannelLayer, "group_send", hang)
+    session = await Session.objects.acreate()
+    settings.EXPLAINER_UPSTREAM_URL = "http://127.0.0.1:9"  # nothing listens: the call fails fast and is recorded
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    out = await proxy.handle(session.id, proxy.Incoming("POST", "/v1/messages", "", {"x-api-key": "k"}, b'{"model": "m"}'))
+    assert out.status == 502 and loop.time() - started < live.ANNOUNCE_TIMEOUT_S / 2
+    await asyncio.wait_for(hung.wait(), 5)  # it was announced, in the background
+    await asyncio.gather(*live._announcing)  # and given up after ANNOUNCE_TIMEOUT_S, quietly
