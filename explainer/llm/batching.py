@@ -46,7 +46,8 @@ import numpy as np
 from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
 
-GRACE = 0.002  # seconds a step waits for the requests of the last step to send their next token
+GRACE = 0.002  # seconds a step waits for the next of the last step's requests to send its token ...
+GATHER_MAX = 0.025  # ... and at most this long in all (a slow request never holds the others back longer)
 MAX_BATCH = 32  # rows per step at most; more requests decode in turns
 HISTORY = 4000  # steps the record keeps (and requests: a quarter of that)
 POLL = 0.05  # seconds between budget checks while a request waits for its row or its place
@@ -194,6 +195,7 @@ class Scheduler:
         self._kv_used = 0
         self._peak_kv = 0
         self._n_steps = 0
+        self._last_submit = 0.0
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -248,6 +250,7 @@ class Scheduler:
     def submit(self, member: Member) -> None:
         with self._cond:
             self._pending.append(member)
+            self._last_submit = time.monotonic()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
                 self._thread.start()
@@ -296,10 +299,12 @@ class Scheduler:
             if self._closed:
                 self._thread = None
                 return None
-            deadline = time.monotonic() + self.grace
+            # The requests of the last step send their tokens one after another (each samples in its own thread,
+            # one at a time under the interpreter lock): wait while they keep coming, ``grace`` after the latest.
+            cap = time.monotonic() + GATHER_MAX
             while len(self._pending) < self.max_batch:
                 waiting = [m for m in self._last if not m.left and m not in self._pending]
-                left = deadline - time.monotonic()
+                left = min(cap, self._last_submit + self.grace) - time.monotonic()
                 if not waiting or left <= 0:
                     break
                 self._cond.wait(left)
