@@ -466,3 +466,9 @@ def test_the_traced_sequence_is_the_one_the_engine_ran(choice):
     assert [int(np.argmax(logits[offset + k - 1])) for k in range(len(run.steps))] == [s["unconstrained"][0]["token"] for s in run.steps]
     first = tools_attention.input_start(run.steps, choice, "get_dag_status")
     assert "".join(s["piece"] for s in run.steps[first:]).startswith('{"dag_id":')
+
+
+def test_a_line_break_in_the_question_is_marked_in_the_picture(client):
+    a = stage_data(client, "tools", Scenario(messages=[{"role": "user", "content": "Did my\netl_pipeline\tDAG run?"}]))["tools-attention"]
+    heads = "".join(c["text"] for c in a["columns"])
+    assert heads == "Did my↵etl_pipeline⇥DAG run?" and a["identifier"] == "etl_pipeline"

@@ -27,6 +27,7 @@ import numpy as np
 from explainer.lifecycle.tool_format import TOOL_USE_PREFIX
 from explainer.stages.words import token_row, visible_token
 
+_BREAKS = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "␍"})
 ROWS = 6  # argument tokens drawn (the figures are measured over all of them)
 COLUMN_CHARS = 40  # the question's tokens drawn, at most this many characters as shown: a phone's width
 DIGITS = 4  # weights as the page and /data carry them
@@ -205,7 +206,8 @@ def measure(engine, run, *, choice: str, name: str, question: str, identifier: s
         "identifier": identifier if ident else None,
         "call_json": raw.decode("utf-8", "replace"),
         "copied": bool(identifier) and identifier in _strings_of(raw),
-        "columns": [{"text": h["text"], "ident": c in ident} for h, c in zip(heads, columns)],
+        # a column's head reads as the question does, spaces kept; a line break or tab is marked, not obeyed
+        "columns": [{"text": h["text"].translate(_BREAKS), "ident": c in ident} for h, c in zip(heads, columns)],
         "rows": [{"text": visible_token(labels[r]["text"]), "position": p,
                   "cells": [{"pct": pct(best[r, c], 2), "ident": c in ident} for c in columns],
                   "before_pct": pct(before[r]), "after_pct": pct(after[r]), "rest_pct": round(float(rest[r]) * 100),
