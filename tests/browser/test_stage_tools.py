@@ -66,7 +66,7 @@ INSIDE = """(sel) => { const r = document.querySelector(sel).getBoundingClientRe
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_the_default_view_is_the_article_s_example_with_its_attention_in_the_first_screen(server, browser, link, scheme):
+def test_the_default_view_is_the_article_s_example_with_its_attention_in_the_first_screen(server, browser, link, axe, scheme):
     """No options: the article's question, the loop whole, and beside the call the attention picture, all inside
     the first screen on a laptop and a phone, in both colour schemes, with nothing scrolled sideways; the picture
     shows the numbers /data has."""
@@ -103,6 +103,7 @@ def test_the_default_view_is_the_article_s_example_with_its_attention_in_the_fir
         assert [c[0] for c in cells] == [c["ident"] for c in data["rows"][0]["cells"]]
         shades = pg.evaluate("() => new Set([...document.querySelectorAll('#attn-map td[style]')].map(td => getComputedStyle(td).backgroundColor)).size")
         assert shades > 3  # drawn by weight, not one flat colour
+        axe(pg)  # the picture is a table with its headers, readable without the colours
         SHOTS.mkdir(exist_ok=True)
         pg.screenshot(path=str(SHOTS / f"tools-article-{name}-{scheme}.png"))
         assert not errors, errors
