@@ -254,10 +254,10 @@ def summary(page, extra: int) -> tuple[dict, list[RequestRow], dict]:
 def context(page) -> dict:
     extra = page.opts["extra"]
     base = {"extra": extra, "extra_choices": [{"n": n, "url": page.url(extra=n), "current": n == extra} for n in EXTRA_CHOICES],
-            "extra_max": EXTRA_MAX, "wide": True}
+            "extra_max": EXTRA_MAX}
     run = page.run
     if run.error is not None or page.engine.scheduler is None:
-        return base | {"runnable": False, "data": {"runnable": False, "extra": extra}}
+        return base | {"runnable": False, "no_scheduler": run.error is None, "data": {"runnable": False, "extra": extra}}
     case, rows, figures = summary(page, extra)
     alone = figures if extra == 0 else summary(page, 0)[2]  # the request alone: the baseline
     you = figures["you"]
