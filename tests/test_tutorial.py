@@ -262,6 +262,9 @@ def test_cache_hit(client):
 def test_own_tool_loop(client):
     mine = Scenario(tools=[OWN_TOOL])
     assert check(client, "own-tool", mine, tool="own")["done"] is True
+    # the lesson opens on the article's example
+    opened = client.get(by_id()["own-tool"].start_url())
+    assert opened.context["tool"] == "article" and opened.context["question"] == "Did my etl_pipeline DAG run today?"
     # as the form sends it from the lesson's start: the article's question, with the learner's tool
     article = Scenario(messages=[{"role": "user", "content": "Did my etl_pipeline DAG run today?"}], tools=[OWN_TOOL])
     done = check(client, "own-tool", article, tool="own")

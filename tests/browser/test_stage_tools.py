@@ -180,6 +180,7 @@ def test_own_tool_form_runs_the_loop(server, page, link, shoot, axe):
     assert '"name": "pick_colour"' in page.locator("#tool-use").inner_text()
     assert "your code would run pick_colour here" in page.locator("#tool-output").inner_text()
     assert "Stand-in result" in page.locator(".tl-step.in-app").inner_text()
+    assert page.locator("#attention #attn-share").is_visible()  # beside the learner's call too
     assert page.locator(".tl-def b").count() == 0 and "<b>now</b>" in page.locator(".tl-def pre").inner_text()
     assert page.locator("a[data-tool='own'][aria-current='true']").count() == 1
     axe(page)
