@@ -49,6 +49,12 @@ def test_it_records_the_explained_request_beside_the_extras(client):
     # its order of events: queued, admitted, prefilled, first step, left
     rec = next(r for r in tl["requests"] if r["id"] == you["id"])
     assert rec["queued"] <= rec["admitted"] <= rec["first_step"] <= rec["left"]
+    # the page tells that story from the same record
+    st = d["story"]
+    assert st["steps"] == you["tokens"] and st["wait_ms"] == you["wait_ms"] and st["reason"] == "end"
+    mine = [s for s in tl["steps"] if you["id"] in s["rows"]]
+    assert st["first_batch"] == len(mine[0]["rows"]) and st["last_batch"] == len(mine[-1]["rows"])
+    assert st["arrived_ms"] <= st["joined_ms"] <= st["left_ms"]
     # and its reply is token for token the one it produces alone
     assert d["same_tokens"] is True
     assert d["reply_tokens"] == len(run_of(SCENARIO).steps)

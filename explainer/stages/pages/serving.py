@@ -235,6 +235,23 @@ def figures_of(case: dict, rows: list[RequestRow]) -> dict:
     }
 
 
+def story_of(case: dict, you: RequestRow | None) -> dict | None:
+    """The explained request's life in the record, in milliseconds from the window's start: when it arrived, how long
+    it waited and prefilled, the batch it joined and the one it left."""
+    rec = next((r for r in case["record"]["requests"] if you and r["id"] == you["id"]), None)
+    if rec is None or you is None:
+        return None
+    steps = [st for st in case["record"]["steps"] if rec["id"] in st["rows"]]
+
+    def at(t: float | None) -> float | None:
+        return None if t is None else round((t - case["since"]) * 1000, 1)
+
+    return {"arrived_ms": at(rec["queued"]), "wait_ms": you["wait_ms"], "prefill_ms": you["prefill_ms"],
+            "joined_ms": at(steps[0]["start"]) if steps else None, "first_batch": len(steps[0]["rows"]) if steps else None,
+            "steps": len(steps), "mean_batch": you["mean_batch"], "last_batch": len(steps[-1]["rows"]) if steps else None,
+            "left_ms": at(rec["left"]), "reason": rec["reason"]}
+
+
 def lane_figures(scenario, you: RequestRow | None, kv_budget: int | None) -> dict:
     """The server's real bounds: the lane's workers and queue (past them, 529), the KV budget and how many
     requests like this one it holds at once."""
@@ -264,7 +281,7 @@ def context(page) -> dict:
     alone_tps = (alone["you"] or {}).get("tokens_per_s")
     data = {
         "runnable": True, "extra": extra, "asked": case["asked"], "ran": case["ran"],
-        "timeline": timeline_of(case, rows), "rows": rows, "figures": figures,
+        "timeline": timeline_of(case, rows), "rows": rows, "figures": figures, "story": story_of(case, you),
         "alone_tokens_per_s": alone_tps,
         # the server's output against the request alone, and this request's stream against itself alone
         "aggregate_gain": _ratio(figures["aggregate_tokens_per_s"], alone_tps),
