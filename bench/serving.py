@@ -200,11 +200,11 @@ def many_clients(engine: Engine, model: str, max_tokens: int, alone: dict[int, l
     widest = max(len(s["rows"]) for s in rec["steps"])
     print(f"   KV needed by all at once {need / 2**20:.1f} MB, budget {budget / 2**20:.1f} MB, peak {rec['kv_peak_bytes'] / 2**20:.1f} MB "
           f"({'within' if rec['kv_peak_bytes'] <= budget else 'OVER'}); widest step {widest} rows; "
-          f"{len(got)}/64 replies, {same}/64 identical to one at a time, {sum(r['tokens'] for r in rec['requests'])} rows "
-          f"for {sum(len(t) for t in got.values())} tokens")
+          f"{len(got)}/64 replies, {same}/64 identical to one at a time; {sum(r['tokens'] for r in rec['requests'])} rows in "
+          f"steps for {sum(len(t) for t in got.values())} tokens (each reply's first token comes from its prefill)")
 
 
-def api(model_name: str, models_dir: Path | None, max_tokens: int, n: int = 16) -> None:
+def api(model_name: str, models_dir: Path | None, max_tokens: int, n: int = 16, clients: int = 0) -> None:
     import logging
 
     import anthropic
@@ -221,7 +221,10 @@ def api(model_name: str, models_dir: Path | None, max_tokens: int, n: int = 16) 
         client = anthropic.Anthropic(base_url=srv["url"], api_key=srv["api_key"], max_retries=0, timeout=600)
 
         def call(i: int) -> tuple[str, int]:
-            r = client.messages.create(**body(i, max_tokens, model_name))
+            b = body(i, max_tokens, model_name)
+            # (this SDK release has no temperature argument; the API still reads the field)
+            extra = {"temperature": b.pop("temperature")}
+            r = client.messages.create(**b, extra_body=extra)
             return "".join(b.text for b in r.content if b.type == "text"), r.usage.output_tokens
         call(0)  # warm: the server opens the model
         t = time.perf_counter()
@@ -231,10 +234,17 @@ def api(model_name: str, models_dir: Path | None, max_tokens: int, n: int = 16) 
         with ThreadPoolExecutor(n) as pool:
             conc = list(pool.map(call, range(n)))
         tc = time.perf_counter() - t
+        if clients:  # as many clients at once as the lane admits (workers + queue): every one answered, exactly
+            ref = [call(i) for i in range(clients)]
+            with ThreadPoolExecutor(clients) as pool:
+                many = list(pool.map(call, range(clients)))
     tokens = sum(k for _, k in seq)
     same = sum(a[0] == b[0] for a, b in zip(seq, conc))
     print(f"   one at a time {tokens / ts:.0f} tok/s, all at once {sum(k for _, k in conc) / tc:.0f} tok/s: "
           f"{ts / tc:.2f}x; {same}/{n} replies identical")
+    if clients:
+        print(f"   {clients} clients at once: {len(many)}/{clients} answered, "
+              f"{sum(a == b for a, b in zip(ref, many))}/{clients} identical to one at a time")
 
 
 def old_engine(rev: str, new: Engine, folder: Path | None) -> Engine | None:
@@ -270,7 +280,7 @@ def old_engine(rev: str, new: Engine, folder: Path | None) -> Engine | None:
 
 def bench(folder: Path | None, against: str, repeats: int, levels: list[int], with_api: bool) -> None:
     if folder is None:
-        engine, name, max_tokens, words = Engine(), "claude-sonnet-4-5", 64, 320
+        engine, name, max_tokens, words = Engine(), "claude-haiku-4-5", 64, 320
     else:
         from explainer.llm.hf.loader import load_folder
         loaded = load_folder(folder)
@@ -285,7 +295,7 @@ def bench(folder: Path | None, against: str, repeats: int, levels: list[int], wi
         if folder is not None:
             models_dir = Path(tempfile.mkdtemp())
             (models_dir / folder.name).symlink_to(folder.resolve())
-        api(name, models_dir, max_tokens)
+        api(name, models_dir, max_tokens, clients=64 if folder is None else 0)
         if models_dir is not None:
             shutil.rmtree(models_dir)
     long_prompt(engine, name, words)
