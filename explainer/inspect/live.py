@@ -10,7 +10,8 @@ Frames to the browser:
     inspect.recorded  calls were recorded since the last frame: {"calls": how many}
     error             the API's error envelope: the client sent a frame (this socket only listens)
 The client sends nothing. A frame from it is answered with an error; a flood closes the socket
-(CLOSE_TRY_AGAIN_LATER); an unknown or expired session closes it with CLOSE_NOT_FOUND.
+(CLOSE_TRY_AGAIN_LATER); an unknown or expired session closes it with CLOSE_NOT_FOUND; a channel layer that
+is down, with CLOSE_LAYER_DOWN (the page then polls).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from explainer.web.sockets import JsonFrameConsumer
 log = logging.getLogger(__name__)
 RECORDED = "inspect.recorded"  # the layer's message type (and the frame's): handled by ``inspect_recorded``
 CLOSE_NOT_FOUND = 4404
+CLOSE_LAYER_DOWN = 1011  # the server cannot serve this socket now; the page falls back to polling
 COALESCE_S = 0.25  # a burst of calls reaches each page as one frame this long after its first call
 MAX_FRAME_BYTES = 1024  # the client has nothing to say; what it sends anyway is refused, small
 FRAMES_PER_10S = 10
@@ -91,7 +93,12 @@ class SessionConsumer(JsonFrameConsumer):
             await self.send_error(APIError("not_found_error", "No such inspector session: it does not exist, has expired, or was deleted."))
             await self.close(CLOSE_NOT_FOUND)
             return
-        await self.channel_layer.group_add(group(self.session_id), self.channel_name)
+        try:
+            await self.channel_layer.group_add(group(self.session_id), self.channel_name)
+        except Exception:  # noqa: BLE001 (the layer's backend, Redis, is down): the page polls instead
+            log.warning("inspector: a session's page could not join its group on the channel layer", exc_info=True)
+            await self.close(CLOSE_LAYER_DOWN)
+            return
         self.joined = True
         await self.send_json({"type": "inspect.hello", "calls": count})
 

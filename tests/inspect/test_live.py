@@ -105,3 +105,14 @@ async def test_a_layer_that_hangs_never_holds_the_callers_answer(monkeypatch, se
     assert out.status == 502 and loop.time() - started < live.ANNOUNCE_TIMEOUT_S / 2
     await asyncio.wait_for(hung.wait(), 5)  # it was announced, in the background
     await asyncio.gather(*live._announcing)  # and given up after ANNOUNCE_TIMEOUT_S, quietly
+
+
+async def test_a_layer_that_is_down_closes_the_socket_and_the_page_polls(monkeypatch):
+    from channels.layers import InMemoryChannelLayer
+
+    async def down(self, group, channel):
+        raise ConnectionError("redis is down")
+    monkeypatch.setattr(InMemoryChannelLayer, "group_add", down)
+    session = await Session.objects.acreate()
+    comm = await _open(session.id)
+    assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 1011}
