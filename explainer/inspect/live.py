@@ -8,10 +8,10 @@ per socket, not one per call.
 Frames to the browser:
     inspect.hello     on connect: {"calls": how many calls the session holds now}
     inspect.recorded  calls were recorded since the last frame: {"calls": how many}
-    error             the API's error envelope: the client sent a frame (this socket only listens)
+    error             the API's error envelope: the client sent a frame (this socket only listens), or the
+                      session is unknown, expired or was just deleted (then the socket closes, CLOSE_NOT_FOUND)
 The client sends nothing. A frame from it is answered with an error; a flood closes the socket
-(CLOSE_TRY_AGAIN_LATER); an unknown or expired session closes it with CLOSE_NOT_FOUND; a channel layer that
-is down, with CLOSE_LAYER_DOWN (the page then polls).
+(CLOSE_TRY_AGAIN_LATER); a channel layer that is down, CLOSE_LAYER_DOWN (the page then polls).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from explainer.web.sockets import JsonFrameConsumer
 
 log = logging.getLogger(__name__)
 RECORDED = "inspect.recorded"  # the layer's message type (and the frame's): handled by ``inspect_recorded``
+DELETED = "inspect.deleted"  # the session was deleted: ``inspect_deleted`` closes the socket
 CLOSE_NOT_FOUND = 4404
 CLOSE_LAYER_DOWN = 1011  # the server cannot serve this socket now; the page falls back to polling
 COALESCE_S = 0.25  # a burst of calls reaches each page as one frame this long after its first call
@@ -50,13 +51,22 @@ async def announce(session_id: str, calls: int = 1) -> None:
     """Tell the pages open on this session that ``calls`` calls were recorded. Never raises, and gives up after
     ``ANNOUNCE_TIMEOUT_S``: a layer that is down or slow (Redis) costs the pages their live update (they poll),
     never the call its answer or its record."""
+    await _group_send(session_id, {"type": RECORDED, "calls": calls})
+
+
+async def announce_deleted(session_id: str) -> None:
+    """Tell the pages open on this session that it was deleted: their sockets close with CLOSE_NOT_FOUND."""
+    await _group_send(session_id, {"type": DELETED})
+
+
+async def _group_send(session_id: str, message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        await asyncio.wait_for(layer.group_send(group(session_id), {"type": RECORDED, "calls": calls}), ANNOUNCE_TIMEOUT_S)
+        await asyncio.wait_for(layer.group_send(group(session_id), message), ANNOUNCE_TIMEOUT_S)
     except Exception:  # noqa: BLE001 (any failure of the layer's backend, or its timeout)
-        log.warning("inspector: could not announce a call of session %s… on the channel layer", session_id[:6], exc_info=True)
+        log.warning("inspector: could not tell session %s…'s pages on the channel layer", session_id[:6], exc_info=True)
 
 
 _announcing: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references to tasks
@@ -121,6 +131,10 @@ class SessionConsumer(JsonFrameConsumer):
         self.pending += n if isinstance(n, int) and 0 < n < 1_000_000 else 1
         if self.flush is None or self.flush.done():
             self.flush = asyncio.create_task(self._flush())
+
+    async def inspect_deleted(self, message: dict[str, Any]) -> None:
+        await self.send_error(APIError("not_found_error", "This inspector session was deleted."))
+        await self.close(CLOSE_NOT_FOUND)
 
     async def _flush(self) -> None:
         await asyncio.sleep(COALESCE_S)

@@ -180,7 +180,8 @@ def call_page(request: HttpRequest, session_id: str, n: str) -> HttpResponse:
     if session is None:
         return _gone(request)
     if view is None:
-        return _error(request, 404, "No such call", f"This session has no call {n[:12]}.", back=reverse("inspect-session", args=[session.id]))
+        more = f" (its pages read its first {MAX_CALLS_SHOWN} calls)" if n.isdigit() and len(n) < 7 and int(n) > MAX_CALLS_SHOWN else ""
+        return _error(request, 404, "No such call", f"This session has no call {n[:12]}{more}.", back=reverse("inspect-session", args=[session.id]))
     k = view["call"]["index"]
     return render(request, "inspect/call.html", {
         **view, "session": session, "upstream": proxy.upstream(), "bundled": bundled_info(),
@@ -266,6 +267,7 @@ def _import_answer(request: HttpRequest, wants_json: bool, session: Session | No
 def delete(request: HttpRequest, session_id: str) -> HttpResponse:
     Session.objects.filter(id=session_id[:32]).delete()
     proxy.forget_session(session_id)
+    async_to_sync(live.announce_deleted)(session_id[:32])  # its open pages say so at once
     return HttpResponseRedirect(reverse("inspect"))
 
 

@@ -80,7 +80,7 @@ async def test_a_layer_that_fails_costs_the_page_its_update_not_the_import(monke
     session = await Session.objects.acreate()
     r = await AsyncClient().post(f"/inspect/{session.id}/import", LINE, content_type="application/x-ndjson")
     assert r.status_code == 200 and r.json() == {"imported": 1}
-    assert "could not announce" in caplog.text
+    assert "could not tell session" in caplog.text
 
 
 async def test_a_layer_that_hangs_never_holds_the_callers_answer(monkeypatch, settings):
@@ -116,3 +116,13 @@ async def test_a_layer_that_is_down_closes_the_socket_and_the_page_polls(monkeyp
     session = await Session.objects.acreate()
     comm = await _open(session.id)
     assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 1011}
+
+
+async def test_deleting_the_session_closes_its_open_pages_sockets():
+    session = await Session.objects.acreate()
+    comm = await _open(session.id)
+    await comm.receive_json_from()
+    r = await AsyncClient().post(f"/inspect/{session.id}/delete")
+    assert r.status_code == 302
+    assert (await comm.receive_json_from(timeout=5))["error"]["message"] == "This inspector session was deleted."
+    assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4404}
