@@ -3,6 +3,7 @@ round, each student asks one question, the presenter sends them all at once, eac
 the presenter's screen gets the questions (without the hidden ones) and the scheduler's record of the class's
 requests sharing the model's decode steps."""
 import json
+import threading
 
 import pytest
 
@@ -10,6 +11,7 @@ from explainer.lifecycle import frames as fr
 from explainer.lifecycle.engine import Engine
 from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.scenario import Scenario
+from explainer.llm import budget
 from explainer.rooms import asking, rooms
 from explainer.web.runner import get_engine
 from tests.test_rooms import close, make_room, presenter, student, until
@@ -210,23 +212,38 @@ async def test_a_flood_of_questions_gets_the_room_s_usual_treatment(settings):
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_student_who_leaves_mid_reply_cancels_their_request(monkeypatch):
-    monkeypatch.setattr(asking, "ASK_MAX_TOKENS", 400)  # long enough to be mid-reply when the phone goes
-    room, secret = await make_room()
-    p = await presenter(room, secret)
-    s, _ = await student(room)
-    await p.send_json_to({"type": "ask", "op": "open"})
-    await until(s, "room.ask")
-    await ask(s, "Tell me everything about the history of computers, in detail.")
-    await p.send_json_to({"type": "ask", "op": "send"})
-    await until(s, "room.reply")
-    while (await s.receive_json_from(timeout=20))["phase"] != "token":
-        pass
-    await s.disconnect()
-    listed = await questions_until(p, lambda f: f["questions"] and f["questions"][0]["status"] not in ("waiting", "answering"))
-    assert listed[-1]["questions"][0]["status"] == "left"
-    final = (await timeline_done(p))[-1]
-    (req,) = [r for r in final["requests"] if r["id"] in final["highlight"]]
-    assert req["reason"] == "cancelled" and req["left"] is not None and req["tokens"] < 400
+    # The model's decode steps are held at a gate after the first one, so the phone leaves mid-reply whatever the
+    # machine's speed: the request must leave on its own (cancelled), not by finishing. A held step checks its
+    # run's budget as the model's own work does (a request alone runs its steps in its own thread).
+    model, gate, calls = get_engine().model, threading.Event(), []
+    decode = model.decode
+
+    def gated(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            while not gate.wait(0.02):
+                budget.check()
+        return decode(*args, **kwargs)
+    monkeypatch.setattr(model, "decode", gated)
+    try:
+        room, secret = await make_room()
+        p = await presenter(room, secret)
+        s, _ = await student(room)
+        await p.send_json_to({"type": "ask", "op": "open"})
+        await until(s, "room.ask")
+        await ask(s, "Tell me everything about the history of computers.")
+        await p.send_json_to({"type": "ask", "op": "send"})
+        while (await until(s, "room.reply"))[-1]["phase"] != "token":
+            pass
+        await s.disconnect()
+        listed = await questions_until(p, lambda f: f["questions"] and f["questions"][0]["status"] not in ("waiting", "answering"))
+        assert listed[-1]["questions"][0]["status"] == "left"
+        final = (await timeline_done(p))[-1]
+        (req,) = [r for r in final["requests"] if r["id"] in final["highlight"]]
+        assert req["reason"] == "cancelled" and req["left"] is not None
+        assert not gate.is_set()  # it left while its next step was still held: the phone's going stopped it
+    finally:
+        gate.set()
     await close(p)
 
 
