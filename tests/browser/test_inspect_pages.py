@@ -92,6 +92,19 @@ def test_a_call_opens_stage_by_stage_in_the_first_screen(screen_page, session, a
     assert not pg.js_errors
 
 
+@pytest.mark.parametrize("path", ["/", "/call/3/"])
+def test_the_inspectors_pages_keep_their_contrast_in_the_dark_scheme(browser, session, axe, shoot, path):
+    ctx = browser.new_context(viewport={"width": 1366, "height": 768}, color_scheme="dark")
+    pg = ctx.new_page()
+    try:
+        pg.goto(session["base"] + path)
+        pg.evaluate("() => document.querySelectorAll('details').forEach((d) => { d.open = true; })")
+        axe(pg)  # color-contrast among every serious violation
+        shoot(pg, f"inspect-dark-{'call' if 'call' in path else 'session'}")
+    finally:
+        ctx.close()
+
+
 def test_a_new_call_arrives_live_over_the_socket(page, session):
     frames: list[str] = []
     page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(payload)) if "/ws/inspect/" in ws.url else None)
