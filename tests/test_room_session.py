@@ -505,3 +505,14 @@ def test_the_timeline_shows_the_class_s_rows_and_others_only_anonymously():
     assert [s["index"] for s in t["steps"]] == [0, 1]  # a step with none of the class's rows is not the class's story
     assert {r["id"] for r in t["requests"]} == {5, 6, 7} and all(r["label"] == "" for r in t["requests"])
     assert t["steps"][0]["start"] == pytest.approx(0.2) and "secret" not in repr(t)
+
+
+def test_a_question_for_a_round_this_presenter_does_not_have_is_refused_with_a_reason():
+    p = presenter("s1")  # a presenter page that reloaded: a new session, without the phones' open round
+    p.label_prefix = "room:ABC234:srcP"
+    assert p.ask_in(3, "s1", "s1", None, "still there?")[0].frame["message"] == "This round is over: wait for your teacher to open the next one."
+    p.open_ask()
+    p.ask_in(1, "s1", "s1", None, "one?")
+    p.send_ask()
+    late = p.ask_in(1, "s2", "s2", None, "late?")
+    assert late[0].frame["message"] == "The questions of this round were already sent: wait for the next round."

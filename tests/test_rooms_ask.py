@@ -195,6 +195,9 @@ async def test_a_round_has_a_size_and_takes_no_question_once_sent(monkeypatch):
         assert (await until(s, "room.ask"))[-1]["phase"] == "sent"
     late = await ask(students[2], "Now?")
     assert late["error"]["message"] == "No round of questions is open right now."
+    await p.send_json_to({"type": "ask", "op": "close"})
+    for s in students:
+        assert (await until(s, "room.ask"))[-1]["phase"] == "closed"
     await close(p, *students)
 
 

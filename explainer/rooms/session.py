@@ -689,8 +689,10 @@ class RoomSession:
         if self.role != "presenter":
             return []
         sid = sid if isinstance(sid, str) and sid else ch
-        if a is None or a.round != round_ or a.phase != "open":
+        if a is not None and a.round == round_ and a.phase == "sent":
             why = "The questions of this round were already sent: wait for the next round."
+        elif a is None or a.round != round_ or a.phase != "open":  # closed, or a round of the presenter's page before it reloaded
+            why = "This round is over: wait for your teacher to open the next one."
         elif sid in a.by_sid:  # one per student: their first is in (asked before they reconnected)
             return [self._taken(a, a.questions[a.by_sid[sid]], ch)]
         elif len(a.questions) >= asking.MAX_QUESTIONS:
