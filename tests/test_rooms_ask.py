@@ -295,3 +295,28 @@ async def test_a_student_who_reconnects_keeps_their_question():
     assert end["phase"] == "end" and "error" not in end
     assert fr.ROOM_REPLY == end["type"]
     await close(p, again)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+async def test_sixteen_students_ask_at_once():
+    """Issue 23's "done": sixteen phones each stream their own reply while the projector shows them sharing the model."""
+    room, secret = await make_room()
+    p = await presenter(room, secret)
+    students = [(await student(room))[0] for _ in range(16)]
+    await p.send_json_to({"type": "ask", "op": "open"})
+    for s in students:
+        await until(s, "room.ask")
+    questions = [f"What is a {w}?" for w in ("token", "logit", "prompt", "cache", "batch", "model", "layer", "head",
+                                              "vector", "tensor", "window", "sampler", "stream", "server", "request", "reply")]
+    for s, q in zip(students, questions, strict=True):
+        assert (await ask(s, q))["type"] == "room.asked"
+    await p.send_json_to({"type": "ask", "op": "send"})
+    for s, q in zip(students, questions, strict=True):
+        tokens = [f["piece"] for f in await reply_of(s) if f["type"] == "room.reply" and f["phase"] == "token"]
+        assert tokens == alone(q)
+    final = (await timeline_done(p))[-1]
+    ours = set(final["highlight"])
+    assert len(ours) == 16
+    assert max(len(ours & set(st["rows"])) for st in final["steps"]) > 2
+    await close(p, *students)
