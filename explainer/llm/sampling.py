@@ -74,20 +74,58 @@ class Candidate:
 
 # Past this many tokens, sorting the whole vocabulary at every step is the largest cost of a step (49k tokens:
 # several milliseconds, paid per request even when many share the model's step). A larger vocabulary's order
-# is found only as far as a step needs it: the few most likely tokens, sorted, then more if the draw or top-p
-# reaches past them (a flat distribution may need the whole order, which is then sorted).
+# is worked out only where a step needs it. Its tokens are put in BINS bins by logit (bin 0 the highest; a bin
+# never holds a larger logit than an earlier one), so the mass of every bin is one pass (``np.bincount``), and
+# only the tokens of the bin where a running sum crosses its target, or where the first n tokens end, are sorted.
 FULL_SORT_MAX = 8192
+BINS = 1024
 
 
-def head_order(values: np.ndarray, n: int) -> np.ndarray:
+def logit_bins(values: np.ndarray) -> np.ndarray:
+    """Each token's bin along the order of ``values`` (descending): -inf (a banned token) in the last, ``BINS``."""
+    finite = np.isfinite(values)
+    bins = np.full(values.size, BINS, np.int64)
+    if finite.any():
+        hi, lo = values[finite].max(), values[finite].min()
+        scale = (BINS - 1) / (hi - lo) if hi > lo else 0.0
+        bins[finite] = np.minimum((hi - values[finite]) * scale, BINS - 1).astype(np.int64)
+    return bins
+
+
+def _sorted(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``ids`` (ascending) in the order: descending value, ties by ascending id."""
+    return ids[np.argsort(-values[ids], kind="stable")]
+
+
+def head_order(values: np.ndarray, n: int, bins: np.ndarray | None = None) -> np.ndarray:
     """The first ``n`` ids of ``values``' order: descending value, ties by ascending id (a stable sort's order)."""
     V = values.size
     if n >= V or V <= FULL_SORT_MAX or n > V // 8:
         return np.argsort(-values, kind="stable")[:n]
-    part = np.argpartition(-values, n - 1)[:n]  # the n largest, any order, any of the ties at the edge
-    edge = values[part].min()
-    tied_in = np.flatnonzero(values >= edge)  # ascending ids, every token tied at the edge included
-    return tied_in[np.argsort(-values[tied_in], kind="stable")][:n]
+    bins = logit_bins(values) if bins is None else bins
+    last = int(np.searchsorted(np.cumsum(np.bincount(bins, minlength=BINS + 1)), n))  # the bin holding the n-th
+    return _sorted(values, np.flatnonzero(bins <= last))[:n]
+
+
+def crossing(values: np.ndarray, weights: np.ndarray, target: float, bins: np.ndarray, side: str = "right"
+             ) -> tuple[np.ndarray, int]:
+    """Walking the order of ``values``, where the running sum of ``weights`` first passes ``target`` (with
+    ``side="left"``: first reaches it): (a mask of the tokens up to it, that token). Bins above it are summed
+    whole; only the tokens of its bin are sorted. A target past the total (rounding) lands on the last token
+    with weight."""
+    cum = np.cumsum(np.bincount(bins, weights=weights, minlength=BINS + 1))
+    k = min(int(np.searchsorted(cum, target, side=side)), BINS)  # type: ignore[call-overload]
+    ids = _sorted(values, np.flatnonzero(bins == k))
+    run = (cum[k - 1] if k else 0.0) + np.cumsum(weights[ids])
+    j = int(np.searchsorted(run, target, side=side)) if len(ids) else 0  # type: ignore[call-overload]
+    if j >= len(ids) or weights[ids[j]] <= 0:  # past the total, or on a token without weight
+        pos = np.flatnonzero(weights > 0)
+        low = values[pos].min()
+        last = int(pos[values[pos] == low].max())
+        return (weights > 0) | (bins < k), last
+    mask = bins < k
+    mask[ids[:j + 1]] = True
+    return mask, int(ids[j])
 
 
 @dataclass(frozen=True)
@@ -105,13 +143,19 @@ class Distribution:
         """Token ids, most likely first (ties: lower id first), the whole vocabulary."""
         return self.head(self.logits.size)
 
+    @cached_property
+    def bins(self) -> np.ndarray:
+        """Each token's bin by logit (a large vocabulary's; see ``FULL_SORT_MAX``)."""
+        return logit_bins(self.logits)
+
     def head(self, n: int) -> np.ndarray:
         """The order's first ``n`` ids (sorted only as far as needed; see ``FULL_SORT_MAX``)."""
         if "order" in self.__dict__:
             return self.__dict__["order"][:n]  # type: ignore[no-any-return]
         if len(self.top) >= n:
             return self.top[:n]
-        top = head_order(self.logits, min(self.logits.size, max(n, 64)))
+        V = self.logits.size
+        top = head_order(self.logits, min(V, max(n, 16)), self.bins if V > FULL_SORT_MAX else None)
         object.__setattr__(self, "top", top)
         return top[:n]
 
@@ -122,18 +166,6 @@ class Distribution:
             out.append(Candidate(int(t), float(self.logits[t]), float(self.scaled[t]), float(self.probs[t]),
                                  bool(self.final[t] > 0), float(self.final[t]), min(cum, 1.0)))
         return out
-
-
-def _prefix_reaching(dist: Distribution, weights: np.ndarray, target: float) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, cumulative sums of ``weights`` over them) for the shortest head of the order whose sum passes
-    ``target`` (the whole order if none does)."""
-    V, n = weights.size, 64
-    while True:
-        ids = dist.head(min(n, V))
-        cum = np.cumsum(weights[ids])
-        if cum[-1] > target or len(ids) == V:
-            return ids, cum
-        n *= 4
 
 
 def distribution(logits: np.ndarray, params: SamplingParams, banned: tuple[int, ...] = ()) -> Distribution:
@@ -161,21 +193,24 @@ def distribution(logits: np.ndarray, params: SamplingParams, banned: tuple[int, 
             sorted_p = np.where(keep[order], probs[order], 0.0)
             cum = np.cumsum(sorted_p / sorted_p.sum())
             ids = order
+            n_keep = int(np.searchsorted(cum, params.top_p - 1e-12)) + 1  # smallest prefix reaching p
+            top_p_keep = np.zeros(V, dtype=bool)
+            top_p_keep[ids[:n_keep]] = True
         else:
             kept = np.where(keep, probs, 0.0)
-            ids, cum = _prefix_reaching(dist, kept / kept.sum(), params.top_p - 1e-12)
-        n_keep = int(np.searchsorted(cum, params.top_p - 1e-12)) + 1  # smallest prefix reaching p
-        top_p_keep = np.zeros(V, dtype=bool)
-        top_p_keep[ids[:n_keep]] = True
+            top_p_keep, _ = crossing(logits, kept / kept.sum(), params.top_p - 1e-12, dist.bins, side="left")
         keep &= top_p_keep
     final = np.where(keep, probs, 0.0)
     final = final / final.sum()
-    return Distribution(logits, scaled, probs, final, dist.top if "order" not in dist.__dict__ else dist.order)
+    out = Distribution(logits, scaled, probs, final, dist.top if "order" not in dist.__dict__ else dist.order)
+    if "bins" in dist.__dict__:
+        out.__dict__["bins"] = dist.bins
+    return out
 
 
 def draw(dist: Distribution, rng: np.random.Generator) -> int:
     """Inverse-CDF draw over the tokens in the distribution's order: one uniform number per step, so seeds repeat
-    exactly. (A large vocabulary's order is followed only until the draw lands; its total is the plain sum.)"""
+    exactly. (A large vocabulary's order is worked out only where the draw lands; see ``FULL_SORT_MAX``.)"""
     u = rng.random()
     if dist.final.size <= FULL_SORT_MAX:
         p = dist.final[dist.order]
@@ -183,7 +218,4 @@ def draw(dist: Distribution, rng: np.random.Generator) -> int:
         i = int(np.searchsorted(cum, u * cum[-1], side="right"))
         i = min(i, int(np.count_nonzero(p)) - 1)
         return int(dist.order[i])
-    ids, cum = _prefix_reaching(dist, dist.final, u * float(dist.final.sum()))
-    i = int(np.searchsorted(cum, u * float(dist.final.sum()), side="right"))
-    i = min(i, len(ids) - 1, int(np.count_nonzero(dist.final[ids])) - 1)
-    return int(ids[i])
+    return crossing(dist.logits, dist.final, u * float(dist.final.sum()), dist.bins)[1]
