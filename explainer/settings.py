@@ -182,8 +182,8 @@ EXPLAINER_BATCH_MAX = int(os.environ.get("EXPLAINER_BATCH_MAX", 32))  # rows of 
 EXPLAINER_KV_MB = float(os.environ.get("EXPLAINER_KV_MB", 256))
 # Local models (untrusted folders, maybe large or slow) have workers of their own, so that their work
 # never waits for, or delays, the bundled model's (explainer/web/runner.py).
-EXPLAINER_LOCAL_WORKERS = int(os.environ.get("EXPLAINER_LOCAL_WORKERS", 8))
-EXPLAINER_LOCAL_QUEUE = int(os.environ.get("EXPLAINER_LOCAL_QUEUE", 8))  # local-model work that may wait; past it: 529 (a page: 503)
+EXPLAINER_LOCAL_WORKERS = int(os.environ.get("EXPLAINER_LOCAL_WORKERS", 16))
+EXPLAINER_LOCAL_QUEUE = int(os.environ.get("EXPLAINER_LOCAL_QUEUE", 16))  # local-model work that may wait; past it: 529 (a page: 503)
 # A request (an API call, a stream, a page's computation) that runs longer is stopped: 504 timeout_error.
 EXPLAINER_REQUEST_TIMEOUT_S = float(os.environ.get("EXPLAINER_REQUEST_TIMEOUT_S", 60))
 # Hugging Face-layout model folders, one per model (manage.py models list | add PATH | pull HF_ID).

@@ -162,7 +162,7 @@ class Services:
                 settings.EXPLAINER_MODELS_DIR, max_context=settings.EXPLAINER_MAX_CONTEXT, max_bytes=int(settings.EXPLAINER_MODELS_MB * 2**20)),
             stop=stop,
             bundled=Lane("bundled", int(get("EXPLAINER_ENGINE_WORKERS", 32)), int(get("EXPLAINER_ENGINE_QUEUE", 32)), overloaded, stop),
-            local=Lane("local", int(get("EXPLAINER_LOCAL_WORKERS", 8)), int(get("EXPLAINER_LOCAL_QUEUE", 8)), local_busy, stop, nice=10),
+            local=Lane("local", int(get("EXPLAINER_LOCAL_WORKERS", 16)), int(get("EXPLAINER_LOCAL_QUEUE", 16)), local_busy, stop, nice=10),
             batch_max=int(get("EXPLAINER_BATCH_MAX", 32)),
             kv_mb=float(get("EXPLAINER_KV_MB", 256)),
             # a burst of twice the per-minute allowance, then a wrong key is a 429 without any lookup
