@@ -25,7 +25,7 @@ from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from explainer.inspect import record
-from explainer.inspect.jsonish import obj
+from explainer.inspect.jsonish import items, obj
 from explainer.inspect.sse import StreamRecord
 from explainer.lifecycle.errors import STATUS
 
@@ -48,6 +48,7 @@ class Imported(TypedDict):
     response: Any
     events: list[dict[str, Any]]
     request_id: str
+    ratelimit: dict[str, str]  # the answer's anthropic-ratelimit-* and retry-after headers, where the file kept them
     started_at: float | None  # seconds since the epoch, when the file says
     timings: dict[str, float | None]
     notes: list[str]
@@ -117,7 +118,7 @@ def _pair(req: dict[str, Any], resp: Any, where: str) -> Imported | None:
     total = (ended - started) * 1000 if started is not None and ended is not None and ended >= started else None
     headers = req.get("headers") if isinstance(req.get("headers"), dict) else {}
     return _call(path, query, method, status, body, response, events, started, {"total": total}, headers,
-                 _request_id(resp.get("headers") if isinstance(resp, dict) else None))
+                 resp.get("headers") if isinstance(resp, dict) else None)
 
 
 def _response(resp: Any, where: str) -> tuple[Any, list[dict[str, Any]], int]:
@@ -190,11 +191,11 @@ def _har(log: dict[str, Any]) -> list[Imported]:
         timings = obj(entry.get("timings"))
         total = _number(entry.get("time"))
         wait = _number(timings.get("wait"))
-        headers = {h.get("name", "").lower(): str(h.get("value", "")) for h in req.get("headers") or [] if isinstance(h, dict)}
-        resp_headers = {h.get("name", "").lower(): str(h.get("value", "")) for h in resp.get("headers") or [] if isinstance(h, dict)}
+        headers = {str(h.get("name", "")).lower(): str(h.get("value", "")) for h in items(req.get("headers")) if isinstance(h, dict)}
+        resp_headers = {str(h.get("name", "")).lower(): str(h.get("value", "")) for h in items(resp.get("headers")) if isinstance(h, dict)}
         calls.append(_call(path, query, str(req.get("method") or "POST").upper(), resp["status"], body, response, events,
                            _iso(entry.get("startedDateTime")), {"first_byte": wait, "total": total}, headers,
-                           resp_headers.get("request-id", "")))
+                           resp_headers))
         if len(calls) > MAX_CALLS:
             raise ImportRefused(f"The HAR file holds more than {MAX_CALLS:,} calls; split it.")
     if not calls:
@@ -203,12 +204,13 @@ def _har(log: dict[str, Any]) -> list[Imported]:
 
 
 def _call(path: str, query: str, method: str, status: int, body: dict[str, Any], response: Any, events: list[dict[str, Any]],
-          started: float | None, timings: dict[str, float | None], headers: Any, request_id: str) -> Imported:
+          started: float | None, timings: dict[str, float | None], headers: Any, answer_headers: Any) -> Imported:
     stored, notes = record.summarise(body)
     kept = record.request_headers(headers if isinstance(headers, dict) else {})
+    answered = obj(answer_headers)
     return {"path": path, "query": query[:512], "method": method[:8], "status": status, "model": str(body.get("model", ""))[:200],
             "stream": bool(body.get("stream")), "request": stored, "response": response, "events": events,
-            "request_id": request_id[:200], "started_at": started, "timings": timings, "notes": ["Imported from a file.", *notes],
+            "request_id": _request_id(answered)[:200], "ratelimit": record.rate_limit_headers(answered), "started_at": started, "timings": timings, "notes": ["Imported from a file.", *notes],
             "headers": kept}
 
 

@@ -211,8 +211,7 @@ class Recording:
     def answered(self, resp: httpx2.Response) -> None:
         self.status = resp.status_code
         self.request_id = resp.headers.get("request-id", "")[:200]
-        self.ratelimit = {k: v for k, v in resp.headers.items()
-                          if k.lower().startswith(RETURNED_PREFIX) or k.lower() in ("retry-after", "retry-after-ms")}
+        self.ratelimit = record.rate_limit_headers(resp.headers)
         self.timings["upstream_headers"] = round(self.ms(), 3)
 
     def finish(self, first_byte: float | None, first_token: float | None) -> None:

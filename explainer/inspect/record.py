@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import struct
+from collections.abc import Mapping
 from typing import Any
 
 MAX_STORED_BYTES = 1024 * 1024
@@ -23,7 +24,20 @@ HEADER_BYTES = 64 * 1024  # of an image's data decoded to find its size (a JPEG'
 BINARY_BLOCKS = ("image", "document")
 RECORDED_HEADERS = ("anthropic-version", "anthropic-beta", "content-type")
 KEY_HEADERS = ("x-api-key", "authorization")
+RATE_LIMIT_PREFIX = "anthropic-ratelimit-"
 KEY_MASK = "(not recorded)"  # what a call keeps of its key: which header carried one, never the value
+
+
+def rate_limit_headers(headers: Mapping[str, Any]) -> dict[str, str]:
+    """What a call keeps of the answer's headers besides its request-id: ``anthropic-ratelimit-*``, ``retry-after``
+    and ``retry-after-ms``, as sent (each value at most 200 characters).
+
+    Example:
+        >>> rate_limit_headers({"Anthropic-Ratelimit-Requests-Remaining": "49", "retry-after": "7", "server": "x"})
+        {'anthropic-ratelimit-requests-remaining': '49', 'retry-after': '7'}
+    """
+    return {str(k).lower(): str(v)[:200] for k, v in headers.items()
+            if str(k).lower().startswith(RATE_LIMIT_PREFIX) or str(k).lower() in ("retry-after", "retry-after-ms")}
 
 
 def request_headers(headers: dict[str, str]) -> dict[str, str]:

@@ -245,7 +245,7 @@ def import_calls(request: HttpRequest, session_id: str) -> HttpResponse:
         Call.objects.bulk_create([Call(
             session=session, started_at=datetime.fromtimestamp(c["started_at"], UTC) if c["started_at"] is not None else now + timedelta(microseconds=n),
             method=c["method"], path=c["path"], query=c["query"], status=c["status"], model=c["model"], stream=c["stream"],
-            request_headers=c["headers"], request=c["request"], response=c["response"], events=c["events"], request_id=c["request_id"],
+            request_headers=c["headers"], request=c["request"], response=c["response"], events=c["events"], request_id=c["request_id"], ratelimit=c["ratelimit"],
             timings=c["timings"], notes=c["notes"]) for n, c in enumerate(calls)])
     async_to_sync(live.announce)(session.id, len(calls))
     if wants_json:

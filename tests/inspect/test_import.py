@@ -43,7 +43,8 @@ def jsonl() -> str:
     plain = {"request": body("10:00", "first"), "response": message({"cache_creation_input_tokens": 1400})}
     trace = {"request": {"timestamp": 1765100000.0, "method": "POST", "url": "https://api.anthropic.com/v1/messages",
                          "headers": {"x-api-key": KEY, "anthropic-version": "2023-06-01"}, "body": body("10:05", "second", True)},
-             "response": {"timestamp": 1765100001.5, "status_code": 200, "headers": {"request-id": "req_abc"},
+             "response": {"timestamp": 1765100001.5, "status_code": 200, "headers": {"request-id": "req_abc", "Retry-After": "3",
+                                                                                      "anthropic-ratelimit-tokens-remaining": "9000"},
                           "body_raw": sse(message({"cache_creation_input_tokens": 1400}, "streamed"))},
              "logged_at": "2025-12-07T10:00:01Z"}
     other = {"request": {"timestamp": 1765100002.0, "method": "GET", "url": "https://api.anthropic.com/v1/models", "headers": {}},
@@ -60,7 +61,9 @@ def har() -> str:
                 "request": {"method": "POST", "url": url, "headers": [{"name": "x-api-key", "value": KEY},
                                                                       {"name": "anthropic-version", "value": "2023-06-01"}],
                             "postData": {"mimeType": "application/json", "text": json.dumps(req)} if req else None},
-                "response": {"status": 200, "headers": [{"name": "request-id", "value": "req_har"}], "content": content}}
+                "response": {"status": 200, "headers": [{"name": "request-id", "value": "req_har"}, {"name": 5, "value": 6},
+                                                        {"name": "anthropic-ratelimit-requests-remaining", "value": "41"}],
+                             "content": content}}
     return json.dumps({"log": {"version": "1.2", "entries": [
         entry("https://api.anthropic.com/v1/messages", body("10:00", "a"), json.dumps(message({"cache_creation_input_tokens": 1400})), "application/json"),
         entry("https://example.com/static/app.js", None, "console.log(1)", "text/javascript"),
@@ -75,12 +78,14 @@ def test_json_lines_plain_and_claude_trace_are_read():
     assert calls[1]["response"]["content"] == [{"type": "text", "text": "streamed"}] and calls[1]["stream"]
     assert calls[1]["timings"]["total"] == 1500.0 and calls[1]["request_id"] == "req_abc"
     assert calls[1]["headers"] == {"anthropic-version": "2023-06-01", "x-api-key": "(not recorded)"}  # which header, never the key
+    assert calls[1]["ratelimit"] == {"retry-after": "3", "anthropic-ratelimit-tokens-remaining": "9000"} and calls[0]["ratelimit"] == {}
 
 
 def test_a_har_keeps_its_messages_entries():
     calls = parse(har())
     assert len(calls) == 2 and calls[1]["response"]["content"][0]["text"] == "hit"
     assert calls[0]["timings"] == {"first_byte": 640.0, "total": 812.5} and calls[0]["request_id"] == "req_har"
+    assert calls[0]["ratelimit"] == {"anthropic-ratelimit-requests-remaining": "41"}  # the Gateway stage of its call page shows it
 
 
 @pytest.mark.parametrize("text, words", [
@@ -114,6 +119,8 @@ def test_importing_through_the_page_and_as_a_body_then_analysed():
     assert changed and changed[0]["cache"]["first_difference"]["path"] == "system[0].text"
     stored = json.dumps(list(Call.objects.values()), default=str)
     assert KEY not in stored and KEY not in client.get(f"/inspect/{session.id}/").content.decode()
+    call = client.get(f"/inspect/{session.id}/call/3/")  # an imported call opens stage by stage, its file's headers and all
+    assert call.status_code == 200 and KEY not in call.content.decode() and "41 of –" in call.content.decode()
 
 
 def test_nothing_half_imports():
