@@ -94,6 +94,7 @@ def test_everyone_asks_from_the_key_to_the_timeline(page, browser, server, shoot
     names = page.locator("#ask-timeline svg .tl-mine text").all_text_contents()
     assert sorted(names) == ["Q1 · Ana", "Q2 · Bo"]  # rows are named by number and nickname, never by the question
     assert _px(page, "#ask-timeline-sum, .ask-timeline-how, #ask-timeline-box figcaption") >= 24
+    expect(page.locator(".ask-timeline-how")).to_be_in_viewport()
     assert page.evaluate("Math.min(...[...document.querySelectorAll('#ask-timeline svg text')].map(t => t.getBoundingClientRect().height))") >= 20
     shoot(page, "room-ask-projector-timeline-1280")
     for pg in (ana, bo):

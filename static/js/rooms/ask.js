@@ -189,14 +189,22 @@ export function createAskPresenter({ send }) {
     hiddenLine.textContent = f.hidden ? `${f.hidden} question${f.hidden === 1 ? "" : "s"} hidden from this screen` : "";
   }
 
+  // The timeline fills what the panel has left under its caption, keeping room for the two lines under it. Rows are
+  // at least as tall as the type, so every name stays readable: past what fits, the renderer sums the rest up
+  // ("+ 6 more"); a few rows get thick ones, up to 64 px, that the back row can see.
   function redraw() {
     if (!timeline || panel.hidden) return;
     box.hidden = false;
     const projector = document.body.classList.contains("projector");
-    const room = Math.max(160, panel.clientHeight - draw.getBoundingClientRect().top + panel.getBoundingClientRect().top - 160);
-    // few rows: thick ones (the back row reads them); many: the renderer thins them to fit ``room``
-    const rowHeight = Math.round(Math.min(64, Math.max(projector ? 30 : 18, room / (timeline.requests.length + 5))));
-    drawTimeline(draw, timeline, { projector, maxHeight: room, maxRows: 32, rowHeight,
+    const font = projector ? 24 : 13;  // the renderer's type size
+    const top = draw.getBoundingClientRect().top - panel.getBoundingClientRect().top;
+    const room = Math.max(font * 12, panel.clientHeight - top - 5 * font);
+    const fixed = Math.round(font * 5.8) + 10;  // the renderer's batch strip, axis and "+ N more" line
+    const least = Math.ceil(font * 1.15);
+    const maxRows = Math.max(3, Math.min(32, Math.floor((room - fixed) / least)));
+    const shown = Math.min(maxRows, timeline.requests.length) || 1;
+    const rowHeight = Math.round(Math.min(64, Math.max(least, (room - fixed) / (shown + 1))));
+    drawTimeline(draw, timeline, { projector, maxRows, rowHeight,
       label: "The class's requests in the model's decode steps: one row per question, one mark per step it took part in" });
     $("ask-timeline-sum").textContent = timelineSummary(timeline);
   }
