@@ -516,3 +516,12 @@ def test_a_question_for_a_round_this_presenter_does_not_have_is_refused_with_a_r
     p.send_ask()
     late = p.ask_in(1, "s2", "s2", None, "late?")
     assert late[0].frame["message"] == "The questions of this round were already sent: wait for the next round."
+
+
+def test_the_count_of_who_asked_follows_who_is_here():
+    p = _asking_class("s1")
+    p.ask_in(1, "s1", "s1", None, "one?")
+    assert frames(p.take_questions(), type="room.questions")[0]["connected"] == 1
+    p.presence("join", "s2")
+    assert p.questions_unsent
+    assert frames(p.take_questions(), type="room.questions")[0]["connected"] == 2

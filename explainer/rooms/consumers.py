@@ -539,7 +539,7 @@ class RoomConsumer(JsonFrameConsumer):
             return
         await self.deliver(s.presence(event["op"], event["ch"], event.get("name"), event.get("sid")))
         self.count_task = self._soon(self.count_task, lambda: s.roster_unsent, s.take_roster, ROSTER_DELAY_S)
-        if s.questions_unsent:  # a student left while their reply streamed
+        if s.questions_unsent:  # a student came or went during a round: who has asked, of how many, and who left mid-reply
             self._questions_soon()
 
     async def presence_query(self, event: dict) -> None:

@@ -273,6 +273,8 @@ class RoomSession:
             self.sids.pop(ch, None)
             self.ask_left(ch)
         self.roster_unsent = True
+        if self.ask is not None and self.ask.phase == "open":
+            self.ask.unsent = True  # "5 of 19 asked" counts who is here now
         return outs
 
     def catchup(self, ch: str) -> Out:
