@@ -3,7 +3,10 @@ round, each student asks one question, the presenter sends them all at once, eac
 the presenter's screen gets the questions (without the hidden ones) and the scheduler's record of the class's
 requests sharing the model's decode steps."""
 import json
+import shutil
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,7 @@ from explainer.rooms import asking, rooms
 from explainer.web.runner import get_engine
 from tests.test_rooms import close, make_room, presenter, student, until
 
+ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ["What does a tokenizer do?", "Why do models need a KV cache?", "How is a token sampled?",
              "What is a context window?"]
 
@@ -100,7 +104,7 @@ async def test_each_phone_streams_its_own_reply_and_the_class_shares_the_batch()
     assert all(r["label"] == "" for r in final["requests"])  # nobody's label reaches a screen
     assert any(len(ours & set(st["rows"])) > 1 for st in final["steps"]), "the class's requests never shared a step"
     done = [f for f in seen if f["type"] == "room.questions"][-1]
-    assert {q["status"] for q in done["questions"]} == {"done"}
+    assert {q["status"] for q in done["questions"]} == {"done"} and done["answered"] == len(QUESTIONS)
 
     # the scheduler's own record: the class's requests, labelled with the room, are rows sharing decode steps
     record = get_engine().scheduler.record()
@@ -320,3 +324,28 @@ async def test_sixteen_students_ask_at_once():
     assert len(ours) == 16
     assert max(len(ours & set(st["rows"])) for st in final["steps"]) > 2
     await close(p, *students)
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="needs Node.js (scripts/test.sh installs it)")
+def test_the_projector_s_sentence_says_what_the_timeline_shows(tmp_path):
+    """static/js/rooms/ask-summary.js: the sentence under the timeline, on a frame as the server makes it: the class's requests, the
+    steps they shared, and, with several server processes, the answered questions another process served."""
+    step = {"kv_bytes": 0}
+    frame = {"type": "room.timeline", "round": 1, "done": True, "max_batch": 32, "kv_budget_bytes": None,
+             "steps": [{**step, "index": 0, "start": 0.1, "end": 0.2, "rows": [5]},
+                       {**step, "index": 1, "start": 0.2, "end": 0.3, "rows": [5, 6, 7]},
+                       {**step, "index": 2, "start": 0.3, "end": 0.6, "rows": [6]}],
+             "requests": [{"id": i, "label": "", "prompt_tokens": 9, "kv_reserved": 1, "queued": 0, "admitted": 0,
+                           "first_step": 0.1, "left": 0.6, "tokens": n, "reason": "end"} for i, n in ((5, 20), (6, 30), (7, 4))],
+             "highlight": [5, 6], "names": {"5": "Q1", "6": "Q2"}}
+    script = tmp_path / "summary.mjs"
+    script.write_text(
+        f"import {{ timelineSummary }} from {json.dumps((ROOT / 'static/js/rooms/ask-summary.js').as_uri())};\n"
+        f"const t = {json.dumps(frame)};\n"
+        "console.log(JSON.stringify([timelineSummary(t, 2), timelineSummary(t, 5), timelineSummary({...t, done: false}, 5)]));\n")
+    alone, spread, live = json.loads(subprocess.run(["node", str(script)], capture_output=True, text=True, check=True).stdout)
+    assert alone == ("2 requests in 3 decode steps, up to 2 of them in one step. 50 tokens in 500 ms: "
+                     "100 tokens a second for the class together.")
+    assert spread == alone + (" 3 more answered questions were served by another server process, which batches its own, "
+                              "so they are not drawn here.")
+    assert live.endswith("(so far).")

@@ -339,6 +339,7 @@ class RoomQuestions(TypedDict):
     questions: list[AskQuestion]
     hidden: int
     asked: int  # questions taken this round, hidden ones included
+    answered: int  # of them, those whose reply ended well (hidden ones included)
     connected: int
     max_questions: int
 

@@ -774,6 +774,7 @@ class RoomSession:
         shown = [q.row() for q in a.questions.values() if not q.hidden]
         return [Out(ME, rf.RoomQuestions(type=fr.ROOM_QUESTIONS, round=a.round, phase=a.phase, questions=shown,
                                          hidden=len(a.questions) - len(shown), asked=len(a.questions),
+                                         answered=sum(q.status == "done" for q in a.questions.values()),
                                          connected=len(self.students), max_questions=asking.MAX_QUESTIONS))]
 
     def timeline(self, record: dict, done: bool) -> list[Out]:

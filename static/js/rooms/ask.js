@@ -5,6 +5,7 @@
 import { drawTimeline } from "../stages/serving-timeline.js";
 import { node } from "../lib/dom.js";
 import { stopReasonInWords } from "../lib/text.js";
+import { timelineSummary } from "./ask-summary.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -118,27 +119,10 @@ const STATUS = {
   busy: "server full (529)", failed: "failed",
 };
 
-function seconds(s) {
-  return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(1)} s`;
-}
-
-// One sentence under the timeline: how many requests shared how many steps, and what that gave.
-export function timelineSummary(t) {
-  const ours = new Set(t.highlight);
-  const steps = t.steps.filter((s) => s.rows.some((id) => ours.has(id)));
-  if (!steps.length) return "The class's requests have not reached the model's decode steps yet.";
-  const most = Math.max(...steps.map((s) => s.rows.filter((id) => ours.has(id)).length));
-  const tokens = t.requests.filter((r) => ours.has(r.id)).reduce((n, r) => n + r.tokens, 0);
-  const span = steps[steps.length - 1].end - steps[0].start;
-  const rate = span > 0 ? `: ${Math.round(tokens / span)} tokens a second for the class together` : "";
-  const one = ours.size === 1 ? "1 request" : `${ours.size} requests`;
-  return `${one} in ${steps.length} decode steps, up to ${most} of them in one step. ${tokens} tokens in ${seconds(span)}${rate}${t.done ? "." : " (so far)."}`;
-}
-
 export function createAskPresenter({ send }) {
   const panel = $("ask-panel"), list = $("ask-list"), count = $("ask-count"), hiddenLine = $("ask-hidden");
   const how = $("ask-how"), errorLine = $("ask-error"), box = $("ask-timeline-box"), draw = $("ask-timeline");
-  let round = null, phase = null, timeline = null;
+  let round = null, phase = null, timeline = null, answered = 0;
 
   function showPanel(on) {
     panel.hidden = !on;
@@ -206,7 +190,7 @@ export function createAskPresenter({ send }) {
     const rowHeight = Math.round(Math.min(64, Math.max(least, (room - fixed) / (shown + 1))));
     drawTimeline(draw, timeline, { projector, maxRows, rowHeight,
       label: "The class's requests in the model's decode steps: one row per question, one mark per step it took part in" });
-    $("ask-timeline-sum").textContent = timelineSummary(timeline);
+    $("ask-timeline-sum").textContent = timelineSummary(timeline, answered);
   }
   window.addEventListener("resize", redraw);
   new MutationObserver(redraw).observe(document.body, { attributes: true, attributeFilter: ["class"] });
@@ -222,6 +206,7 @@ export function createAskPresenter({ send }) {
       case "room.questions":
         if (f.round !== round) break;
         questions(f);
+        answered = f.answered;
         break;
       case "room.timeline":
         if (f.round !== round) break;
