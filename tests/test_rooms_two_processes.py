@@ -91,3 +91,41 @@ def test_a_room_spans_two_processes(two_servers):
 
     tokens = asyncio.run(scenario())
     assert 0 < len(tokens) <= 40
+
+
+def test_everyone_asks_across_two_processes(two_servers):
+    """Issue 23, item 4 with the class on two processes: questions reach the presenter's process and are taken back
+    across Redis, each phone streams its own reply from its own process, and the presenter's timeline draws the rows
+    its own process batched while the round's count says how many questions were answered in all."""
+    from tests.test_rooms_ask import alone
+
+    a, b = two_servers
+    code, secret = start_room(a["url"])
+    questions = ["What does a tokenizer do?", "What is a logit?", "Why do models need a KV cache?", "How is a token sampled?"]
+
+    async def scenario():
+        presenter = await connect_presenter(a["url"], code, secret)
+        students = [await connect_student(a["url"] if i % 2 else b["url"], code) for i in range(len(questions))]
+        await wait_for_students(presenter, len(students))
+        await presenter.send(json.dumps({"type": "ask", "op": "open"}))
+        for s, q in zip(students, questions, strict=True):
+            await s.read_until(lambda f: f["type"] == "room.ask" and f["phase"] == "open")
+            await s.ws.send(json.dumps({"type": "question", "text": q}))
+            asked = await s.read_until(lambda f: f["type"] in ("room.asked", "error"))
+            assert asked == {"type": "room.asked", "round": 1, "text": q}
+        await presenter.send(json.dumps({"type": "ask", "op": "send"}))
+        for s, q in zip(students, questions, strict=True):
+            end = await s.read_until(lambda f: f["type"] == "room.reply" and f["phase"] == "end", timeout=120)
+            assert "error" not in end
+            assert [f["piece"] for f in s.frames if f["type"] == "room.reply" and f["phase"] == "token"] == alone(q)
+        seen = []
+        while not seen or not (seen[-1]["type"] == "room.timeline" and seen[-1]["done"]):
+            seen.append(json.loads(await asyncio.wait_for(presenter.recv(), 60)))
+        final = seen[-1]
+        listed = [f for f in seen if f["type"] == "room.questions"][-1]
+        assert listed["answered"] == len(questions) and {q["status"] for q in listed["questions"]} == {"done"}
+        assert len(final["highlight"]) == len(questions) // 2  # the students on the presenter's process
+        for ws in [presenter, *(s.ws for s in students)]:
+            await ws.close()
+
+    asyncio.run(scenario())
