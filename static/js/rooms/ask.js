@@ -124,9 +124,14 @@ export function createAskPresenter({ send }) {
   const how = $("ask-how"), errorLine = $("ask-error"), box = $("ask-timeline-box"), draw = $("ask-timeline");
   let round = null, phase = null, timeline = null, answered = 0;
 
+  // The panel covers the screen: opening it takes the keyboard's focus there (Tab reaches its buttons next), closing
+  // it gives the focus back to the button that opens it.
   function showPanel(on) {
+    const was = !panel.hidden;
     panel.hidden = !on;
     document.body.classList.toggle("ask-open", on);
+    if (on && !was) panel.focus({ preventScroll: true });
+    if (!on && was && panel.contains(document.activeElement)) $("ask-open").focus({ preventScroll: true });
     if (on && timeline) redraw();
   }
   function showError(text) {
