@@ -299,11 +299,14 @@ class Scheduler:
             if self._closed:
                 self._thread = None
                 return None
-            # The requests of the last step send their tokens one after another (each samples in its own thread,
-            # one at a time under the interpreter lock): wait while they keep coming, ``grace`` after the latest.
+            # Every request that is decoding sends its next token soon (each samples in its own thread, one at a
+            # time under the interpreter lock): wait while they keep coming, ``grace`` after the latest. Waiting
+            # for all of them, not only the last step's rows, is what keeps the batch whole: a step that went
+            # ahead with part of them would leave the rest to make a step of their own, for good.
             cap = time.monotonic() + GATHER_MAX
             while len(self._pending) < self.max_batch:
-                waiting = [m for m in self._last if not m.left and m not in self._pending]
+                waiting = [m for m in self._admitted.values()
+                           if m.rec.first_step is not None and not m.left and m not in self._pending]
                 left = min(cap, self._last_submit + self.grace) - time.monotonic()
                 if not waiting or left <= 0:
                     break
