@@ -132,6 +132,7 @@ def merge_heads(x: np.ndarray) -> np.ndarray:
 
 ROW_BLOCK = 4  # rows per product of a decode step: a batch of B rows is ceil(B / 4) products of 4 rows each
 COL_BLOCK = 64  # columns per block of a stored weight matrix
+PROMPT_ROWS = 128  # past this many rows, a prompt's product goes block by block into the output's columns
 
 
 class Dense:
@@ -185,32 +186,39 @@ class Dense:
         return sum(int(a.nbytes) for a in parts if a is not None)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """``x @ W + b`` for ``x`` [..., n_in]."""
+        """``x @ W + b`` for ``x`` [..., n_in] (a prompt's rows). A few rows go in groups (each column block read
+        once, while it is in the processor's cache, for every group); many rows go block by block straight into
+        the output's columns, which spares the copy that regrouping the result would cost."""
         lead, n_in = x.shape[:-1], x.shape[-1]
-        x2 = x.reshape(-1, n_in)
-        T, n_out = x2.shape[0], self.shape[1]
-        out = np.empty((T, n_out), np.float32)
-        if self.split:
-            out[:, :self.split].reshape(T, -1, COL_BLOCK)[:] = np.matmul(x2, self.blocks).transpose(1, 0, 2)
+        x2 = np.ascontiguousarray(x.reshape(-1, n_in), np.float32)
+        T = len(x2)
+        if T <= PROMPT_ROWS:
+            return self._product(x2, ROW_BLOCK if T <= 4 * ROW_BLOCK else 16).reshape(*lead, self.shape[1])
+        out = np.empty((T, self.shape[1]), np.float32)
+        for k in range(len(self.blocks)):
+            np.matmul(x2, self.blocks[k], out=out[:, k * COL_BLOCK:(k + 1) * COL_BLOCK])
         if self.tail is not None:
-            np.matmul(x2, self.tail, out=out[:, self.split:])
+            out[:, self.split:] = x2 @ self.tail
         if self.added is not None:
             out += self.added
-        return out.reshape(*lead, n_out)
+        return out.reshape(*lead, self.shape[1])
 
     def rows(self, x: np.ndarray) -> np.ndarray:
         """``x @ W + b`` for a decode step's rows ``x`` [B, n_in], each row's result independent of the others."""
+        return self._product(x, ROW_BLOCK)
+
+    def _product(self, x: np.ndarray, group: int) -> np.ndarray:
         B, n_in = x.shape
-        padded = -(-B // ROW_BLOCK) * ROW_BLOCK
+        padded = -(-B // group) * group
         if padded == B and x.flags.c_contiguous and x.dtype == np.float32:
             xp = x
         else:
             xp = np.zeros((padded, n_in), np.float32)
             xp[:B] = x
-        groups = xp.reshape(padded // ROW_BLOCK, ROW_BLOCK, n_in)
+        groups = xp.reshape(padded // group, group, n_in)
         parts = []
         if self.split:
-            # [blocks, groups, ROW_BLOCK, COL_BLOCK]: block-major, so each block is reused by every group in turn
+            # [blocks, groups, group, COL_BLOCK]: block-major, so each block is reused by every group in turn
             y = np.matmul(groups[None], self.blocks[:, None])
             parts.append(y.transpose(1, 2, 0, 3).reshape(padded, self.split))
         if self.tail is not None:
