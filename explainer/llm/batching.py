@@ -254,7 +254,15 @@ class Scheduler:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            # Wake the scheduler only when it has something to do: the first row (it waits for any), or the last
+            # one it waits for. Every wake-up takes the interpreter lock from a request that is sampling, and
+            # sixteen of them a step cost more than the step. (Otherwise it wakes when its ``grace`` runs out.)
+            if len(self._pending) == 1 or len(self._pending) >= self.max_batch or not self._waiting():
+                self._cond.notify_all()
+
+    def _waiting(self) -> list[Member]:
+        """The requests that are decoding and have not sent their next token yet."""
+        return [m for m in self._admitted.values() if m.rec.first_step is not None and not m.left and m not in self._pending]
 
     def alone(self, member: Member) -> bool:
         """Is ``member`` the only request admitted, with no row waiting? Then its step may run in its own thread:
@@ -305,10 +313,8 @@ class Scheduler:
             # ahead with part of them would leave the rest to make a step of their own, for good.
             cap = time.monotonic() + GATHER_MAX
             while len(self._pending) < self.max_batch:
-                waiting = [m for m in self._admitted.values()
-                           if m.rec.first_step is not None and not m.left and m not in self._pending]
                 left = min(cap, self._last_submit + self.grace) - time.monotonic()
-                if not waiting or left <= 0:
+                if left <= 0 or not self._waiting():
                     break
                 self._cond.wait(left)
             batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]

@@ -77,7 +77,7 @@ class Candidate:
 # is worked out only where a step needs it. Its tokens are put in BINS bins by logit (bin 0 the highest; a bin
 # never holds a larger logit than an earlier one), so the mass of every bin is one pass (``np.bincount``), and
 # only the tokens of the bin where a running sum crosses its target, or where the first n tokens end, are sorted.
-FULL_SORT_MAX = 8192
+FULL_SORT_MAX = 1024
 BINS = 1024
 
 
