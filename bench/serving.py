@@ -284,7 +284,7 @@ def bench(folder: Path | None, against: str, repeats: int, levels: list[int], wi
     else:
         from explainer.llm.hf.loader import load_folder
         loaded = load_folder(folder)
-        engine, name, max_tokens, words = Engine(loaded), folder.name, 24, 1500
+        engine, name, max_tokens, words = Engine(loaded), folder.name, 64, 1500
     m = engine.model
     print(f"\n=== {engine.name}: {m.n_params:,} parameters, window {engine.context_window}, "
           f"batches of at most {engine.scheduler.max_batch if engine.scheduler else 1} rows")

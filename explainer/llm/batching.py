@@ -196,6 +196,7 @@ class Scheduler:
         self._peak_kv = 0
         self._n_steps = 0
         self._last_submit = 0.0
+        self._last_step_s = 0.0  # how long the last step took
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -311,9 +312,13 @@ class Scheduler:
             # time under the interpreter lock): wait while they keep coming, ``grace`` after the latest. Waiting
             # for all of them, not only the last step's rows, is what keeps the batch whole: a step that went
             # ahead with part of them would leave the rest to make a step of their own, for good.
-            cap = time.monotonic() + GATHER_MAX
+            # Both bounds grow with the model's step: a large model's requests sample over a large vocabulary,
+            # and waiting a fraction of a step for them costs less than splitting the batch in two.
+            step = self._last_step_s
+            cap = time.monotonic() + max(GATHER_MAX, step)
+            grace = max(self.grace, step / 8)
             while len(self._pending) < self.max_batch:
-                left = min(cap, self._last_submit + self.grace) - time.monotonic()
+                left = min(cap, self._last_submit + grace) - time.monotonic()
                 if left <= 0 or not self._waiting():
                     break
                 self._cond.wait(left)
@@ -337,6 +342,7 @@ class Scheduler:
             logits, error = None, exc
         end = self.now()
         with self._cond:
+            self._last_step_s = end - start
             rec = StepRecord(self._n_steps, start, end, [m.id for m in batch], self._kv_used)
             self._n_steps += 1
             self._steps.append(rec)
