@@ -217,6 +217,9 @@ def api(model_name: str, models_dir: Path | None, max_tokens: int, n: int = 16, 
 
     print(f"\n3. through the API: {n} requests through the official SDK, one at a time and all at once")
     env = {"EXPLAINER_MODELS_DIR": str(models_dir)} if models_dir else {}
+    # the development key's rate limits are the public API's defaults: this bench sends more than they allow
+    env |= {"EXPLAINER_RATE_REQUESTS_PER_MINUTE": "100000", "EXPLAINER_RATE_INPUT_TOKENS_PER_MINUTE": "100000000",
+            "EXPLAINER_RATE_OUTPUT_TOKENS_PER_MINUTE": "100000000"}
     with tempfile.TemporaryDirectory() as tmp, daphne(Path(tmp), EXPLAINER_REQUEST_TIMEOUT_S="600", **env) as srv:
         client = anthropic.Anthropic(base_url=srv["url"], api_key=srv["api_key"], max_retries=0, timeout=600)
 
@@ -278,7 +281,7 @@ def old_engine(rev: str, new: Engine, folder: Path | None) -> Engine | None:
     return Engine(LoadedModel(loaded.name, model, loaded.tokenizer, loaded.fingerprint, bundled=loaded.bundled, card=loaded.card))
 
 
-def bench(folder: Path | None, against: str, repeats: int, levels: list[int], with_api: bool) -> None:
+def bench(folder: Path | None, against: str, repeats: int, levels: list[int], with_api: bool, parts: set[int]) -> None:
     if folder is None:
         engine, name, max_tokens, words = Engine(), "claude-haiku-4-5", 64, 320
     else:
@@ -288,18 +291,21 @@ def bench(folder: Path | None, against: str, repeats: int, levels: list[int], wi
     m = engine.model
     print(f"\n=== {engine.name}: {m.n_params:,} parameters, window {engine.context_window}, "
           f"batches of at most {engine.scheduler.max_batch if engine.scheduler else 1} rows")
-    single_stream(engine, old_engine(against, engine, folder) if against else None, name, max_tokens, repeats)
-    alone = concurrency(engine, name, max_tokens, levels)
-    if with_api:
+    if 1 in parts:
+        single_stream(engine, old_engine(against, engine, folder) if against else None, name, max_tokens, repeats)
+    alone = concurrency(engine, name, max_tokens, levels) if 2 in parts else {}
+    if with_api and 3 in parts:
         models_dir = None
         if folder is not None:
-            models_dir = Path(tempfile.mkdtemp())
-            (models_dir / folder.name).symlink_to(folder.resolve())
+            models_dir = Path(tempfile.mkdtemp())  # the folder as hard links (the server refuses a symlinked folder)
+            shutil.copytree(folder.resolve(), models_dir / folder.name, copy_function=os.link)
         api(name, models_dir, max_tokens, clients=64 if folder is None else 0)
         if models_dir is not None:
             shutil.rmtree(models_dir)
-    long_prompt(engine, name, words)
-    many_clients(engine, name, max_tokens if folder is None else 8, alone)
+    if 4 in parts:
+        long_prompt(engine, name, words)
+    if 5 in parts:
+        many_clients(engine, name, max_tokens if folder is None else 8, alone)
 
 
 def main() -> None:
@@ -310,12 +316,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--levels", default="1,4,16,32")
     ap.add_argument("--no-api", action="store_true")
+    ap.add_argument("--parts", default="1,2,3,4,5", help="which of the figures above to measure")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    parts = {int(x) for x in args.parts.split(",")}
     if not args.skip_bundled:
-        bench(None, args.against, args.repeats, levels, not args.no_api)
+        bench(None, args.against, args.repeats, levels, not args.no_api, parts)
     for folder in args.model:
-        bench(folder, args.against, max(2, args.repeats // 2), levels, not args.no_api)
+        bench(folder, args.against, max(2, args.repeats // 2), levels, not args.no_api, parts)
 
 
 if __name__ == "__main__":
