@@ -261,11 +261,13 @@ def test_a_call_past_the_deadline_is_the_api_s_504_and_a_stream_ends_with_an_err
     assert request("POST", srv["url"] + "/v1/messages", json_body=HI, headers=_key(srv)).status_code == 200
 
 
-async def test_a_caller_gone_while_its_work_waits_for_a_worker_gives_its_place_back():
+async def test_a_caller_gone_while_its_work_waits_for_a_worker_gives_its_place_back(settings, own_services):
     """Django cancels a view whose client hung up; work still queued for the local lane then never runs, and
     its place must come back all the same, or five hang-ups would close the lane for good."""
     import asyncio
 
+    settings.EXPLAINER_LOCAL_WORKERS, settings.EXPLAINER_LOCAL_QUEUE = 1, 4  # one worker, so the others queue
+    own_services()
     lane = services.current().local
     before = lane.admitted
     started, release = threading.Event(), threading.Event()

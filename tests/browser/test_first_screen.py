@@ -75,7 +75,7 @@ def test_a_link_into_a_fold_opens_it(page, server):
     assert page.locator("#how-it-works").evaluate("d => d.open")
     assert page.locator("#how-it-works > .fold-body").is_visible()
     top = page.locator("#how-it-works").evaluate("d => d.getBoundingClientRect().top")
-    assert 0 <= top < 200, top  # scrolled to it, not left below the fold
+    assert -1 < top < 200, top  # scrolled to it (to within a fraction of a pixel), not left below the fold
 
 
 def test_rail_pager_and_kicker_tell_one_story(page, server):
