@@ -95,7 +95,7 @@ SYSTEM_PROMPTS = [
     "You are a concise technical writer.",
 ]
 
-TOOL_CONVERSATIONS, TOOL_HELDOUT = 6000, 600  # tool_corpus: the split the model trains on, the one it is measured on
+TOOL_CONVERSATIONS, TOOL_HELDOUT = 20000, 600  # tool_corpus: the split the model trains on, the one it is measured on
 
 MAX_ANSWER_CHARS = 420
 MIN_ANSWER_CHARS = 90

@@ -11,8 +11,13 @@ the lowest validation loss seen so far: on a small corpus that is run for severa
 epochs, the last step is not always the best one.
 
 The corpus is tokenised once with the project's tokenizer in its chat template
-(``<|system|>…<|end|><|user|>…<|end|><|assistant|>…<|end|>``), conversations are
-concatenated into one stream, and training samples random windows of ``n_ctx`` tokens.
+(``<|system|>…<|end|><|user|>…<|end|><|assistant|>…<|end|>``) and conversations are
+concatenated into one stream. Training windows of ``n_ctx`` tokens start where a conversation
+starts: a window cut in the middle of one teaches a tool call (or an answer) without the
+question it answers, that is, to make an identifier up instead of copying it. ``--tool-share``
+is the share of windows that start on a tool-use conversation (default: as often as they occur).
+The loss weighs the assistant's turns fully and everything else by ``--prompt-weight``: the
+answers (a call's argument, a result's key fact) are what is learnt, the rest is kept.
 """
 from __future__ import annotations
 
@@ -33,31 +38,71 @@ from explainer.llm.training.torch_model import TinyGPT
 
 
 def tokenize_corpus(corpus: Path, out: Path) -> dict[str, np.ndarray]:
+    """The token streams (``train``, ``val``) and, for training, where each conversation starts
+    (``train_starts``) and whether it is a tool-use one (``train_tool``)."""
     tok = load_tokenizer()
     streams = {}
     for split in ("train", "val"):
         path = out / f"tokens_{split}.npy"
-        if path.exists():
-            streams[split] = np.load(path)
+        starts_path, tool_path = out / f"starts_{split}.npy", out / f"tool_{split}.npy"
+        if path.exists() and starts_path.exists() and tool_path.exists():
+            streams[split], streams[f"{split}_starts"], streams[f"{split}_tool"] = (
+                np.load(path), np.load(starts_path), np.load(tool_path))
             continue
         ids: list[int] = []
+        starts: list[int] = []
+        tool: list[bool] = []
         with (corpus / f"{split}.jsonl").open(encoding="utf-8") as f:
             for line in f:
                 # The chat template leaves a final assistant turn open (a prefill the reply continues).
                 # Here it is a whole answer: it is closed, or the model never learns to end a reply.
                 # A tool call is cut into tokens the way the engine writes it (tool_corpus).
-                ids += encode_conversation(tok, json.loads(line))
+                conv = json.loads(line)
+                starts.append(len(ids))
+                tool.append("tools" in conv)
+                ids += encode_conversation(tok, conv)
         arr = np.asarray(ids, dtype=np.uint16)
         np.save(path, arr)
-        streams[split] = arr
+        np.save(starts_path, np.asarray(starts, dtype=np.int64))
+        np.save(tool_path, np.asarray(tool, dtype=bool))
+        streams[split], streams[f"{split}_starts"], streams[f"{split}_tool"] = arr, np.load(starts_path), np.load(tool_path)
     return streams
 
 
-def batch(stream: np.ndarray, batch_size: int, n_ctx: int, rng: np.random.Generator):
-    starts = rng.integers(0, len(stream) - n_ctx - 1, size=batch_size)
-    x = np.stack([stream[s : s + n_ctx] for s in starts]).astype(np.int64)
-    y = np.stack([stream[s + 1 : s + n_ctx + 1] for s in starts]).astype(np.int64)
-    return torch.from_numpy(x), torch.from_numpy(y)
+def answer_mask(stream: np.ndarray, assistant: int, end: int) -> np.ndarray:
+    """True where a token belongs to an assistant turn (after ``<|assistant|>``, up to and with its ``<|end|>``)."""
+    mask = np.zeros(len(stream), dtype=bool)
+    opens = np.flatnonzero(stream == assistant)
+    ends = np.flatnonzero(stream == end)
+    for o in opens:
+        k = int(np.searchsorted(ends, o))
+        mask[o + 1 : (ends[k] + 1) if k < len(ends) else len(stream)] = True
+    return mask
+
+
+def batch(stream: np.ndarray, batch_size: int, n_ctx: int, rng: np.random.Generator,
+          starts: np.ndarray | None = None, tool: np.ndarray | None = None, tool_share: float | None = None,
+          mask: np.ndarray | None = None, prompt_weight: float = 1.0):
+    """``batch_size`` windows (inputs, targets, loss weights): at random offsets, or from ``starts`` (a window
+    begins where a conversation begins; ``tool_share`` of them on tool-use conversations)."""
+    last = len(stream) - n_ctx - 1
+    if starts is None:
+        begins = rng.integers(0, last, size=batch_size)
+    else:
+        ok = starts <= last
+        pools = [starts[ok]] if tool is None or tool_share is None else [starts[ok & tool], starts[ok & ~tool]]
+        if len(pools) == 1:
+            begins = rng.choice(pools[0], size=batch_size)
+        else:
+            pick_tool = rng.random(batch_size) < tool_share
+            begins = np.where(pick_tool, rng.choice(pools[0], size=batch_size), rng.choice(pools[1], size=batch_size))
+    x = np.stack([stream[s : s + n_ctx] for s in begins]).astype(np.int64)
+    y = np.stack([stream[s + 1 : s + n_ctx + 1] for s in begins]).astype(np.int64)
+    if mask is None:
+        w = np.ones(y.shape, dtype=np.float32)
+    else:
+        w = np.stack([np.where(mask[s + 1 : s + n_ctx + 1], 1.0, prompt_weight) for s in begins]).astype(np.float32)
+    return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(w)
 
 
 @torch.no_grad()
@@ -95,6 +140,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--init-npz", type=Path, default=None, help="start from these weights (ignored when resuming)")
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--tool-share", type=float, default=None,
+                    help="share of windows that start on a tool-use conversation (default: as they occur)")
+    ap.add_argument("--prompt-weight", type=float, default=1.0,
+                    help="loss weight of tokens outside the assistant's turns (1: every token alike)")
+    ap.add_argument("--random-windows", action="store_true", help="windows at any offset, not at conversation starts")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -102,7 +152,10 @@ def main() -> None:
     tok = load_tokenizer()
     cfg = ModelConfig(vocab_size=tok.vocab_size)
     streams = tokenize_corpus(args.corpus, args.out)
-    print(f"train tokens {len(streams['train'])}, val tokens {len(streams['val'])}", flush=True)
+    mask = answer_mask(streams["train"], tok.special_id("<|assistant|>"), tok.special_id("<|end|>"))
+    tool_convs = int(streams["train_tool"].sum())
+    print(f"train tokens {len(streams['train'])} ({len(streams['train_starts'])} conversations, {tool_convs} with tools; "
+          f"{mask.mean():.0%} of tokens in answers), val tokens {len(streams['val'])}", flush=True)
 
     torch.manual_seed(args.seed)
     model = TinyGPT(cfg)
@@ -142,8 +195,11 @@ def main() -> None:
         t0 = time.time()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.max_steps, args.lr, args.warmup)
-        x, y = batch(streams["train"], args.batch_size, cfg.n_ctx, rng)
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        x, y, w = batch(streams["train"], args.batch_size, cfg.n_ctx, rng,
+                        None if args.random_windows else streams["train_starts"], streams["train_tool"], args.tool_share,
+                        mask if args.prompt_weight != 1.0 else None, args.prompt_weight)
+        per_token = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="none")
+        loss = (per_token * w.flatten()).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
