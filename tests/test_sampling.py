@@ -135,3 +135,48 @@ def test_a_large_vocabulary_is_sorted_only_as_far_as_needed_and_draws_the_same(s
         for _ in range(30):
             assert draw(d, r1) == _reference_draw(d.final, r2.random())
         assert [c.token for c in d.rows(10)] == [int(t) for t in d.order[:10]]
+
+
+@pytest.mark.parametrize("V", [300, 1024, 4096, 49152])
+def test_a_batch_of_draws_is_each_row_drawn_alone_bit_for_bit(V):
+    """``draw_rows`` (a batched step's draws, made together) against ``distribution`` + ``draw`` + ``rows`` one row
+    at a time: the same token, probabilities and candidate rows, for batches of 1 to 32 rows mixing temperatures,
+    greedy, top-k, top-p and banned ids."""
+    from explainer.llm.sampling import Draw, draw_rows
+    rng = np.random.default_rng(V)
+    for _ in range(8):
+        B = int(rng.integers(1, 33))
+        logits = (rng.standard_normal((B, V)) * rng.uniform(0.5, 8)).astype(np.float32)
+        logits[:, :3] += 5
+        params = [SamplingParams(float(rng.choice([0.0, 0.3, 0.7, 1.0, 1.7])), int(rng.choice([0, 0, 5])),
+                                 float(rng.choice([1.0, 1.0, 0.9]))) for _ in range(B)]
+        bans = [tuple(sorted(set(rng.integers(0, V, size=int(rng.integers(0, 4))).tolist()))) for _ in range(B)]
+        seeds = rng.integers(0, 1000, size=B)
+        got = draw_rows(logits, [Draw(params[i], bans[i], np.random.default_rng(seeds[i]), 10) for i in range(B)])
+        for i in range(B):
+            dist = distribution(logits[i], params[i], bans[i])
+            assert draw(dist, np.random.default_rng(seeds[i])) == got[i].token
+            assert np.array_equal(dist.final, got[i].dist.final) and np.array_equal(dist.probs, got[i].dist.probs)
+            assert dist.rows(10) == got[i].candidates
+
+
+def test_a_step_whose_draw_fails_fails_that_request_only():
+    """A row whose draw cannot be made (a banned id outside the vocabulary) gets its error; the step's other rows get the tokens
+    they would get alone, from generators that were not advanced by the failed attempt."""
+    from explainer.llm.batching import Scheduler
+    from explainer.llm.sampling import Draw
+
+    class Row:
+        def __init__(self, d):
+            self.draw = d
+
+    V = 40
+    logits = np.random.default_rng(3).standard_normal((3, V)).astype(np.float32)
+    p = SamplingParams(0.8)
+    good = [Draw(p, (), np.random.default_rng(s), 3) for s in (1, 2)]
+    rows = [Row(good[0]), Row(Draw(p, (V + 5,), np.random.default_rng(9), 3)), Row(good[1])]
+    out = Scheduler._draws(rows, logits)
+    assert isinstance(out[1], BaseException)
+    for r, s in ((0, 1), (2, 2)):
+        alone = distribution(logits[r], p)
+        assert out[r].token == draw(alone, np.random.default_rng(s))

@@ -8,8 +8,13 @@ request of the last step has sent its next token (or ``GRACE`` seconds, so one s
 hold the others back), runs one step for all of them (``HFModel.decode``: one product per weight
 matrix, each row with its own cache and position), and hands each request its row's logits. A request
 joins at the first step after its prefill, and leaves the step it ends, is cancelled, or its client
-goes away. Sampling, stop sequences, tool calls under a schema and the stream of events stay the
-request's own, in its own thread.
+goes away. A request that sends a ``Draw`` with its token (``Member.step_draw``: what the text reply's
+sampler needs) gets its next token back too: the scheduler draws every row's token together, right
+after the step, while the requests wait (``explainer.llm.sampling.draw_rows``, the same numbers as
+one row at a time). Sixteen requests each drawing from a few thousand scores under the interpreter
+lock, a few dozen numpy calls each, handed the lock to one another at every call; one pass over the
+batch costs a fraction of that. Stop sequences, tool calls under a schema (their masks are the
+request's) and the stream of events stay the request's own, in its own thread.
 
 Each row's result is what it would be alone (``explainer.llm.layers.Dense.rows``), so a reply does
 not depend on who else is being served.
@@ -45,6 +50,7 @@ import numpy as np
 
 from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
+from explainer.llm.sampling import Draw, Drawn, draw_rows
 
 GRACE = 0.002  # seconds a step waits for the next of the last step's requests to send its token ...
 GATHER_MAX = 0.025  # ... and at most this long in all (a slow request never holds the others back longer)
@@ -118,6 +124,8 @@ class Member:
     def __init__(self, scheduler: Scheduler, cache: KVCache, rec: RequestRecord):
         self.scheduler, self.cache, self.rec = scheduler, cache, rec
         self.token = 0
+        self.draw: Draw | None = None
+        self.drawn: Drawn | None = None
         self.result: np.ndarray | BaseException | None = None
         self.done = threading.Event()
         self.left = False
@@ -129,12 +137,25 @@ class Member:
     def step(self, token: int) -> np.ndarray:
         """The logits [V] after ``token``: this request's row of the next step. Checks the run's budget while it
         waits, so a cancelled request stops waiting at once (its row, if already running, is dropped)."""
+        return self._step(token, None)
+
+    def serves(self, model: object) -> bool:
+        """Is ``model`` the one whose steps this request's rows are?"""
+        return self.scheduler._model() is model
+
+    def step_draw(self, token: int, draw: Draw) -> tuple[np.ndarray, Drawn]:
+        """``step``, and the next token drawn from the row's logits as ``draw`` says (with the step's other rows)."""
+        logits = self._step(token, draw)
+        assert self.drawn is not None
+        return logits, self.drawn
+
+    def _step(self, token: int, draw: Draw | None) -> np.ndarray:
         s = self.scheduler
         budget.check()
         s.model.check_step(token, self.cache)  # a bad row fails here, in its own request, never the batch
         if self.left:
             raise RuntimeError("this request has left the batch")
-        self.token, self.result = token, None
+        self.token, self.draw, self.drawn, self.result = token, draw, None, None
         if s.alone(self):  # no other request is admitted: its step runs here, without a hand-over to the scheduler
             s.run_step([self])
         else:
@@ -340,6 +361,9 @@ class Scheduler:
             error: BaseException | None = None
         except Exception as exc:  # a step that fails fails its rows' requests, never the scheduler
             logits, error = None, exc
+        drawn: list[Drawn | BaseException | None] = [None] * len(batch)
+        if logits is not None:
+            drawn = self._draws(batch, logits)
         end = self.now()
         with self._cond:
             self._last_step_s = end - start
@@ -349,13 +373,39 @@ class Scheduler:
             self._last = batch
         for i, m in enumerate(batch):
             m.rec.tokens += 1
-            m.result = error if logits is None else logits[i]
+            d = drawn[i]
+            if isinstance(d, BaseException):
+                m.result = d
+            else:
+                m.result, m.drawn = (error if logits is None else logits[i]), d
             m.done.set()
         if self.on_step is not None:
             try:
                 self.on_step(rec)
             except Exception:  # an observer's failure is not the requests'
                 pass
+
+    @staticmethod
+    def _draws(batch: list[Member], logits: np.ndarray) -> list[Drawn | BaseException | None]:
+        """The draws the step's rows asked for, made together (a row whose draw fails gets its error alone)."""
+        rows = [i for i, m in enumerate(batch) if m.draw is not None]
+        out: list[Drawn | BaseException | None] = [None] * len(batch)
+        if not rows:
+            return out
+        draws = [d for d in (batch[i].draw for i in rows) if d is not None]
+        states = [d.rng.bit_generator.state for d in draws]
+        try:
+            for i, drawn in zip(rows, draw_rows(logits[rows], draws)):
+                out[i] = drawn
+        except Exception:  # one row's bad draw must not fail the others: row by row, each with its own error,
+            for d, state in zip(draws, states):  # from the generators' states before the failed pass
+                d.rng.bit_generator.state = state
+            for i, d in zip(rows, draws):
+                try:
+                    out[i] = draw_rows(logits[i:i + 1], [d])[0]
+                except Exception as exc:
+                    out[i] = exc
+        return out
 
     def close(self) -> None:
         """Stop the scheduler's thread (a request still waiting for a row raises at its next budget check)."""

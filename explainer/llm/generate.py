@@ -20,7 +20,7 @@ import numpy as np
 from explainer.llm import budget
 from explainer.llm.blocklist import word_ban_for
 from explainer.llm.interface import Cache, ChatTokenizer, LanguageModel
-from explainer.llm.sampling import Candidate, SamplingParams, distribution, draw
+from explainer.llm.sampling import Candidate, Draw, Drawn, SamplingParams, distribution, draw
 
 
 @dataclass
@@ -102,16 +102,25 @@ def generate(model: LanguageModel, tok: ChatTokenizer, prompt: list[int], cfg: G
     cache, logits = out.cache, out.logits[-1]
     prefill = time.perf_counter() - t0
 
+    # A request decoding in a batch (``explainer.llm.batching``) sends its next draw with its token: the
+    # scheduler draws every row's next token together, right after the step. The same numbers, either way.
+    # (Only for the model the batch runs: a stand-in model given the same cache runs its own forward.)
+    stepper = getattr(cache, "batch", None)
+    batched = stepper is not None and hasattr(stepper, "step_draw") and stepper.serves(model)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     text, released = "", 0
     stop_reason, stop_seq, n_out = None, None, 0
+    drawn: Drawn | None = None
+    words = ban.banned_next(generated) if ban is not None else {}
     decode_start = time.perf_counter()
     while stop_reason is None:
         budget.check()
         t = time.perf_counter()
-        words = ban.banned_next(generated) if ban is not None else {}
-        dist = distribution(logits, cfg.sampling, banned=banned + tuple(words) if words else banned)
-        token = draw(dist, rng)
+        if drawn is None:
+            dist = distribution(logits, cfg.sampling, banned=banned + tuple(words) if words else banned)
+            token, candidates = draw(dist, rng), dist.rows(cfg.n_candidates)
+        else:
+            dist, token, candidates = drawn
         generated.append(token)
         n_out += 1
         hit = None
@@ -133,8 +142,13 @@ def generate(model: LanguageModel, tok: ChatTokenizer, prompt: list[int], cfg: G
                 text += decoder.decode(b"", final=True)  # release a cut-off character as U+FFFD
             safe = len(text)
         piece, released = text[released:safe], max(released, safe)
-        yield Step(n_out - 1, token, piece, dist.rows(cfg.n_candidates), time.perf_counter() - t, logits,
+        yield Step(n_out - 1, token, piece, candidates, time.perf_counter() - t, logits,
                    words, ban_probabilities(logits, cfg.sampling, banned, words) if words else {})
         if stop_reason is None:
-            logits = model.forward([token], cache=cache).logits[-1]
+            words = ban.banned_next(generated) if ban is not None else {}
+            if batched:
+                spec = Draw(cfg.sampling, banned + tuple(words) if words else banned, rng, cfg.n_candidates)
+                logits, drawn = stepper.step_draw(token, spec)  # type: ignore[union-attr]
+            else:
+                logits = model.forward([token], cache=cache).logits[-1]
     yield Finish(stop_reason, stop_seq, n_out, text, prefill, time.perf_counter() - decode_start)

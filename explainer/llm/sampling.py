@@ -13,9 +13,11 @@ filtering, cumulative probability) so the sampling page can show the whole table
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 import numpy as np
 
@@ -38,7 +40,7 @@ class SamplingParams:
 
 
 def _finite(x: float, digits: int) -> float | None:
-    return round(x, digits) if np.isfinite(x) else None
+    return round(x, digits) if math.isfinite(x) else None
 
 
 class CandidateDict(TypedDict):
@@ -115,6 +117,12 @@ def crossing(values: np.ndarray, weights: np.ndarray, target: float, bins: np.nd
     with weight."""
     cum = np.cumsum(np.bincount(bins, weights=weights, minlength=BINS + 1))
     k = min(int(np.searchsorted(cum, target, side=side)), BINS)  # type: ignore[call-overload]
+    return _cross_in_bin(values, weights, target, bins, cum, k, side)
+
+
+def _cross_in_bin(values: np.ndarray, weights: np.ndarray, target: float, bins: np.ndarray, cum: np.ndarray, k: int,
+                  side: str) -> tuple[np.ndarray, int]:
+    """``crossing`` once the bin ``k`` where the running sum passes ``target`` is known (``cum``: the bins' running sums)."""
     ids = _sorted(values, np.flatnonzero(bins == k))
     run = (cum[k - 1] if k else 0.0) + np.cumsum(weights[ids])
     j = int(np.searchsorted(run, target, side=side)) if len(ids) else 0  # type: ignore[call-overload]
@@ -219,3 +227,87 @@ def draw(dist: Distribution, rng: np.random.Generator) -> int:
         i = min(i, int(np.count_nonzero(p)) - 1)
         return int(dist.order[i])
     return crossing(dist.logits, dist.final, u * float(dist.final.sum()), dist.bins)[1]
+
+
+# ---- many rows at once: the draws of a batched decode step ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Draw:
+    """A draw to make as soon as a row's logits exist: what ``distribution`` and ``draw`` would be given, and how
+    many candidate rows to work out with it. A batched step (``explainer.llm.batching``) makes the draws of all its
+    rows together, while their requests wait, instead of each request making its own under the interpreter lock."""
+
+    params: SamplingParams
+    banned: tuple[int, ...]
+    rng: np.random.Generator
+    n_candidates: int = 0
+
+
+class Drawn(NamedTuple):
+    """A row's draw: the distribution it was made from, the token, and its first candidate rows."""
+
+    dist: Distribution
+    token: int
+    candidates: list[Candidate]
+
+
+def _plain(params: SamplingParams) -> bool:
+    """Temperature only: the case ``draw_rows`` works out for every row at once (top-k, top-p and greedy go row by row)."""
+    return params.temperature > 0 and not params.top_k and (params.top_p is None or params.top_p >= 1.0)
+
+
+def _bins_rows(values: np.ndarray) -> np.ndarray:
+    """``logit_bins`` of every row of ``values`` [B, V], the same numbers as row by row."""
+    finite = np.isfinite(values)
+    hi = np.where(finite, values, -np.inf).max(axis=1)
+    lo = np.where(finite, values, np.inf).min(axis=1)
+    spread = hi - lo
+    scale = np.divide(BINS - 1, spread, out=np.zeros_like(spread), where=spread > 0)
+    scaled = np.minimum((hi[:, None] - np.where(finite, values, hi[:, None])) * scale[:, None], BINS - 1)
+    return np.where(finite, scaled.astype(np.int64), BINS)
+
+
+def draw_rows(logits: np.ndarray, draws: Sequence[Draw]) -> list[Drawn]:
+    """``distribution`` then ``draw`` (then ``rows``) for each row of ``logits`` [B, V], with each row's own
+    parameters, banned ids and generator: the same numbers, token and candidates as one row at a time, bit for
+    bit (each row's arithmetic is element by element, or a reduction along its own row), in a few passes over
+    the whole batch instead of a few dozen per row."""
+    B, V = logits.shape
+    out: list[Drawn | None] = [None] * B
+    fast = [i for i, d in enumerate(draws) if _plain(d.params)] if B > 1 else []  # one row: as it always was
+    for i in sorted(set(range(B)) - set(fast)):
+        dist = distribution(logits[i], draws[i].params, draws[i].banned)
+        out[i] = Drawn(dist, draw(dist, draws[i].rng), dist.rows(draws[i].n_candidates) if draws[i].n_candidates else [])
+    if fast:
+        x = np.asarray(logits[fast], dtype=np.float64)
+        for r, i in enumerate(fast):
+            if draws[i].banned:
+                x[r, list(draws[i].banned)] = -np.inf
+        temps = np.array([draws[i].params.temperature for i in fast], dtype=np.float64)
+        scaled = x / temps[:, None]
+        probs = softmax(scaled)
+        final = np.where(True, probs, 0.0)
+        final = final / final.sum(axis=-1, keepdims=True)
+        totals = final.sum(axis=-1)
+        us = np.array([draws[i].rng.random() for i in fast])  # one uniform number per row, as ``draw`` takes it
+        targets = us * totals
+        big = V > FULL_SORT_MAX
+        if big:
+            bins = _bins_rows(x)
+            offsets = np.arange(len(fast), dtype=np.int64)[:, None] * (BINS + 1)
+            counts = np.bincount((bins + offsets).ravel(), weights=final.ravel(), minlength=len(fast) * (BINS + 1))
+            cum = np.cumsum(counts.reshape(len(fast), BINS + 1), axis=1)
+            ks = np.minimum((cum <= targets[:, None]).sum(axis=1), BINS)
+        for r, i in enumerate(fast):
+            dist = Distribution(x[r], scaled[r], probs[r], final[r])
+            if big:
+                dist.__dict__["bins"] = bins[r]
+                token = _cross_in_bin(x[r], final[r], float(targets[r]), bins[r], cum[r], int(ks[r]), "right")[1]
+            else:
+                p = final[r][dist.order]
+                c = np.cumsum(p)
+                j = min(int(np.searchsorted(c, us[r] * c[-1], side="right")), int(np.count_nonzero(p)) - 1)
+                token = int(dist.order[j])
+            out[i] = Drawn(dist, token, dist.rows(draws[i].n_candidates) if draws[i].n_candidates else [])
+    return [d for d in out if d is not None]
