@@ -20,7 +20,7 @@ import numpy as np
 from explainer.llm import budget
 from explainer.llm.blocklist import word_ban_for
 from explainer.llm.interface import Cache, ChatTokenizer, LanguageModel
-from explainer.llm.sampling import Candidate, Draw, Drawn, SamplingParams, distribution, draw
+from explainer.llm.sampling import DRAW_ROWS_MAX_VOCAB, Candidate, Draw, Drawn, SamplingParams, distribution, draw
 
 
 @dataclass
@@ -106,7 +106,8 @@ def generate(model: LanguageModel, tok: ChatTokenizer, prompt: list[int], cfg: G
     # scheduler draws every row's next token together, right after the step. The same numbers, either way.
     # (Only for the model the batch runs: a stand-in model given the same cache runs its own forward.)
     stepper = getattr(cache, "batch", None)
-    batched = stepper is not None and hasattr(stepper, "step_draw") and stepper.serves(model)
+    batched = (stepper is not None and hasattr(stepper, "step_draw") and stepper.serves(model)
+               and model.config.vocab_size <= DRAW_ROWS_MAX_VOCAB)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     text, released = "", 0
     stop_reason, stop_seq, n_out = None, None, 0

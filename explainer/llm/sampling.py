@@ -232,6 +232,13 @@ def draw(dist: Distribution, rng: np.random.Generator) -> int:
 # ---- many rows at once: the draws of a batched decode step ----------------------------------------------------
 
 
+# Up to this vocabulary a batch's draws are made together (``draw_rows``). A larger one's rows are drawn by their
+# own requests, in parallel: a 49k-token row is a few hundred microseconds of arithmetic that numpy runs without the
+# interpreter lock, and sixteen such rows at once are arrays of several megabytes, slower to allocate and walk
+# through (measured: 16 rows of 49,152 scores took 6x longer together than one at a time).
+DRAW_ROWS_MAX_VOCAB = 8192
+
+
 @dataclass(frozen=True)
 class Draw:
     """A draw to make as soon as a row's logits exist: what ``distribution`` and ``draw`` would be given, and how
