@@ -40,7 +40,7 @@ from explainer.lifecycle.payload import parse_request
 from explainer.lifecycle.pricing import known_models
 from explainer.llm import jsonlimits
 from explainer.llm.interface import ModelLoadError
-from explainer.shares.traces import TraceRecorder
+from explainer.shares.traces import TRACE_CANDIDATES, TraceRecorder
 from explainer.web import services
 from explainer.web.middleware import database_unavailable
 from explainer.web.runner import call, catalog, engine_for, is_local_model, request_budget, run_batches
@@ -408,7 +408,8 @@ async def _run_messages(request, req, rec, reserve: int):
     # A plain answer is sent whole at the end: its events need not cross before then.
     rec.engine_started()
     batches = run_batches(req, seed=0, cancel=cancel, observe=rec.feed, keep=_for_the_api, finished=rec.engine_stopped,
-                          hold=stream_hold_seconds() if req.stream else NON_STREAMING_HOLD, budget=budget)
+                          hold=stream_hold_seconds() if req.stream else NON_STREAMING_HOLD, budget=budget,
+                          n_candidates=TRACE_CANDIDATES)
     first = await anext(batches)  # message_start, or an error envelope (prompt too long, overloaded)
     if first[0]["type"] == fr.ERROR:
         await batches.aclose()

@@ -120,6 +120,9 @@ CLEANING_NOTES = {
 }
 
 
+TRACE_CANDIDATES = 5  # candidate rows a trace keeps per token (the API asks the engine for no more)
+
+
 class Cleaner:
     """Makes a JSON-like value storable in SQLite and PostgreSQL (text and jsonb) alike; ``found`` says what it changed."""
 
@@ -338,7 +341,7 @@ class TraceRecorder:
                 self.gateway["prompt_cache"] = event["cache"]
         elif t == fr.TOKEN:
             self.steps.append({"index": event["index"], "token": event["token"], "text": event["text"],
-                               "candidates": event["candidates"][:5]})
+                               "candidates": event["candidates"][:TRACE_CANDIDATES]})
         elif t == fr.DONE:
             self.done = event
         elif not fr.is_explainer(event):

@@ -357,11 +357,12 @@ _live_runs = 0  # run_batches generators not yet closed: their callers may still
 
 
 def _stream(req: MessagesRequest, seed: int, cancel: threading.Event, put: Callable, observe: Callable[[dict], None] | None,
-            keep: Callable[[dict], bool] | None, label: str = "") -> None:
+            keep: Callable[[dict], bool] | None, label: str = "", n_candidates: int = 10) -> None:
     """The engine's run of ``req``, in the lane's worker: every event to ``observe``, the kept ones to ``put``."""
     engine = engine_for(req.model)  # here, in the lane's worker: opening a local model takes seconds
     first_delta = True
-    for event in engine.stream(req, seed=seed, cancelled=cancel.is_set, prompt_cache=engine.prompt_cache, label=label):
+    for event in engine.stream(req, seed=seed, cancelled=cancel.is_set, prompt_cache=engine.prompt_cache, label=label,
+                               n_candidates=n_candidates):
         if observe is not None:
             observe(event)
         if keep is None or keep(event):
@@ -399,7 +400,8 @@ async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, 
                       observe: Callable[[dict], None] | None = None,
                       keep: Callable[[dict], bool] | None = None,
                       finished: Callable[[], None] | None = None,
-                      hold: float = 0.0, budget: Budget | None = None, label: str = "") -> AsyncIterator[list[dict]]:
+                      hold: float = 0.0, budget: Budget | None = None, label: str = "",
+                      n_candidates: int = 10) -> AsyncIterator[list[dict]]:
     """Yield the engine's events for ``req`` as lists of the events ready at each wake-up, in order.
 
     The run takes a place in its model's lane (``lane_for``); a full lane is an ``overloaded_error``
@@ -412,6 +414,7 @@ async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, 
     cancelled. With ``hold`` (seconds), a steady stream of events is taken at most every ``hold``
     seconds (fewer, larger batches; an event waits at most that long); see ``_Handoff``. ``label`` names the
     request in its model's batch scheduler's record (``Engine.stream``), for whoever shows that record.
+    ``n_candidates``: the candidate rows each token frame carries (an API call's trace keeps five).
     """
     global _live_runs
     s = services.current()
@@ -438,7 +441,7 @@ async def run_batches(req: MessagesRequest, seed: int, cancel: threading.Event, 
     def work() -> None:
         try:
             with running(run_budget), _holding(req.model):  # _holding checks the budget before it opens anything
-                _stream(req, seed, cancel, put, observe, keep, label)
+                _stream(req, seed, cancel, put, observe, keep, label, n_candidates)
         except Exception as exc:
             error = _error_event(exc, req.model, s)
             if error is not None:

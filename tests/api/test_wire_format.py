@@ -177,7 +177,7 @@ async def _in_process_call(monkeypatch, body: dict, fake_batches=None, broken_bo
 
     _, key = await sync_to_async(keys.create)("wire-format test")
     if fake_batches is not None:
-        async def run_batches(req, seed=0, cancel=None, observe=None, keep=None, finished=None, hold=0.0, budget=None):
+        async def run_batches(req, seed=0, cancel=None, observe=None, keep=None, finished=None, hold=0.0, budget=None, n_candidates=10):
             if finished is not None:
                 finished()
             for batch in fake_batches:
