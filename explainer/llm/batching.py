@@ -217,6 +217,7 @@ class Scheduler:
         self._peak_kv = 0
         self._n_steps = 0
         self._last_submit = 0.0
+        self._last_end = 0.0  # when the last step handed its rows back (time.monotonic())
         self._last_step_s = 0.0  # how long the last step took
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -338,8 +339,11 @@ class Scheduler:
             step = self._last_step_s
             cap = time.monotonic() + max(GATHER_MAX, step)
             grace = max(self.grace, step / 8)
+            # The grace counts from the latest token sent or, if later, from the end of the last step: a row
+            # that was sent during that step must not make the step's own rows, busy drawing their tokens, look
+            # late (that split sixteen requests into a row of one and a row of fifteen, step after step).
             while len(self._pending) < self.max_batch:
-                left = min(cap, self._last_submit + grace) - time.monotonic()
+                left = min(cap, max(self._last_submit, self._last_end) + grace) - time.monotonic()
                 if left <= 0 or not self._waiting():
                     break
                 self._cond.wait(left)
@@ -367,6 +371,7 @@ class Scheduler:
         end = self.now()
         with self._cond:
             self._last_step_s = end - start
+            self._last_end = time.monotonic()
             rec = StepRecord(self._n_steps, start, end, [m.id for m in batch], self._kv_used)
             self._n_steps += 1
             self._steps.append(rec)
