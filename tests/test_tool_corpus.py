@@ -42,7 +42,7 @@ def test_the_same_arguments_give_the_same_conversations(corpus):
 def test_every_kind_is_drawn(corpus):
     for split in ("train", "heldout"):
         kinds = {c["kind"] for c in corpus[split]}
-        assert kinds == {"call", "text", "result"}
+        assert kinds == ({"call", "text", "result", "echo"} if split == "train" else {"call", "text", "result"})
         assert {c.get("why") for c in corpus[split] if c["kind"] == "text"} >= {"docs", "missing"}
         results = [c for c in corpus[split] if c["kind"] == "result"]
         assert any(c["result"]["is_error"] for c in results) and any(not c["result"]["is_error"] for c in results)
@@ -52,7 +52,7 @@ def test_held_out_tools_arguments_and_identifiers_never_occur_in_training(corpus
     train_vocab, held_vocab = tc.vocabulary("train"), tc.vocabulary("heldout")
     assert not train_vocab["tools"] & held_vocab["tools"]
     assert not train_vocab["args"] & held_vocab["args"]
-    train_text = "\n".join(c["system"] + "".join(m["content"] for m in c["messages"]) for c in corpus["train"])
+    train_text = "\n".join((c["system"] or "") + "".join(m["content"] for m in c["messages"]) for c in corpus["train"])
     for name in held_vocab["tools"] | held_vocab["args"]:
         assert name not in train_text
     held_ids = tc.identifiers(corpus["heldout"])
@@ -82,7 +82,7 @@ def test_an_answer_after_a_result_states_its_key_fact(corpus):
 def test_no_blocked_word_and_every_schema_decodes(corpus):
     tok = load_tokenizer()
     for c in corpus["train"] + corpus["heldout"]:
-        assert not find_blocked(c["system"] + " ".join(m["content"] for m in c["messages"]))
+        assert not find_blocked((c["system"] or "") + " ".join(m["content"] for m in c["messages"]))
     for fam in tc.FAMILIES:
         JsonConstraint(fam.schema(fam.extras), tok)
 
@@ -93,7 +93,7 @@ def test_training_tokens_are_what_the_engine_reads(corpus, engine):
     seen = set()
     for c in corpus["heldout"] + corpus["train"]:
         style = c.get("call", {}).get("style")
-        if (c["kind"], style) in seen:
+        if (c["kind"], style) in seen or c["kind"] == "echo":  # (a drill without tools: the chat template, closed)
             continue
         seen.add((c["kind"], style))
         ids = tc.encode_conversation(tok, c)
@@ -126,3 +126,15 @@ def test_training_identifiers_are_drawn_from_thousands_of_words_none_held_out():
         assert len(set(words[key])) > 2000
         assert not {w.lower() for w in words[key]} & {w.lower() for v in held.values() for w in v}
     assert not set(words["word"]) & tc.vocabulary("heldout")["args"]
+
+
+def test_a_copying_drill_answers_each_question_with_the_identifier_it_names(corpus):
+    """The training split's echo conversations: several questions, each asked for its identifier, each answered by
+    that identifier exactly as it appears in the question (the copy a call's argument makes)."""
+    echoes = [c for c in corpus["train"] if c["kind"] == "echo"]
+    assert echoes
+    for c in echoes:
+        turns = c["messages"]
+        assert 6 <= len(turns) <= 10 and [m["role"] for m in turns] == ["user", "assistant"] * (len(turns) // 2)
+        for q, a in zip(turns[::2], turns[1::2]):
+            assert a["content"] and a["content"] in q["content"]

@@ -447,7 +447,7 @@ def build(out_dir: Path, tool_conversations: int = TOOL_CONVERSATIONS, tool_held
         with (out_dir / "tools_heldout.jsonl").open("w", encoding="utf-8") as f:
             for c in tools["heldout"]:
                 f.write(json.dumps(c, ensure_ascii=False) + "\n")
-        stats["tools"] = {split: {"conversations": len(convs), **{k: sum(c["kind"] == k for c in convs) for k in ("call", "text", "result")},
+        stats["tools"] = {split: {"conversations": len(convs), **{k: sum(c["kind"] == k for c in convs) for k in ("call", "text", "result", "echo")},
                                   "families": len({c["family"] for c in convs})}
                           for split, convs in tools.items()}
     finally:

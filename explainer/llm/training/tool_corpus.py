@@ -479,7 +479,10 @@ def _first_sentence(text: str) -> str:
     return text if cut < 0 else text[: cut + 1]
 
 
-KIND_WEIGHTS = {"train": [5, 2, 3], "heldout": [4, 3, 3]}  # call, text, result
+KINDS = {"train": ["call", "text", "result", "echo"], "heldout": ["call", "text", "result"]}
+KIND_WEIGHTS = {"train": [5, 2, 3, 4], "heldout": [4, 3, 3]}  # call, text, result (, echo: training only)
+ECHO_ASKS = ["Which {noun} is that about? Answer with its id only.", "Just repeat the {noun} I mentioned.",
+             "First, which {noun} do I mean? The id alone, please.", "Say back the {noun} id, nothing else."]
 _VOWELS, _CONSONANTS = "aeiou", "bcdfghjklmnprstvwz"
 
 
@@ -521,7 +524,7 @@ def conversations(split: str, n: int, seed: str = "tools-v1", doc_qa: list[dict]
     attempts = 0
     while len(out) < n:
         attempts += 1
-        kind = r.choices(["call", "text", "result"], weights=KIND_WEIGHTS[split])[0]
+        kind = r.choices(KINDS[split], weights=KIND_WEIGHTS[split])[0]
         conv = _conversation(r, kind, fams, words, doc_qa or [], lookups or [], avoid, split)
         if conv is None:
             continue
@@ -532,7 +535,23 @@ def conversations(split: str, n: int, seed: str = "tools-v1", doc_qa: list[dict]
     return out
 
 
+def _echo_conversation(r, fams, words, avoid, split) -> dict:
+    """A copying drill (training only): questions like the calls' own, each asked for the identifier it names,
+    answered by the identifier exactly as a call's argument writes it. Three to five turns, no tools: dense
+    practice at finding the identifier in a question and copying it, which a call's single argument gives
+    once per few hundred tokens of tool definitions."""
+    msgs = []
+    base = r.choice(BASE_SYSTEMS)
+    for _ in range(r.randint(3, 5)):
+        d = _draw(r, fams, words, [], avoid)
+        ask = r.choice(ECHO_ASKS).format(noun=d.fam.noun)
+        msgs += [{"role": "user", "content": f"{d.question} {ask}"}, {"role": "assistant", "content": str(d.ident)}]
+    return {"split": split, "kind": "echo", "family": "echo", "base": base, "system": base, "messages": msgs}
+
+
 def _conversation(r, kind, fams, words, doc_qa, lookups, avoid, split) -> dict | None:
+    if kind == "echo":
+        return _echo_conversation(r, fams, words, avoid, split)
     if lookups and kind != "text" and r.random() < 0.12:
         return _lookup_conversation(r, kind, fams, words, lookups, avoid, split)
     d = _draw(r, fams, words, lookups, avoid)

@@ -59,7 +59,7 @@ def tokenize_corpus(corpus: Path, out: Path) -> dict[str, np.ndarray]:
                 # A tool call is cut into tokens the way the engine writes it (tool_corpus).
                 conv = json.loads(line)
                 starts.append(len(ids))
-                tool.append("tools" in conv)
+                tool.append("family" in conv)  # a tool_corpus conversation (calls, answers, copying drills)
                 ids += encode_conversation(tok, conv)
         arr = np.asarray(ids, dtype=np.uint16)
         np.save(path, arr)
