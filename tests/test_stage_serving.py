@@ -185,3 +185,32 @@ def test_the_lesson_is_done_once_a_step_serves_it_beside_eight_others(client):
     d = serving(client, s, extra=16)
     assert busy["done"] is (d["figures"]["you"]["largest_batch"] - 1 >= 8), busy
     assert busy["done"], busy["message"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_first_visit_does_not_hold_up_the_other_pages(monkeypatch):
+    """The case a first visit records takes seconds: it runs in the bundled model's pool, and another stage page,
+    served on the thread every synchronous page shares, answers while the case is still running."""
+    import asyncio
+
+    from django.test import AsyncClient
+
+    import explainer.stages.pages.serving as sv
+    running, release = threading.Event(), threading.Event()
+    real = sv.record_case
+
+    def held(*args, **kwargs):
+        running.set()
+        assert release.wait(60)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(sv, "record_case", held)
+    client = AsyncClient()
+    scenario = Scenario(messages=[{"role": "user", "content": "Who else is being served right now?"}], max_tokens=8, seed=41)
+    first = asyncio.ensure_future(client.get(stage_url("serving", scenario, extra=0)))
+    assert await asyncio.to_thread(running.wait, 60)
+    try:
+        other = await asyncio.wait_for(client.get(stage_url("tokenize", scenario)), 60)
+        assert other.status_code == 200 and not first.done()
+    finally:
+        release.set()
+    assert (await first).status_code == 200

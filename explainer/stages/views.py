@@ -128,7 +128,16 @@ def page_data(st: Stage, ctx: dict) -> dict:
     return {element: ctx[key] for element, key in getattr(st.page, "DATA", {}).items() if key in ctx}
 
 
-@model_view(link_model, refused_json())
+# Stages whose first visit runs seconds of the model's work (Serving: a case of up to 17 requests at once):
+# they run in the bundled model's pool, not on the one thread every other synchronous page waits for.
+LONG_STAGES = frozenset({"serving"})
+
+
+def _long(request, slug: str) -> bool:
+    return slug in LONG_STAGES
+
+
+@model_view(link_model, refused_json(), long=_long)
 @require_GET
 def stage_data(request, slug: str):
     """``/learn/<slug>/data?<the page's query string>``: the same data the page embeds, as JSON, for
@@ -141,7 +150,7 @@ def stage_data(request, slug: str):
     return JsonResponse({"stage": slug, "data": page_data(st, ctx)}, json_dumps_params={"ensure_ascii": False})
 
 
-@model_view(link_model, refused_page)
+@model_view(link_model, refused_page, long=_long)
 @require_GET
 def stage(request, slug: str):
     try:

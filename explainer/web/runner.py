@@ -231,14 +231,17 @@ def submit(model, fn: Callable, *args) -> bool:
     return True
 
 
-def model_view(model_of: Callable, refuse: Callable):
+def model_view(model_of: Callable, refuse: Callable, long: Callable[..., bool] | None = None):
     """Make a synchronous view that shows a model's work run where that model's work belongs.
 
     ``model_of(request, *args, **kwargs)`` names the model the request is about, cheaply and without
     opening anything (a name, LOCAL_MODELS, or None for the bundled model). For a local model the view
     runs in the local lane (``call``); for the bundled one where Django runs every synchronous view, on
-    its one thread for them, as before. Either way under the request's budget; work the lane cannot
-    take, or that its budget stopped, is ``refuse(request, api_error)``'s answer (a page, or JSON).
+    its one thread for them, as before, unless ``long(request, *args, **kwargs)`` says this request's
+    work takes seconds (the Serving stage runs many requests to record them): then in the bundled
+    model's own small pool (``call``), so the other pages do not wait behind it. Either way under the
+    request's budget; work the lane cannot take, or that its budget stopped, is
+    ``refuse(request, api_error)``'s answer (a page, or JSON).
     """
     def deco(view):
         def budgeted(request, *args, **kwargs):
@@ -254,7 +257,7 @@ def model_view(model_of: Callable, refuse: Callable):
                 model = model_of(request, *args, **kwargs)
             except Exception:  # a link that does not decode: the view itself says what is wrong with it
                 model = None
-            if lane_for(model) is services.current().local:
+            if lane_for(model) is services.current().local or (long is not None and long(request, *args, **kwargs)):
                 try:
                     return await call(model, partial(view, request, *args, **kwargs))
                 except APIError as exc:
