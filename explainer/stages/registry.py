@@ -72,7 +72,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("caching", "Caching", "A repeated prefix is read from cache instead of recomputed.",
           "two requests' usage side by side, without and with the cache", MANY),
     Stage("tools", "Tools", "The model asks for a tool; your code runs it and replies.",
-          "the tool-use loop, request by request", MANY),
+          "the tool-use loop, request by request, and the attention from the call's argument back to the question", MANY),
     Stage("serving", "Serving", "Many requests share the model's steps; a busy server queues, then answers 529.",
           "the decode steps of every request being served, this one highlighted", MANY),
     Stage("recap", "Recap", "Every stage of this request on one page.",
