@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any, TypedDict
+from urllib.parse import urlencode
 
 from django.urls import reverse
 
@@ -167,8 +168,9 @@ def fit_window(s: Scenario) -> tuple[Scenario, list[str]]:
     return s, notes
 
 
-def links(body: Any) -> Replay:
-    """The call's replay in the walk-through: a link per stage, and what was changed to replay it here."""
+def links(body: Any, origin: tuple[str, int] | None = None) -> Replay:
+    """The call's replay in the walk-through: a link per stage, and what was changed to replay it here. With
+    ``origin`` (the session's id and the call's number) the stages link back to the call."""
     s, notes = scenario(body)
     if s is None:
         return {"links": [], "notes": notes}
@@ -176,6 +178,6 @@ def links(body: Any) -> Replay:
         blob = codec().encode(s)
     except ScenarioError as exc:
         return {"links": [], "notes": [*notes, str(exc)]}
-    q = f"?s={blob}" if blob else ""
+    q = "?" + urlencode(({"s": blob} if blob else {}) | ({"call": f"{origin[0]}/{origin[1]}"} if origin else {}))
     return {"links": [{"title": st.title, "slug": st.slug, "url": reverse("stage", args=[st.slug]) + q} for st in STAGES if st.built],
             "notes": notes}

@@ -162,7 +162,7 @@ def call_view(session: Session, n: int) -> dict[str, Any] | None:
         "tools": {"defined": walk.tool_names(body), "loop": walk.tool_loop(body, c.response)} if is_messages else None,
         "streaming": {"events": walk.stream_events(c.events), "count": len(c.events)} if c.stream else None,
         "tokens": walk.token_rows(body, c.response, usage, _count) if is_messages and body else None,
-        "replay": replay.links(c.request) if is_messages else {"links": [], "notes": []},
+        "replay": replay.links(c.request, (session.id, n)) if is_messages else {"links": [], "notes": []},
     }
 
 

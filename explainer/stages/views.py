@@ -32,10 +32,19 @@ MODEL_NAMES = priced_models()  # the models a page offers: the known ones whose 
 class StagePage:
     """What a stage's page module gets: the scenario, the view options, the computed run."""
 
-    def __init__(self, stage: Stage, scenario: Scenario, blob: str, opts: dict, embed: bool = False):
+    def __init__(self, stage: Stage, scenario: Scenario, blob: str, opts: dict, embed: bool = False,
+                 origin: tuple[str, int] | None = None):
         self.stage, self.scenario, self.blob, self.opts = stage, scenario, blob, opts
         self.embed = embed  # shown inside an iframe: every link to a stage stays embedded
+        # The inspector's recorded call this walk-through replays (session id, call number): its stages link
+        # back to it, and keep it in their links to each other, but never in a permalink (the session's id is
+        # what lets its holder see the session).
+        self.origin = origin
         self.engine = engine(scenario)
+
+    @property
+    def origin_url(self) -> str | None:
+        return reverse("inspect-call", args=[self.origin[0], str(self.origin[1])]) if self.origin else None
 
     @cached_property
     def run(self) -> Run:
@@ -47,14 +56,16 @@ class StagePage:
 
     def full_url(self, slug: str | None = None, scenario: Scenario | None = None, **opts) -> str:
         """Like ``url`` but always the full page, never embedded: for permalinks and "open in the explainer"."""
-        return self._url(slug, scenario, False, opts)
+        return self._url(slug, scenario, False, opts, origin=False)
 
-    def _url(self, slug, scenario, embed: bool, opts: dict) -> str:
+    def _url(self, slug, scenario, embed: bool, opts: dict, origin: bool = True) -> str:
         blob = self.blob if scenario is None else codec().encode(_stamped(scenario))
         query = {"s": blob} if blob else {}
         query.update({k: v for k, v in opts.items() if v is not None})
         if embed:
             query["embed"] = "1"
+        if origin and self.origin and scenario is None:  # the same replay, another stage of it
+            query["call"] = f"{self.origin[0]}/{self.origin[1]}"
         path = reverse("stage", args=[slug or self.stage.slug])
         return path + ("?" + urlencode(query) if query else "")
 
@@ -64,6 +75,21 @@ def _stamped(scenario: Scenario) -> Scenario:
         return stamp(scenario)
     except ModelLoadError:  # evicted and not reopenable since the page was checked: the link says so when opened
         return scenario
+
+
+_ORIGIN = re.compile(r"([A-Za-z0-9_-]{1,32})/([1-9][0-9]{0,5})")
+
+
+def _origin(request) -> tuple[str, int] | None:
+    """``call=<inspector session>/<n>``: the recorded call a replay link came from (the inspector's call page)."""
+    raw = single(request.GET, "call")
+    if raw in (None, ""):
+        return None
+    m = _ORIGIN.fullmatch(raw)
+    if m is None:
+        raise OptionError("“call” must be an inspector session's id and a call number, like abc123/4: "
+                          "the recorded call this replay came from.")
+    return m.group(1), int(m.group(2))
 
 
 def _embed_flag(request) -> bool:
@@ -107,6 +133,7 @@ def computed(request, slug: str) -> tuple[Stage, StagePage, dict]:
         raise Refused(400, "Link too long", f"This link is longer than {MAX_QUERY_CHARS:,} characters, so it is not read.", path)
     try:
         embed = _embed_flag(request)
+        origin = _origin(request)
         blob = single(request.GET, "s") or ""
     except OptionError as exc:
         raise Refused(400, "This link cannot be shown", str(exc), path) from None
@@ -116,7 +143,7 @@ def computed(request, slug: str) -> tuple[Stage, StagePage, dict]:
         if why:
             raise ScenarioError(why)
         opts = parse_options(st.page.OPTIONS, request.GET)
-        page = StagePage(st, scenario, blob, opts, embed=embed)
+        page = StagePage(st, scenario, blob, opts, embed=embed, origin=origin)
         ctx = st.page.context(page)
     except (ScenarioError, OptionError) as exc:
         raise Refused(400, "This link cannot be shown", str(exc), path + ("?embed=1" if embed else ""), embed) from None

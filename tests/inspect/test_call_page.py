@@ -150,4 +150,19 @@ def test_every_replay_link_opens(session):
     for link in links:
         page = client.get(link["url"])
         assert page.status_code == 200, (link["slug"], page.content[:500])
-        assert "The API would refuse this request" not in page.content.decode(), link["slug"]  # the replay is a request that runs
+        html = page.content.decode()
+        assert "The API would refuse this request" not in html, link["slug"]  # the replay is a request that runs
+        # ... and each of its stages leads back to the call it replays, keeps that in its links to the other
+        # stages, and never in the link it offers to share (the session's id is what opens the session)
+        assert f'href="/inspect/{session.id}/call/2/" data-replay-back' in html, link["slug"]
+        nxt = re.search(r'<a rel="next" class="button" href="([^"]+)"', html)
+        if nxt:
+            assert f"call={session.id}%2F2" in nxt.group(1).replace("&amp;", "&"), link["slug"]
+        assert session.id not in re.search(r'<link rel="canonical" href="[^"]*">', html).group(0), link["slug"]
+        assert session.id not in re.search(r'data-copy-link="[^"]*"', html).group(0), link["slug"]
+
+
+@pytest.mark.parametrize("raw", ["x", "abc/0", "abc/", "/3", "a b/3", "abc/3/4", "<script>/1", "a" * 40 + "/1"])
+def test_a_tampered_back_link_to_a_call_is_a_clear_400(raw):
+    page = Client().get("/learn/tokenize/", {"call": raw})
+    assert page.status_code == 400 and "inspector session" in page.content.decode() and "<script>/" not in page.content.decode()
