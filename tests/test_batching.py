@@ -20,7 +20,7 @@ from explainer.lifecycle.payload import parse_request
 from explainer.llm import budget
 from explainer.llm.batching import Scheduler
 from explainer.llm.hf.loader import load_folder
-from explainer.llm.layers import ROW_BLOCK, Dense
+from explainer.llm.layers import ROW_BLOCK, Dense, per_row_for
 
 QUESTIONS = ["What is a list?", "Explain Python decorators in detail, with an example.", "hi",
              "How do I read a CSV file with pandas and sum one column?", "What is recursion?", "Tell me about HTTP.",
@@ -69,9 +69,28 @@ def llama_engine() -> Engine:
     return Engine(load_folder(Path(__file__).parent / "fixtures" / "models" / "tiny-llama"))
 
 
-@pytest.mark.parametrize("which", ["bundled", "tiny-llama"])
-def test_every_reply_is_the_same_alone_and_in_batches_of_2_to_32(which, llama_engine):
-    engine = Engine() if which == "bundled" else llama_engine
+@pytest.fixture(scope="module")
+def grouped_llama_engine() -> Engine:
+    """The tiny Llama with a large model's products: rows in groups against column blocks (``per_row_for``)."""
+    import explainer.llm.layers as layers
+    old, layers.PER_ROW_MAX_PARAMS = layers.PER_ROW_MAX_PARAMS, 0
+    try:
+        engine = Engine(load_folder(Path(__file__).parent / "fixtures" / "models" / "tiny-llama"))
+    finally:
+        layers.PER_ROW_MAX_PARAMS = old
+    assert not engine.model.lm_head.per_row
+    return engine
+
+
+def test_a_small_model_multiplies_row_by_row_and_a_large_one_in_groups():
+    assert per_row_for(4_329_984) and not per_row_for(134_515_008)
+    assert Engine().model.lm_head.per_row
+
+
+@pytest.mark.parametrize("which", ["bundled", "tiny-llama", "tiny-llama-grouped"])
+def test_every_reply_is_the_same_alone_and_in_batches_of_2_to_32(which, request):
+    engine = Engine() if which == "bundled" else request.getfixturevalue(
+        "grouped_llama_engine" if "grouped" in which else "llama_engine")
     n = 32
     alone = {i: tokens(engine, i, tools=i % 8 == 0) for i in range(n)}
     assert len({tuple(t) for t in alone.values()}) > n // 2  # varied replies, not one repeated
@@ -85,11 +104,12 @@ def test_every_reply_is_the_same_alone_and_in_batches_of_2_to_32(which, llama_en
     assert widest >= 8, f"the batches never formed (widest step: {widest} rows)"
 
 
-def test_a_weight_product_gives_each_row_the_same_bits_whatever_the_batch():
+@pytest.mark.parametrize("per_row", [False, True])
+def test_a_weight_product_gives_each_row_the_same_bits_whatever_the_batch(per_row):
     rng = np.random.default_rng(0)
     for shape in [(256, 768), (1024, 256), (256, 4096), (64, 1001), (576, 960)]:
         w, b = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape[1]).astype(np.float32)
-        d = Dense(w, b)
+        d = Dense(w, b, per_row)
         x = rng.standard_normal((40, shape[0])).astype(np.float32)
         alone = np.concatenate([d.rows(x[i:i + 1]) for i in range(len(x))])
         assert np.allclose(alone, x @ w + b, rtol=1e-4, atol=1e-3) and np.allclose(d(x), x @ w + b, rtol=1e-4, atol=1e-3)

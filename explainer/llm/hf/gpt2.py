@@ -33,7 +33,7 @@ from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
 from explainer.llm.hf.config import HFConfig
 from explainer.llm.hf.passes import ForwardResult, HFModel, recorder
-from explainer.llm.layers import Dense, attend, attend_one, gelu, layer_norm, merge_heads, split_heads
+from explainer.llm.layers import Dense, attend, attend_one, gelu, layer_norm, merge_heads, per_row_for, split_heads
 
 
 @dataclass
@@ -48,13 +48,13 @@ class Block:
     mlp_proj: Dense  # [d_ff, d]
 
     @classmethod
-    def take(cls, weights: dict[str, np.ndarray], l: int) -> Block:
+    def take(cls, weights: dict[str, np.ndarray], l: int, per_row: bool) -> Block:
         """Block ``l`` out of ``weights`` (its tensors are removed from the dict)."""
         def t(name: str) -> np.ndarray:
             return weights.pop(f"h.{l}.{name}")
 
         def dense(name: str) -> Dense:
-            return Dense(t(name + ".weight"), t(name + ".bias"))
+            return Dense(t(name + ".weight"), t(name + ".bias"), per_row)
         return cls((t("ln_1.weight"), t("ln_1.bias")), dense("attn.c_attn"), dense("attn.c_proj"),
                    (t("ln_2.weight"), t("ln_2.bias")), dense("mlp.c_fc"), dense("mlp.c_proj"))
 
@@ -70,12 +70,13 @@ class GPT2Model(HFModel):
         wte = take("wte.weight")
         # The head [d, V]. Tied, it is also where token embeddings are read from (column gathers), so the
         # matrix is kept once.
-        self.lm_head = Dense(wte.T if c.tie_word_embeddings else take("lm_head.weight").T)
+        per_row = per_row_for(self.n_params)
+        self.lm_head = Dense(wte.T if c.tie_word_embeddings else take("lm_head.weight").T, None, per_row)
         self.wte = None if c.tie_word_embeddings else wte
         del wte
         self.wpe = np.ascontiguousarray(take("wpe.weight")[:c.n_ctx])
         self.ln_f = (take("ln_f.weight"), take("ln_f.bias"))
-        self.blocks = [Block.take(weights, l) for l in range(c.n_layer)]
+        self.blocks = [Block.take(weights, l, per_row) for l in range(c.n_layer)]
         base = 1.0 / math.sqrt(c.head_dim) if c.attn_scale_weights else 1.0
         self.scales = [base / (l + 1) if c.attn_scale_by_layer else base for l in range(c.n_layer)]
 

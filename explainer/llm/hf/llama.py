@@ -35,14 +35,14 @@ from explainer.llm import budget
 from explainer.llm.hf.cache import KVCache
 from explainer.llm.hf.config import HFConfig
 from explainer.llm.hf.passes import ForwardResult, HFModel, recorder
-from explainer.llm.layers import Dense, apply_rotary, attend, attend_one, merge_heads, rms_norm, silu
+from explainer.llm.layers import Dense, apply_rotary, attend, attend_one, merge_heads, per_row_for, rms_norm, silu
 
 
-def _linear(weights: dict[str, np.ndarray], names: list[str], bias: bool) -> Dense:
+def _linear(weights: dict[str, np.ndarray], names: list[str], bias: bool, per_row: bool) -> Dense:
     """nn.Linear weights [out_i, in] fused along out and transposed once: [in, sum(out_i)], with the bias."""
     w = np.concatenate([weights.pop(f"{n}.weight") for n in names], axis=0).T
     b = np.concatenate([weights.pop(f"{n}.bias") for n in names]) if bias else None
-    return Dense(w, b)
+    return Dense(w, b, per_row)
 
 
 class LlamaModel(HFModel):
@@ -53,17 +53,18 @@ class LlamaModel(HFModel):
         c = self.config = config
         self.n_params = sum(v.size for v in weights.values())
         embed = weights.pop("embed_tokens.weight")
-        self.lm_head = Dense(embed.T if c.tie_word_embeddings else weights.pop("lm_head.weight").T)  # [d, V]
+        per_row = per_row_for(self.n_params)
+        self.lm_head = Dense(embed.T if c.tie_word_embeddings else weights.pop("lm_head.weight").T, None, per_row)  # [d, V]
         self.embed = None if c.tie_word_embeddings else embed
         del embed
         self.norm = weights.pop("norm.weight")
         self.blocks = []
         for l in range(c.n_layer):
             p = f"layers.{l}."
-            qkv = _linear(weights, [p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj"], c.attention_bias)
-            o = _linear(weights, [p + "self_attn.o_proj"], c.o_bias)
-            gate_up = _linear(weights, [p + "mlp.gate_proj", p + "mlp.up_proj"], c.mlp_bias)
-            down = _linear(weights, [p + "mlp.down_proj"], c.mlp_bias)
+            qkv = _linear(weights, [p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj"], c.attention_bias, per_row)
+            o = _linear(weights, [p + "self_attn.o_proj"], c.o_bias, per_row)
+            gate_up = _linear(weights, [p + "mlp.gate_proj", p + "mlp.up_proj"], c.mlp_bias, per_row)
+            down = _linear(weights, [p + "mlp.down_proj"], c.mlp_bias, per_row)
             self.blocks.append((weights.pop(p + "input_layernorm.weight"), qkv, o,
                                 weights.pop(p + "post_attention_layernorm.weight"), gate_up, down))
         # cos/sin of every position's angles, [n_ctx, hd] (the half-width table repeated twice, as transformers'
