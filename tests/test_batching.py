@@ -107,7 +107,7 @@ def test_every_reply_is_the_same_alone_and_in_batches_of_2_to_32(which, request)
 @pytest.mark.parametrize("per_row", [False, True])
 def test_a_weight_product_gives_each_row_the_same_bits_whatever_the_batch(per_row):
     rng = np.random.default_rng(0)
-    for shape in [(256, 768), (1024, 256), (256, 4096), (64, 1001), (576, 960)]:
+    for shape in [(256, 768), (1024, 256), (256, 4096), (64, 1001), (576, 960), (100, 130)]:
         w, b = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape[1]).astype(np.float32)
         d = Dense(w, b, per_row)
         x = rng.standard_normal((40, shape[0])).astype(np.float32)

@@ -133,7 +133,7 @@ def merge_heads(x: np.ndarray) -> np.ndarray:
 
 # ---- weight matrices: one layout for a prompt's pass and for a batch of decode steps ---------------------
 
-ROW_BLOCK = 4  # rows per product of a decode step: a batch of B rows is ceil(B / 4) products of 4 rows each
+ROW_BLOCK = 4  # rows per product of a short prompt (up to PROMPT_ROWS rows): in groups of 4, padded
 COL_BLOCK = 64  # columns per block of a stored weight matrix
 PER_ROW_MAX_PARAMS = 16_000_000  # up to this many parameters, a decode step multiplies row by row (``per_row_for``)
 PROMPT_ROWS = 16  # past this many rows, a prompt's product goes block by block into the output's columns
@@ -146,7 +146,8 @@ def per_row_for(n_params: int) -> bool:
     and a matrix-vector product of one row is the fastest way to multiply it: on some processors a product of
     4 rows costs 4-5 times one of 1 row (measured on an AMD EPYC: 48 against 9 microseconds for 4 rows against 1
     of the bundled model's attention weights), which made a request alone half as fast as before batching. A
-    large model's step is bound by reading its weights from memory: its rows share each read, in groups.
+    large model's step is bound by reading its weights from memory: its rows share each read, a column
+    block at a time (``Dense.rows``).
     Both ways a row's result is computed by the same call, with the same shape, whatever the batch."""
     return n_params <= PER_ROW_MAX_PARAMS
 
@@ -162,14 +163,15 @@ class Dense:
       the shape of the product (a single row is a matrix-vector product, a few rows a small-matrix
       kernel, more rows the general one), and each kernel sums in its own order, so the same row can
       come out a few units in the last place apart in a batch of 1, 3 or 16, and a sampled token can flip.
-      Here every product has one shape whatever the batch: ``ROW_BLOCK`` rows (padded with zeros) times
-      one ``[n_in, COL_BLOCK]`` block. Within that one kernel each output element is its own sum over
-      ``n_in``, in the same order wherever its row sits.
+      Here every product has one shape whatever the batch: one row times one ``[n_in, COL_BLOCK]`` block
+      (or, ``per_row``, one row times the whole matrix). Each row goes through the same call, with the
+      same shape, whether the batch has 1 row or 32.
 
-    The column blocks are also what makes a batch cheap: numpy multiplies every group of rows by one
-    block before it moves to the next, so a block is read from memory once per step and reused from the
-    processor's cache for every row (a 135M-parameter model's decode step reads 538 MB of weights,
-    whether for one request or for sixteen).
+    The column blocks are also what makes a batch cheap: numpy multiplies every row by one block before
+    it moves to the next, so a block is read from memory once per step and reused from the processor's
+    cache for every row (a 135M-parameter model's decode step reads 538 MB of weights, whether for one
+    request or for sixteen). (Until this release the rows went in groups of ``ROW_BLOCK``, padded: on an
+    AMD EPYC a group cost a lone row 3-4 times its own product, for no gain at 16 rows.)
 
     Example:
         >>> w = np.arange(6 * 70, dtype=np.float32).reshape(6, 70) / 100
@@ -240,7 +242,22 @@ class Dense:
             if self.added is not None:
                 out += self.added
             return out
-        return self._product(x, ROW_BLOCK)
+        # A large model: each row against each column block on its own (one [1, n_in] x [n_in, 64] product, the
+        # same call alone or in any batch), block by block, so a block read from memory serves every row from the
+        # processor's cache. numpy runs the whole loop in C. Groups of 4 rows against a block did the same reuse,
+        # but on some processors a lone row paid for its group: 4x the time of its own product (an AMD EPYC).
+        x = np.ascontiguousarray(x, np.float32)
+        B = len(x)
+        parts = []
+        if self.split:
+            y = np.matmul(x[None, :, None, :], self.blocks[:, None])  # [blocks, B, 1, COL_BLOCK]
+            parts.append(y[:, :, 0, :].transpose(1, 0, 2).reshape(B, self.split))
+        if self.tail is not None:
+            parts.append(np.matmul(x[:, None, :], self.tail)[:, 0, :])
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        if self.added is not None:
+            out += self.added
+        return out
 
     def _product(self, x: np.ndarray, group: int) -> np.ndarray:
         B, n_in = x.shape
