@@ -106,3 +106,24 @@ def test_phone_pages_offer_buttons_not_key_hints(phone, server):
         assert box["height"] >= 44
     assert phone.locator(".rail li.current").evaluate(
         "li => { const r = li.getBoundingClientRect(); return r.left >= 0 && r.right <= innerWidth; }")
+
+
+REPLAY = "call=AbCdEfGhIjKlMnOpQrStUv%2F3"  # a replay of an inspector call: the stage links back to the call
+
+
+@pytest.mark.parametrize("screen, slug", [("phone", s) for s in SLUGS] + [("laptop", "tokenize"), ("laptop", "serving")])
+def test_a_replayed_stage_links_back_and_still_opens_on_its_picture(screen_page, server, slug, screen):
+    """The back link a replay adds to the kicker's line is whole, readable and on screen, and does not push the
+    main visual out of the first screen (on its own line above the heading it did, by up to 33 px on a phone)."""
+    w, h = SCREENS[screen]
+    pg = screen_page(screen)
+    pg.goto(f"{server['url']}/learn/{slug}/?{REPLAY}")
+    box = main_visual_box(pg)
+    back = pg.locator("[data-replay-back]")
+    assert back.is_visible() and back.get_attribute("href") == "/inspect/AbCdEfGhIjKlMnOpQrStUv/call/3/"
+    link = back.bounding_box()
+    assert link["x"] >= 0 and link["x"] + link["width"] <= w + 0.5 and 0 <= link["y"] and link["y"] + link["height"] <= h, link
+    assert link["width"] >= 80 and float(pg.evaluate("getComputedStyle(document.querySelector('[data-replay-back]')).fontSize")[:-2]) >= 12
+    assert box["bottom"] <= h, f"{slug} at {w}x{h}: with the back link the main visual ends at {box['bottom']:.0f} px"
+    assert pg.evaluate("document.documentElement.scrollWidth") <= w
+    assert not pg.js_errors, pg.js_errors
